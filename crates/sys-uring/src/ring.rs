@@ -1,0 +1,245 @@
+//! `Ring`: one io_uring instance with explicit set-up options, a push that keeps the kernel's
+//! buffer contract `unsafe`, one `enter` that submits and waits, and a reap that copies CQEs out.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use io_uring::types::{SubmitArgs, Timespec};
+use io_uring::{squeue, IoUring};
+
+use crate::error::SetupError;
+
+/// How to set up a ring. Every flag is probed by the kernel at set-up: a flag it does not know
+/// makes [`Ring::new`] fail with [`crate::Unavailable::InvalidSetup`]; [`crate::probe`] says
+/// beforehand which flags are accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingOptions {
+    /// Submission queue entries (rounded up to a power of two by the kernel).
+    pub sq_entries: u32,
+    /// Completion queue entries; 0 keeps the kernel's default of twice `sq_entries`.
+    pub cq_entries: u32,
+    /// `IORING_SETUP_SINGLE_ISSUER` (6.0): only the creating thread submits.
+    pub single_issuer: bool,
+    /// `IORING_SETUP_DEFER_TASKRUN` (6.1): completion work runs only when this thread enters
+    /// the kernel to wait. Requires `single_issuer`.
+    pub defer_taskrun: bool,
+    /// `IORING_SETUP_COOP_TASKRUN` (5.19): no interrupting IPIs for completion work.
+    pub coop_taskrun: bool,
+    /// `IORING_SETUP_SUBMIT_ALL` (5.18): keep submitting a batch past an SQE that fails.
+    pub submit_all: bool,
+}
+
+impl RingOptions {
+    /// A ring of `sq_entries` with the kernel's default CQ size and no optional flags.
+    pub const fn new(sq_entries: u32) -> RingOptions {
+        RingOptions {
+            sq_entries,
+            cq_entries: 0,
+            single_issuer: false,
+            defer_taskrun: false,
+            coop_taskrun: false,
+            submit_all: false,
+        }
+    }
+}
+
+/// The submission queue has no free entry; submit (enter) and push again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqFull;
+
+impl std::fmt::Display for SqFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("io_uring submission queue is full")
+    }
+}
+
+impl std::error::Error for SqFull {}
+
+/// One completion, copied out of the completion queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cqe {
+    /// The `user_data` of the SQE this completes.
+    pub user_data: u64,
+    /// The result: non-negative on success, `-errno` on failure.
+    pub result: i32,
+    /// `IORING_CQE_F_*` flags.
+    pub flags: u32,
+}
+
+/// An io_uring instance: submission and completion queues shared with the kernel.
+pub struct Ring {
+    uring: IoUring,
+    options: RingOptions,
+}
+
+impl Ring {
+    /// `io_uring_setup(2)`—creates a ring with exactly the flags in `options`.
+    ///
+    /// # Errors
+    /// A [`SetupError`] whose [`crate::Unavailable`] says why, in words a user can act on.
+    ///
+    /// # References
+    /// - [Linux](https://man7.org/linux/man-pages/man2/io_uring_setup.2.html)
+    pub fn new(options: &RingOptions) -> Result<Ring, SetupError> {
+        assert!(options.sq_entries > 0, "a ring needs at least one SQ entry");
+        assert!(
+            !options.defer_taskrun || options.single_issuer,
+            "IORING_SETUP_DEFER_TASKRUN requires IORING_SETUP_SINGLE_ISSUER"
+        );
+        let mut builder = IoUring::builder();
+        if options.cq_entries > 0 {
+            assert!(options.cq_entries >= options.sq_entries, "CQ smaller than SQ");
+            builder.setup_cqsize(options.cq_entries);
+        }
+        if options.single_issuer {
+            builder.setup_single_issuer();
+        }
+        if options.defer_taskrun {
+            builder.setup_defer_taskrun();
+        }
+        if options.coop_taskrun {
+            builder.setup_coop_taskrun();
+        }
+        if options.submit_all {
+            builder.setup_submit_all();
+        }
+        let uring = builder.build(options.sq_entries).map_err(SetupError::from_setup)?;
+        Ok(Ring { uring, options: *options })
+    }
+
+    /// The options this ring was created with.
+    pub fn options(&self) -> &RingOptions {
+        &self.options
+    }
+
+    /// Whether the kernel has `IORING_FEAT_EXT_ARG` (5.11): `enter` can wait with a timeout.
+    pub fn has_ext_arg(&self) -> bool {
+        self.uring.params().is_feature_ext_arg()
+    }
+
+    /// Whether the kernel has `IORING_FEAT_NODROP` (5.5): a full CQ buffers rather than drops.
+    pub fn has_nodrop(&self) -> bool {
+        self.uring.params().is_feature_nodrop()
+    }
+
+    /// Submission queue size, as the kernel rounded it.
+    pub fn sq_capacity(&self) -> u32 {
+        self.uring.params().sq_entries()
+    }
+
+    /// Completion queue size, as the kernel rounded it.
+    pub fn cq_capacity(&self) -> u32 {
+        self.uring.params().cq_entries()
+    }
+
+    /// Free SQ entries.
+    pub fn sq_space(&mut self) -> u32 {
+        let sq = self.uring.submission();
+        let space = sq.capacity() - sq.len();
+        u32::try_from(space).expect("SQ capacity fits u32")
+    }
+
+    /// SQ entries pushed and not yet consumed by the kernel.
+    pub fn sq_len(&mut self) -> u32 {
+        u32::try_from(self.uring.submission().len()).expect("SQ length fits u32")
+    }
+
+    /// Pushes one SQE; it reaches the kernel with the next [`Ring::enter`].
+    ///
+    /// # Safety
+    /// Every pointer in `entry` (buffers, addresses, timespecs, paths) must stay valid, and
+    /// every buffer the kernel writes must not be read or moved by anyone else, until the
+    /// completion carrying `entry`'s `user_data` has been reaped.
+    pub unsafe fn push(&mut self, entry: &squeue::Entry) -> Result<(), SqFull> {
+        let mut sq = self.uring.submission();
+        // SAFETY: the caller upholds the buffer contract, as this function's own contract says.
+        unsafe { sq.push(entry) }.map_err(|_| SqFull)
+    }
+
+    /// `io_uring_enter(2)`—submits every pushed SQE and, when `wait_nr > 0`, waits until that
+    /// many completions are ready or `timeout_ns` passes. One syscall.
+    ///
+    /// A timeout needs `IORING_FEAT_EXT_ARG` ([`Ring::has_ext_arg`]); without it the caller
+    /// pushes a timeout SQE instead. An expired timeout is `Ok`, not `ETIME`.
+    ///
+    /// # Errors
+    /// The kernel's: `EBUSY`/`EAGAIN` when the CQ is overcommitted (reap, then enter again),
+    /// `EINTR` when a signal arrived while waiting (enter again).
+    ///
+    /// # References
+    /// - [Linux](https://man7.org/linux/man-pages/man2/io_uring_enter.2.html)
+    pub fn enter(&mut self, wait_nr: u32, timeout_ns: Option<u64>) -> io::Result<u32> {
+        let to_submit = self.sq_len();
+        let mut flags = 0;
+        // Deferred task work only runs, and overflowed CQEs only flush, in an enter that
+        // carries GETEVENTS; with a zero `wait_nr` it does not block.
+        if wait_nr > 0 || self.options.defer_taskrun || self.cq_overflow() {
+            flags |= io_uring::EnterFlags::GETEVENTS.bits();
+        }
+        let result = match timeout_ns {
+            None => {
+                // SAFETY: no extended argument is passed; the SQEs were pushed under `push`'s
+                // contract, which keeps their memory valid until reaped.
+                unsafe {
+                    self.uring.submitter().enter::<libc::sigset_t>(to_submit, wait_nr, flags, None)
+                }
+            }
+            Some(timeout_ns) => {
+                assert!(self.has_ext_arg(), "a wait timeout needs IORING_FEAT_EXT_ARG");
+                let timespec = timespec_from_ns(timeout_ns);
+                let args = SubmitArgs::new().timespec(&timespec);
+                flags |= io_uring::EnterFlags::EXT_ARG.bits();
+                // SAFETY: `args` is a valid `io_uring_getevents_arg` that outlives the call, and
+                // EXT_ARG tells the kernel that is what the argument is.
+                unsafe { self.uring.submitter().enter(to_submit, wait_nr, flags, Some(&args)) }
+            }
+        };
+        match result {
+            Ok(submitted) => Ok(u32::try_from(submitted).expect("submitted fits u32")),
+            Err(error) if error.raw_os_error() == Some(libc::ETIME) => Ok(0),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Whether the kernel holds completions that did not fit the CQ (`IORING_SQ_CQ_OVERFLOW`);
+    /// the next [`Ring::enter`] flushes them.
+    pub fn cq_overflow(&mut self) -> bool {
+        self.uring.submission().cq_overflow()
+    }
+
+    /// Completions the kernel dropped because the CQ was full (only without NODROP).
+    pub fn cq_dropped(&mut self) -> u32 {
+        self.uring.completion().overflow()
+    }
+
+    /// Copies every ready completion out of the CQ, in order, calling `f` for each, and
+    /// returns how many. Never blocks and makes no syscall.
+    pub fn reap(&mut self, mut f: impl FnMut(Cqe)) -> u32 {
+        let mut count = 0;
+        for entry in self.uring.completion() {
+            count += 1;
+            f(Cqe { user_data: entry.user_data(), result: entry.result(), flags: entry.flags() });
+        }
+        count
+    }
+}
+
+impl AsRawFd for Ring {
+    fn as_raw_fd(&self) -> RawFd {
+        self.uring.as_raw_fd()
+    }
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring").field("fd", &self.as_raw_fd()).field("options", &self.options).finish()
+    }
+}
+
+/// A relative or absolute kernel timespec from nanoseconds.
+pub(crate) fn timespec_from_ns(ns: u64) -> Timespec {
+    const NS_PER_S: u64 = 1_000_000_000;
+    let nsec = u32::try_from(ns % NS_PER_S).expect("remainder below 1e9 fits u32");
+    Timespec::new().sec(ns / NS_PER_S).nsec(nsec)
+}

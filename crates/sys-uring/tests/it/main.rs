@@ -1,0 +1,112 @@
+//! sys-uring against the running kernel. Tests skip, saying why, where io_uring is unusable.
+#![cfg(target_os = "linux")]
+#![allow(unsafe_code)]
+
+use std::time::{Duration, Instant};
+
+use sys_uring::{opcode, probe, Ring, RingOptions, SqFull};
+
+/// Creates a ring or prints why io_uring is unusable here and returns `None`.
+fn ring_or_skip(options: &RingOptions) -> Option<Ring> {
+    match Ring::new(options) {
+        Ok(ring) => Some(ring),
+        Err(error) => {
+            eprintln!("skipped: {error}");
+            None
+        }
+    }
+}
+
+fn push_nop(ring: &mut Ring, user_data: u64) -> Result<(), SqFull> {
+    let entry = opcode::Nop::new().build().user_data(user_data);
+    // SAFETY: a nop references no memory.
+    unsafe { ring.push(&entry) }
+}
+
+#[test]
+fn probe_reports_required_opcodes() {
+    let report = match probe() {
+        Ok(report) => report,
+        Err(error) => return eprintln!("skipped: {error}"),
+    };
+    eprintln!("{report:?}");
+    assert_eq!(report.missing_required(), None, "kernel 6.x has every required opcode");
+    assert!(report.nodrop);
+    assert!(report.supports(opcode::Nop::CODE));
+}
+
+#[test]
+fn nops_round_trip_in_one_enter() {
+    let Some(mut ring) = ring_or_skip(&RingOptions::new(8)) else { return };
+    for user_data in 0..8 {
+        push_nop(&mut ring, user_data).unwrap();
+    }
+    assert_eq!(push_nop(&mut ring, 99), Err(SqFull));
+    assert_eq!(ring.sq_space(), 0);
+    assert_eq!(ring.enter(8, None).unwrap(), 8);
+    let mut seen = Vec::new();
+    assert_eq!(ring.reap(|cqe| seen.push(cqe.user_data)), 8);
+    assert_eq!(seen, (0..8).collect::<Vec<_>>());
+    assert_eq!(ring.sq_space(), 8);
+}
+
+#[test]
+fn enter_with_timeout_returns_after_the_deadline() {
+    let Some(mut ring) = ring_or_skip(&RingOptions::new(4)) else { return };
+    if !ring.has_ext_arg() {
+        return eprintln!("skipped: kernel lacks IORING_FEAT_EXT_ARG");
+    }
+    let start = Instant::now();
+    assert_eq!(ring.enter(1, Some(20_000_000)).unwrap(), 0);
+    assert!(start.elapsed() >= Duration::from_millis(20), "woke early: {:?}", start.elapsed());
+    assert_eq!(ring.reap(|_| ()), 0);
+}
+
+#[test]
+fn every_flag_combination_the_probe_accepts_builds() {
+    let Ok(report) = probe() else { return eprintln!("skipped: io_uring unavailable") };
+    let options = RingOptions {
+        sq_entries: 4,
+        cq_entries: 64,
+        single_issuer: report.single_issuer,
+        defer_taskrun: report.defer_taskrun,
+        coop_taskrun: report.coop_taskrun,
+        submit_all: report.submit_all,
+    };
+    let mut ring = Ring::new(&options).expect("probed flags build");
+    assert_eq!(ring.cq_capacity(), 64);
+    push_nop(&mut ring, 1).unwrap();
+    ring.enter(1, None).unwrap();
+    assert_eq!(ring.reap(|cqe| assert_eq!(cqe.user_data, 1)), 1);
+}
+
+#[test]
+fn cq_overflow_is_flushed_by_reaping_and_entering_again() {
+    // A 2-entry SQ gets a 4-entry CQ; 64 nops overfill it and NODROP keeps the rest in the
+    // kernel until the CQ is reaped and the ring entered again.
+    let Some(mut ring) = ring_or_skip(&RingOptions::new(2)) else { return };
+    assert!(ring.has_nodrop());
+    let total = 64;
+    let (mut pushed, mut reaped) = (0, 0);
+    let mut seen = Vec::new();
+    let mut overflowed = false;
+    while reaped < total {
+        while pushed < total && push_nop(&mut ring, pushed).is_ok() {
+            pushed += 1;
+        }
+        match ring.enter(0, None) {
+            Ok(_) => {}
+            Err(error) if matches!(error.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {}
+            Err(error) => panic!("enter: {error}"),
+        }
+        overflowed |= ring.cq_overflow();
+        // Reap only once everything is submitted, so that the CQ overfills first.
+        if pushed == total {
+            reaped += u64::from(ring.reap(|cqe| seen.push(cqe.user_data)));
+        }
+    }
+    assert!(overflowed, "the test must overfill the CQ to mean anything");
+    assert_eq!(ring.cq_dropped(), 0);
+    seen.sort_unstable();
+    assert_eq!(seen, (0..total).collect::<Vec<_>>());
+}
