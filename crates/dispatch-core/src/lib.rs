@@ -1,1 +1,66 @@
-//! placeholder
+//! `dispatch-core`: a callback-based I/O loop that batches every operation scheduled since
+//! the last syscall into one, over io_uring (Linux).
+//!
+//! The application owns a context `C` and schedules operations on an [`Io<C>`] from anywhere,
+//! most often from inside a callback. Each operation carries a [`Tag`] and a plain function
+//! pointer; when it completes, the callback receives the context, the loop (to schedule more),
+//! the tag and the result. The loop owns a fixed table of operation slots sized at
+//! [`Io::new`], and owns every buffer the kernel may touch until its callback hands it back:
+//! no allocation per operation, no use-after-free when operations are cancelled or the loop
+//! is dropped.
+//!
+//! ```
+//! use dispatch_core::{Io, Options};
+//!
+//! #[derive(Default)]
+//! struct Ctx { fired: Vec<u64> }
+//!
+//! let mut io: Io<Ctx> = match Io::new(&Options::new(64)) {
+//!     Ok(io) => io,
+//!     Err(error) => { eprintln!("skipped: {error}"); return; }
+//! };
+//! let mut ctx = Ctx::default();
+//! for tag in [3_u64, 1, 2] {
+//!     io.timeout(tag, tag * 1_000_000, |ctx: &mut Ctx, _io, tag, result| {
+//!         result.expect("timeout");
+//!         ctx.fired.push(tag);
+//!     })
+//!     .expect("64 slots are plenty");
+//! }
+//! io.run_until_idle(&mut ctx).expect("run");
+//! assert_eq!(ctx.fired, vec![1, 2, 3]);
+//! assert_eq!(io.stats().ops_completed, 3);
+//! ```
+//!
+//! See `docs/ARCHITECTURE.md` for the life of one operation and the invariants.
+
+mod backend;
+mod completion;
+mod io;
+mod operation;
+mod options;
+mod slots;
+mod stats;
+mod waker;
+
+pub use crate::io::{InitError, Io};
+pub use crate::operation::{
+    BufCallback, BufResult, CountCallback, FdCallback, OpId, ScheduleError, ScheduleErrorKind,
+    Tag, UnitCallback,
+};
+pub use crate::options::{Options, UringOptions};
+pub use crate::stats::{BackendKind, Stats};
+pub use crate::waker::Waker;
+
+/// `AT_FDCWD`: pass as `dir` to [`Io::openat`] to open relative to the working directory.
+pub const AT_FDCWD: std::os::fd::RawFd = libc::AT_FDCWD;
+
+// One loop per thread: `Io` must not be `Send` (compile-time check).
+const _: fn() = || {
+    trait AmbiguousIfSend<A> {
+        fn some_item() {}
+    }
+    impl<T: ?Sized> AmbiguousIfSend<()> for T {}
+    impl<T: ?Sized + Send> AmbiguousIfSend<u8> for T {}
+    let _ = <Io<()> as AmbiguousIfSend<_>>::some_item;
+};

@@ -3,7 +3,7 @@
 //! Every optional feature is probed, never assumed from a kernel version: distributions
 //! backport, and seccomp or sysctls can disable io_uring on a new kernel.
 
-use io_uring::{opcode, IoUring};
+use io_uring::opcode;
 
 use crate::error::SetupError;
 use crate::ring::{Ring, RingOptions};
@@ -24,6 +24,11 @@ pub const REQUIRED_OPCODES: &[(u8, &str)] = &[
     (opcode::Timeout::CODE, "IORING_OP_TIMEOUT"),
     (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL"),
 ];
+
+/// The first of [`REQUIRED_OPCODES`] missing from `opcodes`.
+pub(crate) fn first_missing(opcodes: &io_uring::Probe) -> Option<&'static str> {
+    REQUIRED_OPCODES.iter().find(|(code, _)| !opcodes.is_supported(*code)).map(|(_, name)| *name)
+}
 
 /// The kernel's io_uring capabilities.
 pub struct Probe {
@@ -50,7 +55,7 @@ impl Probe {
 
     /// The first of [`REQUIRED_OPCODES`] the kernel lacks, if any.
     pub fn missing_required(&self) -> Option<&'static str> {
-        REQUIRED_OPCODES.iter().find(|(code, _)| !self.supports(*code)).map(|(_, name)| *name)
+        first_missing(&self.opcodes)
     }
 }
 
@@ -84,9 +89,7 @@ pub fn probe() -> Result<Probe, SetupError> {
     let coop_taskrun = accepts(RingOptions { coop_taskrun: true, ..base });
     let submit_all = accepts(RingOptions { submit_all: true, ..base });
 
-    let mut opcodes = io_uring::Probe::new();
-    let probe_ring: IoUring = IoUring::new(2).map_err(SetupError::from_setup)?;
-    probe_ring.submitter().register_probe(&mut opcodes).map_err(SetupError::from_setup)?;
+    let opcodes = plain.opcodes().map_err(SetupError::from_setup)?;
     Ok(Probe {
         single_issuer,
         defer_taskrun,

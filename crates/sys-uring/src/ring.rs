@@ -133,6 +133,25 @@ impl Ring {
         self.uring.params().cq_entries()
     }
 
+    /// `IORING_REGISTER_PROBE`—the opcodes this ring's kernel supports.
+    ///
+    /// # Errors
+    /// `EINVAL` on kernels before 5.6, which cannot say.
+    pub fn opcodes(&self) -> io::Result<io_uring::Probe> {
+        let mut opcodes = io_uring::Probe::new();
+        self.uring.submitter().register_probe(&mut opcodes)?;
+        Ok(opcodes)
+    }
+
+    /// The first of [`crate::REQUIRED_OPCODES`] this kernel lacks, if any.
+    ///
+    /// # Errors
+    /// When the kernel cannot report its opcodes (before 5.6, which lacks several anyway).
+    pub fn missing_required_opcode(&self) -> Result<Option<&'static str>, SetupError> {
+        let opcodes = self.opcodes().map_err(SetupError::from_setup)?;
+        Ok(crate::probe::first_missing(&opcodes))
+    }
+
     /// Free SQ entries.
     pub fn sq_space(&mut self) -> u32 {
         let sq = self.uring.submission();

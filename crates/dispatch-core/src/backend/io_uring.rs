@@ -1,0 +1,228 @@
+//! The io_uring backend: every operation becomes one SQE in the shared submission queue, and
+//! one `io_uring_enter` per loop turn submits them all and waits.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use sys_uring::opcode;
+use sys_uring::squeue::Entry;
+use sys_uring::types::{Fd, Timespec};
+use sys_uring::{Ring, RingOptions, SetupError, SqFull};
+
+use super::{Wait, USER_DATA_DROP_CANCEL, USER_DATA_WAIT_TIMEOUT};
+use crate::operation::Args;
+use crate::options::Options;
+use crate::stats::Stats;
+
+/// The io_uring backend's state beside the ring: per-slot timespecs for timeouts (the kernel
+/// reads them at submission, but they live as long as the slot for simplicity), and the
+/// timespec of the wait timeout used on kernels without `EXT_ARG`.
+pub(crate) struct IoUringBackend {
+    ring: Ring,
+    timespecs: Box<[Timespec]>,
+    wait_timespec: Timespec,
+    ext_arg: bool,
+}
+
+impl IoUringBackend {
+    /// Sets up a ring for `options` and checks that the kernel has every opcode the loop
+    /// schedules.
+    pub(crate) fn new(options: &Options) -> Result<IoUringBackend, SetupError> {
+        let uring = &options.uring;
+        // Size the CQ so that every slot plus the internal entries fits: with one CQE per
+        // operation the CQ cannot overflow, though overflow is still handled if it does.
+        let cq_wanted = (options.ops_max + 8).next_power_of_two().clamp(uring.sq_entries * 2, 65536);
+        let ring = Ring::new(&RingOptions {
+            sq_entries: uring.sq_entries,
+            cq_entries: cq_wanted.max(uring.sq_entries.next_power_of_two()),
+            single_issuer: uring.single_issuer,
+            defer_taskrun: uring.defer_taskrun,
+            coop_taskrun: uring.coop_taskrun,
+            submit_all: uring.submit_all,
+        })?;
+        if let Some(name) = ring.missing_required_opcode()? {
+            return Err(SetupError::missing_opcode(name));
+        }
+        let ext_arg = uring.ext_arg && ring.has_ext_arg();
+        let timespecs = (0..options.ops_max).map(|_| Timespec::new()).collect();
+        Ok(IoUringBackend { ring, timespecs, wait_timespec: Timespec::new(), ext_arg })
+    }
+
+    /// Queues `args` as one SQE.
+    ///
+    /// # Safety
+    /// `args` must not move, and its buffers must not be touched, until `reap` reports
+    /// `user_data`: the SQE points into it.
+    pub(crate) unsafe fn push(
+        &mut self,
+        idx: u32,
+        user_data: u64,
+        args: &mut Args,
+    ) -> Result<(), SqFull> {
+        if self.ring.sq_space() == 0 {
+            return Err(SqFull);
+        }
+        let entry = self.entry(idx, args).user_data(user_data);
+        // SAFETY: the entry points into `args` (and the heap buffers it owns) and into
+        // `self.timespecs[idx]`; the caller keeps `args` in place until the completion is
+        // reaped, and `self.timespecs` lives as long as the ring.
+        unsafe { self.ring.push(&entry) }
+    }
+
+    /// Builds the SQE for `args`. The pointers it takes are only dereferenced by the kernel,
+    /// under `push`'s contract.
+    fn entry(&mut self, idx: u32, args: &mut Args) -> Entry {
+        match args {
+            Args::Empty => unreachable!("pushing a free slot"),
+            Args::Accept { fd } => opcode::Accept::new(Fd(*fd), std::ptr::null_mut(), std::ptr::null_mut())
+                .flags(libc::SOCK_CLOEXEC)
+                .build(),
+            Args::Connect { fd, addr } => {
+                let (ptr, len) = addr.as_ptr();
+                opcode::Connect::new(Fd(*fd), ptr, len).build()
+            }
+            Args::Recv { fd, buf } => {
+                let (ptr, len) = spare_capacity(buf);
+                opcode::Recv::new(Fd(*fd), ptr, len).build()
+            }
+            Args::Read { fd, buf, offset } => {
+                let (ptr, len) = spare_capacity(buf);
+                opcode::Read::new(Fd(*fd), ptr, len).offset(*offset).build()
+            }
+            Args::Send { fd, buf } => {
+                // MSG_NOSIGNAL: a reset peer is an EPIPE result, never a process-killing SIGPIPE.
+                opcode::Send::new(Fd(*fd), buf.as_ptr(), clamp_len(buf.len()))
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+            }
+            Args::Write { fd, buf, offset } => {
+                opcode::Write::new(Fd(*fd), buf.as_ptr(), clamp_len(buf.len())).offset(*offset).build()
+            }
+            Args::Shutdown { fd, how } => opcode::Shutdown::new(Fd(*fd), *how).build(),
+            Args::Close { fd } => opcode::Close::new(Fd(fd.as_raw_fd())).build(),
+            Args::Fsync { fd } => opcode::Fsync::new(Fd(*fd)).build(),
+            Args::Openat { dir, path, flags, mode } => opcode::OpenAt::new(Fd(*dir), path.as_ptr())
+                .flags(*flags | libc::O_CLOEXEC)
+                .mode(*mode)
+                .build(),
+            Args::Timeout { timeout_ns } => {
+                let timespec = &mut self.timespecs[idx as usize];
+                *timespec = timespec_from_ns(*timeout_ns);
+                opcode::Timeout::new(timespec).build()
+            }
+            Args::Cancel { target } => opcode::AsyncCancel::new(target.user_data()).build(),
+            Args::Wakeup { fd, count } => {
+                let ptr: *mut u64 = count;
+                opcode::Read::new(Fd(*fd), ptr.cast(), 8).build()
+            }
+        }
+    }
+
+    /// Submits everything pushed and waits as `wait` says, in one `io_uring_enter` (two on a
+    /// kernel without `EXT_ARG` whose SQ is exactly full when a timed wait must add its
+    /// timeout SQE).
+    pub(crate) fn flush(&mut self, wait: Wait, stats: &mut Stats) -> io::Result<()> {
+        let overflow = self.ring.cq_overflow();
+        if overflow {
+            stats.cq_overflows += 1;
+        }
+        let (wait_nr, timeout_ns) = match wait {
+            Wait::Poll => (0, None),
+            Wait::Forever => (1, None),
+            Wait::Until(deadline) => {
+                let now = Instant::now();
+                match deadline.checked_duration_since(now) {
+                    None => (0, None),
+                    Some(left) if left.is_zero() => (0, None),
+                    Some(left) => (1, Some(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX))),
+                }
+            }
+        };
+        let needed = wait_nr > 0
+            || self.ring.sq_len() > 0
+            || overflow
+            || self.ring.options().defer_taskrun;
+        if !needed {
+            return Ok(());
+        }
+        let timeout_ns = match timeout_ns {
+            Some(ns) if !self.ext_arg => {
+                self.push_wait_timeout(ns, stats)?;
+                None
+            }
+            other => other,
+        };
+        self.enter(wait_nr, timeout_ns, stats)
+    }
+
+    /// On kernels without `EXT_ARG`: a timeout SQE that completes after `timeout_ns`, or as
+    /// soon as one other completion arrives (count 1), so it never outlives the wait.
+    fn push_wait_timeout(&mut self, timeout_ns: u64, stats: &mut Stats) -> io::Result<()> {
+        if self.ring.sq_space() == 0 {
+            self.enter(0, None, stats)?;
+        }
+        self.wait_timespec = timespec_from_ns(timeout_ns);
+        let entry = opcode::Timeout::new(&self.wait_timespec)
+            .count(1)
+            .build()
+            .user_data(USER_DATA_WAIT_TIMEOUT);
+        // SAFETY: the kernel copies the timespec while preparing the SQE, inside the next
+        // enter; `self.wait_timespec` outlives that call.
+        unsafe { self.ring.push(&entry) }.expect("the SQ has room after an enter");
+        Ok(())
+    }
+
+    fn enter(&mut self, wait_nr: u32, timeout_ns: Option<u64>, stats: &mut Stats) -> io::Result<()> {
+        stats.syscalls += 1;
+        match self.ring.enter(wait_nr, timeout_ns) {
+            Ok(submitted) => {
+                stats.batch_max = stats.batch_max.max(submitted);
+                Ok(())
+            }
+            // A signal interrupted the wait: the turn ends early and the loop turns again.
+            Err(error) if error.raw_os_error() == Some(libc::EINTR) => Ok(()),
+            // The CQ is overcommitted: the loop reaps, then the next turn enters again.
+            Err(error) if matches!(error.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {
+                stats.cq_overflows += 1;
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Copies out every ready completion for a slot; internal completions are consumed here.
+    pub(crate) fn reap(&mut self, mut f: impl FnMut(u64, i32)) {
+        self.ring.reap(|cqe| match cqe.user_data {
+            USER_DATA_WAIT_TIMEOUT | USER_DATA_DROP_CANCEL => {}
+            user_data => f(user_data, cqe.result),
+        });
+    }
+
+    /// Asks the kernel to cancel the operation `user_data`; used only by `Io`'s drop.
+    pub(crate) fn cancel_for_drop(&mut self, user_data: u64, stats: &mut Stats) -> io::Result<()> {
+        if self.ring.sq_space() == 0 {
+            self.enter(0, None, stats)?;
+        }
+        let entry = opcode::AsyncCancel::new(user_data).build().user_data(USER_DATA_DROP_CANCEL);
+        // SAFETY: a cancel references no memory.
+        unsafe { self.ring.push(&entry) }.expect("the SQ has room after an enter");
+        Ok(())
+    }
+}
+
+/// The spare capacity of `buf` as the kernel's (pointer, length).
+fn spare_capacity(buf: &mut Vec<u8>) -> (*mut u8, u32) {
+    let spare = buf.spare_capacity_mut();
+    (spare.as_mut_ptr().cast(), clamp_len(spare.len()))
+}
+
+/// io_uring lengths are `u32`; a longer buffer is a short operation, which callers handle.
+fn clamp_len(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+fn timespec_from_ns(ns: u64) -> Timespec {
+    std::time::Duration::from_nanos(ns).into()
+}

@@ -1,0 +1,640 @@
+//! `Io<C>`: the loop. Operations are scheduled from anywhere (usually from inside a callback),
+//! each turn hands everything scheduled to the backend in one syscall, and callbacks run
+//! afterwards, never while completions are being reaped.
+// One unsafe block: handing slot arguments to the backend, whose contract the slot table keeps.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use crate::backend::{Driver, Wait};
+use crate::completion::{outcome, Outcome};
+use crate::operation::{
+    Args, BufCallback, Callback, CountCallback, FdCallback, OpId, RawSockAddr, ScheduleError,
+    ScheduleErrorKind, Tag, UnitCallback,
+};
+use crate::options::Options;
+use crate::slots::{Fifo, Slots, State};
+use crate::stats::{BackendKind, Stats};
+use crate::waker::Waker;
+
+/// Why `Io::new` failed.
+#[derive(Debug)]
+pub enum InitError {
+    /// The options break a limit; the message names the field.
+    InvalidOptions(&'static str),
+    /// io_uring cannot be used here; the error says why in words a user can act on.
+    #[cfg(target_os = "linux")]
+    Unavailable(sys_uring::SetupError),
+    /// Creating the wake-up descriptor failed (for example `EMFILE`).
+    Os(io::Error),
+}
+
+impl fmt::Display for InitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InitError::InvalidOptions(message) => write!(f, "invalid options: {message}"),
+            #[cfg(target_os = "linux")]
+            InitError::Unavailable(error) => write!(f, "io_uring unavailable: {error}"),
+            InitError::Os(error) => write!(f, "creating the loop failed: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for InitError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            InitError::InvalidOptions(_) => None,
+            #[cfg(target_os = "linux")]
+            InitError::Unavailable(error) => Some(error),
+            InitError::Os(error) => Some(error),
+        }
+    }
+}
+
+/// How long `Io`'s drop waits for the kernel to give back operations it cancelled before it
+/// leaks their memory rather than free memory the kernel could still write.
+const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The I/O loop, generic over the application's context `C`, which callbacks receive.
+///
+/// `Io` is deliberately not `Send`: one loop per thread. Use [`Io::waker`] to reach it from
+/// other threads.
+///
+/// # Portability
+/// On Linux the loop runs on io_uring: the kernel performs each operation and one
+/// `io_uring_enter` per turn submits the whole batch. Sockets should be in blocking mode (the
+/// kernel makes them asynchronous); a socket with `O_NONBLOCK` may complete with `EAGAIN`.
+pub struct Io<C> {
+    slots: Slots<C>,
+    overflow: Fifo,
+    completed: Fifo,
+    backend: Driver,
+    stats: Stats,
+    waker: Waker,
+    running: bool,
+    ops_max: u32,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl<C> fmt::Debug for Io<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Io")
+            .field("in_flight", &self.in_flight())
+            .field("overflow", &self.overflow.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> Io<C> {
+    /// Creates a loop with `options`' fixed limits. Every allocation the loop makes happens
+    /// here.
+    ///
+    /// # Errors
+    /// [`InitError::InvalidOptions`] for a broken limit; [`InitError::Unavailable`] when
+    /// io_uring cannot be set up, saying why.
+    pub fn new(options: &Options) -> Result<Io<C>, InitError> {
+        options.validate().map_err(InitError::InvalidOptions)?;
+        let backend = Driver::new(options).map_err(InitError::Unavailable)?;
+        let waker = Waker::new().map_err(InitError::Os)?;
+        Ok(Io {
+            slots: Slots::new(options.ops_max),
+            overflow: Fifo::EMPTY,
+            completed: Fifo::EMPTY,
+            backend,
+            stats: Stats::new(BackendKind::IoUring),
+            waker,
+            running: false,
+            ops_max: options.ops_max,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Operations scheduled whose callbacks have not run yet.
+    pub fn in_flight(&self) -> u32 {
+        self.slots.busy()
+    }
+
+    /// A handle that wakes this loop from any thread; see [`Io::wait_wakeup`].
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    /// Accepts a connection on the listening socket `listener`. The new socket is
+    /// close-on-exec and owned by the callback's `OwnedFd`.
+    ///
+    /// # Errors
+    /// When every slot is in flight.
+    pub fn accept(
+        &mut self,
+        tag: Tag,
+        listener: RawFd,
+        callback: FdCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        self.schedule(tag, Args::Accept { fd: listener }, Callback::Fd(callback), ())
+    }
+
+    /// Connects the socket `fd` to `addr`.
+    ///
+    /// # Errors
+    /// When every slot is in flight.
+    pub fn connect(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        addr: SocketAddr,
+        callback: UnitCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        let args = Args::Connect { fd, addr: RawSockAddr::new(addr) };
+        self.schedule(tag, args, Callback::Unit(callback), ())
+    }
+
+    /// Receives into `buf`'s spare capacity (`buf[len..capacity]`); the callback gets the
+    /// byte count (0 at end of stream) and `buf` with its length extended by it.
+    ///
+    /// # Errors
+    /// When every slot is in flight, or `buf` has no spare capacity; the error returns `buf`.
+    pub fn recv(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        buf: Vec<u8>,
+        callback: BufCallback<C>,
+    ) -> Result<OpId, ScheduleError<Vec<u8>>> {
+        if buf.len() == buf.capacity() {
+            return Err(ScheduleError { kind: ScheduleErrorKind::NoSpareCapacity, value: buf });
+        }
+        self.schedule_buf(tag, Args::Recv { fd, buf }, callback)
+    }
+
+    /// Sends `buf[..]`; the callback gets the byte count sent (possibly short) and `buf`
+    /// unchanged. A reset peer is an error result (`EPIPE`, `ECONNRESET`), never a signal.
+    ///
+    /// # Errors
+    /// When every slot is in flight; the error returns `buf`.
+    pub fn send(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        buf: Vec<u8>,
+        callback: BufCallback<C>,
+    ) -> Result<OpId, ScheduleError<Vec<u8>>> {
+        self.schedule_buf(tag, Args::Send { fd, buf }, callback)
+    }
+
+    /// Reads into `buf`'s spare capacity from file offset `offset`; the callback gets the
+    /// byte count (0 at end of file) and `buf` with its length extended by it.
+    ///
+    /// # Errors
+    /// When every slot is in flight, or `buf` has no spare capacity; the error returns `buf`.
+    pub fn read(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        buf: Vec<u8>,
+        offset: u64,
+        callback: BufCallback<C>,
+    ) -> Result<OpId, ScheduleError<Vec<u8>>> {
+        if buf.len() == buf.capacity() {
+            return Err(ScheduleError { kind: ScheduleErrorKind::NoSpareCapacity, value: buf });
+        }
+        self.schedule_buf(tag, Args::Read { fd, buf, offset }, callback)
+    }
+
+    /// Writes `buf[..]` at file offset `offset`; the callback gets the byte count written.
+    ///
+    /// # Errors
+    /// When every slot is in flight; the error returns `buf`.
+    pub fn write(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        buf: Vec<u8>,
+        offset: u64,
+        callback: BufCallback<C>,
+    ) -> Result<OpId, ScheduleError<Vec<u8>>> {
+        self.schedule_buf(tag, Args::Write { fd, buf, offset }, callback)
+    }
+
+    /// Shuts down the reading side, writing side, or both of the socket `fd`.
+    ///
+    /// # Errors
+    /// When every slot is in flight.
+    pub fn shutdown(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        how: Shutdown,
+        callback: UnitCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        let how = match how {
+            Shutdown::Read => libc::SHUT_RD,
+            Shutdown::Write => libc::SHUT_WR,
+            Shutdown::Both => libc::SHUT_RDWR,
+        };
+        self.schedule(tag, Args::Shutdown { fd, how }, Callback::Unit(callback), ())
+    }
+
+    /// Closes `fd`, which the operation owns from now on. A close cannot be cancelled.
+    ///
+    /// # Errors
+    /// When every slot is in flight; the error returns `fd`, still open.
+    pub fn close(
+        &mut self,
+        tag: Tag,
+        fd: OwnedFd,
+        callback: UnitCallback<C>,
+    ) -> Result<OpId, ScheduleError<OwnedFd>> {
+        let Some(idx) = self.slots.alloc() else { return Err(self.exhausted(fd)) };
+        Ok(self.start(idx, tag, Args::Close { fd }, Callback::Unit(callback)))
+    }
+
+    /// Flushes `fd`'s data and metadata to stable storage (`fsync`).
+    ///
+    /// # Errors
+    /// When every slot is in flight.
+    pub fn fsync(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        callback: UnitCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        self.schedule(tag, Args::Fsync { fd }, Callback::Unit(callback), ())
+    }
+
+    /// Opens `path` relative to the directory `dir` (`libc::AT_FDCWD` for the working
+    /// directory) with `open(2)` `flags` and `mode`; `O_CLOEXEC` is always added. The new
+    /// descriptor is owned by the callback's `OwnedFd`.
+    ///
+    /// # Errors
+    /// When every slot is in flight; the error returns `path`.
+    pub fn openat(
+        &mut self,
+        tag: Tag,
+        dir: RawFd,
+        path: CString,
+        flags: i32,
+        mode: u32,
+        callback: FdCallback<C>,
+    ) -> Result<OpId, ScheduleError<CString>> {
+        let Some(idx) = self.slots.alloc() else { return Err(self.exhausted(path)) };
+        let args = Args::Openat { dir, path, flags, mode };
+        Ok(self.start(idx, tag, args, Callback::Fd(callback)))
+    }
+
+    /// Completes with `Ok(())` after `timeout_ns` nanoseconds (never earlier), or with
+    /// `ECANCELED` if cancelled first.
+    ///
+    /// # Errors
+    /// When every slot is in flight.
+    pub fn timeout(
+        &mut self,
+        tag: Tag,
+        timeout_ns: u64,
+        callback: UnitCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        self.schedule(tag, Args::Timeout { timeout_ns }, Callback::Unit(callback), ())
+    }
+
+    /// Cancels the operation `target`. The target's callback still runs exactly once: with
+    /// `ECANCELED`, or with its real result if it completed first (an accepted socket or
+    /// opened file then reaches its callback and is never leaked). This callback gets
+    /// `Ok(())` when the target was cancelled, `ENOENT` when there was nothing to cancel
+    /// (completed, or a stale id), `EALREADY` when it could no longer be stopped.
+    ///
+    /// # Errors
+    /// When every slot is in flight.
+    pub fn cancel(
+        &mut self,
+        tag: Tag,
+        target: OpId,
+        callback: UnitCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        let Some(idx) = self.slots.alloc() else { return Err(self.exhausted(())) };
+        let slot = &mut self.slots[idx];
+        slot.tag = tag;
+        slot.args = Args::Cancel { target };
+        slot.callback = Callback::Unit(callback);
+        let id = self.slots.id(idx);
+        match self.slots.lookup(target).map(|target_idx| (target_idx, self.slots[target_idx].state)) {
+            None | Some((_, State::Completed)) => self.complete_now(idx, -libc::ENOENT),
+            Some((target_idx, State::Overflow)) => {
+                if matches!(self.slots[target_idx].args, Args::Close { .. }) {
+                    self.complete_now(idx, -libc::EALREADY);
+                } else {
+                    let removed = self.overflow.remove(self.slots.as_mut_slice(), target_idx);
+                    assert!(removed, "slot {target_idx} in state Overflow is not queued");
+                    self.complete_now(target_idx, -libc::ECANCELED);
+                    self.complete_now(idx, 0);
+                }
+            }
+            Some((_, State::Kernel)) => self.enqueue(idx),
+            Some((_, State::Free)) => unreachable!("lookup never returns a free slot"),
+        }
+        Ok(id)
+    }
+
+    /// Completes after the next [`Waker::wake`] (at once if a wake-up is already pending),
+    /// with the number of wake-ups it coalesced. Keeps the loop busy until then, so
+    /// `run_until_idle` will not return while it is pending.
+    ///
+    /// # Errors
+    /// When every slot is in flight.
+    pub fn wait_wakeup(
+        &mut self,
+        tag: Tag,
+        callback: CountCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        let args = Args::Wakeup { fd: self.waker.raw_fd(), count: 0 };
+        self.schedule(tag, args, Callback::Count(callback), ())
+    }
+
+    /// One turn that never blocks: submits everything scheduled, reaps what completed, runs
+    /// those callbacks. Operations the callbacks schedule go out with the next turn.
+    ///
+    /// # Errors
+    /// An unexpected error from the kernel's submit call; the loop stays usable.
+    pub fn tick(&mut self, ctx: &mut C) -> io::Result<()> {
+        self.enter_running();
+        let result = self.turn(ctx, Wait::Poll);
+        self.running = false;
+        result
+    }
+
+    /// Runs the loop for `ns` nanoseconds: each turn submits everything scheduled in one
+    /// syscall and blocks in the kernel until a completion or the deadline, then runs the
+    /// callbacks. Returns at the deadline (an idle loop sleeps, it never spins); `ns == 0`
+    /// is one non-blocking turn.
+    ///
+    /// # Errors
+    /// An unexpected error from the kernel's submit call; the loop stays usable.
+    pub fn run_for_ns(&mut self, ctx: &mut C, ns: u64) -> io::Result<()> {
+        self.enter_running();
+        let deadline = Instant::now() + Duration::from_nanos(ns);
+        let result = loop {
+            if let Err(error) = self.turn(ctx, Wait::Until(deadline)) {
+                break Err(error);
+            }
+            if Instant::now() >= deadline {
+                break Ok(());
+            }
+        };
+        self.running = false;
+        result
+    }
+
+    /// Runs the loop until no operation is in flight (callbacks included: work they schedule
+    /// keeps it running). Blocks as long as operations are pending, however long that is.
+    ///
+    /// # Errors
+    /// An unexpected error from the kernel's submit call; the loop stays usable.
+    pub fn run_until_idle(&mut self, ctx: &mut C) -> io::Result<()> {
+        self.enter_running();
+        let mut result = Ok(());
+        while self.slots.busy() > 0 {
+            if let Err(error) = self.turn(ctx, Wait::Forever) {
+                result = Err(error);
+                break;
+            }
+        }
+        self.running = false;
+        result
+    }
+
+    fn enter_running(&mut self) {
+        assert!(!self.running, "Io driven re-entrantly: tick/run called from a callback");
+        self.running = true;
+    }
+
+    /// One turn: submit (draining the overflow queue into the SQ), wait, reap, dispatch.
+    fn turn(&mut self, ctx: &mut C, wait: Wait) -> io::Result<()> {
+        assert!(self.running);
+        // Park nothing longer than needed: while operations wait for SQ room, submit what fits
+        // and refill, without blocking.
+        self.refill();
+        while !self.overflow.is_empty() {
+            self.backend.flush(Wait::Poll, &mut self.stats)?;
+            self.reap();
+            self.refill();
+        }
+        // Completions already known (cancels of parked operations, EINTR retries) must not
+        // wait behind a blocking syscall.
+        let wait = if self.completed.is_empty() { wait } else { Wait::Poll };
+        let wait = if wait == Wait::Forever && self.slots.busy() == 0 { Wait::Poll } else { wait };
+        self.backend.flush(wait, &mut self.stats)?;
+        self.reap();
+        self.dispatch(ctx);
+        Ok(())
+    }
+
+    /// Moves parked operations into the SQ while it has room, oldest first.
+    fn refill(&mut self) {
+        while let Some(idx) = self.overflow.peek() {
+            assert_eq!(self.slots[idx].state, State::Overflow);
+            if !self.push(idx) {
+                return;
+            }
+            let popped = self.overflow.pop(self.slots.as_mut_slice());
+            assert_eq!(popped, Some(idx));
+        }
+    }
+
+    /// Hands slot `idx` to the backend; `false` when the SQ is full.
+    fn push(&mut self, idx: u32) -> bool {
+        let user_data = self.slots.id(idx).user_data();
+        let slot = &mut self.slots[idx];
+        // SAFETY: the slot table is allocated once and never moved or resized, and a slot's
+        // arguments are only taken out after the backend reports its completion (`reap` then
+        // `dispatch`), or in `Drop` after every operation the kernel held has completed.
+        let pushed = unsafe { self.backend.push(idx, user_data, &mut slot.args) };
+        if pushed.is_err() {
+            return false;
+        }
+        slot.state = State::Kernel;
+        self.stats.ops_submitted += 1;
+        true
+    }
+
+    /// Sends a new operation to the SQ, or parks it behind any already parked.
+    fn enqueue(&mut self, idx: u32) {
+        if self.overflow.is_empty() && self.push(idx) {
+            return;
+        }
+        self.slots[idx].state = State::Overflow;
+        self.overflow.push(self.slots.as_mut_slice(), idx);
+        self.stats.overflow_parked += 1;
+        self.stats.overflow_len_max = self.stats.overflow_len_max.max(self.overflow.len());
+    }
+
+    /// Completes slot `idx` with `result` without the kernel (it never reached it).
+    fn complete_now(&mut self, idx: u32, result: i32) {
+        let slot = &mut self.slots[idx];
+        assert!(matches!(slot.state, State::Free | State::Overflow));
+        slot.state = State::Completed;
+        slot.result = result;
+        self.completed.push(self.slots.as_mut_slice(), idx);
+    }
+
+    /// Moves every ready completion to the completed queue; runs no callback.
+    fn reap(&mut self) {
+        let slots = &mut self.slots;
+        let completed = &mut self.completed;
+        let overflow = &mut self.overflow;
+        self.backend.reap(|user_data, result| {
+            let id = OpId::from_user_data(user_data);
+            let idx = slots.lookup(id).expect("a completion for a slot no longer in flight");
+            assert_eq!(slots[idx].state, State::Kernel, "completion for slot {idx}");
+            if result == -libc::EINTR {
+                // EINTR never escapes the layer: the operation goes out again.
+                slots[idx].state = State::Overflow;
+                overflow.push(slots.as_mut_slice(), idx);
+                return;
+            }
+            slots[idx].state = State::Completed;
+            slots[idx].result = result;
+            completed.push(slots.as_mut_slice(), idx);
+        });
+    }
+
+    /// Runs the callbacks of everything completed so far. Completions that callbacks cause
+    /// (cancels of parked operations) wait for the next turn, so a turn always ends.
+    fn dispatch(&mut self, ctx: &mut C) {
+        let mut batch = std::mem::replace(&mut self.completed, Fifo::EMPTY);
+        while let Some(idx) = batch.pop(self.slots.as_mut_slice()) {
+            let slot = &mut self.slots[idx];
+            assert_eq!(slot.state, State::Completed);
+            let tag = slot.tag;
+            let result = slot.result;
+            let args = std::mem::replace(&mut slot.args, Args::Empty);
+            let callback = std::mem::replace(&mut slot.callback, Callback::None);
+            self.slots.release(idx);
+            self.stats.ops_completed += 1;
+            let label = args.label();
+            match (callback, outcome(args, result)) {
+                (Callback::Fd(callback), Outcome::Fd(value)) => callback(ctx, self, tag, value),
+                (Callback::Buf(callback), Outcome::Buf(value)) => callback(ctx, self, tag, value),
+                (Callback::Unit(callback), Outcome::Unit(value)) => callback(ctx, self, tag, value),
+                (Callback::Count(callback), Outcome::Count(value)) => {
+                    callback(ctx, self, tag, value)
+                }
+                _ => unreachable!("{label} operation stored with a callback of another shape"),
+            }
+        }
+    }
+
+    fn schedule<T>(
+        &mut self,
+        tag: Tag,
+        args: Args,
+        callback: Callback<C>,
+        value: T,
+    ) -> Result<OpId, ScheduleError<T>> {
+        let Some(idx) = self.slots.alloc() else { return Err(self.exhausted(value)) };
+        Ok(self.start(idx, tag, args, callback))
+    }
+
+    fn schedule_buf(
+        &mut self,
+        tag: Tag,
+        args: Args,
+        callback: BufCallback<C>,
+    ) -> Result<OpId, ScheduleError<Vec<u8>>> {
+        let Some(idx) = self.slots.alloc() else {
+            let buf = match args {
+                Args::Recv { buf, .. }
+                | Args::Send { buf, .. }
+                | Args::Read { buf, .. }
+                | Args::Write { buf, .. } => buf,
+                _ => unreachable!("schedule_buf takes buffer operations only"),
+            };
+            return Err(self.exhausted(buf));
+        };
+        Ok(self.start(idx, tag, args, Callback::Buf(callback)))
+    }
+
+    fn exhausted<T>(&self, value: T) -> ScheduleError<T> {
+        ScheduleError { kind: ScheduleErrorKind::SlotsExhausted { ops_max: self.ops_max }, value }
+    }
+
+    fn start(&mut self, idx: u32, tag: Tag, args: Args, callback: Callback<C>) -> OpId {
+        let slot = &mut self.slots[idx];
+        assert_eq!(slot.state, State::Free);
+        slot.tag = tag;
+        slot.args = args;
+        slot.callback = callback;
+        let id = self.slots.id(idx);
+        self.enqueue(idx);
+        id
+    }
+}
+
+impl<C> Drop for Io<C> {
+    /// Cancels everything the kernel holds and reaps until it has given all of it back, so
+    /// that no buffer is freed while the kernel may write it; descriptors that operations
+    /// produced or owned are closed. Callbacks do not run.
+    fn drop(&mut self) {
+        // Parked operations never reached the kernel: dropping their arguments frees buffers
+        // and closes the descriptor a parked close owns.
+        while let Some(idx) = self.overflow.pop(self.slots.as_mut_slice()) {
+            drop(std::mem::replace(&mut self.slots[idx].args, Args::Empty));
+        }
+        let mut pending = 0_u32;
+        for idx in 0..self.slots.capacity() {
+            if self.slots[idx].state != State::Kernel {
+                continue;
+            }
+            pending += 1;
+            let user_data = self.slots.id(idx).user_data();
+            if let Err(error) = self.backend.cancel_for_drop(user_data, &mut self.stats) {
+                eprintln!("dispatch-core: cancel on drop failed: {error}");
+            }
+        }
+        let deadline = Instant::now() + DROP_REAP_TIMEOUT;
+        while pending > 0 && Instant::now() < deadline {
+            let turn_deadline = Instant::now() + Duration::from_millis(100);
+            if let Err(error) = self.backend.flush(Wait::Until(turn_deadline), &mut self.stats) {
+                eprintln!("dispatch-core: reaping on drop failed: {error}");
+                break;
+            }
+            let slots = &mut self.slots;
+            self.backend.reap(|user_data, result| {
+                let idx = slots.lookup(OpId::from_user_data(user_data)).expect("known slot");
+                assert_eq!(slots[idx].state, State::Kernel);
+                slots[idx].state = State::Completed;
+                slots[idx].result = result;
+                pending -= 1;
+                let args = std::mem::replace(&mut slots[idx].args, Args::Empty);
+                drop(outcome(args, result));
+            });
+        }
+        if pending > 0 {
+            eprintln!(
+                "dispatch-core: {pending} operations still in the kernel after {DROP_REAP_TIMEOUT:?}; \
+                 leaking their memory rather than freeing it under the kernel"
+            );
+            self.slots.leak();
+            return;
+        }
+        // Everything left is ours alone: converting results closes descriptors the kernel
+        // created, and dropping arguments closes descriptors a close never got to.
+        while let Some(idx) = self.completed.pop(self.slots.as_mut_slice()) {
+            let slot = &mut self.slots[idx];
+            assert_eq!(slot.state, State::Completed);
+            let args = std::mem::replace(&mut slot.args, Args::Empty);
+            if !matches!(args, Args::Empty) {
+                drop(outcome(args, slot.result));
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Operations: their arguments as the loop stores them, the callback shapes, the results
+//! callbacks receive, and the error returned when an operation cannot be scheduled.
+
+use std::ffi::CString;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{OwnedFd, RawFd};
+
+use crate::io::Io;
+
+/// The caller's word about an operation, handed back to its callback unchanged: a connection
+/// index, a request id, whatever tells the callback which part of the context it is about.
+pub type Tag = u64;
+
+/// Names one scheduled operation, for [`Io::cancel`]. Stale ids (the operation already
+/// completed) are detected by a generation count and cancel nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OpId {
+    pub(crate) idx: u32,
+    pub(crate) generation: u32,
+}
+
+impl OpId {
+    /// The `user_data` the kernel carries for this operation: generation above, slot below.
+    pub(crate) fn user_data(self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.idx)
+    }
+
+    pub(crate) fn from_user_data(user_data: u64) -> OpId {
+        OpId { idx: user_data as u32, generation: (user_data >> 32) as u32 }
+    }
+}
+
+/// A byte count and the buffer, handed back whatever happened: the loop owned the buffer
+/// while the kernel could touch it and returns it with the result.
+pub type BufResult = (io::Result<usize>, Vec<u8>);
+
+/// Callback of an operation that yields a new file descriptor (accept, openat). The
+/// descriptor is owned: dropping it closes it, so none leaks.
+pub type FdCallback<C> = fn(&mut C, &mut Io<C>, Tag, io::Result<OwnedFd>);
+/// Callback of an operation on a buffer (recv, send, read, write).
+pub type BufCallback<C> = fn(&mut C, &mut Io<C>, Tag, BufResult);
+/// Callback of an operation with no value (connect, shutdown, close, fsync, timeout, cancel).
+pub type UnitCallback<C> = fn(&mut C, &mut Io<C>, Tag, io::Result<()>);
+/// Callback of a wake-up wait: how many wake-ups it coalesced.
+pub type CountCallback<C> = fn(&mut C, &mut Io<C>, Tag, io::Result<u64>);
+
+/// A callback, stored in the operation's slot: a plain function pointer, no allocation.
+pub(crate) enum Callback<C> {
+    None,
+    Fd(FdCallback<C>),
+    Buf(BufCallback<C>),
+    Unit(UnitCallback<C>),
+    Count(CountCallback<C>),
+}
+
+/// Why an operation could not be scheduled. Nothing is lost: the error carries back the value
+/// the operation would have consumed (its buffer or descriptor).
+pub struct ScheduleError<T> {
+    /// What went wrong.
+    pub kind: ScheduleErrorKind,
+    /// The buffer, descriptor or path given to the operation, returned unused.
+    pub value: T,
+}
+
+/// The reasons an operation cannot be scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleErrorKind {
+    /// All `ops_max` slots hold operations in flight; complete some first, or raise
+    /// `Options::ops_max`.
+    SlotsExhausted {
+        /// The configured limit.
+        ops_max: u32,
+    },
+    /// A recv or read buffer has no spare capacity (`len == capacity`), so it could only ever
+    /// read 0 bytes, which would look like end of file.
+    NoSpareCapacity,
+}
+
+impl<T> ScheduleError<T> {
+    /// Drops the returned value, keeping the reason.
+    pub fn into_kind(self) -> ScheduleErrorKind {
+        self.kind
+    }
+}
+
+impl<T> fmt::Debug for ScheduleError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScheduleError").field("kind", &self.kind).finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Display for ScheduleError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ScheduleErrorKind::SlotsExhausted { ops_max } => write!(
+                f,
+                "all {ops_max} operation slots are in flight (raise Options::ops_max)"
+            ),
+            ScheduleErrorKind::NoSpareCapacity => {
+                f.write_str("the buffer has no spare capacity to receive into")
+            }
+        }
+    }
+}
+
+impl<T> std::error::Error for ScheduleError<T> {}
+
+/// A socket address in the kernel's layout, stored inline in the slot so that its address
+/// stays valid while a connect is in flight.
+#[derive(Clone, Copy)]
+pub(crate) enum RawSockAddr {
+    V4(libc::sockaddr_in),
+    V6(libc::sockaddr_in6),
+}
+
+impl RawSockAddr {
+    pub(crate) fn new(addr: SocketAddr) -> RawSockAddr {
+        match addr {
+            SocketAddr::V4(addr) => {
+                let mut raw: libc::sockaddr_in = zeroed_sockaddr_in();
+                raw.sin_family = libc::AF_INET as libc::sa_family_t;
+                raw.sin_port = addr.port().to_be();
+                raw.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(addr.ip().octets()) };
+                RawSockAddr::V4(raw)
+            }
+            SocketAddr::V6(addr) => {
+                let mut raw: libc::sockaddr_in6 = zeroed_sockaddr_in6();
+                raw.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                raw.sin6_port = addr.port().to_be();
+                raw.sin6_flowinfo = addr.flowinfo();
+                raw.sin6_addr = libc::in6_addr { s6_addr: addr.ip().octets() };
+                raw.sin6_scope_id = addr.scope_id();
+                RawSockAddr::V6(raw)
+            }
+        }
+    }
+
+    /// A pointer to the address and its length, for the kernel.
+    pub(crate) fn as_ptr(&self) -> (*const libc::sockaddr, libc::socklen_t) {
+        match self {
+            RawSockAddr::V4(raw) => (
+                (raw as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ),
+            RawSockAddr::V6(raw) => (
+                (raw as *const libc::sockaddr_in6).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            ),
+        }
+    }
+}
+
+fn zeroed_sockaddr_in() -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: 0,
+        sin_port: 0,
+        sin_addr: libc::in_addr { s_addr: 0 },
+        sin_zero: [0; 8],
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        sin_len: 0,
+    }
+}
+
+fn zeroed_sockaddr_in6() -> libc::sockaddr_in6 {
+    libc::sockaddr_in6 {
+        sin6_family: 0,
+        sin6_port: 0,
+        sin6_flowinfo: 0,
+        sin6_addr: libc::in6_addr { s6_addr: [0; 16] },
+        sin6_scope_id: 0,
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        sin6_len: 0,
+    }
+}
+
+/// An operation's arguments as stored in its slot. Everything the kernel may read or write
+/// lives here (or on the heap behind it) and does not move until the completion is reaped:
+/// the slot table is allocated once and never resized.
+pub(crate) enum Args {
+    /// A free slot.
+    Empty,
+    Accept { fd: RawFd },
+    Connect { fd: RawFd, addr: RawSockAddr },
+    /// Receives into `buf[len..capacity]`.
+    Recv { fd: RawFd, buf: Vec<u8> },
+    /// Sends `buf[..]`.
+    Send { fd: RawFd, buf: Vec<u8> },
+    /// Reads into `buf[len..capacity]` at file `offset`.
+    Read { fd: RawFd, buf: Vec<u8>, offset: u64 },
+    /// Writes `buf[..]` at file `offset`.
+    Write { fd: RawFd, buf: Vec<u8>, offset: u64 },
+    Shutdown { fd: RawFd, how: i32 },
+    /// The descriptor is owned by the operation: closed by the kernel, or by the loop if the
+    /// operation never reaches the kernel.
+    Close { fd: OwnedFd },
+    Fsync { fd: RawFd },
+    Openat { dir: RawFd, path: CString, flags: i32, mode: u32 },
+    Timeout { timeout_ns: u64 },
+    Cancel { target: OpId },
+    /// Reads the wake-up eventfd's counter into `count`.
+    Wakeup { fd: RawFd, count: u64 },
+}
+
+impl Args {
+    /// A short label for logs and assertion messages.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Args::Empty => "empty",
+            Args::Accept { .. } => "accept",
+            Args::Connect { .. } => "connect",
+            Args::Recv { .. } => "recv",
+            Args::Send { .. } => "send",
+            Args::Read { .. } => "read",
+            Args::Write { .. } => "write",
+            Args::Shutdown { .. } => "shutdown",
+            Args::Close { .. } => "close",
+            Args::Fsync { .. } => "fsync",
+            Args::Openat { .. } => "openat",
+            Args::Timeout { .. } => "timeout",
+            Args::Cancel { .. } => "cancel",
+            Args::Wakeup { .. } => "wakeup",
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! `Options`: every limit and backend knob of an `Io`, fixed at `Io::new`.
+
+/// Limits and knobs for one [`crate::Io`]. Fixed at construction; there is deliberately no
+/// `Default`: [`Options::new`] names the one required limit and documents the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Operations in flight at once (the slot table's size). Scheduling past it returns
+    /// [`crate::ScheduleErrorKind::SlotsExhausted`]. At least 1, below 2^24.
+    pub ops_max: u32,
+    /// io_uring set-up, used when the io_uring backend runs.
+    pub uring: UringOptions,
+}
+
+/// io_uring set-up knobs. Each flag is probed by the kernel at set-up; asking for one the
+/// kernel lacks fails `Io::new` with a message naming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UringOptions {
+    /// Submission queue entries: the most operations one `io_uring_enter` submits. Operations
+    /// scheduled past it wait in the overflow queue for the next batch. At least 1.
+    pub sq_entries: u32,
+    /// `IORING_SETUP_SINGLE_ISSUER`.
+    pub single_issuer: bool,
+    /// `IORING_SETUP_DEFER_TASKRUN` (requires `single_issuer`).
+    pub defer_taskrun: bool,
+    /// `IORING_SETUP_COOP_TASKRUN`.
+    pub coop_taskrun: bool,
+    /// `IORING_SETUP_SUBMIT_ALL`.
+    pub submit_all: bool,
+    /// Wait with an `IORING_FEAT_EXT_ARG` timeout where the kernel has it. `false` forces the
+    /// fallback used on kernels before 5.11: a timeout SQE pushed with the wait.
+    pub ext_arg: bool,
+}
+
+impl Options {
+    /// `ops_max` operations in flight, an SQ of `min(ops_max, 256)` entries, and the ring
+    /// flags measured fastest on the machines we benchmark (see `cargo xtask bench` and
+    /// docs/ARCHITECTURE.md): `SINGLE_ISSUER | DEFER_TASKRUN`, `SUBMIT_ALL`.
+    pub const fn new(ops_max: u32) -> Options {
+        let sq_entries = if ops_max < 256 { ops_max } else { 256 };
+        Options {
+            ops_max,
+            uring: UringOptions {
+                sq_entries: if sq_entries == 0 { 1 } else { sq_entries },
+                single_issuer: true,
+                defer_taskrun: true,
+                coop_taskrun: false,
+                submit_all: true,
+                ext_arg: true,
+            },
+        }
+    }
+
+    /// Checks the limits; `Io::new` calls it.
+    pub(crate) fn validate(&self) -> Result<(), &'static str> {
+        if self.ops_max == 0 {
+            return Err("ops_max must be at least 1");
+        }
+        if self.ops_max >= OPS_MAX_LIMIT {
+            return Err("ops_max must be below 2^24");
+        }
+        if self.uring.sq_entries == 0 {
+            return Err("uring.sq_entries must be at least 1");
+        }
+        if self.uring.sq_entries > 32_768 {
+            return Err("uring.sq_entries must be at most 32768 (the kernel's limit)");
+        }
+        if self.uring.defer_taskrun && !self.uring.single_issuer {
+            return Err("uring.defer_taskrun requires uring.single_issuer");
+        }
+        Ok(())
+    }
+}
+
+/// Exclusive upper bound on `ops_max`: slot indices stay far from the internal `user_data`
+/// values, and the CQ (sized from `ops_max`) stays within the kernel's limit.
+pub(crate) const OPS_MAX_LIMIT: u32 = 1 << 24;

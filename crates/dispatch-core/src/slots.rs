@@ -1,0 +1,207 @@
+//! The fixed slot table, allocated once at `Io::new`, and the intrusive FIFOs threaded through
+//! it (free list, overflow queue, completed queue): no allocation after start-up.
+
+use crate::operation::{Args, Callback, OpId, Tag};
+
+/// Where a slot's operation is in its life. A slot is on at most one list at a time, and
+/// which one follows from its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// On the free list.
+    Free,
+    /// Scheduled, waiting in the overflow queue for room in the submission queue.
+    Overflow,
+    /// Handed to the backend: the kernel may be reading or writing its arguments.
+    Kernel,
+    /// Result known, waiting on the completed queue for its callback.
+    Completed,
+}
+
+/// One operation in flight.
+pub(crate) struct Slot<C> {
+    pub(crate) generation: u32,
+    pub(crate) state: State,
+    /// Next slot on whichever list this slot is on; `NONE` at the tail.
+    next: u32,
+    pub(crate) tag: Tag,
+    pub(crate) result: i32,
+    pub(crate) args: Args,
+    pub(crate) callback: Callback<C>,
+}
+
+const NONE: u32 = u32::MAX;
+
+/// A FIFO of slot indices linked through `Slot::next`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fifo {
+    head: u32,
+    tail: u32,
+    len: u32,
+}
+
+impl Fifo {
+    pub(crate) const EMPTY: Fifo = Fifo { head: NONE, tail: NONE, len: 0 };
+
+    pub(crate) fn len(&self) -> u32 {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub(crate) fn peek(&self) -> Option<u32> {
+        if self.head == NONE {
+            return None;
+        }
+        Some(self.head)
+    }
+
+    pub(crate) fn push<C>(&mut self, slots: &mut [Slot<C>], idx: u32) {
+        assert_eq!(slots[idx as usize].next, NONE, "slot {idx} is already on a list");
+        if self.tail == NONE {
+            assert_eq!(self.head, NONE);
+            self.head = idx;
+        } else {
+            slots[self.tail as usize].next = idx;
+        }
+        self.tail = idx;
+        self.len += 1;
+    }
+
+    pub(crate) fn pop<C>(&mut self, slots: &mut [Slot<C>]) -> Option<u32> {
+        if self.head == NONE {
+            assert_eq!(self.len, 0);
+            return None;
+        }
+        let idx = self.head;
+        self.head = std::mem::replace(&mut slots[idx as usize].next, NONE);
+        if self.head == NONE {
+            self.tail = NONE;
+        }
+        self.len -= 1;
+        Some(idx)
+    }
+
+    /// Unlinks `idx` from anywhere in the list; O(len), for the rare cancel of a parked
+    /// operation. Returns whether it was there.
+    pub(crate) fn remove<C>(&mut self, slots: &mut [Slot<C>], idx: u32) -> bool {
+        let mut prev = NONE;
+        let mut cursor = self.head;
+        while cursor != NONE {
+            let next = slots[cursor as usize].next;
+            if cursor == idx {
+                if prev == NONE {
+                    self.head = next;
+                } else {
+                    slots[prev as usize].next = next;
+                }
+                if self.tail == idx {
+                    self.tail = prev;
+                }
+                slots[idx as usize].next = NONE;
+                self.len -= 1;
+                return true;
+            }
+            prev = cursor;
+            cursor = next;
+        }
+        false
+    }
+}
+
+/// The slot table and its free list.
+pub(crate) struct Slots<C> {
+    slots: Box<[Slot<C>]>,
+    free: Fifo,
+}
+
+impl<C> Slots<C> {
+    /// Allocates all `count` slots; the only allocation the table ever makes.
+    pub(crate) fn new(count: u32) -> Slots<C> {
+        assert!(count > 0);
+        assert!(count < NONE);
+        let mut slots: Box<[Slot<C>]> = (0..count)
+            .map(|_| Slot {
+                generation: 0,
+                state: State::Free,
+                next: NONE,
+                tag: 0,
+                result: 0,
+                args: Args::Empty,
+                callback: Callback::None,
+            })
+            .collect();
+        let mut free = Fifo::EMPTY;
+        for idx in 0..count {
+            free.push(&mut slots, idx);
+        }
+        Slots { slots, free }
+    }
+
+    /// Slots in use (not free).
+    pub(crate) fn busy(&self) -> u32 {
+        self.capacity() - self.free.len()
+    }
+
+    pub(crate) fn capacity(&self) -> u32 {
+        u32::try_from(self.slots.len()).expect("slot count fits u32")
+    }
+
+    /// Takes a free slot, or `None` when all are in use.
+    pub(crate) fn alloc(&mut self) -> Option<u32> {
+        let idx = self.free.pop(&mut self.slots)?;
+        let slot = &self.slots[idx as usize];
+        assert_eq!(slot.state, State::Free);
+        assert!(matches!(slot.args, Args::Empty));
+        Some(idx)
+    }
+
+    /// Returns a slot to the free list; its generation moves on so stale `OpId`s miss it.
+    pub(crate) fn release(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        assert!(matches!(slot.args, Args::Empty), "slot {idx} released holding arguments");
+        assert!(matches!(slot.callback, Callback::None));
+        slot.state = State::Free;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(&mut self.slots, idx);
+    }
+
+    pub(crate) fn id(&self, idx: u32) -> OpId {
+        OpId { idx, generation: self.slots[idx as usize].generation }
+    }
+
+    /// The slot an `OpId` names, if it is still that operation's.
+    pub(crate) fn lookup(&self, id: OpId) -> Option<u32> {
+        let slot = self.slots.get(id.idx as usize)?;
+        if slot.generation != id.generation || slot.state == State::Free {
+            return None;
+        }
+        Some(id.idx)
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [Slot<C>] {
+        &mut self.slots
+    }
+
+    /// Leaks the table so that memory the kernel may still write is never freed. Only for a
+    /// drop that could not reap every completion.
+    pub(crate) fn leak(&mut self) {
+        let slots = std::mem::take(&mut self.slots);
+        let _ = Box::leak(slots);
+        self.free = Fifo::EMPTY;
+    }
+}
+
+impl<C> std::ops::Index<u32> for Slots<C> {
+    type Output = Slot<C>;
+    fn index(&self, idx: u32) -> &Slot<C> {
+        &self.slots[idx as usize]
+    }
+}
+
+impl<C> std::ops::IndexMut<u32> for Slots<C> {
+    fn index_mut(&mut self, idx: u32) -> &mut Slot<C> {
+        &mut self.slots[idx as usize]
+    }
+}
