@@ -78,6 +78,8 @@ pub struct Io<C> {
     stats: Stats,
     waker: Waker,
     running: bool,
+    /// Operations handed to the backend whose completion has not been reaped.
+    in_kernel: u32,
     ops_max: u32,
     _not_send: PhantomData<*mut ()>,
 }
@@ -111,6 +113,7 @@ impl<C> Io<C> {
             stats: Stats::new(BackendKind::IoUring),
             waker,
             running: false,
+            in_kernel: 0,
             ops_max: options.ops_max,
             _not_send: PhantomData,
         })
@@ -424,7 +427,7 @@ impl<C> Io<C> {
         // and refill, without blocking.
         self.refill();
         while !self.overflow.is_empty() {
-            self.backend.flush(Wait::Poll, &mut self.stats)?;
+            self.backend.flush(Wait::Poll, self.in_kernel, &mut self.stats)?;
             self.reap();
             self.refill();
         }
@@ -432,7 +435,7 @@ impl<C> Io<C> {
         // wait behind a blocking syscall.
         let wait = if self.completed.is_empty() { wait } else { Wait::Poll };
         let wait = if wait == Wait::Forever && self.slots.busy() == 0 { Wait::Poll } else { wait };
-        self.backend.flush(wait, &mut self.stats)?;
+        self.backend.flush(wait, self.in_kernel, &mut self.stats)?;
         self.reap();
         self.dispatch(ctx);
         Ok(())
@@ -462,6 +465,7 @@ impl<C> Io<C> {
             return false;
         }
         slot.state = State::Kernel;
+        self.in_kernel += 1;
         self.stats.ops_submitted += 1;
         true
     }
@@ -491,10 +495,13 @@ impl<C> Io<C> {
         let slots = &mut self.slots;
         let completed = &mut self.completed;
         let overflow = &mut self.overflow;
+        let in_kernel = &mut self.in_kernel;
         self.backend.reap(|user_data, result| {
             let id = OpId::from_user_data(user_data);
             let idx = slots.lookup(id).expect("a completion for a slot no longer in flight");
             assert_eq!(slots[idx].state, State::Kernel, "completion for slot {idx}");
+            assert!(*in_kernel > 0);
+            *in_kernel -= 1;
             if result == -libc::EINTR {
                 // EINTR never escapes the layer: the operation goes out again.
                 slots[idx].state = State::Overflow;
@@ -603,7 +610,7 @@ impl<C> Drop for Io<C> {
         let deadline = Instant::now() + DROP_REAP_TIMEOUT;
         while pending > 0 && Instant::now() < deadline {
             let turn_deadline = Instant::now() + Duration::from_millis(100);
-            if let Err(error) = self.backend.flush(Wait::Until(turn_deadline), &mut self.stats) {
+            if let Err(error) = self.backend.flush(Wait::Until(turn_deadline), pending, &mut self.stats) {
                 eprintln!("dispatch-core: reaping on drop failed: {error}");
                 break;
             }

@@ -122,8 +122,9 @@ impl IoUringBackend {
 
     /// Submits everything pushed and waits as `wait` says, in one `io_uring_enter` (two on a
     /// kernel without `EXT_ARG` whose SQ is exactly full when a timed wait must add its
-    /// timeout SQE).
-    pub(crate) fn flush(&mut self, wait: Wait, stats: &mut Stats) -> io::Result<()> {
+    /// timeout SQE). `in_kernel` is how many operations the kernel holds: with none, a poll
+    /// that has nothing to submit makes no syscall.
+    pub(crate) fn flush(&mut self, wait: Wait, in_kernel: u32, stats: &mut Stats) -> io::Result<()> {
         let overflow = self.ring.cq_overflow();
         if overflow {
             stats.cq_overflows += 1;
@@ -143,7 +144,7 @@ impl IoUringBackend {
         let needed = wait_nr > 0
             || self.ring.sq_len() > 0
             || overflow
-            || self.ring.options().defer_taskrun;
+            || (self.ring.options().defer_taskrun && in_kernel > 0);
         if !needed {
             return Ok(());
         }
