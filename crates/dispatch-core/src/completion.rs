@@ -39,7 +39,10 @@ fn filled(mut buf: Vec<u8>, result: i32) -> BufResult {
     match count(result) {
         Ok(n) => {
             let len = buf.len();
-            assert!(n <= buf.capacity() - len, "kernel wrote past the spare capacity");
+            assert!(
+                n <= buf.capacity() - len,
+                "kernel wrote past the spare capacity"
+            );
             // SAFETY: the kernel reported writing `n` bytes to `buf[len..len + n]`, which lies
             // within the capacity (asserted above); the completion has been reaped, so no one
             // else writes there any more.

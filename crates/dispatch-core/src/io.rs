@@ -145,7 +145,12 @@ impl<C> Io<C> {
         listener: RawFd,
         callback: FdCallback<C>,
     ) -> Result<OpId, ScheduleError<()>> {
-        self.schedule(tag, Args::Accept { fd: listener }, Callback::Fd(callback), ())
+        self.schedule(
+            tag,
+            Args::Accept { fd: listener },
+            Callback::Fd(callback),
+            (),
+        )
     }
 
     /// Connects the socket `fd` to `addr`.
@@ -159,7 +164,10 @@ impl<C> Io<C> {
         addr: SocketAddr,
         callback: UnitCallback<C>,
     ) -> Result<OpId, ScheduleError<()>> {
-        let args = Args::Connect { fd, addr: RawSockAddr::new(addr) };
+        let args = Args::Connect {
+            fd,
+            addr: RawSockAddr::new(addr),
+        };
         self.schedule(tag, args, Callback::Unit(callback), ())
     }
 
@@ -176,7 +184,10 @@ impl<C> Io<C> {
         callback: BufCallback<C>,
     ) -> Result<OpId, ScheduleError<Vec<u8>>> {
         if buf.len() == buf.capacity() {
-            return Err(ScheduleError { kind: ScheduleErrorKind::NoSpareCapacity, value: buf });
+            return Err(ScheduleError {
+                kind: ScheduleErrorKind::NoSpareCapacity,
+                value: buf,
+            });
         }
         self.schedule_buf(tag, Args::Recv { fd, buf }, callback)
     }
@@ -210,7 +221,10 @@ impl<C> Io<C> {
         callback: BufCallback<C>,
     ) -> Result<OpId, ScheduleError<Vec<u8>>> {
         if buf.len() == buf.capacity() {
-            return Err(ScheduleError { kind: ScheduleErrorKind::NoSpareCapacity, value: buf });
+            return Err(ScheduleError {
+                kind: ScheduleErrorKind::NoSpareCapacity,
+                value: buf,
+            });
         }
         self.schedule_buf(tag, Args::Read { fd, buf, offset }, callback)
     }
@@ -246,7 +260,12 @@ impl<C> Io<C> {
             Shutdown::Write => libc::SHUT_WR,
             Shutdown::Both => libc::SHUT_RDWR,
         };
-        self.schedule(tag, Args::Shutdown { fd, how }, Callback::Unit(callback), ())
+        self.schedule(
+            tag,
+            Args::Shutdown { fd, how },
+            Callback::Unit(callback),
+            (),
+        )
     }
 
     /// Closes `fd`, which the operation owns from now on. A close cannot be cancelled.
@@ -259,7 +278,9 @@ impl<C> Io<C> {
         fd: OwnedFd,
         callback: UnitCallback<C>,
     ) -> Result<OpId, ScheduleError<OwnedFd>> {
-        let Some(idx) = self.slots.alloc() else { return Err(self.exhausted(fd)) };
+        let Some(idx) = self.slots.alloc() else {
+            return Err(self.exhausted(fd));
+        };
         Ok(self.start(idx, tag, Args::Close { fd }, Callback::Unit(callback)))
     }
 
@@ -291,8 +312,15 @@ impl<C> Io<C> {
         mode: u32,
         callback: FdCallback<C>,
     ) -> Result<OpId, ScheduleError<CString>> {
-        let Some(idx) = self.slots.alloc() else { return Err(self.exhausted(path)) };
-        let args = Args::Openat { dir, path, flags, mode };
+        let Some(idx) = self.slots.alloc() else {
+            return Err(self.exhausted(path));
+        };
+        let args = Args::Openat {
+            dir,
+            path,
+            flags,
+            mode,
+        };
         Ok(self.start(idx, tag, args, Callback::Fd(callback)))
     }
 
@@ -307,7 +335,12 @@ impl<C> Io<C> {
         timeout_ns: u64,
         callback: UnitCallback<C>,
     ) -> Result<OpId, ScheduleError<()>> {
-        self.schedule(tag, Args::Timeout { timeout_ns }, Callback::Unit(callback), ())
+        self.schedule(
+            tag,
+            Args::Timeout { timeout_ns },
+            Callback::Unit(callback),
+            (),
+        )
     }
 
     /// Cancels the operation `target`. The target's callback still runs exactly once: with
@@ -324,13 +357,19 @@ impl<C> Io<C> {
         target: OpId,
         callback: UnitCallback<C>,
     ) -> Result<OpId, ScheduleError<()>> {
-        let Some(idx) = self.slots.alloc() else { return Err(self.exhausted(())) };
+        let Some(idx) = self.slots.alloc() else {
+            return Err(self.exhausted(()));
+        };
         let slot = &mut self.slots[idx];
         slot.tag = tag;
         slot.args = Args::Cancel { target };
         slot.callback = Callback::Unit(callback);
         let id = self.slots.id(idx);
-        match self.slots.lookup(target).map(|target_idx| (target_idx, self.slots[target_idx].state)) {
+        match self
+            .slots
+            .lookup(target)
+            .map(|target_idx| (target_idx, self.slots[target_idx].state))
+        {
             None | Some((_, State::Completed)) => self.complete_now(idx, -libc::ENOENT),
             Some((target_idx, State::Overflow)) => {
                 if matches!(self.slots[target_idx].args, Args::Close { .. }) {
@@ -359,7 +398,10 @@ impl<C> Io<C> {
         tag: Tag,
         callback: CountCallback<C>,
     ) -> Result<OpId, ScheduleError<()>> {
-        let args = Args::Wakeup { fd: self.waker.raw_fd(), count: 0 };
+        let args = Args::Wakeup {
+            fd: self.waker.raw_fd(),
+            count: 0,
+        };
         self.schedule(tag, args, Callback::Count(callback), ())
     }
 
@@ -416,7 +458,10 @@ impl<C> Io<C> {
     }
 
     fn enter_running(&mut self) {
-        assert!(!self.running, "Io driven re-entrantly: tick/run called from a callback");
+        assert!(
+            !self.running,
+            "Io driven re-entrantly: tick/run called from a callback"
+        );
         self.running = true;
     }
 
@@ -427,14 +472,23 @@ impl<C> Io<C> {
         // and refill, without blocking.
         self.refill();
         while !self.overflow.is_empty() {
-            self.backend.flush(Wait::Poll, self.in_kernel, &mut self.stats)?;
+            self.backend
+                .flush(Wait::Poll, self.in_kernel, &mut self.stats)?;
             self.reap();
             self.refill();
         }
         // Completions already known (cancels of parked operations, EINTR retries) must not
         // wait behind a blocking syscall.
-        let wait = if self.completed.is_empty() { wait } else { Wait::Poll };
-        let wait = if wait == Wait::Forever && self.slots.busy() == 0 { Wait::Poll } else { wait };
+        let wait = if self.completed.is_empty() {
+            wait
+        } else {
+            Wait::Poll
+        };
+        let wait = if wait == Wait::Forever && self.slots.busy() == 0 {
+            Wait::Poll
+        } else {
+            wait
+        };
         self.backend.flush(wait, self.in_kernel, &mut self.stats)?;
         self.reap();
         self.dispatch(ctx);
@@ -498,7 +552,9 @@ impl<C> Io<C> {
         let in_kernel = &mut self.in_kernel;
         self.backend.reap(|user_data, result| {
             let id = OpId::from_user_data(user_data);
-            let idx = slots.lookup(id).expect("a completion for a slot no longer in flight");
+            let idx = slots
+                .lookup(id)
+                .expect("a completion for a slot no longer in flight");
             assert_eq!(slots[idx].state, State::Kernel, "completion for slot {idx}");
             assert!(*in_kernel > 0);
             *in_kernel -= 1;
@@ -547,7 +603,9 @@ impl<C> Io<C> {
         callback: Callback<C>,
         value: T,
     ) -> Result<OpId, ScheduleError<T>> {
-        let Some(idx) = self.slots.alloc() else { return Err(self.exhausted(value)) };
+        let Some(idx) = self.slots.alloc() else {
+            return Err(self.exhausted(value));
+        };
         Ok(self.start(idx, tag, args, callback))
     }
 
@@ -571,7 +629,12 @@ impl<C> Io<C> {
     }
 
     fn exhausted<T>(&self, value: T) -> ScheduleError<T> {
-        ScheduleError { kind: ScheduleErrorKind::SlotsExhausted { ops_max: self.ops_max }, value }
+        ScheduleError {
+            kind: ScheduleErrorKind::SlotsExhausted {
+                ops_max: self.ops_max,
+            },
+            value,
+        }
     }
 
     fn start(&mut self, idx: u32, tag: Tag, args: Args, callback: Callback<C>) -> OpId {
@@ -610,13 +673,18 @@ impl<C> Drop for Io<C> {
         let deadline = Instant::now() + DROP_REAP_TIMEOUT;
         while pending > 0 && Instant::now() < deadline {
             let turn_deadline = Instant::now() + Duration::from_millis(100);
-            if let Err(error) = self.backend.flush(Wait::Until(turn_deadline), pending, &mut self.stats) {
+            if let Err(error) =
+                self.backend
+                    .flush(Wait::Until(turn_deadline), pending, &mut self.stats)
+            {
                 eprintln!("dispatch-core: reaping on drop failed: {error}");
                 break;
             }
             let slots = &mut self.slots;
             self.backend.reap(|user_data, result| {
-                let idx = slots.lookup(OpId::from_user_data(user_data)).expect("known slot");
+                let idx = slots
+                    .lookup(OpId::from_user_data(user_data))
+                    .expect("known slot");
                 assert_eq!(slots[idx].state, State::Kernel);
                 slots[idx].state = State::Completed;
                 slots[idx].result = result;
@@ -627,7 +695,8 @@ impl<C> Drop for Io<C> {
         }
         if pending > 0 {
             eprintln!(
-                "dispatch-core: {pending} operations still in the kernel after {DROP_REAP_TIMEOUT:?}; \
+                "dispatch-core: {pending} operations still in the kernel after \
+                 {DROP_REAP_TIMEOUT:?}; \
                  leaking their memory rather than freeing it under the kernel"
             );
             self.slots.leak();

@@ -45,8 +45,8 @@ mod waker;
 
 pub use crate::io::{InitError, Io};
 pub use crate::operation::{
-    BufCallback, BufResult, CountCallback, FdCallback, OpId, ScheduleError, ScheduleErrorKind,
-    Tag, UnitCallback,
+    BufCallback, BufResult, CountCallback, FdCallback, OpId, ScheduleError, ScheduleErrorKind, Tag,
+    UnitCallback,
 };
 pub use crate::options::{Options, UringOptions};
 pub use crate::stats::{BackendKind, Stats};

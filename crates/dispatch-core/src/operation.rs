@@ -28,7 +28,10 @@ impl OpId {
     }
 
     pub(crate) fn from_user_data(user_data: u64) -> OpId {
-        OpId { idx: user_data as u32, generation: (user_data >> 32) as u32 }
+        OpId {
+            idx: user_data as u32,
+            generation: (user_data >> 32) as u32,
+        }
     }
 }
 
@@ -87,7 +90,9 @@ impl<T> ScheduleError<T> {
 
 impl<T> fmt::Debug for ScheduleError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScheduleError").field("kind", &self.kind).finish_non_exhaustive()
+        f.debug_struct("ScheduleError")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -122,7 +127,9 @@ impl RawSockAddr {
                 let mut raw: libc::sockaddr_in = zeroed_sockaddr_in();
                 raw.sin_family = libc::AF_INET as libc::sa_family_t;
                 raw.sin_port = addr.port().to_be();
-                raw.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(addr.ip().octets()) };
+                raw.sin_addr = libc::in_addr {
+                    s_addr: u32::from_ne_bytes(addr.ip().octets()),
+                };
                 RawSockAddr::V4(raw)
             }
             SocketAddr::V6(addr) => {
@@ -130,7 +137,9 @@ impl RawSockAddr {
                 raw.sin6_family = libc::AF_INET6 as libc::sa_family_t;
                 raw.sin6_port = addr.port().to_be();
                 raw.sin6_flowinfo = addr.flowinfo();
-                raw.sin6_addr = libc::in6_addr { s6_addr: addr.ip().octets() };
+                raw.sin6_addr = libc::in6_addr {
+                    s6_addr: addr.ip().octets(),
+                };
                 raw.sin6_scope_id = addr.scope_id();
                 RawSockAddr::V6(raw)
             }
@@ -181,26 +190,64 @@ fn zeroed_sockaddr_in6() -> libc::sockaddr_in6 {
 pub(crate) enum Args {
     /// A free slot.
     Empty,
-    Accept { fd: RawFd },
-    Connect { fd: RawFd, addr: RawSockAddr },
+    Accept {
+        fd: RawFd,
+    },
+    Connect {
+        fd: RawFd,
+        addr: RawSockAddr,
+    },
     /// Receives into `buf[len..capacity]`.
-    Recv { fd: RawFd, buf: Vec<u8> },
+    Recv {
+        fd: RawFd,
+        buf: Vec<u8>,
+    },
     /// Sends `buf[..]`.
-    Send { fd: RawFd, buf: Vec<u8> },
+    Send {
+        fd: RawFd,
+        buf: Vec<u8>,
+    },
     /// Reads into `buf[len..capacity]` at file `offset`.
-    Read { fd: RawFd, buf: Vec<u8>, offset: u64 },
+    Read {
+        fd: RawFd,
+        buf: Vec<u8>,
+        offset: u64,
+    },
     /// Writes `buf[..]` at file `offset`.
-    Write { fd: RawFd, buf: Vec<u8>, offset: u64 },
-    Shutdown { fd: RawFd, how: i32 },
+    Write {
+        fd: RawFd,
+        buf: Vec<u8>,
+        offset: u64,
+    },
+    Shutdown {
+        fd: RawFd,
+        how: i32,
+    },
     /// The descriptor is owned by the operation: closed by the kernel, or by the loop if the
     /// operation never reaches the kernel.
-    Close { fd: OwnedFd },
-    Fsync { fd: RawFd },
-    Openat { dir: RawFd, path: CString, flags: i32, mode: u32 },
-    Timeout { timeout_ns: u64 },
-    Cancel { target: OpId },
+    Close {
+        fd: OwnedFd,
+    },
+    Fsync {
+        fd: RawFd,
+    },
+    Openat {
+        dir: RawFd,
+        path: CString,
+        flags: i32,
+        mode: u32,
+    },
+    Timeout {
+        timeout_ns: u64,
+    },
+    Cancel {
+        target: OpId,
+    },
     /// Reads the wake-up eventfd's counter into `count`.
-    Wakeup { fd: RawFd, count: u64 },
+    Wakeup {
+        fd: RawFd,
+        count: u64,
+    },
 }
 
 impl Args {

@@ -40,7 +40,11 @@ pub(crate) struct Fifo {
 }
 
 impl Fifo {
-    pub(crate) const EMPTY: Fifo = Fifo { head: NONE, tail: NONE, len: 0 };
+    pub(crate) const EMPTY: Fifo = Fifo {
+        head: NONE,
+        tail: NONE,
+        len: 0,
+    };
 
     pub(crate) fn len(&self) -> u32 {
         self.len
@@ -58,7 +62,10 @@ impl Fifo {
     }
 
     pub(crate) fn push<C>(&mut self, slots: &mut [Slot<C>], idx: u32) {
-        assert_eq!(slots[idx as usize].next, NONE, "slot {idx} is already on a list");
+        assert_eq!(
+            slots[idx as usize].next, NONE,
+            "slot {idx} is already on a list"
+        );
         if self.tail == NONE {
             assert_eq!(self.head, NONE);
             self.head = idx;
@@ -160,7 +167,10 @@ impl<C> Slots<C> {
     /// Returns a slot to the free list; its generation moves on so stale `OpId`s miss it.
     pub(crate) fn release(&mut self, idx: u32) {
         let slot = &mut self.slots[idx as usize];
-        assert!(matches!(slot.args, Args::Empty), "slot {idx} released holding arguments");
+        assert!(
+            matches!(slot.args, Args::Empty),
+            "slot {idx} released holding arguments"
+        );
         assert!(matches!(slot.callback, Callback::None));
         slot.state = State::Free;
         slot.generation = slot.generation.wrapping_add(1);
@@ -168,7 +178,10 @@ impl<C> Slots<C> {
     }
 
     pub(crate) fn id(&self, idx: u32) -> OpId {
-        OpId { idx, generation: self.slots[idx as usize].generation }
+        OpId {
+            idx,
+            generation: self.slots[idx as usize].generation,
+        }
     }
 
     /// The slot an `OpId` names, if it is still that operation's.

@@ -57,7 +57,10 @@ impl SetupError {
             Some(libc::EINVAL) => Unavailable::InvalidSetup,
             _ => Unavailable::Other,
         };
-        SetupError { unavailable, source }
+        SetupError {
+            unavailable,
+            source,
+        }
     }
 
     /// The error for a kernel whose probe lacks opcode `name`.

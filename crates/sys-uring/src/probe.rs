@@ -27,7 +27,10 @@ pub const REQUIRED_OPCODES: &[(u8, &str)] = &[
 
 /// The first of [`REQUIRED_OPCODES`] missing from `opcodes`.
 pub(crate) fn first_missing(opcodes: &io_uring::Probe) -> Option<&'static str> {
-    REQUIRED_OPCODES.iter().find(|(code, _)| !opcodes.is_supported(*code)).map(|(_, name)| *name)
+    REQUIRED_OPCODES
+        .iter()
+        .find(|(code, _)| !opcodes.is_supported(*code))
+        .map(|(_, name)| *name)
 }
 
 /// The kernel's io_uring capabilities.
@@ -83,11 +86,24 @@ pub fn probe() -> Result<Probe, SetupError> {
     let plain = Ring::new(&RingOptions::new(2))?;
     let accepts = |options: RingOptions| Ring::new(&options).is_ok();
     let base = RingOptions::new(2);
-    let single_issuer = accepts(RingOptions { single_issuer: true, ..base });
-    let defer_taskrun =
-        single_issuer && accepts(RingOptions { single_issuer: true, defer_taskrun: true, ..base });
-    let coop_taskrun = accepts(RingOptions { coop_taskrun: true, ..base });
-    let submit_all = accepts(RingOptions { submit_all: true, ..base });
+    let single_issuer = accepts(RingOptions {
+        single_issuer: true,
+        ..base
+    });
+    let defer_taskrun = single_issuer
+        && accepts(RingOptions {
+            single_issuer: true,
+            defer_taskrun: true,
+            ..base
+        });
+    let coop_taskrun = accepts(RingOptions {
+        coop_taskrun: true,
+        ..base
+    });
+    let submit_all = accepts(RingOptions {
+        submit_all: true,
+        ..base
+    });
 
     let opcodes = plain.opcodes().map_err(SetupError::from_setup)?;
     Ok(Probe {

@@ -89,7 +89,10 @@ impl Ring {
         );
         let mut builder = IoUring::builder();
         if options.cq_entries > 0 {
-            assert!(options.cq_entries >= options.sq_entries, "CQ smaller than SQ");
+            assert!(
+                options.cq_entries >= options.sq_entries,
+                "CQ smaller than SQ"
+            );
             builder.setup_cqsize(options.cq_entries);
         }
         if options.single_issuer {
@@ -104,8 +107,13 @@ impl Ring {
         if options.submit_all {
             builder.setup_submit_all();
         }
-        let uring = builder.build(options.sq_entries).map_err(SetupError::from_setup)?;
-        Ok(Ring { uring, options: *options })
+        let uring = builder
+            .build(options.sq_entries)
+            .map_err(SetupError::from_setup)?;
+        Ok(Ring {
+            uring,
+            options: *options,
+        })
     }
 
     /// The options this ring was created with.
@@ -201,17 +209,26 @@ impl Ring {
                 // SAFETY: no extended argument is passed; the SQEs were pushed under `push`'s
                 // contract, which keeps their memory valid until reaped.
                 unsafe {
-                    self.uring.submitter().enter::<libc::sigset_t>(to_submit, wait_nr, flags, None)
+                    self.uring
+                        .submitter()
+                        .enter::<libc::sigset_t>(to_submit, wait_nr, flags, None)
                 }
             }
             Some(timeout_ns) => {
-                assert!(self.has_ext_arg(), "a wait timeout needs IORING_FEAT_EXT_ARG");
+                assert!(
+                    self.has_ext_arg(),
+                    "a wait timeout needs IORING_FEAT_EXT_ARG"
+                );
                 let timespec = timespec_from_ns(timeout_ns);
                 let args = SubmitArgs::new().timespec(&timespec);
                 flags |= io_uring::EnterFlags::EXT_ARG.bits();
                 // SAFETY: `args` is a valid `io_uring_getevents_arg` that outlives the call, and
                 // EXT_ARG tells the kernel that is what the argument is.
-                unsafe { self.uring.submitter().enter(to_submit, wait_nr, flags, Some(&args)) }
+                unsafe {
+                    self.uring
+                        .submitter()
+                        .enter(to_submit, wait_nr, flags, Some(&args))
+                }
             }
         };
         match result {
@@ -238,7 +255,11 @@ impl Ring {
         let mut count = 0;
         for entry in self.uring.completion() {
             count += 1;
-            f(Cqe { user_data: entry.user_data(), result: entry.result(), flags: entry.flags() });
+            f(Cqe {
+                user_data: entry.user_data(),
+                result: entry.result(),
+                flags: entry.flags(),
+            });
         }
         count
     }
@@ -252,7 +273,10 @@ impl AsRawFd for Ring {
 
 impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ring").field("fd", &self.as_raw_fd()).field("options", &self.options).finish()
+        f.debug_struct("Ring")
+            .field("fd", &self.as_raw_fd())
+            .field("options", &self.options)
+            .finish()
     }
 }
 

@@ -33,7 +33,9 @@ impl IoUringBackend {
         let uring = &options.uring;
         // Size the CQ so that every slot plus the internal entries fits: with one CQE per
         // operation the CQ cannot overflow, though overflow is still handled if it does.
-        let cq_wanted = (options.ops_max + 8).next_power_of_two().clamp(uring.sq_entries * 2, 65536);
+        let cq_wanted = (options.ops_max + 8)
+            .next_power_of_two()
+            .clamp(uring.sq_entries * 2, 65536);
         let ring = Ring::new(&RingOptions {
             sq_entries: uring.sq_entries,
             cq_entries: cq_wanted.max(uring.sq_entries.next_power_of_two()),
@@ -47,7 +49,12 @@ impl IoUringBackend {
         }
         let ext_arg = uring.ext_arg && ring.has_ext_arg();
         let timespecs = (0..options.ops_max).map(|_| Timespec::new()).collect();
-        Ok(IoUringBackend { ring, timespecs, wait_timespec: Timespec::new(), ext_arg })
+        Ok(IoUringBackend {
+            ring,
+            timespecs,
+            wait_timespec: Timespec::new(),
+            ext_arg,
+        })
     }
 
     /// Queues `args` as one SQE.
@@ -76,9 +83,11 @@ impl IoUringBackend {
     fn entry(&mut self, idx: u32, args: &mut Args) -> Entry {
         match args {
             Args::Empty => unreachable!("pushing a free slot"),
-            Args::Accept { fd } => opcode::Accept::new(Fd(*fd), std::ptr::null_mut(), std::ptr::null_mut())
-                .flags(libc::SOCK_CLOEXEC)
-                .build(),
+            Args::Accept { fd } => {
+                opcode::Accept::new(Fd(*fd), std::ptr::null_mut(), std::ptr::null_mut())
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build()
+            }
             Args::Connect { fd, addr } => {
                 let (ptr, len) = addr.as_ptr();
                 opcode::Connect::new(Fd(*fd), ptr, len).build()
@@ -98,12 +107,19 @@ impl IoUringBackend {
                     .build()
             }
             Args::Write { fd, buf, offset } => {
-                opcode::Write::new(Fd(*fd), buf.as_ptr(), clamp_len(buf.len())).offset(*offset).build()
+                opcode::Write::new(Fd(*fd), buf.as_ptr(), clamp_len(buf.len()))
+                    .offset(*offset)
+                    .build()
             }
             Args::Shutdown { fd, how } => opcode::Shutdown::new(Fd(*fd), *how).build(),
             Args::Close { fd } => opcode::Close::new(Fd(fd.as_raw_fd())).build(),
             Args::Fsync { fd } => opcode::Fsync::new(Fd(*fd)).build(),
-            Args::Openat { dir, path, flags, mode } => opcode::OpenAt::new(Fd(*dir), path.as_ptr())
+            Args::Openat {
+                dir,
+                path,
+                flags,
+                mode,
+            } => opcode::OpenAt::new(Fd(*dir), path.as_ptr())
                 .flags(*flags | libc::O_CLOEXEC)
                 .mode(*mode)
                 .build(),
@@ -124,7 +140,12 @@ impl IoUringBackend {
     /// kernel without `EXT_ARG` whose SQ is exactly full when a timed wait must add its
     /// timeout SQE). `in_kernel` is how many operations the kernel holds: with none, a poll
     /// that has nothing to submit makes no syscall.
-    pub(crate) fn flush(&mut self, wait: Wait, in_kernel: u32, stats: &mut Stats) -> io::Result<()> {
+    pub(crate) fn flush(
+        &mut self,
+        wait: Wait,
+        in_kernel: u32,
+        stats: &mut Stats,
+    ) -> io::Result<()> {
         let overflow = self.ring.cq_overflow();
         if overflow {
             stats.cq_overflows += 1;
@@ -175,7 +196,12 @@ impl IoUringBackend {
         Ok(())
     }
 
-    fn enter(&mut self, wait_nr: u32, timeout_ns: Option<u64>, stats: &mut Stats) -> io::Result<()> {
+    fn enter(
+        &mut self,
+        wait_nr: u32,
+        timeout_ns: Option<u64>,
+        stats: &mut Stats,
+    ) -> io::Result<()> {
         stats.syscalls += 1;
         match self.ring.enter(wait_nr, timeout_ns) {
             Ok(submitted) => {
@@ -206,7 +232,9 @@ impl IoUringBackend {
         if self.ring.sq_space() == 0 {
             self.enter(0, None, stats)?;
         }
-        let entry = opcode::AsyncCancel::new(user_data).build().user_data(USER_DATA_DROP_CANCEL);
+        let entry = opcode::AsyncCancel::new(user_data)
+            .build()
+            .user_data(USER_DATA_DROP_CANCEL);
         // SAFETY: a cancel references no memory.
         unsafe { self.ring.push(&entry) }.expect("the SQ has room after an enter");
         Ok(())

@@ -9,10 +9,11 @@
 //! - `push(idx, user_data, &mut Args) -> Result<(), SqFull>`: queue one operation for the next
 //!   flush. The caller guarantees `Args` does not move and is not touched until the backend
 //!   reports `user_data`'s result. `SqFull` means "flush first"; nothing is lost.
-//! - `flush(Wait, in_kernel, &mut Stats) -> io::Result<()>`: one syscall that submits everything pushed
-//!   and, for `Wait::Until`/`Wait::Forever`, waits for at least one completion. `Wait::Poll`
-//!   never blocks. A wait is never unbounded unless the loop asked for `Forever` with
-//!   operations in flight. `EINTR` and CQ back-pressure are absorbed (the loop turns again).
+//! - `flush(Wait, in_kernel, &mut Stats) -> io::Result<()>`: one syscall that submits
+//!   everything pushed and, for `Wait::Until`/`Wait::Forever`, waits for at least one
+//!   completion. `Wait::Poll` never blocks. A wait is never unbounded unless the loop asked
+//!   for `Forever` with operations in flight. `EINTR` and CQ back-pressure are absorbed
+//!   (the loop turns again).
 //! - `reap(FnMut(user_data, result))`: copies out every ready completion, no syscall, and
 //!   never runs a callback.
 //! - `cancel_for_drop(user_data)`: best-effort cancel used by `Io`'s drop, which then reaps

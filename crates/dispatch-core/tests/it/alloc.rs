@@ -96,16 +96,34 @@ fn on_done(pp: &mut PingPong, io: &mut Io<PingPong>, tag: Tag, (result, mut buf)
 
 #[test]
 fn a_hundred_thousand_sends_and_receives_allocate_nothing() {
-    let Some(mut io) = check::io::<PingPong>(&Options::new(8)) else { return };
+    let Some(mut io) = check::io::<PingPong>(&Options::new(8)) else {
+        return;
+    };
     let (client, server) = check::tcp_pair();
-    let mut pp =
-        PingPong { client, server, rounds_left: ROUNDS, ops: 0, allocations_at_warm: None };
-    io.send(CLIENT_SEND, pp.client.as_raw_fd(), vec![7; MESSAGE], on_done).unwrap();
+    let mut pp = PingPong {
+        client,
+        server,
+        rounds_left: ROUNDS,
+        ops: 0,
+        allocations_at_warm: None,
+    };
+    io.send(
+        CLIENT_SEND,
+        pp.client.as_raw_fd(),
+        vec![7; MESSAGE],
+        on_done,
+    )
+    .unwrap();
     io.run_until_idle(&mut pp).unwrap();
     let after = allocations();
     assert_eq!(pp.ops, ROUNDS * 4);
     assert!(pp.ops >= 100_000);
     let warm = pp.allocations_at_warm.expect("warm-up finished");
-    assert_eq!(after - warm, 0, "allocations in steady state over {} operations", pp.ops);
+    assert_eq!(
+        after - warm,
+        0,
+        "allocations in steady state over {} operations",
+        pp.ops
+    );
     eprintln!("{:?}", io.stats());
 }

@@ -18,7 +18,10 @@ struct Results {
 }
 
 fn code<T>(result: &io::Result<T>) -> i32 {
-    result.as_ref().err().map_or(0, |error| error.raw_os_error().expect("OS error"))
+    result
+        .as_ref()
+        .err()
+        .map_or(0, |error| error.raw_os_error().expect("OS error"))
 }
 
 fn record(results: &mut Results, tag: Tag, errno: i32) {
@@ -50,7 +53,10 @@ fn run(io: &mut Io<Results>) -> Results {
 fn cancel_in_kernel(io: &mut Io<Results>, target: OpId) -> Results {
     let mut results = Results::default();
     io.tick(&mut results).unwrap();
-    assert!(results.by_tag.is_empty(), "the target must still be pending");
+    assert!(
+        results.by_tag.is_empty(),
+        "the target must still be pending"
+    );
     io.cancel(100, target, on_unit).unwrap();
     io.run_until_idle(&mut results).unwrap();
     results
@@ -58,9 +64,13 @@ fn cancel_in_kernel(io: &mut Io<Results>, target: OpId) -> Results {
 
 #[test]
 fn cancel_a_pending_recv_returns_its_buffer() {
-    let Some(mut io) = check::io::<Results>(&Options::new(8)) else { return };
+    let Some(mut io) = check::io::<Results>(&Options::new(8)) else {
+        return;
+    };
     let (_client, server) = check::tcp_pair();
-    let target = io.recv(1, check::fd(&server), Vec::with_capacity(77), on_buf).unwrap();
+    let target = io
+        .recv(1, check::fd(&server), Vec::with_capacity(77), on_buf)
+        .unwrap();
     let results = cancel_in_kernel(&mut io, target);
     assert_eq!(results.by_tag[&1], libc::ECANCELED);
     assert_eq!(results.by_tag[&100], 0);
@@ -69,7 +79,9 @@ fn cancel_a_pending_recv_returns_its_buffer() {
 
 #[test]
 fn cancel_a_pending_accept() {
-    let Some(mut io) = check::io::<Results>(&Options::new(8)) else { return };
+    let Some(mut io) = check::io::<Results>(&Options::new(8)) else {
+        return;
+    };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let target = io.accept(1, check::fd(&listener), on_fd).unwrap();
     let results = cancel_in_kernel(&mut io, target);
@@ -80,7 +92,9 @@ fn cancel_a_pending_accept() {
 
 #[test]
 fn an_accept_that_wins_the_race_delivers_its_socket() {
-    let Some(mut io) = check::io::<Results>(&Options::new(8)) else { return };
+    let Some(mut io) = check::io::<Results>(&Options::new(8)) else {
+        return;
+    };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     // The connection is queued before the accept is issued, so the accept completes while it
     // is submitted, ahead of the cancel in the same batch.
@@ -89,26 +103,41 @@ fn an_accept_that_wins_the_race_delivers_its_socket() {
     io.cancel(100, target, on_unit).unwrap();
     let results = run(&mut io);
     assert_eq!(results.by_tag[&1], 0);
-    assert_eq!(results.fds.len(), 1, "the accepted socket reaches its callback");
-    assert!(matches!(results.by_tag[&100], libc::ENOENT | libc::EALREADY));
+    assert_eq!(
+        results.fds.len(),
+        1,
+        "the accepted socket reaches its callback"
+    );
+    assert!(matches!(
+        results.by_tag[&100],
+        libc::ENOENT | libc::EALREADY
+    ));
 }
 
 #[test]
 fn cancel_of_a_completed_or_stale_operation_finds_nothing() {
-    let Some(mut io) = check::io::<Results>(&Options::new(8)) else { return };
+    let Some(mut io) = check::io::<Results>(&Options::new(8)) else {
+        return;
+    };
     let target = io.timeout(1, 0, on_unit).unwrap();
     run(&mut io);
     io.cancel(100, target, on_unit).unwrap();
     let results = run(&mut io);
     assert_eq!(results.by_tag[&100], libc::ENOENT);
-    assert_eq!(io.stats().syscalls, 1, "a stale cancel never reaches the kernel");
+    assert_eq!(
+        io.stats().syscalls,
+        1,
+        "a stale cancel never reaches the kernel"
+    );
 }
 
 #[test]
 fn cancel_of_a_parked_operation_completes_without_the_kernel() {
     let mut options = Options::new(8);
     options.uring.sq_entries = 1;
-    let Some(mut io) = check::io::<Results>(&options) else { return };
+    let Some(mut io) = check::io::<Results>(&options) else {
+        return;
+    };
     io.timeout(1, 1_000_000, on_unit).unwrap();
     let parked = io.timeout(2, 60_000_000_000, on_unit).unwrap();
     assert_eq!(io.stats().overflow_parked, 1);
@@ -117,14 +146,20 @@ fn cancel_of_a_parked_operation_completes_without_the_kernel() {
     assert_eq!(results.by_tag[&1], 0);
     assert_eq!(results.by_tag[&2], libc::ECANCELED);
     assert_eq!(results.by_tag[&100], 0);
-    assert_eq!(io.stats().ops_submitted, 1, "the parked timeout never reached the kernel");
+    assert_eq!(
+        io.stats().ops_submitted,
+        1,
+        "the parked timeout never reached the kernel"
+    );
 }
 
 #[test]
 fn a_parked_close_cannot_be_cancelled_and_still_closes() {
     let mut options = Options::new(8);
     options.uring.sq_entries = 1;
-    let Some(mut io) = check::io::<Results>(&options) else { return };
+    let Some(mut io) = check::io::<Results>(&options) else {
+        return;
+    };
     io.timeout(1, 0, on_unit).unwrap();
     let file = std::fs::File::open("/dev/null").unwrap();
     let close = io.close(2, file.into(), on_unit).unwrap();
@@ -136,7 +171,9 @@ fn a_parked_close_cannot_be_cancelled_and_still_closes() {
 
 #[test]
 fn cancel_a_timeout() {
-    let Some(mut io) = check::io::<Results>(&Options::new(8)) else { return };
+    let Some(mut io) = check::io::<Results>(&Options::new(8)) else {
+        return;
+    };
     let target = io.timeout(1, 60_000_000_000, on_unit).unwrap();
     let results = cancel_in_kernel(&mut io, target);
     assert_eq!(results.by_tag[&1], libc::ECANCELED);

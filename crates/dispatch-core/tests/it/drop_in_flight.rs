@@ -35,12 +35,15 @@ fn drop_with_everything_in_flight() {
     {
         let mut options = Options::new(16);
         options.uring.sq_entries = 4;
-        let Some(mut io) = check::io::<()>(&options) else { return };
+        let Some(mut io) = check::io::<()>(&options) else {
+            return;
+        };
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let (_client, server) = check::tcp_pair();
         io.accept(1, check::fd(&listener), on_fd).unwrap();
         io.accept(2, check::fd(&listener), on_fd).unwrap();
-        io.recv(3, check::fd(&server), Vec::with_capacity(1024), on_buf).unwrap();
+        io.recv(3, check::fd(&server), Vec::with_capacity(1024), on_buf)
+            .unwrap();
         io.timeout(4, 60_000_000_000, on_unit).unwrap();
         io.tick(&mut ()).unwrap();
         assert_eq!(io.in_flight(), 4);
@@ -56,7 +59,11 @@ fn drop_with_everything_in_flight() {
         assert_eq!(io.stats().overflow_parked, 1);
         drop(io);
     }
-    assert_eq!(open_fds(), before, "descriptors leaked by dropping the loop");
+    assert_eq!(
+        open_fds(),
+        before,
+        "descriptors leaked by dropping the loop"
+    );
 }
 
 #[test]
@@ -64,11 +71,20 @@ fn drop_with_operations_in_flight_leaks_no_descriptor() {
     if std::env::var_os(CHILD_ENV).is_some() {
         return drop_with_everything_in_flight();
     }
-    let status = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "drop_in_flight::drop_with_operations_in_flight_leaks_no_descriptor"])
-        .args(["--test-threads", "1", "--nocapture"])
+    let test = "drop_in_flight::drop_with_operations_in_flight_leaks_no_descriptor";
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--test-threads", "1", "--nocapture"])
         .env(CHILD_ENV, "1")
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success(), "the child test failed: {status}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the child test failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran no test:\n{stdout}"
+    );
 }

@@ -5,10 +5,10 @@
 mod alloc;
 mod cancel;
 mod drop_in_flight;
+mod model;
 mod ops;
 mod overflow;
 mod pipe;
-mod model;
 mod timeout;
 mod wakeup;
 
@@ -41,8 +41,12 @@ pub mod check {
 
     /// A new, unconnected, blocking IPv4 TCP socket.
     pub fn tcp_socket() -> OwnedFd {
-        rustix::net::socket(rustix::net::AddressFamily::INET, rustix::net::SocketType::STREAM, None)
-            .unwrap()
+        rustix::net::socket(
+            rustix::net::AddressFamily::INET,
+            rustix::net::SocketType::STREAM,
+            None,
+        )
+        .unwrap()
     }
 
     /// Makes `stream`'s close send a reset (`SO_LINGER` 0) and closes it.

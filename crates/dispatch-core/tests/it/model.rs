@@ -1,5 +1,6 @@
-//! Random operation sequences against a simple model of what the loop promises:
-//! every scheduled operation's callback runs exactly once; a timeout never fires early; a target ended with ECANCELED exactly when one of its cancels succeeded; scheduling fails exactly
+//! Random operation sequences against a simple model of what the loop promises: every
+//! scheduled operation's callback runs exactly once; a timeout never fires early; a target
+//! ended with ECANCELED exactly when one of its cancels succeeded; scheduling fails exactly
 //! when `ops_max` operations are in flight; nothing is left in flight at the end.
 
 use std::collections::BTreeMap;
@@ -39,20 +40,30 @@ struct Model {
 }
 
 fn on_result(model: &mut Model, _: &mut Io<Model>, tag: Tag, result: io::Result<()>) {
-    let errno = result.err().map_or(0, |error| error.raw_os_error().unwrap());
+    let errno = result
+        .err()
+        .map_or(0, |error| error.raw_os_error().unwrap());
     let previous = model.results.insert(tag, (errno, Instant::now()));
     assert!(previous.is_none(), "callback {tag} ran twice");
 }
 
 enum Scheduled {
-    Timeout { id: OpId, at: Instant, timeout_us: u16 },
-    Cancel { target_tag: Tag },
+    Timeout {
+        id: OpId,
+        at: Instant,
+        timeout_us: u16,
+    },
+    Cancel {
+        target_tag: Tag,
+    },
 }
 
 fn check_sequence(steps: &[Step], sq_entries: u32) -> Result<(), TestCaseError> {
     let mut options = Options::new(OPS_MAX);
     options.uring.sq_entries = sq_entries;
-    let Some(mut io) = check::io::<Model>(&options) else { return Ok(()) };
+    let Some(mut io) = check::io::<Model>(&options) else {
+        return Ok(());
+    };
     let mut model = Model::default();
     let mut scheduled: Vec<Scheduled> = Vec::new();
     let mut timeouts: Vec<Tag> = Vec::new();
@@ -62,17 +73,19 @@ fn check_sequence(steps: &[Step], sq_entries: u32) -> Result<(), TestCaseError> 
         let outcome = match *step {
             Step::Timeout(timeout_us) => {
                 let at = Instant::now();
-                io.timeout(tag, u64::from(timeout_us) * 1000, on_result).map(|id| {
-                    timeouts.push(tag);
-                    Scheduled::Timeout { id, at, timeout_us }
-                })
+                io.timeout(tag, u64::from(timeout_us) * 1000, on_result)
+                    .map(|id| {
+                        timeouts.push(tag);
+                        Scheduled::Timeout { id, at, timeout_us }
+                    })
             }
             Step::Cancel(n) if !timeouts.is_empty() => {
                 let target_tag = timeouts[n % timeouts.len()];
                 let Scheduled::Timeout { id, .. } = scheduled[target_tag as usize] else {
                     unreachable!()
                 };
-                io.cancel(tag, id, on_result).map(|_| Scheduled::Cancel { target_tag })
+                io.cancel(tag, id, on_result)
+                    .map(|_| Scheduled::Cancel { target_tag })
             }
             Step::Cancel(_) => continue,
             Step::Tick => {
@@ -90,14 +103,21 @@ fn check_sequence(steps: &[Step], sq_entries: u32) -> Result<(), TestCaseError> 
                 scheduled.push(entry);
             }
             Err(error) => {
-                prop_assert_eq!(error.kind, ScheduleErrorKind::SlotsExhausted { ops_max: OPS_MAX });
+                prop_assert_eq!(
+                    error.kind,
+                    ScheduleErrorKind::SlotsExhausted { ops_max: OPS_MAX }
+                );
                 prop_assert_eq!(in_flight, OPS_MAX);
             }
         }
     }
     io.run_until_idle(&mut model).unwrap();
     prop_assert_eq!(io.in_flight(), 0);
-    prop_assert_eq!(model.results.len(), scheduled.len(), "every callback ran once");
+    prop_assert_eq!(
+        model.results.len(),
+        scheduled.len(),
+        "every callback ran once"
+    );
     prop_assert_eq!(io.stats().ops_completed, scheduled.len() as u64);
     // A target that ended cancelled was cancelled by one of its cancels (several may race).
     for &target_tag in &timeouts {
@@ -106,14 +126,23 @@ fn check_sequence(steps: &[Step], sq_entries: u32) -> Result<(), TestCaseError> 
                 matches!(entry, Scheduled::Cancel { target_tag: t } if *t == target_tag)
                     && model.results[&(*tag as Tag)].0 == 0
             });
-            prop_assert_eq!(cancelled_by.count(), 1, "timeout {} cancelled once", target_tag);
+            prop_assert_eq!(
+                cancelled_by.count(),
+                1,
+                "timeout {} cancelled once",
+                target_tag
+            );
         }
     }
     for (tag, entry) in scheduled.iter().enumerate() {
         let (errno, ran_at) = model.results[&(tag as Tag)];
         match *entry {
             Scheduled::Timeout { at, timeout_us, .. } => {
-                prop_assert!(errno == 0 || errno == libc::ECANCELED, "timeout errno {}", errno);
+                prop_assert!(
+                    errno == 0 || errno == libc::ECANCELED,
+                    "timeout errno {}",
+                    errno
+                );
                 if errno == 0 {
                     let waited = ran_at - at;
                     prop_assert!(waited >= Duration::from_micros(u64::from(timeout_us)));
@@ -121,7 +150,11 @@ fn check_sequence(steps: &[Step], sq_entries: u32) -> Result<(), TestCaseError> 
             }
             Scheduled::Cancel { target_tag } => {
                 let (target_errno, _) = model.results[&target_tag];
-                prop_assert!(matches!(errno, 0 | libc::ENOENT | libc::EALREADY), "{}", errno);
+                prop_assert!(
+                    matches!(errno, 0 | libc::ENOENT | libc::EALREADY),
+                    "{}",
+                    errno
+                );
                 if errno == 0 {
                     prop_assert_eq!(target_errno, libc::ECANCELED);
                 }

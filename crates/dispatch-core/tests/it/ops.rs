@@ -31,7 +31,11 @@ fn on_unit(seen: &mut Seen, _: &mut Io<Seen>, _: Tag, result: io::Result<()>) {
 }
 
 fn errno<T: std::fmt::Debug>(result: &io::Result<T>) -> i32 {
-    result.as_ref().expect_err("expected an error").raw_os_error().expect("an OS error")
+    result
+        .as_ref()
+        .expect_err("expected an error")
+        .raw_os_error()
+        .expect("an OS error")
 }
 
 fn run(io: &mut Io<Seen>) -> Seen {
@@ -43,21 +47,32 @@ fn run(io: &mut Io<Seen>) -> Seen {
 
 #[test]
 fn open_write_read_close_round_trip() {
-    let Some(mut io) = check::io::<Seen>(&Options::new(8)) else { return };
+    let Some(mut io) = check::io::<Seen>(&Options::new(8)) else {
+        return;
+    };
     let path = check::temp_path("round-trip");
     let c_path = CString::new(path.as_os_str().as_bytes()).unwrap();
-    io.openat(1, AT_FDCWD, c_path, libc::O_CREAT | libc::O_RDWR | libc::O_TRUNC, 0o600, on_fd)
-        .unwrap();
+    io.openat(
+        1,
+        AT_FDCWD,
+        c_path,
+        libc::O_CREAT | libc::O_RDWR | libc::O_TRUNC,
+        0o600,
+        on_fd,
+    )
+    .unwrap();
     let fd = run(&mut io).fds.pop().unwrap().unwrap();
 
-    io.write(2, check::fd(&fd), b"hello, ring".to_vec(), 0, on_buf).unwrap();
+    io.write(2, check::fd(&fd), b"hello, ring".to_vec(), 0, on_buf)
+        .unwrap();
     let (written, _) = run(&mut io).bufs.pop().unwrap();
     assert_eq!(written.unwrap(), 11);
 
     io.fsync(3, check::fd(&fd), on_unit).unwrap();
     run(&mut io).units.pop().unwrap().unwrap();
 
-    io.read(4, check::fd(&fd), Vec::with_capacity(64), 7, on_buf).unwrap();
+    io.read(4, check::fd(&fd), Vec::with_capacity(64), 7, on_buf)
+        .unwrap();
     let (read, buf) = run(&mut io).bufs.pop().unwrap();
     assert_eq!(read.unwrap(), 4);
     assert_eq!(buf, b"ring");
@@ -69,36 +84,54 @@ fn open_write_read_close_round_trip() {
 
 #[test]
 fn file_errors_reach_the_callback_with_their_errno() {
-    let Some(mut io) = check::io::<Seen>(&Options::new(8)) else { return };
+    let Some(mut io) = check::io::<Seen>(&Options::new(8)) else {
+        return;
+    };
     let missing = CString::new("/nonexistent/dispatch-core/file").unwrap();
-    io.openat(1, AT_FDCWD, missing, libc::O_RDONLY, 0, on_fd).unwrap();
+    io.openat(1, AT_FDCWD, missing, libc::O_RDONLY, 0, on_fd)
+        .unwrap();
     // A descriptor number that is certainly closed.
     let closed = {
         let file = std::fs::File::open("/dev/null").unwrap();
         check::fd(&file)
     };
-    io.read(2, closed, Vec::with_capacity(8), 0, on_buf).unwrap();
+    io.read(2, closed, Vec::with_capacity(8), 0, on_buf)
+        .unwrap();
     io.fsync(3, closed, on_unit).unwrap();
     let seen = run(&mut io);
     assert_eq!(errno(&seen.fds[0]), libc::ENOENT);
     assert_eq!(errno(&seen.bufs[0].0), libc::EBADF);
-    assert_eq!(seen.bufs[0].1.capacity(), 8, "the buffer comes back on error");
+    assert_eq!(
+        seen.bufs[0].1.capacity(),
+        8,
+        "the buffer comes back on error"
+    );
     assert_eq!(errno(&seen.units[0]), libc::EBADF);
 }
 
 #[test]
 fn accept_connect_send_recv() {
-    let Some(mut io) = check::io::<Seen>(&Options::new(8)) else { return };
+    let Some(mut io) = check::io::<Seen>(&Options::new(8)) else {
+        return;
+    };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let client = check::tcp_socket();
     io.accept(1, check::fd(&listener), on_fd).unwrap();
-    io.connect(2, check::fd(&client), listener.local_addr().unwrap(), on_unit).unwrap();
+    io.connect(
+        2,
+        check::fd(&client),
+        listener.local_addr().unwrap(),
+        on_unit,
+    )
+    .unwrap();
     let mut seen = run(&mut io);
     seen.units.pop().unwrap().unwrap();
     let server = seen.fds.pop().unwrap().unwrap();
 
-    io.send(3, check::fd(&client), b"ping".to_vec(), on_buf).unwrap();
-    io.recv(4, check::fd(&server), Vec::with_capacity(16), on_buf).unwrap();
+    io.send(3, check::fd(&client), b"ping".to_vec(), on_buf)
+        .unwrap();
+    io.recv(4, check::fd(&server), Vec::with_capacity(16), on_buf)
+        .unwrap();
     let seen = run(&mut io);
     assert_eq!(seen.bufs.len(), 2);
     let (sent, _) = &seen.bufs[0];
@@ -110,8 +143,13 @@ fn accept_connect_send_recv() {
 
 #[test]
 fn connect_refused() {
-    let Some(mut io) = check::io::<Seen>(&Options::new(8)) else { return };
-    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let Some(mut io) = check::io::<Seen>(&Options::new(8)) else {
+        return;
+    };
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let socket = check::tcp_socket();
     io.connect(1, check::fd(&socket), addr, on_unit).unwrap();
     assert_eq!(errno(&run(&mut io).units[0]), libc::ECONNREFUSED);
@@ -119,10 +157,13 @@ fn connect_refused() {
 
 #[test]
 fn reset_peer_fails_recv_and_send_without_a_signal() {
-    let Some(mut io) = check::io::<Seen>(&Options::new(8)) else { return };
+    let Some(mut io) = check::io::<Seen>(&Options::new(8)) else {
+        return;
+    };
     let (client, server) = check::tcp_pair();
     check::reset(client);
-    io.recv(1, check::fd(&server), Vec::with_capacity(8), on_buf).unwrap();
+    io.recv(1, check::fd(&server), Vec::with_capacity(8), on_buf)
+        .unwrap();
     let seen = run(&mut io);
     assert_eq!(errno(&seen.bufs[0].0), libc::ECONNRESET);
     // After the reset, sending fails with EPIPE (MSG_NOSIGNAL: no SIGPIPE kills the test).
@@ -133,16 +174,20 @@ fn reset_peer_fails_recv_and_send_without_a_signal() {
 
 #[test]
 fn shutdown_write_is_seen_as_end_of_stream_and_the_other_half_still_works() {
-    let Some(mut io) = check::io::<Seen>(&Options::new(8)) else { return };
+    let Some(mut io) = check::io::<Seen>(&Options::new(8)) else {
+        return;
+    };
     let (mut client, server) = check::tcp_pair();
-    io.shutdown(1, check::fd(&server), Shutdown::Write, on_unit).unwrap();
+    io.shutdown(1, check::fd(&server), Shutdown::Write, on_unit)
+        .unwrap();
     run(&mut io).units.pop().unwrap().unwrap();
     let mut rest = Vec::new();
     client.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty());
     client.write_all(b"still open").unwrap();
     drop(client);
-    io.recv(2, check::fd(&server), Vec::with_capacity(32), on_buf).unwrap();
+    io.recv(2, check::fd(&server), Vec::with_capacity(32), on_buf)
+        .unwrap();
     let (received, buf) = run(&mut io).bufs.pop().unwrap();
     assert_eq!(received.unwrap(), 10);
     assert_eq!(buf, b"still open");
@@ -155,7 +200,9 @@ fn shutdown_write_is_seen_as_end_of_stream_and_the_other_half_still_works() {
 
 #[test]
 fn misuse_and_full_tables_are_typed_errors_that_return_the_value() {
-    let Some(mut io) = check::io::<Seen>(&Options::new(2)) else { return };
+    let Some(mut io) = check::io::<Seen>(&Options::new(2)) else {
+        return;
+    };
     let (_client, server) = check::tcp_pair();
     let full = vec![0_u8; 4];
     let error = io.recv(1, check::fd(&server), full, on_buf).unwrap_err();
@@ -164,7 +211,9 @@ fn misuse_and_full_tables_are_typed_errors_that_return_the_value() {
 
     io.timeout(1, 1_000_000, on_unit).unwrap();
     io.timeout(2, 1_000_000, on_unit).unwrap();
-    let error = io.send(3, check::fd(&server), vec![7; 3], on_buf).unwrap_err();
+    let error = io
+        .send(3, check::fd(&server), vec![7; 3], on_buf)
+        .unwrap_err();
     assert_eq!(error.kind, ScheduleErrorKind::SlotsExhausted { ops_max: 2 });
     assert_eq!(error.value, vec![7; 3]);
     assert!(error.to_string().contains("ops_max"));
@@ -194,10 +243,14 @@ fn every_ring_flag_combination_runs_the_same_work() {
         options.uring.defer_taskrun = mask & 3 == 3;
         options.uring.coop_taskrun = mask & 4 != 0;
         options.uring.submit_all = mask & 8 != 0;
-        let Some(mut io) = check::io::<Seen>(&options) else { return };
+        let Some(mut io) = check::io::<Seen>(&options) else {
+            return;
+        };
         let (client, server) = check::tcp_pair();
-        io.send(1, check::fd(&client), b"flags".to_vec(), on_buf).unwrap();
-        io.recv(2, check::fd(&server), Vec::with_capacity(8), on_buf).unwrap();
+        io.send(1, check::fd(&client), b"flags".to_vec(), on_buf)
+            .unwrap();
+        io.recv(2, check::fd(&server), Vec::with_capacity(8), on_buf)
+            .unwrap();
         let seen = run(&mut io);
         assert_eq!(seen.bufs[1].1, b"flags", "options {options:?}");
     }

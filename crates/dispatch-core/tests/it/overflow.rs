@@ -20,7 +20,9 @@ fn on_timeout(count: &mut Count, _: &mut Io<Count>, tag: Tag, result: io::Result
 fn a_ring_of_four_entries_carries_a_thousand_operations() {
     let mut options = Options::new(1000);
     options.uring.sq_entries = 4;
-    let Some(mut io) = check::io::<Count>(&options) else { return };
+    let Some(mut io) = check::io::<Count>(&options) else {
+        return;
+    };
     let mut count = Count::default();
     for tag in 0..1000 {
         io.timeout(tag, 1_000, on_timeout).unwrap();
@@ -31,7 +33,11 @@ fn a_ring_of_four_entries_carries_a_thousand_operations() {
     assert_eq!(stats.overflow_len_max, 996);
     io.run_until_idle(&mut count).unwrap();
     count.done.sort_unstable();
-    assert_eq!(count.done, (0..1000).collect::<Vec<_>>(), "every operation completed once");
+    assert_eq!(
+        count.done,
+        (0..1000).collect::<Vec<_>>(),
+        "every operation completed once"
+    );
     let stats = io.stats();
     assert_eq!(stats.ops_submitted, 1000);
     assert_eq!(stats.ops_completed, 1000);
@@ -45,10 +51,13 @@ fn on_buf(count: &mut Count, _: &mut Io<Count>, tag: Tag, (result, _): BufResult
 
 #[test]
 fn operations_scheduled_together_go_out_in_one_syscall() {
-    let Some(mut io) = check::io::<Count>(&Options::new(64)) else { return };
+    let Some(mut io) = check::io::<Count>(&Options::new(64)) else {
+        return;
+    };
     let (client, server) = check::tcp_pair();
     for tag in 0..32 {
-        io.send(tag, check::fd(&client), vec![tag as u8; 8], on_buf).unwrap();
+        io.send(tag, check::fd(&client), vec![tag as u8; 8], on_buf)
+            .unwrap();
     }
     let before = io.stats();
     assert_eq!(before.syscalls, 0, "scheduling makes no syscall");

@@ -51,20 +51,36 @@ fn on_received(pipe: &mut Pipe, io: &mut Io<Pipe>, _: Tag, (result, mut buf): Bu
     pipe.received.extend_from_slice(&buf);
     if pipe.received.len() < TOTAL {
         buf.clear();
-        io.recv(1, pipe.server.as_raw_fd(), buf, on_received).unwrap();
+        io.recv(1, pipe.server.as_raw_fd(), buf, on_received)
+            .unwrap();
     }
 }
 
 #[test]
 fn one_mebibyte_over_loopback_in_order() {
-    let Some(mut io) = check::io::<Pipe>(&Options::new(8)) else { return };
+    let Some(mut io) = check::io::<Pipe>(&Options::new(8)) else {
+        return;
+    };
     let (client, server) = check::tcp_pair();
     // Small kernel buffers force short sends and many receives.
     rustix::net::sockopt::set_socket_send_buffer_size(&client, 16 * 1024).unwrap();
     rustix::net::sockopt::set_socket_recv_buffer_size(&server, 16 * 1024).unwrap();
-    let mut pipe = Pipe { client, server, sent: 0, received: Vec::new(), short_sends: 0, recvs: 0 };
+    let mut pipe = Pipe {
+        client,
+        server,
+        sent: 0,
+        received: Vec::new(),
+        short_sends: 0,
+        recvs: 0,
+    };
     schedule_send(&mut pipe, &mut io, Vec::with_capacity(256 * 1024));
-    io.recv(1, pipe.server.as_raw_fd(), Vec::with_capacity(8 * 1024), on_received).unwrap();
+    io.recv(
+        1,
+        pipe.server.as_raw_fd(),
+        Vec::with_capacity(8 * 1024),
+        on_received,
+    )
+    .unwrap();
     // Some turns by run_for_ns, the rest until idle.
     for _ in 0..5 {
         io.run_for_ns(&mut pipe, 1_000_000).unwrap();
@@ -72,9 +88,15 @@ fn one_mebibyte_over_loopback_in_order() {
     io.run_until_idle(&mut pipe).unwrap();
     assert_eq!(pipe.sent, TOTAL);
     assert_eq!(pipe.received.len(), TOTAL);
-    assert!(pipe.received.iter().enumerate().all(|(i, &b)| b == byte(i)), "bytes out of order");
+    assert!(
+        pipe.received.iter().enumerate().all(|(i, &b)| b == byte(i)),
+        "bytes out of order"
+    );
     assert!(pipe.recvs > 16, "8 KiB receives: {}", pipe.recvs);
-    eprintln!("short sends: {}, receives: {}", pipe.short_sends, pipe.recvs);
+    eprintln!(
+        "short sends: {}, receives: {}",
+        pipe.short_sends, pipe.recvs
+    );
 }
 
 struct Pending {
@@ -88,10 +110,13 @@ fn on_pending(pending: &mut Pending, _: &mut Io<Pending>, _: Tag, (result, buf):
 
 #[test]
 fn a_pending_recv_is_completed_by_a_send_from_outside_the_loop() {
-    let Some(mut io) = check::io::<Pending>(&Options::new(4)) else { return };
+    let Some(mut io) = check::io::<Pending>(&Options::new(4)) else {
+        return;
+    };
     let (mut client, server) = check::tcp_pair();
     let mut pending = Pending { got: None };
-    io.recv(1, server.as_raw_fd(), Vec::with_capacity(16), on_pending).unwrap();
+    io.recv(1, server.as_raw_fd(), Vec::with_capacity(16), on_pending)
+        .unwrap();
     io.run_for_ns(&mut pending, 5_000_000).unwrap();
     assert!(pending.got.is_none(), "nothing was sent yet");
     client.write_all(b"hello").unwrap();

@@ -16,7 +16,11 @@ struct Fired {
 
 impl Fired {
     fn new() -> Fired {
-        Fired { start: Instant::now(), at: Vec::new(), chain_left: 0 }
+        Fired {
+            start: Instant::now(),
+            at: Vec::new(),
+            chain_left: 0,
+        }
     }
 }
 
@@ -26,7 +30,9 @@ fn on_fired(fired: &mut Fired, _: &mut Io<Fired>, tag: Tag, result: io::Result<(
 }
 
 fn ten_timeouts_all_fire_and_none_early(options: &Options) {
-    let Some(mut io) = check::io::<Fired>(options) else { return };
+    let Some(mut io) = check::io::<Fired>(options) else {
+        return;
+    };
     let mut fired = Fired::new();
     for tag in 0..10 {
         io.timeout(tag, (10 - tag) * 2_000_000, on_fired).unwrap();
@@ -35,10 +41,17 @@ fn ten_timeouts_all_fire_and_none_early(options: &Options) {
     assert_eq!(fired.at.len(), 10);
     for &(tag, elapsed) in &fired.at {
         let wanted = Duration::from_nanos((10 - tag) * 2_000_000);
-        assert!(elapsed >= wanted, "timeout {tag} fired after {elapsed:?}, before {wanted:?}");
+        assert!(
+            elapsed >= wanted,
+            "timeout {tag} fired after {elapsed:?}, before {wanted:?}"
+        );
     }
     let order: Vec<Tag> = fired.at.iter().map(|&(tag, _)| tag).collect();
-    assert_eq!(order, (0..10).rev().collect::<Vec<_>>(), "shorter timeouts fire first");
+    assert_eq!(
+        order,
+        (0..10).rev().collect::<Vec<_>>(),
+        "shorter timeouts fire first"
+    );
 }
 
 #[test]
@@ -54,12 +67,17 @@ fn ten_timeouts_with_the_pre_ext_arg_wait() {
 }
 
 fn run_for_ns_returns_at_its_deadline_without_spinning(options: &Options) {
-    let Some(mut io) = check::io::<Fired>(options) else { return };
+    let Some(mut io) = check::io::<Fired>(options) else {
+        return;
+    };
     let mut fired = Fired::new();
     let start = Instant::now();
     io.run_for_ns(&mut fired, 30_000_000).unwrap();
     let elapsed = start.elapsed();
-    assert!(elapsed >= Duration::from_millis(30), "returned early: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(30),
+        "returned early: {elapsed:?}"
+    );
     // An idle loop blocks in the kernel: one wait, perhaps two if woken spuriously.
     assert!(io.stats().syscalls <= 3, "idle loop spun: {:?}", io.stats());
 }
@@ -87,11 +105,14 @@ fn on_chain(fired: &mut Fired, io: &mut Io<Fired>, tag: Tag, result: io::Result<
 
 #[test]
 fn a_chain_of_zero_delay_callbacks_runs_within_one_run_for_ns() {
-    let Some(mut io) = check::io::<Fired>(&Options::new(4)) else { return };
+    let Some(mut io) = check::io::<Fired>(&Options::new(4)) else {
+        return;
+    };
     let mut fired = Fired::new();
     fired.chain_left = 99;
     io.timeout(0, 0, on_chain).unwrap();
-    io.run_for_ns(&mut fired, 2_000_000_000).unwrap_or_else(|e| panic!("{e}"));
+    io.run_for_ns(&mut fired, 2_000_000_000)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(fired.at.len(), 100);
     let tags: Vec<Tag> = fired.at.iter().map(|&(tag, _)| tag).collect();
     assert_eq!(tags, (0..100).collect::<Vec<_>>());
@@ -104,7 +125,9 @@ fn a_chain_of_zero_delay_callbacks_runs_within_one_run_for_ns() {
 
 #[test]
 fn tick_never_blocks() {
-    let Some(mut io) = check::io::<Fired>(&Options::new(4)) else { return };
+    let Some(mut io) = check::io::<Fired>(&Options::new(4)) else {
+        return;
+    };
     let mut fired = Fired::new();
     io.timeout(0, 60_000_000_000, on_fired).unwrap();
     let start = Instant::now();

@@ -23,17 +23,24 @@ fn on_wakeup(woken: &mut Woken, io: &mut Io<Woken>, tag: Tag, result: io::Result
 
 #[test]
 fn a_wake_from_another_thread_five_times() {
-    let Some(mut io) = check::io::<Woken>(&Options::new(4)) else { return };
+    let Some(mut io) = check::io::<Woken>(&Options::new(4)) else {
+        return;
+    };
     let (ack, acked) = mpsc::channel();
     let waker = io.waker();
     let thread = std::thread::spawn(move || {
         for _ in 0..5 {
             std::thread::sleep(Duration::from_millis(2));
             waker.wake().unwrap();
-            acked.recv_timeout(Duration::from_secs(10)).expect("the loop acknowledges");
+            acked
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the loop acknowledges");
         }
     });
-    let mut woken = Woken { counts: Vec::new(), ack };
+    let mut woken = Woken {
+        counts: Vec::new(),
+        ack,
+    };
     io.wait_wakeup(1, on_wakeup).unwrap();
     io.run_until_idle(&mut woken).unwrap();
     thread.join().unwrap();
@@ -42,7 +49,9 @@ fn a_wake_from_another_thread_five_times() {
 
 #[test]
 fn wakes_before_the_wait_are_counted_not_lost() {
-    let Some(mut io) = check::io::<Woken>(&Options::new(4)) else { return };
+    let Some(mut io) = check::io::<Woken>(&Options::new(4)) else {
+        return;
+    };
     let (ack, _acked) = mpsc::channel();
     let waker = io.waker();
     std::thread::spawn(move || {
@@ -51,8 +60,14 @@ fn wakes_before_the_wait_are_counted_not_lost() {
     })
     .join()
     .unwrap();
-    let mut woken = Woken { counts: vec![0; 4], ack };
+    let mut woken = Woken {
+        counts: vec![0; 4],
+        ack,
+    };
     io.wait_wakeup(1, on_wakeup).unwrap();
     io.run_until_idle(&mut woken).unwrap();
-    assert_eq!(woken.counts[4], 2, "two wake-ups coalesce into one completion");
+    assert_eq!(
+        woken.counts[4], 2,
+        "two wake-ups coalesce into one completion"
+    );
 }

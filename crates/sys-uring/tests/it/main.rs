@@ -30,14 +30,20 @@ fn probe_reports_required_opcodes() {
         Err(error) => return eprintln!("skipped: {error}"),
     };
     eprintln!("{report:?}");
-    assert_eq!(report.missing_required(), None, "kernel 6.x has every required opcode");
+    assert_eq!(
+        report.missing_required(),
+        None,
+        "kernel 6.x has every required opcode"
+    );
     assert!(report.nodrop);
     assert!(report.supports(opcode::Nop::CODE));
 }
 
 #[test]
 fn nops_round_trip_in_one_enter() {
-    let Some(mut ring) = ring_or_skip(&RingOptions::new(8)) else { return };
+    let Some(mut ring) = ring_or_skip(&RingOptions::new(8)) else {
+        return;
+    };
     for user_data in 0..8 {
         push_nop(&mut ring, user_data).unwrap();
     }
@@ -52,19 +58,27 @@ fn nops_round_trip_in_one_enter() {
 
 #[test]
 fn enter_with_timeout_returns_after_the_deadline() {
-    let Some(mut ring) = ring_or_skip(&RingOptions::new(4)) else { return };
+    let Some(mut ring) = ring_or_skip(&RingOptions::new(4)) else {
+        return;
+    };
     if !ring.has_ext_arg() {
         return eprintln!("skipped: kernel lacks IORING_FEAT_EXT_ARG");
     }
     let start = Instant::now();
     assert_eq!(ring.enter(1, Some(20_000_000)).unwrap(), 0);
-    assert!(start.elapsed() >= Duration::from_millis(20), "woke early: {:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(20),
+        "woke early: {:?}",
+        start.elapsed()
+    );
     assert_eq!(ring.reap(|_| ()), 0);
 }
 
 #[test]
 fn every_flag_combination_the_probe_accepts_builds() {
-    let Ok(report) = probe() else { return eprintln!("skipped: io_uring unavailable") };
+    let Ok(report) = probe() else {
+        return eprintln!("skipped: io_uring unavailable");
+    };
     let options = RingOptions {
         sq_entries: 4,
         cq_entries: 64,
@@ -84,7 +98,9 @@ fn every_flag_combination_the_probe_accepts_builds() {
 fn cq_overflow_is_flushed_by_reaping_and_entering_again() {
     // A 2-entry SQ gets a 4-entry CQ; 64 nops overfill it and NODROP keeps the rest in the
     // kernel until the CQ is reaped and the ring entered again.
-    let Some(mut ring) = ring_or_skip(&RingOptions::new(2)) else { return };
+    let Some(mut ring) = ring_or_skip(&RingOptions::new(2)) else {
+        return;
+    };
     assert!(ring.has_nodrop());
     let total = 64;
     let (mut pushed, mut reaped) = (0, 0);

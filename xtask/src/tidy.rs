@@ -1,0 +1,110 @@
+//! Tidy: house-style checks that run as `#[test]`s, so `cargo test` enforces them.
+//!
+//! Every `.rs` file opens with a `//!` comment; lines stay within 100 columns; no debug
+//! macros or fix-me markers; every `unsafe` block is preceded by a `// SAFETY:` comment; every
+//! file that contains `unsafe` code opts in with `#![allow(unsafe_code)]` (or an item-level
+//! allow), so `grep` finds every unsafe module.
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use crate::project_root;
+
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if name != "target" && !name.starts_with('.') {
+                    rust_files(&path, out);
+                }
+            } else if name.ends_with(".rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    fn sources() -> Vec<(PathBuf, String)> {
+        let root = project_root();
+        let mut files = Vec::new();
+        for dir in ["crates", "examples", "xtask"] {
+            rust_files(&root.join(dir), &mut files);
+        }
+        assert!(files.len() > 10, "tidy found too few files: {files:?}");
+        files
+            .into_iter()
+            .map(|path| (path.clone(), std::fs::read_to_string(path).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn every_file_opens_with_a_doc_comment() {
+        for (path, text) in sources() {
+            assert!(
+                text.starts_with("//!"),
+                "{} lacks a //! header",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn lines_fit_in_100_columns_and_no_debug_leftovers() {
+        let banned = [
+            concat!("db", "g!("),
+            concat!("to", "do!("),
+            concat!("FIX", "ME"),
+        ];
+        for (path, text) in sources() {
+            for (number, line) in text.lines().enumerate() {
+                let at = format!("{}:{}", path.display(), number + 1);
+                assert!(line.chars().count() <= 100, "{at}: longer than 100 columns");
+                for word in banned {
+                    assert!(!line.contains(word), "{at}: contains {word}");
+                }
+            }
+        }
+    }
+
+    /// Whether `needle` occurs in `code` as a keyword, not the tail of an identifier.
+    fn has_keyword(code: &str, needle: &str) -> bool {
+        code.match_indices(needle).any(|(at, _)| {
+            let before = code[..at].chars().next_back();
+            !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+        })
+    }
+
+    #[test]
+    fn unsafe_blocks_say_why_and_files_opt_in() {
+        let block = concat!("unsafe", " {");
+        let marker = concat!("SAFETY", ":");
+        for (path, text) in sources() {
+            let lines: Vec<&str> = text.lines().collect();
+            let mut uses_unsafe = false;
+            for (idx, line) in lines.iter().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                if !has_keyword(code, block) && !has_keyword(code, concat!("unsafe", " impl")) {
+                    continue;
+                }
+                uses_unsafe = true;
+                // The SAFETY comment is within the few lines above (a statement may span
+                // several lines before its unsafe block).
+                let window = &lines[idx.saturating_sub(8)..=idx];
+                assert!(
+                    window.iter().any(|l| l.contains(marker)),
+                    "{}:{}: unsafe without a SAFETY comment",
+                    path.display(),
+                    idx + 1
+                );
+            }
+            if uses_unsafe {
+                assert!(
+                    text.contains(concat!("allow(", "unsafe_code)")),
+                    "{} has unsafe code without opting in",
+                    path.display()
+                );
+            }
+        }
+    }
+}
