@@ -1,7 +1,8 @@
 //! Cost per operation through `dispatch-core` against the raw `io-uring` crate doing the same
 //! work in the same run, for two ring set-ups (plain, and `SINGLE_ISSUER | DEFER_TASKRUN`).
 //!
-//! - `timeout0/*`: a batch of 32 zero-length timeouts, submitted together and reaped.
+//! - `nop/*`: a batch of 32 nops, submitted together and reaped: the loop's own cost.
+//! - `timeout0/*`: a batch of 32 zero-length timeouts (dominated by the kernel's timers).
 //! - `sendrecv/*`: one 64-byte send and the matching recv over a loopback TCP pair.
 //!
 //! Run with `cargo xtask bench`. Read the ratio `raw / dispatch` of each pair: a benchmark
@@ -58,9 +59,45 @@ fn raw_ring(setup: Setup) -> IoUring {
     builder.build(64).expect("io_uring")
 }
 
-fn on_timeout(done: &mut u64, _: &mut Io<u64>, _: Tag, result: io::Result<()>) {
+fn on_done(done: &mut u64, _: &mut Io<u64>, _: Tag, result: io::Result<()>) {
     result.unwrap();
     *done += 1;
+}
+
+fn nop(c: &mut Criterion) {
+    let mut group = c.benchmark_group("nop");
+    group.throughput(Throughput::Elements(BATCH));
+    for setup in SETUPS {
+        let mut io: Io<u64> = dispatch_io(setup);
+        let mut done = 0;
+        group.bench_function(BenchmarkId::new("dispatch", setup.name), |b| {
+            b.iter(|| {
+                for tag in 0..BATCH {
+                    io.nop(tag, on_done).unwrap();
+                }
+                io.run_until_idle(&mut done).unwrap();
+            })
+        });
+        let mut ring = raw_ring(setup);
+        group.bench_function(BenchmarkId::new("raw", setup.name), |b| {
+            b.iter(|| {
+                for tag in 0..BATCH {
+                    let entry = opcode::Nop::new().build().user_data(tag);
+                    // SAFETY: a nop references no memory.
+                    unsafe { ring.submission().push(&entry) }.unwrap();
+                }
+                let mut reaped = 0;
+                while reaped < BATCH {
+                    ring.submit_and_wait(1).unwrap();
+                    for cqe in ring.completion() {
+                        assert_eq!(cqe.result(), 0);
+                        reaped += 1;
+                    }
+                }
+            })
+        });
+    }
+    group.finish();
 }
 
 fn timeout0(c: &mut Criterion) {
@@ -72,7 +109,7 @@ fn timeout0(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("dispatch", setup.name), |b| {
             b.iter(|| {
                 for tag in 0..BATCH {
-                    io.timeout(tag, 0, on_timeout).unwrap();
+                    io.timeout(tag, 0, on_done).unwrap();
                 }
                 io.run_until_idle(&mut done).unwrap();
             })
@@ -188,6 +225,6 @@ fn sendrecv(c: &mut Criterion) {
 
 mod group {
     #![allow(missing_docs)]
-    criterion::criterion_group!(benches, super::timeout0, super::sendrecv);
+    criterion::criterion_group!(benches, super::nop, super::timeout0, super::sendrecv);
 }
 criterion_main!(group::benches);

@@ -77,7 +77,7 @@ pub(crate) fn outcome(args: Args, result: i32) -> Outcome {
         Args::Connect { .. } | Args::Shutdown { .. } | Args::Fsync { .. } => {
             Outcome::Unit(unit(result))
         }
-        Args::Cancel { .. } => Outcome::Unit(unit(result)),
+        Args::Cancel { .. } | Args::Nop => Outcome::Unit(unit(result)),
         Args::Timeout { .. } => Outcome::Unit(match result {
             // A timeout that expired reports ETIME: for the caller that is success.
             r if r == -libc::ETIME => Ok(()),

@@ -387,6 +387,16 @@ impl<C> Io<C> {
         Ok(id)
     }
 
+    /// Does nothing, and completes with `Ok(())` on the next turn after going through the
+    /// backend like any operation: it measures the loop's own cost per operation, and lets a
+    /// callback continue work after the completions already pending.
+    ///
+    /// # Errors
+    /// When every slot is in flight.
+    pub fn nop(&mut self, tag: Tag, callback: UnitCallback<C>) -> Result<OpId, ScheduleError<()>> {
+        self.schedule(tag, Args::Nop, Callback::Unit(callback), ())
+    }
+
     /// Completes after the next [`Waker::wake`] (at once if a wake-up is already pending),
     /// with the number of wake-ups it coalesced. Keeps the loop busy until then, so
     /// `run_until_idle` will not return while it is pending.

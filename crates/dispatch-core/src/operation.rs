@@ -44,7 +44,8 @@ pub type BufResult = (io::Result<usize>, Vec<u8>);
 pub type FdCallback<C> = fn(&mut C, &mut Io<C>, Tag, io::Result<OwnedFd>);
 /// Callback of an operation on a buffer (recv, send, read, write).
 pub type BufCallback<C> = fn(&mut C, &mut Io<C>, Tag, BufResult);
-/// Callback of an operation with no value (connect, shutdown, close, fsync, timeout, cancel).
+/// Callback of an operation with no value (connect, shutdown, close, fsync, timeout, cancel,
+/// nop).
 pub type UnitCallback<C> = fn(&mut C, &mut Io<C>, Tag, io::Result<()>);
 /// Callback of a wake-up wait: how many wake-ups it coalesced.
 pub type CountCallback<C> = fn(&mut C, &mut Io<C>, Tag, io::Result<u64>);
@@ -243,6 +244,8 @@ pub(crate) enum Args {
     Cancel {
         target: OpId,
     },
+    /// Does nothing; completes on the next turn.
+    Nop,
     /// Reads the wake-up eventfd's counter into `count`.
     Wakeup {
         fd: RawFd,
@@ -267,6 +270,7 @@ impl Args {
             Args::Openat { .. } => "openat",
             Args::Timeout { .. } => "timeout",
             Args::Cancel { .. } => "cancel",
+            Args::Nop => "nop",
             Args::Wakeup { .. } => "wakeup",
         }
     }

@@ -23,6 +23,7 @@ pub const REQUIRED_OPCODES: &[(u8, &str)] = &[
     (opcode::OpenAt::CODE, "IORING_OP_OPENAT"),
     (opcode::Timeout::CODE, "IORING_OP_TIMEOUT"),
     (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL"),
+    (opcode::Nop::CODE, "IORING_OP_NOP"),
 ];
 
 /// The first of [`REQUIRED_OPCODES`] missing from `opcodes`.

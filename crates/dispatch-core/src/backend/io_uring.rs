@@ -129,6 +129,7 @@ impl IoUringBackend {
                 opcode::Timeout::new(timespec).build()
             }
             Args::Cancel { target } => opcode::AsyncCancel::new(target.user_data()).build(),
+            Args::Nop => opcode::Nop::new().build(),
             Args::Wakeup { fd, count } => {
                 let ptr: *mut u64 = count;
                 opcode::Read::new(Fd(*fd), ptr.cast(), 8).build()
