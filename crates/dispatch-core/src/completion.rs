@@ -7,14 +7,6 @@ use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
 use crate::operation::{Args, BufResult};
 
-/// What a callback receives, before the callback's type is matched against it.
-pub(crate) enum Outcome {
-    Fd(io::Result<OwnedFd>),
-    Buf(BufResult),
-    Unit(io::Result<()>),
-    Count(io::Result<u64>),
-}
-
 fn error(result: i32) -> io::Error {
     assert!(result < 0, "not an error result: {result}");
     io::Error::from_raw_os_error(-result)
@@ -53,40 +45,75 @@ fn filled(mut buf: Vec<u8>, result: i32) -> BufResult {
     }
 }
 
-/// Converts `result` for the operation `args`. Consumes the arguments: a buffer moves into
-/// the outcome, a descriptor the kernel created becomes an `OwnedFd` (closed if dropped).
-pub(crate) fn outcome(args: Args, result: i32) -> Outcome {
+/// The value for a descriptor callback (accept, openat): a new descriptor becomes an
+/// `OwnedFd`, closed if dropped.
+pub(crate) fn fd_value(args: Args, result: i32) -> io::Result<OwnedFd> {
+    assert!(
+        matches!(args, Args::Accept { .. } | Args::Openat { .. }),
+        "{}",
+        args.label()
+    );
+    if result < 0 {
+        return Err(error(result));
+    }
+    // SAFETY: on success accept and openat return a new descriptor that nothing else owns;
+    // this `OwnedFd` is its only owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(result) })
+}
+
+/// The value for a buffer callback (recv, read, send, write): the buffer moves out with the
+/// byte count.
+pub(crate) fn buf_value(args: Args, result: i32) -> BufResult {
     match args {
-        Args::Empty => unreachable!("a free slot completed"),
-        Args::Accept { .. } | Args::Openat { .. } => Outcome::Fd(match result {
-            fd if fd >= 0 => {
-                // SAFETY: on success accept and openat return a new descriptor that nothing
-                // else owns; this `OwnedFd` is its only owner.
-                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-            }
-            _ => Err(error(result)),
-        }),
-        Args::Recv { buf, .. } | Args::Read { buf, .. } => Outcome::Buf(filled(buf, result)),
-        Args::Send { buf, .. } | Args::Write { buf, .. } => Outcome::Buf((count(result), buf)),
+        Args::Recv { buf, .. } | Args::Read { buf, .. } => filled(buf, result),
+        Args::Send { buf, .. } | Args::Write { buf, .. } => (count(result), buf),
+        other => unreachable!("{} is not a buffer operation", other.label()),
+    }
+}
+
+/// The value for a unit callback.
+pub(crate) fn unit_value(args: Args, result: i32) -> io::Result<()> {
+    match args {
         Args::Close { fd } => {
             // The kernel performed the close (whatever its result, Linux releases the
             // descriptor), so the `OwnedFd` must not close it again.
             let _ = fd.into_raw_fd();
-            Outcome::Unit(unit(result))
+            unit(result)
         }
-        Args::Connect { .. } | Args::Shutdown { .. } | Args::Fsync { .. } => {
-            Outcome::Unit(unit(result))
+        // A timeout that expired reports ETIME: for the caller that is success.
+        Args::Timeout { .. } if result == -libc::ETIME => Ok(()),
+        Args::Timeout { .. }
+        | Args::Connect { .. }
+        | Args::Shutdown { .. }
+        | Args::Fsync { .. }
+        | Args::Cancel { .. }
+        | Args::Nop => unit(result),
+        other => unreachable!("{} is not a unit operation", other.label()),
+    }
+}
+
+/// The value for a count callback (wake-up wait).
+pub(crate) fn count_value(args: Args, result: i32) -> io::Result<u64> {
+    let Args::Wakeup { count: wakeups, .. } = args else {
+        unreachable!("{} is not a wake-up wait", args.label())
+    };
+    match result {
+        8 => Ok(wakeups),
+        r if r < 0 => Err(error(r)),
+        r => panic!("eventfd read returned {r} bytes, not 8"),
+    }
+}
+
+/// Converts and drops the result of an operation whose callback will not run (the loop is
+/// being dropped): descriptors the kernel created are closed, buffers freed.
+pub(crate) fn discard(args: Args, result: i32) {
+    match args {
+        Args::Empty => {}
+        Args::Accept { .. } | Args::Openat { .. } => drop(fd_value(args, result)),
+        Args::Recv { .. } | Args::Read { .. } | Args::Send { .. } | Args::Write { .. } => {
+            drop(buf_value(args, result))
         }
-        Args::Cancel { .. } | Args::Nop => Outcome::Unit(unit(result)),
-        Args::Timeout { .. } => Outcome::Unit(match result {
-            // A timeout that expired reports ETIME: for the caller that is success.
-            r if r == -libc::ETIME => Ok(()),
-            r => unit(r),
-        }),
-        Args::Wakeup { count: wakeups, .. } => Outcome::Count(match result {
-            8 => Ok(wakeups),
-            r if r < 0 => Err(error(r)),
-            r => panic!("eventfd read returned {r} bytes, not 8"),
-        }),
+        Args::Wakeup { .. } => drop(count_value(args, result)),
+        _ => drop(unit_value(args, result)),
     }
 }

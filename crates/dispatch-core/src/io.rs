@@ -13,7 +13,7 @@ use std::os::fd::{OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::backend::{Driver, Wait};
-use crate::completion::{outcome, Outcome};
+use crate::completion::{buf_value, count_value, discard, fd_value, unit_value};
 use crate::operation::{
     Args, BufCallback, Callback, CountCallback, FdCallback, OpId, RawSockAddr, ScheduleError,
     ScheduleErrorKind, Tag, UnitCallback,
@@ -593,15 +593,12 @@ impl<C> Io<C> {
             let callback = std::mem::replace(&mut slot.callback, Callback::None);
             self.slots.release(idx);
             self.stats.ops_completed += 1;
-            let label = args.label();
-            match (callback, outcome(args, result)) {
-                (Callback::Fd(callback), Outcome::Fd(value)) => callback(ctx, self, tag, value),
-                (Callback::Buf(callback), Outcome::Buf(value)) => callback(ctx, self, tag, value),
-                (Callback::Unit(callback), Outcome::Unit(value)) => callback(ctx, self, tag, value),
-                (Callback::Count(callback), Outcome::Count(value)) => {
-                    callback(ctx, self, tag, value)
-                }
-                _ => unreachable!("{label} operation stored with a callback of another shape"),
+            match callback {
+                Callback::Fd(callback) => callback(ctx, self, tag, fd_value(args, result)),
+                Callback::Buf(callback) => callback(ctx, self, tag, buf_value(args, result)),
+                Callback::Unit(callback) => callback(ctx, self, tag, unit_value(args, result)),
+                Callback::Count(callback) => callback(ctx, self, tag, count_value(args, result)),
+                Callback::None => unreachable!("slot {idx} completed without a callback"),
             }
         }
     }
@@ -699,8 +696,7 @@ impl<C> Drop for Io<C> {
                 slots[idx].state = State::Completed;
                 slots[idx].result = result;
                 pending -= 1;
-                let args = std::mem::replace(&mut slots[idx].args, Args::Empty);
-                drop(outcome(args, result));
+                discard(std::mem::replace(&mut slots[idx].args, Args::Empty), result);
             });
         }
         if pending > 0 {
@@ -717,10 +713,7 @@ impl<C> Drop for Io<C> {
         while let Some(idx) = self.completed.pop(self.slots.as_mut_slice()) {
             let slot = &mut self.slots[idx];
             assert_eq!(slot.state, State::Completed);
-            let args = std::mem::replace(&mut slot.args, Args::Empty);
-            if !matches!(args, Args::Empty) {
-                drop(outcome(args, slot.result));
-            }
+            discard(std::mem::replace(&mut slot.args, Args::Empty), slot.result);
         }
     }
 }

@@ -117,10 +117,12 @@ impl Fifo {
     }
 }
 
-/// The slot table and its free list.
+/// The slot table and its free list, a LIFO stack linked through `Slot::next`: the slot
+/// freed last is reused first, while it is still in cache.
 pub(crate) struct Slots<C> {
     slots: Box<[Slot<C>]>,
-    free: Fifo,
+    free_head: u32,
+    free_len: u32,
 }
 
 impl<C> Slots<C> {
@@ -139,16 +141,20 @@ impl<C> Slots<C> {
                 callback: Callback::None,
             })
             .collect();
-        let mut free = Fifo::EMPTY;
-        for idx in 0..count {
-            free.push(&mut slots, idx);
+        // Link every slot into the free stack, lowest index on top.
+        for idx in 0..count - 1 {
+            slots[idx as usize].next = idx + 1;
         }
-        Slots { slots, free }
+        Slots {
+            slots,
+            free_head: 0,
+            free_len: count,
+        }
     }
 
     /// Slots in use (not free).
     pub(crate) fn busy(&self) -> u32 {
-        self.capacity() - self.free.len()
+        self.capacity() - self.free_len
     }
 
     pub(crate) fn capacity(&self) -> u32 {
@@ -157,10 +163,15 @@ impl<C> Slots<C> {
 
     /// Takes a free slot, or `None` when all are in use.
     pub(crate) fn alloc(&mut self) -> Option<u32> {
-        let idx = self.free.pop(&mut self.slots)?;
-        let slot = &self.slots[idx as usize];
+        if self.free_head == NONE {
+            assert_eq!(self.free_len, 0);
+            return None;
+        }
+        let idx = self.free_head;
+        let slot = &mut self.slots[idx as usize];
         assert_eq!(slot.state, State::Free);
-        assert!(matches!(slot.args, Args::Empty));
+        self.free_head = std::mem::replace(&mut slot.next, NONE);
+        self.free_len -= 1;
         Some(idx)
     }
 
@@ -172,9 +183,12 @@ impl<C> Slots<C> {
             "slot {idx} released holding arguments"
         );
         assert!(matches!(slot.callback, Callback::None));
+        assert_eq!(slot.next, NONE, "slot {idx} released while on a list");
         slot.state = State::Free;
         slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(&mut self.slots, idx);
+        slot.next = self.free_head;
+        self.free_head = idx;
+        self.free_len += 1;
     }
 
     pub(crate) fn id(&self, idx: u32) -> OpId {
@@ -202,7 +216,8 @@ impl<C> Slots<C> {
     pub(crate) fn leak(&mut self) {
         let slots = std::mem::take(&mut self.slots);
         let _ = Box::leak(slots);
-        self.free = Fifo::EMPTY;
+        self.free_head = NONE;
+        self.free_len = 0;
     }
 }
 

@@ -161,6 +161,7 @@ impl Ring {
     }
 
     /// Free SQ entries.
+    #[inline]
     pub fn sq_space(&mut self) -> u32 {
         let sq = self.uring.submission();
         let space = sq.capacity() - sq.len();
@@ -168,6 +169,7 @@ impl Ring {
     }
 
     /// SQ entries pushed and not yet consumed by the kernel.
+    #[inline]
     pub fn sq_len(&mut self) -> u32 {
         u32::try_from(self.uring.submission().len()).expect("SQ length fits u32")
     }
@@ -178,6 +180,7 @@ impl Ring {
     /// Every pointer in `entry` (buffers, addresses, timespecs, paths) must stay valid, and
     /// every buffer the kernel writes must not be read or moved by anyone else, until the
     /// completion carrying `entry`'s `user_data` has been reaped.
+    #[inline]
     pub unsafe fn push(&mut self, entry: &squeue::Entry) -> Result<(), SqFull> {
         let mut sq = self.uring.submission();
         // SAFETY: the caller upholds the buffer contract, as this function's own contract says.
@@ -240,6 +243,7 @@ impl Ring {
 
     /// Whether the kernel holds completions that did not fit the CQ (`IORING_SQ_CQ_OVERFLOW`);
     /// the next [`Ring::enter`] flushes them.
+    #[inline]
     pub fn cq_overflow(&mut self) -> bool {
         self.uring.submission().cq_overflow()
     }
@@ -251,6 +255,7 @@ impl Ring {
 
     /// Copies every ready completion out of the CQ, in order, calling `f` for each, and
     /// returns how many. Never blocks and makes no syscall.
+    #[inline]
     pub fn reap(&mut self, mut f: impl FnMut(Cqe)) -> u32 {
         let mut count = 0;
         for entry in self.uring.completion() {

@@ -68,9 +68,6 @@ impl IoUringBackend {
         user_data: u64,
         args: &mut Args,
     ) -> Result<(), SqFull> {
-        if self.ring.sq_space() == 0 {
-            return Err(SqFull);
-        }
         let entry = self.entry(idx, args).user_data(user_data);
         // SAFETY: the entry points into `args` (and the heap buffers it owns) and into
         // `self.timespecs[idx]`; the caller keeps `args` in place until the completion is
