@@ -269,3 +269,19 @@ fn nops_complete_in_one_turn() {
     assert_eq!(io.stats().syscalls, 1);
     assert_eq!(io.in_flight(), 0);
 }
+
+#[test]
+fn accept_on_a_socket_that_is_not_listening_and_write_to_a_read_only_file_fail() {
+    let Some(mut io) = check::io::<Seen>(&Options::new(8)) else {
+        return;
+    };
+    let socket = check::tcp_socket();
+    io.accept(1, check::fd(&socket), on_fd).unwrap();
+    let read_only = std::fs::File::open("/dev/null").unwrap();
+    io.write(2, check::fd(&read_only), b"nope".to_vec(), 0, on_buf)
+        .unwrap();
+    let seen = run(&mut io);
+    assert_eq!(errno(&seen.fds[0]), libc::EINVAL);
+    assert_eq!(errno(&seen.bufs[0].0), libc::EBADF);
+    assert_eq!(seen.bufs[0].1, b"nope", "the buffer comes back unchanged");
+}
