@@ -1,0 +1,339 @@
+//! `Fake`: an in-memory double of `kevent` with kqueue's semantics, over `poll(2)`.
+//!
+//! How it works: registrations live in a fixed table keyed by (`ident`, filter). Each call
+//! applies the changelist in order (failed changes become `ERROR` events and the call returns
+//! at once, as FreeBSD's does), then polls the registered descriptors, plus a pipe that
+//! [`Notifier`]s write to, with the caller's timeout at nanosecond precision (`ppoll`).
+//! Readiness becomes events carrying each registration's `udata`; `POLLHUP`/`POLLRDHUP` become
+//! `EOF`; a descriptor that was closed (`POLLNVAL`) loses its registration silently, as kqueue
+//! drops registrations on close; `ONESHOT` registrations are removed once reported.
+//! `Event::data` is always 0 for read and write events (kqueue reports byte counts; the loop
+//! does not use them).
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags};
+
+use crate::filter::{Change, Event, Filter, Flags};
+use crate::kevent::{Kevent, Notifier, NotifierInner};
+
+/// User events that other threads can trigger have identifiers below this.
+pub const USER_IDENTS_MAX: usize = 8;
+
+#[derive(Debug, Clone, Copy)]
+struct Registration {
+    ident: usize,
+    filter: Filter,
+    oneshot: bool,
+    clear: bool,
+    udata: u64,
+    /// User events: triggered and not yet cleared.
+    triggered: bool,
+}
+
+/// State shared with [`Notifier`]s on other threads.
+pub(crate) struct Shared {
+    wake_write: OwnedFd,
+    triggered: [AtomicBool; USER_IDENTS_MAX],
+}
+
+impl Shared {
+    pub(crate) fn trigger(&self, ident: usize) -> io::Result<()> {
+        assert!(
+            ident < USER_IDENTS_MAX,
+            "the double supports user idents below 8"
+        );
+        // Release: the flag is visible to the waiter that reads the pipe byte written after.
+        self.triggered[ident].store(true, Ordering::Release);
+        match rustix::io::write(&self.wake_write, &[1]) {
+            // A full pipe already guarantees a wake-up.
+            Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(()),
+            Err(errno) => Err(errno.into()),
+        }
+    }
+}
+
+/// The kevent double. See the module documentation for what it models.
+pub struct Fake {
+    registrations: Vec<Registration>,
+    shared: Arc<Shared>,
+    wake_read: OwnedFd,
+    /// Scratch for each call: the pollfds and which registration each belongs to.
+    pollfds: Vec<PollFd<'static>>,
+    owners: Vec<usize>,
+}
+
+impl Fake {
+    /// A double that holds up to `registrations_max` registrations.
+    ///
+    /// # Errors
+    /// Creating its internal pipe failed.
+    pub fn new(registrations_max: usize) -> io::Result<Fake> {
+        let flags = rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK;
+        let (wake_read, wake_write) = rustix::pipe::pipe_with(flags)?;
+        let shared = Arc::new(Shared {
+            wake_write,
+            triggered: std::array::from_fn(|_| AtomicBool::new(false)),
+        });
+        Ok(Fake {
+            registrations: Vec::with_capacity(registrations_max),
+            shared,
+            wake_read,
+            pollfds: Vec::with_capacity(registrations_max + 1),
+            owners: Vec::with_capacity(registrations_max + 1),
+        })
+    }
+
+    fn find(&self, ident: usize, filter: Filter) -> Option<usize> {
+        self.registrations
+            .iter()
+            .position(|r| r.ident == ident && r.filter == filter)
+    }
+
+    /// Applies one change; `Err(errno)` when it fails.
+    fn apply(&mut self, change: &Change) -> Result<(), rustix::io::Errno> {
+        let found = self.find(change.ident, change.filter);
+        if change.flags.contains(Flags::DELETE) {
+            let idx = found.ok_or(rustix::io::Errno::NOENT)?;
+            self.registrations.swap_remove(idx);
+            return Ok(());
+        }
+        if change.flags.contains(Flags::ADD) {
+            if change.filter != Filter::User {
+                check_open(change.ident)?;
+            }
+            let registration = Registration {
+                ident: change.ident,
+                filter: change.filter,
+                oneshot: change.flags.contains(Flags::ONESHOT),
+                clear: change.flags.contains(Flags::CLEAR),
+                udata: change.udata,
+                triggered: found.is_some_and(|idx| self.registrations[idx].triggered),
+            };
+            match found {
+                Some(idx) => self.registrations[idx] = registration,
+                None if self.registrations.len() == self.registrations.capacity() => {
+                    return Err(rustix::io::Errno::NOMEM)
+                }
+                None => self.registrations.push(registration),
+            }
+        }
+        if change.flags.contains(Flags::TRIGGER) {
+            assert_eq!(change.filter, Filter::User, "TRIGGER is for user events");
+            let idx = self
+                .find(change.ident, Filter::User)
+                .ok_or(rustix::io::Errno::NOENT)?;
+            self.registrations[idx].triggered = true;
+        }
+        Ok(())
+    }
+
+    /// Moves triggers made by other threads onto their registrations.
+    fn take_remote_triggers(&mut self) {
+        for (ident, flag) in self.shared.triggered.iter().enumerate() {
+            // Acquire: pairs with the Release store in `Shared::trigger`.
+            if flag.swap(false, Ordering::Acquire) {
+                if let Some(idx) = self.find(ident, Filter::User) {
+                    self.registrations[idx].triggered = true;
+                }
+            }
+        }
+    }
+
+    fn drain_wake_pipe(&mut self) {
+        let mut sink = [0_u8; 64];
+        while let Ok(n) = rustix::io::read(&self.wake_read, &mut sink) {
+            if n < sink.len() {
+                break;
+            }
+        }
+    }
+
+    /// Builds the pollfds for every read and write registration, plus the wake pipe (last).
+    fn build_pollfds(&mut self) {
+        self.pollfds.clear();
+        self.owners.clear();
+        for (idx, registration) in self.registrations.iter().enumerate() {
+            let flags = match registration.filter {
+                Filter::Read => PollFlags::IN | rdhup(),
+                Filter::Write => PollFlags::OUT,
+                Filter::User => continue,
+            };
+            // SAFETY: the caller keeps registered descriptors open (the `Kevent` contract); a
+            // descriptor closed anyway is reported by poll as POLLNVAL and unregistered. The
+            // 'static borrow never outlives this call: `pollfds` is cleared at the next one.
+            let fd = unsafe { BorrowedFd::borrow_raw(registration.ident as i32) };
+            self.pollfds.push(PollFd::from_borrowed_fd(fd, flags));
+            self.owners.push(idx);
+        }
+        // SAFETY: `wake_read` lives as long as `self`, and the borrow is dropped at the next
+        // call's `clear`, before `self` can be dropped.
+        let wake =
+            unsafe { BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&self.wake_read)) };
+        self.pollfds
+            .push(PollFd::from_borrowed_fd(wake, PollFlags::IN));
+    }
+
+    /// Reports ready registrations into `events`; returns how many, removing one-shots.
+    fn harvest(&mut self, events: &mut [Event]) -> usize {
+        let mut count = 0;
+        let mut idx = 0;
+        let mut poll_idx = 0;
+        // Registrations removed while harvesting are marked (ident = usize::MAX) and dropped
+        // after the scan, so that indices stay aligned with `pollfds`.
+        let mut removals = 0_usize;
+        while idx < self.registrations.len() {
+            let registration = self.registrations[idx];
+            let ready = match registration.filter {
+                Filter::User => registration.triggered.then_some(Flags::NONE),
+                Filter::Read | Filter::Write => {
+                    assert_eq!(self.owners[poll_idx], idx);
+                    let revents = self.pollfds[poll_idx].revents();
+                    poll_idx += 1;
+                    if revents.contains(PollFlags::NVAL) {
+                        // Closed descriptor: kqueue drops the registration on close.
+                        self.registrations[idx].ident = usize::MAX;
+                        removals += 1;
+                        idx += 1;
+                        continue;
+                    }
+                    readiness(registration.filter, revents)
+                }
+            };
+            if let Some(flags) = ready {
+                if count == events.len() {
+                    break;
+                }
+                events[count] = Event {
+                    ident: registration.ident,
+                    filter: registration.filter,
+                    flags,
+                    data: 0,
+                    udata: registration.udata,
+                };
+                count += 1;
+                if registration.filter == Filter::User && registration.clear {
+                    self.registrations[idx].triggered = false;
+                }
+                if registration.oneshot {
+                    self.registrations[idx].ident = usize::MAX;
+                    removals += 1;
+                }
+            }
+            idx += 1;
+        }
+        if removals > 0 {
+            self.registrations.retain(|r| r.ident != usize::MAX);
+        }
+        count
+    }
+}
+
+/// The flags of a ready event for `filter` given poll's `revents`, or `None` if not ready.
+fn readiness(filter: Filter, revents: PollFlags) -> Option<Flags> {
+    let hangup = revents.intersects(PollFlags::HUP | PollFlags::ERR | rdhup());
+    let ready = match filter {
+        Filter::Read => revents.intersects(PollFlags::IN) || hangup,
+        Filter::Write => revents.intersects(PollFlags::OUT) || hangup,
+        Filter::User => unreachable!(),
+    };
+    if !ready {
+        return None;
+    }
+    Some(if hangup { Flags::EOF } else { Flags::NONE })
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn rdhup() -> PollFlags {
+    PollFlags::RDHUP
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn rdhup() -> PollFlags {
+    PollFlags::empty()
+}
+
+/// `EBADF` unless `fd` is an open descriptor (`fcntl(F_GETFD)`).
+fn check_open(fd: usize) -> Result<(), rustix::io::Errno> {
+    let fd = i32::try_from(fd).map_err(|_| rustix::io::Errno::BADF)?;
+    if fd < 0 {
+        return Err(rustix::io::Errno::BADF);
+    }
+    // SAFETY: the borrow lasts for this one `fcntl`, which only asks whether `fd` is open.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    rustix::io::fcntl_getfd(borrowed).map(|_| ())
+}
+
+impl Kevent for Fake {
+    fn kevent(
+        &mut self,
+        changes: &[Change],
+        events: &mut [Event],
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
+        let mut errors = 0;
+        for change in changes {
+            if let Err(errno) = self.apply(change) {
+                if errors == events.len() {
+                    return Err(errno.into());
+                }
+                events[errors] = Event {
+                    ident: change.ident,
+                    filter: change.filter,
+                    flags: Flags::ERROR,
+                    data: i64::from(errno.raw_os_error()),
+                    udata: change.udata,
+                };
+                errors += 1;
+            }
+        }
+        if errors > 0 {
+            return Ok(errors);
+        }
+        self.take_remote_triggers();
+        let triggered = self.registrations.iter().any(|r| r.triggered);
+        let timeout = if triggered {
+            Some(Duration::ZERO)
+        } else {
+            timeout
+        };
+        self.build_pollfds();
+        let timespec = timeout.map(|t| rustix::event::Timespec {
+            tv_sec: t.as_secs().try_into().unwrap_or(i64::MAX),
+            tv_nsec: t.subsec_nanos().into(),
+        });
+        match rustix::event::poll(&mut self.pollfds, timespec.as_ref()) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => return Ok(0),
+            Err(errno) => return Err(errno.into()),
+        }
+        let wake = self
+            .pollfds
+            .last()
+            .expect("the wake pipe is always polled")
+            .revents();
+        if wake.contains(PollFlags::IN) {
+            self.drain_wake_pipe();
+            self.take_remote_triggers();
+        }
+        Ok(self.harvest(events))
+    }
+
+    fn notifier(&self, ident: usize) -> Notifier {
+        assert!(
+            ident < USER_IDENTS_MAX,
+            "the double supports user idents below 8"
+        );
+        Notifier {
+            inner: NotifierInner::Fake {
+                shared: Arc::clone(&self.shared),
+                ident,
+            },
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! sys-kqueue's contract, checked against the kevent double everywhere and against the real
+//! kqueue where the target has one: one body, generic over `Kevent`.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use sys_kqueue::{Change, Changelist, ChangelistFull, Event, Fake, Filter, Flags, Kevent};
+
+const USER: usize = 1;
+
+fn wait<K: Kevent>(kq: &mut K, changes: &[Change], timeout_ms: u64) -> Vec<Event> {
+    let mut events = [Event::EMPTY; 8];
+    let n = kq
+        .kevent(
+            changes,
+            &mut events,
+            Some(Duration::from_millis(timeout_ms)),
+        )
+        .unwrap();
+    events[..n].to_vec()
+}
+
+fn one_shot_read_fires_once_with_its_udata<K: Kevent>(kq: &mut K) {
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let fd = a.as_raw_fd() as usize;
+    let add = Change::new(fd, Filter::Read, Flags::ADD | Flags::ONESHOT, 42);
+    assert!(wait(kq, &[add], 0).is_empty(), "nothing to read yet");
+    b.write_all(b"x").unwrap();
+    let events = wait(kq, &[], 1000);
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].ident, events[0].filter, events[0].udata),
+        (fd, Filter::Read, 42)
+    );
+    assert!(!events[0].flags.contains(Flags::EOF));
+    // Still readable, but the one-shot registration is gone.
+    assert!(wait(kq, &[], 0).is_empty());
+    // So deleting it fails with ENOENT, reported as an ERROR event.
+    let delete = Change::new(fd, Filter::Read, Flags::DELETE, 0);
+    let events = wait(kq, &[delete], 0);
+    assert_eq!(events.len(), 1);
+    assert!(events[0].flags.contains(Flags::ERROR));
+    assert_eq!(
+        events[0].data,
+        i64::from(rustix::io::Errno::NOENT.raw_os_error())
+    );
+}
+
+fn peer_close_is_eof<K: Kevent>(kq: &mut K) {
+    let (a, b) = UnixStream::pair().unwrap();
+    let fd = a.as_raw_fd() as usize;
+    drop(b);
+    let add = Change::new(fd, Filter::Read, Flags::ADD | Flags::ONESHOT, 1);
+    let events = wait(kq, &[add], 1000);
+    assert_eq!(events.len(), 1);
+    assert!(events[0].flags.contains(Flags::EOF));
+}
+
+fn write_is_ready_on_a_fresh_socket<K: Kevent>(kq: &mut K) {
+    let (a, _b) = UnixStream::pair().unwrap();
+    let fd = a.as_raw_fd() as usize;
+    let add = Change::new(fd, Filter::Write, Flags::ADD | Flags::ONESHOT, 9);
+    let events = wait(kq, &[add], 1000);
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].filter, events[0].udata), (Filter::Write, 9));
+}
+
+fn adding_a_closed_descriptor_is_ebadf<K: Kevent>(kq: &mut K) {
+    let add = Change::new(1 << 20, Filter::Read, Flags::ADD | Flags::ONESHOT, 3);
+    let events = wait(kq, &[add], 1000);
+    assert_eq!(events.len(), 1);
+    assert!(events[0].flags.contains(Flags::ERROR));
+    assert_eq!(
+        events[0].data,
+        i64::from(rustix::io::Errno::BADF.raw_os_error())
+    );
+    assert_eq!(events[0].udata, 3);
+}
+
+fn user_event_from_another_thread_wakes_a_wait<K: Kevent>(kq: &mut K) {
+    let add = Change::new(USER, Filter::User, Flags::ADD | Flags::CLEAR, 77);
+    assert!(wait(kq, &[add], 0).is_empty());
+    let notifier = kq.notifier(USER);
+    let thread = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        notifier.notify().unwrap();
+    });
+    let start = Instant::now();
+    let events = wait(kq, &[], 10_000);
+    thread.join().unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the notifier woke the wait"
+    );
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].filter, events[0].udata), (Filter::User, 77));
+    // EV_CLEAR: one trigger, one event.
+    assert!(wait(kq, &[], 0).is_empty());
+}
+
+fn a_timeout_is_never_early<K: Kevent>(kq: &mut K) {
+    let start = Instant::now();
+    let mut events = [Event::EMPTY; 1];
+    let n = kq
+        .kevent(&[], &mut events, Some(Duration::from_micros(2500)))
+        .unwrap();
+    assert_eq!(n, 0);
+    assert!(start.elapsed() >= Duration::from_micros(2500));
+}
+
+fn check<K: Kevent>(mut kq: K) {
+    one_shot_read_fires_once_with_its_udata(&mut kq);
+    peer_close_is_eof(&mut kq);
+    write_is_ready_on_a_fresh_socket(&mut kq);
+    adding_a_closed_descriptor_is_ebadf(&mut kq);
+    user_event_from_another_thread_wakes_a_wait(&mut kq);
+    a_timeout_is_never_early(&mut kq);
+}
+
+#[test]
+fn the_double_keeps_the_contract() {
+    check(Fake::new(16).unwrap());
+}
+
+#[cfg(any(target_os = "freebsd", target_vendor = "apple"))]
+#[test]
+fn the_real_kqueue_keeps_the_contract() {
+    check(sys_kqueue::System::new(16, 16).unwrap());
+}
+
+#[test]
+fn the_changelist_never_grows() {
+    let mut changes = Changelist::with_capacity(2);
+    let change = Change::new(0, Filter::Read, Flags::ADD, 0);
+    changes.push(change).unwrap();
+    changes.push(change).unwrap();
+    assert_eq!(changes.push(change), Err(ChangelistFull));
+    assert_eq!(changes.len(), 2);
+    changes.clear();
+    assert!(changes.is_empty());
+    assert_eq!(changes.capacity(), 2);
+}
