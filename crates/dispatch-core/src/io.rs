@@ -12,11 +12,11 @@ use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::backend::{Driver, Wait};
+use crate::backend::{Backend, Wait, BACKEND_ENV};
 use crate::completion::{buf_value, count_value, discard, fd_value, unit_value};
 use crate::operation::{
-    Args, BufCallback, Callback, CountCallback, FdCallback, OpId, RawSockAddr, ScheduleError,
-    ScheduleErrorKind, Tag, UnitCallback,
+    Args, BufCallback, Callback, CountCallback, FdCallback, OpId, ScheduleError, ScheduleErrorKind,
+    Tag, UnitCallback,
 };
 use crate::options::Options;
 use crate::slots::{Fifo, Slots, State};
@@ -31,6 +31,11 @@ pub enum InitError {
     /// io_uring cannot be used here; the error says why in words a user can act on.
     #[cfg(target_os = "linux")]
     Unavailable(sys_uring::SetupError),
+    /// `DISPATCH_BACKEND` names no backend.
+    UnknownBackend(String),
+    /// The backend asked for does not exist on this platform (kqueue on Linux, epoll or
+    /// io_uring on macOS).
+    UnsupportedBackend(BackendKind),
     /// Creating the wake-up descriptor failed (for example `EMFILE`).
     Os(io::Error),
 }
@@ -41,6 +46,21 @@ impl fmt::Display for InitError {
             InitError::InvalidOptions(message) => write!(f, "invalid options: {message}"),
             #[cfg(target_os = "linux")]
             InitError::Unavailable(error) => write!(f, "io_uring unavailable: {error}"),
+            InitError::UnknownBackend(name) => write!(
+                f,
+                "{BACKEND_ENV}={name:?} names no backend (use auto, io_uring, epoll, kqueue or \
+                 kqueue-fake)"
+            ),
+            InitError::UnsupportedBackend(kind) => {
+                write!(f, "the {kind} backend does not exist on this platform")?;
+                if *kind == BackendKind::Kqueue {
+                    write!(
+                        f,
+                        " (on Linux, kqueue-fake runs its logic over a kevent double)"
+                    )?;
+                }
+                Ok(())
+            }
             InitError::Os(error) => write!(f, "creating the loop failed: {error}"),
         }
     }
@@ -49,7 +69,9 @@ impl fmt::Display for InitError {
 impl std::error::Error for InitError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            InitError::InvalidOptions(_) => None,
+            InitError::InvalidOptions(_)
+            | InitError::UnknownBackend(_)
+            | InitError::UnsupportedBackend(_) => None,
             #[cfg(target_os = "linux")]
             InitError::Unavailable(error) => Some(error),
             InitError::Os(error) => Some(error),
@@ -74,7 +96,7 @@ pub struct Io<C> {
     slots: Slots<C>,
     overflow: Fifo,
     completed: Fifo,
-    backend: Driver,
+    backend: Backend,
     stats: Stats,
     waker: Waker,
     running: bool,
@@ -103,14 +125,15 @@ impl<C> Io<C> {
     /// io_uring cannot be set up, saying why.
     pub fn new(options: &Options) -> Result<Io<C>, InitError> {
         options.validate().map_err(InitError::InvalidOptions)?;
-        let backend = Driver::new(options).map_err(InitError::Unavailable)?;
-        let waker = Waker::new().map_err(InitError::Os)?;
+        let (backend, fallback) = Backend::new(options)?;
+        let waker = backend.waker();
+        let stats = Stats::new(backend.kind(), fallback);
         Ok(Io {
             slots: Slots::new(options.ops_max),
             overflow: Fifo::EMPTY,
             completed: Fifo::EMPTY,
             backend,
-            stats: Stats::new(BackendKind::IoUring),
+            stats,
             waker,
             running: false,
             in_kernel: 0,
@@ -164,10 +187,7 @@ impl<C> Io<C> {
         addr: SocketAddr,
         callback: UnitCallback<C>,
     ) -> Result<OpId, ScheduleError<()>> {
-        let args = Args::Connect {
-            fd,
-            addr: RawSockAddr::new(addr),
-        };
+        let args = Args::Connect { fd, addr };
         self.schedule(tag, args, Callback::Unit(callback), ())
     }
 
@@ -362,8 +382,8 @@ impl<C> Io<C> {
         };
         let slot = &mut self.slots[idx];
         slot.tag = tag;
-        slot.args = Args::Cancel { target };
         slot.callback = Callback::Unit(callback);
+        self.slots.set_args(idx, Args::Cancel { target });
         let id = self.slots.id(idx);
         match self
             .slots
@@ -372,7 +392,7 @@ impl<C> Io<C> {
         {
             None | Some((_, State::Completed)) => self.complete_now(idx, -libc::ENOENT),
             Some((target_idx, State::Overflow)) => {
-                if matches!(self.slots[target_idx].args, Args::Close { .. }) {
+                if matches!(self.slots.args(target_idx), Args::Close { .. }) {
                     self.complete_now(idx, -libc::EALREADY);
                 } else {
                     let removed = self.overflow.remove(self.slots.as_mut_slice(), target_idx);
@@ -409,7 +429,7 @@ impl<C> Io<C> {
         callback: CountCallback<C>,
     ) -> Result<OpId, ScheduleError<()>> {
         let args = Args::Wakeup {
-            fd: self.waker.raw_fd(),
+            fd: self.backend.wakeup_fd(),
             count: 0,
         };
         self.schedule(tag, args, Callback::Count(callback), ())
@@ -482,8 +502,9 @@ impl<C> Io<C> {
         // and refill, without blocking.
         self.refill();
         while !self.overflow.is_empty() {
+            let args = self.slots.args_table();
             self.backend
-                .flush(Wait::Poll, self.in_kernel, &mut self.stats)?;
+                .flush(Wait::Poll, self.in_kernel, args, &mut self.stats)?;
             self.reap();
             self.refill();
         }
@@ -499,7 +520,9 @@ impl<C> Io<C> {
         } else {
             wait
         };
-        self.backend.flush(wait, self.in_kernel, &mut self.stats)?;
+        let args = self.slots.args_table();
+        self.backend
+            .flush(wait, self.in_kernel, args, &mut self.stats)?;
         self.reap();
         self.dispatch(ctx);
         Ok(())
@@ -520,15 +543,16 @@ impl<C> Io<C> {
     /// Hands slot `idx` to the backend; `false` when the SQ is full.
     fn push(&mut self, idx: u32) -> bool {
         let user_data = self.slots.id(idx).user_data();
-        let slot = &mut self.slots[idx];
-        // SAFETY: the slot table is allocated once and never moved or resized, and a slot's
-        // arguments are only taken out after the backend reports its completion (`reap` then
-        // `dispatch`), or in `Drop` after every operation the kernel held has completed.
-        let pushed = unsafe { self.backend.push(idx, user_data, &mut slot.args) };
+        let args = &mut self.slots.args_table()[idx as usize];
+        // SAFETY: the argument table is allocated once and never moved or resized, and a
+        // slot's arguments are only taken out after the backend reports its completion
+        // (`reap` then `dispatch`), or in `Drop` after every operation the kernel held has
+        // completed.
+        let pushed = unsafe { self.backend.push(idx, user_data, args) };
         if pushed.is_err() {
             return false;
         }
-        slot.state = State::Kernel;
+        self.slots[idx].state = State::Kernel;
         self.in_kernel += 1;
         self.stats.ops_submitted += 1;
         true
@@ -589,8 +613,8 @@ impl<C> Io<C> {
             assert_eq!(slot.state, State::Completed);
             let tag = slot.tag;
             let result = slot.result;
-            let args = std::mem::replace(&mut slot.args, Args::Empty);
             let callback = std::mem::replace(&mut slot.callback, Callback::None);
+            let args = self.slots.take_args(idx);
             self.slots.release(idx);
             self.stats.ops_completed += 1;
             match callback {
@@ -648,8 +672,8 @@ impl<C> Io<C> {
         let slot = &mut self.slots[idx];
         assert_eq!(slot.state, State::Free);
         slot.tag = tag;
-        slot.args = args;
         slot.callback = callback;
+        self.slots.set_args(idx, args);
         let id = self.slots.id(idx);
         self.enqueue(idx);
         id
@@ -664,7 +688,7 @@ impl<C> Drop for Io<C> {
         // Parked operations never reached the kernel: dropping their arguments frees buffers
         // and closes the descriptor a parked close owns.
         while let Some(idx) = self.overflow.pop(self.slots.as_mut_slice()) {
-            drop(std::mem::replace(&mut self.slots[idx].args, Args::Empty));
+            drop(self.slots.take_args(idx));
         }
         let mut pending = 0_u32;
         for idx in 0..self.slots.capacity() {
@@ -680,10 +704,9 @@ impl<C> Drop for Io<C> {
         let deadline = Instant::now() + DROP_REAP_TIMEOUT;
         while pending > 0 && Instant::now() < deadline {
             let turn_deadline = Instant::now() + Duration::from_millis(100);
-            if let Err(error) =
-                self.backend
-                    .flush(Wait::Until(turn_deadline), pending, &mut self.stats)
-            {
+            let args = self.slots.args_table();
+            let wait = Wait::Until(turn_deadline);
+            if let Err(error) = self.backend.flush(wait, pending, args, &mut self.stats) {
                 eprintln!("dispatch-core: reaping on drop failed: {error}");
                 break;
             }
@@ -696,7 +719,7 @@ impl<C> Drop for Io<C> {
                 slots[idx].state = State::Completed;
                 slots[idx].result = result;
                 pending -= 1;
-                discard(std::mem::replace(&mut slots[idx].args, Args::Empty), result);
+                discard(slots.take_args(idx), result);
             });
         }
         if pending > 0 {
@@ -711,9 +734,9 @@ impl<C> Drop for Io<C> {
         // Everything left is ours alone: converting results closes descriptors the kernel
         // created, and dropping arguments closes descriptors a close never got to.
         while let Some(idx) = self.completed.pop(self.slots.as_mut_slice()) {
-            let slot = &mut self.slots[idx];
-            assert_eq!(slot.state, State::Completed);
-            discard(std::mem::replace(&mut slot.args, Args::Empty), slot.result);
+            assert_eq!(self.slots[idx].state, State::Completed);
+            let result = self.slots[idx].result;
+            discard(self.slots.take_args(idx), result);
         }
     }
 }

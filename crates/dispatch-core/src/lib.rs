@@ -43,13 +43,14 @@ mod slots;
 mod stats;
 mod waker;
 
+pub use crate::backend::BACKEND_ENV;
 pub use crate::io::{InitError, Io};
 pub use crate::operation::{
     BufCallback, BufResult, CountCallback, FdCallback, OpId, ScheduleError, ScheduleErrorKind, Tag,
     UnitCallback,
 };
 pub use crate::options::{Options, UringOptions};
-pub use crate::stats::{BackendKind, Stats};
+pub use crate::stats::{BackendKind, Fallback, Stats};
 pub use crate::waker::Waker;
 
 /// `AT_FDCWD`: pass as `dir` to [`Io::openat`] to open relative to the working directory.

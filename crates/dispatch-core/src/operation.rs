@@ -113,81 +113,9 @@ impl<T> fmt::Display for ScheduleError<T> {
 
 impl<T> std::error::Error for ScheduleError<T> {}
 
-/// A socket address in the kernel's layout, stored inline in the slot so that its address
-/// stays valid while a connect is in flight.
-#[derive(Clone, Copy)]
-pub(crate) enum RawSockAddr {
-    V4(libc::sockaddr_in),
-    V6(libc::sockaddr_in6),
-}
-
-impl RawSockAddr {
-    pub(crate) fn new(addr: SocketAddr) -> RawSockAddr {
-        match addr {
-            SocketAddr::V4(addr) => {
-                let mut raw: libc::sockaddr_in = zeroed_sockaddr_in();
-                raw.sin_family = libc::AF_INET as libc::sa_family_t;
-                raw.sin_port = addr.port().to_be();
-                raw.sin_addr = libc::in_addr {
-                    s_addr: u32::from_ne_bytes(addr.ip().octets()),
-                };
-                RawSockAddr::V4(raw)
-            }
-            SocketAddr::V6(addr) => {
-                let mut raw: libc::sockaddr_in6 = zeroed_sockaddr_in6();
-                raw.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                raw.sin6_port = addr.port().to_be();
-                raw.sin6_flowinfo = addr.flowinfo();
-                raw.sin6_addr = libc::in6_addr {
-                    s6_addr: addr.ip().octets(),
-                };
-                raw.sin6_scope_id = addr.scope_id();
-                RawSockAddr::V6(raw)
-            }
-        }
-    }
-
-    /// A pointer to the address and its length, for the kernel.
-    pub(crate) fn as_ptr(&self) -> (*const libc::sockaddr, libc::socklen_t) {
-        match self {
-            RawSockAddr::V4(raw) => (
-                (raw as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            ),
-            RawSockAddr::V6(raw) => (
-                (raw as *const libc::sockaddr_in6).cast(),
-                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            ),
-        }
-    }
-}
-
-fn zeroed_sockaddr_in() -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: 0,
-        sin_port: 0,
-        sin_addr: libc::in_addr { s_addr: 0 },
-        sin_zero: [0; 8],
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        sin_len: 0,
-    }
-}
-
-fn zeroed_sockaddr_in6() -> libc::sockaddr_in6 {
-    libc::sockaddr_in6 {
-        sin6_family: 0,
-        sin6_port: 0,
-        sin6_flowinfo: 0,
-        sin6_addr: libc::in6_addr { s6_addr: [0; 16] },
-        sin6_scope_id: 0,
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        sin6_len: 0,
-    }
-}
-
-/// An operation's arguments as stored in its slot. Everything the kernel may read or write
-/// lives here (or on the heap behind it) and does not move until the completion is reaped:
-/// the slot table is allocated once and never resized.
+/// An operation's arguments, in the argument table beside its slot. Everything the kernel may
+/// read or write lives here (or on the heap behind it) and does not move until the completion
+/// is reaped: the table is allocated once and never resized.
 pub(crate) enum Args {
     /// A free slot.
     Empty,
@@ -196,7 +124,7 @@ pub(crate) enum Args {
     },
     Connect {
         fd: RawFd,
-        addr: RawSockAddr,
+        addr: SocketAddr,
     },
     /// Receives into `buf[len..capacity]`.
     Recv {

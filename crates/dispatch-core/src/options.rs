@@ -1,5 +1,7 @@
 //! `Options`: every limit and backend knob of an `Io`, fixed at `Io::new`.
 
+use crate::stats::BackendKind;
+
 /// Limits and knobs for one [`crate::Io`]. Fixed at construction; there is deliberately no
 /// `Default`: [`Options::new`] names the one required limit and documents the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -7,8 +9,15 @@ pub struct Options {
     /// Operations in flight at once (the slot table's size). Scheduling past it returns
     /// [`crate::ScheduleErrorKind::SlotsExhausted`]. At least 1, below 2^24.
     pub ops_max: u32,
+    /// The backend to use; `None` selects automatically (the `DISPATCH_BACKEND` environment
+    /// variable, else io_uring with a fallback to epoll on Linux, kqueue elsewhere).
+    pub backend: Option<BackendKind>,
     /// io_uring set-up, used when the io_uring backend runs.
     pub uring: UringOptions,
+    /// epoll: wait with `epoll_pwait2` (nanosecond timeouts) where the kernel has it. `false`
+    /// forces `epoll_wait`, whose millisecond timeouts are rounded up (never early), as on
+    /// kernels before 5.11.
+    pub epoll_pwait2: bool,
 }
 
 /// io_uring set-up knobs. Each flag is probed by the kernel at set-up; asking for one the
@@ -39,6 +48,8 @@ impl Options {
         let sq_entries = if ops_max < 256 { ops_max } else { 256 };
         Options {
             ops_max,
+            backend: None,
+            epoll_pwait2: true,
             uring: UringOptions {
                 sq_entries: if sq_entries == 0 { 1 } else { sq_entries },
                 single_issuer: true,

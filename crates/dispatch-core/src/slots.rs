@@ -25,7 +25,6 @@ pub(crate) struct Slot<C> {
     next: u32,
     pub(crate) tag: Tag,
     pub(crate) result: i32,
-    pub(crate) args: Args,
     pub(crate) callback: Callback<C>,
 }
 
@@ -121,6 +120,9 @@ impl Fifo {
 /// freed last is reused first, while it is still in cache.
 pub(crate) struct Slots<C> {
     slots: Box<[Slot<C>]>,
+    /// Each slot's operation arguments, in a table of their own so that backends can reach
+    /// them without knowing the context type `C`.
+    args: Box<[Args]>,
     free_head: u32,
     free_len: u32,
 }
@@ -137,7 +139,6 @@ impl<C> Slots<C> {
                 next: NONE,
                 tag: 0,
                 result: 0,
-                args: Args::Empty,
                 callback: Callback::None,
             })
             .collect();
@@ -145,8 +146,10 @@ impl<C> Slots<C> {
         for idx in 0..count - 1 {
             slots[idx as usize].next = idx + 1;
         }
+        let args = (0..count).map(|_| Args::Empty).collect();
         Slots {
             slots,
+            args,
             free_head: 0,
             free_len: count,
         }
@@ -177,11 +180,9 @@ impl<C> Slots<C> {
 
     /// Returns a slot to the free list; its generation moves on so stale `OpId`s miss it.
     pub(crate) fn release(&mut self, idx: u32) {
+        let empty = matches!(self.args[idx as usize], Args::Empty);
+        assert!(empty, "slot {idx} released holding arguments");
         let slot = &mut self.slots[idx as usize];
-        assert!(
-            matches!(slot.args, Args::Empty),
-            "slot {idx} released holding arguments"
-        );
         assert!(matches!(slot.callback, Callback::None));
         assert_eq!(slot.next, NONE, "slot {idx} released while on a list");
         slot.state = State::Free;
@@ -211,11 +212,30 @@ impl<C> Slots<C> {
         &mut self.slots
     }
 
+    /// The argument table, indexed by slot.
+    pub(crate) fn args_table(&mut self) -> &mut [Args] {
+        &mut self.args
+    }
+
+    pub(crate) fn args(&self, idx: u32) -> &Args {
+        &self.args[idx as usize]
+    }
+
+    /// Moves slot `idx`'s arguments out, leaving it empty.
+    pub(crate) fn take_args(&mut self, idx: u32) -> Args {
+        std::mem::replace(&mut self.args[idx as usize], Args::Empty)
+    }
+
+    pub(crate) fn set_args(&mut self, idx: u32, args: Args) {
+        assert!(matches!(self.args[idx as usize], Args::Empty));
+        self.args[idx as usize] = args;
+    }
+
     /// Leaks the table so that memory the kernel may still write is never freed. Only for a
     /// drop that could not reap every completion.
     pub(crate) fn leak(&mut self) {
-        let slots = std::mem::take(&mut self.slots);
-        let _ = Box::leak(slots);
+        let _ = Box::leak(std::mem::take(&mut self.slots));
+        let _ = Box::leak(std::mem::take(&mut self.args));
         self.free_head = NONE;
         self.free_len = 0;
     }

@@ -7,14 +7,70 @@ use std::fmt;
 pub enum BackendKind {
     /// Linux io_uring: operations are submitted in batches and performed by the kernel.
     IoUring,
+    /// Linux epoll: readiness, then the loop performs each operation.
+    Epoll,
+    /// FreeBSD and macOS kqueue: readiness with a batched changelist.
+    Kqueue,
+    /// The kqueue backend's logic over `sys_kqueue::Fake`, a kevent double built on
+    /// `poll(2)`: how the kqueue code runs and is tested on Linux. Not a production backend.
+    KqueueFake,
 }
 
 impl BackendKind {
+    /// Every backend, in the order `DISPATCH_BACKEND`'s documentation lists them.
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::IoUring,
+        BackendKind::Epoll,
+        BackendKind::Kqueue,
+        BackendKind::KqueueFake,
+    ];
+
     /// The backend's name as `DISPATCH_BACKEND` and the CLI spell it.
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::IoUring => "io_uring",
+            BackendKind::Epoll => "epoll",
+            BackendKind::Kqueue => "kqueue",
+            BackendKind::KqueueFake => "kqueue-fake",
         }
+    }
+
+    /// The backend named `name` (`io_uring` or `io-uring`, `epoll`, `kqueue`, `kqueue-fake`).
+    pub fn from_name(name: &str) -> Option<BackendKind> {
+        match name {
+            "io-uring" => Some(BackendKind::IoUring),
+            _ => BackendKind::ALL
+                .into_iter()
+                .find(|kind| kind.name() == name),
+        }
+    }
+}
+
+/// Why the loop runs on a fallback backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fallback {
+    /// The backend that could not be used.
+    pub from: BackendKind,
+    /// Why, in words (for example "blocked by seccomp or a security policy (EPERM)").
+    pub reason: &'static str,
+    /// The OS error behind it, if there was one.
+    pub errno: Option<i32>,
+}
+
+impl Fallback {
+    #[cfg(target_os = "linux")]
+    pub(crate) fn from_setup(error: &sys_uring::SetupError) -> Fallback {
+        Fallback {
+            from: BackendKind::IoUring,
+            reason: error.unavailable.summary(),
+            errno: error.source.raw_os_error(),
+        }
+    }
+}
+
+impl fmt::Display for Fallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} unavailable: {}", self.from, self.reason)
     }
 }
 
@@ -29,13 +85,17 @@ impl fmt::Display for BackendKind {
 pub struct Stats {
     /// The backend in use.
     pub backend: BackendKind,
-    /// Syscalls the loop made to submit and wait (`io_uring_enter`).
+    /// Set when automatic selection fell back from io_uring, with the reason.
+    pub fallback: Option<Fallback>,
+    /// Syscalls the loop made: `io_uring_enter` on io_uring; on readiness backends every
+    /// wait, interest change and operation syscall (recv, send, accept, ...).
     pub syscalls: u64,
     /// Operations handed to the kernel.
     pub ops_submitted: u64,
     /// Operations whose callback has run.
     pub ops_completed: u64,
-    /// The most operations submitted by one syscall.
+    /// The most operations submitted by one syscall (io_uring), or started in one turn
+    /// (readiness backends).
     pub batch_max: u32,
     /// Operations that found the submission queue full and waited in the overflow queue.
     pub overflow_parked: u64,
@@ -47,9 +107,10 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub(crate) fn new(backend: BackendKind) -> Stats {
+    pub(crate) fn new(backend: BackendKind, fallback: Option<Fallback>) -> Stats {
         Stats {
             backend,
+            fallback,
             syscalls: 0,
             ops_submitted: 0,
             ops_completed: 0,

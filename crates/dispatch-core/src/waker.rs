@@ -1,8 +1,10 @@
-//! `Waker`: wakes a loop from any thread. On Linux an eventfd that the loop reads through
-//! the ring; `Io::wait_wakeup` schedules that read.
+//! `Waker`: wakes a loop from any thread. An eventfd on io_uring and epoll (the loop's
+//! wake-up wait reads it, and its counter counts the wake-ups); kqueue's `EVFILT_USER`
+//! elsewhere, with the count kept beside it in an atomic.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// A handle that wakes its loop from any thread. Cloning is cheap; wake-ups that arrive
@@ -10,7 +12,21 @@ use std::sync::Arc;
 /// `Io::wait_wakeup`.
 #[derive(Clone, Debug)]
 pub struct Waker {
-    fd: Arc<OwnedFd>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    signal: Signal,
+    /// Wake-ups not yet taken, where the signal itself does not count them.
+    count: AtomicU64,
+}
+
+#[derive(Debug)]
+enum Signal {
+    #[cfg(target_os = "linux")]
+    EventFd(std::os::fd::OwnedFd),
+    Notifier(sys_kqueue::Notifier),
 }
 
 const _: () = {
@@ -19,26 +35,68 @@ const _: () = {
 };
 
 impl Waker {
-    pub(crate) fn new() -> io::Result<Waker> {
-        let fd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
-        Ok(Waker { fd: Arc::new(fd) })
+    /// An eventfd waker; `nonblocking` for readiness backends, which read it directly.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn with_eventfd(nonblocking: bool) -> io::Result<Waker> {
+        use rustix::event::EventfdFlags;
+        let mut flags = EventfdFlags::CLOEXEC;
+        if nonblocking {
+            flags |= EventfdFlags::NONBLOCK;
+        }
+        let fd = rustix::event::eventfd(0, flags)?;
+        Ok(Waker::from_signal(Signal::EventFd(fd)))
     }
 
-    pub(crate) fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    /// A waker that triggers a kqueue user event.
+    pub(crate) fn with_notifier(notifier: sys_kqueue::Notifier) -> Waker {
+        Waker::from_signal(Signal::Notifier(notifier))
+    }
+
+    fn from_signal(signal: Signal) -> Waker {
+        Waker {
+            shared: Arc::new(Shared {
+                signal,
+                count: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The eventfd, for backends that read it.
+    pub(crate) fn eventfd(&self) -> Option<RawFd> {
+        match &self.shared.signal {
+            #[cfg(target_os = "linux")]
+            Signal::EventFd(fd) => Some(std::os::fd::AsRawFd::as_raw_fd(fd)),
+            Signal::Notifier(_) => None,
+        }
+    }
+
+    /// Takes the wake-ups counted beside a user-event signal.
+    pub(crate) fn take_count(&self) -> u64 {
+        // Acquire pairs with the Release increment in `wake`: whatever the waking thread wrote
+        // before waking is visible to the callback that runs for it.
+        self.shared.count.swap(0, Ordering::Acquire)
     }
 
     /// Wakes the loop: completes its pending `wait_wakeup`, or the next one scheduled.
     ///
     /// # Errors
-    /// Only what `write(2)` on an eventfd can return; a saturated counter (`EAGAIN`, after
-    /// 2^64 - 2 unread wake-ups) already guarantees a wake-up and is not an error.
+    /// Only what `write(2)` on an eventfd or `kevent(2)` can return; a saturated eventfd
+    /// counter (`EAGAIN`) already guarantees a wake-up and is not an error.
     pub fn wake(&self) -> io::Result<()> {
-        match rustix::io::write(self.fd.as_fd(), &1u64.to_ne_bytes()) {
-            Ok(8) => Ok(()),
-            Ok(n) => panic!("eventfd write wrote {n} bytes, not 8"),
-            Err(rustix::io::Errno::AGAIN) => Ok(()),
-            Err(errno) => Err(errno.into()),
+        match &self.shared.signal {
+            #[cfg(target_os = "linux")]
+            Signal::EventFd(fd) => match rustix::io::write(fd, &1u64.to_ne_bytes()) {
+                Ok(8) => Ok(()),
+                Ok(n) => panic!("eventfd write wrote {n} bytes, not 8"),
+                Err(rustix::io::Errno::AGAIN) => Ok(()),
+                Err(errno) => Err(errno.into()),
+            },
+            Signal::Notifier(notifier) => {
+                // Count first, then signal: the loop that sees the signal sees the count
+                // (a count taken early just makes a later signal find nothing new).
+                self.shared.count.fetch_add(1, Ordering::Release);
+                notifier.notify()
+            }
         }
     }
 }

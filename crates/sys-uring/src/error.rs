@@ -44,6 +44,21 @@ pub struct SetupError {
     pub source: io::Error,
 }
 
+impl Unavailable {
+    /// A short phrase for logs and stats ("blocked by seccomp or a security policy").
+    pub fn summary(self) -> &'static str {
+        match self {
+            Unavailable::DisabledBySysctl { .. } => "disabled by sysctl kernel.io_uring_disabled",
+            Unavailable::Blocked => "blocked by seccomp or a security policy (EPERM)",
+            Unavailable::NotImplemented => "not implemented by this kernel or sandbox (ENOSYS)",
+            Unavailable::MemlockLimit => "ring memory over RLIMIT_MEMLOCK (ENOMEM)",
+            Unavailable::InvalidSetup => "set-up flags or sizes rejected (EINVAL)",
+            Unavailable::MissingOpcode { .. } => "a required opcode is missing",
+            Unavailable::Other => "io_uring_setup failed",
+        }
+    }
+}
+
 impl SetupError {
     /// Classifies an error returned by `io_uring_setup(2)`.
     pub fn from_setup(source: io::Error) -> SetupError {

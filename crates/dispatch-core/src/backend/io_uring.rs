@@ -3,27 +3,31 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
 use sys_uring::opcode;
 use sys_uring::squeue::Entry;
 use sys_uring::types::{Fd, Timespec};
-use sys_uring::{Ring, RingOptions, SetupError, SqFull};
+use sys_uring::{Ring, RingOptions, SetupError};
 
-use super::{Wait, USER_DATA_DROP_CANCEL, USER_DATA_WAIT_TIMEOUT};
+use super::{SqFull, Wait, USER_DATA_DROP_CANCEL, USER_DATA_WAIT_TIMEOUT};
 use crate::operation::Args;
 use crate::options::Options;
 use crate::stats::Stats;
+use crate::waker::Waker;
 
-/// The io_uring backend's state beside the ring: per-slot timespecs for timeouts (the kernel
-/// reads them at submission, but they live as long as the slot for simplicity), and the
-/// timespec of the wait timeout used on kernels without `EXT_ARG`.
+/// The io_uring backend's state beside the ring: per-slot timespecs (timeouts) and socket
+/// addresses (connect) in the kernel's layout, the timespec of the wait timeout used on
+/// kernels without `EXT_ARG`, and the waker's (blocking) eventfd, which wake-up waits read.
 pub(crate) struct IoUringBackend {
     ring: Ring,
     timespecs: Box<[Timespec]>,
+    sockaddrs: Box<[RawSockAddr]>,
     wait_timespec: Timespec,
     ext_arg: bool,
+    waker: Waker,
 }
 
 impl IoUringBackend {
@@ -49,12 +53,29 @@ impl IoUringBackend {
         }
         let ext_arg = uring.ext_arg && ring.has_ext_arg();
         let timespecs = (0..options.ops_max).map(|_| Timespec::new()).collect();
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let sockaddrs = (0..options.ops_max)
+            .map(|_| RawSockAddr::new(unspecified))
+            .collect();
+        let waker = Waker::with_eventfd(false).map_err(SetupError::from_setup)?;
         Ok(IoUringBackend {
             ring,
             timespecs,
+            sockaddrs,
             wait_timespec: Timespec::new(),
             ext_arg,
+            waker,
         })
+    }
+
+    pub(crate) fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    pub(crate) fn wakeup_fd(&self) -> RawFd {
+        self.waker
+            .eventfd()
+            .expect("the io_uring waker is an eventfd")
     }
 
     /// Queues `args` as one SQE.
@@ -70,9 +91,9 @@ impl IoUringBackend {
     ) -> Result<(), SqFull> {
         let entry = self.entry(idx, args).user_data(user_data);
         // SAFETY: the entry points into `args` (and the heap buffers it owns) and into
-        // `self.timespecs[idx]`; the caller keeps `args` in place until the completion is
-        // reaped, and `self.timespecs` lives as long as the ring.
-        unsafe { self.ring.push(&entry) }
+        // `self.timespecs[idx]` or `self.sockaddrs[idx]`; the caller keeps `args` in place
+        // until the completion is reaped, and both tables live as long as the ring.
+        unsafe { self.ring.push(&entry) }.map_err(|_| SqFull)
     }
 
     /// Builds the SQE for `args`. The pointers it takes are only dereferenced by the kernel,
@@ -86,7 +107,9 @@ impl IoUringBackend {
                     .build()
             }
             Args::Connect { fd, addr } => {
-                let (ptr, len) = addr.as_ptr();
+                let raw = &mut self.sockaddrs[idx as usize];
+                *raw = RawSockAddr::new(*addr);
+                let (ptr, len) = raw.as_ptr();
                 opcode::Connect::new(Fd(*fd), ptr, len).build()
             }
             Args::Recv { fd, buf } => {
@@ -236,6 +259,78 @@ impl IoUringBackend {
         // SAFETY: a cancel references no memory.
         unsafe { self.ring.push(&entry) }.expect("the SQ has room after an enter");
         Ok(())
+    }
+}
+
+/// A socket address in the kernel's layout, stored inline in the slot so that its address
+/// stays valid while a connect is in flight.
+#[derive(Clone, Copy)]
+enum RawSockAddr {
+    V4(libc::sockaddr_in),
+    V6(libc::sockaddr_in6),
+}
+
+impl RawSockAddr {
+    fn new(addr: SocketAddr) -> RawSockAddr {
+        match addr {
+            SocketAddr::V4(addr) => {
+                let mut raw: libc::sockaddr_in = zeroed_sockaddr_in();
+                raw.sin_family = libc::AF_INET as libc::sa_family_t;
+                raw.sin_port = addr.port().to_be();
+                raw.sin_addr = libc::in_addr {
+                    s_addr: u32::from_ne_bytes(addr.ip().octets()),
+                };
+                RawSockAddr::V4(raw)
+            }
+            SocketAddr::V6(addr) => {
+                let mut raw: libc::sockaddr_in6 = zeroed_sockaddr_in6();
+                raw.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                raw.sin6_port = addr.port().to_be();
+                raw.sin6_flowinfo = addr.flowinfo();
+                raw.sin6_addr = libc::in6_addr {
+                    s6_addr: addr.ip().octets(),
+                };
+                raw.sin6_scope_id = addr.scope_id();
+                RawSockAddr::V6(raw)
+            }
+        }
+    }
+
+    /// A pointer to the address and its length, for the kernel.
+    fn as_ptr(&self) -> (*const libc::sockaddr, libc::socklen_t) {
+        match self {
+            RawSockAddr::V4(raw) => (
+                (raw as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ),
+            RawSockAddr::V6(raw) => (
+                (raw as *const libc::sockaddr_in6).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            ),
+        }
+    }
+}
+
+fn zeroed_sockaddr_in() -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: 0,
+        sin_port: 0,
+        sin_addr: libc::in_addr { s_addr: 0 },
+        sin_zero: [0; 8],
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        sin_len: 0,
+    }
+}
+
+fn zeroed_sockaddr_in6() -> libc::sockaddr_in6 {
+    libc::sockaddr_in6 {
+        sin6_family: 0,
+        sin6_port: 0,
+        sin6_flowinfo: 0,
+        sin6_addr: libc::in6_addr { s6_addr: [0; 16] },
+        sin6_scope_id: 0,
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        sin6_len: 0,
     }
 }
 

@@ -1,37 +1,46 @@
 //! Backends: the one place a backend is selected, and the contract each one meets.
 //!
-//! A backend takes operations whose arguments live in the loop's slot table, gets them to the
-//! kernel with as few syscalls as it can, and reports each one's result as `(user_data,
-//! result)` with `result` either `>= 0` or `-errno`. The loop owns everything else: slots,
-//! the overflow and completed queues, callbacks, cancellation bookkeeping and stats.
+//! A backend takes operations whose arguments live in the loop's argument table, gets them
+//! to the kernel with as few syscalls as it can, and reports each one's result as
+//! `(user_data, result)` with `result` either `>= 0` or `-errno`. The loop owns everything
+//! else: slots, the overflow and completed queues, callbacks, cancellation bookkeeping and
+//! stats.
 //!
-//! The contract, which every backend file implements under the same names:
-//! - `push(idx, user_data, &mut Args) -> Result<(), SqFull>`: queue one operation for the next
-//!   flush. The caller guarantees `Args` does not move and is not touched until the backend
-//!   reports `user_data`'s result. `SqFull` means "flush first"; nothing is lost.
-//! - `flush(Wait, in_kernel, &mut Stats) -> io::Result<()>`: one syscall that submits
-//!   everything pushed and, for `Wait::Until`/`Wait::Forever`, waits for at least one
-//!   completion. `Wait::Poll` never blocks. A wait is never unbounded unless the loop asked
-//!   for `Forever` with operations in flight. `EINTR` and CQ back-pressure are absorbed
-//!   (the loop turns again).
-//! - `reap(FnMut(user_data, result))`: copies out every ready completion, no syscall, and
+//! The contract ([`Backend`] dispatches to each implementation under the same names):
+//! - `push(idx, user_data, &mut Args) -> Result<(), SqFull>`: queue one operation for the
+//!   next flush. The caller guarantees `Args` does not move and is not touched until the
+//!   backend reports `user_data`'s result. `SqFull` (io_uring only) means "flush first";
+//!   nothing is lost.
+//! - `flush(Wait, in_kernel, &mut [Args], &mut Stats) -> io::Result<()>`: submit everything
+//!   pushed and, for `Wait::Until`/`Wait::Forever`, wait for at least one completion, in one
+//!   syscall where the backend can. `Wait::Poll` never blocks. `EINTR` and CQ back-pressure
+//!   are absorbed (the loop turns again).
+//! - `reap(FnMut(user_data, result))`: hands over every known result without a syscall, and
 //!   never runs a callback.
-//! - `cancel_for_drop(user_data)`: best-effort cancel used by `Io`'s drop, which then reaps
-//!   until every operation the kernel holds has completed.
+//! - `cancel_for_drop(user_data)`: cancel used by `Io`'s drop, which then reaps until every
+//!   operation the backend holds has come back.
 //!
-//! Today the loop runs on io_uring; the readiness backends (epoll, kqueue) and the simulator
-//! implement the same contract behind this module.
+//! Selection, in order: `Options::backend`, then the `DISPATCH_BACKEND` environment variable,
+//! then the platform default: on Linux io_uring, probed (ring creation and every opcode the
+//! loop uses), falling back to epoll with the reason logged once and kept in `Stats`; on
+//! FreeBSD and macOS kqueue. A forced backend that cannot run is an error, never a silent
+//! fallback.
+// `push` passes io_uring's unsafe contract through; the readiness backends do not need it.
+#![allow(unsafe_code)]
 
 #[cfg(target_os = "linux")]
 pub(crate) mod io_uring;
+pub(crate) mod readiness;
 
-#[cfg(target_os = "linux")]
-pub(crate) use self::io_uring::IoUringBackend as Driver;
-
-#[cfg(not(target_os = "linux"))]
-compile_error!("dispatch-core has only its io_uring backend so far; kqueue comes next");
-
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+
+use crate::io::InitError;
+use crate::operation::Args;
+use crate::options::Options;
+use crate::stats::{BackendKind, Fallback, Stats};
+use crate::waker::Waker;
 
 /// How long a flush may block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +53,203 @@ pub(crate) enum Wait {
     Forever,
 }
 
-/// `user_data` values the backend uses for itself; no slot's `user_data` can equal them,
+/// The submission queue is full (io_uring): flush, then push again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SqFull;
+
+/// `user_data` values a backend uses for itself; no slot's `user_data` can equal them,
 /// since slot indices are below 2^24 (`OPS_MAX_LIMIT`).
 pub(crate) const USER_DATA_WAIT_TIMEOUT: u64 = u64::MAX;
 /// The `user_data` of cancellations issued by `Io`'s drop.
 pub(crate) const USER_DATA_DROP_CANCEL: u64 = u64::MAX - 1;
 
 const _: () = assert!(crate::options::OPS_MAX_LIMIT <= 1 << 24);
+
+/// The environment variable that forces a backend when `Options::backend` is `None`.
+pub const BACKEND_ENV: &str = "DISPATCH_BACKEND";
+
+#[cfg(target_os = "linux")]
+type EpollEngine = readiness::Engine<readiness::epoll::EpollPoller>;
+#[cfg(kqueue)]
+type KqueueEngine = readiness::Engine<readiness::kqueue::KqueuePoller<sys_kqueue::System>>;
+#[cfg(target_os = "linux")]
+type KqueueFakeEngine = readiness::Engine<readiness::kqueue::KqueuePoller<sys_kqueue::Fake>>;
+
+/// The backend an `Io` runs on, chosen at `Io::new`.
+pub(crate) enum Backend {
+    #[cfg(target_os = "linux")]
+    IoUring(io_uring::IoUringBackend),
+    #[cfg(target_os = "linux")]
+    Epoll(EpollEngine),
+    #[cfg(kqueue)]
+    Kqueue(KqueueEngine),
+    #[cfg(target_os = "linux")]
+    KqueueFake(KqueueFakeEngine),
+}
+
+/// Calls the same method on whichever backend runs.
+macro_rules! each {
+    ($self:expr, $backend:ident => $call:expr) => {
+        match $self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring($backend) => $call,
+            #[cfg(target_os = "linux")]
+            Backend::Epoll($backend) => $call,
+            #[cfg(kqueue)]
+            Backend::Kqueue($backend) => $call,
+            #[cfg(target_os = "linux")]
+            Backend::KqueueFake($backend) => $call,
+        }
+    };
+}
+
+/// Calls the same method on whichever readiness engine runs, or `$uring` for io_uring.
+macro_rules! readiness {
+    ($self:expr, $engine:ident => $call:expr, $uring:ident => $uring_call:expr) => {
+        match $self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring($uring) => $uring_call,
+            #[cfg(target_os = "linux")]
+            Backend::Epoll($engine) => $call,
+            #[cfg(kqueue)]
+            Backend::Kqueue($engine) => $call,
+            #[cfg(target_os = "linux")]
+            Backend::KqueueFake($engine) => $call,
+        }
+    };
+}
+
+impl Backend {
+    /// Selects and creates the backend: `options.backend`, else `DISPATCH_BACKEND`, else the
+    /// platform default. Returns the fallback taken, if any.
+    pub(crate) fn new(options: &Options) -> Result<(Backend, Option<Fallback>), InitError> {
+        let forced = match options.backend {
+            Some(kind) => Some(kind),
+            None => match std::env::var(BACKEND_ENV) {
+                Ok(value) if value.is_empty() || value == "auto" => None,
+                Ok(value) => {
+                    Some(BackendKind::from_name(&value).ok_or(InitError::UnknownBackend(value))?)
+                }
+                Err(_) => None,
+            },
+        };
+        match forced {
+            Some(kind) => Ok((Backend::create(kind, options)?, None)),
+            None => Backend::auto(options),
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn auto(options: &Options) -> Result<(Backend, Option<Fallback>), InitError> {
+        match io_uring::IoUringBackend::new(options) {
+            Ok(backend) => Ok((Backend::IoUring(backend), None)),
+            Err(error) => {
+                let fallback = Fallback::from_setup(&error);
+                static LOGGED: AtomicBool = AtomicBool::new(false);
+                if !LOGGED.swap(true, Ordering::Relaxed) {
+                    eprintln!("dispatch-core: {error}; falling back to epoll");
+                }
+                Ok((
+                    Backend::create(BackendKind::Epoll, options)?,
+                    Some(fallback),
+                ))
+            }
+        }
+    }
+
+    #[cfg(kqueue)]
+    fn auto(options: &Options) -> Result<(Backend, Option<Fallback>), InitError> {
+        Ok((Backend::create(BackendKind::Kqueue, options)?, None))
+    }
+
+    /// Creates exactly `kind`, or says why it cannot run here.
+    fn create(kind: BackendKind, options: &Options) -> Result<Backend, InitError> {
+        let ops_max = options.ops_max;
+        match kind {
+            #[cfg(target_os = "linux")]
+            BackendKind::IoUring => io_uring::IoUringBackend::new(options)
+                .map(Backend::IoUring)
+                .map_err(InitError::Unavailable),
+            #[cfg(target_os = "linux")]
+            BackendKind::Epoll => {
+                let poller = readiness::epoll::EpollPoller::new(options.epoll_pwait2)
+                    .map_err(InitError::Os)?;
+                Ok(Backend::Epoll(readiness::Engine::new(poller, ops_max)))
+            }
+            #[cfg(kqueue)]
+            BackendKind::Kqueue => {
+                let kq = sys_kqueue::System::new(
+                    readiness::kqueue::changes_max(ops_max),
+                    readiness::kqueue::events_max(ops_max),
+                )
+                .map_err(InitError::Os)?;
+                let poller =
+                    readiness::kqueue::KqueuePoller::new(kq, ops_max).map_err(InitError::Os)?;
+                Ok(Backend::Kqueue(readiness::Engine::new(poller, ops_max)))
+            }
+            #[cfg(target_os = "linux")]
+            BackendKind::KqueueFake => {
+                let kq = sys_kqueue::Fake::new(readiness::kqueue::changes_max(ops_max))
+                    .map_err(InitError::Os)?;
+                let poller =
+                    readiness::kqueue::KqueuePoller::new(kq, ops_max).map_err(InitError::Os)?;
+                Ok(Backend::KqueueFake(readiness::Engine::new(poller, ops_max)))
+            }
+            #[allow(unreachable_patterns)]
+            other => Err(InitError::UnsupportedBackend(other)),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> BackendKind {
+        readiness!(self, engine => engine.kind(), _uring => BackendKind::IoUring)
+    }
+
+    pub(crate) fn waker(&self) -> Waker {
+        each!(self, backend => backend.waker())
+    }
+
+    /// The descriptor a wake-up wait reads (or waits on).
+    pub(crate) fn wakeup_fd(&self) -> std::os::fd::RawFd {
+        each!(self, backend => backend.wakeup_fd())
+    }
+
+    /// Queues one operation.
+    ///
+    /// # Safety
+    /// `args` must not move, and its buffers must not be touched, until `reap` reports
+    /// `user_data` (io_uring hands the kernel pointers into it).
+    pub(crate) unsafe fn push(
+        &mut self,
+        idx: u32,
+        user_data: u64,
+        args: &mut Args,
+    ) -> Result<(), SqFull> {
+        readiness!(self, engine => {
+            let _ = args;
+            engine.push(idx, user_data);
+            Ok(())
+        }, uring => {
+            // SAFETY: this function's own contract, passed on.
+            unsafe { uring.push(idx, user_data, args) }
+        })
+    }
+
+    pub(crate) fn flush(
+        &mut self,
+        wait: Wait,
+        in_kernel: u32,
+        args: &mut [Args],
+        stats: &mut Stats,
+    ) -> io::Result<()> {
+        readiness!(self, engine => engine.flush(wait, args, stats),
+            uring => uring.flush(wait, in_kernel, stats))
+    }
+
+    pub(crate) fn reap(&mut self, f: impl FnMut(u64, i32)) {
+        each!(self, backend => backend.reap(f))
+    }
+
+    pub(crate) fn cancel_for_drop(&mut self, user_data: u64, stats: &mut Stats) -> io::Result<()> {
+        each!(self, backend => backend.cancel_for_drop(user_data, stats))
+    }
+}

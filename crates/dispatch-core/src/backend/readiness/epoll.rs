@@ -1,0 +1,212 @@
+//! The epoll poller (Linux): `EPOLLONESHOT` interest per descriptor, changed at once with
+//! `epoll_ctl`, harvested with `epoll_pwait2` (nanosecond timeouts) where the kernel has it
+//! (5.11) and `epoll_wait` (milliseconds, rounded up: never early) where it does not.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
+use rustix::io::Errno;
+
+use super::table::{Dir, Dirs};
+use super::{Poller, Readiness, EVENTS_MAX};
+use crate::stats::{BackendKind, Stats};
+use crate::waker::Waker;
+
+/// The epoll instance, its event buffer, and the eventfd wakers write to.
+pub(crate) struct EpollPoller {
+    epoll: OwnedFd,
+    events: Vec<Event>,
+    waker: Waker,
+    pwait2: bool,
+}
+
+impl EpollPoller {
+    /// `epoll_create1(EPOLL_CLOEXEC)` and a non-blocking eventfd for wake-ups. Probes
+    /// `epoll_pwait2` when `use_pwait2` allows it.
+    pub(crate) fn new(use_pwait2: bool) -> io::Result<EpollPoller> {
+        let epoll = epoll::create(CreateFlags::CLOEXEC)?;
+        let waker = Waker::with_eventfd(true)?;
+        let mut poller = EpollPoller {
+            epoll,
+            events: Vec::with_capacity(EVENTS_MAX),
+            waker,
+            pwait2: false,
+        };
+        poller.pwait2 = use_pwait2 && poller.probe_pwait2();
+        Ok(poller)
+    }
+
+    /// Whether `epoll_pwait2` works here (ENOSYS before 5.11, or under some seccomp filters).
+    fn probe_pwait2(&mut self) -> bool {
+        !matches!(
+            self.pwait2_call(Some(Duration::ZERO)),
+            Err(Errno::NOSYS | Errno::PERM)
+        )
+    }
+
+    /// `epoll_pwait2(epfd, events, maxevents, timeout, NULL, 0)` into `self.events`.
+    fn pwait2_call(&mut self, timeout: Option<Duration>) -> Result<usize, Errno> {
+        let timespec = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+            tv_nsec: t.subsec_nanos().into(),
+        });
+        let timespec_ptr = timespec
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const _);
+        self.events.clear();
+        let capacity = self.events.capacity();
+        // SAFETY: `events` has room for `capacity` entries of the kernel's `epoll_event`
+        // layout (rustix's `Event` is `repr(C)`, packed where the kernel's is); the timespec
+        // outlives the call; a null sigmask with size 0 means "no mask".
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_epoll_pwait2,
+                self.epoll.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                capacity as libc::c_int,
+                timespec_ptr,
+                std::ptr::null::<libc::sigset_t>(),
+                0_usize,
+            )
+        };
+        if result < 0 {
+            return Err(Errno::from_io_error(&io::Error::last_os_error()).unwrap_or(Errno::IO));
+        }
+        let count = usize::try_from(result).expect("non-negative count");
+        assert!(count <= capacity);
+        // SAFETY: the kernel initialised the first `count` entries.
+        unsafe { self.events.set_len(count) };
+        Ok(count)
+    }
+
+    fn flags(dirs: Dirs) -> EventFlags {
+        let mut flags = EventFlags::ONESHOT | EventFlags::RDHUP;
+        if dirs.contains(Dir::Read) {
+            flags |= EventFlags::IN;
+        }
+        if dirs.contains(Dir::Write) {
+            flags |= EventFlags::OUT;
+        }
+        flags
+    }
+}
+
+impl Poller for EpollPoller {
+    const KIND: BackendKind = BackendKind::Epoll;
+    const EVENT_DISARMS_ALL: bool = true;
+
+    fn set_interest(
+        &mut self,
+        fd: RawFd,
+        old: Dirs,
+        new: Dirs,
+        stats: &mut Stats,
+    ) -> io::Result<()> {
+        assert_ne!(old, new);
+        assert!(fd >= 0);
+        // SAFETY: the borrow carries the number into epoll_ctl only; a closed descriptor is
+        // EBADF.
+        let source = unsafe { BorrowedFd::borrow_raw(fd) };
+        let data = EventData::new_u64(fd as u64);
+        // An empty interest keeps the registration but arms nothing (cheaper than DEL + ADD
+        // when the descriptor is used again, as connections are).
+        let flags = if new.is_empty() {
+            EventFlags::empty()
+        } else {
+            Self::flags(new)
+        };
+        stats.syscalls += 1;
+        match epoll::modify(&self.epoll, source, data, flags) {
+            Ok(()) => Ok(()),
+            // Never registered (or closed and re-opened since): add it.
+            Err(Errno::NOENT) if !new.is_empty() => {
+                stats.syscalls += 1;
+                epoll::add(&self.epoll, source, data, flags).map_err(io::Error::from)
+            }
+            Err(Errno::NOENT) => Ok(()),
+            Err(errno) => Err(errno.into()),
+        }
+    }
+
+    fn has_pending_changes(&self) -> bool {
+        false
+    }
+
+    fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        ready: &mut Vec<Readiness>,
+        stats: &mut Stats,
+    ) -> io::Result<()> {
+        stats.syscalls += 1;
+        let result = if self.pwait2 {
+            self.pwait2_call(timeout).map(|_| ())
+        } else {
+            self.events.clear();
+            let timespec = timeout.map(|t| rustix::event::Timespec {
+                tv_sec: t.as_secs().try_into().unwrap_or(i64::MAX),
+                tv_nsec: t.subsec_nanos().into(),
+            });
+            let buffer = rustix::buffer::spare_capacity(&mut self.events);
+            epoll::wait(self.epoll.as_fd(), buffer, timespec.as_ref()).map(|_| ())
+        };
+        match result {
+            Ok(()) => {}
+            // A signal ended the wait early: no events this turn; the loop turns again.
+            Err(Errno::INTR) => return Ok(()),
+            Err(errno) => return Err(errno.into()),
+        }
+        for event in &self.events {
+            // Copies: the kernel's layout is packed on x86_64, so fields cannot be borrowed.
+            let Event { flags, data, .. } = *event;
+            let hangup = flags.intersects(EventFlags::HUP | EventFlags::ERR | EventFlags::RDHUP);
+            let mut dirs = Dirs::NONE;
+            if flags.contains(EventFlags::IN) || hangup {
+                dirs = dirs.with(Dir::Read);
+            }
+            if flags.contains(EventFlags::OUT) || hangup {
+                dirs = dirs.with(Dir::Write);
+            }
+            let fd = data.u64() as RawFd;
+            assert!(ready.len() < ready.capacity(), "ready list never grows");
+            ready.push(Readiness {
+                fd,
+                dirs,
+                error: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn events_max(&self) -> usize {
+        EVENTS_MAX
+    }
+
+    fn wakeup_fd(&self) -> RawFd {
+        self.waker.eventfd().expect("the epoll waker is an eventfd")
+    }
+
+    fn take_wakeups(&mut self, stats: &mut Stats) -> io::Result<Option<u64>> {
+        let fd = self.wakeup_fd();
+        // SAFETY: the eventfd is owned by `self.waker`, which outlives this call.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let mut count = [0_u8; 8];
+        loop {
+            stats.syscalls += 1;
+            return match rustix::io::read(fd, &mut count) {
+                Ok(8) => Ok(Some(u64::from_ne_bytes(count))),
+                Ok(n) => panic!("eventfd read returned {n} bytes, not 8"),
+                Err(Errno::AGAIN) => Ok(None),
+                Err(Errno::INTR) => continue,
+                Err(errno) => Err(errno.into()),
+            };
+        }
+    }
+
+    fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+}

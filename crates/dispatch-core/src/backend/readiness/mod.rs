@@ -1,0 +1,419 @@
+//! The readiness engine, shared by epoll and kqueue: try each operation's syscall first; on
+//! `EAGAIN` queue it on its descriptor and direction and arm one-shot interest; when the
+//! kernel reports readiness, perform the queued operations in order. Timers live in a heap
+//! and bound each wait with a nanosecond timeout. The backend-specific part is a [`Poller`]:
+//! how interest is registered and how events are harvested.
+//!
+//! How one operation goes: `push` appends the slot to `submitted`; the next `flush` takes it
+//! (in scheduling order), performs it or queues it (behind any operation already waiting on
+//! the same descriptor and direction, so that order is kept), waits once in the kernel, then
+//! performs what became ready and expires timers; results go to `done`, which `reap` hands
+//! to the loop.
+
+pub(crate) mod ops;
+pub(crate) mod table;
+
+#[cfg(target_os = "linux")]
+pub(crate) mod epoll;
+pub(crate) mod kqueue;
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use self::ops::{perform, Step};
+use self::table::{Dir, Dirs, FdTable, Queue, TimerHeap, NONE};
+use super::Wait;
+use crate::operation::{Args, OpId};
+use crate::stats::{BackendKind, Stats};
+use crate::waker::Waker;
+
+/// The readiness of one descriptor, as a poller reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Readiness {
+    pub(crate) fd: RawFd,
+    pub(crate) dirs: Dirs,
+    /// The errno of a failed registration, if the kernel refused the interest.
+    pub(crate) error: Option<i32>,
+}
+
+/// The pseudo-descriptor that stands for "the waker fired" where the waker is not a
+/// descriptor (kqueue's `EVFILT_USER`).
+pub(crate) const WAKE_FD: RawFd = -2;
+
+/// The backend-specific half of a readiness backend.
+pub(crate) trait Poller {
+    /// Which backend this is.
+    const KIND: BackendKind;
+    /// Whether one event disarms every direction of the descriptor (epoll's `EPOLLONESHOT`
+    /// is per descriptor) or only the one reported (kqueue's `EV_ONESHOT` is per filter).
+    const EVENT_DISARMS_ALL: bool;
+
+    /// Changes the interest armed for `fd` from `old` to `new` (one-shot). May be deferred to
+    /// the next `wait` (kqueue's changelist) or immediate (epoll_ctl).
+    fn set_interest(
+        &mut self,
+        fd: RawFd,
+        old: Dirs,
+        new: Dirs,
+        stats: &mut Stats,
+    ) -> io::Result<()>;
+
+    /// Whether `set_interest` left changes that only a `wait` delivers.
+    fn has_pending_changes(&self) -> bool;
+
+    /// One syscall: delivers pending changes and waits up to `timeout` (`None`: forever),
+    /// appending readiness to `ready` (at most its spare capacity).
+    fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        ready: &mut Vec<Readiness>,
+        stats: &mut Stats,
+    ) -> io::Result<()>;
+
+    /// The most readiness reports one `wait` can append.
+    fn events_max(&self) -> usize;
+
+    /// The descriptor a wake-up wait waits on (`WAKE_FD` where the waker is no descriptor).
+    fn wakeup_fd(&self) -> RawFd;
+
+    /// Takes the wake-ups that arrived, without blocking: `None` if there were none.
+    fn take_wakeups(&mut self, stats: &mut Stats) -> io::Result<Option<u64>>;
+
+    /// A waker for this poller's loop.
+    fn waker(&self) -> Waker;
+}
+
+/// Where an operation is inside the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Idle,
+    Submitted,
+    Waiting(RawFd, Dir),
+    Timer,
+    Done,
+}
+
+/// The readiness engine over a poller `P`.
+pub(crate) struct Engine<P> {
+    poller: P,
+    origin: Instant,
+    /// Per slot: the operation's `user_data`, its place, its list link, connect state.
+    user_data: Box<[u64]>,
+    place: Box<[Place]>,
+    next: Box<[u32]>,
+    connecting: Box<[bool]>,
+    submitted: Queue,
+    fds: FdTable,
+    timers: TimerHeap,
+    done: Vec<(u64, i32)>,
+    ready: Vec<Readiness>,
+}
+
+/// The most readiness events harvested by one wait.
+pub(crate) const EVENTS_MAX: usize = 256;
+
+impl<P: Poller> Engine<P> {
+    pub(crate) fn new(poller: P, ops_max: u32) -> Engine<P> {
+        let slots = ops_max as usize;
+        let events_max = poller.events_max();
+        Engine {
+            poller,
+            origin: Instant::now(),
+            user_data: vec![0; slots].into_boxed_slice(),
+            place: vec![Place::Idle; slots].into_boxed_slice(),
+            next: vec![NONE; slots].into_boxed_slice(),
+            connecting: vec![false; slots].into_boxed_slice(),
+            submitted: Queue::EMPTY,
+            fds: FdTable::new(ops_max + 1),
+            timers: TimerHeap::new(ops_max),
+            done: Vec::with_capacity(slots),
+            ready: Vec::with_capacity(events_max),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> BackendKind {
+        P::KIND
+    }
+
+    pub(crate) fn waker(&self) -> Waker {
+        self.poller.waker()
+    }
+
+    pub(crate) fn wakeup_fd(&self) -> RawFd {
+        self.poller.wakeup_fd()
+    }
+
+    /// Queues slot `idx` for the next flush. Never full: the engine has a place for every
+    /// slot.
+    pub(crate) fn push(&mut self, idx: u32, user_data: u64) {
+        let i = idx as usize;
+        assert_eq!(self.place[i], Place::Idle, "slot {idx} pushed twice");
+        self.user_data[i] = user_data;
+        self.place[i] = Place::Submitted;
+        self.connecting[i] = false;
+        self.submitted.push(&mut self.next, idx);
+    }
+
+    fn complete(&mut self, idx: u32, result: i32) {
+        let i = idx as usize;
+        assert!(matches!(
+            self.place[i],
+            Place::Submitted | Place::Waiting(..) | Place::Timer
+        ));
+        self.place[i] = Place::Done;
+        assert!(
+            self.done.len() < self.done.capacity(),
+            "done list never grows"
+        );
+        self.done.push((self.user_data[i], result));
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Starts everything submitted, waits once, performs what became ready, expires timers.
+    pub(crate) fn flush(
+        &mut self,
+        wait: Wait,
+        args: &mut [Args],
+        stats: &mut Stats,
+    ) -> io::Result<()> {
+        let mut started = 0;
+        while let Some(idx) = self.submitted.pop(&mut self.next) {
+            started += 1;
+            self.start(idx, args, stats)?;
+        }
+        stats.batch_max = stats.batch_max.max(started);
+        let timeout = self.timeout(wait);
+        let idle = timeout == Some(Duration::ZERO)
+            && !self.poller.has_pending_changes()
+            && self.nothing_armed();
+        if !idle {
+            self.ready.clear();
+            self.poller.wait(timeout, &mut self.ready, stats)?;
+            for event in 0..self.ready.len() {
+                let readiness = self.ready[event];
+                self.on_ready(readiness, args, stats)?;
+            }
+        }
+        let now_ns = self.now_ns();
+        while let Some(idx) = self.timers.pop_expired(now_ns) {
+            self.place[idx as usize] = Place::Timer;
+            self.complete(idx, -libc::ETIME);
+        }
+        Ok(())
+    }
+
+    /// The table holds exactly the descriptors with waiters, and those are armed.
+    fn nothing_armed(&self) -> bool {
+        self.fds.len() == 0
+    }
+
+    /// How long the wait may block.
+    fn timeout(&self, wait: Wait) -> Option<Duration> {
+        if !self.done.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let timer = self
+            .timers
+            .peek_deadline_ns()
+            .map(|deadline_ns| Duration::from_nanos(deadline_ns.saturating_sub(self.now_ns())));
+        let wait = match wait {
+            Wait::Poll => Some(Duration::ZERO),
+            Wait::Forever => None,
+            Wait::Until(deadline) => Some(deadline.saturating_duration_since(Instant::now())),
+        };
+        match (wait, timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Handles one submitted operation.
+    fn start(&mut self, idx: u32, args: &mut [Args], stats: &mut Stats) -> io::Result<()> {
+        let i = idx as usize;
+        match &mut args[i] {
+            Args::Nop => self.complete(idx, 0),
+            Args::Timeout { timeout_ns } => {
+                let deadline_ns = self.now_ns().saturating_add(*timeout_ns);
+                self.place[i] = Place::Timer;
+                self.timers.insert(idx, deadline_ns);
+            }
+            Args::Cancel { target } => {
+                let result = self.cancel(*target, stats)?;
+                self.complete(idx, result);
+            }
+            _ => {
+                // Behind an operation already waiting on the same descriptor and direction:
+                // queue without trying, so that order is kept.
+                if let Some((fd, dir)) = self.direction(&args[i]) {
+                    if let Some(at) = self.fds.find(fd) {
+                        if !self.fds.get(at).queues[dir as usize].is_empty() {
+                            return self.enqueue(idx, fd, dir, stats);
+                        }
+                    }
+                }
+                match self.try_op(idx, args, stats)? {
+                    Step::Done(result) => self.complete(idx, result),
+                    Step::Wait(fd, dir) => self.enqueue(idx, fd, dir, stats)?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The descriptor and direction an operation would wait on, if it can wait.
+    fn direction(&self, args: &Args) -> Option<(RawFd, Dir)> {
+        match *args {
+            Args::Accept { fd } | Args::Recv { fd, .. } if fd >= 0 => Some((fd, Dir::Read)),
+            Args::Connect { fd, .. } | Args::Send { fd, .. } if fd >= 0 => Some((fd, Dir::Write)),
+            Args::Wakeup { .. } => Some((self.poller.wakeup_fd(), Dir::Read)),
+            _ => None,
+        }
+    }
+
+    fn try_op(&mut self, idx: u32, args: &mut [Args], stats: &mut Stats) -> io::Result<Step> {
+        let i = idx as usize;
+        if let Args::Wakeup { count, .. } = &mut args[i] {
+            return Ok(match self.poller.take_wakeups(stats)? {
+                Some(wakeups) => {
+                    *count = wakeups;
+                    Step::Done(8)
+                }
+                None => Step::Wait(self.poller.wakeup_fd(), Dir::Read),
+            });
+        }
+        Ok(perform(&mut args[i], &mut self.connecting[i], stats))
+    }
+
+    fn enqueue(&mut self, idx: u32, fd: RawFd, dir: Dir, stats: &mut Stats) -> io::Result<()> {
+        self.place[idx as usize] = Place::Waiting(fd, dir);
+        let at = self.fds.find_or_insert(fd);
+        self.fds.get(at).queues[dir as usize].push(&mut self.next, idx);
+        self.rearm(at, stats)
+    }
+
+    /// Arms exactly the directions with waiters; drops the entry when none are left.
+    fn rearm(&mut self, at: usize, stats: &mut Stats) -> io::Result<()> {
+        let entry = *self.fds.get(at);
+        let mut wanted = Dirs::NONE;
+        for dir in Dir::BOTH {
+            if !entry.queues[dir as usize].is_empty() {
+                wanted = wanted.with(dir);
+            }
+        }
+        if wanted != entry.armed {
+            self.poller
+                .set_interest(entry.fd, entry.armed, wanted, stats)?;
+            self.fds.get(at).armed = wanted;
+        }
+        if wanted.is_empty() {
+            self.fds.remove(at);
+        }
+        Ok(())
+    }
+
+    fn on_ready(
+        &mut self,
+        readiness: Readiness,
+        args: &mut [Args],
+        stats: &mut Stats,
+    ) -> io::Result<()> {
+        // A descriptor without waiters: a spurious or stale event.
+        let Some(at) = self.fds.find(readiness.fd) else {
+            return Ok(());
+        };
+        {
+            let entry = self.fds.get(at);
+            entry.armed = if P::EVENT_DISARMS_ALL {
+                Dirs::NONE
+            } else {
+                Dir::BOTH.iter().fold(entry.armed, |armed, &dir| {
+                    if readiness.dirs.contains(dir) {
+                        armed.without(dir)
+                    } else {
+                        armed
+                    }
+                })
+            };
+        }
+        for dir in Dir::BOTH {
+            if readiness.dirs.contains(dir) {
+                self.run_queue(at, dir, readiness.error, args, stats)?;
+            }
+        }
+        self.rearm(at, stats)
+    }
+
+    /// Performs the operations waiting on `at` in `dir`, in order, until one would block.
+    fn run_queue(
+        &mut self,
+        at: usize,
+        dir: Dir,
+        error: Option<i32>,
+        args: &mut [Args],
+        stats: &mut Stats,
+    ) -> io::Result<()> {
+        loop {
+            let head = self.fds.get(at).queues[dir as usize].head;
+            if head == NONE {
+                return Ok(());
+            }
+            let step = self.try_op(head, args, stats)?;
+            let result = match (step, error) {
+                (Step::Done(result), _) => result,
+                // The kernel refused the interest: waiting again would never end.
+                (Step::Wait(..), Some(errno)) => -errno,
+                (Step::Wait(..), None) => return Ok(()),
+            };
+            let popped = self.fds.get(at).queues[dir as usize].pop(&mut self.next);
+            assert_eq!(popped, Some(head));
+            self.complete(head, result);
+        }
+    }
+
+    /// Cancels `target` if the engine still holds it: `0`, or `-ENOENT`.
+    fn cancel(&mut self, target: OpId, stats: &mut Stats) -> io::Result<i32> {
+        let idx = target.idx;
+        let i = idx as usize;
+        if i >= self.place.len() || self.user_data[i] != target.user_data() {
+            return Ok(-libc::ENOENT);
+        }
+        match self.place[i] {
+            Place::Idle | Place::Done => return Ok(-libc::ENOENT),
+            Place::Submitted => {
+                let removed = self.submitted.remove(&mut self.next, idx);
+                assert!(removed);
+            }
+            Place::Waiting(fd, dir) => {
+                let at = self.fds.find(fd).expect("a waiting operation's descriptor");
+                let removed = self.fds.get(at).queues[dir as usize].remove(&mut self.next, idx);
+                assert!(removed);
+                // Disarm a direction nobody waits on any more.
+                self.rearm(at, stats)?;
+            }
+            Place::Timer => self.timers.remove(idx),
+        }
+        self.complete(idx, -libc::ECANCELED);
+        Ok(0)
+    }
+
+    /// Hands every result to `f` and forgets it; the slots become idle.
+    pub(crate) fn reap(&mut self, mut f: impl FnMut(u64, i32)) {
+        for (user_data, result) in self.done.drain(..) {
+            let idx = OpId::from_user_data(user_data).idx as usize;
+            assert_eq!(self.place[idx], Place::Done);
+            self.place[idx] = Place::Idle;
+            f(user_data, result);
+        }
+    }
+
+    /// Cancels `user_data`'s operation for `Io`'s drop; its result arrives with `reap`.
+    pub(crate) fn cancel_for_drop(&mut self, user_data: u64, stats: &mut Stats) -> io::Result<()> {
+        let result = self.cancel(OpId::from_user_data(user_data), stats)?;
+        assert!(result == 0 || result == -libc::ENOENT);
+        Ok(())
+    }
+}

@@ -1,0 +1,362 @@
+//! Fixed-capacity structures of the readiness engine: the table of descriptors with operations
+//! waiting on them (open addressing, backward-shift deletion), and the timer heap (indexed, so
+//! a cancelled timeout leaves it at once). Both are allocated once.
+
+use std::os::fd::RawFd;
+
+/// A direction of readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dir {
+    Read = 0,
+    Write = 1,
+}
+
+impl Dir {
+    pub(crate) const BOTH: [Dir; 2] = [Dir::Read, Dir::Write];
+
+    pub(crate) fn bit(self) -> Dirs {
+        Dirs(1 << self as u8)
+    }
+}
+
+/// A set of directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Dirs(u8);
+
+impl Dirs {
+    pub(crate) const NONE: Dirs = Dirs(0);
+
+    pub(crate) fn contains(self, dir: Dir) -> bool {
+        self.0 & dir.bit().0 != 0
+    }
+
+    pub(crate) fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub(crate) fn with(self, dir: Dir) -> Dirs {
+        Dirs(self.0 | dir.bit().0)
+    }
+
+    pub(crate) fn without(self, dir: Dir) -> Dirs {
+        Dirs(self.0 & !dir.bit().0)
+    }
+}
+
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// A FIFO of slot indices linked through the engine's per-slot `next` array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Queue {
+    pub(crate) head: u32,
+    pub(crate) tail: u32,
+}
+
+impl Queue {
+    pub(crate) const EMPTY: Queue = Queue {
+        head: NONE,
+        tail: NONE,
+    };
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head == NONE
+    }
+
+    pub(crate) fn push(&mut self, next: &mut [u32], idx: u32) {
+        assert_eq!(next[idx as usize], NONE, "slot {idx} is already queued");
+        if self.tail == NONE {
+            self.head = idx;
+        } else {
+            next[self.tail as usize] = idx;
+        }
+        self.tail = idx;
+    }
+
+    pub(crate) fn pop(&mut self, next: &mut [u32]) -> Option<u32> {
+        if self.head == NONE {
+            return None;
+        }
+        let idx = self.head;
+        self.head = std::mem::replace(&mut next[idx as usize], NONE);
+        if self.head == NONE {
+            self.tail = NONE;
+        }
+        Some(idx)
+    }
+
+    /// Unlinks `idx`; O(length), for cancellation. Returns whether it was queued here.
+    pub(crate) fn remove(&mut self, next: &mut [u32], idx: u32) -> bool {
+        let mut prev = NONE;
+        let mut cursor = self.head;
+        while cursor != NONE {
+            let after = next[cursor as usize];
+            if cursor == idx {
+                if prev == NONE {
+                    self.head = after;
+                } else {
+                    next[prev as usize] = after;
+                }
+                if self.tail == idx {
+                    self.tail = prev;
+                }
+                next[idx as usize] = NONE;
+                return true;
+            }
+            prev = cursor;
+            cursor = after;
+        }
+        false
+    }
+}
+
+/// One descriptor with operations waiting on it: a queue per direction (served in order, so
+/// two sends on one socket never reorder or lose a write), and the interest armed in the
+/// kernel.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FdEntry {
+    pub(crate) fd: RawFd,
+    pub(crate) queues: [Queue; 2],
+    pub(crate) armed: Dirs,
+}
+
+const EMPTY_FD: RawFd = RawFd::MIN;
+
+/// Open-addressing table from descriptor to `FdEntry`, with linear probing.
+pub(crate) struct FdTable {
+    entries: Box<[FdEntry]>,
+    len: u32,
+}
+
+impl FdTable {
+    /// A table for up to `fds_max` descriptors at once (sized to twice that, a power of two).
+    pub(crate) fn new(fds_max: u32) -> FdTable {
+        let capacity = (fds_max as usize * 2).next_power_of_two().max(8);
+        let empty = FdEntry {
+            fd: EMPTY_FD,
+            queues: [Queue::EMPTY; 2],
+            armed: Dirs::NONE,
+        };
+        FdTable {
+            entries: vec![empty; capacity].into_boxed_slice(),
+            len: 0,
+        }
+    }
+
+    fn home(&self, fd: RawFd) -> usize {
+        // Fibonacci hashing spreads consecutive descriptors.
+        let hash = (fd as u32).wrapping_mul(0x9E37_79B9);
+        hash as usize & (self.entries.len() - 1)
+    }
+
+    /// Descriptors in the table.
+    pub(crate) fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// The slot index of `fd`'s entry, if any.
+    pub(crate) fn find(&self, fd: RawFd) -> Option<usize> {
+        assert_ne!(fd, EMPTY_FD);
+        let mask = self.entries.len() - 1;
+        let mut at = self.home(fd);
+        loop {
+            match self.entries[at].fd {
+                EMPTY_FD => return None,
+                found if found == fd => return Some(at),
+                _ => at = (at + 1) & mask,
+            }
+        }
+    }
+
+    /// `fd`'s entry, created empty if absent.
+    pub(crate) fn find_or_insert(&mut self, fd: RawFd) -> usize {
+        if let Some(at) = self.find(fd) {
+            return at;
+        }
+        assert!(
+            (self.len as usize) < self.entries.len() / 2,
+            "more descriptors waiting than operations in flight"
+        );
+        let mask = self.entries.len() - 1;
+        let mut at = self.home(fd);
+        while self.entries[at].fd != EMPTY_FD {
+            at = (at + 1) & mask;
+        }
+        self.entries[at] = FdEntry {
+            fd,
+            queues: [Queue::EMPTY; 2],
+            armed: Dirs::NONE,
+        };
+        self.len += 1;
+        at
+    }
+
+    pub(crate) fn get(&mut self, at: usize) -> &mut FdEntry {
+        assert_ne!(self.entries[at].fd, EMPTY_FD);
+        &mut self.entries[at]
+    }
+
+    /// Removes the entry at `at`, shifting later members of its probe run back.
+    pub(crate) fn remove(&mut self, at: usize) {
+        let entry = &self.entries[at];
+        assert_ne!(entry.fd, EMPTY_FD);
+        assert!(
+            entry.queues.iter().all(Queue::is_empty),
+            "removing an fd with waiters"
+        );
+        let mask = self.entries.len() - 1;
+        let mut hole = at;
+        let mut probe = (at + 1) & mask;
+        while self.entries[probe].fd != EMPTY_FD {
+            let home = self.home(self.entries[probe].fd);
+            // Move the entry into the hole if its home does not lie cyclically in
+            // (hole, probe].
+            let distance_home = probe.wrapping_sub(home) & mask;
+            let distance_hole = probe.wrapping_sub(hole) & mask;
+            if distance_home >= distance_hole {
+                self.entries[hole] = self.entries[probe];
+                hole = probe;
+            }
+            probe = (probe + 1) & mask;
+        }
+        self.entries[hole].fd = EMPTY_FD;
+        self.len -= 1;
+    }
+}
+
+/// A binary min-heap of slot indices by deadline, with each slot's position kept so that a
+/// cancelled timeout is removed in O(log n).
+pub(crate) struct TimerHeap {
+    heap: Vec<u32>,
+    deadline_ns: Box<[u64]>,
+    position: Box<[u32]>,
+}
+
+impl TimerHeap {
+    pub(crate) fn new(slots: u32) -> TimerHeap {
+        TimerHeap {
+            heap: Vec::with_capacity(slots as usize),
+            deadline_ns: vec![0; slots as usize].into_boxed_slice(),
+            position: vec![NONE; slots as usize].into_boxed_slice(),
+        }
+    }
+
+    pub(crate) fn contains(&self, idx: u32) -> bool {
+        self.position[idx as usize] != NONE
+    }
+
+    /// The earliest deadline.
+    pub(crate) fn peek_deadline_ns(&self) -> Option<u64> {
+        self.heap.first().map(|&idx| self.deadline_ns[idx as usize])
+    }
+
+    pub(crate) fn insert(&mut self, idx: u32, deadline_ns: u64) {
+        assert!(!self.contains(idx));
+        assert!(
+            self.heap.len() < self.heap.capacity(),
+            "timer heap never grows"
+        );
+        self.deadline_ns[idx as usize] = deadline_ns;
+        self.heap.push(idx);
+        self.position[idx as usize] = (self.heap.len() - 1) as u32;
+        self.sift_up(self.heap.len() - 1);
+    }
+
+    /// Removes and returns the earliest timer if its deadline is at or before `now_ns`.
+    pub(crate) fn pop_expired(&mut self, now_ns: u64) -> Option<u32> {
+        let &idx = self.heap.first()?;
+        if self.deadline_ns[idx as usize] > now_ns {
+            return None;
+        }
+        self.remove(idx);
+        Some(idx)
+    }
+
+    pub(crate) fn remove(&mut self, idx: u32) {
+        let at = self.position[idx as usize];
+        assert_ne!(at, NONE, "slot {idx} has no timer");
+        let at = at as usize;
+        let last = self.heap.len() - 1;
+        self.swap(at, last);
+        self.heap.pop();
+        self.position[idx as usize] = NONE;
+        if at < self.heap.len() {
+            self.sift_up(at);
+            self.sift_down(at);
+        }
+    }
+
+    fn less(&self, a: usize, b: usize) -> bool {
+        self.deadline_ns[self.heap[a] as usize] < self.deadline_ns[self.heap[b] as usize]
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.heap.swap(a, b);
+        self.position[self.heap[a] as usize] = a as u32;
+        self.position[self.heap[b] as usize] = b as u32;
+    }
+
+    fn sift_up(&mut self, mut at: usize) {
+        while at > 0 {
+            let parent = (at - 1) / 2;
+            if !self.less(at, parent) {
+                break;
+            }
+            self.swap(at, parent);
+            at = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut at: usize) {
+        loop {
+            let (left, right) = (2 * at + 1, 2 * at + 2);
+            let mut least = at;
+            if left < self.heap.len() && self.less(left, least) {
+                least = left;
+            }
+            if right < self.heap.len() && self.less(right, least) {
+                least = right;
+            }
+            if least == at {
+                return;
+            }
+            self.swap(at, least);
+            at = least;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fd_table_survives_removal_in_the_middle_of_probe_runs() {
+        let mut table = FdTable::new(8);
+        // Descriptors that collide are common; insert many, remove some, find the rest.
+        let fds: Vec<RawFd> = (0..8).map(|i| i * 16).collect();
+        let at: Vec<usize> = fds.iter().map(|&fd| table.find_or_insert(fd)).collect();
+        table.remove(at[2]);
+        table.remove(table.find(fds[5]).unwrap());
+        for (i, &fd) in fds.iter().enumerate() {
+            assert_eq!(table.find(fd).is_some(), i != 2 && i != 5, "fd {fd}");
+        }
+    }
+
+    #[test]
+    fn timer_heap_pops_in_deadline_order_and_removes_from_the_middle() {
+        let mut heap = TimerHeap::new(8);
+        for (idx, deadline) in [(0, 50), (1, 10), (2, 40), (3, 20), (4, 30)] {
+            heap.insert(idx, deadline);
+        }
+        heap.remove(2);
+        let mut order = Vec::new();
+        while let Some(idx) = heap.pop_expired(u64::MAX) {
+            order.push(idx);
+        }
+        assert_eq!(order, vec![1, 3, 4, 0]);
+        assert_eq!(heap.peek_deadline_ns(), None);
+        heap.insert(5, 100);
+        assert_eq!(heap.pop_expired(99), None);
+        assert_eq!(heap.peek_deadline_ns(), Some(100));
+    }
+}
