@@ -59,7 +59,9 @@ mod tests {
         for (path, text) in sources() {
             for (number, line) in text.lines().enumerate() {
                 let at = format!("{}:{}", path.display(), number + 1);
-                assert!(line.chars().count() <= 100, "{at}: longer than 100 columns");
+                // Links cannot be wrapped.
+                let long = line.chars().count() > 100 && !line.contains("https://");
+                assert!(!long, "{at}: longer than 100 columns");
                 for word in banned {
                     assert!(!line.contains(word), "{at}: contains {word}");
                 }

@@ -9,222 +9,233 @@
 //! reports; nothing here passes or fails.
 #![allow(unsafe_code)]
 
-use std::io;
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+#[cfg(target_os = "linux")]
+criterion::criterion_main!(linux::group::benches);
 
-use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
-use dispatch_core::{BufResult, Io, Options, Tag};
-use io_uring::{opcode, types, IoUring};
-
-const BATCH: u64 = 32;
-const MESSAGE: usize = 64;
-
-#[derive(Clone, Copy)]
-struct Setup {
-    name: &'static str,
-    single_issuer: bool,
-    defer_taskrun: bool,
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("skipped: these benchmarks compare against raw io_uring, which is Linux only");
 }
 
-const SETUPS: [Setup; 2] = [
-    Setup {
-        name: "plain",
-        single_issuer: false,
-        defer_taskrun: false,
-    },
-    Setup {
-        name: "single_issuer+defer_taskrun",
-        single_issuer: true,
-        defer_taskrun: true,
-    },
-];
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::io;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
 
-fn dispatch_io<C>(setup: Setup) -> Io<C> {
-    let mut options = Options::new(64);
-    options.uring.single_issuer = setup.single_issuer;
-    options.uring.defer_taskrun = setup.defer_taskrun;
-    Io::new(&options).expect("io_uring")
-}
+    use criterion::{BenchmarkId, Criterion, Throughput};
+    use dispatch_core::{BufResult, Io, Options, Tag};
+    use io_uring::{opcode, types, IoUring};
 
-fn raw_ring(setup: Setup) -> IoUring {
-    let mut builder = IoUring::builder();
-    if setup.single_issuer {
-        builder.setup_single_issuer();
+    const BATCH: u64 = 32;
+    const MESSAGE: usize = 64;
+
+    #[derive(Clone, Copy)]
+    struct Setup {
+        name: &'static str,
+        single_issuer: bool,
+        defer_taskrun: bool,
     }
-    if setup.defer_taskrun {
-        builder.setup_defer_taskrun();
+
+    const SETUPS: [Setup; 2] = [
+        Setup {
+            name: "plain",
+            single_issuer: false,
+            defer_taskrun: false,
+        },
+        Setup {
+            name: "single_issuer+defer_taskrun",
+            single_issuer: true,
+            defer_taskrun: true,
+        },
+    ];
+
+    fn dispatch_io<C>(setup: Setup) -> Io<C> {
+        let mut options = Options::new(64);
+        options.uring.single_issuer = setup.single_issuer;
+        options.uring.defer_taskrun = setup.defer_taskrun;
+        Io::new(&options).expect("io_uring")
     }
-    builder.setup_submit_all();
-    builder.build(64).expect("io_uring")
-}
 
-fn on_done(done: &mut u64, _: &mut Io<u64>, _: Tag, result: io::Result<()>) {
-    result.unwrap();
-    *done += 1;
-}
+    fn raw_ring(setup: Setup) -> IoUring {
+        let mut builder = IoUring::builder();
+        if setup.single_issuer {
+            builder.setup_single_issuer();
+        }
+        if setup.defer_taskrun {
+            builder.setup_defer_taskrun();
+        }
+        builder.setup_submit_all();
+        builder.build(64).expect("io_uring")
+    }
 
-fn nop(c: &mut Criterion) {
-    let mut group = c.benchmark_group("nop");
-    group.throughput(Throughput::Elements(BATCH));
-    for setup in SETUPS {
-        let mut io: Io<u64> = dispatch_io(setup);
-        let mut done = 0;
-        group.bench_function(BenchmarkId::new("dispatch", setup.name), |b| {
-            b.iter(|| {
-                for tag in 0..BATCH {
-                    io.nop(tag, on_done).unwrap();
-                }
-                io.run_until_idle(&mut done).unwrap();
-            })
-        });
-        let mut ring = raw_ring(setup);
-        group.bench_function(BenchmarkId::new("raw", setup.name), |b| {
-            b.iter(|| {
-                for tag in 0..BATCH {
-                    let entry = opcode::Nop::new().build().user_data(tag);
-                    // SAFETY: a nop references no memory.
-                    unsafe { ring.submission().push(&entry) }.unwrap();
-                }
-                let mut reaped = 0;
-                while reaped < BATCH {
-                    ring.submit_and_wait(1).unwrap();
-                    for cqe in ring.completion() {
-                        assert_eq!(cqe.result(), 0);
-                        reaped += 1;
+    fn on_done(done: &mut u64, _: &mut Io<u64>, _: Tag, result: io::Result<()>) {
+        result.unwrap();
+        *done += 1;
+    }
+
+    fn nop(c: &mut Criterion) {
+        let mut group = c.benchmark_group("nop");
+        group.throughput(Throughput::Elements(BATCH));
+        for setup in SETUPS {
+            let mut io: Io<u64> = dispatch_io(setup);
+            let mut done = 0;
+            group.bench_function(BenchmarkId::new("dispatch", setup.name), |b| {
+                b.iter(|| {
+                    for tag in 0..BATCH {
+                        io.nop(tag, on_done).unwrap();
                     }
-                }
-            })
-        });
-    }
-    group.finish();
-}
-
-fn timeout0(c: &mut Criterion) {
-    let mut group = c.benchmark_group("timeout0");
-    group.throughput(Throughput::Elements(BATCH));
-    for setup in SETUPS {
-        let mut io: Io<u64> = dispatch_io(setup);
-        let mut done = 0;
-        group.bench_function(BenchmarkId::new("dispatch", setup.name), |b| {
-            b.iter(|| {
-                for tag in 0..BATCH {
-                    io.timeout(tag, 0, on_done).unwrap();
-                }
-                io.run_until_idle(&mut done).unwrap();
-            })
-        });
-        let mut ring = raw_ring(setup);
-        let timespec = types::Timespec::new();
-        group.bench_function(BenchmarkId::new("raw", setup.name), |b| {
-            b.iter(|| {
-                for tag in 0..BATCH {
-                    let entry = opcode::Timeout::new(&timespec).build().user_data(tag);
-                    // SAFETY: the timespec outlives the submission, which reads it.
-                    unsafe { ring.submission().push(&entry) }.unwrap();
-                }
-                let mut reaped = 0;
-                while reaped < BATCH {
-                    ring.submit_and_wait(1).unwrap();
-                    for cqe in ring.completion() {
-                        assert_eq!(cqe.result(), -libc::ETIME);
-                        reaped += 1;
+                    io.run_until_idle(&mut done).unwrap();
+                })
+            });
+            let mut ring = raw_ring(setup);
+            group.bench_function(BenchmarkId::new("raw", setup.name), |b| {
+                b.iter(|| {
+                    for tag in 0..BATCH {
+                        let entry = opcode::Nop::new().build().user_data(tag);
+                        // SAFETY: a nop references no memory.
+                        unsafe { ring.submission().push(&entry) }.unwrap();
                     }
-                }
-            })
-        });
-    }
-    group.finish();
-}
-
-struct Pair {
-    client: TcpStream,
-    server: TcpStream,
-    send_buf: Option<Vec<u8>>,
-    recv_buf: Option<Vec<u8>>,
-}
-
-const SEND: Tag = 0;
-const RECV: Tag = 1;
-
-fn on_buf(pair: &mut Pair, _: &mut Io<Pair>, tag: Tag, (result, mut buf): BufResult) {
-    assert_eq!(result.unwrap(), MESSAGE);
-    if tag == SEND {
-        pair.send_buf = Some(buf);
-    } else {
-        buf.clear();
-        pair.recv_buf = Some(buf);
-    }
-}
-
-fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (client, server)
-}
-
-fn sendrecv(c: &mut Criterion) {
-    let mut group = c.benchmark_group("sendrecv");
-    group.throughput(Throughput::Elements(2));
-    for setup in SETUPS {
-        let mut io: Io<Pair> = dispatch_io(setup);
-        let (client, server) = tcp_pair();
-        let send_buf = Some(vec![1; MESSAGE]);
-        let recv_buf = Some(Vec::with_capacity(MESSAGE));
-        let mut pair = Pair {
-            client,
-            server,
-            send_buf,
-            recv_buf,
-        };
-        group.bench_function(BenchmarkId::new("dispatch", setup.name), |b| {
-            b.iter(|| {
-                let send_buf = pair.send_buf.take().unwrap();
-                let recv_buf = pair.recv_buf.take().unwrap();
-                io.send(SEND, pair.client.as_raw_fd(), send_buf, on_buf)
-                    .unwrap();
-                io.recv(RECV, pair.server.as_raw_fd(), recv_buf, on_buf)
-                    .unwrap();
-                io.run_until_idle(&mut pair).unwrap();
-            })
-        });
-        let mut ring = raw_ring(setup);
-        let (client, server) = tcp_pair();
-        let send_buf = [1_u8; MESSAGE];
-        let mut recv_buf = [0_u8; MESSAGE];
-        group.bench_function(BenchmarkId::new("raw", setup.name), |b| {
-            b.iter(|| {
-                let send = opcode::Send::new(types::Fd(client.as_raw_fd()), send_buf.as_ptr(), 64)
-                    .build()
-                    .user_data(0);
-                let recv =
-                    opcode::Recv::new(types::Fd(server.as_raw_fd()), recv_buf.as_mut_ptr(), 64)
-                        .build()
-                        .user_data(1);
-                // SAFETY: both buffers outlive the completions, reaped below before the next
-                // iteration touches them.
-                unsafe {
-                    let mut sq = ring.submission();
-                    sq.push(&send).unwrap();
-                    sq.push(&recv).unwrap();
-                }
-                let mut reaped = 0;
-                while reaped < 2 {
-                    ring.submit_and_wait(1).unwrap();
-                    for cqe in ring.completion() {
-                        assert_eq!(cqe.result(), MESSAGE as i32);
-                        reaped += 1;
+                    let mut reaped = 0;
+                    while reaped < BATCH {
+                        ring.submit_and_wait(1).unwrap();
+                        for cqe in ring.completion() {
+                            assert_eq!(cqe.result(), 0);
+                            reaped += 1;
+                        }
                     }
-                }
-            })
-        });
+                })
+            });
+        }
+        group.finish();
     }
-    group.finish();
-}
 
-mod group {
-    #![allow(missing_docs)]
-    criterion::criterion_group!(benches, super::nop, super::timeout0, super::sendrecv);
+    fn timeout0(c: &mut Criterion) {
+        let mut group = c.benchmark_group("timeout0");
+        group.throughput(Throughput::Elements(BATCH));
+        for setup in SETUPS {
+            let mut io: Io<u64> = dispatch_io(setup);
+            let mut done = 0;
+            group.bench_function(BenchmarkId::new("dispatch", setup.name), |b| {
+                b.iter(|| {
+                    for tag in 0..BATCH {
+                        io.timeout(tag, 0, on_done).unwrap();
+                    }
+                    io.run_until_idle(&mut done).unwrap();
+                })
+            });
+            let mut ring = raw_ring(setup);
+            let timespec = types::Timespec::new();
+            group.bench_function(BenchmarkId::new("raw", setup.name), |b| {
+                b.iter(|| {
+                    for tag in 0..BATCH {
+                        let entry = opcode::Timeout::new(&timespec).build().user_data(tag);
+                        // SAFETY: the timespec outlives the submission, which reads it.
+                        unsafe { ring.submission().push(&entry) }.unwrap();
+                    }
+                    let mut reaped = 0;
+                    while reaped < BATCH {
+                        ring.submit_and_wait(1).unwrap();
+                        for cqe in ring.completion() {
+                            assert_eq!(cqe.result(), -libc::ETIME);
+                            reaped += 1;
+                        }
+                    }
+                })
+            });
+        }
+        group.finish();
+    }
+
+    struct Pair {
+        client: TcpStream,
+        server: TcpStream,
+        send_buf: Option<Vec<u8>>,
+        recv_buf: Option<Vec<u8>>,
+    }
+
+    const SEND: Tag = 0;
+    const RECV: Tag = 1;
+
+    fn on_buf(pair: &mut Pair, _: &mut Io<Pair>, tag: Tag, (result, mut buf): BufResult) {
+        assert_eq!(result.unwrap(), MESSAGE);
+        if tag == SEND {
+            pair.send_buf = Some(buf);
+        } else {
+            buf.clear();
+            pair.recv_buf = Some(buf);
+        }
+    }
+
+    fn tcp_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (client, server)
+    }
+
+    fn sendrecv(c: &mut Criterion) {
+        let mut group = c.benchmark_group("sendrecv");
+        group.throughput(Throughput::Elements(2));
+        for setup in SETUPS {
+            let mut io: Io<Pair> = dispatch_io(setup);
+            let (client, server) = tcp_pair();
+            let send_buf = Some(vec![1; MESSAGE]);
+            let recv_buf = Some(Vec::with_capacity(MESSAGE));
+            let mut pair = Pair {
+                client,
+                server,
+                send_buf,
+                recv_buf,
+            };
+            group.bench_function(BenchmarkId::new("dispatch", setup.name), |b| {
+                b.iter(|| {
+                    let send_buf = pair.send_buf.take().unwrap();
+                    let recv_buf = pair.recv_buf.take().unwrap();
+                    io.send(SEND, pair.client.as_raw_fd(), send_buf, on_buf)
+                        .unwrap();
+                    io.recv(RECV, pair.server.as_raw_fd(), recv_buf, on_buf)
+                        .unwrap();
+                    io.run_until_idle(&mut pair).unwrap();
+                })
+            });
+            let mut ring = raw_ring(setup);
+            let (client, server) = tcp_pair();
+            let send_buf = [1_u8; MESSAGE];
+            let mut recv_buf = [0_u8; MESSAGE];
+            group.bench_function(BenchmarkId::new("raw", setup.name), |b| {
+                b.iter(|| {
+                    let send =
+                        opcode::Send::new(types::Fd(client.as_raw_fd()), send_buf.as_ptr(), 64)
+                            .build()
+                            .user_data(0);
+                    let recv =
+                        opcode::Recv::new(types::Fd(server.as_raw_fd()), recv_buf.as_mut_ptr(), 64)
+                            .build()
+                            .user_data(1);
+                    // SAFETY: both buffers outlive the completions, reaped below before the next
+                    // iteration touches them.
+                    unsafe {
+                        let mut sq = ring.submission();
+                        sq.push(&send).unwrap();
+                        sq.push(&recv).unwrap();
+                    }
+                    let mut reaped = 0;
+                    while reaped < 2 {
+                        ring.submit_and_wait(1).unwrap();
+                        for cqe in ring.completion() {
+                            assert_eq!(cqe.result(), MESSAGE as i32);
+                            reaped += 1;
+                        }
+                    }
+                })
+            });
+        }
+        group.finish();
+    }
+
+    pub mod group {
+        #![allow(missing_docs)]
+        criterion::criterion_group!(benches, super::nop, super::timeout0, super::sendrecv);
+    }
 }
-criterion_main!(group::benches);

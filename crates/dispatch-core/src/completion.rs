@@ -7,6 +7,13 @@ use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
 use crate::operation::{Args, BufResult};
 
+/// The result with which a backend reports an expired timeout: io_uring's `-ETIME` on Linux;
+/// the readiness engine uses the same value (`-ETIMEDOUT` where there is no `ETIME`).
+#[cfg(target_os = "linux")]
+pub(crate) const TIMEOUT_EXPIRED: i32 = -libc::ETIME;
+#[cfg(not(target_os = "linux"))]
+pub(crate) const TIMEOUT_EXPIRED: i32 = -libc::ETIMEDOUT;
+
 fn error(result: i32) -> io::Error {
     assert!(result < 0, "not an error result: {result}");
     io::Error::from_raw_os_error(-result)
@@ -74,14 +81,20 @@ pub(crate) fn buf_value(args: Args, result: i32) -> BufResult {
 /// The value for a unit callback.
 pub(crate) fn unit_value(args: Args, result: i32) -> io::Result<()> {
     match args {
+        // Cancelled before it was performed (only `Io`'s drop does that): the descriptor is
+        // still open and still ours, and dropping the `OwnedFd` closes it.
+        Args::Close { fd } if result == -libc::ECANCELED => {
+            drop(fd);
+            unit(result)
+        }
         Args::Close { fd } => {
-            // The kernel performed the close (whatever its result, Linux releases the
+            // The close was performed (whatever its result, Linux and the BSDs release the
             // descriptor), so the `OwnedFd` must not close it again.
             let _ = fd.into_raw_fd();
             unit(result)
         }
         // A timeout that expired reports ETIME: for the caller that is success.
-        Args::Timeout { .. } if result == -libc::ETIME => Ok(()),
+        Args::Timeout { .. } if result == TIMEOUT_EXPIRED => Ok(()),
         Args::Timeout { .. }
         | Args::Connect { .. }
         | Args::Shutdown { .. }

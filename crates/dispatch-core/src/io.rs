@@ -428,10 +428,7 @@ impl<C> Io<C> {
         tag: Tag,
         callback: CountCallback<C>,
     ) -> Result<OpId, ScheduleError<()>> {
-        let args = Args::Wakeup {
-            fd: self.backend.wakeup_fd(),
-            count: 0,
-        };
+        let args = Args::Wakeup { count: 0 };
         self.schedule(tag, args, Callback::Count(callback), ())
     }
 

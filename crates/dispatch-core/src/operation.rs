@@ -174,9 +174,9 @@ pub(crate) enum Args {
     },
     /// Does nothing; completes on the next turn.
     Nop,
-    /// Reads the wake-up eventfd's counter into `count`.
+    /// Waits for the loop's waker; the wake-ups it coalesced land in `count` (io_uring reads
+    /// the eventfd's counter straight into it).
     Wakeup {
-        fd: RawFd,
         count: u64,
     },
 }

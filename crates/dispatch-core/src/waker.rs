@@ -3,7 +3,6 @@
 //! elsewhere, with the count kept beside it in an atomic.
 
 use std::io;
-use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -62,7 +61,8 @@ impl Waker {
     }
 
     /// The eventfd, for backends that read it.
-    pub(crate) fn eventfd(&self) -> Option<RawFd> {
+    #[cfg(target_os = "linux")]
+    pub(crate) fn eventfd(&self) -> Option<std::os::fd::RawFd> {
         match &self.shared.signal {
             #[cfg(target_os = "linux")]
             Signal::EventFd(fd) => Some(std::os::fd::AsRawFd::as_raw_fd(fd)),

@@ -74,8 +74,7 @@ impl Fake {
     /// # Errors
     /// Creating its internal pipe failed.
     pub fn new(registrations_max: usize) -> io::Result<Fake> {
-        let flags = rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK;
-        let (wake_read, wake_write) = rustix::pipe::pipe_with(flags)?;
+        let (wake_read, wake_write) = wake_pipe()?;
         let shared = Arc::new(Shared {
             wake_write,
             triggered: std::array::from_fn(|_| AtomicBool::new(false)),
@@ -256,6 +255,17 @@ fn rdhup() -> PollFlags {
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn rdhup() -> PollFlags {
     PollFlags::empty()
+}
+
+/// A non-blocking, close-on-exec pipe (set with `fcntl`: macOS has no `pipe2`).
+fn wake_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = rustix::pipe::pipe()?;
+    for end in [&read, &write] {
+        rustix::io::fcntl_setfd(end, rustix::io::FdFlags::CLOEXEC)?;
+        let flags = rustix::fs::fcntl_getfl(end)?;
+        rustix::fs::fcntl_setfl(end, flags | rustix::fs::OFlags::NONBLOCK)?;
+    }
+    Ok((read, write))
 }
 
 /// `EBADF` unless `fd` is an open descriptor (`fcntl(F_GETFD)`).

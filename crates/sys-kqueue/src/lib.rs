@@ -4,7 +4,7 @@
 //! - [`Change`] and [`Event`] are portable records of `struct kevent`;
 //! - [`Changelist`] is a fixed-capacity list of changes that goes to the kernel with the next
 //!   wait, in the same `kevent` call;
-//! - [`System`] (FreeBSD, macOS) is the real syscall over rustix;
+//! - `System` (FreeBSD and macOS only) is the real syscall over rustix;
 //! - [`Fake`] (feature `fake`, any Unix) is an in-memory double with kqueue's semantics
 //!   (one-shot, `udata`, `EV_EOF`, `EV_ERROR` entries for failed changes, user events
 //!   triggered from other threads) over `poll(2)`, so that the kqueue backend's own logic runs

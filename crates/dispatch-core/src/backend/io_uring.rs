@@ -12,11 +12,19 @@ use sys_uring::squeue::Entry;
 use sys_uring::types::{Fd, Timespec};
 use sys_uring::{Ring, RingOptions, SetupError};
 
-use super::{SqFull, Wait, USER_DATA_DROP_CANCEL, USER_DATA_WAIT_TIMEOUT};
+use super::{SqFull, Wait};
 use crate::operation::Args;
 use crate::options::Options;
 use crate::stats::Stats;
 use crate::waker::Waker;
+
+/// `user_data` values a backend uses for itself; no slot's `user_data` can equal them,
+/// since slot indices are below 2^24 (`OPS_MAX_LIMIT`).
+const USER_DATA_WAIT_TIMEOUT: u64 = u64::MAX;
+/// The `user_data` of cancellations issued by `Io`'s drop.
+const USER_DATA_DROP_CANCEL: u64 = u64::MAX - 1;
+
+const _: () = assert!(crate::options::OPS_MAX_LIMIT <= 1 << 24);
 
 /// The io_uring backend's state beside the ring: per-slot timespecs (timeouts) and socket
 /// addresses (connect) in the kernel's layout, the timespec of the wait timeout used on
@@ -72,7 +80,7 @@ impl IoUringBackend {
         self.waker.clone()
     }
 
-    pub(crate) fn wakeup_fd(&self) -> RawFd {
+    fn wakeup_fd(&self) -> RawFd {
         self.waker
             .eventfd()
             .expect("the io_uring waker is an eventfd")
@@ -150,9 +158,9 @@ impl IoUringBackend {
             }
             Args::Cancel { target } => opcode::AsyncCancel::new(target.user_data()).build(),
             Args::Nop => opcode::Nop::new().build(),
-            Args::Wakeup { fd, count } => {
+            Args::Wakeup { count } => {
                 let ptr: *mut u64 = count;
-                opcode::Read::new(Fd(*fd), ptr.cast(), 8).build()
+                opcode::Read::new(Fd(self.wakeup_fd()), ptr.cast(), 8).build()
             }
         }
     }

@@ -33,7 +33,6 @@ pub(crate) mod io_uring;
 pub(crate) mod readiness;
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::io::InitError;
@@ -56,14 +55,6 @@ pub(crate) enum Wait {
 /// The submission queue is full (io_uring): flush, then push again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SqFull;
-
-/// `user_data` values a backend uses for itself; no slot's `user_data` can equal them,
-/// since slot indices are below 2^24 (`OPS_MAX_LIMIT`).
-pub(crate) const USER_DATA_WAIT_TIMEOUT: u64 = u64::MAX;
-/// The `user_data` of cancellations issued by `Io`'s drop.
-pub(crate) const USER_DATA_DROP_CANCEL: u64 = u64::MAX - 1;
-
-const _: () = assert!(crate::options::OPS_MAX_LIMIT <= 1 << 24);
 
 /// The environment variable that forces a backend when `Options::backend` is `None`.
 pub const BACKEND_ENV: &str = "DISPATCH_BACKEND";
@@ -144,6 +135,7 @@ impl Backend {
         match io_uring::IoUringBackend::new(options) {
             Ok(backend) => Ok((Backend::IoUring(backend), None)),
             Err(error) => {
+                use std::sync::atomic::{AtomicBool, Ordering};
                 let fallback = Fallback::from_setup(&error);
                 static LOGGED: AtomicBool = AtomicBool::new(false);
                 if !LOGGED.swap(true, Ordering::Relaxed) {
@@ -201,16 +193,20 @@ impl Backend {
     }
 
     pub(crate) fn kind(&self) -> BackendKind {
-        readiness!(self, engine => engine.kind(), _uring => BackendKind::IoUring)
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(_) => BackendKind::IoUring,
+            #[cfg(target_os = "linux")]
+            Backend::Epoll(_) => BackendKind::Epoll,
+            #[cfg(kqueue)]
+            Backend::Kqueue(_) => BackendKind::Kqueue,
+            #[cfg(target_os = "linux")]
+            Backend::KqueueFake(_) => BackendKind::KqueueFake,
+        }
     }
 
     pub(crate) fn waker(&self) -> Waker {
         each!(self, backend => backend.waker())
-    }
-
-    /// The descriptor a wake-up wait reads (or waits on).
-    pub(crate) fn wakeup_fd(&self) -> std::os::fd::RawFd {
-        each!(self, backend => backend.wakeup_fd())
     }
 
     /// Queues one operation.
@@ -241,6 +237,7 @@ impl Backend {
         args: &mut [Args],
         stats: &mut Stats,
     ) -> io::Result<()> {
+        let _ = in_kernel; // io_uring's alone.
         readiness!(self, engine => engine.flush(wait, args, stats),
             uring => uring.flush(wait, in_kernel, stats))
     }

@@ -121,12 +121,13 @@ fn cancel_of_a_completed_or_stale_operation_finds_nothing() {
     };
     let target = io.timeout(1, 0, on_unit).unwrap();
     run(&mut io);
+    let syscalls = io.stats().syscalls;
     io.cancel(100, target, on_unit).unwrap();
     let results = run(&mut io);
     assert_eq!(results.by_tag[&100], libc::ENOENT);
     assert_eq!(
         io.stats().syscalls,
-        1,
+        syscalls,
         "a stale cancel never reaches the kernel"
     );
 }
@@ -140,17 +141,18 @@ fn cancel_of_a_parked_operation_completes_without_the_kernel() {
     };
     io.timeout(1, 1_000_000, on_unit).unwrap();
     let parked = io.timeout(2, 60_000_000_000, on_unit).unwrap();
-    assert_eq!(io.stats().overflow_parked, 1);
+    // Only io_uring has a submission queue to overflow; elsewhere this is an ordinary cancel.
+    let uring = check::on_io_uring(&io);
+    assert_eq!(io.stats().overflow_parked, u64::from(uring));
     io.cancel(100, parked, on_unit).unwrap();
     let results = run(&mut io);
     assert_eq!(results.by_tag[&1], 0);
     assert_eq!(results.by_tag[&2], libc::ECANCELED);
     assert_eq!(results.by_tag[&100], 0);
-    assert_eq!(
-        io.stats().ops_submitted,
-        1,
-        "the parked timeout never reached the kernel"
-    );
+    if uring {
+        let submitted = io.stats().ops_submitted;
+        assert_eq!(submitted, 1, "the parked timeout never reached the kernel");
+    }
 }
 
 #[test]
@@ -166,7 +168,13 @@ fn a_parked_close_cannot_be_cancelled_and_still_closes() {
     io.cancel(100, close, on_unit).unwrap();
     let results = run(&mut io);
     assert_eq!(results.by_tag[&2], 0);
-    assert_eq!(results.by_tag[&100], libc::EALREADY);
+    // Parked (io_uring): EALREADY. Readiness backends close at once, before the cancel.
+    let expected = if check::on_io_uring(&io) {
+        libc::EALREADY
+    } else {
+        libc::ENOENT
+    };
+    assert_eq!(results.by_tag[&100], expected);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 mod alloc;
 mod cancel;
 mod drop_in_flight;
+mod fallback;
 mod model;
 mod ops;
 mod overflow;
@@ -17,18 +18,60 @@ pub mod check {
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-    use dispatch_core::{InitError, Io, Options};
+    use dispatch_core::{Io, Options};
 
     /// A loop for `options`, or `None` (after printing why) where io_uring is unavailable.
     pub fn io<C>(options: &Options) -> Option<Io<C>> {
         match Io::new(options) {
             Ok(io) => Some(io),
-            Err(InitError::Unavailable(error)) => {
+            #[cfg(target_os = "linux")]
+            Err(dispatch_core::InitError::Unavailable(error)) => {
                 eprintln!("skipped: {error}");
                 None
             }
             Err(error) => panic!("Io::new: {error}"),
         }
+    }
+
+    /// Whether `io` runs on io_uring, whose submission queue and batching some tests observe
+    /// through `stats()`; readiness backends have neither and perform one syscall per
+    /// operation.
+    pub fn on_io_uring<C>(io: &Io<C>) -> bool {
+        io.stats().backend == dispatch_core::BackendKind::IoUring
+    }
+
+    /// The environment variable that tells a re-executed test binary it is the child.
+    pub const CHILD_ENV: &str = "DISPATCH_CORE_TEST_CHILD";
+
+    /// The child's role when this process was started by [`in_child`], else `None`.
+    pub fn child_role() -> Option<String> {
+        std::env::var(CHILD_ENV).ok()
+    }
+
+    /// Re-runs the test `test` (its full path) alone in a child process with `role` in
+    /// [`CHILD_ENV`] and `DISPATCH_BACKEND` as given (removed when `None`), asserts that it
+    /// passed, and returns its output. For tests that count process-wide resources, or
+    /// install process-wide filters, without disturbing the tests beside them.
+    pub fn in_child(test: &str, role: &str, backend: Option<&str>) -> String {
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command.args(["--exact", test, "--test-threads", "1", "--nocapture"]);
+        command.env(CHILD_ENV, role);
+        match backend {
+            Some(name) => command.env(dispatch_core::BACKEND_ENV, name),
+            None => command.env_remove(dispatch_core::BACKEND_ENV),
+        };
+        let output = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "the child test failed:\n{stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains("1 passed"),
+            "the child ran no test:\n{stdout}"
+        );
+        format!("{stdout}{stderr}")
     }
 
     /// A connected loopback TCP pair: (client, server side).

@@ -266,7 +266,8 @@ fn nops_complete_in_one_turn() {
     io.tick(&mut seen).unwrap();
     assert_eq!(seen.units.len(), 8);
     assert!(seen.units.iter().all(Result::is_ok));
-    assert_eq!(io.stats().syscalls, 1);
+    // One io_uring_enter; none at all where nops never leave userspace.
+    assert!(io.stats().syscalls <= 1, "{:?}", io.stats());
     assert_eq!(io.in_flight(), 0);
 }
 

@@ -27,10 +27,12 @@ fn a_ring_of_four_entries_carries_a_thousand_operations() {
     for tag in 0..1000 {
         io.timeout(tag, 1_000, on_timeout).unwrap();
     }
+    // Only io_uring has a submission queue; readiness backends take every operation.
+    let uring = check::on_io_uring(&io);
     let stats = io.stats();
-    assert_eq!(stats.ops_submitted, 4, "the first four fit the SQ");
-    assert_eq!(stats.overflow_parked, 996);
-    assert_eq!(stats.overflow_len_max, 996);
+    assert_eq!(stats.ops_submitted, if uring { 4 } else { 1000 });
+    assert_eq!(stats.overflow_parked, if uring { 996 } else { 0 });
+    assert_eq!(stats.overflow_len_max, if uring { 996 } else { 0 });
     io.run_until_idle(&mut count).unwrap();
     count.done.sort_unstable();
     assert_eq!(
@@ -41,7 +43,7 @@ fn a_ring_of_four_entries_carries_a_thousand_operations() {
     let stats = io.stats();
     assert_eq!(stats.ops_submitted, 1000);
     assert_eq!(stats.ops_completed, 1000);
-    assert!(stats.batch_max <= 4, "{stats:?}");
+    assert!(!uring || stats.batch_max <= 4, "{stats:?}");
 }
 
 fn on_buf(count: &mut Count, _: &mut Io<Count>, tag: Tag, (result, _): BufResult) {
@@ -64,7 +66,10 @@ fn operations_scheduled_together_go_out_in_one_syscall() {
     let mut count = Count::default();
     io.tick(&mut count).unwrap();
     let after = io.stats();
-    assert_eq!(after.syscalls, 1, "{after:?}");
+    // io_uring: one io_uring_enter for the batch. Readiness backends: one send(2) each,
+    // and no wait, since all completed.
+    let expected = if check::on_io_uring(&io) { 1 } else { 32 };
+    assert_eq!(after.syscalls, expected, "{after:?}");
     assert_eq!(after.batch_max, 32);
     // Sends on a connected loopback socket complete inline, within that one syscall.
     assert_eq!(count.done.len(), 32);

@@ -117,10 +117,19 @@ fn a_chain_of_zero_delay_callbacks_runs_within_one_run_for_ns() {
     let tags: Vec<Tag> = fired.at.iter().map(|&(tag, _)| tag).collect();
     assert_eq!(tags, (0..100).collect::<Vec<_>>());
     // Each link was scheduled inside the previous callback and went out with the next turn:
-    // about one syscall per link, not a spin.
+    // on io_uring about one syscall per link, not a spin; readiness backends expire a zero
+    // timeout without any.
     let stats = io.stats();
     assert_eq!(stats.ops_completed, 100);
-    assert!(stats.syscalls >= 100 && stats.syscalls < 400, "{stats:?}");
+    let (least, most) = if check::on_io_uring(&io) {
+        (100, 400)
+    } else {
+        (0, 400)
+    };
+    assert!(
+        stats.syscalls >= least && stats.syscalls < most,
+        "{stats:?}"
+    );
 }
 
 #[test]

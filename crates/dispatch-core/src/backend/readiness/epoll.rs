@@ -12,7 +12,7 @@ use rustix::io::Errno;
 
 use super::table::{Dir, Dirs};
 use super::{Poller, Readiness, EVENTS_MAX};
-use crate::stats::{BackendKind, Stats};
+use crate::stats::Stats;
 use crate::waker::Waker;
 
 /// The epoll instance, its event buffer, and the eventfd wakers write to.
@@ -95,7 +95,6 @@ impl EpollPoller {
 }
 
 impl Poller for EpollPoller {
-    const KIND: BackendKind = BackendKind::Epoll;
     const EVENT_DISARMS_ALL: bool = true;
 
     fn set_interest(

@@ -12,7 +12,7 @@ use sys_kqueue::{Change, Changelist, Event, Filter, Flags, Kevent};
 
 use super::table::{Dir, Dirs};
 use super::{Poller, Readiness, EVENTS_MAX, WAKE_FD};
-use crate::stats::{BackendKind, Stats};
+use crate::stats::Stats;
 use crate::waker::Waker;
 
 /// The identifier of the wake-up user event.
@@ -79,7 +79,6 @@ fn filter(dir: Dir) -> Filter {
 }
 
 impl<K: Kevent> Poller for KqueuePoller<K> {
-    const KIND: BackendKind = BackendKind::Kqueue;
     const EVENT_DISARMS_ALL: bool = false;
 
     fn set_interest(

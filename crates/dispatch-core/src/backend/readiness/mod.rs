@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 use self::ops::{perform, Step};
 use self::table::{Dir, Dirs, FdTable, Queue, TimerHeap, NONE};
 use super::Wait;
+use crate::completion::TIMEOUT_EXPIRED;
 use crate::operation::{Args, OpId};
-use crate::stats::{BackendKind, Stats};
+use crate::stats::Stats;
 use crate::waker::Waker;
 
 /// The readiness of one descriptor, as a poller reports it.
@@ -43,8 +44,6 @@ pub(crate) const WAKE_FD: RawFd = -2;
 
 /// The backend-specific half of a readiness backend.
 pub(crate) trait Poller {
-    /// Which backend this is.
-    const KIND: BackendKind;
     /// Whether one event disarms every direction of the descriptor (epoll's `EPOLLONESHOT`
     /// is per descriptor) or only the one reported (kqueue's `EV_ONESHOT` is per filter).
     const EVENT_DISARMS_ALL: bool;
@@ -132,16 +131,8 @@ impl<P: Poller> Engine<P> {
         }
     }
 
-    pub(crate) fn kind(&self) -> BackendKind {
-        P::KIND
-    }
-
     pub(crate) fn waker(&self) -> Waker {
         self.poller.waker()
-    }
-
-    pub(crate) fn wakeup_fd(&self) -> RawFd {
-        self.poller.wakeup_fd()
     }
 
     /// Queues slot `idx` for the next flush. Never full: the engine has a place for every
@@ -201,7 +192,7 @@ impl<P: Poller> Engine<P> {
         let now_ns = self.now_ns();
         while let Some(idx) = self.timers.pop_expired(now_ns) {
             self.place[idx as usize] = Place::Timer;
-            self.complete(idx, -libc::ETIME);
+            self.complete(idx, TIMEOUT_EXPIRED);
         }
         Ok(())
     }
