@@ -1,5 +1,6 @@
 //! Cost per operation through `dispatch-core` against the raw `io-uring` crate doing the same
-//! work in the same run, for two ring set-ups (plain, and `SINGLE_ISSUER | DEFER_TASKRUN`).
+//! work in the same run, for two ring set-ups (plain, and `SINGLE_ISSUER | DEFER_TASKRUN`),
+//! and through `dispatch-core` on its epoll backend beside them.
 //!
 //! - `nop/*`: a batch of 32 nops, submitted together and reaped: the loop's own cost.
 //! - `timeout0/*`: a batch of 32 zero-length timeouts (dominated by the kernel's timers).
@@ -24,7 +25,7 @@ mod linux {
     use std::os::fd::AsRawFd;
 
     use criterion::{BenchmarkId, Criterion, Throughput};
-    use dispatch_core::{BufResult, Io, Options, Tag};
+    use dispatch_core::{BackendKind, BufResult, Io, Options, Tag};
     use io_uring::{opcode, types, IoUring};
 
     const BATCH: u64 = 32;
@@ -50,11 +51,20 @@ mod linux {
         },
     ];
 
-    fn dispatch_io<C>(setup: Setup) -> Io<C> {
+    /// The loops measured: io_uring under each ring set-up, and epoll.
+    fn dispatch_ios<C>() -> Vec<(&'static str, Io<C>)> {
+        let mut ios = Vec::new();
+        for setup in SETUPS {
+            let mut options = Options::new(64);
+            options.backend = Some(BackendKind::IoUring);
+            options.uring.single_issuer = setup.single_issuer;
+            options.uring.defer_taskrun = setup.defer_taskrun;
+            ios.push((setup.name, Io::new(&options).expect("io_uring")));
+        }
         let mut options = Options::new(64);
-        options.uring.single_issuer = setup.single_issuer;
-        options.uring.defer_taskrun = setup.defer_taskrun;
-        Io::new(&options).expect("io_uring")
+        options.backend = Some(BackendKind::Epoll);
+        ios.push(("epoll", Io::new(&options).expect("epoll")));
+        ios
     }
 
     fn raw_ring(setup: Setup) -> IoUring {
@@ -77,10 +87,9 @@ mod linux {
     fn nop(c: &mut Criterion) {
         let mut group = c.benchmark_group("nop");
         group.throughput(Throughput::Elements(BATCH));
-        for setup in SETUPS {
-            let mut io: Io<u64> = dispatch_io(setup);
+        for (name, mut io) in dispatch_ios::<u64>() {
             let mut done = 0;
-            group.bench_function(BenchmarkId::new("dispatch", setup.name), |b| {
+            group.bench_function(BenchmarkId::new("dispatch", name), |b| {
                 b.iter(|| {
                     for tag in 0..BATCH {
                         io.nop(tag, on_done).unwrap();
@@ -88,6 +97,8 @@ mod linux {
                     io.run_until_idle(&mut done).unwrap();
                 })
             });
+        }
+        for setup in SETUPS {
             let mut ring = raw_ring(setup);
             group.bench_function(BenchmarkId::new("raw", setup.name), |b| {
                 b.iter(|| {
@@ -113,10 +124,9 @@ mod linux {
     fn timeout0(c: &mut Criterion) {
         let mut group = c.benchmark_group("timeout0");
         group.throughput(Throughput::Elements(BATCH));
-        for setup in SETUPS {
-            let mut io: Io<u64> = dispatch_io(setup);
+        for (name, mut io) in dispatch_ios::<u64>() {
             let mut done = 0;
-            group.bench_function(BenchmarkId::new("dispatch", setup.name), |b| {
+            group.bench_function(BenchmarkId::new("dispatch", name), |b| {
                 b.iter(|| {
                     for tag in 0..BATCH {
                         io.timeout(tag, 0, on_done).unwrap();
@@ -124,6 +134,8 @@ mod linux {
                     io.run_until_idle(&mut done).unwrap();
                 })
             });
+        }
+        for setup in SETUPS {
             let mut ring = raw_ring(setup);
             let timespec = types::Timespec::new();
             group.bench_function(BenchmarkId::new("raw", setup.name), |b| {
@@ -177,8 +189,7 @@ mod linux {
     fn sendrecv(c: &mut Criterion) {
         let mut group = c.benchmark_group("sendrecv");
         group.throughput(Throughput::Elements(2));
-        for setup in SETUPS {
-            let mut io: Io<Pair> = dispatch_io(setup);
+        for (name, mut io) in dispatch_ios::<Pair>() {
             let (client, server) = tcp_pair();
             let send_buf = Some(vec![1; MESSAGE]);
             let recv_buf = Some(Vec::with_capacity(MESSAGE));
@@ -188,7 +199,7 @@ mod linux {
                 send_buf,
                 recv_buf,
             };
-            group.bench_function(BenchmarkId::new("dispatch", setup.name), |b| {
+            group.bench_function(BenchmarkId::new("dispatch", name), |b| {
                 b.iter(|| {
                     let send_buf = pair.send_buf.take().unwrap();
                     let recv_buf = pair.recv_buf.take().unwrap();
@@ -199,6 +210,8 @@ mod linux {
                     io.run_until_idle(&mut pair).unwrap();
                 })
             });
+        }
+        for setup in SETUPS {
             let mut ring = raw_ring(setup);
             let (client, server) = tcp_pair();
             let send_buf = [1_u8; MESSAGE];
