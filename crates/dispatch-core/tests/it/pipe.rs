@@ -140,3 +140,67 @@ fn a_non_blocking_socket_waits_like_a_blocking_one() {
     io.run_until_idle(&mut pending).unwrap();
     assert_eq!(pending.got.as_deref(), Some(&b"hello"[..]));
 }
+
+struct Concurrent {
+    sent: Vec<(Tag, usize)>,
+}
+
+fn on_concurrent_send(c: &mut Concurrent, _: &mut Io<Concurrent>, tag: Tag, (r, _): BufResult) {
+    c.sent.push((tag, r.unwrap()));
+}
+
+#[test]
+fn concurrent_sends_on_one_socket_lose_no_write() {
+    const SENDS: u8 = 8;
+    const EACH: usize = 16 * 1024;
+    let Some(mut io) = check::io::<Concurrent>(&Options::new(16)) else {
+        return;
+    };
+    let (client, mut server) = check::tcp_pair();
+    // A small send buffer: most sends wait for room, queued on the same socket.
+    rustix::net::sockopt::set_socket_send_buffer_size(&client, 8 * 1024).unwrap();
+    rustix::net::sockopt::set_socket_recv_buffer_size(&server, 8 * 1024).unwrap();
+    let reader = std::thread::spawn(move || {
+        // Start late, so that the sends fill the buffers and wait.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut received = Vec::new();
+        std::io::Read::read_to_end(&mut server, &mut received).unwrap();
+        received
+    });
+    for tag in 0..SENDS {
+        io.send(
+            Tag::from(tag),
+            client.as_raw_fd(),
+            vec![tag; EACH],
+            on_concurrent_send,
+        )
+        .unwrap();
+    }
+    let mut c = Concurrent { sent: Vec::new() };
+    io.run_until_idle(&mut c).unwrap();
+    drop(client);
+    let received = reader.join().unwrap();
+    assert_eq!(c.sent.len(), usize::from(SENDS), "every send completed");
+    let total: usize = c.sent.iter().map(|&(_, n)| n).sum();
+    assert_eq!(
+        received.len(),
+        total,
+        "what the sends reported is exactly what arrived"
+    );
+    if !check::on_io_uring(&io) {
+        // More syscalls than sends: some sends waited for room (the case under test).
+        assert!(io.stats().syscalls > u64::from(SENDS), "{:?}", io.stats());
+        // Readiness backends serve one socket's sends in the order they were scheduled.
+        // (io_uring retries sends that waited for room in no promised order.)
+        let order: Vec<Tag> = c.sent.iter().map(|&(tag, _)| tag).collect();
+        assert_eq!(order, (0..Tag::from(SENDS)).collect::<Vec<_>>());
+        let mut at = 0;
+        for &(tag, n) in &c.sent {
+            assert!(
+                received[at..at + n].iter().all(|&b| u64::from(b) == tag),
+                "send {tag}"
+            );
+            at += n;
+        }
+    }
+}
