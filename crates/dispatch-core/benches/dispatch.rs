@@ -84,15 +84,24 @@ mod linux {
         *done += 1;
     }
 
-    fn nop(c: &mut Criterion) {
-        let mut group = c.benchmark_group("nop");
+    /// A group that schedules `BATCH` operations together and reaps them all: through
+    /// dispatch-core with `schedule`, and through a raw ring with the SQE from `entry`, whose
+    /// completions carry `expected`.
+    fn batch_group(
+        c: &mut Criterion,
+        group_name: &str,
+        schedule: fn(&mut Io<u64>, Tag),
+        entry: &dyn Fn(u64) -> io_uring::squeue::Entry,
+        expected: i32,
+    ) {
+        let mut group = c.benchmark_group(group_name);
         group.throughput(Throughput::Elements(BATCH));
         for (name, mut io) in dispatch_ios::<u64>() {
             let mut done = 0;
             group.bench_function(BenchmarkId::new("dispatch", name), |b| {
                 b.iter(|| {
                     for tag in 0..BATCH {
-                        io.nop(tag, on_done).unwrap();
+                        schedule(&mut io, tag);
                     }
                     io.run_until_idle(&mut done).unwrap();
                 })
@@ -103,15 +112,15 @@ mod linux {
             group.bench_function(BenchmarkId::new("raw", setup.name), |b| {
                 b.iter(|| {
                     for tag in 0..BATCH {
-                        let entry = opcode::Nop::new().build().user_data(tag);
-                        // SAFETY: a nop references no memory.
-                        unsafe { ring.submission().push(&entry) }.unwrap();
+                        // SAFETY: the entries reference no memory, or (timeouts) a timespec
+                        // that outlives the run.
+                        unsafe { ring.submission().push(&entry(tag)) }.unwrap();
                     }
                     let mut reaped = 0;
                     while reaped < BATCH {
                         ring.submit_and_wait(1).unwrap();
                         for cqe in ring.completion() {
-                            assert_eq!(cqe.result(), 0);
+                            assert_eq!(cqe.result(), expected);
                             reaped += 1;
                         }
                     }
@@ -121,42 +130,21 @@ mod linux {
         group.finish();
     }
 
+    fn nop(c: &mut Criterion) {
+        let schedule: fn(&mut Io<u64>, Tag) = |io, tag| {
+            io.nop(tag, on_done).unwrap();
+        };
+        let entry = |tag| opcode::Nop::new().build().user_data(tag);
+        batch_group(c, "nop", schedule, &entry, 0);
+    }
+
     fn timeout0(c: &mut Criterion) {
-        let mut group = c.benchmark_group("timeout0");
-        group.throughput(Throughput::Elements(BATCH));
-        for (name, mut io) in dispatch_ios::<u64>() {
-            let mut done = 0;
-            group.bench_function(BenchmarkId::new("dispatch", name), |b| {
-                b.iter(|| {
-                    for tag in 0..BATCH {
-                        io.timeout(tag, 0, on_done).unwrap();
-                    }
-                    io.run_until_idle(&mut done).unwrap();
-                })
-            });
-        }
-        for setup in SETUPS {
-            let mut ring = raw_ring(setup);
-            let timespec = types::Timespec::new();
-            group.bench_function(BenchmarkId::new("raw", setup.name), |b| {
-                b.iter(|| {
-                    for tag in 0..BATCH {
-                        let entry = opcode::Timeout::new(&timespec).build().user_data(tag);
-                        // SAFETY: the timespec outlives the submission, which reads it.
-                        unsafe { ring.submission().push(&entry) }.unwrap();
-                    }
-                    let mut reaped = 0;
-                    while reaped < BATCH {
-                        ring.submit_and_wait(1).unwrap();
-                        for cqe in ring.completion() {
-                            assert_eq!(cqe.result(), -libc::ETIME);
-                            reaped += 1;
-                        }
-                    }
-                })
-            });
-        }
-        group.finish();
+        let schedule: fn(&mut Io<u64>, Tag) = |io, tag| {
+            io.timeout(tag, 0, on_done).unwrap();
+        };
+        static ZERO: types::Timespec = types::Timespec::new();
+        let entry = |tag| opcode::Timeout::new(&ZERO).build().user_data(tag);
+        batch_group(c, "timeout0", schedule, &entry, -libc::ETIME);
     }
 
     struct Pair {

@@ -203,13 +203,7 @@ impl<C> Io<C> {
         buf: Vec<u8>,
         callback: BufCallback<C>,
     ) -> Result<OpId, ScheduleError<Vec<u8>>> {
-        if buf.len() == buf.capacity() {
-            return Err(ScheduleError {
-                kind: ScheduleErrorKind::NoSpareCapacity,
-                value: buf,
-            });
-        }
-        self.schedule_buf(tag, Args::Recv { fd, buf }, callback)
+        self.schedule_receive(tag, Args::Recv { fd, buf }, callback)
     }
 
     /// Sends `buf[..]`; the callback gets the byte count sent (possibly short) and `buf`
@@ -240,13 +234,7 @@ impl<C> Io<C> {
         offset: u64,
         callback: BufCallback<C>,
     ) -> Result<OpId, ScheduleError<Vec<u8>>> {
-        if buf.len() == buf.capacity() {
-            return Err(ScheduleError {
-                kind: ScheduleErrorKind::NoSpareCapacity,
-                value: buf,
-            });
-        }
-        self.schedule_buf(tag, Args::Read { fd, buf, offset }, callback)
+        self.schedule_receive(tag, Args::Read { fd, buf, offset }, callback)
     }
 
     /// Writes `buf[..]` at file offset `offset`; the callback gets the byte count written.
@@ -654,6 +642,29 @@ impl<C> Io<C> {
             return Err(self.exhausted(buf));
         };
         Ok(self.start(idx, tag, args, Callback::Buf(callback)))
+    }
+
+    /// `schedule_buf` for operations that fill the buffer's spare capacity, which must exist:
+    /// a 0-byte receive would look like end of file.
+    fn schedule_receive(
+        &mut self,
+        tag: Tag,
+        args: Args,
+        callback: BufCallback<C>,
+    ) -> Result<OpId, ScheduleError<Vec<u8>>> {
+        let (Args::Recv { buf, .. } | Args::Read { buf, .. }) = &args else {
+            unreachable!("schedule_receive takes recv and read only")
+        };
+        if buf.len() == buf.capacity() {
+            let (Args::Recv { buf, .. } | Args::Read { buf, .. }) = args else {
+                unreachable!()
+            };
+            return Err(ScheduleError {
+                kind: ScheduleErrorKind::NoSpareCapacity,
+                value: buf,
+            });
+        }
+        self.schedule_buf(tag, args, callback)
     }
 
     fn exhausted<T>(&self, value: T) -> ScheduleError<T> {
