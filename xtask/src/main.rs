@@ -3,7 +3,8 @@
 //!
 //! - `cargo xtask test`  fmt check, clippy `-D warnings`, every test, docs `-D warnings`
 //! - `cargo xtask ci`    what `.ci/run` calls: `test`
-//! - `cargo xtask bench` criterion micro benchmarks (dispatch-core against raw io-uring)
+//! - `cargo xtask bench [-- CRITERION ARGS]` criterion micro benchmarks (dispatch-core on
+//!   io_uring and epoll against raw io-uring)
 #![forbid(unsafe_code)]
 
 mod bench;

@@ -66,6 +66,17 @@ fn ten_timeouts_with_the_pre_ext_arg_wait() {
     ten_timeouts_all_fire_and_none_early(&options);
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn ten_timeouts_with_the_millisecond_epoll_wait() {
+    // The epoll backend as on kernels before 5.11: epoll_wait rounds up, never early.
+    let mut options = Options::new(16);
+    options.backend = Some(dispatch_core::BackendKind::Epoll);
+    options.epoll_pwait2 = false;
+    ten_timeouts_all_fire_and_none_early(&options);
+    run_for_ns_returns_at_its_deadline_without_spinning(&options);
+}
+
 fn run_for_ns_returns_at_its_deadline_without_spinning(options: &Options) {
     let Some(mut io) = check::io::<Fired>(options) else {
         return;
