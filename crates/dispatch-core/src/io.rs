@@ -19,7 +19,7 @@ use crate::operation::{
     Tag, UnitCallback,
 };
 use crate::options::Options;
-use crate::slots::{Fifo, Slots, State};
+use crate::slots::{Completed, Fifo, Slots, State};
 use crate::stats::{BackendKind, Stats};
 use crate::waker::Waker;
 
@@ -95,7 +95,7 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Io<C> {
     slots: Slots<C>,
     overflow: Fifo,
-    completed: Fifo,
+    completed: Completed,
     backend: Backend,
     stats: Stats,
     waker: Waker,
@@ -131,7 +131,7 @@ impl<C> Io<C> {
         Ok(Io {
             slots: Slots::new(options.ops_max),
             overflow: Fifo::EMPTY,
-            completed: Fifo::EMPTY,
+            completed: Completed::new(options.ops_max),
             backend,
             stats,
             waker,
@@ -560,7 +560,7 @@ impl<C> Io<C> {
         assert!(matches!(slot.state, State::Free | State::Overflow));
         slot.state = State::Completed;
         slot.result = result;
-        self.completed.push(self.slots.as_mut_slice(), idx);
+        self.completed.push(idx);
     }
 
     /// Moves every ready completion to the completed queue; runs no callback.
@@ -585,15 +585,15 @@ impl<C> Io<C> {
             }
             slots[idx].state = State::Completed;
             slots[idx].result = result;
-            completed.push(slots.as_mut_slice(), idx);
+            completed.push(idx);
         });
     }
 
     /// Runs the callbacks of everything completed so far. Completions that callbacks cause
     /// (cancels of parked operations) wait for the next turn, so a turn always ends.
     fn dispatch(&mut self, ctx: &mut C) {
-        let mut batch = std::mem::replace(&mut self.completed, Fifo::EMPTY);
-        while let Some(idx) = batch.pop(self.slots.as_mut_slice()) {
+        let batch = self.completed.take_batch();
+        for &idx in &batch {
             let slot = &mut self.slots[idx];
             assert_eq!(slot.state, State::Completed);
             let tag = slot.tag;
@@ -610,6 +610,7 @@ impl<C> Io<C> {
                 Callback::None => unreachable!("slot {idx} completed without a callback"),
             }
         }
+        self.completed.restore(batch);
     }
 
     fn schedule<T>(
@@ -741,10 +742,11 @@ impl<C> Drop for Io<C> {
         }
         // Everything left is ours alone: converting results closes descriptors the kernel
         // created, and dropping arguments closes descriptors a close never got to.
-        while let Some(idx) = self.completed.pop(self.slots.as_mut_slice()) {
-            assert_eq!(self.slots[idx].state, State::Completed);
-            let result = self.slots[idx].result;
-            discard(self.slots.take_args(idx), result);
-        }
+        let slots = &mut self.slots;
+        self.completed.drain(|idx| {
+            assert_eq!(slots[idx].state, State::Completed);
+            let result = slots[idx].result;
+            discard(slots.take_args(idx), result);
+        });
     }
 }

@@ -116,6 +116,57 @@ impl Fifo {
     }
 }
 
+/// Slots whose results are known, in completion order, waiting for their callbacks: two
+/// buffers allocated once, one filling while the other's callbacks run, so that completions
+/// caused by callbacks wait for the next turn. Each slot is in it at most once, so `ops_max`
+/// entries never overflow it.
+pub(crate) struct Completed {
+    filling: Vec<u32>,
+    spare: Vec<u32>,
+}
+
+impl Completed {
+    pub(crate) fn new(capacity: u32) -> Completed {
+        Completed {
+            filling: Vec::with_capacity(capacity as usize),
+            spare: Vec::with_capacity(capacity as usize),
+        }
+    }
+
+    pub(crate) fn push(&mut self, idx: u32) {
+        assert!(
+            self.filling.len() < self.filling.capacity(),
+            "completed queue never grows"
+        );
+        self.filling.push(idx);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.filling.is_empty()
+    }
+
+    /// Takes everything completed so far; give the buffer back with [`Completed::restore`].
+    pub(crate) fn take_batch(&mut self) -> Vec<u32> {
+        let spare = std::mem::take(&mut self.spare);
+        assert!(
+            spare.is_empty() && spare.capacity() > 0,
+            "one batch at a time"
+        );
+        std::mem::replace(&mut self.filling, spare)
+    }
+
+    /// Returns a dispatched batch's buffer for reuse.
+    pub(crate) fn restore(&mut self, mut batch: Vec<u32>) {
+        batch.clear();
+        self.spare = batch;
+    }
+
+    /// Empties the queue, handing each slot to `f` (for `Io`'s drop).
+    pub(crate) fn drain(&mut self, f: impl FnMut(u32)) {
+        self.filling.drain(..).for_each(f);
+    }
+}
+
 /// The slot table and its free list, a LIFO stack linked through `Slot::next`: the slot
 /// freed last is reused first, while it is still in cache.
 pub(crate) struct Slots<C> {
