@@ -187,3 +187,29 @@ fn cancel_a_timeout() {
     assert_eq!(results.by_tag[&1], libc::ECANCELED);
     assert_eq!(results.by_tag[&100], 0);
 }
+
+#[test]
+fn a_peer_that_hangs_up_after_a_cancel_does_not_wake_an_idle_loop() {
+    let Some(mut io) = check::io::<Results>(&Options::new(8)) else {
+        return;
+    };
+    let (client, server) = check::tcp_pair();
+    let target = io
+        .recv(1, check::fd(&server), Vec::with_capacity(8), on_buf)
+        .unwrap();
+    let results = cancel_in_kernel(&mut io, target);
+    assert_eq!(results.by_tag[&1], libc::ECANCELED);
+    // The peer resets (EPOLLHUP and EPOLLERR, which epoll reports even for an empty
+    // interest): nobody waits on the socket any more, so the idle loop must sleep through it
+    // rather than be woken again and again.
+    check::reset(client);
+    let before = io.stats().syscalls;
+    let mut results = Results::default();
+    io.run_for_ns(&mut results, 30_000_000).unwrap();
+    let spent = io.stats().syscalls - before;
+    assert!(
+        spent <= 3,
+        "the idle loop woke {spent} times: {:?}",
+        io.stats()
+    );
+}

@@ -110,22 +110,26 @@ impl Poller for EpollPoller {
         // EBADF.
         let source = unsafe { BorrowedFd::borrow_raw(fd) };
         let data = EventData::new_u64(fd as u64);
-        // An empty interest keeps the registration but arms nothing (cheaper than DEL + ADD
-        // when the descriptor is used again, as connections are).
-        let flags = if new.is_empty() {
-            EventFlags::empty()
-        } else {
-            Self::flags(new)
-        };
         stats.syscalls += 1;
+        if new.is_empty() {
+            // Disarming (a cancel): delete the registration. An armed-for-nothing one would
+            // still report EPOLLHUP and EPOLLERR, level-triggered, and wake an idle loop
+            // forever once the peer resets.
+            return match epoll::delete(&self.epoll, source) {
+                Ok(()) | Err(Errno::NOENT) => Ok(()),
+                Err(errno) => Err(errno.into()),
+            };
+        }
+        // A one-shot that fired leaves its registration disabled, not deleted: re-arm with
+        // MOD, which is one syscall for a descriptor used again, as connections are.
+        let flags = Self::flags(new);
         match epoll::modify(&self.epoll, source, data, flags) {
             Ok(()) => Ok(()),
-            // Never registered (or closed and re-opened since): add it.
-            Err(Errno::NOENT) if !new.is_empty() => {
+            // Never registered (or deleted, or closed and re-opened since): add it.
+            Err(Errno::NOENT) => {
                 stats.syscalls += 1;
                 epoll::add(&self.epoll, source, data, flags).map_err(io::Error::from)
             }
-            Err(Errno::NOENT) => Ok(()),
             Err(errno) => Err(errno.into()),
         }
     }
