@@ -175,3 +175,171 @@ proptest! {
         check_sequence(&steps, sq_entries)?;
     }
 }
+
+/// Socket operations in random order on two connected pairs, with cancels: every callback
+/// runs once; a successful cancel means the target got ECANCELED; each pair's bytes arrive
+/// whole and on their own connection (what the loop received plus what was left in the
+/// socket is exactly what was sent); nothing is left in flight.
+mod sockets {
+    use std::collections::BTreeMap;
+    use std::io::Read;
+    use std::net::{Shutdown, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    use dispatch_core::{BufResult, Io, OpId, Options, Tag};
+    use proptest::prelude::*;
+
+    use crate::check;
+
+    const PAIRS: usize = 2;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Send this many bytes on a pair (its index's byte value) from the client side.
+        Send(usize, u8),
+        /// Receive up to this many bytes on a pair's server side.
+        Recv(usize, u8),
+        /// Cancel the n-th socket operation scheduled so far.
+        Cancel(usize),
+        Tick,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (0..PAIRS, 1_u8..64).prop_map(|(pair, len)| Step::Send(pair, len)),
+            3 => (0..PAIRS, 1_u8..64).prop_map(|(pair, len)| Step::Recv(pair, len)),
+            2 => any::<usize>().prop_map(Step::Cancel),
+            2 => Just(Step::Tick),
+        ]
+    }
+
+    #[derive(Default)]
+    struct Seen {
+        /// errno (0 for success) and byte count, by tag.
+        results: BTreeMap<Tag, (i32, usize)>,
+        /// Bytes the loop received, per pair.
+        received: [Vec<u8>; PAIRS],
+    }
+
+    /// Tags encode the pair (low bits) and the operation kind.
+    const RECV_BIT: Tag = 1 << 40;
+    const CANCEL_BIT: Tag = 1 << 41;
+
+    fn on_buf(seen: &mut Seen, _: &mut Io<Seen>, tag: Tag, (result, buf): BufResult) {
+        let errno = result
+            .as_ref()
+            .err()
+            .map_or(0, |e| e.raw_os_error().unwrap());
+        let n = *result.as_ref().unwrap_or(&0);
+        if tag & RECV_BIT != 0 {
+            let pair = (tag & 0xff) as usize;
+            seen.received[pair].extend_from_slice(&buf);
+        }
+        assert!(
+            seen.results.insert(tag, (errno, n)).is_none(),
+            "callback {tag} ran twice"
+        );
+    }
+
+    fn on_cancel(seen: &mut Seen, _: &mut Io<Seen>, tag: Tag, result: std::io::Result<()>) {
+        let errno = result.err().map_or(0, |e| e.raw_os_error().unwrap());
+        assert!(
+            seen.results.insert(tag, (errno, 0)).is_none(),
+            "callback {tag} ran twice"
+        );
+    }
+
+    fn check_sequence(steps: &[Step]) -> Result<(), TestCaseError> {
+        let Some(mut io) = check::io::<Seen>(&Options::new(64)) else {
+            return Ok(());
+        };
+        let pairs: Vec<(TcpStream, TcpStream)> = (0..PAIRS).map(|_| check::tcp_pair()).collect();
+        let mut seen = Seen::default();
+        let mut sent = [0_usize; PAIRS];
+        let mut ops: Vec<(Tag, OpId)> = Vec::new();
+        let mut cancels: Vec<(Tag, Tag)> = Vec::new();
+        for (n, step) in steps.iter().enumerate() {
+            let n = n as Tag;
+            match *step {
+                Step::Send(pair, len) => {
+                    let tag = (n << 8) | pair as Tag;
+                    let fd = pairs[pair].0.as_raw_fd();
+                    let id = io
+                        .send(tag, fd, vec![pair as u8; usize::from(len)], on_buf)
+                        .unwrap();
+                    sent[pair] += usize::from(len);
+                    ops.push((tag, id));
+                }
+                Step::Recv(pair, len) => {
+                    let tag = RECV_BIT | (n << 8) | pair as Tag;
+                    let fd = pairs[pair].1.as_raw_fd();
+                    let buf = Vec::with_capacity(usize::from(len));
+                    ops.push((tag, io.recv(tag, fd, buf, on_buf).unwrap()));
+                }
+                Step::Cancel(k) if !ops.is_empty() => {
+                    let (target_tag, id) = ops[k % ops.len()];
+                    let tag = CANCEL_BIT | (n << 8);
+                    io.cancel(tag, id, on_cancel).unwrap();
+                    cancels.push((tag, target_tag));
+                }
+                Step::Cancel(_) => {}
+                Step::Tick => io.tick(&mut seen).unwrap(),
+            }
+        }
+        // End of stream on every pair: pending receives complete with 0.
+        for (client, _) in &pairs {
+            client.shutdown(Shutdown::Write).unwrap();
+        }
+        io.run_until_idle(&mut seen).unwrap();
+        prop_assert_eq!(io.in_flight(), 0);
+        prop_assert_eq!(
+            seen.results.len(),
+            ops.len() + cancels.len(),
+            "every callback ran once"
+        );
+        for &(tag, target) in &cancels {
+            let (errno, _) = seen.results[&tag];
+            prop_assert!(
+                matches!(errno, 0 | libc::ENOENT | libc::EALREADY),
+                "cancel {}",
+                errno
+            );
+            if errno == 0 {
+                prop_assert_eq!(seen.results[&target].0, libc::ECANCELED);
+            }
+        }
+        for (pair, (_, server)) in pairs.into_iter().enumerate() {
+            let mut rest = Vec::new();
+            let mut server = server;
+            server.read_to_end(&mut rest).unwrap();
+            let sent_whole: usize = seen
+                .results
+                .iter()
+                .filter(|(&tag, _)| {
+                    tag & (RECV_BIT | CANCEL_BIT) == 0 && (tag & 0xff) as usize == pair
+                })
+                .map(|(_, &(_, n))| n)
+                .sum();
+            prop_assert!(sent_whole <= sent[pair]);
+            let arrived = seen.received[pair].len() + rest.len();
+            prop_assert_eq!(arrived, sent_whole, "pair {}: bytes lost or invented", pair);
+            let all_own = seen.received[pair]
+                .iter()
+                .chain(&rest)
+                .all(|&b| usize::from(b) == pair);
+            prop_assert!(all_own, "pair {} received another pair's bytes", pair);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_socket_operations_keep_the_model(
+            steps in proptest::collection::vec(step(), 1..30),
+        ) {
+            check_sequence(&steps)?;
+        }
+    }
+}
