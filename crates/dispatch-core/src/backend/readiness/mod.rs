@@ -408,3 +408,40 @@ impl<P: Poller> Engine<P> {
         Ok(())
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::kqueue::KqueuePoller;
+    use super::*;
+    use crate::stats::BackendKind;
+
+    /// When the kernel refuses the interest an operation would wait on (here: the kevent
+    /// double's registration table is full, ENOMEM), the operation fails with that errno
+    /// instead of waiting forever.
+    #[test]
+    fn a_refused_registration_fails_its_waiters() {
+        // Room for the wake-up user event only.
+        let kq = sys_kqueue::Fake::new(1).unwrap();
+        let poller = KqueuePoller::new(kq, 4).unwrap();
+        let mut engine = Engine::new(poller, 4);
+        let mut stats = Stats::new(BackendKind::KqueueFake, None);
+        let (_client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut args: Vec<Args> = (0..4).map(|_| Args::Empty).collect();
+        args[0] = Args::Recv {
+            fd: server.as_raw_fd(),
+            buf: Vec::with_capacity(8),
+        };
+        let user_data = OpId {
+            idx: 0,
+            generation: 7,
+        }
+        .user_data();
+        engine.push(0, user_data);
+        engine.flush(Wait::Poll, &mut args, &mut stats).unwrap();
+        let mut results = Vec::new();
+        engine.reap(|user_data, result| results.push((user_data, result)));
+        assert_eq!(results, vec![(user_data, -libc::ENOMEM)]);
+    }
+}
