@@ -89,9 +89,19 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 /// other threads.
 ///
 /// # Portability
-/// On Linux the loop runs on io_uring: the kernel performs each operation and one
-/// `io_uring_enter` per turn submits the whole batch. Sockets should be in blocking mode (the
-/// kernel makes them asynchronous); a socket with `O_NONBLOCK` may complete with `EAGAIN`.
+/// The same program runs on every backend; what differs is who performs each operation and
+/// how many syscalls that costs (see [`crate::Stats::syscalls`]):
+/// - **io_uring** (Linux, the default): the kernel performs each operation; one
+///   `io_uring_enter` per turn submits the whole batch and waits. Sockets may be blocking or
+///   not (tested on Linux 6.18).
+/// - **epoll** (Linux, when io_uring is blocked or missing) and **kqueue** (FreeBSD, macOS):
+///   the loop tries each operation with a non-blocking syscall and waits for readiness only
+///   when it would block; recv and send use `MSG_DONTWAIT`, and accept and connect switch the
+///   socket to non-blocking mode. File operations (read and write at an offset, fsync,
+///   openat, close) run inline, blocking the loop for their duration.
+/// - Sockets the loop accepts are non-blocking and close-on-exec on every backend.
+/// - Several sends in flight on one stream socket are served in order on readiness
+///   backends; io_uring does not promise an order once they wait for buffer space.
 pub struct Io<C> {
     slots: Slots<C>,
     overflow: Fifo,
@@ -158,7 +168,8 @@ impl<C> Io<C> {
     }
 
     /// Accepts a connection on the listening socket `listener`. The new socket is
-    /// close-on-exec and owned by the callback's `OwnedFd`.
+    /// non-blocking and close-on-exec on every backend, and owned by the callback's
+    /// `OwnedFd`.
     ///
     /// # Errors
     /// When every slot is in flight.

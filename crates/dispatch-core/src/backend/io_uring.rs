@@ -111,7 +111,7 @@ impl IoUringBackend {
             Args::Empty => unreachable!("pushing a free slot"),
             Args::Accept { fd } => {
                 opcode::Accept::new(Fd(*fd), std::ptr::null_mut(), std::ptr::null_mut())
-                    .flags(libc::SOCK_CLOEXEC)
+                    .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
                     .build()
             }
             Args::Connect { fd, addr } => {

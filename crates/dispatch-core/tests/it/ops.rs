@@ -125,6 +125,11 @@ fn accept_connect_send_recv() {
     let mut seen = run(&mut io);
     seen.units.pop().unwrap().unwrap();
     let server = seen.fds.pop().unwrap().unwrap();
+    // The same on every backend: non-blocking and close-on-exec.
+    let flags = rustix::fs::fcntl_getfl(&server).unwrap();
+    assert!(flags.contains(rustix::fs::OFlags::NONBLOCK));
+    let fd_flags = rustix::io::fcntl_getfd(&server).unwrap();
+    assert!(fd_flags.contains(rustix::io::FdFlags::CLOEXEC));
 
     io.send(3, check::fd(&client), b"ping".to_vec(), on_buf)
         .unwrap();
