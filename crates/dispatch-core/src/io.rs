@@ -88,6 +88,40 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 /// `Io` is deliberately not `Send`: one loop per thread. Use [`Io::waker`] to reach it from
 /// other threads.
 ///
+/// A receive and a send on a socket pair; the buffer moves into each operation and comes back
+/// with its result:
+///
+/// ```
+/// use std::io::Write;
+/// use std::os::fd::AsRawFd;
+/// use std::os::unix::net::UnixStream;
+/// use dispatch_core::{BufResult, Io, Options, Tag};
+///
+/// struct Ctx { socket: UnixStream, got: Vec<u8> }
+///
+/// fn on_recv(ctx: &mut Ctx, io: &mut Io<Ctx>, tag: Tag, (result, buf): BufResult) {
+///     assert_eq!(result.expect("recv"), buf.len());
+///     ctx.got.extend_from_slice(&buf);
+///     // Echo it back: scheduled from a callback, submitted with the next turn.
+///     io.send(tag, ctx.socket.as_raw_fd(), buf, |_, _, _, (sent, _)| {
+///         sent.expect("send");
+///     })
+///     .expect("a free slot");
+/// }
+///
+/// let (socket, mut peer) = UnixStream::pair().unwrap();
+/// let mut io: Io<Ctx> = Io::new(&Options::new(8)).expect("a backend");
+/// let mut ctx = Ctx { socket, got: Vec::new() };
+/// io.recv(1, ctx.socket.as_raw_fd(), Vec::with_capacity(64), on_recv).expect("a free slot");
+/// peer.write_all(b"ping").unwrap();
+/// io.run_until_idle(&mut ctx).expect("run");
+/// assert_eq!(ctx.got, b"ping");
+/// let mut echoed = [0; 4];
+/// std::io::Read::read_exact(&mut peer, &mut echoed).unwrap();
+/// assert_eq!(&echoed, b"ping");
+/// println!("{:?}", io.stats());
+/// ```
+///
 /// # Portability
 /// The same program runs on every backend; what differs is who performs each operation and
 /// how many syscalls that costs (see [`crate::Stats::syscalls`]):

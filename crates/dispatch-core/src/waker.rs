@@ -9,6 +9,20 @@ use std::sync::Arc;
 /// A handle that wakes its loop from any thread. Cloning is cheap; wake-ups that arrive
 /// before the loop waits are counted, not lost, and several coalesce into one completion of
 /// `Io::wait_wakeup`.
+///
+/// ```
+/// use dispatch_core::{Io, Options};
+///
+/// let mut io: Io<Vec<u64>> = Io::new(&Options::new(4)).expect("a backend");
+/// let waker = io.waker();
+/// let thread = std::thread::spawn(move || waker.wake().expect("wake"));
+/// io.wait_wakeup(0, |woken: &mut Vec<u64>, _io, _tag, count| woken.push(count.unwrap()))
+///     .expect("a free slot");
+/// let mut woken = Vec::new();
+/// io.run_until_idle(&mut woken).expect("run");
+/// thread.join().unwrap();
+/// assert_eq!(woken, vec![1]);
+/// ```
 #[derive(Clone, Debug)]
 pub struct Waker {
     shared: Arc<Shared>,
