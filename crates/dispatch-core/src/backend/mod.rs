@@ -28,6 +28,9 @@
 // `push` passes io_uring's unsafe contract through; the readiness backends do not need it.
 #![allow(unsafe_code)]
 
+#[cfg(not(any(target_os = "linux", kqueue)))]
+compile_error!("dispatch-core runs on Linux (io_uring, epoll), FreeBSD and macOS (kqueue)");
+
 #[cfg(target_os = "linux")]
 pub(crate) mod io_uring;
 pub(crate) mod readiness;
