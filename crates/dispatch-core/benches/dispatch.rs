@@ -1,6 +1,7 @@
 //! Cost per operation through `dispatch-core` against the raw `io-uring` crate doing the same
-//! work in the same run, for two ring set-ups (plain, and `SINGLE_ISSUER | DEFER_TASKRUN`),
-//! and through `dispatch-core` on its epoll backend beside them.
+//! work in the same run, for three ring set-ups (plain, `COOP_TASKRUN`, and
+//! `SINGLE_ISSUER | DEFER_TASKRUN`), and through `dispatch-core` on its epoll backend beside
+//! them.
 //!
 //! - `nop/*`: a batch of 32 nops, submitted together and reaped: the loop's own cost.
 //! - `timeout0/*`: a batch of 32 zero-length timeouts (dominated by the kernel's timers).
@@ -36,18 +37,27 @@ mod linux {
         name: &'static str,
         single_issuer: bool,
         defer_taskrun: bool,
+        coop_taskrun: bool,
     }
 
-    const SETUPS: [Setup; 2] = [
+    const SETUPS: [Setup; 3] = [
         Setup {
             name: "plain",
             single_issuer: false,
             defer_taskrun: false,
+            coop_taskrun: false,
+        },
+        Setup {
+            name: "coop_taskrun",
+            single_issuer: false,
+            defer_taskrun: false,
+            coop_taskrun: true,
         },
         Setup {
             name: "single_issuer+defer_taskrun",
             single_issuer: true,
             defer_taskrun: true,
+            coop_taskrun: false,
         },
     ];
 
@@ -59,6 +69,7 @@ mod linux {
             options.backend = Some(BackendKind::IoUring);
             options.uring.single_issuer = setup.single_issuer;
             options.uring.defer_taskrun = setup.defer_taskrun;
+            options.uring.coop_taskrun = setup.coop_taskrun;
             ios.push((setup.name, Io::new(&options).expect("io_uring")));
         }
         let mut options = Options::new(64);
@@ -74,6 +85,9 @@ mod linux {
         }
         if setup.defer_taskrun {
             builder.setup_defer_taskrun();
+        }
+        if setup.coop_taskrun {
+            builder.setup_coop_taskrun();
         }
         builder.setup_submit_all();
         builder.build(64).expect("io_uring")
