@@ -107,14 +107,16 @@ pub(crate) fn unit_value(args: Args, result: i32) -> io::Result<()> {
 
 /// The value for a count callback (wake-up wait).
 pub(crate) fn count_value(args: Args, result: i32) -> io::Result<u64> {
-    let Args::Wakeup { count: wakeups, .. } = args else {
-        unreachable!("{} is not a wake-up wait", args.label())
-    };
-    match result {
-        8 => Ok(wakeups),
-        r if r < 0 => Err(error(r)),
-        r => panic!("eventfd read returned {r} bytes, not 8"),
+    assert!(
+        matches!(args, Args::Wakeup),
+        "{} is not a wake-up wait",
+        args.label()
+    );
+    if result < 0 {
+        return Err(error(result));
     }
+    assert!(result > 0, "a wake-up wait completed without a wake-up");
+    Ok(u64::try_from(result).expect("positive"))
 }
 
 /// Converts and drops the result of an operation whose callback will not run (the loop is
@@ -126,7 +128,7 @@ pub(crate) fn discard(args: Args, result: i32) {
         Args::Recv { .. } | Args::Read { .. } | Args::Send { .. } | Args::Write { .. } => {
             drop(buf_value(args, result))
         }
-        Args::Wakeup { .. } => drop(count_value(args, result)),
+        Args::Wakeup => drop(count_value(args, result)),
         _ => drop(unit_value(args, result)),
     }
 }

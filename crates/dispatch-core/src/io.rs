@@ -461,7 +461,7 @@ impl<C> Io<C> {
         tag: Tag,
         callback: CountCallback<C>,
     ) -> Result<OpId, ScheduleError<()>> {
-        let args = Args::Wakeup { count: 0 };
+        let args = Args::Wakeup;
         self.schedule(tag, args, Callback::Count(callback), ())
     }
 

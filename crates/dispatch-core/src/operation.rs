@@ -174,11 +174,9 @@ pub(crate) enum Args {
     },
     /// Does nothing; completes on the next turn.
     Nop,
-    /// Waits for the loop's waker; the wake-ups it coalesced land in `count` (io_uring reads
-    /// the eventfd's counter straight into it).
-    Wakeup {
-        count: u64,
-    },
+    /// Waits for the loop's waker. The result is the number of wake-ups it coalesced (at most
+    /// `i32::MAX`): nothing the kernel writes lives in the argument table itself.
+    Wakeup,
 }
 
 impl Args {
@@ -199,7 +197,7 @@ impl Args {
             Args::Timeout { .. } => "timeout",
             Args::Cancel { .. } => "cancel",
             Args::Nop => "nop",
-            Args::Wakeup { .. } => "wakeup",
+            Args::Wakeup => "wakeup",
         }
     }
 }

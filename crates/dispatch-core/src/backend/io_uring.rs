@@ -13,7 +13,7 @@ use sys_uring::types::{Fd, Timespec};
 use sys_uring::{Ring, RingOptions, SetupError};
 
 use super::{SqFull, Wait};
-use crate::operation::Args;
+use crate::operation::{Args, OpId};
 use crate::options::Options;
 use crate::stats::Stats;
 use crate::waker::Waker;
@@ -33,6 +33,9 @@ pub(crate) struct IoUringBackend {
     ring: Ring,
     timespecs: Box<[Timespec]>,
     sockaddrs: Box<[RawSockAddr]>,
+    /// Per slot: the eventfd counter a wake-up wait reads into (`Some` while one is in
+    /// flight in that slot).
+    wakeups: Box<[Option<u64>]>,
     wait_timespec: Timespec,
     ext_arg: bool,
     waker: Waker,
@@ -70,6 +73,7 @@ impl IoUringBackend {
             ring,
             timespecs,
             sockaddrs,
+            wakeups: vec![None; options.ops_max as usize].into_boxed_slice(),
             wait_timespec: Timespec::new(),
             ext_arg,
             waker,
@@ -99,8 +103,9 @@ impl IoUringBackend {
     ) -> Result<(), SqFull> {
         let entry = self.entry(idx, args).user_data(user_data);
         // SAFETY: the entry points into `args` (and the heap buffers it owns) and into
-        // `self.timespecs[idx]` or `self.sockaddrs[idx]`; the caller keeps `args` in place
-        // until the completion is reaped, and both tables live as long as the ring.
+        // `self.timespecs[idx]`, `self.sockaddrs[idx]` or `self.wakeups[idx]`; the caller
+        // keeps `args` in place until the completion is reaped, and the three tables live as
+        // long as the ring and are never resized.
         unsafe { self.ring.push(&entry) }.map_err(|_| SqFull)
     }
 
@@ -158,8 +163,11 @@ impl IoUringBackend {
             }
             Args::Cancel { target } => opcode::AsyncCancel::new(target.user_data()).build(),
             Args::Nop => opcode::Nop::new().build(),
-            Args::Wakeup { count } => {
-                let ptr: *mut u64 = count;
+            Args::Wakeup => {
+                // The eventfd's counter lands in the backend's own per-slot word; `reap` turns
+                // it into the result.
+                self.wakeups[idx as usize] = Some(0);
+                let ptr: *mut u64 = self.wakeups[idx as usize].as_mut().expect("just set");
                 opcode::Read::new(Fd(self.wakeup_fd()), ptr.cast(), 8).build()
             }
         }
@@ -250,9 +258,19 @@ impl IoUringBackend {
 
     /// Copies out every ready completion for a slot; internal completions are consumed here.
     pub(crate) fn reap(&mut self, mut f: impl FnMut(u64, i32)) {
+        let wakeups = &mut self.wakeups;
         self.ring.reap(|cqe| match cqe.user_data {
             USER_DATA_WAIT_TIMEOUT | USER_DATA_DROP_CANCEL => {}
-            user_data => f(user_data, cqe.result),
+            user_data => {
+                let idx = OpId::from_user_data(user_data).idx as usize;
+                let result = match wakeups[idx].take() {
+                    // A wake-up wait: its result is the counter the kernel read, not 8 bytes.
+                    Some(count) if cqe.result == 8 => i32::try_from(count).unwrap_or(i32::MAX),
+                    Some(_) if cqe.result >= 0 => panic!("eventfd read of {} bytes", cqe.result),
+                    _ => cqe.result,
+                };
+                f(user_data, result)
+            }
         });
     }
 

@@ -260,19 +260,16 @@ impl<P: Poller> Engine<P> {
         match *args {
             Args::Accept { fd } | Args::Recv { fd, .. } if fd >= 0 => Some((fd, Dir::Read)),
             Args::Connect { fd, .. } | Args::Send { fd, .. } if fd >= 0 => Some((fd, Dir::Write)),
-            Args::Wakeup { .. } => Some((self.poller.wakeup_fd(), Dir::Read)),
+            Args::Wakeup => Some((self.poller.wakeup_fd(), Dir::Read)),
             _ => None,
         }
     }
 
     fn try_op(&mut self, idx: u32, args: &mut [Args], stats: &mut Stats) -> io::Result<Step> {
         let i = idx as usize;
-        if let Args::Wakeup { count, .. } = &mut args[i] {
+        if let Args::Wakeup = args[i] {
             return Ok(match self.poller.take_wakeups(stats)? {
-                Some(wakeups) => {
-                    *count = wakeups;
-                    Step::Done(8)
-                }
+                Some(wakeups) => Step::Done(i32::try_from(wakeups).unwrap_or(i32::MAX)),
                 None => Step::Wait(self.poller.wakeup_fd(), Dir::Read),
             });
         }

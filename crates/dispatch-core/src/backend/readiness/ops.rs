@@ -174,11 +174,7 @@ pub(crate) fn perform(args: &mut Args, connecting: &mut bool, stats: &mut Stats)
         | Args::Shutdown { .. }
         | Args::Fsync { .. }
         | Args::Openat { .. } => Step::Done(-libc::EBADF),
-        Args::Empty
-        | Args::Timeout { .. }
-        | Args::Cancel { .. }
-        | Args::Nop
-        | Args::Wakeup { .. } => {
+        Args::Empty | Args::Timeout { .. } | Args::Cancel { .. } | Args::Nop | Args::Wakeup => {
             unreachable!("{} is handled by the engine, not performed", args.label())
         }
     }
