@@ -1,9 +1,9 @@
 //! Tidy: house-style checks that run as `#[test]`s, so `cargo test` enforces them.
 //!
-//! Every `.rs` file opens with a `//!` comment; lines stay within 100 columns; no debug
-//! macros or fix-me markers; every `unsafe` block is preceded by a `// SAFETY:` comment; every
-//! file that contains `unsafe` code opts in with `#![allow(unsafe_code)]` (or an item-level
-//! allow), so `grep` finds every unsafe module.
+//! Every `.rs` file opens with a `//!` comment; functions stay within 70 lines; lines stay
+//! within 100 columns; no debug macros or fix-me markers; every `unsafe` block is preceded by
+//! a `// SAFETY:` comment; every file that contains `unsafe` code opts in with
+//! `#![allow(unsafe_code)]` (or an item-level allow), so `grep` finds every unsafe module.
 
 #[cfg(test)]
 mod tests {
@@ -65,6 +65,51 @@ mod tests {
                 for word in banned {
                     assert!(!line.contains(word), "{at}: contains {word}");
                 }
+            }
+        }
+    }
+
+    /// The function-length limit (TigerBeetle's): a longer function is two functions.
+    const FUNCTION_LINES_MAX: usize = 70;
+
+    /// Whether `line` starts a function item (`fn`, with any of `pub`, `pub(crate)`,
+    /// `const`, `unsafe` before it).
+    fn starts_function(line: &str) -> bool {
+        let mut rest = line.trim_start();
+        for prefix in ["pub(crate) ", "pub(super) ", "pub ", "const ", "unsafe "] {
+            rest = rest.strip_prefix(prefix).unwrap_or(rest);
+        }
+        rest.starts_with("fn ")
+    }
+
+    #[test]
+    fn functions_stay_within_70_lines() {
+        for (path, text) in sources() {
+            let lines: Vec<&str> = text.lines().collect();
+            for (start, line) in lines.iter().enumerate() {
+                if !starts_function(line) {
+                    continue;
+                }
+                // The signature ends at the first line ending in `{` (a body) or `;` (a
+                // declaration, skipped).
+                let Some(open) = (start..lines.len()).find(|&i| {
+                    lines[i].trim_end().ends_with('{') || lines[i].trim_end().ends_with(';')
+                }) else {
+                    continue;
+                };
+                if lines[open].trim_end().ends_with(';') {
+                    continue;
+                }
+                let indent = &line[..line.len() - line.trim_start().len()];
+                let close = (open..lines.len()).find(|&i| lines[i] == format!("{indent}}}"));
+                let Some(close) = close else { continue };
+                let length = close - start + 1;
+                assert!(
+                    length <= FUNCTION_LINES_MAX,
+                    "{}:{}: function of {length} lines (at most {FUNCTION_LINES_MAX})",
+                    path.display(),
+                    start + 1
+                );
             }
         }
     }

@@ -65,6 +65,20 @@ fn check_sequence(steps: &[Step], sq_entries: u32) -> Result<(), TestCaseError> 
         return Ok(());
     };
     let mut model = Model::default();
+    let (scheduled, timeouts) = run_steps(&mut io, &mut model, steps)?;
+    io.run_until_idle(&mut model).unwrap();
+    prop_assert_eq!(io.in_flight(), 0);
+    prop_assert_eq!(io.stats().ops_completed, scheduled.len() as u64);
+    check_results(&model, &scheduled, &timeouts)
+}
+
+/// Runs `steps`, checking each scheduling result; returns what was scheduled (indexed by
+/// tag) and the tags of the timeouts.
+fn run_steps(
+    io: &mut Io<Model>,
+    model: &mut Model,
+    steps: &[Step],
+) -> Result<(Vec<Scheduled>, Vec<Tag>), TestCaseError> {
     let mut scheduled: Vec<Scheduled> = Vec::new();
     let mut timeouts: Vec<Tag> = Vec::new();
     for step in steps {
@@ -89,11 +103,11 @@ fn check_sequence(steps: &[Step], sq_entries: u32) -> Result<(), TestCaseError> 
             }
             Step::Cancel(_) => continue,
             Step::Tick => {
-                io.tick(&mut model).unwrap();
+                io.tick(model).unwrap();
                 continue;
             }
             Step::RunForUs(us) => {
-                io.run_for_ns(&mut model, u64::from(us) * 1000).unwrap();
+                io.run_for_ns(model, u64::from(us) * 1000).unwrap();
                 continue;
             }
         };
@@ -111,16 +125,22 @@ fn check_sequence(steps: &[Step], sq_entries: u32) -> Result<(), TestCaseError> 
             }
         }
     }
-    io.run_until_idle(&mut model).unwrap();
-    prop_assert_eq!(io.in_flight(), 0);
+    Ok((scheduled, timeouts))
+}
+
+/// Checks every callback's result against the model.
+fn check_results(
+    model: &Model,
+    scheduled: &[Scheduled],
+    timeouts: &[Tag],
+) -> Result<(), TestCaseError> {
     prop_assert_eq!(
         model.results.len(),
         scheduled.len(),
         "every callback ran once"
     );
-    prop_assert_eq!(io.stats().ops_completed, scheduled.len() as u64);
     // A target that ended cancelled was cancelled by one of its cancels (several may race).
-    for &target_tag in &timeouts {
+    for &target_tag in timeouts {
         if model.results[&target_tag].0 == libc::ECANCELED {
             let cancelled_by = scheduled.iter().enumerate().filter(|(tag, entry)| {
                 matches!(entry, Scheduled::Cancel { target_tag: t } if *t == target_tag)
@@ -309,26 +329,35 @@ mod sockets {
             }
         }
         for (pair, (_, server)) in pairs.into_iter().enumerate() {
-            let mut rest = Vec::new();
-            let mut server = server;
-            server.read_to_end(&mut rest).unwrap();
-            let sent_whole: usize = seen
-                .results
-                .iter()
-                .filter(|(&tag, _)| {
-                    tag & (RECV_BIT | CANCEL_BIT) == 0 && (tag & 0xff) as usize == pair
-                })
-                .map(|(_, &(_, n))| n)
-                .sum();
-            prop_assert!(sent_whole <= sent[pair]);
-            let arrived = seen.received[pair].len() + rest.len();
-            prop_assert_eq!(arrived, sent_whole, "pair {}: bytes lost or invented", pair);
-            let all_own = seen.received[pair]
-                .iter()
-                .chain(&rest)
-                .all(|&b| usize::from(b) == pair);
-            prop_assert!(all_own, "pair {} received another pair's bytes", pair);
+            check_bytes(&seen, pair, server, sent[pair])?;
         }
+        Ok(())
+    }
+
+    /// What the loop received on `pair` plus what is left in `server` is exactly what its
+    /// sends reported, and all of it is `pair`'s own.
+    fn check_bytes(
+        seen: &Seen,
+        pair: usize,
+        mut server: TcpStream,
+        sent: usize,
+    ) -> Result<(), TestCaseError> {
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).unwrap();
+        let sent_whole: usize = seen
+            .results
+            .iter()
+            .filter(|(&tag, _)| tag & (RECV_BIT | CANCEL_BIT) == 0 && (tag & 0xff) as usize == pair)
+            .map(|(_, &(_, n))| n)
+            .sum();
+        prop_assert!(sent_whole <= sent);
+        let arrived = seen.received[pair].len() + rest.len();
+        prop_assert_eq!(arrived, sent_whole, "pair {}: bytes lost or invented", pair);
+        let all_own = seen.received[pair]
+            .iter()
+            .chain(&rest)
+            .all(|&b| usize::from(b) == pair);
+        prop_assert!(all_own, "pair {} received another pair's bytes", pair);
         Ok(())
     }
 

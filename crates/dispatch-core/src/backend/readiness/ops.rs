@@ -7,6 +7,7 @@
 //! run inline: readiness cannot wait on regular files.
 #![allow(unsafe_code)]
 
+use std::ffi::CStr;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, RawFd};
 
@@ -92,24 +93,8 @@ pub(crate) fn perform(args: &mut Args, connecting: &mut bool, stats: &mut Stats)
     match args {
         Args::Accept { fd } if *fd >= 0 => accept(borrow(*fd), stats),
         Args::Connect { fd, addr } if *fd >= 0 => connect(borrow(*fd), addr, connecting, stats),
-        Args::Recv { fd, buf } if *fd >= 0 => {
-            let fd = borrow(*fd);
-            let recv = || {
-                let ((init, _), _) = rustix::net::recv(fd, spare(buf), RecvFlags::DONTWAIT)?;
-                Ok(init.len())
-            };
-            match retry(stats, recv) {
-                Err(Errno::AGAIN) => Step::Wait(fd.as_raw_fd(), Dir::Read),
-                result => done(result),
-            }
-        }
-        Args::Send { fd, buf } if *fd >= 0 => {
-            let fd = borrow(*fd);
-            match retry(stats, || rustix::net::send(fd, filled(buf), send_flags())) {
-                Err(Errno::AGAIN) => Step::Wait(fd.as_raw_fd(), Dir::Write),
-                result => done(result),
-            }
-        }
+        Args::Recv { fd, buf } if *fd >= 0 => recv(borrow(*fd), buf, stats),
+        Args::Send { fd, buf } if *fd >= 0 => send(borrow(*fd), buf, stats),
         Args::Read { fd, buf, offset } if *fd >= 0 => {
             let fd = borrow(*fd);
             let read = || rustix::io::pread(fd, spare(buf), *offset).map(|(init, _)| init.len());
@@ -121,15 +106,7 @@ pub(crate) fn perform(args: &mut Args, connecting: &mut bool, stats: &mut Stats)
                 rustix::io::pwrite(fd, filled(buf), *offset)
             }))
         }
-        Args::Shutdown { fd, how } if *fd >= 0 => {
-            let how = match *how {
-                libc::SHUT_RD => rustix::net::Shutdown::Read,
-                libc::SHUT_WR => rustix::net::Shutdown::Write,
-                _ => rustix::net::Shutdown::Both,
-            };
-            let fd = borrow(*fd);
-            done(retry(stats, || rustix::net::shutdown(fd, how)).map(|()| 0))
-        }
+        Args::Shutdown { fd, how } if *fd >= 0 => shutdown(borrow(*fd), *how, stats),
         Args::Fsync { fd } if *fd >= 0 => {
             let fd = borrow(*fd);
             done(retry(stats, || rustix::fs::fsync(fd)).map(|()| 0))
@@ -140,30 +117,9 @@ pub(crate) fn perform(args: &mut Args, connecting: &mut bool, stats: &mut Stats)
             flags,
             mode,
         } if *dir >= 0 || *dir == libc::AT_FDCWD => {
-            let dir = borrow(*dir);
-            let flags =
-                rustix::fs::OFlags::from_bits_retain(*flags as _) | rustix::fs::OFlags::CLOEXEC;
-            let mode = rustix::fs::Mode::from_bits_retain(*mode as _);
-            let opened = retry(stats, || {
-                rustix::fs::openat(dir, path.as_c_str(), flags, mode)
-            });
-            done(opened.map(|fd| fd.into_raw_fd() as usize))
+            openat(borrow(*dir), path, *flags, *mode, stats)
         }
-        Args::Close { fd } => {
-            stats.syscalls += 1;
-            // SAFETY: the operation owns this descriptor (it was an `OwnedFd`); the completion
-            // forgets the `OwnedFd` without closing it again, whatever close returned.
-            let result = unsafe { libc::close(fd.as_raw_fd()) };
-            // EINTR from close still released the descriptor on Linux and the BSDs: never
-            // retry a close.
-            match result {
-                0 => Step::Done(0),
-                _ => match Errno::from_io_error(&std::io::Error::last_os_error()) {
-                    Some(Errno::INTR) | None => Step::Done(0),
-                    Some(errno) => Step::Done(-errno.raw_os_error()),
-                },
-            }
-        }
+        Args::Close { fd } => close(fd.as_raw_fd(), stats),
         // A negative descriptor (other than AT_FDCWD for openat) is never open.
         Args::Accept { .. }
         | Args::Connect { .. }
@@ -177,6 +133,56 @@ pub(crate) fn perform(args: &mut Args, connecting: &mut bool, stats: &mut Stats)
         Args::Empty | Args::Timeout { .. } | Args::Cancel { .. } | Args::Nop | Args::Wakeup => {
             unreachable!("{} is handled by the engine, not performed", args.label())
         }
+    }
+}
+
+fn recv(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, stats: &mut Stats) -> Step {
+    let recv = || {
+        let ((init, _), _) = rustix::net::recv(fd, spare(buf), RecvFlags::DONTWAIT)?;
+        Ok(init.len())
+    };
+    match retry(stats, recv) {
+        Err(Errno::AGAIN) => Step::Wait(fd.as_raw_fd(), Dir::Read),
+        result => done(result),
+    }
+}
+
+fn send(fd: BorrowedFd<'_>, buf: &[u8], stats: &mut Stats) -> Step {
+    match retry(stats, || rustix::net::send(fd, filled(buf), send_flags())) {
+        Err(Errno::AGAIN) => Step::Wait(fd.as_raw_fd(), Dir::Write),
+        result => done(result),
+    }
+}
+
+fn shutdown(fd: BorrowedFd<'_>, how: i32, stats: &mut Stats) -> Step {
+    let how = match how {
+        libc::SHUT_RD => rustix::net::Shutdown::Read,
+        libc::SHUT_WR => rustix::net::Shutdown::Write,
+        _ => rustix::net::Shutdown::Both,
+    };
+    done(retry(stats, || rustix::net::shutdown(fd, how)).map(|()| 0))
+}
+
+fn openat(dir: BorrowedFd<'_>, path: &CStr, flags: i32, mode: u32, stats: &mut Stats) -> Step {
+    let flags = rustix::fs::OFlags::from_bits_retain(flags as _) | rustix::fs::OFlags::CLOEXEC;
+    let mode = rustix::fs::Mode::from_bits_retain(mode as _);
+    let opened = retry(stats, || rustix::fs::openat(dir, path, flags, mode));
+    done(opened.map(|fd| fd.into_raw_fd() as usize))
+}
+
+fn close(fd: RawFd, stats: &mut Stats) -> Step {
+    stats.syscalls += 1;
+    // SAFETY: the operation owns this descriptor (it was an `OwnedFd`); the completion
+    // forgets the `OwnedFd` without closing it again, whatever close returned.
+    let result = unsafe { libc::close(fd) };
+    // EINTR from close still released the descriptor on Linux and the BSDs: never retry a
+    // close.
+    match result {
+        0 => Step::Done(0),
+        _ => match Errno::from_io_error(&std::io::Error::last_os_error()) {
+            Some(Errno::INTR) | None => Step::Done(0),
+            Some(errno) => Step::Done(-errno.raw_os_error()),
+        },
     }
 }
 
