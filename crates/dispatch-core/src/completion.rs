@@ -80,19 +80,19 @@ pub(crate) fn buf_value(args: Args, result: i32) -> BufResult {
 
 /// The value for a unit callback.
 pub(crate) fn unit_value(args: Args, result: i32) -> io::Result<()> {
-    match args {
-        // Cancelled before it was performed (only `Io`'s drop does that): the descriptor is
-        // still open and still ours, and dropping the `OwnedFd` closes it.
-        Args::Close { fd } if result == -libc::ECANCELED => {
+    if let Args::Close { fd } = args {
+        if result == -libc::ECANCELED {
+            // Cancelled before it was performed (only `Io`'s drop does that): the descriptor
+            // is still open and still ours, and dropping the `OwnedFd` closes it.
             drop(fd);
-            unit(result)
-        }
-        Args::Close { fd } => {
+        } else {
             // The close was performed (whatever its result, Linux and the BSDs release the
             // descriptor), so the `OwnedFd` must not close it again.
             let _ = fd.into_raw_fd();
-            unit(result)
         }
+        return unit(result);
+    }
+    let value = match &args {
         // A timeout that expired reports ETIME: for the caller that is success.
         Args::Timeout { .. } if result == TIMEOUT_EXPIRED => Ok(()),
         Args::Timeout { .. }
@@ -102,7 +102,10 @@ pub(crate) fn unit_value(args: Args, result: i32) -> io::Result<()> {
         | Args::Cancel { .. }
         | Args::Nop => unit(result),
         other => unreachable!("{} is not a unit operation", other.label()),
-    }
+    };
+    // The variants above own nothing: forgetting skips a call to drop glue on the hot path.
+    std::mem::forget(args);
+    value
 }
 
 /// The value for a count callback (wake-up wait).

@@ -615,11 +615,7 @@ impl<C> Io<C> {
         let overflow = &mut self.overflow;
         let in_kernel = &mut self.in_kernel;
         self.backend.reap(|user_data, result| {
-            let id = OpId::from_user_data(user_data);
-            let idx = slots
-                .lookup(id)
-                .expect("a completion for a slot no longer in flight");
-            assert_eq!(slots[idx].state, State::Kernel, "completion for slot {idx}");
+            let idx = slots.kernel_slot(OpId::from_user_data(user_data));
             assert!(*in_kernel > 0);
             *in_kernel -= 1;
             if result == -libc::EINTR {
@@ -628,8 +624,9 @@ impl<C> Io<C> {
                 overflow.push(slots.as_mut_slice(), idx);
                 return;
             }
-            slots[idx].state = State::Completed;
-            slots[idx].result = result;
+            let slot = &mut slots[idx];
+            slot.state = State::Completed;
+            slot.result = result;
             completed.push(idx);
         });
     }
@@ -723,12 +720,15 @@ impl<C> Io<C> {
     }
 
     fn start(&mut self, idx: u32, tag: Tag, args: Args, callback: Callback<C>) -> OpId {
+        // `alloc` asserted the slot free; `set_args` asserts it held no arguments.
         let slot = &mut self.slots[idx];
-        assert_eq!(slot.state, State::Free);
         slot.tag = tag;
         slot.callback = callback;
+        let id = OpId {
+            idx,
+            generation: slot.generation,
+        };
         self.slots.set_args(idx, args);
-        let id = self.slots.id(idx);
         self.enqueue(idx);
         id
     }

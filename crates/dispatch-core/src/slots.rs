@@ -231,10 +231,11 @@ impl<C> Slots<C> {
 
     /// Returns a slot to the free list; its generation moves on so stale `OpId`s miss it.
     pub(crate) fn release(&mut self, idx: u32) {
-        let empty = matches!(self.args[idx as usize], Args::Empty);
-        assert!(empty, "slot {idx} released holding arguments");
+        // The caller has just moved the arguments and the callback out: derivable, so these
+        // two checks are debug-only.
+        debug_assert!(matches!(self.args[idx as usize], Args::Empty));
         let slot = &mut self.slots[idx as usize];
-        assert!(matches!(slot.callback, Callback::None));
+        debug_assert!(matches!(slot.callback, Callback::None));
         assert_eq!(slot.next, NONE, "slot {idx} released while on a list");
         slot.state = State::Free;
         slot.generation = slot.generation.wrapping_add(1);
@@ -259,6 +260,24 @@ impl<C> Slots<C> {
         Some(id.idx)
     }
 
+    /// The slot of a completion the backend reported: it must still be that operation's and
+    /// in the kernel, or an invariant broke.
+    pub(crate) fn kernel_slot(&self, id: OpId) -> u32 {
+        let slot = &self.slots[id.idx as usize];
+        assert_eq!(
+            slot.generation, id.generation,
+            "completion for a recycled slot {}",
+            id.idx
+        );
+        assert_eq!(
+            slot.state,
+            State::Kernel,
+            "completion for slot {} not in the kernel",
+            id.idx
+        );
+        id.idx
+    }
+
     pub(crate) fn as_mut_slice(&mut self) -> &mut [Slot<C>] {
         &mut self.slots
     }
@@ -278,8 +297,13 @@ impl<C> Slots<C> {
     }
 
     pub(crate) fn set_args(&mut self, idx: u32, args: Args) {
-        assert!(matches!(self.args[idx as usize], Args::Empty));
-        self.args[idx as usize] = args;
+        let old = std::mem::replace(&mut self.args[idx as usize], args);
+        assert!(
+            matches!(old, Args::Empty),
+            "slot {idx} already holds arguments"
+        );
+        // Empty owns nothing: forgetting it skips a call to drop glue on the hot path.
+        std::mem::forget(old);
     }
 
     /// Leaks the table so that memory the kernel may still write is never freed. Only for a
