@@ -28,7 +28,12 @@ impl Drop for Server {
 }
 
 fn start(backend: &str) -> (Server, SocketAddr) {
-    let mut command = Command::new(example_path());
+    start_command(Command::new(example_path()), backend)
+}
+
+/// Starts `command` (the example, perhaps behind a wrapper) on 127.0.0.1:0 and reads the
+/// address it listens on.
+fn start_command(mut command: Command, backend: &str) -> (Server, SocketAddr) {
     command
         .arg("127.0.0.1:0")
         .stdout(Stdio::piped())
@@ -106,5 +111,47 @@ fn echoes_every_byte_in_order_for_several_clients_on_every_backend() {
         }
         // The server keeps serving after those connections ended.
         echo_round_trip(addr, 99, 10);
+    }
+}
+
+/// One byte there and back.
+fn ping(stream: &mut TcpStream) {
+    stream.write_all(b"x").unwrap();
+    let mut byte = [0];
+    stream.read_exact(&mut byte).unwrap();
+    assert_eq!(&byte, b"x");
+}
+
+#[test]
+fn out_of_descriptors_pauses_accepting_and_keeps_serving() {
+    if !Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return eprintln!("skipped: no prlimit(1) to lower the example's descriptor limit");
+    }
+    let backends: &[&str] = if cfg!(target_os = "linux") {
+        &["auto", "epoll", "kqueue-fake"]
+    } else {
+        &["auto"]
+    };
+    for backend in backends {
+        // 16 descriptors: the standard three, the listener and the loop's own two or three
+        // leave room for about ten connections, so some of these sixteen clients find the
+        // server out of descriptors (EMFILE on accept) for certain.
+        let mut command = Command::new("prlimit");
+        command.arg("--nofile=16:16").arg(example_path());
+        let (_server, addr) = start_command(command, backend);
+        let mut clients: Vec<TcpStream> = (0..16).map(|_| client(addr)).collect();
+        // The first connections are served while later accepts fail with EMFILE.
+        ping(&mut clients[0]);
+        ping(&mut clients[1]);
+        // Closing some frees descriptors: the server resumes accepting and serves everyone
+        // still waiting in the backlog.
+        clients.drain(..8);
+        for stream in &mut clients {
+            ping(stream);
+        }
     }
 }
