@@ -142,11 +142,9 @@ pub struct Io<C> {
     completed: Completed,
     backend: Backend,
     stats: Stats,
-    waker: Waker,
     running: bool,
     /// Operations handed to the backend whose completion has not been reaped.
     in_kernel: u32,
-    ops_max: u32,
     _not_send: PhantomData<*mut ()>,
 }
 
@@ -170,7 +168,6 @@ impl<C> Io<C> {
     pub fn new(options: &Options) -> Result<Io<C>, InitError> {
         options.validate().map_err(InitError::InvalidOptions)?;
         let (backend, fallback) = Backend::new(options)?;
-        let waker = backend.waker();
         let stats = Stats::new(backend.kind(), fallback);
         Ok(Io {
             slots: Slots::new(options.ops_max),
@@ -178,10 +175,8 @@ impl<C> Io<C> {
             completed: Completed::new(options.ops_max),
             backend,
             stats,
-            waker,
             running: false,
             in_kernel: 0,
-            ops_max: options.ops_max,
             _not_send: PhantomData,
         })
     }
@@ -198,7 +193,7 @@ impl<C> Io<C> {
 
     /// A handle that wakes this loop from any thread; see [`Io::wait_wakeup`].
     pub fn waker(&self) -> Waker {
-        self.waker.clone()
+        self.backend.waker()
     }
 
     /// Accepts a connection on the listening socket `listener`. The new socket is
@@ -713,7 +708,7 @@ impl<C> Io<C> {
     fn exhausted<T>(&self, value: T) -> ScheduleError<T> {
         ScheduleError {
             kind: ScheduleErrorKind::SlotsExhausted {
-                ops_max: self.ops_max,
+                ops_max: self.slots.capacity(),
             },
             value,
         }

@@ -62,16 +62,21 @@ fn cancel_in_kernel(io: &mut Io<Results>, target: OpId) -> Results {
     results
 }
 
+/// Schedules a recv on `server` (tag 1) with a buffer of `capacity`, which must wait, and
+/// cancels it once it is in the kernel.
+fn cancel_pending_recv(io: &mut Io<Results>, server: &TcpStream, capacity: usize) -> Results {
+    let buf = Vec::with_capacity(capacity);
+    let target = io.recv(1, check::fd(server), buf, on_buf).unwrap();
+    cancel_in_kernel(io, target)
+}
+
 #[test]
 fn cancel_a_pending_recv_returns_its_buffer() {
     let Some(mut io) = check::io::<Results>(&Options::new(8)) else {
         return;
     };
     let (_client, server) = check::tcp_pair();
-    let target = io
-        .recv(1, check::fd(&server), Vec::with_capacity(77), on_buf)
-        .unwrap();
-    let results = cancel_in_kernel(&mut io, target);
+    let results = cancel_pending_recv(&mut io, &server, 77);
     assert_eq!(results.by_tag[&1], libc::ECANCELED);
     assert_eq!(results.by_tag[&100], 0);
     assert_eq!(results.bufs[0].capacity(), 77);
@@ -194,10 +199,7 @@ fn a_peer_that_hangs_up_after_a_cancel_does_not_wake_an_idle_loop() {
         return;
     };
     let (client, server) = check::tcp_pair();
-    let target = io
-        .recv(1, check::fd(&server), Vec::with_capacity(8), on_buf)
-        .unwrap();
-    let results = cancel_in_kernel(&mut io, target);
+    let results = cancel_pending_recv(&mut io, &server, 8);
     assert_eq!(results.by_tag[&1], libc::ECANCELED);
     // The peer resets (EPOLLHUP and EPOLLERR, which epoll reports even for an empty
     // interest): nobody waits on the socket any more, so the idle loop must sleep through it
