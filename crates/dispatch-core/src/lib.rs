@@ -37,6 +37,7 @@
 
 mod backend;
 mod completion;
+mod error;
 mod io;
 mod operation;
 mod options;
@@ -45,7 +46,8 @@ mod stats;
 mod waker;
 
 pub use crate::backend::BACKEND_ENV;
-pub use crate::io::{InitError, Io};
+pub use crate::error::InitError;
+pub use crate::io::Io;
 pub use crate::operation::{
     BufCallback, BufResult, CountCallback, FdCallback, OpId, ScheduleError, ScheduleErrorKind, Tag,
     UnitCallback,

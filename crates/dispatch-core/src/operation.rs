@@ -14,24 +14,26 @@ use crate::io::Io;
 pub type Tag = u64;
 
 /// Names one scheduled operation, for [`Io::cancel`]. Stale ids (the operation already
-/// completed) are detected by a generation count and cancel nothing.
+/// completed) are detected by a 64-bit generation count, which never wraps in the life of a
+/// loop, and cancel nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OpId {
     pub(crate) idx: u32,
-    pub(crate) generation: u32,
+    pub(crate) generation: u64,
 }
 
 impl OpId {
-    /// The `user_data` the kernel carries for this operation: generation above, slot below.
+    /// The `user_data` the kernel carries for this operation: the generation's low 32 bits
+    /// above, the slot below. The kernel only needs to tell apart the operations it holds at
+    /// once (one per slot); the low bits catch a completion for a recycled slot in the
+    /// loop's assertions, and the full generation lives in the slot.
     pub(crate) fn user_data(self) -> u64 {
-        (u64::from(self.generation) << 32) | u64::from(self.idx)
+        (u64::from(self.generation as u32) << 32) | u64::from(self.idx)
     }
 
-    pub(crate) fn from_user_data(user_data: u64) -> OpId {
-        OpId {
-            idx: user_data as u32,
-            generation: (user_data >> 32) as u32,
-        }
+    /// The slot index a `user_data` names.
+    pub(crate) fn idx_of_user_data(user_data: u64) -> u32 {
+        user_data as u32
     }
 }
 

@@ -61,6 +61,12 @@ impl Options {
         }
     }
 
+    /// The slot table's size: `ops_max` operations and as many cancels beside them. Backends
+    /// size their per-slot tables with it.
+    pub(crate) fn slots_max(&self) -> u32 {
+        self.ops_max * 2
+    }
+
     /// Checks the limits; `Io::new` calls it.
     pub(crate) fn validate(&self) -> Result<(), &'static str> {
         if self.ops_max == 0 {

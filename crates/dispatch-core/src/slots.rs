@@ -19,8 +19,15 @@ pub(crate) enum State {
 
 /// One operation in flight.
 pub(crate) struct Slot<C> {
-    pub(crate) generation: u32,
+    /// Counts the slot's reuses: 64 bits never wrap in the life of a loop, so an `OpId`
+    /// names one operation unambiguously.
+    pub(crate) generation: u64,
     pub(crate) state: State,
+    /// A cancel of this operation is in flight: a second one completes with `EALREADY`, so
+    /// that every backend answers alike.
+    pub(crate) cancelling: bool,
+    /// The budget the slot was taken from, given back on release.
+    budget: Budget,
     /// Next slot on whichever list this slot is on; `NONE` at the tail.
     next: u32,
     pub(crate) tag: Tag,
@@ -117,19 +124,24 @@ impl Fifo {
 }
 
 /// Slots whose results are known, in completion order, waiting for their callbacks: two
-/// buffers allocated once, one filling while the other's callbacks run, so that completions
-/// caused by callbacks wait for the next turn. Each slot is in it at most once, so `ops_max`
-/// entries never overflow it.
+/// buffers allocated once. `filling` takes new completions; `draining` holds the batch whose
+/// callbacks run, read through `cursor`. A batch is only replaced once every entry has been
+/// handed out, so when a callback panics the rest of its batch stays here and runs on a
+/// later turn: nothing is lost or run twice. Completions that callbacks cause wait in
+/// `filling` for the next batch, so a turn always ends. Each slot is in the queue at most
+/// once, so `capacity` entries never overflow either buffer.
 pub(crate) struct Completed {
     filling: Vec<u32>,
-    spare: Vec<u32>,
+    draining: Vec<u32>,
+    cursor: usize,
 }
 
 impl Completed {
     pub(crate) fn new(capacity: u32) -> Completed {
         Completed {
             filling: Vec::with_capacity(capacity as usize),
-            spare: Vec::with_capacity(capacity as usize),
+            draining: Vec::with_capacity(capacity as usize),
+            cursor: 0,
         }
     }
 
@@ -141,34 +153,46 @@ impl Completed {
         self.filling.push(idx);
     }
 
+    /// Whether no callback is waiting to run.
     pub(crate) fn is_empty(&self) -> bool {
-        self.filling.is_empty()
+        self.filling.is_empty() && self.cursor == self.draining.len()
     }
 
-    /// Takes everything completed so far; give the buffer back with [`Completed::restore`].
-    pub(crate) fn take_batch(&mut self) -> Vec<u32> {
-        let spare = std::mem::take(&mut self.spare);
-        assert!(
-            spare.is_empty() && spare.capacity() > 0,
-            "one batch at a time"
-        );
-        std::mem::replace(&mut self.filling, spare)
+    /// Starts a batch: everything completed so far, unless the previous batch was cut short
+    /// (a callback panicked), whose rest then runs first.
+    pub(crate) fn start_batch(&mut self) {
+        if self.cursor < self.draining.len() {
+            return;
+        }
+        self.draining.clear();
+        self.cursor = 0;
+        std::mem::swap(&mut self.filling, &mut self.draining);
+        assert!(self.filling.is_empty());
     }
 
-    /// Returns a dispatched batch's buffer for reuse.
-    pub(crate) fn restore(&mut self, mut batch: Vec<u32>) {
-        batch.clear();
-        self.spare = batch;
+    /// The next slot of the current batch, consumed before its callback runs.
+    pub(crate) fn next_in_batch(&mut self) -> Option<u32> {
+        let idx = *self.draining.get(self.cursor)?;
+        self.cursor += 1;
+        Some(idx)
     }
 
     /// Empties the queue, handing each slot to `f` (for `Io`'s drop).
-    pub(crate) fn drain(&mut self, f: impl FnMut(u32)) {
+    pub(crate) fn drain(&mut self, mut f: impl FnMut(u32)) {
+        for &idx in &self.draining[self.cursor..] {
+            f(idx);
+        }
+        self.draining.clear();
+        self.cursor = 0;
         self.filling.drain(..).for_each(f);
     }
 }
 
 /// The slot table and its free list, a LIFO stack linked through `Slot::next`: the slot
 /// freed last is reused first, while it is still in cache.
+///
+/// The table holds `ops_max` slots for operations and `ops_max` more for cancels, counted
+/// apart: a loop whose every operation slot is in use can still cancel each of them.
 pub(crate) struct Slots<C> {
     slots: Box<[Slot<C>]>,
     /// Each slot's operation arguments, in a table of their own so that backends can reach
@@ -176,17 +200,33 @@ pub(crate) struct Slots<C> {
     args: Box<[Args]>,
     free_head: u32,
     free_len: u32,
+    ops_max: u32,
+    ops_busy: u32,
+    cancels_busy: u32,
+}
+
+/// Which budget a slot is taken from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Budget {
+    /// Any operation but a cancel: at most `ops_max` at once.
+    Op,
+    /// A cancel: at most `ops_max` at once, beside the operations.
+    Cancel,
 }
 
 impl<C> Slots<C> {
-    /// Allocates all `count` slots; the only allocation the table ever makes.
-    pub(crate) fn new(count: u32) -> Slots<C> {
-        assert!(count > 0);
+    /// Allocates all slots for `ops_max` operations and as many cancels; the only
+    /// allocation the table ever makes.
+    pub(crate) fn new(ops_max: u32) -> Slots<C> {
+        assert!(ops_max > 0);
+        let count = ops_max.checked_mul(2).expect("slot count fits u32");
         assert!(count < NONE);
         let mut slots: Box<[Slot<C>]> = (0..count)
             .map(|_| Slot {
                 generation: 0,
                 state: State::Free,
+                cancelling: false,
+                budget: Budget::Op,
                 next: NONE,
                 tag: 0,
                 result: 0,
@@ -203,27 +243,43 @@ impl<C> Slots<C> {
             args,
             free_head: 0,
             free_len: count,
+            ops_max,
+            ops_busy: 0,
+            cancels_busy: 0,
         }
     }
 
-    /// Slots in use (not free).
+    /// Slots in use (not free), cancels included.
     pub(crate) fn busy(&self) -> u32 {
         self.capacity() - self.free_len
     }
 
+    /// Every slot: `ops_max` for operations and as many for cancels.
     pub(crate) fn capacity(&self) -> u32 {
         u32::try_from(self.slots.len()).expect("slot count fits u32")
     }
 
-    /// Takes a free slot, or `None` when all are in use.
-    pub(crate) fn alloc(&mut self) -> Option<u32> {
-        if self.free_head == NONE {
-            assert_eq!(self.free_len, 0);
+    /// The most operations (or cancels) in flight at once.
+    pub(crate) fn ops_max(&self) -> u32 {
+        self.ops_max
+    }
+
+    /// Takes a free slot from `budget`, or `None` when that budget is spent.
+    pub(crate) fn alloc(&mut self, budget: Budget) -> Option<u32> {
+        let busy = match budget {
+            Budget::Op => &mut self.ops_busy,
+            Budget::Cancel => &mut self.cancels_busy,
+        };
+        if *busy == self.ops_max {
             return None;
         }
+        *busy += 1;
+        assert!(self.ops_busy + self.cancels_busy + self.free_len == self.capacity() + 1);
         let idx = self.free_head;
+        assert_ne!(idx, NONE, "a budget with room implies a free slot");
         let slot = &mut self.slots[idx as usize];
         assert_eq!(slot.state, State::Free);
+        slot.budget = budget;
         self.free_head = std::mem::replace(&mut slot.next, NONE);
         self.free_len -= 1;
         Some(idx)
@@ -237,9 +293,15 @@ impl<C> Slots<C> {
         let slot = &mut self.slots[idx as usize];
         debug_assert!(matches!(slot.callback, Callback::None));
         assert_eq!(slot.next, NONE, "slot {idx} released while on a list");
+        assert_ne!(slot.state, State::Free, "slot {idx} released twice");
         slot.state = State::Free;
-        slot.generation = slot.generation.wrapping_add(1);
+        slot.cancelling = false;
+        slot.generation += 1;
         slot.next = self.free_head;
+        match slot.budget {
+            Budget::Op => self.ops_busy -= 1,
+            Budget::Cancel => self.cancels_busy -= 1,
+        }
         self.free_head = idx;
         self.free_len += 1;
     }
@@ -260,22 +322,22 @@ impl<C> Slots<C> {
         Some(id.idx)
     }
 
-    /// The slot of a completion the backend reported: it must still be that operation's and
-    /// in the kernel, or an invariant broke.
-    pub(crate) fn kernel_slot(&self, id: OpId) -> u32 {
-        let slot = &self.slots[id.idx as usize];
+    /// The slot of a completion the backend reported (by `user_data`): it must still be that
+    /// operation's and in the kernel, or an invariant broke.
+    pub(crate) fn kernel_slot(&self, user_data: u64) -> u32 {
+        let idx = OpId::idx_of_user_data(user_data);
+        let slot = &self.slots[idx as usize];
         assert_eq!(
-            slot.generation, id.generation,
-            "completion for a recycled slot {}",
-            id.idx
+            self.id(idx).user_data(),
+            user_data,
+            "completion for a recycled slot {idx}"
         );
         assert_eq!(
             slot.state,
             State::Kernel,
-            "completion for slot {} not in the kernel",
-            id.idx
+            "completion for slot {idx} not in the kernel"
         );
-        id.idx
+        idx
     }
 
     pub(crate) fn as_mut_slice(&mut self) -> &mut [Slot<C>] {
@@ -313,6 +375,8 @@ impl<C> Slots<C> {
         let _ = Box::leak(std::mem::take(&mut self.args));
         self.free_head = NONE;
         self.free_len = 0;
+        self.ops_busy = 0;
+        self.cancels_busy = 0;
     }
 }
 
@@ -326,5 +390,90 @@ impl<C> std::ops::Index<u32> for Slots<C> {
 impl<C> std::ops::IndexMut<u32> for Slots<C> {
     fn index_mut(&mut self, idx: u32) -> &mut Slot<C> {
         &mut self.slots[idx as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Releases `idx` as the loop does, once its callback ran.
+    fn complete_and_release(slots: &mut Slots<()>, idx: u32) {
+        slots[idx].state = State::Completed;
+        slots.release(idx);
+    }
+
+    /// The generation is 64 bits: after 2^32 reuses of a slot, an id from its first use no
+    /// longer matches, though the low 32 bits (what the kernel carries) are the same.
+    #[test]
+    fn ids_stay_unambiguous_past_two_to_the_thirty_two_reuses() {
+        let mut slots: Slots<()> = Slots::new(1);
+        let idx = slots.alloc(Budget::Op).unwrap();
+        let first = slots.id(idx);
+        complete_and_release(&mut slots, idx);
+        slots.slots[idx as usize].generation = u64::from(u32::MAX) + 1;
+        let idx_again = slots.alloc(Budget::Op).unwrap();
+        assert_eq!(idx_again, idx);
+        slots[idx].state = State::Kernel;
+        let now = slots.id(idx);
+        assert_eq!(now.user_data() as u32, first.user_data() as u32);
+        assert_eq!(now.user_data() >> 32, first.user_data() >> 32);
+        assert_eq!(slots.lookup(first), None, "a stale id names nothing");
+        assert_eq!(slots.lookup(now), Some(idx));
+    }
+
+    /// Operations and cancels draw on budgets of their own: a full table of operations
+    /// leaves every cancel slot free, and the other way round.
+    #[test]
+    fn operations_and_cancels_have_separate_budgets() {
+        let mut slots: Slots<()> = Slots::new(2);
+        let ops: Vec<u32> = (0..2).map(|_| slots.alloc(Budget::Op).unwrap()).collect();
+        assert_eq!(slots.alloc(Budget::Op), None);
+        let cancels: Vec<u32> = (0..2)
+            .map(|_| slots.alloc(Budget::Cancel).unwrap())
+            .collect();
+        assert_eq!(slots.alloc(Budget::Cancel), None);
+        assert_eq!(slots.busy(), 4);
+        complete_and_release(&mut slots, cancels[0]);
+        assert_eq!(
+            slots.alloc(Budget::Op),
+            None,
+            "a cancel slot is no operation slot"
+        );
+        complete_and_release(&mut slots, ops[1]);
+        assert!(slots.alloc(Budget::Op).is_some());
+    }
+
+    /// A batch cut short (a callback panicked) keeps its rest, which runs before anything
+    /// completed since; nothing is handed out twice.
+    #[test]
+    fn a_batch_cut_short_resumes_before_newer_completions() {
+        let mut completed = Completed::new(8);
+        for idx in [1, 2, 3] {
+            completed.push(idx);
+        }
+        completed.start_batch();
+        assert_eq!(completed.next_in_batch(), Some(1));
+        // The callback for 1 panics here; a completion arrives before the next turn.
+        completed.push(7);
+        assert!(!completed.is_empty());
+        completed.start_batch();
+        let mut order = Vec::new();
+        while let Some(idx) = completed.next_in_batch() {
+            order.push(idx);
+        }
+        completed.start_batch();
+        while let Some(idx) = completed.next_in_batch() {
+            order.push(idx);
+        }
+        assert_eq!(order, vec![2, 3, 7]);
+        assert!(completed.is_empty());
+        completed.push(4);
+        completed.start_batch();
+        let mut drained = Vec::new();
+        completed.push(5);
+        completed.drain(|idx| drained.push(idx));
+        assert_eq!(drained, vec![4, 5]);
+        assert!(completed.is_empty());
     }
 }

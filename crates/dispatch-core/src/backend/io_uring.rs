@@ -33,9 +33,11 @@ pub(crate) struct IoUringBackend {
     ring: Ring,
     timespecs: Box<[Timespec]>,
     sockaddrs: Box<[RawSockAddr]>,
-    /// Per slot: the eventfd counter a wake-up wait reads into (`Some` while one is in
-    /// flight in that slot).
-    wakeups: Box<[Option<u64>]>,
+    /// Per slot: the word a wake-up wait reads the eventfd counter into.
+    wakeup_words: Box<[u64]>,
+    /// Per slot: a wake-up wait is in the kernel (set only once its SQE is in the SQ, so a
+    /// push that failed leaves no trace), and `reap` turns its 8-byte read into the count.
+    wakeup_in_kernel: Box<[bool]>,
     wait_timespec: Timespec,
     ext_arg: bool,
     waker: Waker,
@@ -48,7 +50,8 @@ impl IoUringBackend {
         let uring = &options.uring;
         // Size the CQ so that every slot plus the internal entries fits: with one CQE per
         // operation the CQ cannot overflow, though overflow is still handled if it does.
-        let cq_wanted = (options.ops_max + 8)
+        let slots_max = options.slots_max();
+        let cq_wanted = (slots_max + 8)
             .next_power_of_two()
             .clamp(uring.sq_entries * 2, 65536);
         let ring = Ring::new(&RingOptions {
@@ -63,9 +66,9 @@ impl IoUringBackend {
             return Err(SetupError::missing_opcode(name));
         }
         let ext_arg = uring.ext_arg && ring.has_ext_arg();
-        let timespecs = (0..options.ops_max).map(|_| Timespec::new()).collect();
+        let timespecs = (0..slots_max).map(|_| Timespec::new()).collect();
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-        let sockaddrs = (0..options.ops_max)
+        let sockaddrs = (0..slots_max)
             .map(|_| RawSockAddr::new(unspecified))
             .collect();
         let waker = Waker::with_eventfd(false).map_err(SetupError::from_setup)?;
@@ -73,7 +76,8 @@ impl IoUringBackend {
             ring,
             timespecs,
             sockaddrs,
-            wakeups: vec![None; options.ops_max as usize].into_boxed_slice(),
+            wakeup_words: vec![0; slots_max as usize].into_boxed_slice(),
+            wakeup_in_kernel: vec![false; slots_max as usize].into_boxed_slice(),
             wait_timespec: Timespec::new(),
             ext_arg,
             waker,
@@ -103,10 +107,17 @@ impl IoUringBackend {
     ) -> Result<(), SqFull> {
         let entry = self.entry(idx, args).user_data(user_data);
         // SAFETY: the entry points into `args` (and the heap buffers it owns) and into
-        // `self.timespecs[idx]`, `self.sockaddrs[idx]` or `self.wakeups[idx]`; the caller
-        // keeps `args` in place until the completion is reaped, and the three tables live as
-        // long as the ring and are never resized.
-        unsafe { self.ring.push(&entry) }.map_err(|_| SqFull)
+        // `self.timespecs[idx]`, `self.sockaddrs[idx]` or `self.wakeup_words[idx]`; the
+        // caller keeps `args` in place until the completion is reaped, and the three tables
+        // live as long as the ring and are never resized.
+        unsafe { self.ring.push(&entry) }.map_err(|_| SqFull)?;
+        let i = idx as usize;
+        assert!(
+            !self.wakeup_in_kernel[i],
+            "slot {idx} pushed while in the kernel"
+        );
+        self.wakeup_in_kernel[i] = matches!(args, Args::Wakeup);
+        Ok(())
     }
 
     /// Builds the SQE for `args`. The pointers it takes are only dereferenced by the kernel,
@@ -165,9 +176,8 @@ impl IoUringBackend {
             Args::Nop => opcode::Nop::new().build(),
             Args::Wakeup => {
                 // The eventfd's counter lands in the backend's own per-slot word; `reap` turns
-                // it into the result.
-                self.wakeups[idx as usize] = Some(0);
-                let ptr: *mut u64 = self.wakeups[idx as usize].as_mut().expect("just set");
+                // it into the result. Nothing is recorded here: the push may still fail.
+                let ptr: *mut u64 = &mut self.wakeup_words[idx as usize];
                 opcode::Read::new(Fd(self.wakeup_fd()), ptr.cast(), 8).build()
             }
         }
@@ -258,16 +268,18 @@ impl IoUringBackend {
 
     /// Copies out every ready completion for a slot; internal completions are consumed here.
     pub(crate) fn reap(&mut self, mut f: impl FnMut(u64, i32)) {
-        let wakeups = &mut self.wakeups;
+        let words = &self.wakeup_words;
+        let wakeup_in_kernel = &mut self.wakeup_in_kernel;
         self.ring.reap(|cqe| match cqe.user_data {
             USER_DATA_WAIT_TIMEOUT | USER_DATA_DROP_CANCEL => {}
             user_data => {
-                let idx = OpId::from_user_data(user_data).idx as usize;
-                let result = match wakeups[idx].take() {
+                let idx = OpId::idx_of_user_data(user_data) as usize;
+                let wakeup = std::mem::take(&mut wakeup_in_kernel[idx]);
+                let result = match cqe.result {
                     // A wake-up wait: its result is the counter the kernel read, not 8 bytes.
-                    Some(count) if cqe.result == 8 => i32::try_from(count).unwrap_or(i32::MAX),
-                    Some(_) if cqe.result >= 0 => panic!("eventfd read of {} bytes", cqe.result),
-                    _ => cqe.result,
+                    8 if wakeup => i32::try_from(words[idx]).unwrap_or(i32::MAX),
+                    n if wakeup && n >= 0 => panic!("eventfd read of {n} bytes"),
+                    n => kernel_result(n),
                 };
                 f(user_data, result)
             }
@@ -285,6 +297,25 @@ impl IoUringBackend {
         // SAFETY: a cancel references no memory.
         unsafe { self.ring.push(&entry) }.expect("the SQ has room after an enter");
         Ok(())
+    }
+}
+
+/// Maps the kernel-internal errnos (512 to 530, never meant to reach user space, though
+/// io_uring lets some through) to what the loop documents. The restart family (512 to 516)
+/// only surfaces when a request blocked in a kernel worker was interrupted, which for the
+/// loop means cancelled.
+fn kernel_result(result: i32) -> i32 {
+    const ERESTARTSYS: i32 = 512;
+    const ERESTART_RESTARTBLOCK: i32 = 516;
+    const ENOTSUPP: i32 = 524;
+    const ERECALLCONFLICT: i32 = 530;
+    match -result {
+        ERESTARTSYS..=ERESTART_RESTARTBLOCK => -libc::ECANCELED,
+        ENOTSUPP => -libc::EOPNOTSUPP,
+        // EPROBE_DEFER, EOPENSTALE, ENOPARAM, the NFS errors, EIOCBQUEUED, ...: an I/O
+        // failure is the nearest meaning a caller can act on.
+        517..=ERECALLCONFLICT => -libc::EIO,
+        _ => result,
     }
 }
 

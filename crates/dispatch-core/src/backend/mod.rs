@@ -38,7 +38,7 @@ pub(crate) mod readiness;
 use std::io;
 use std::time::Instant;
 
-use crate::io::InitError;
+use crate::error::InitError;
 use crate::operation::Args;
 use crate::options::Options;
 use crate::stats::{BackendKind, Fallback, Stats};
@@ -159,7 +159,7 @@ impl Backend {
 
     /// Creates exactly `kind`, or says why it cannot run here.
     fn create(kind: BackendKind, options: &Options) -> Result<Backend, InitError> {
-        let ops_max = options.ops_max;
+        let slots_max = options.slots_max();
         match kind {
             #[cfg(target_os = "linux")]
             BackendKind::IoUring => io_uring::IoUringBackend::new(options)
@@ -169,26 +169,28 @@ impl Backend {
             BackendKind::Epoll => {
                 let poller = readiness::epoll::EpollPoller::new(options.epoll_pwait2)
                     .map_err(InitError::Os)?;
-                Ok(Backend::Epoll(readiness::Engine::new(poller, ops_max)))
+                Ok(Backend::Epoll(readiness::Engine::new(poller, slots_max)))
             }
             #[cfg(kqueue)]
             BackendKind::Kqueue => {
                 let kq = sys_kqueue::System::new(
-                    readiness::kqueue::changes_max(ops_max),
-                    readiness::kqueue::events_max(ops_max),
+                    readiness::kqueue::changes_max(slots_max),
+                    readiness::kqueue::events_max(slots_max),
                 )
                 .map_err(InitError::Os)?;
                 let poller =
-                    readiness::kqueue::KqueuePoller::new(kq, ops_max).map_err(InitError::Os)?;
-                Ok(Backend::Kqueue(readiness::Engine::new(poller, ops_max)))
+                    readiness::kqueue::KqueuePoller::new(kq, slots_max).map_err(InitError::Os)?;
+                Ok(Backend::Kqueue(readiness::Engine::new(poller, slots_max)))
             }
             #[cfg(target_os = "linux")]
             BackendKind::KqueueFake => {
-                let kq = sys_kqueue::Fake::new(readiness::kqueue::changes_max(ops_max))
+                let kq = sys_kqueue::Fake::new(readiness::kqueue::changes_max(slots_max))
                     .map_err(InitError::Os)?;
                 let poller =
-                    readiness::kqueue::KqueuePoller::new(kq, ops_max).map_err(InitError::Os)?;
-                Ok(Backend::KqueueFake(readiness::Engine::new(poller, ops_max)))
+                    readiness::kqueue::KqueuePoller::new(kq, slots_max).map_err(InitError::Os)?;
+                Ok(Backend::KqueueFake(readiness::Engine::new(
+                    poller, slots_max,
+                )))
             }
             #[allow(unreachable_patterns)]
             other => Err(InitError::UnsupportedBackend(other)),

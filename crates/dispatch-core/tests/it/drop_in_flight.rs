@@ -13,7 +13,7 @@ use crate::check;
 
 /// Open descriptors below 4096, probed with `fcntl(F_GETFD)`: portable where `/proc` and
 /// `/dev/fd` are not (FreeBSD without fdescfs).
-fn open_fds() -> usize {
+pub(crate) fn open_fds() -> usize {
     (0..4096)
         .filter(|&fd| {
             // SAFETY: the borrow carries the number into one fcntl, which only asks whether

@@ -6,6 +6,7 @@ mod alloc;
 mod cancel;
 mod drop_in_flight;
 mod fallback;
+mod misuse;
 mod model;
 mod ops;
 mod overflow;

@@ -83,7 +83,16 @@ fn run_steps(
     let mut timeouts: Vec<Tag> = Vec::new();
     for step in steps {
         let tag = scheduled.len() as Tag;
-        let in_flight = io.in_flight();
+        // Operations and cancels have a budget of `OPS_MAX` each: count this step's.
+        let is_cancel = matches!(step, Step::Cancel(_));
+        let in_flight = scheduled
+            .iter()
+            .enumerate()
+            .filter(|(tag, entry)| {
+                matches!(entry, Scheduled::Cancel { .. }) == is_cancel
+                    && !model.results.contains_key(&(*tag as Tag))
+            })
+            .count() as u32;
         let outcome = match *step {
             Step::Timeout(timeout_us) => {
                 let at = Instant::now();

@@ -174,7 +174,7 @@ impl<P: Poller> Engine<P> {
         let mut started = 0;
         while let Some(idx) = self.submitted.pop(&mut self.next) {
             started += 1;
-            self.start(idx, args, stats)?;
+            self.start(idx, args, stats);
         }
         stats.batch_max = stats.batch_max.max(started);
         let timeout = self.timeout(wait);
@@ -186,7 +186,7 @@ impl<P: Poller> Engine<P> {
             self.poller.wait(timeout, &mut self.ready, stats)?;
             for event in 0..self.ready.len() {
                 let readiness = self.ready[event];
-                self.on_ready(readiness, args, stats)?;
+                self.on_ready(readiness, args, stats);
             }
         }
         let now_ns = self.now_ns();
@@ -222,8 +222,9 @@ impl<P: Poller> Engine<P> {
         }
     }
 
-    /// Handles one submitted operation.
-    fn start(&mut self, idx: u32, args: &mut [Args], stats: &mut Stats) -> io::Result<()> {
+    /// Handles one submitted operation. Never fails: whatever goes wrong becomes the
+    /// operation's result, so that no operation taken off a queue is ever abandoned.
+    fn start(&mut self, idx: u32, args: &mut [Args], stats: &mut Stats) {
         let i = idx as usize;
         match &mut args[i] {
             Args::Nop => self.complete(idx, 0),
@@ -233,7 +234,7 @@ impl<P: Poller> Engine<P> {
                 self.timers.insert(idx, deadline_ns);
             }
             Args::Cancel { target } => {
-                let result = self.cancel(*target, stats)?;
+                let result = self.cancel(target.user_data(), stats);
                 self.complete(idx, result);
             }
             _ => {
@@ -246,13 +247,12 @@ impl<P: Poller> Engine<P> {
                         }
                     }
                 }
-                match self.try_op(idx, args, stats)? {
+                match self.try_op(idx, args, stats) {
                     Step::Done(result) => self.complete(idx, result),
-                    Step::Wait(fd, dir) => self.enqueue(idx, fd, dir, stats)?,
+                    Step::Wait(fd, dir) => self.enqueue(idx, fd, dir, stats),
                 }
             }
         }
-        Ok(())
     }
 
     /// The descriptor and direction an operation would wait on, if it can wait.
@@ -265,26 +265,34 @@ impl<P: Poller> Engine<P> {
         }
     }
 
-    fn try_op(&mut self, idx: u32, args: &mut [Args], stats: &mut Stats) -> io::Result<Step> {
+    fn try_op(&mut self, idx: u32, args: &mut [Args], stats: &mut Stats) -> Step {
         let i = idx as usize;
         if let Args::Wakeup = args[i] {
-            return Ok(match self.poller.take_wakeups(stats)? {
-                Some(wakeups) => Step::Done(i32::try_from(wakeups).unwrap_or(i32::MAX)),
-                None => Step::Wait(self.poller.wakeup_fd(), Dir::Read),
-            });
+            return match self.poller.take_wakeups(stats) {
+                Ok(Some(wakeups)) => Step::Done(i32::try_from(wakeups).unwrap_or(i32::MAX)),
+                Ok(None) => Step::Wait(self.poller.wakeup_fd(), Dir::Read),
+                Err(error) => Step::Done(-error.raw_os_error().unwrap_or(libc::EIO)),
+            };
         }
-        Ok(perform(&mut args[i], &mut self.connecting[i], stats))
+        perform(&mut args[i], &mut self.connecting[i], stats)
     }
 
-    fn enqueue(&mut self, idx: u32, fd: RawFd, dir: Dir, stats: &mut Stats) -> io::Result<()> {
+    fn enqueue(&mut self, idx: u32, fd: RawFd, dir: Dir, stats: &mut Stats) {
         self.place[idx as usize] = Place::Waiting(fd, dir);
         let at = self.fds.find_or_insert(fd);
         self.fds.get(at).queues[dir as usize].push(&mut self.next, idx);
-        self.rearm(at, stats)
+        self.rearm(at, stats);
     }
 
     /// Arms exactly the directions with waiters; drops the entry when none are left.
-    fn rearm(&mut self, at: usize, stats: &mut Stats) -> io::Result<()> {
+    ///
+    /// When the kernel refuses to arm (the descriptor was closed under its operations: the
+    /// caller's bug, answered with an error, never a hang), every operation waiting on the
+    /// descriptor completes with the errno. When it refuses to disarm, nothing is lost:
+    /// named, ignored errors of a disarm:
+    /// - `EBADF`, `ENOENT`: the descriptor was closed, which removed its registration (epoll
+    ///   and kqueue both drop it with the last reference to the file).
+    fn rearm(&mut self, at: usize, stats: &mut Stats) {
         let entry = *self.fds.get(at);
         let mut wanted = Dirs::NONE;
         for dir in Dir::BOTH {
@@ -293,25 +301,39 @@ impl<P: Poller> Engine<P> {
             }
         }
         if wanted != entry.armed {
-            self.poller
-                .set_interest(entry.fd, entry.armed, wanted, stats)?;
-            self.fds.get(at).armed = wanted;
+            match self
+                .poller
+                .set_interest(entry.fd, entry.armed, wanted, stats)
+            {
+                Ok(()) => self.fds.get(at).armed = wanted,
+                Err(_) if wanted.is_empty() => self.fds.get(at).armed = Dirs::NONE,
+                Err(error) => {
+                    let errno = error.raw_os_error().unwrap_or(libc::EIO);
+                    self.fds.get(at).armed = Dirs::NONE;
+                    self.fail_waiters(at, errno);
+                    wanted = Dirs::NONE;
+                }
+            }
         }
         if wanted.is_empty() {
             self.fds.remove(at);
         }
-        Ok(())
     }
 
-    fn on_ready(
-        &mut self,
-        readiness: Readiness,
-        args: &mut [Args],
-        stats: &mut Stats,
-    ) -> io::Result<()> {
+    /// Completes every operation waiting on the descriptor at `at` with `-errno`.
+    fn fail_waiters(&mut self, at: usize, errno: i32) {
+        assert!(errno > 0);
+        for dir in Dir::BOTH {
+            while let Some(idx) = self.fds.get(at).queues[dir as usize].pop(&mut self.next) {
+                self.complete(idx, -errno);
+            }
+        }
+    }
+
+    fn on_ready(&mut self, readiness: Readiness, args: &mut [Args], stats: &mut Stats) {
         // A descriptor without waiters: a spurious or stale event.
         let Some(at) = self.fds.find(readiness.fd) else {
-            return Ok(());
+            return;
         };
         {
             let entry = self.fds.get(at);
@@ -329,10 +351,10 @@ impl<P: Poller> Engine<P> {
         }
         for dir in Dir::BOTH {
             if readiness.dirs.contains(dir) {
-                self.run_queue(at, dir, readiness.error, args, stats)?;
+                self.run_queue(at, dir, readiness.error, args, stats);
             }
         }
-        self.rearm(at, stats)
+        self.rearm(at, stats);
     }
 
     /// Performs the operations waiting on `at` in `dir`, in order, until one would block.
@@ -343,18 +365,18 @@ impl<P: Poller> Engine<P> {
         error: Option<i32>,
         args: &mut [Args],
         stats: &mut Stats,
-    ) -> io::Result<()> {
+    ) {
         loop {
             let head = self.fds.get(at).queues[dir as usize].head;
             if head == NONE {
-                return Ok(());
+                return;
             }
-            let step = self.try_op(head, args, stats)?;
+            let step = self.try_op(head, args, stats);
             let result = match (step, error) {
                 (Step::Done(result), _) => result,
                 // The kernel refused the interest: waiting again would never end.
                 (Step::Wait(..), Some(errno)) => -errno,
-                (Step::Wait(..), None) => return Ok(()),
+                (Step::Wait(..), None) => return,
             };
             let popped = self.fds.get(at).queues[dir as usize].pop(&mut self.next);
             assert_eq!(popped, Some(head));
@@ -362,15 +384,15 @@ impl<P: Poller> Engine<P> {
         }
     }
 
-    /// Cancels `target` if the engine still holds it: `0`, or `-ENOENT`.
-    fn cancel(&mut self, target: OpId, stats: &mut Stats) -> io::Result<i32> {
-        let idx = target.idx;
+    /// Cancels the operation `user_data` if the engine still holds it: `0`, or `-ENOENT`.
+    fn cancel(&mut self, user_data: u64, stats: &mut Stats) -> i32 {
+        let idx = OpId::idx_of_user_data(user_data);
         let i = idx as usize;
-        if i >= self.place.len() || self.user_data[i] != target.user_data() {
-            return Ok(-libc::ENOENT);
+        if i >= self.place.len() || self.user_data[i] != user_data {
+            return -libc::ENOENT;
         }
         match self.place[i] {
-            Place::Idle | Place::Done => return Ok(-libc::ENOENT),
+            Place::Idle | Place::Done => return -libc::ENOENT,
             Place::Submitted => {
                 let removed = self.submitted.remove(&mut self.next, idx);
                 assert!(removed);
@@ -380,18 +402,18 @@ impl<P: Poller> Engine<P> {
                 let removed = self.fds.get(at).queues[dir as usize].remove(&mut self.next, idx);
                 assert!(removed);
                 // Disarm a direction nobody waits on any more.
-                self.rearm(at, stats)?;
+                self.rearm(at, stats);
             }
             Place::Timer => self.timers.remove(idx),
         }
         self.complete(idx, -libc::ECANCELED);
-        Ok(0)
+        0
     }
 
     /// Hands every result to `f` and forgets it; the slots become idle.
     pub(crate) fn reap(&mut self, mut f: impl FnMut(u64, i32)) {
         for (user_data, result) in self.done.drain(..) {
-            let idx = OpId::from_user_data(user_data).idx as usize;
+            let idx = OpId::idx_of_user_data(user_data) as usize;
             assert_eq!(self.place[idx], Place::Done);
             self.place[idx] = Place::Idle;
             f(user_data, result);
@@ -400,7 +422,7 @@ impl<P: Poller> Engine<P> {
 
     /// Cancels `user_data`'s operation for `Io`'s drop; its result arrives with `reap`.
     pub(crate) fn cancel_for_drop(&mut self, user_data: u64, stats: &mut Stats) -> io::Result<()> {
-        let result = self.cancel(OpId::from_user_data(user_data), stats)?;
+        let result = self.cancel(user_data, stats);
         assert!(result == 0 || result == -libc::ENOENT);
         Ok(())
     }

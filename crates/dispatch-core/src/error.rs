@@ -1,0 +1,64 @@
+//! The loop's errors, in a module below both the loop and its backends: `Io::new`'s
+//! `InitError`.
+
+use std::fmt;
+use std::io;
+
+use crate::backend::BACKEND_ENV;
+use crate::stats::BackendKind;
+
+/// Why `Io::new` failed.
+#[derive(Debug)]
+pub enum InitError {
+    /// The options break a limit; the message names the field.
+    InvalidOptions(&'static str),
+    /// io_uring cannot be used here; the error says why in words a user can act on.
+    #[cfg(target_os = "linux")]
+    Unavailable(sys_uring::SetupError),
+    /// `DISPATCH_BACKEND` names no backend.
+    UnknownBackend(String),
+    /// The backend asked for does not exist on this platform (kqueue on Linux, epoll or
+    /// io_uring on macOS).
+    UnsupportedBackend(BackendKind),
+    /// Creating the wake-up descriptor failed (for example `EMFILE`).
+    Os(io::Error),
+}
+
+impl fmt::Display for InitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InitError::InvalidOptions(message) => write!(f, "invalid options: {message}"),
+            #[cfg(target_os = "linux")]
+            InitError::Unavailable(error) => write!(f, "io_uring unavailable: {error}"),
+            InitError::UnknownBackend(name) => write!(
+                f,
+                "{BACKEND_ENV}={name:?} names no backend (use auto, io_uring, epoll, kqueue or \
+                 kqueue-fake)"
+            ),
+            InitError::UnsupportedBackend(kind) => {
+                write!(f, "the {kind} backend does not exist on this platform")?;
+                if *kind == BackendKind::Kqueue {
+                    write!(
+                        f,
+                        " (on Linux, kqueue-fake runs its logic over a kevent double)"
+                    )?;
+                }
+                Ok(())
+            }
+            InitError::Os(error) => write!(f, "creating the loop failed: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for InitError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            InitError::InvalidOptions(_)
+            | InitError::UnknownBackend(_)
+            | InitError::UnsupportedBackend(_) => None,
+            #[cfg(target_os = "linux")]
+            InitError::Unavailable(error) => Some(error),
+            InitError::Os(error) => Some(error),
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! The public operations of `Io`: each one takes a slot, stores its arguments and callback,
+//! and hands it to the backend (or parks it in the overflow queue).
+
+use std::ffi::CString;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{OwnedFd, RawFd};
+
+use super::Io;
+use crate::operation::{
+    Args, BufCallback, Callback, CountCallback, FdCallback, OpId, ScheduleError, ScheduleErrorKind,
+    Tag, UnitCallback,
+};
+use crate::slots::{Budget, State};
+
+impl<C> Io<C> {
+    /// Accepts a connection on the listening socket `listener`. The new socket is
+    /// non-blocking and close-on-exec on every backend, and owned by the callback's
+    /// `OwnedFd`.
+    ///
+    /// # Errors
+    /// When every slot is in flight.
+    pub fn accept(
+        &mut self,
+        tag: Tag,
+        listener: RawFd,
+        callback: FdCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        self.schedule(
+            tag,
+            Args::Accept { fd: listener },
+            Callback::Fd(callback),
+            (),
+        )
+    }
+
+    /// Connects the socket `fd` to `addr`.
+    ///
+    /// # Errors
+    /// When every slot is in flight.
+    pub fn connect(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        addr: SocketAddr,
+        callback: UnitCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        let args = Args::Connect { fd, addr };
+        self.schedule(tag, args, Callback::Unit(callback), ())
+    }
+
+    /// Receives into `buf`'s spare capacity (`buf[len..capacity]`); the callback gets the
+    /// byte count (0 at end of stream) and `buf` with its length extended by it.
+    ///
+    /// # Errors
+    /// When every slot is in flight, or `buf` has no spare capacity; the error returns `buf`.
+    pub fn recv(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        buf: Vec<u8>,
+        callback: BufCallback<C>,
+    ) -> Result<OpId, ScheduleError<Vec<u8>>> {
+        self.schedule_receive(tag, Args::Recv { fd, buf }, callback)
+    }
+
+    /// Sends `buf[..]`; the callback gets the byte count sent (possibly short) and `buf`
+    /// unchanged. A reset peer is an error result (`EPIPE`, `ECONNRESET`), never a signal.
+    ///
+    /// # Errors
+    /// When every slot is in flight; the error returns `buf`.
+    pub fn send(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        buf: Vec<u8>,
+        callback: BufCallback<C>,
+    ) -> Result<OpId, ScheduleError<Vec<u8>>> {
+        self.schedule_buf(tag, Args::Send { fd, buf }, callback)
+    }
+
+    /// Reads into `buf`'s spare capacity from file offset `offset`; the callback gets the
+    /// byte count (0 at end of file) and `buf` with its length extended by it.
+    ///
+    /// # Errors
+    /// When every slot is in flight, or `buf` has no spare capacity; the error returns `buf`.
+    pub fn read(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        buf: Vec<u8>,
+        offset: u64,
+        callback: BufCallback<C>,
+    ) -> Result<OpId, ScheduleError<Vec<u8>>> {
+        self.schedule_receive(tag, Args::Read { fd, buf, offset }, callback)
+    }
+
+    /// Writes `buf[..]` at file offset `offset`; the callback gets the byte count written.
+    ///
+    /// # Errors
+    /// When every slot is in flight; the error returns `buf`.
+    pub fn write(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        buf: Vec<u8>,
+        offset: u64,
+        callback: BufCallback<C>,
+    ) -> Result<OpId, ScheduleError<Vec<u8>>> {
+        self.schedule_buf(tag, Args::Write { fd, buf, offset }, callback)
+    }
+
+    /// Shuts down the reading side, writing side, or both of the socket `fd`.
+    ///
+    /// # Errors
+    /// When every slot is in flight.
+    pub fn shutdown(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        how: Shutdown,
+        callback: UnitCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        let how = match how {
+            Shutdown::Read => libc::SHUT_RD,
+            Shutdown::Write => libc::SHUT_WR,
+            Shutdown::Both => libc::SHUT_RDWR,
+        };
+        self.schedule(
+            tag,
+            Args::Shutdown { fd, how },
+            Callback::Unit(callback),
+            (),
+        )
+    }
+
+    /// Closes `fd`, which the operation owns from now on. A close cannot be cancelled.
+    ///
+    /// # Errors
+    /// When every slot is in flight; the error returns `fd`, still open.
+    pub fn close(
+        &mut self,
+        tag: Tag,
+        fd: OwnedFd,
+        callback: UnitCallback<C>,
+    ) -> Result<OpId, ScheduleError<OwnedFd>> {
+        let Some(idx) = self.slots.alloc(Budget::Op) else {
+            return Err(self.exhausted(fd));
+        };
+        Ok(self.start(idx, tag, Args::Close { fd }, Callback::Unit(callback)))
+    }
+
+    /// Flushes `fd`'s data and metadata to stable storage (`fsync`).
+    ///
+    /// # Errors
+    /// When every slot is in flight.
+    pub fn fsync(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        callback: UnitCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        self.schedule(tag, Args::Fsync { fd }, Callback::Unit(callback), ())
+    }
+
+    /// Opens `path` relative to the directory `dir` (`libc::AT_FDCWD` for the working
+    /// directory) with `open(2)` `flags` and `mode`; `O_CLOEXEC` is always added. The new
+    /// descriptor is owned by the callback's `OwnedFd`.
+    ///
+    /// # Errors
+    /// When every slot is in flight; the error returns `path`.
+    pub fn openat(
+        &mut self,
+        tag: Tag,
+        dir: RawFd,
+        path: CString,
+        flags: i32,
+        mode: u32,
+        callback: FdCallback<C>,
+    ) -> Result<OpId, ScheduleError<CString>> {
+        let Some(idx) = self.slots.alloc(Budget::Op) else {
+            return Err(self.exhausted(path));
+        };
+        let args = Args::Openat {
+            dir,
+            path,
+            flags,
+            mode,
+        };
+        Ok(self.start(idx, tag, args, Callback::Fd(callback)))
+    }
+
+    /// Completes with `Ok(())` after `timeout_ns` nanoseconds (never earlier), or with
+    /// `ECANCELED` if cancelled first.
+    ///
+    /// # Errors
+    /// When every slot is in flight.
+    pub fn timeout(
+        &mut self,
+        tag: Tag,
+        timeout_ns: u64,
+        callback: UnitCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        self.schedule(
+            tag,
+            Args::Timeout { timeout_ns },
+            Callback::Unit(callback),
+            (),
+        )
+    }
+
+    /// Cancels the operation `target`. The target's callback still runs exactly once: with
+    /// `ECANCELED`, or with its real result if it completed first (an accepted socket or
+    /// opened file then reaches its callback and is never leaked). This callback gets:
+    /// - `Ok(())` when the target was cancelled (or its cancel was handed to the kernel and
+    ///   the target completed first anyway: then the target's callback says which);
+    /// - `ENOENT` when there was nothing to cancel (the target completed, or a stale id);
+    /// - `EALREADY` when the target is a close (which cannot be stopped), or a cancel of the
+    ///   same target is already in flight.
+    ///
+    /// The answers are the same on every backend.
+    ///
+    /// Cancels have a budget of their own, `Options::ops_max` beside the operations', so a
+    /// loop whose every operation slot is in use can still cancel each of its operations.
+    ///
+    /// # Errors
+    /// [`ScheduleErrorKind::SlotsExhausted`] when `ops_max` cancels are already in flight.
+    pub fn cancel(
+        &mut self,
+        tag: Tag,
+        target: OpId,
+        callback: UnitCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        let Some(idx) = self.slots.alloc(Budget::Cancel) else {
+            return Err(self.exhausted(()));
+        };
+        let slot = &mut self.slots[idx];
+        slot.tag = tag;
+        slot.callback = Callback::Unit(callback);
+        self.slots.set_args(idx, Args::Cancel { target });
+        let id = self.slots.id(idx);
+        let Some(target_idx) = self.slots.lookup(target) else {
+            self.complete_now(idx, -libc::ENOENT);
+            return Ok(id);
+        };
+        assert_ne!(target_idx, idx, "a new cancel cannot target itself");
+        let target_slot = &self.slots[target_idx];
+        let is_close = matches!(self.slots.args(target_idx), Args::Close { .. });
+        match target_slot.state {
+            State::Completed => self.complete_now(idx, -libc::ENOENT),
+            _ if is_close || target_slot.cancelling => self.complete_now(idx, -libc::EALREADY),
+            State::Overflow => {
+                let removed = self.overflow.remove(self.slots.as_mut_slice(), target_idx);
+                assert!(removed, "slot {target_idx} in state Overflow is not queued");
+                self.complete_now(target_idx, -libc::ECANCELED);
+                self.complete_now(idx, 0);
+            }
+            State::Kernel => {
+                self.slots[target_idx].cancelling = true;
+                self.enqueue(idx);
+            }
+            State::Free => unreachable!("lookup never returns a free slot"),
+        }
+        Ok(id)
+    }
+
+    /// Does nothing, and completes with `Ok(())` on the next turn after going through the
+    /// backend like any operation: it measures the loop's own cost per operation, and lets a
+    /// callback continue work after the completions already pending.
+    ///
+    /// # Errors
+    /// When every slot is in flight.
+    pub fn nop(&mut self, tag: Tag, callback: UnitCallback<C>) -> Result<OpId, ScheduleError<()>> {
+        self.schedule(tag, Args::Nop, Callback::Unit(callback), ())
+    }
+
+    /// Completes after the next [`Waker::wake`] (at once if a wake-up is already pending),
+    /// with the number of wake-ups it coalesced. Keeps the loop busy until then, so
+    /// `run_until_idle` will not return while it is pending.
+    ///
+    /// # Errors
+    /// When every slot is in flight.
+    pub fn wait_wakeup(
+        &mut self,
+        tag: Tag,
+        callback: CountCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        let args = Args::Wakeup;
+        self.schedule(tag, args, Callback::Count(callback), ())
+    }
+
+    fn schedule<T>(
+        &mut self,
+        tag: Tag,
+        args: Args,
+        callback: Callback<C>,
+        value: T,
+    ) -> Result<OpId, ScheduleError<T>> {
+        let Some(idx) = self.slots.alloc(Budget::Op) else {
+            return Err(self.exhausted(value));
+        };
+        Ok(self.start(idx, tag, args, callback))
+    }
+
+    fn schedule_buf(
+        &mut self,
+        tag: Tag,
+        args: Args,
+        callback: BufCallback<C>,
+    ) -> Result<OpId, ScheduleError<Vec<u8>>> {
+        let Some(idx) = self.slots.alloc(Budget::Op) else {
+            let buf = match args {
+                Args::Recv { buf, .. }
+                | Args::Send { buf, .. }
+                | Args::Read { buf, .. }
+                | Args::Write { buf, .. } => buf,
+                _ => unreachable!("schedule_buf takes buffer operations only"),
+            };
+            return Err(self.exhausted(buf));
+        };
+        Ok(self.start(idx, tag, args, Callback::Buf(callback)))
+    }
+
+    /// `schedule_buf` for operations that fill the buffer's spare capacity, which must exist:
+    /// a 0-byte receive would look like end of file.
+    fn schedule_receive(
+        &mut self,
+        tag: Tag,
+        args: Args,
+        callback: BufCallback<C>,
+    ) -> Result<OpId, ScheduleError<Vec<u8>>> {
+        let (Args::Recv { buf, .. } | Args::Read { buf, .. }) = &args else {
+            unreachable!("schedule_receive takes recv and read only")
+        };
+        if buf.len() == buf.capacity() {
+            let (Args::Recv { buf, .. } | Args::Read { buf, .. }) = args else {
+                unreachable!()
+            };
+            return Err(ScheduleError {
+                kind: ScheduleErrorKind::NoSpareCapacity,
+                value: buf,
+            });
+        }
+        self.schedule_buf(tag, args, callback)
+    }
+
+    fn exhausted<T>(&self, value: T) -> ScheduleError<T> {
+        ScheduleError {
+            kind: ScheduleErrorKind::SlotsExhausted {
+                ops_max: self.slots.ops_max(),
+            },
+            value,
+        }
+    }
+
+    fn start(&mut self, idx: u32, tag: Tag, args: Args, callback: Callback<C>) -> OpId {
+        // `alloc` asserted the slot free; `set_args` asserts it held no arguments.
+        let slot = &mut self.slots[idx];
+        slot.tag = tag;
+        slot.callback = callback;
+        self.slots.set_args(idx, args);
+        let id = self.slots.id(idx);
+        self.enqueue(idx);
+        id
+    }
+}
