@@ -6,8 +6,16 @@ use crate::stats::BackendKind;
 /// `Default`: [`Options::new`] names the one required limit and documents the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
-    /// Operations in flight at once (the slot table's size). Scheduling past it returns
-    /// [`crate::ScheduleErrorKind::SlotsExhausted`]. At least 1, below 2^24.
+    /// Operations in flight at once, counting each from its scheduling until its callback
+    /// has started. Scheduling past it returns
+    /// [`crate::ScheduleErrorKind::SlotsExhausted`]. Cancels have a budget of the same size
+    /// of their own, so the slot table holds `2 * ops_max` slots. At least 1, below 2^24.
+    ///
+    /// Sizing rule: count every operation that can be pending at the same moment, not only
+    /// the steady state: for a server, one accept (or its back-off timer), one receive or
+    /// send per connection, plus the close of every connection being torn down (a close
+    /// is in flight while the connection's table entry may already serve a new
+    /// connection).
     pub ops_max: u32,
     /// The backend to use; `None` selects automatically (the `DISPATCH_BACKEND` environment
     /// variable, else io_uring with a fallback to epoll on Linux, kqueue elsewhere).

@@ -64,6 +64,22 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 /// println!("{:?}", io.stats());
 /// ```
 ///
+/// # Descriptors
+/// The loop borrows the descriptors its operations name (`RawFd`); only [`Io::close`] takes
+/// one over. Never close a descriptor while an operation on it is in flight: cancel the
+/// operations, wait for their callbacks, then close. If a program does close one early (a
+/// bug), the loop still answers every operation exactly once and never hangs on cancel or
+/// drop, but what the pending operations report differs: on io_uring the kernel holds the
+/// file until they finish or are cancelled; on epoll and kqueue the registration vanishes
+/// with the descriptor, and an operation that cannot wait any more fails (`EBADF`, or the
+/// kernel's errno).
+///
+/// # Callbacks
+/// A callback may schedule operations, cancel them and call [`Io::stop`]. It must not drive
+/// the loop it runs in (`tick`, `run_*`: that panics) nor replace it (`std::mem::swap` of
+/// the `Io`). If a callback panics, the panic propagates out of `tick`/`run_*` and the loop
+/// stays usable (see [`Io::tick`]).
+///
 /// # Portability
 /// The same program runs on every backend; what differs is who performs each operation and
 /// how many syscalls that costs (see [`crate::Stats::syscalls`]):
@@ -76,6 +92,8 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 ///   socket to non-blocking mode. File operations (read and write at an offset, fsync,
 ///   openat, close) run inline, blocking the loop for their duration.
 /// - Sockets the loop accepts are non-blocking and close-on-exec on every backend.
+/// - Cancel answers alike everywhere (see [`Io::cancel`]); file offsets and blocking opens
+///   differ as [`Io::read`], [`Io::write`] and [`Io::openat`] say.
 /// - Several sends in flight on one stream socket are served in order on readiness
 ///   backends; io_uring does not promise an order once they wait for buffer space.
 pub struct Io<C> {

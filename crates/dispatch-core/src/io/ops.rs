@@ -79,7 +79,13 @@ impl<C> Io<C> {
     }
 
     /// Reads into `buf`'s spare capacity from file offset `offset`; the callback gets the
-    /// byte count (0 at end of file) and `buf` with its length extended by it.
+    /// byte count (0 at end of file) and `buf` with its length extended by it. `offset`
+    /// `u64::MAX` reads at the file's current position and advances it, on every backend.
+    ///
+    /// For regular files and block devices. On a pipe or socket (no offsets) the backends
+    /// differ: io_uring ignores `offset`, epoll and kqueue fail with `ESPIPE`; use
+    /// [`Io::recv`] for sockets. On epoll and kqueue the read runs inline, blocking the loop
+    /// for its duration.
     ///
     /// # Errors
     /// When every slot is in flight, or `buf` has no spare capacity; the error returns `buf`.
@@ -95,6 +101,10 @@ impl<C> Io<C> {
     }
 
     /// Writes `buf[..]` at file offset `offset`; the callback gets the byte count written.
+    /// `offset` `u64::MAX` writes at the file's current position and advances it, on every
+    /// backend. As with [`Io::read`], offsets belong to files: on a pipe or socket io_uring
+    /// ignores `offset` while epoll and kqueue fail with `ESPIPE`. On epoll and kqueue the
+    /// write runs inline.
     ///
     /// # Errors
     /// When every slot is in flight; the error returns `buf`.
@@ -133,7 +143,12 @@ impl<C> Io<C> {
         )
     }
 
-    /// Closes `fd`, which the operation owns from now on. A close cannot be cancelled.
+    /// Closes `fd`, which the operation owns from now on. A close cannot be cancelled (a
+    /// cancel of it answers `EALREADY`), and is never retried: whatever close returns, the
+    /// descriptor is released.
+    ///
+    /// Close a descriptor only once no operation on it is in flight (cancel them and wait
+    /// for their callbacks first): see "Descriptors" on [`Io`].
     ///
     /// # Errors
     /// When every slot is in flight; the error returns `fd`, still open.
@@ -162,9 +177,32 @@ impl<C> Io<C> {
         self.schedule(tag, Args::Fsync { fd }, Callback::Unit(callback), ())
     }
 
-    /// Opens `path` relative to the directory `dir` (`libc::AT_FDCWD` for the working
-    /// directory) with `open(2)` `flags` and `mode`; `O_CLOEXEC` is always added. The new
-    /// descriptor is owned by the callback's `OwnedFd`.
+    /// Opens `path` relative to the directory `dir` ([`crate::AT_FDCWD`] for the working
+    /// directory; ignored, as by `openat(2)`, when `path` is absolute) with `open(2)`
+    /// `flags` (`libc::O_RDONLY`, `O_WRONLY`, `O_RDWR`, `O_CREAT`, `O_TRUNC`, `O_APPEND`,
+    /// ... from the `libc` crate) and `mode` (permissions for `O_CREAT`, such as `0o644`);
+    /// `O_CLOEXEC` is always added. The new descriptor is owned by the callback's
+    /// `OwnedFd`.
+    ///
+    /// On epoll and kqueue the open runs inline: opening something that blocks (a FIFO
+    /// without a peer, a slow network file system) blocks the whole loop, while io_uring
+    /// performs it in a kernel worker and stays responsive (and the open can be
+    /// cancelled). Add `O_NONBLOCK` for FIFOs.
+    ///
+    /// ```
+    /// use std::ffi::CString;
+    /// use dispatch_core::{Io, Options, AT_FDCWD};
+    ///
+    /// let mut io: Io<Option<std::os::fd::OwnedFd>> = Io::new(&Options::new(4)).expect("a backend");
+    /// let path = CString::new("/dev/null").unwrap();
+    /// io.openat(0, AT_FDCWD, path, libc::O_RDONLY, 0, |opened, _io, _tag, result| {
+    ///     *opened = Some(result.expect("open /dev/null"));
+    /// })
+    /// .expect("a free slot");
+    /// let mut opened = None;
+    /// io.run_until_idle(&mut opened).expect("run");
+    /// assert!(opened.is_some());
+    /// ```
     ///
     /// # Errors
     /// When every slot is in flight; the error returns `path`.
