@@ -62,3 +62,23 @@ impl std::error::Error for InitError {
         }
     }
 }
+
+/// Why [`crate::Io::set_deadline`] refused a deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadlineError {
+    /// The operation already completed (or the id is stale): there is nothing to time out.
+    NotInFlight,
+    /// A close or a cancel: neither can be stopped, so neither can time out.
+    NotCancellable,
+}
+
+impl fmt::Display for DeadlineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeadlineError::NotInFlight => "the operation is no longer in flight",
+            DeadlineError::NotCancellable => "a close or a cancel cannot have a deadline",
+        })
+    }
+}
+
+impl std::error::Error for DeadlineError {}

@@ -43,10 +43,11 @@ mod operation;
 mod options;
 mod slots;
 mod stats;
+mod timer;
 mod waker;
 
 pub use crate::backend::BACKEND_ENV;
-pub use crate::error::InitError;
+pub use crate::error::{DeadlineError, InitError};
 pub use crate::io::Io;
 pub use crate::operation::{
     BufCallback, BufResult, CountCallback, FdCallback, OpId, ScheduleError, ScheduleErrorKind, Tag,

@@ -59,6 +59,9 @@ pub(crate) enum Callback<C> {
     Buf(BufCallback<C>),
     Unit(UnitCallback<C>),
     Count(CountCallback<C>),
+    /// The loop's own operation (the cancel of an operation whose deadline passed): its
+    /// result is dropped, no callback runs and it is not counted as completed.
+    Internal,
 }
 
 /// Why an operation could not be scheduled. Nothing is lost: the error carries back the value

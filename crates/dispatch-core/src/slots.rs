@@ -26,6 +26,9 @@ pub(crate) struct Slot<C> {
     /// A cancel of this operation is in flight: a second one completes with `EALREADY`, so
     /// that every backend answers alike.
     pub(crate) cancelling: bool,
+    /// The operation's deadline passed and the loop cancelled it: its `ECANCELED` is
+    /// reported as `ETIMEDOUT`.
+    pub(crate) timed_out: bool,
     /// The budget the slot was taken from, given back on release.
     budget: Budget,
     /// Next slot on whichever list this slot is on; `NONE` at the tail.
@@ -226,6 +229,7 @@ impl<C> Slots<C> {
                 generation: 0,
                 state: State::Free,
                 cancelling: false,
+                timed_out: false,
                 budget: Budget::Op,
                 next: NONE,
                 tag: 0,
@@ -296,6 +300,7 @@ impl<C> Slots<C> {
         assert_ne!(slot.state, State::Free, "slot {idx} released twice");
         slot.state = State::Free;
         slot.cancelling = false;
+        slot.timed_out = false;
         slot.generation += 1;
         slot.next = self.free_head;
         match slot.budget {

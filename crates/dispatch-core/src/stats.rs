@@ -104,6 +104,9 @@ pub struct Stats {
     /// Times the kernel reported its completion queue overcommitted (`EBUSY`, or the
     /// `IORING_SQ_CQ_OVERFLOW` flag); each was handled by reaping and entering again.
     pub cq_overflows: u64,
+    /// Operations whose deadline ([`crate::Io::set_deadline`]) passed before they finished,
+    /// cancelled by the loop and reported as `ETIMEDOUT`.
+    pub deadlines_expired: u64,
 }
 
 impl Stats {
@@ -118,6 +121,7 @@ impl Stats {
             overflow_parked: 0,
             overflow_len_max: 0,
             cq_overflows: 0,
+            deadlines_expired: 0,
         }
     }
 

@@ -4,6 +4,7 @@
 // One unsafe block: handing slot arguments to the backend, whose contract the slot table keeps.
 #![allow(unsafe_code)]
 
+mod deadline;
 mod ops;
 
 use std::fmt;
@@ -12,6 +13,7 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
+use self::deadline::Deadlines;
 use crate::backend::{Backend, Wait};
 use crate::completion::{buf_value, count_value, discard, fd_value, unit_value};
 use crate::error::InitError;
@@ -105,6 +107,8 @@ pub struct Io<C> {
     /// Set while `tick` or a `run_*` drives the loop (a guard clears it, even when a
     /// callback panics), so that driving it from a callback is caught.
     running: bool,
+    /// Per-operation deadlines (`set_deadline`).
+    deadlines: Deadlines,
     /// `stop` was called: the run in progress (or the next) returns after its turn.
     stop_requested: bool,
     /// Operations handed to the backend whose completion has not been reaped.
@@ -175,7 +179,9 @@ impl<C> Io<C> {
         let stats = Stats::new(backend.kind(), fallback);
         let slots = Slots::new(options.ops_max);
         let completed = Completed::new(slots.capacity());
+        let deadlines = Deadlines::new(slots.capacity());
         Ok(Io {
+            deadlines,
             slots,
             overflow: Fifo::EMPTY,
             completed,
@@ -294,6 +300,7 @@ impl<C> Io<C> {
     /// One turn: submit (draining the overflow queue into the SQ), wait, reap, dispatch.
     fn turn(&mut self, ctx: &mut C, wait: Wait) -> io::Result<()> {
         assert!(self.running);
+        self.expire_deadlines();
         // Park nothing longer than needed: while operations wait for SQ room, submit what fits
         // and refill, without blocking.
         self.refill();
@@ -311,7 +318,12 @@ impl<C> Io<C> {
         let wait = if !self.completed.is_empty() || nothing_to_wait_for {
             Wait::Poll
         } else {
-            wait
+            // The next deadline ends the wait, so that it is expired on time.
+            match (wait, self.deadlines.earliest()) {
+                (Wait::Forever, Some(deadline)) => Wait::Until(deadline),
+                (Wait::Until(until), Some(deadline)) => Wait::Until(until.min(deadline)),
+                (wait, _) => wait,
+            }
         };
         let args = self.slots.args_table();
         self.backend
@@ -399,6 +411,10 @@ impl<C> Io<C> {
                     overflow.push(slots.as_mut_slice(), idx);
                     return;
                 }
+                // The loop cancelled it because its deadline passed.
+                (result, _) if result == -libc::ECANCELED && slots[idx].timed_out => {
+                    -libc::ETIMEDOUT
+                }
                 (result, _) => result,
             };
             let slot = &mut slots[idx];
@@ -422,14 +438,21 @@ impl<C> Io<C> {
             let result = slot.result;
             let callback = std::mem::replace(&mut slot.callback, Callback::None);
             let args = self.slots.take_args(idx);
+            self.deadlines.forget(idx);
             self.slots.release(idx);
+            if let Callback::Internal = callback {
+                drop(unit_value(args, result));
+                continue;
+            }
             self.stats.ops_completed += 1;
             match callback {
                 Callback::Fd(callback) => callback(ctx, self, tag, fd_value(args, result)),
                 Callback::Buf(callback) => callback(ctx, self, tag, buf_value(args, result)),
                 Callback::Unit(callback) => callback(ctx, self, tag, unit_value(args, result)),
                 Callback::Count(callback) => callback(ctx, self, tag, count_value(args, result)),
-                Callback::None => unreachable!("slot {idx} completed without a callback"),
+                Callback::None | Callback::Internal => {
+                    unreachable!("slot {idx} completed without a callback")
+                }
             }
         }
     }

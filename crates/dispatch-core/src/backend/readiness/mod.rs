@@ -22,11 +22,12 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use self::ops::{perform, Step};
-use self::table::{Dir, Dirs, FdTable, Queue, TimerHeap, NONE};
+use self::table::{Dir, Dirs, FdTable, Queue, NONE};
 use super::Wait;
 use crate::completion::TIMEOUT_EXPIRED;
 use crate::operation::{Args, OpId};
 use crate::stats::Stats;
+use crate::timer::TimerHeap;
 use crate::waker::Waker;
 
 /// The readiness of one descriptor, as a poller reports it.
