@@ -23,12 +23,16 @@
 //! On targets other than Linux the crate is empty, so a workspace that names it still builds.
 
 #[cfg(target_os = "linux")]
+mod buf_ring;
+#[cfg(target_os = "linux")]
 mod error;
 #[cfg(target_os = "linux")]
 mod probe;
 #[cfg(target_os = "linux")]
 mod ring;
 
+#[cfg(target_os = "linux")]
+pub use buf_ring::{BufRing, BUF_RING_ENTRIES_MAX};
 #[cfg(target_os = "linux")]
 pub use error::{SetupError, Unavailable};
 #[cfg(target_os = "linux")]

@@ -8,6 +8,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{squeue, IoUring};
 
+use crate::buf_ring::BufRing;
 use crate::error::SetupError;
 
 /// How to set up a ring. Every flag is probed by the kernel at set-up: a flag it does not know
@@ -71,6 +72,9 @@ pub struct Cqe {
 pub struct Ring {
     uring: IoUring,
     options: RingOptions,
+    /// The provided-buffer rings registered with this ring, by group id; unregistered in
+    /// `Drop` before their memory is freed.
+    buf_rings: Vec<(u16, BufRing)>,
 }
 
 impl Ring {
@@ -113,7 +117,73 @@ impl Ring {
         Ok(Ring {
             uring,
             options: *options,
+            buf_rings: Vec::new(),
         })
+    }
+
+    /// `IORING_REGISTER_PBUF_RING` (5.19)—registers `buf_ring` as buffer group `bgid`; the
+    /// ring keeps it (reach it with [`Ring::buf_ring`]) and unregisters it when dropped.
+    ///
+    /// # Errors
+    /// `EINVAL` on kernels before 5.19 (or a group id already in use), `ENOMEM`, ...
+    ///
+    /// # References
+    /// - [Linux](https://man7.org/linux/man-pages/man3/io_uring_register_buf_ring.3.html)
+    pub fn register_buf_ring(&mut self, buf_ring: BufRing, bgid: u16) -> io::Result<()> {
+        assert!(
+            self.buf_rings.iter().all(|(id, _)| *id != bgid),
+            "buffer group {bgid} registered twice"
+        );
+        // SAFETY: the ring memory (page-aligned, `entries` slots) is owned by `buf_ring`,
+        // which this ring keeps until `Drop` has unregistered the group.
+        unsafe {
+            self.uring.submitter().register_buf_ring_with_flags(
+                buf_ring.addr(),
+                buf_ring.entries(),
+                bgid,
+                0,
+            )?;
+        }
+        self.buf_rings.push((bgid, buf_ring));
+        Ok(())
+    }
+
+    /// The provided-buffer ring registered as group `bgid`.
+    pub fn buf_ring(&mut self, bgid: u16) -> Option<&mut BufRing> {
+        self.buf_rings
+            .iter_mut()
+            .find(|(id, _)| *id == bgid)
+            .map(|(_, ring)| ring)
+    }
+
+    /// Whether the kernel has multishot receive (`IORING_RECV_MULTISHOT`, 6.0), asked the
+    /// only way it can be: a multishot recv on a socket pair from a buffer group that does
+    /// not exist completes with `ENOBUFS` where the kernel has it and `EINVAL` where it does
+    /// not. Call on an idle ring (nothing pushed or in flight); one `io_uring_enter`.
+    ///
+    /// # Errors
+    /// Creating the socket pair or entering the ring failed.
+    pub fn probe_recv_multishot(&mut self) -> io::Result<bool> {
+        const PROBE_USER_DATA: u64 = u64::MAX - 7;
+        const NO_SUCH_GROUP: u16 = u16::MAX;
+        let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+        let entry =
+            io_uring::opcode::RecvMulti::new(io_uring::types::Fd(a.as_raw_fd()), NO_SUCH_GROUP)
+                .build()
+                .user_data(PROBE_USER_DATA);
+        // SAFETY: the recv selects its buffer from a group (none exists), so the SQE points
+        // at no memory of ours; the socket outlives the wait below.
+        unsafe { self.push(&entry) }.map_err(|_| io::Error::from_raw_os_error(libc::EBUSY))?;
+        self.enter(1, None)?;
+        let mut result = None;
+        self.reap(|cqe| {
+            assert_eq!(
+                cqe.user_data, PROBE_USER_DATA,
+                "the probe runs on an idle ring"
+            );
+            result = Some(cqe.result);
+        });
+        Ok(result == Some(-libc::ENOBUFS))
     }
 
     /// The options this ring was created with.
@@ -267,6 +337,15 @@ impl Ring {
             });
         }
         count
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        for (bgid, _) in &self.buf_rings {
+            // Nothing to do about a failure: closing the ring drops the registration anyway.
+            let _ = self.uring.submitter().unregister_buf_ring(*bgid);
+        }
     }
 }
 
