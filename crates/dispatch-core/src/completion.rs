@@ -6,6 +6,25 @@ use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
 use crate::operation::{Args, BufResult};
+use std::rc::Rc;
+
+use crate::pool::{PoolBuf, PoolShared};
+
+/// A completion's flags, in io_uring's encoding (every backend reports this way): the
+/// result came with a pool buffer, whose id is in the upper 16 bits.
+pub(crate) const F_BUFFER: u32 = 1;
+/// More completions of this operation follow (multishot).
+pub(crate) const F_MORE: u32 = 2;
+
+/// The flags of a completion that carries pool buffer `bid`.
+pub(crate) fn buffer_flags(bid: u16) -> u32 {
+    F_BUFFER | (u32::from(bid) << 16)
+}
+
+/// The pool buffer a completion carries, if any.
+pub(crate) fn flags_bid(flags: u32) -> Option<u16> {
+    (flags & F_BUFFER != 0).then_some((flags >> 16) as u16)
+}
 
 /// The result with which a backend reports an expired timeout: io_uring's `-ETIME` on Linux;
 /// the readiness engine uses the same value (`-ETIMEDOUT` where there is no `ETIME`).
@@ -60,6 +79,12 @@ pub(crate) fn fd_value(args: Args, result: i32) -> io::Result<OwnedFd> {
         "{}",
         args.label()
     );
+    std::mem::forget(args);
+    new_fd(result)
+}
+
+/// A descriptor the kernel created (or its error).
+pub(crate) fn new_fd(result: i32) -> io::Result<OwnedFd> {
     if result < 0 {
         return Err(error(result));
     }
@@ -75,6 +100,44 @@ pub(crate) fn buf_value(args: Args, result: i32) -> BufResult {
         Args::Recv { buf, .. } | Args::Read { buf, .. } => filled(buf, result),
         Args::Send { buf, .. } | Args::Write { buf, .. } => (count(result), buf),
         other => unreachable!("{} is not a buffer operation", other.label()),
+    }
+}
+
+/// The value for a pooled receive: the bytes in the pool buffer the completion names, an
+/// empty handle at end of stream, or the error (a buffer that came with an error, as some
+/// kernels do, goes straight back to the pool).
+pub(crate) fn pooled_value(pool: &Rc<PoolShared>, result: i32, flags: u32) -> io::Result<PoolBuf> {
+    match (result, flags_bid(flags)) {
+        (n, Some(bid)) if n > 0 => Ok(pool.lend(bid, n as u32)),
+        (n, None) if n > 0 => unreachable!("a pooled receive of {n} bytes without a buffer"),
+        (n, bid) => {
+            if let Some(bid) = bid {
+                drop(pool.lend(bid, 0));
+            }
+            if n == 0 {
+                Ok(pool.end_of_stream())
+            } else {
+                Err(error(n))
+            }
+        }
+    }
+}
+
+/// The value for a send from a pool buffer: the count and the buffer.
+pub(crate) fn pool_send_value(args: Args, result: i32) -> (io::Result<usize>, PoolBuf) {
+    let Args::SendPooled { buf, .. } = args else {
+        unreachable!("{} is not a pooled send", args.label())
+    };
+    (count(result), buf)
+}
+
+/// Drops the value of one completion of a multishot operation whose callback will not run
+/// (the loop is being dropped): a pool buffer goes back, an accepted socket is closed.
+pub(crate) fn discard_shot(pool: Option<&Rc<PoolShared>>, result: i32, flags: u32) {
+    match (flags_bid(flags), pool) {
+        (Some(bid), Some(pool)) => drop(pool.lend(bid, 0)),
+        (Some(bid), None) => unreachable!("buffer {bid} without a pool"),
+        (None, _) => drop(new_fd(result)),
     }
 }
 
@@ -123,10 +186,16 @@ pub(crate) fn count_value(args: Args, result: i32) -> io::Result<u64> {
 }
 
 /// Converts and drops the result of an operation whose callback will not run (the loop is
-/// being dropped): descriptors the kernel created are closed, buffers freed.
-pub(crate) fn discard(args: Args, result: i32) {
+/// being dropped): descriptors the kernel created are closed, buffers freed or returned to
+/// the pool.
+pub(crate) fn discard(args: Args, result: i32, flags: u32, pool: Option<&Rc<PoolShared>>) {
     match args {
         Args::Empty => {}
+        Args::RecvPooled { .. } => {
+            let pool = pool.expect("a pooled receive has a pool");
+            drop(pooled_value(pool, result, flags));
+        }
+        Args::SendPooled { .. } => drop(pool_send_value(args, result)),
         Args::Accept { .. } | Args::Openat { .. } => drop(fd_value(args, result)),
         Args::Recv { .. } | Args::Read { .. } | Args::Send { .. } | Args::Write { .. } => {
             drop(buf_value(args, result))

@@ -41,6 +41,7 @@ mod error;
 mod io;
 mod operation;
 mod options;
+mod pool;
 mod slots;
 mod stats;
 mod timer;
@@ -50,10 +51,11 @@ pub use crate::backend::BACKEND_ENV;
 pub use crate::error::{DeadlineError, InitError};
 pub use crate::io::Io;
 pub use crate::operation::{
-    BufCallback, BufResult, CountCallback, FdCallback, OpId, ScheduleError, ScheduleErrorKind, Tag,
-    UnitCallback,
+    AcceptCallback, BufCallback, BufResult, CountCallback, FdCallback, OpId, PoolSendCallback,
+    PooledCallback, ScheduleError, ScheduleErrorKind, Shot, Tag, UnitCallback,
 };
-pub use crate::options::{Options, UringOptions};
+pub use crate::options::{Options, PoolOptions, UringOptions};
+pub use crate::pool::PoolBuf;
 pub use crate::stats::{BackendKind, Fallback, Stats};
 pub use crate::waker::Waker;
 

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
 
 use crate::io::Io;
+use crate::pool::PoolBuf;
 
 /// The caller's word about an operation, handed back to its callback unchanged: a connection
 /// index, a request id, whatever tells the callback which part of the context it is about.
@@ -51,6 +52,25 @@ pub type BufCallback<C> = fn(&mut C, &mut Io<C>, Tag, BufResult);
 pub type UnitCallback<C> = fn(&mut C, &mut Io<C>, Tag, io::Result<()>);
 /// Callback of a wake-up wait: how many wake-ups it coalesced.
 pub type CountCallback<C> = fn(&mut C, &mut Io<C>, Tag, io::Result<u64>);
+/// Callback of a pooled receive ([`Io::recv_pooled`], [`Io::recv_multishot`]): the bytes in a
+/// pool buffer (empty at end of stream), and whether more completions follow.
+pub type PooledCallback<C> = fn(&mut C, &mut Io<C>, Tag, Shot<PoolBuf>);
+/// Callback of a multishot accept ([`Io::accept_multishot`]): one accepted socket per call,
+/// and whether more follow.
+pub type AcceptCallback<C> = fn(&mut C, &mut Io<C>, Tag, Shot<OwnedFd>);
+/// Callback of a send from a pool buffer ([`Io::send_pooled`]): the byte count sent (possibly
+/// short) and the buffer, whose view is unchanged.
+pub type PoolSendCallback<C> = fn(&mut C, &mut Io<C>, Tag, (io::Result<usize>, PoolBuf));
+
+/// One completion of an operation that may complete several times (multishot).
+#[derive(Debug)]
+pub struct Shot<T> {
+    /// This completion's result.
+    pub result: io::Result<T>,
+    /// `true`: the operation goes on and its callback will run again; `false`: this is its
+    /// final completion (its slot is free, its id stale).
+    pub more: bool,
+}
 
 /// A callback, stored in the operation's slot: a plain function pointer, no allocation.
 pub(crate) enum Callback<C> {
@@ -59,10 +79,22 @@ pub(crate) enum Callback<C> {
     Buf(BufCallback<C>),
     Unit(UnitCallback<C>),
     Count(CountCallback<C>),
+    Pooled(PooledCallback<C>),
+    Accepted(AcceptCallback<C>),
+    PoolSend(PoolSendCallback<C>),
     /// The loop's own operation (the cancel of an operation whose deadline passed): its
     /// result is dropped, no callback runs and it is not counted as completed.
     Internal,
 }
+
+// Function pointers are `Copy` whatever `C` is; a derive would ask `C: Copy`.
+impl<C> Clone for Callback<C> {
+    fn clone(&self) -> Callback<C> {
+        *self
+    }
+}
+
+impl<C> Copy for Callback<C> {}
 
 /// Why an operation could not be scheduled. Nothing is lost: the error carries back the value
 /// the operation would have consumed (its buffer or descriptor).
@@ -85,6 +117,8 @@ pub enum ScheduleErrorKind {
     /// A recv or read buffer has no spare capacity (`len == capacity`), so it could only ever
     /// read 0 bytes, which would look like end of file.
     NoSpareCapacity,
+    /// A pooled receive on a loop without a pool (`Options::pool.buffers == 0`).
+    NoPool,
 }
 
 impl<T> ScheduleError<T> {
@@ -112,6 +146,9 @@ impl<T> fmt::Display for ScheduleError<T> {
             ScheduleErrorKind::NoSpareCapacity => {
                 f.write_str("the buffer has no spare capacity to receive into")
             }
+            ScheduleErrorKind::NoPool => {
+                f.write_str("pooled receives need a pool (set Options::pool.buffers)")
+            }
         }
     }
 }
@@ -124,8 +161,21 @@ impl<T> std::error::Error for ScheduleError<T> {}
 pub(crate) enum Args {
     /// A free slot.
     Empty,
+    /// Accepts one connection, or (`multishot`) every connection until cancelled.
     Accept {
         fd: RawFd,
+        multishot: bool,
+    },
+    /// Receives into a pool buffer picked when data arrives; once, or (`multishot`) until end
+    /// of stream, an error, or a cancel.
+    RecvPooled {
+        fd: RawFd,
+        multishot: bool,
+    },
+    /// Sends a pool buffer's view.
+    SendPooled {
+        fd: RawFd,
+        buf: PoolBuf,
     },
     Connect {
         fd: RawFd,
@@ -185,11 +235,27 @@ pub(crate) enum Args {
 }
 
 impl Args {
+    /// Whether the operation may complete more than once.
+    pub(crate) fn is_multishot(&self) -> bool {
+        matches!(
+            self,
+            Args::Accept {
+                multishot: true,
+                ..
+            } | Args::RecvPooled {
+                multishot: true,
+                ..
+            }
+        )
+    }
+
     /// A short label for logs and assertion messages.
     pub(crate) fn label(&self) -> &'static str {
         match self {
             Args::Empty => "empty",
             Args::Accept { .. } => "accept",
+            Args::RecvPooled { .. } => "recv_pooled",
+            Args::SendPooled { .. } => "send_pooled",
             Args::Connect { .. } => "connect",
             Args::Recv { .. } => "recv",
             Args::Send { .. } => "send",

@@ -22,10 +22,25 @@ pub struct Options {
     pub backend: Option<BackendKind>,
     /// io_uring set-up, used when the io_uring backend runs.
     pub uring: UringOptions,
+    /// The receive buffer pool of [`crate::Io::recv_pooled`] and
+    /// [`crate::Io::recv_multishot`].
+    pub pool: PoolOptions,
     /// epoll: wait with `epoll_pwait2` (nanosecond timeouts) where the kernel has it. `false`
     /// forces `epoll_wait`, whose millisecond timeouts are rounded up (never early), as on
     /// kernels before 5.11.
     pub epoll_pwait2: bool,
+}
+
+/// The receive buffer pool: `buffers` buffers of `buffer_size` bytes, allocated once at
+/// `Io::new` (`buffers * buffer_size` bytes in all). Pooled receives pick a buffer only when
+/// data arrives, so idle connections pin none. `buffers == 0`: no pool (pooled receives are
+/// refused with [`crate::ScheduleErrorKind::NoPool`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// How many buffers (at most 32768).
+    pub buffers: u32,
+    /// Bytes per buffer (at least 1, at most 16 MiB): the most one receive delivers.
+    pub buffer_size: u32,
 }
 
 /// io_uring set-up knobs. Each flag is probed by the kernel at set-up; asking for one the
@@ -46,6 +61,15 @@ pub struct UringOptions {
     /// Wait with an `IORING_FEAT_EXT_ARG` timeout where the kernel has it. `false` forces the
     /// fallback used on kernels before 5.11: a timeout SQE pushed with the wait.
     pub ext_arg: bool,
+    /// Lend pool buffers to the kernel through a provided-buffer ring
+    /// (`IORING_REGISTER_PBUF_RING`, 5.19) where the kernel has it. `false` masks it: the
+    /// loop then picks a buffer when it submits a pooled receive, so an idle pooled receive
+    /// pins one buffer (as on kernels before 5.19).
+    pub pbuf_ring: bool,
+    /// Multishot receive (`IORING_RECV_MULTISHOT`, 6.0) and accept (`IORING_ACCEPT_MULTISHOT`)
+    /// where the kernel has them (probed at set-up). `false` masks them: the loop re-arms a
+    /// single-shot operation after each completion instead, with the same results.
+    pub multishot: bool,
 }
 
 impl Options {
@@ -58,6 +82,10 @@ impl Options {
             ops_max,
             backend: None,
             epoll_pwait2: true,
+            pool: PoolOptions {
+                buffers: 0,
+                buffer_size: 0,
+            },
             uring: UringOptions {
                 sq_entries: if sq_entries == 0 { 1 } else { sq_entries },
                 single_issuer: true,
@@ -65,6 +93,8 @@ impl Options {
                 coop_taskrun: false,
                 submit_all: true,
                 ext_arg: true,
+                pbuf_ring: true,
+                multishot: true,
             },
         }
     }
@@ -88,6 +118,12 @@ impl Options {
         }
         if self.uring.sq_entries > 32_768 {
             return Err("uring.sq_entries must be at most 32768 (the kernel's limit)");
+        }
+        if self.pool.buffers > 32_768 {
+            return Err("pool.buffers must be at most 32768");
+        }
+        if self.pool.buffers > 0 && !(1..=1 << 24).contains(&self.pool.buffer_size) {
+            return Err("pool.buffer_size must be between 1 and 16 MiB");
         }
         if self.uring.defer_taskrun && !self.uring.single_issuer {
             return Err("uring.defer_taskrun requires uring.single_issuer");

@@ -13,6 +13,9 @@ pub(crate) enum State {
     Overflow,
     /// Handed to the backend: the kernel may be reading or writing its arguments.
     Kernel,
+    /// A pooled receive that found the pool empty, waiting in the loop for buffers to come
+    /// back (then it goes to the backend again).
+    BufferWait,
     /// Result known, waiting on the completed queue for its callback.
     Completed,
 }
@@ -34,7 +37,6 @@ pub(crate) struct Slot<C> {
     /// Next slot on whichever list this slot is on; `NONE` at the tail.
     next: u32,
     pub(crate) tag: Tag,
-    pub(crate) result: i32,
     pub(crate) callback: Callback<C>,
 }
 
@@ -126,16 +128,25 @@ impl Fifo {
     }
 }
 
-/// Slots whose results are known, in completion order, waiting for their callbacks: two
-/// buffers allocated once. `filling` takes new completions; `draining` holds the batch whose
-/// callbacks run, read through `cursor`. A batch is only replaced once every entry has been
-/// handed out, so when a callback panics the rest of its batch stays here and runs on a
-/// later turn: nothing is lost or run twice. Completions that callbacks cause wait in
-/// `filling` for the next batch, so a turn always ends. Each slot is in the queue at most
-/// once, so `capacity` entries never overflow either buffer.
+/// One result waiting for its callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Done {
+    pub(crate) idx: u32,
+    /// `>= 0`, or `-errno`.
+    pub(crate) result: i32,
+    /// `F_BUFFER` and its buffer id, `F_MORE` when the operation goes on (its slot stays).
+    pub(crate) flags: u32,
+}
+
+/// Results waiting for their callbacks, in completion order: two buffers allocated once.
+/// `filling` takes new results; `draining` holds the batch whose callbacks run, read through
+/// `cursor`. A batch is only replaced once every entry has been handed out, so when a
+/// callback panics the rest of its batch stays here and runs on a later turn: nothing is
+/// lost or run twice. Results that callbacks cause wait in `filling` for the next batch, so
+/// a turn always ends. The loop reaps no more than there is room for.
 pub(crate) struct Completed {
-    filling: Vec<u32>,
-    draining: Vec<u32>,
+    filling: Vec<Done>,
+    draining: Vec<Done>,
     cursor: usize,
 }
 
@@ -148,12 +159,17 @@ impl Completed {
         }
     }
 
-    pub(crate) fn push(&mut self, idx: u32) {
+    pub(crate) fn push(&mut self, done: Done) {
         assert!(
             self.filling.len() < self.filling.capacity(),
             "completed queue never grows"
         );
-        self.filling.push(idx);
+        self.filling.push(done);
+    }
+
+    /// How many more results fit.
+    pub(crate) fn room(&self) -> u32 {
+        (self.filling.capacity() - self.filling.len()) as u32
     }
 
     /// Whether no callback is waiting to run.
@@ -173,17 +189,17 @@ impl Completed {
         assert!(self.filling.is_empty());
     }
 
-    /// The next slot of the current batch, consumed before its callback runs.
-    pub(crate) fn next_in_batch(&mut self) -> Option<u32> {
-        let idx = *self.draining.get(self.cursor)?;
+    /// The next result of the current batch, consumed before its callback runs.
+    pub(crate) fn next_in_batch(&mut self) -> Option<Done> {
+        let done = *self.draining.get(self.cursor)?;
         self.cursor += 1;
-        Some(idx)
+        Some(done)
     }
 
-    /// Empties the queue, handing each slot to `f` (for `Io`'s drop).
-    pub(crate) fn drain(&mut self, mut f: impl FnMut(u32)) {
-        for &idx in &self.draining[self.cursor..] {
-            f(idx);
+    /// Empties the queue, handing each result to `f` (for `Io`'s drop).
+    pub(crate) fn drain(&mut self, mut f: impl FnMut(Done)) {
+        for &done in &self.draining[self.cursor..] {
+            f(done);
         }
         self.draining.clear();
         self.cursor = 0;
@@ -233,7 +249,6 @@ impl<C> Slots<C> {
                 budget: Budget::Op,
                 next: NONE,
                 tag: 0,
-                result: 0,
                 callback: Callback::None,
             })
             .collect();
@@ -453,31 +468,36 @@ mod tests {
     /// completed since; nothing is handed out twice.
     #[test]
     fn a_batch_cut_short_resumes_before_newer_completions() {
+        let done = |idx| Done {
+            idx,
+            result: 0,
+            flags: 0,
+        };
         let mut completed = Completed::new(8);
         for idx in [1, 2, 3] {
-            completed.push(idx);
+            completed.push(done(idx));
         }
         completed.start_batch();
-        assert_eq!(completed.next_in_batch(), Some(1));
+        assert_eq!(completed.next_in_batch(), Some(done(1)));
         // The callback for 1 panics here; a completion arrives before the next turn.
-        completed.push(7);
+        completed.push(done(7));
         assert!(!completed.is_empty());
         completed.start_batch();
         let mut order = Vec::new();
-        while let Some(idx) = completed.next_in_batch() {
-            order.push(idx);
+        while let Some(entry) = completed.next_in_batch() {
+            order.push(entry.idx);
         }
         completed.start_batch();
-        while let Some(idx) = completed.next_in_batch() {
-            order.push(idx);
+        while let Some(entry) = completed.next_in_batch() {
+            order.push(entry.idx);
         }
         assert_eq!(order, vec![2, 3, 7]);
         assert!(completed.is_empty());
-        completed.push(4);
+        completed.push(done(4));
         completed.start_batch();
         let mut drained = Vec::new();
-        completed.push(5);
-        completed.drain(|idx| drained.push(idx));
+        completed.push(done(5));
+        completed.drain(|entry| drained.push(entry.idx));
         assert_eq!(drained, vec![4, 5]);
         assert!(completed.is_empty());
     }

@@ -107,6 +107,9 @@ pub struct Stats {
     /// Operations whose deadline ([`crate::Io::set_deadline`]) passed before they finished,
     /// cancelled by the loop and reported as `ETIMEDOUT`.
     pub deadlines_expired: u64,
+    /// Times a pooled receive found the pool empty and waited for buffers to come back
+    /// (it is not failed). A steady count means the pool is too small for the load.
+    pub pool_waits: u64,
 }
 
 impl Stats {
@@ -122,6 +125,7 @@ impl Stats {
             overflow_len_max: 0,
             cq_overflows: 0,
             deadlines_expired: 0,
+            pool_waits: 0,
         }
     }
 

@@ -323,6 +323,28 @@ impl Ring {
         self.uring.completion().overflow()
     }
 
+    /// Completions ready in the CQ.
+    #[inline]
+    pub fn cq_len(&mut self) -> u32 {
+        u32::try_from(self.uring.completion().len()).expect("CQ length fits u32")
+    }
+
+    /// Copies at most `max` ready completions out of the CQ, in order, calling `f` for each;
+    /// the rest stay for the next call. Returns how many. Never blocks and makes no syscall.
+    #[inline]
+    pub fn reap_max(&mut self, max: u32, mut f: impl FnMut(Cqe)) -> u32 {
+        let mut count = 0;
+        for entry in self.uring.completion().take(max as usize) {
+            count += 1;
+            f(Cqe {
+                user_data: entry.user_data(),
+                result: entry.result(),
+                flags: entry.flags(),
+            });
+        }
+        count
+    }
+
     /// Copies every ready completion out of the CQ, in order, calling `f` for each, and
     /// returns how many. Never blocks and makes no syscall.
     #[inline]

@@ -12,9 +12,11 @@ use sys_uring::squeue::Entry;
 use sys_uring::types::{Fd, Timespec};
 use sys_uring::{Ring, RingOptions, SetupError};
 
-use super::{SqFull, Wait};
+use super::{PushError, Wait};
+use crate::completion::{buffer_flags, F_BUFFER};
 use crate::operation::{Args, OpId};
 use crate::options::Options;
+use crate::pool::Pool;
 use crate::stats::Stats;
 use crate::waker::Waker;
 
@@ -25,6 +27,12 @@ const USER_DATA_WAIT_TIMEOUT: u64 = u64::MAX;
 const USER_DATA_DROP_CANCEL: u64 = u64::MAX - 1;
 
 const _: () = assert!(crate::options::OPS_MAX_LIMIT <= 1 << 24);
+
+/// The buffer group of the loop's pool in the provided-buffer ring.
+const POOL_GROUP: u16 = 0;
+
+/// No pool buffer lent to a slot (the fallback without a provided-buffer ring).
+const NO_BID: u16 = u16::MAX;
 
 /// The io_uring backend's state beside the ring: per-slot timespecs (timeouts) and socket
 /// addresses (connect) in the kernel's layout, the timespec of the wait timeout used on
@@ -41,12 +49,22 @@ pub(crate) struct IoUringBackend {
     wait_timespec: Timespec,
     ext_arg: bool,
     waker: Waker,
+    /// The pool's buffers are lent to the kernel's provided-buffer ring (else the loop picks
+    /// one when it submits a pooled receive, and records it in `lent`).
+    pbuf_ring: bool,
+    /// Per slot: the pool buffer a pooled receive was submitted with (fallback only).
+    lent: Box<[u16]>,
+    /// The kernel has multishot receive and accept, and they are not masked.
+    multishot: bool,
 }
 
 impl IoUringBackend {
     /// Sets up a ring for `options` and checks that the kernel has every opcode the loop
     /// schedules.
-    pub(crate) fn new(options: &Options) -> Result<IoUringBackend, SetupError> {
+    pub(crate) fn new(
+        options: &Options,
+        pool: Option<&mut Pool>,
+    ) -> Result<IoUringBackend, SetupError> {
         let uring = &options.uring;
         // Size the CQ so that every slot plus the internal entries fits: with one CQE per
         // operation the CQ cannot overflow, though overflow is still handled if it does.
@@ -54,7 +72,7 @@ impl IoUringBackend {
         let cq_wanted = (slots_max + 8)
             .next_power_of_two()
             .clamp(uring.sq_entries * 2, 65536);
-        let ring = Ring::new(&RingOptions {
+        let mut ring = Ring::new(&RingOptions {
             sq_entries: uring.sq_entries,
             cq_entries: cq_wanted.max(uring.sq_entries.next_power_of_two()),
             single_issuer: uring.single_issuer,
@@ -72,7 +90,17 @@ impl IoUringBackend {
             .map(|_| RawSockAddr::new(unspecified))
             .collect();
         let waker = Waker::with_eventfd(false).map_err(SetupError::from_setup)?;
+        // Probed before anything else is submitted: the probe needs an idle ring. Multishot
+        // accept (5.19) is older than multishot receive (6.0), so one probe answers both.
+        let multishot = uring.multishot && ring.probe_recv_multishot().unwrap_or(false);
+        let pbuf_ring = match pool {
+            Some(pool) if uring.pbuf_ring => lend_pool(&mut ring, pool),
+            _ => false,
+        };
         Ok(IoUringBackend {
+            pbuf_ring,
+            lent: vec![NO_BID; slots_max as usize].into_boxed_slice(),
+            multishot,
             ring,
             timespecs,
             sockaddrs,
@@ -104,14 +132,44 @@ impl IoUringBackend {
         idx: u32,
         user_data: u64,
         args: &mut Args,
-    ) -> Result<(), SqFull> {
-        let entry = self.entry(idx, args).user_data(user_data);
-        // SAFETY: the entry points into `args` (and the heap buffers it owns) and into
-        // `self.timespecs[idx]`, `self.sockaddrs[idx]` or `self.wakeup_words[idx]`; the
-        // caller keeps `args` in place until the completion is reaped, and the three tables
-        // live as long as the ring and are never resized.
-        unsafe { self.ring.push(&entry) }.map_err(|_| SqFull)?;
+        pool: Option<&mut Pool>,
+    ) -> Result<(), PushError> {
         let i = idx as usize;
+        assert_eq!(self.lent[i], NO_BID, "slot {idx} pushed with a buffer lent");
+        let entry = match args {
+            Args::RecvPooled { fd, .. } if !self.pbuf_ring => {
+                // No provided-buffer ring: pick the buffer now (given back if the push fails).
+                let pool = pool.expect("a pooled receive has a pool");
+                if self.ring.sq_space() == 0 {
+                    return Err(PushError::SqFull);
+                }
+                let bid = pool.take_free().ok_or(PushError::NoBuffer)?;
+                self.lent[i] = bid;
+                opcode::Recv::new(Fd(*fd), pool.buffer_ptr(bid), pool.buffer_size()).build()
+            }
+            Args::RecvPooled { fd, multishot } => {
+                let size = pool.expect("a pooled receive has a pool").buffer_size();
+                if *multishot && self.multishot {
+                    opcode::RecvMulti::new(Fd(*fd), POOL_GROUP).build()
+                } else {
+                    opcode::Recv::new(Fd(*fd), std::ptr::null_mut(), size)
+                        .buf_group(POOL_GROUP)
+                        .build()
+                        .flags(sys_uring::squeue::Flags::BUFFER_SELECT)
+                }
+            }
+            _ => self.entry(idx, args),
+        }
+        .user_data(user_data);
+        // SAFETY: the entry points into `args` (and the heap buffers it owns), into
+        // `self.timespecs[idx]`, `self.sockaddrs[idx]` or `self.wakeup_words[idx]`, or into
+        // the pool buffer lent to this slot; the caller keeps `args` in place until the
+        // completion is reaped, the three tables live as long as the ring and are never
+        // resized, and a lent pool buffer is nobody else's until the completion hands it on.
+        if unsafe { self.ring.push(&entry) }.is_err() {
+            assert_eq!(self.lent[i], NO_BID, "the fallback checked for room");
+            return Err(PushError::SqFull);
+        }
         assert!(
             !self.wakeup_in_kernel[i],
             "slot {idx} pushed while in the kernel"
@@ -125,9 +183,21 @@ impl IoUringBackend {
     fn entry(&mut self, idx: u32, args: &mut Args) -> Entry {
         match args {
             Args::Empty => unreachable!("pushing a free slot"),
-            Args::Accept { fd } => {
+            Args::Accept {
+                fd,
+                multishot: true,
+            } if self.multishot => opcode::AcceptMulti::new(Fd(*fd))
+                .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+                .build(),
+            Args::Accept { fd, .. } => {
                 opcode::Accept::new(Fd(*fd), std::ptr::null_mut(), std::ptr::null_mut())
                     .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+                    .build()
+            }
+            Args::RecvPooled { .. } => unreachable!("built by push"),
+            Args::SendPooled { fd, buf } => {
+                opcode::Send::new(Fd(*fd), buf.as_ptr(), clamp_len(buf.len()))
+                    .flags(libc::MSG_NOSIGNAL)
                     .build()
             }
             Args::Connect { fd, addr } => {
@@ -266,24 +336,72 @@ impl IoUringBackend {
         }
     }
 
-    /// Copies out every ready completion for a slot; internal completions are consumed here.
-    pub(crate) fn reap(&mut self, mut f: impl FnMut(u64, i32)) {
+    /// Copies out up to `max` completions for slots (internal completions are consumed
+    /// here and not counted); the rest stay in the CQ for the next reap.
+    pub(crate) fn reap(
+        &mut self,
+        max: u32,
+        mut pool: Option<&mut Pool>,
+        mut f: impl FnMut(u64, i32, u32),
+    ) {
         let words = &self.wakeup_words;
         let wakeup_in_kernel = &mut self.wakeup_in_kernel;
-        self.ring.reap(|cqe| match cqe.user_data {
-            USER_DATA_WAIT_TIMEOUT | USER_DATA_DROP_CANCEL => {}
-            user_data => {
-                let idx = OpId::idx_of_user_data(user_data) as usize;
-                let wakeup = std::mem::take(&mut wakeup_in_kernel[idx]);
-                let result = match cqe.result {
-                    // A wake-up wait: its result is the counter the kernel read, not 8 bytes.
-                    8 if wakeup => i32::try_from(words[idx]).unwrap_or(i32::MAX),
-                    n if wakeup && n >= 0 => panic!("eventfd read of {n} bytes"),
-                    n => kernel_result(n),
-                };
-                f(user_data, result)
+        let lent = &mut self.lent;
+        self.ring.reap_max(max, |cqe| {
+            if matches!(
+                cqe.user_data,
+                USER_DATA_WAIT_TIMEOUT | USER_DATA_DROP_CANCEL
+            ) {
+                return;
             }
+            let idx = OpId::idx_of_user_data(cqe.user_data) as usize;
+            let wakeup = std::mem::take(&mut wakeup_in_kernel[idx]);
+            let result = match cqe.result {
+                // A wake-up wait: its result is the counter the kernel read, not 8 bytes.
+                8 if wakeup => i32::try_from(words[idx]).unwrap_or(i32::MAX),
+                n if wakeup && n >= 0 => panic!("eventfd read of {n} bytes"),
+                n => kernel_result(n),
+            };
+            // Only the buffer and more-to-come flags mean anything to the loop.
+            let mut flags = cqe.flags & (F_BUFFER | crate::completion::F_MORE | 0xFFFF_0000);
+            if flags & F_BUFFER == 0 {
+                flags &= !0xFFFF_0000;
+            }
+            let bid = std::mem::replace(&mut lent[idx], NO_BID);
+            if bid != NO_BID {
+                // The fallback's buffer: the completion carries it only if bytes landed.
+                if result > 0 {
+                    flags |= buffer_flags(bid);
+                } else {
+                    pool.as_deref_mut()
+                        .expect("a lent buffer has a pool")
+                        .put_free(bid);
+                }
+            }
+            f(cqe.user_data, result, flags);
         });
+    }
+
+    /// Whether completions wait in the CQ.
+    pub(crate) fn has_results(&mut self) -> bool {
+        self.ring.cq_len() > 0
+    }
+
+    /// Gives the buffers of dropped handles back: to the kernel's ring (one release store
+    /// for all of them), or among the pool's free ones in the fallback. How many.
+    pub(crate) fn recycle(&mut self, pool: &mut Pool) -> u32 {
+        if !self.pbuf_ring {
+            return pool.take_returned_into_free();
+        }
+        let buf_ring = self.ring.buf_ring(POOL_GROUP).expect("the pool's ring");
+        let size = pool.buffer_size();
+        let count = pool.take_returned(|bid, ptr| {
+            // SAFETY: the buffer came back from its handle: nobody else touches it until
+            // the kernel hands it out again; the pool's memory lives as long as the loop.
+            unsafe { buf_ring.push(bid, ptr, size) };
+        });
+        buf_ring.publish();
+        count
     }
 
     /// Asks the kernel to cancel the operation `user_data`; used only by `Io`'s drop.
@@ -298,6 +416,33 @@ impl IoUringBackend {
         unsafe { self.ring.push(&entry) }.expect("the SQ has room after an enter");
         Ok(())
     }
+}
+
+/// Lends every pool buffer to a provided-buffer ring registered as `POOL_GROUP`; `false`
+/// (nothing lent) where the kernel has no such rings.
+fn lend_pool(ring: &mut Ring, pool: &mut Pool) -> bool {
+    let entries =
+        u16::try_from(u32::from(pool.count()).next_power_of_two()).expect("at most 32768 buffers");
+    let Ok(mut buf_ring) = sys_uring::BufRing::new(entries) else {
+        return false;
+    };
+    let size = pool.buffer_size();
+    let mut bids = Vec::with_capacity(usize::from(pool.count()));
+    pool.take_all_free(|bid| bids.push(bid));
+    for &bid in &bids {
+        // SAFETY: every buffer is free and, from now on, the kernel's until a completion
+        // hands it out; the pool's memory outlives the ring (the loop drops the backend
+        // first, and leaks both when the kernel keeps operations).
+        unsafe { buf_ring.push(bid, pool.buffer_ptr(bid), size) };
+    }
+    buf_ring.publish();
+    if ring.register_buf_ring(buf_ring, POOL_GROUP).is_ok() {
+        return true;
+    }
+    for bid in bids {
+        pool.put_free(bid);
+    }
+    false
 }
 
 /// Maps the kernel-internal errnos (512 to 530, never meant to reach user space, though

@@ -41,6 +41,7 @@ use std::time::Instant;
 use crate::error::InitError;
 use crate::operation::Args;
 use crate::options::Options;
+use crate::pool::Pool;
 use crate::stats::{BackendKind, Fallback, Stats};
 use crate::waker::Waker;
 
@@ -55,9 +56,15 @@ pub(crate) enum Wait {
     Forever,
 }
 
-/// The submission queue is full (io_uring): flush, then push again.
+/// Why an operation could not be queued for the next flush; nothing is lost either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SqFull;
+pub(crate) enum PushError {
+    /// The submission queue is full (io_uring): flush, then push again.
+    SqFull,
+    /// A pooled receive found the pool empty (io_uring without a provided-buffer ring,
+    /// which picks the buffer at submission): wait for buffers to come back.
+    NoBuffer,
+}
 
 /// The environment variable that forces a backend when `Options::backend` is `None`.
 pub const BACKEND_ENV: &str = "DISPATCH_BACKEND";
@@ -116,7 +123,10 @@ macro_rules! readiness {
 impl Backend {
     /// Selects and creates the backend: `options.backend`, else `DISPATCH_BACKEND`, else the
     /// platform default. Returns the fallback taken, if any.
-    pub(crate) fn new(options: &Options) -> Result<(Backend, Option<Fallback>), InitError> {
+    pub(crate) fn new(
+        options: &Options,
+        pool: Option<&mut Pool>,
+    ) -> Result<(Backend, Option<Fallback>), InitError> {
         let forced = match options.backend {
             Some(kind) => Some(kind),
             None => match std::env::var(BACKEND_ENV) {
@@ -128,14 +138,17 @@ impl Backend {
             },
         };
         match forced {
-            Some(kind) => Ok((Backend::create(kind, options)?, None)),
-            None => Backend::auto(options),
+            Some(kind) => Ok((Backend::create(kind, options, pool)?, None)),
+            None => Backend::auto(options, pool),
         }
     }
 
     #[cfg(target_os = "linux")]
-    fn auto(options: &Options) -> Result<(Backend, Option<Fallback>), InitError> {
-        match io_uring::IoUringBackend::new(options) {
+    fn auto(
+        options: &Options,
+        mut pool: Option<&mut Pool>,
+    ) -> Result<(Backend, Option<Fallback>), InitError> {
+        match io_uring::IoUringBackend::new(options, pool.as_deref_mut()) {
             Ok(backend) => Ok((Backend::IoUring(backend), None)),
             Err(error) => {
                 use std::sync::atomic::{AtomicBool, Ordering};
@@ -145,7 +158,7 @@ impl Backend {
                     eprintln!("dispatch-core: {error}; falling back to epoll");
                 }
                 Ok((
-                    Backend::create(BackendKind::Epoll, options)?,
+                    Backend::create(BackendKind::Epoll, options, pool)?,
                     Some(fallback),
                 ))
             }
@@ -153,16 +166,25 @@ impl Backend {
     }
 
     #[cfg(kqueue)]
-    fn auto(options: &Options) -> Result<(Backend, Option<Fallback>), InitError> {
-        Ok((Backend::create(BackendKind::Kqueue, options)?, None))
+    fn auto(
+        options: &Options,
+        pool: Option<&mut Pool>,
+    ) -> Result<(Backend, Option<Fallback>), InitError> {
+        Ok((Backend::create(BackendKind::Kqueue, options, pool)?, None))
     }
 
     /// Creates exactly `kind`, or says why it cannot run here.
-    fn create(kind: BackendKind, options: &Options) -> Result<Backend, InitError> {
+    fn create(
+        kind: BackendKind,
+        options: &Options,
+        pool: Option<&mut Pool>,
+    ) -> Result<Backend, InitError> {
         let slots_max = options.slots_max();
+        // Readiness backends pick buffers from the pool's free list themselves.
+        let _ = &pool;
         match kind {
             #[cfg(target_os = "linux")]
-            BackendKind::IoUring => io_uring::IoUringBackend::new(options)
+            BackendKind::IoUring => io_uring::IoUringBackend::new(options, pool)
                 .map(Backend::IoUring)
                 .map_err(InitError::Unavailable),
             #[cfg(target_os = "linux")]
@@ -224,14 +246,15 @@ impl Backend {
         idx: u32,
         user_data: u64,
         args: &mut Args,
-    ) -> Result<(), SqFull> {
+        pool: Option<&mut Pool>,
+    ) -> Result<(), PushError> {
         readiness!(self, engine => {
-            let _ = args;
+            let _ = (args, pool);
             engine.push(idx, user_data);
             Ok(())
         }, uring => {
             // SAFETY: this function's own contract, passed on.
-            unsafe { uring.push(idx, user_data, args) }
+            unsafe { uring.push(idx, user_data, args, pool) }
         })
     }
 
@@ -240,15 +263,33 @@ impl Backend {
         wait: Wait,
         in_kernel: u32,
         args: &mut [Args],
+        pool: Option<&mut Pool>,
         stats: &mut Stats,
     ) -> io::Result<()> {
         let _ = in_kernel; // io_uring's alone.
-        readiness!(self, engine => engine.flush(wait, args, stats),
-            uring => uring.flush(wait, in_kernel, stats))
+        readiness!(self, engine => engine.flush(wait, args, pool, stats),
+        uring => {
+            let _ = (args, pool);
+            uring.flush(wait, in_kernel, stats)
+        })
     }
 
-    pub(crate) fn reap(&mut self, f: impl FnMut(u64, i32)) {
-        each!(self, backend => backend.reap(f))
+    /// Hands up to `max` results to `f` as `(user_data, result, flags)`.
+    pub(crate) fn reap(&mut self, max: u32, pool: Option<&mut Pool>, f: impl FnMut(u64, i32, u32)) {
+        readiness!(self, engine => {
+            let _ = pool;
+            engine.reap(max, f)
+        }, uring => uring.reap(max, pool, f))
+    }
+
+    /// Whether results wait that a reap has not taken yet.
+    pub(crate) fn has_results(&mut self) -> bool {
+        each!(self, backend => backend.has_results())
+    }
+
+    /// Takes back the pool buffers whose handles were dropped; how many.
+    pub(crate) fn recycle(&mut self, pool: &mut Pool) -> u32 {
+        each!(self, backend => backend.recycle(pool))
     }
 
     pub(crate) fn cancel_for_drop(&mut self, user_data: u64, stats: &mut Stats) -> io::Result<()> {

@@ -135,9 +135,8 @@ impl<C> Io<C> {
                 State::Completed => continue,
                 // Already being cancelled: that cancel decides the result.
                 State::Kernel if slot.cancelling => continue,
-                State::Overflow => {
-                    let removed = self.overflow.remove(self.slots.as_mut_slice(), idx);
-                    assert!(removed, "slot {idx} in state Overflow is not queued");
+                State::Overflow | State::BufferWait => {
+                    self.unlink_waiting(idx);
                     self.slots[idx].timed_out = true;
                     self.complete_now(idx, -libc::ETIMEDOUT);
                 }

@@ -5,7 +5,9 @@
 #![allow(unsafe_code)]
 
 mod deadline;
+mod drop;
 mod ops;
+mod reap;
 
 use std::fmt;
 use std::io;
@@ -14,12 +16,17 @@ use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
 use self::deadline::Deadlines;
-use crate::backend::{Backend, Wait};
-use crate::completion::{buf_value, count_value, discard, fd_value, unit_value};
+use self::reap::Reaper;
+use crate::backend::{Backend, PushError, Wait};
+use crate::completion::{
+    buf_value, count_value, fd_value, flags_bid, new_fd, pool_send_value, pooled_value, unit_value,
+    F_MORE,
+};
 use crate::error::InitError;
-use crate::operation::{Args, Callback};
+use crate::operation::{Callback, Shot};
 use crate::options::Options;
-use crate::slots::{Completed, Fifo, Slots, State};
+use crate::pool::Pool;
+use crate::slots::{Completed, Done, Fifo, Slots, State};
 use crate::stats::Stats;
 use crate::waker::Waker;
 
@@ -101,7 +108,14 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Io<C> {
     slots: Slots<C>,
     overflow: Fifo,
+    /// Pooled receives that found the pool empty, waiting for buffers to come back.
+    buffer_wait: Fifo,
     completed: Completed,
+    /// The receive buffer pool, if `Options::pool` asked for one.
+    pool: Option<Pool>,
+    /// Pool buffers handed to callbacks (or to the kernel by a pooled send) and not taken
+    /// back yet.
+    pool_lent: u32,
     backend: Backend,
     stats: Stats,
     /// Set while `tick` or a `run_*` drives the loop (a guard clears it, even when a
@@ -175,16 +189,26 @@ impl<C> Io<C> {
     /// - [`InitError::Os`]: creating the backend's descriptors failed (for example `EMFILE`).
     pub fn new(options: &Options) -> Result<Io<C>, InitError> {
         options.validate().map_err(InitError::InvalidOptions)?;
-        let (backend, fallback) = Backend::new(options)?;
+        let mut pool = (options.pool.buffers > 0).then(|| {
+            let count = u16::try_from(options.pool.buffers).expect("validated: at most 32768");
+            Pool::new(count, options.pool.buffer_size)
+        });
+        let (backend, fallback) = Backend::new(options, pool.as_mut())?;
         let stats = Stats::new(backend.kind(), fallback);
         let slots = Slots::new(options.ops_max);
-        let completed = Completed::new(slots.capacity());
+        // Room for one final result per slot, one result per pool buffer (each intermediate
+        // result of a multishot receive holds one), and as many again for multishot accepts;
+        // the loop reaps no more than fits.
+        let completed = Completed::new(slots.capacity() * 2 + options.pool.buffers);
         let deadlines = Deadlines::new(slots.capacity());
         Ok(Io {
             deadlines,
             slots,
             overflow: Fifo::EMPTY,
+            buffer_wait: Fifo::EMPTY,
             completed,
+            pool,
+            pool_lent: 0,
             backend,
             stats,
             running: false,
@@ -202,6 +226,13 @@ impl<C> Io<C> {
     /// Operations (cancels included) scheduled whose callbacks have not run yet.
     pub fn in_flight(&self) -> u32 {
         self.slots.busy()
+    }
+
+    /// Pool buffers lent out: held by [`crate::PoolBuf`] handles (or by pooled sends in
+    /// flight). A dropped handle's buffer counts until the next turn takes it back. 0
+    /// without a pool.
+    pub fn pool_buffers_lent(&self) -> u32 {
+        self.pool_lent
     }
 
     /// A handle that wakes this loop from any thread; see [`Io::wait_wakeup`].
@@ -301,21 +332,28 @@ impl<C> Io<C> {
     fn turn(&mut self, ctx: &mut C, wait: Wait) -> io::Result<()> {
         assert!(self.running);
         self.expire_deadlines();
+        self.recycle_buffers();
         // Park nothing longer than needed: while operations wait for SQ room, submit what fits
         // and refill, without blocking.
         self.refill();
         while !self.overflow.is_empty() {
             let args = self.slots.args_table();
+            let pool = self.pool.as_mut();
             self.backend
-                .flush(Wait::Poll, self.in_kernel, args, &mut self.stats)?;
+                .flush(Wait::Poll, self.in_kernel, args, pool, &mut self.stats)?;
             self.reap();
             self.refill();
+            if self.completed.room() == 0 {
+                break;
+            }
         }
         // Completions already known (cancels of parked operations, EINTR retries, callbacks
-        // a panic left for later) must not wait behind a blocking syscall, and a loop with
-        // nothing in flight has nothing to wait for.
+        // a panic left for later, results a full queue left in the backend) must not wait
+        // behind a blocking syscall, and a loop with nothing in flight has nothing to wait
+        // for.
         let nothing_to_wait_for = wait == Wait::Forever && self.slots.busy() == 0;
-        let wait = if !self.completed.is_empty() || nothing_to_wait_for {
+        let known = !self.completed.is_empty() || self.backend.has_results();
+        let wait = if known || nothing_to_wait_for {
             Wait::Poll
         } else {
             // The next deadline ends the wait, so that it is expired on time.
@@ -326,47 +364,75 @@ impl<C> Io<C> {
             }
         };
         let args = self.slots.args_table();
+        let pool = self.pool.as_mut();
         self.backend
-            .flush(wait, self.in_kernel, args, &mut self.stats)?;
+            .flush(wait, self.in_kernel, args, pool, &mut self.stats)?;
         self.reap();
         self.dispatch(ctx);
         Ok(())
+    }
+
+    /// Takes back the buffers of dropped handles; if any came back, the receives waiting for
+    /// buffers go to the backend again (those that still find none wait again).
+    fn recycle_buffers(&mut self) {
+        let Some(pool) = self.pool.as_mut() else {
+            return;
+        };
+        let recycled = self.backend.recycle(pool);
+        if recycled == 0 {
+            return;
+        }
+        assert!(recycled <= self.pool_lent, "more buffers back than lent");
+        self.pool_lent -= recycled;
+        while let Some(idx) = self.buffer_wait.pop(self.slots.as_mut_slice()) {
+            assert_eq!(self.slots[idx].state, State::BufferWait);
+            self.slots[idx].state = State::Overflow;
+            self.overflow.push(self.slots.as_mut_slice(), idx);
+        }
     }
 
     /// Moves parked operations into the SQ while it has room, oldest first.
     fn refill(&mut self) {
         while let Some(idx) = self.overflow.peek() {
             assert_eq!(self.slots[idx].state, State::Overflow);
-            if !self.push(idx) {
-                return;
+            match self.push(idx) {
+                Ok(()) => {
+                    let popped = self.overflow.pop(self.slots.as_mut_slice());
+                    assert_eq!(popped, Some(idx));
+                }
+                Err(PushError::SqFull) => return,
+                Err(PushError::NoBuffer) => {
+                    let popped = self.overflow.pop(self.slots.as_mut_slice());
+                    assert_eq!(popped, Some(idx));
+                    self.wait_for_buffer(idx);
+                }
             }
-            let popped = self.overflow.pop(self.slots.as_mut_slice());
-            assert_eq!(popped, Some(idx));
         }
     }
 
-    /// Hands slot `idx` to the backend; `false` when the SQ is full.
-    fn push(&mut self, idx: u32) -> bool {
+    /// Hands slot `idx` to the backend.
+    fn push(&mut self, idx: u32) -> Result<(), PushError> {
         let user_data = self.slots.id(idx).user_data();
         let args = &mut self.slots.args_table()[idx as usize];
         // SAFETY: the argument table is allocated once and never moved or resized, and a
         // slot's arguments are only taken out after the backend reports its completion
         // (`reap` then `dispatch`), or in `Drop` after every operation the kernel held has
         // completed.
-        let pushed = unsafe { self.backend.push(idx, user_data, args) };
-        if pushed.is_err() {
-            return false;
-        }
+        unsafe { self.backend.push(idx, user_data, args, self.pool.as_mut()) }?;
         self.slots[idx].state = State::Kernel;
         self.in_kernel += 1;
         self.stats.ops_submitted += 1;
-        true
+        Ok(())
     }
 
     /// Sends a new operation to the SQ, or parks it behind any already parked.
     fn enqueue(&mut self, idx: u32) {
-        if self.overflow.is_empty() && self.push(idx) {
-            return;
+        if self.overflow.is_empty() {
+            match self.push(idx) {
+                Ok(()) => return,
+                Err(PushError::NoBuffer) => return self.wait_for_buffer(idx),
+                Err(PushError::SqFull) => {}
+            }
         }
         self.park(idx);
     }
@@ -378,68 +444,102 @@ impl<C> Io<C> {
         self.stats.overflow_len_max = self.stats.overflow_len_max.max(self.overflow.len());
     }
 
+    /// Parks a pooled receive until buffers come back.
+    fn wait_for_buffer(&mut self, idx: u32) {
+        self.slots[idx].state = State::BufferWait;
+        self.buffer_wait.push(self.slots.as_mut_slice(), idx);
+        self.stats.pool_waits += 1;
+    }
+
     /// Completes slot `idx` with `result` without the kernel (it never reached it).
     fn complete_now(&mut self, idx: u32, result: i32) {
         let slot = &mut self.slots[idx];
-        assert!(matches!(slot.state, State::Free | State::Overflow));
+        assert!(matches!(
+            slot.state,
+            State::Free | State::Overflow | State::BufferWait
+        ));
         slot.state = State::Completed;
-        slot.result = result;
-        self.completed.push(idx);
-    }
-
-    /// Moves every ready completion to the completed queue; runs no callback.
-    fn reap(&mut self) {
-        let slots = &mut self.slots;
-        let completed = &mut self.completed;
-        let overflow = &mut self.overflow;
-        let in_kernel = &mut self.in_kernel;
-        self.backend.reap(|user_data, result| {
-            let idx = slots.kernel_slot(user_data);
-            assert!(*in_kernel > 0);
-            *in_kernel -= 1;
-            let result = match (result, slots.args(idx)) {
-                // A close is never retried: the descriptor is released whatever close
-                // returned, and its number may already belong to someone else.
-                (result, Args::Close { .. }) if result == -libc::EINTR => 0,
-                // io_uring: the target is being performed and will complete on its own; the
-                // cancel was requested, as on readiness backends, and the target's callback
-                // tells the outcome.
-                (result, Args::Cancel { .. }) if result == -libc::EALREADY => 0,
-                // EINTR never escapes the layer: the operation goes out again.
-                (result, _) if result == -libc::EINTR => {
-                    slots[idx].state = State::Overflow;
-                    overflow.push(slots.as_mut_slice(), idx);
-                    return;
-                }
-                // The loop cancelled it because its deadline passed.
-                (result, _) if result == -libc::ECANCELED && slots[idx].timed_out => {
-                    -libc::ETIMEDOUT
-                }
-                (result, _) => result,
-            };
-            let slot = &mut slots[idx];
-            slot.state = State::Completed;
-            slot.result = result;
-            completed.push(idx);
+        self.completed.push(Done {
+            idx,
+            result,
+            flags: 0,
         });
     }
 
-    /// Runs the callbacks of everything completed so far. Each slot leaves the completed
-    /// queue and is released before its callback runs, so a panicking callback leaves the
-    /// loop consistent: the rest of the batch stays queued for the next turn. Completions
-    /// that callbacks cause (cancels of parked operations) wait for the next turn, so a turn
-    /// always ends.
+    /// Removes a slot waiting in the loop (overflow or buffer wait) from its list.
+    fn unlink_waiting(&mut self, idx: u32) {
+        let list = match self.slots[idx].state {
+            State::Overflow => &mut self.overflow,
+            State::BufferWait => &mut self.buffer_wait,
+            state => unreachable!("slot {idx} is not waiting in the loop but {state:?}"),
+        };
+        let removed = list.remove(self.slots.as_mut_slice(), idx);
+        assert!(removed, "slot {idx} is not on its list");
+    }
+
+    /// Moves the results the backend has (as many as fit) to the completed queue; runs no
+    /// callback. Decides here what each result means for its slot: final (the slot waits
+    /// for its callback), intermediate (a multishot goes on, re-armed by the loop where the
+    /// kernel ended it), or no result at all (EINTR: submit again; a pooled receive without
+    /// buffers: wait for some).
+    fn reap(&mut self) {
+        let mut reaper = Reaper {
+            slots: &mut self.slots,
+            completed: &mut self.completed,
+            overflow: &mut self.overflow,
+            buffer_wait: &mut self.buffer_wait,
+            in_kernel: &mut self.in_kernel,
+            stats: &mut self.stats,
+        };
+        let room = reaper.completed.room();
+        self.backend
+            .reap(room, self.pool.as_mut(), |user_data, result, flags| {
+                reaper.result(user_data, result, flags)
+            });
+    }
+
+    /// Runs the callbacks of everything completed so far. A final result's slot leaves the
+    /// completed queue and is released before its callback runs, so a panicking callback
+    /// leaves the loop consistent: the rest of the batch stays queued for the next turn.
+    /// Completions that callbacks cause (cancels of parked operations) wait for the next turn,
+    /// so a turn always ends.
     fn dispatch(&mut self, ctx: &mut C) {
         self.completed.start_batch();
-        while let Some(idx) = self.completed.next_in_batch() {
-            let slot = &mut self.slots[idx];
+        while let Some(done) = self.completed.next_in_batch() {
+            let idx = done.idx;
+            if flags_bid(done.flags).is_some() {
+                self.pool_lent += 1;
+            }
+            let slot = &self.slots[idx];
+            let (tag, callback) = (slot.tag, slot.callback);
+            if done.flags & F_MORE != 0 {
+                // A multishot goes on: its slot stays.
+                assert_ne!(
+                    slot.state,
+                    State::Free,
+                    "a multishot result for a free slot"
+                );
+                let pool = self.pool.as_ref().map(Pool::shared);
+                match callback {
+                    Callback::Pooled(callback) => {
+                        let pool = pool.expect("a pooled receive has a pool");
+                        let result = pooled_value(pool, done.result, done.flags);
+                        callback(ctx, self, tag, Shot { result, more: true });
+                    }
+                    Callback::Accepted(callback) => {
+                        let result = new_fd(done.result);
+                        callback(ctx, self, tag, Shot { result, more: true });
+                    }
+                    _ => unreachable!("slot {idx}: only multishots have more results"),
+                }
+                continue;
+            }
             assert_eq!(slot.state, State::Completed);
-            let tag = slot.tag;
-            let result = slot.result;
-            let callback = std::mem::replace(&mut slot.callback, Callback::None);
+            self.slots[idx].callback = Callback::None;
             let args = self.slots.take_args(idx);
             self.deadlines.forget(idx);
             self.slots.release(idx);
+            let result = done.result;
             if let Callback::Internal = callback {
                 drop(unit_value(args, result));
                 continue;
@@ -450,90 +550,38 @@ impl<C> Io<C> {
                 Callback::Buf(callback) => callback(ctx, self, tag, buf_value(args, result)),
                 Callback::Unit(callback) => callback(ctx, self, tag, unit_value(args, result)),
                 Callback::Count(callback) => callback(ctx, self, tag, count_value(args, result)),
+                Callback::Pooled(callback) => {
+                    let pool = self.pool.as_ref().expect("a pooled receive has a pool");
+                    let result = pooled_value(pool.shared(), result, done.flags);
+                    callback(
+                        ctx,
+                        self,
+                        tag,
+                        Shot {
+                            result,
+                            more: false,
+                        },
+                    );
+                }
+                Callback::Accepted(callback) => {
+                    let result = fd_value(args, result);
+                    callback(
+                        ctx,
+                        self,
+                        tag,
+                        Shot {
+                            result,
+                            more: false,
+                        },
+                    );
+                }
+                Callback::PoolSend(callback) => {
+                    callback(ctx, self, tag, pool_send_value(args, result));
+                }
                 Callback::None | Callback::Internal => {
                     unreachable!("slot {idx} completed without a callback")
                 }
             }
         }
-    }
-}
-
-impl<C> Drop for Io<C> {
-    /// Releases every slot exactly once, whatever its state, without running callbacks:
-    /// parked operations are dropped (buffers freed, a parked close's descriptor closed);
-    /// operations the kernel holds are cancelled and reaped until it has given all of them
-    /// back, so that no buffer is freed while the kernel may write it; completed ones are
-    /// converted and dropped (descriptors the kernel created are closed, a performed close is
-    /// not repeated).
-    fn drop(&mut self) {
-        while let Some(idx) = self.overflow.pop(self.slots.as_mut_slice()) {
-            assert_eq!(self.slots[idx].state, State::Overflow);
-            self.slots[idx].state = State::Completed;
-            drop(self.slots.take_args(idx));
-        }
-        if !self.drain_kernel() {
-            eprintln!(
-                "dispatch-core: {} operations still in the kernel after \
-                 {DROP_REAP_TIMEOUT:?}; \
-                 leaking their memory rather than freeing it under the kernel",
-                self.in_kernel
-            );
-            self.slots.leak();
-            return;
-        }
-        // Everything left is ours alone.
-        let slots = &mut self.slots;
-        self.completed.drain(|idx| {
-            assert_eq!(slots[idx].state, State::Completed);
-            let result = slots[idx].result;
-            slots[idx].state = State::Free;
-            discard(slots.take_args(idx), result);
-        });
-        for idx in 0..self.slots.capacity() {
-            let state = self.slots[idx].state;
-            assert!(
-                matches!(state, State::Free | State::Completed),
-                "slot {idx} left in state {state:?} by drop"
-            );
-            assert!(matches!(self.slots.args(idx), Args::Empty));
-        }
-    }
-}
-
-impl<C> Io<C> {
-    /// For `Drop`: cancels every operation the kernel holds and reaps until all have come
-    /// back (their results discarded). `false` if the kernel kept some past the timeout.
-    fn drain_kernel(&mut self) -> bool {
-        for idx in 0..self.slots.capacity() {
-            if self.slots[idx].state != State::Kernel {
-                continue;
-            }
-            let user_data = self.slots.id(idx).user_data();
-            if let Err(error) = self.backend.cancel_for_drop(user_data, &mut self.stats) {
-                eprintln!("dispatch-core: cancel on drop failed: {error}");
-            }
-        }
-        let deadline = Instant::now() + DROP_REAP_TIMEOUT;
-        while self.in_kernel > 0 && Instant::now() < deadline {
-            let turn_deadline = Instant::now() + Duration::from_millis(100);
-            let args = self.slots.args_table();
-            let wait = Wait::Until(turn_deadline);
-            if let Err(error) = self
-                .backend
-                .flush(wait, self.in_kernel, args, &mut self.stats)
-            {
-                eprintln!("dispatch-core: reaping on drop failed: {error}");
-                return false;
-            }
-            let slots = &mut self.slots;
-            let in_kernel = &mut self.in_kernel;
-            self.backend.reap(|user_data, result| {
-                let idx = slots.kernel_slot(user_data);
-                slots[idx].state = State::Free;
-                *in_kernel -= 1;
-                discard(slots.take_args(idx), result);
-            });
-        }
-        self.in_kernel == 0
     }
 }

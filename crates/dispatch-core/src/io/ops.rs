@@ -7,9 +7,10 @@ use std::os::fd::{OwnedFd, RawFd};
 
 use super::Io;
 use crate::operation::{
-    Args, BufCallback, Callback, CountCallback, FdCallback, OpId, ScheduleError, ScheduleErrorKind,
-    Tag, UnitCallback,
+    AcceptCallback, Args, BufCallback, Callback, CountCallback, FdCallback, OpId, PoolSendCallback,
+    PooledCallback, ScheduleError, ScheduleErrorKind, Tag, UnitCallback,
 };
+use crate::pool::PoolBuf;
 use crate::slots::{Budget, State};
 
 impl<C> Io<C> {
@@ -27,10 +28,128 @@ impl<C> Io<C> {
     ) -> Result<OpId, ScheduleError<()>> {
         self.schedule(
             tag,
-            Args::Accept { fd: listener },
+            Args::Accept {
+                fd: listener,
+                multishot: false,
+            },
             Callback::Fd(callback),
             (),
         )
+    }
+
+    /// Accepts connections on `listener` until cancelled (or until an error ends it): one
+    /// submission, one callback per connection with [`crate::Shot::more`] `true`, then a
+    /// final callback (`more == false`: an error, `ECANCELED` after [`Io::cancel`], or the
+    /// real result of a connection accepted as the cancel arrived). Each socket is
+    /// non-blocking and close-on-exec, owned by the callback's `OwnedFd`.
+    ///
+    /// io_uring uses the kernel's multishot accept where it has it (6.0 and later here, and
+    /// not masked by `UringOptions::multishot`); elsewhere the loop re-arms a single-shot
+    /// accept after each connection. The callbacks are the same either way. An error such
+    /// as `EMFILE` ends the operation (a server pauses, then accepts again).
+    ///
+    /// # Errors
+    /// When every slot is in flight.
+    pub fn accept_multishot(
+        &mut self,
+        tag: Tag,
+        listener: RawFd,
+        callback: AcceptCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        let args = Args::Accept {
+            fd: listener,
+            multishot: true,
+        };
+        self.schedule(tag, args, Callback::Accepted(callback), ())
+    }
+
+    /// Receives once into a buffer of the loop's pool (`Options::pool`), picked only when
+    /// data arrives: a pending pooled receive pins no buffer. The callback gets the bytes as
+    /// a [`PoolBuf`] (empty at end of stream), which goes back to the pool when dropped.
+    /// When the pool is empty the receive waits for a buffer to come back (counted in
+    /// `Stats::pool_waits`); it does not fail.
+    ///
+    /// On io_uring the buffers are lent to the kernel through a provided-buffer ring (5.19);
+    /// where that is missing or masked (`UringOptions::pbuf_ring`), the loop picks the
+    /// buffer when it submits the receive, so a pending receive then holds one buffer.
+    ///
+    /// # Errors
+    /// When every slot is in flight, or the loop has no pool (`ScheduleErrorKind::NoPool`).
+    pub fn recv_pooled(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        callback: PooledCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        self.schedule_pooled(tag, fd, false, callback)
+    }
+
+    /// Receives into pool buffers until end of stream, an error or a cancel: one submission,
+    /// one callback per arrival with [`crate::Shot::more`] `true`, then exactly one final
+    /// callback (`more == false`) carrying the end of stream (an empty buffer), the error,
+    /// or `ECANCELED`. Bytes arrive in stream order. As for [`Io::recv_pooled`], buffers are
+    /// picked when data arrives and an empty pool makes the receive wait, not fail.
+    ///
+    /// io_uring uses the kernel's multishot receive where it has it (6.0, not masked by
+    /// `UringOptions::multishot`); elsewhere the loop re-arms a single-shot receive after
+    /// each arrival. The callbacks are the same either way. An idle timeout is a deadline
+    /// ([`Io::set_deadline`]) moved on every callback.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::os::fd::AsRawFd;
+    /// use std::os::unix::net::UnixStream;
+    /// use dispatch_core::{Io, Options, PoolBuf, PoolOptions, Shot, Tag};
+    ///
+    /// fn on_data(got: &mut Vec<u8>, _: &mut Io<Vec<u8>>, _: Tag, shot: Shot<PoolBuf>) {
+    ///     let buf = shot.result.expect("recv");
+    ///     got.extend_from_slice(&buf); // the buffer goes back to the pool when dropped
+    ///     assert_eq!(shot.more, !buf.is_empty()); // the last callback is the end of stream
+    /// }
+    ///
+    /// let mut options = Options::new(8);
+    /// options.pool = PoolOptions { buffers: 4, buffer_size: 4096 };
+    /// let mut io: Io<Vec<u8>> = Io::new(&options).expect("a backend");
+    /// let (socket, mut peer) = UnixStream::pair().unwrap();
+    /// io.recv_multishot(0, socket.as_raw_fd(), on_data).expect("a free slot");
+    /// peer.write_all(b"one, ").unwrap();
+    /// let mut got = Vec::new();
+    /// io.run_for_ns(&mut got, 10_000_000).unwrap();
+    /// peer.write_all(b"two").unwrap();
+    /// drop(peer);
+    /// io.run_until_idle(&mut got).unwrap();
+    /// assert_eq!(got, b"one, two");
+    /// ```
+    ///
+    /// # Errors
+    /// When every slot is in flight, or the loop has no pool (`ScheduleErrorKind::NoPool`).
+    pub fn recv_multishot(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        callback: PooledCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        self.schedule_pooled(tag, fd, true, callback)
+    }
+
+    /// Sends a pool buffer's bytes (the echo of a pooled receive, without a copy); the
+    /// callback gets the byte count (possibly short: [`PoolBuf::advance`] past it and send
+    /// again) and the buffer, which goes back to the pool when dropped.
+    ///
+    /// # Errors
+    /// When every slot is in flight; the error returns `buf`.
+    pub fn send_pooled(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        buf: PoolBuf,
+        callback: PoolSendCallback<C>,
+    ) -> Result<OpId, ScheduleError<PoolBuf>> {
+        let Some(idx) = self.slots.alloc(Budget::Op) else {
+            return Err(self.exhausted(buf));
+        };
+        let args = Args::SendPooled { fd, buf };
+        Ok(self.start(idx, tag, args, Callback::PoolSend(callback)))
     }
 
     /// Connects the socket `fd` to `addr`.
@@ -286,9 +405,8 @@ impl<C> Io<C> {
         match target_slot.state {
             State::Completed => self.complete_now(idx, -libc::ENOENT),
             _ if is_close || target_slot.cancelling => self.complete_now(idx, -libc::EALREADY),
-            State::Overflow => {
-                let removed = self.overflow.remove(self.slots.as_mut_slice(), target_idx);
-                assert!(removed, "slot {target_idx} in state Overflow is not queued");
+            State::Overflow | State::BufferWait => {
+                self.unlink_waiting(target_idx);
                 self.complete_now(target_idx, -libc::ECANCELED);
                 self.complete_now(idx, 0);
             }
@@ -379,6 +497,23 @@ impl<C> Io<C> {
             });
         }
         self.schedule_buf(tag, args, callback)
+    }
+
+    fn schedule_pooled(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        multishot: bool,
+        callback: PooledCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        if self.pool.is_none() {
+            return Err(ScheduleError {
+                kind: ScheduleErrorKind::NoPool,
+                value: (),
+            });
+        }
+        let args = Args::RecvPooled { fd, multishot };
+        self.schedule(tag, args, Callback::Pooled(callback), ())
     }
 
     fn exhausted<T>(&self, value: T) -> ScheduleError<T> {

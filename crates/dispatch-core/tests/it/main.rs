@@ -12,6 +12,7 @@ mod model;
 mod ops;
 mod overflow;
 mod pipe;
+mod pooled;
 mod timeout;
 mod wakeup;
 

@@ -11,6 +11,7 @@
 //! to the loop.
 
 pub(crate) mod ops;
+mod pooled;
 pub(crate) mod table;
 
 #[cfg(target_os = "linux")]
@@ -26,6 +27,7 @@ use self::table::{Dir, Dirs, FdTable, Queue, NONE};
 use super::Wait;
 use crate::completion::TIMEOUT_EXPIRED;
 use crate::operation::{Args, OpId};
+use crate::pool::Pool;
 use crate::stats::Stats;
 use crate::timer::TimerHeap;
 use crate::waker::Waker;
@@ -106,7 +108,8 @@ pub(crate) struct Engine<P> {
     submitted: Queue,
     fds: FdTable,
     timers: TimerHeap,
-    done: Vec<(u64, i32)>,
+    /// Results not yet reaped: `(user_data, result, flags)`.
+    done: Vec<(u64, i32, u32)>,
     ready: Vec<Readiness>,
 }
 
@@ -148,6 +151,10 @@ impl<P: Poller> Engine<P> {
     }
 
     fn complete(&mut self, idx: u32, result: i32) {
+        self.complete_with(idx, result, 0);
+    }
+
+    fn complete_with(&mut self, idx: u32, result: i32, flags: u32) {
         let i = idx as usize;
         assert!(matches!(
             self.place[i],
@@ -158,7 +165,7 @@ impl<P: Poller> Engine<P> {
             self.done.len() < self.done.capacity(),
             "done list never grows"
         );
-        self.done.push((self.user_data[i], result));
+        self.done.push((self.user_data[i], result, flags));
     }
 
     fn now_ns(&self) -> u64 {
@@ -170,12 +177,13 @@ impl<P: Poller> Engine<P> {
         &mut self,
         wait: Wait,
         args: &mut [Args],
+        mut pool: Option<&mut Pool>,
         stats: &mut Stats,
     ) -> io::Result<()> {
         let mut started = 0;
         while let Some(idx) = self.submitted.pop(&mut self.next) {
             started += 1;
-            self.start(idx, args, stats);
+            self.start(idx, args, pool.as_deref_mut(), stats);
         }
         stats.batch_max = stats.batch_max.max(started);
         let timeout = self.timeout(wait);
@@ -187,7 +195,7 @@ impl<P: Poller> Engine<P> {
             self.poller.wait(timeout, &mut self.ready, stats)?;
             for event in 0..self.ready.len() {
                 let readiness = self.ready[event];
-                self.on_ready(readiness, args, stats);
+                self.on_ready(readiness, args, pool.as_deref_mut(), stats);
             }
         }
         let now_ns = self.now_ns();
@@ -225,7 +233,7 @@ impl<P: Poller> Engine<P> {
 
     /// Handles one submitted operation. Never fails: whatever goes wrong becomes the
     /// operation's result, so that no operation taken off a queue is ever abandoned.
-    fn start(&mut self, idx: u32, args: &mut [Args], stats: &mut Stats) {
+    fn start(&mut self, idx: u32, args: &mut [Args], pool: Option<&mut Pool>, stats: &mut Stats) {
         let i = idx as usize;
         match &mut args[i] {
             Args::Nop => self.complete(idx, 0),
@@ -248,9 +256,9 @@ impl<P: Poller> Engine<P> {
                         }
                     }
                 }
-                match self.try_op(idx, args, stats) {
-                    Step::Done(result) => self.complete(idx, result),
-                    Step::Wait(fd, dir) => self.enqueue(idx, fd, dir, stats),
+                match self.try_op(idx, args, pool, stats) {
+                    (Step::Done(result), flags) => self.complete_with(idx, result, flags),
+                    (Step::Wait(fd, dir), _) => self.enqueue(idx, fd, dir, stats),
                 }
             }
         }
@@ -259,23 +267,44 @@ impl<P: Poller> Engine<P> {
     /// The descriptor and direction an operation would wait on, if it can wait.
     fn direction(&self, args: &Args) -> Option<(RawFd, Dir)> {
         match *args {
-            Args::Accept { fd } | Args::Recv { fd, .. } if fd >= 0 => Some((fd, Dir::Read)),
-            Args::Connect { fd, .. } | Args::Send { fd, .. } if fd >= 0 => Some((fd, Dir::Write)),
+            Args::Accept { fd, .. } | Args::Recv { fd, .. } | Args::RecvPooled { fd, .. }
+                if fd >= 0 =>
+            {
+                Some((fd, Dir::Read))
+            }
+            Args::Connect { fd, .. } | Args::Send { fd, .. } | Args::SendPooled { fd, .. }
+                if fd >= 0 =>
+            {
+                Some((fd, Dir::Write))
+            }
             Args::Wakeup => Some((self.poller.wakeup_fd(), Dir::Read)),
             _ => None,
         }
     }
 
-    fn try_op(&mut self, idx: u32, args: &mut [Args], stats: &mut Stats) -> Step {
+    /// Tries the operation once: the step, and the flags of its completion.
+    fn try_op(
+        &mut self,
+        idx: u32,
+        args: &mut [Args],
+        pool: Option<&mut Pool>,
+        stats: &mut Stats,
+    ) -> (Step, u32) {
         let i = idx as usize;
-        if let Args::Wakeup = args[i] {
-            return match self.poller.take_wakeups(stats) {
+        let step = match &args[i] {
+            Args::Wakeup => match self.poller.take_wakeups(stats) {
                 Ok(Some(wakeups)) => Step::Done(i32::try_from(wakeups).unwrap_or(i32::MAX)),
                 Ok(None) => Step::Wait(self.poller.wakeup_fd(), Dir::Read),
                 Err(error) => Step::Done(-error.raw_os_error().unwrap_or(libc::EIO)),
-            };
-        }
-        perform(&mut args[i], &mut self.connecting[i], stats)
+            },
+            Args::RecvPooled { fd, .. } => {
+                let pool = pool.expect("a pooled receive has a pool");
+                return pooled::recv(*fd, pool, stats);
+            }
+            Args::SendPooled { fd, buf } => pooled::send(*fd, buf, stats),
+            _ => perform(&mut args[i], &mut self.connecting[i], stats),
+        };
+        (step, 0)
     }
 
     fn enqueue(&mut self, idx: u32, fd: RawFd, dir: Dir, stats: &mut Stats) {
@@ -331,7 +360,13 @@ impl<P: Poller> Engine<P> {
         }
     }
 
-    fn on_ready(&mut self, readiness: Readiness, args: &mut [Args], stats: &mut Stats) {
+    fn on_ready(
+        &mut self,
+        readiness: Readiness,
+        args: &mut [Args],
+        mut pool: Option<&mut Pool>,
+        stats: &mut Stats,
+    ) {
         // A descriptor without waiters: a spurious or stale event.
         let Some(at) = self.fds.find(readiness.fd) else {
             return;
@@ -352,7 +387,7 @@ impl<P: Poller> Engine<P> {
         }
         for dir in Dir::BOTH {
             if readiness.dirs.contains(dir) {
-                self.run_queue(at, dir, readiness.error, args, stats);
+                self.run_queue(at, dir, readiness.error, args, pool.as_deref_mut(), stats);
             }
         }
         self.rearm(at, stats);
@@ -365,6 +400,7 @@ impl<P: Poller> Engine<P> {
         dir: Dir,
         error: Option<i32>,
         args: &mut [Args],
+        mut pool: Option<&mut Pool>,
         stats: &mut Stats,
     ) {
         loop {
@@ -372,7 +408,7 @@ impl<P: Poller> Engine<P> {
             if head == NONE {
                 return;
             }
-            let step = self.try_op(head, args, stats);
+            let (step, flags) = self.try_op(head, args, pool.as_deref_mut(), stats);
             let result = match (step, error) {
                 (Step::Done(result), _) => result,
                 // The kernel refused the interest: waiting again would never end.
@@ -381,7 +417,7 @@ impl<P: Poller> Engine<P> {
             };
             let popped = self.fds.get(at).queues[dir as usize].pop(&mut self.next);
             assert_eq!(popped, Some(head));
-            self.complete(head, result);
+            self.complete_with(head, result, flags);
         }
     }
 
@@ -411,14 +447,26 @@ impl<P: Poller> Engine<P> {
         0
     }
 
-    /// Hands every result to `f` and forgets it; the slots become idle.
-    pub(crate) fn reap(&mut self, mut f: impl FnMut(u64, i32)) {
-        for (user_data, result) in self.done.drain(..) {
+    /// Hands up to `max` results to `f`, oldest first, and forgets them; their slots become
+    /// idle. The rest wait for the next reap.
+    pub(crate) fn reap(&mut self, max: u32, mut f: impl FnMut(u64, i32, u32)) {
+        let count = self.done.len().min(max as usize);
+        for (user_data, result, flags) in self.done.drain(..count) {
             let idx = OpId::idx_of_user_data(user_data) as usize;
             assert_eq!(self.place[idx], Place::Done);
             self.place[idx] = Place::Idle;
-            f(user_data, result);
+            f(user_data, result, flags);
         }
+    }
+
+    /// Whether results wait to be reaped.
+    pub(crate) fn has_results(&self) -> bool {
+        !self.done.is_empty()
+    }
+
+    /// Puts pool buffers handed back by dropped handles among the free ones; how many.
+    pub(crate) fn recycle(&mut self, pool: &mut Pool) -> u32 {
+        pool.take_returned_into_free()
     }
 
     /// Cancels `user_data`'s operation for `Io`'s drop; its result arrives with `reap`.
@@ -459,9 +507,13 @@ mod tests {
         }
         .user_data();
         engine.push(0, user_data);
-        engine.flush(Wait::Poll, &mut args, &mut stats).unwrap();
+        engine
+            .flush(Wait::Poll, &mut args, None, &mut stats)
+            .unwrap();
         let mut results = Vec::new();
-        engine.reap(|user_data, result| results.push((user_data, result)));
+        engine.reap(u32::MAX, |user_data, result, _| {
+            results.push((user_data, result))
+        });
         assert_eq!(results, vec![(user_data, -libc::ENOMEM)]);
     }
 }

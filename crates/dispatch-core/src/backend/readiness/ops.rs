@@ -91,7 +91,7 @@ fn send_flags() -> SendFlags {
 /// operation's own state: whether its connect was already started.
 pub(crate) fn perform(args: &mut Args, connecting: &mut bool, stats: &mut Stats) -> Step {
     match args {
-        Args::Accept { fd } if *fd >= 0 => accept(borrow(*fd), stats),
+        Args::Accept { fd, .. } if *fd >= 0 => accept(borrow(*fd), stats),
         Args::Connect { fd, addr } if *fd >= 0 => connect(borrow(*fd), addr, connecting, stats),
         Args::Recv { fd, buf } if *fd >= 0 => recv(borrow(*fd), buf, stats),
         Args::Send { fd, buf } if *fd >= 0 => send(borrow(*fd), buf, stats),
@@ -130,7 +130,13 @@ pub(crate) fn perform(args: &mut Args, connecting: &mut bool, stats: &mut Stats)
         | Args::Shutdown { .. }
         | Args::Fsync { .. }
         | Args::Openat { .. } => Step::Done(-libc::EBADF),
-        Args::Empty | Args::Timeout { .. } | Args::Cancel { .. } | Args::Nop | Args::Wakeup => {
+        Args::Empty
+        | Args::Timeout { .. }
+        | Args::Cancel { .. }
+        | Args::Nop
+        | Args::Wakeup
+        | Args::RecvPooled { .. }
+        | Args::SendPooled { .. } => {
             unreachable!("{} is handled by the engine, not performed", args.label())
         }
     }

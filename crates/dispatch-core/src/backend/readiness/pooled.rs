@@ -1,0 +1,87 @@
+//! Pooled receives and sends for the readiness backends: a pooled receive takes a pool
+//! buffer only for the syscall that fills it, so one that would block gives the buffer back
+//! at once and waits for readability holding none; an empty pool is `ENOBUFS`, as io_uring
+//! answers (the loop then parks the receive until buffers come back).
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags};
+
+use super::ops::Step;
+use super::table::Dir;
+use crate::completion::buffer_flags;
+use crate::pool::{Pool, PoolBuf};
+use crate::stats::Stats;
+
+/// Borrows a caller's descriptor number for one syscall.
+fn borrow(fd: RawFd) -> BorrowedFd<'static> {
+    assert!(fd >= 0);
+    // SAFETY: the borrow only carries the number into one syscall; a closed descriptor is
+    // EBADF. Nothing is read through it in userspace.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// One `recv(MSG_DONTWAIT)` into a free pool buffer: the step, and the completion's flags
+/// (the buffer, when bytes arrived).
+pub(crate) fn recv(fd: RawFd, pool: &mut Pool, stats: &mut Stats) -> (Step, u32) {
+    if fd < 0 {
+        return (Step::Done(-libc::EBADF), 0);
+    }
+    let Some(bid) = pool.take_free() else {
+        return (Step::Done(-libc::ENOBUFS), 0);
+    };
+    let len = pool.buffer_size().min(i32::MAX as u32) as usize;
+    // SAFETY: buffer `bid` was free: nobody else reads or writes it until it is lent out
+    // with this completion or put back below; it holds `buffer_size` bytes.
+    let buf = unsafe { std::slice::from_raw_parts_mut(pool.buffer_ptr(bid), len) };
+    let fd = borrow(fd);
+    let received = loop {
+        stats.syscalls += 1;
+        match rustix::net::recv(fd, &mut *buf, RecvFlags::DONTWAIT) {
+            Err(Errno::INTR) => continue,
+            other => break other,
+        }
+    };
+    match received {
+        Ok((n, _)) if n > 0 => (
+            Step::Done(i32::try_from(n).expect("at most i32::MAX bytes")),
+            buffer_flags(bid),
+        ),
+        result => {
+            pool.put_free(bid);
+            match result {
+                Ok(_) => (Step::Done(0), 0),
+                Err(Errno::AGAIN) => (Step::Wait(fd.as_raw_fd(), Dir::Read), 0),
+                Err(errno) => (Step::Done(-errno.raw_os_error()), 0),
+            }
+        }
+    }
+}
+
+/// One non-blocking send of a pool buffer's view.
+pub(crate) fn send(fd: RawFd, buf: &PoolBuf, stats: &mut Stats) -> Step {
+    if fd < 0 {
+        return Step::Done(-libc::EBADF);
+    }
+    let fd = borrow(fd);
+    let bytes = &buf[..buf.len().min(i32::MAX as usize)];
+    #[cfg(not(target_vendor = "apple"))]
+    let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+    // macOS has no MSG_NOSIGNAL; the sockets the loop accepts or connects get SO_NOSIGPIPE.
+    #[cfg(target_vendor = "apple")]
+    let flags = SendFlags::DONTWAIT;
+    let sent = loop {
+        stats.syscalls += 1;
+        match rustix::net::send(fd, bytes, flags) {
+            Err(Errno::INTR) => continue,
+            other => break other,
+        }
+    };
+    match sent {
+        Ok(n) => Step::Done(i32::try_from(n).expect("at most i32::MAX bytes")),
+        Err(Errno::AGAIN) => Step::Wait(fd.as_raw_fd(), Dir::Write),
+        Err(errno) => Step::Done(-errno.raw_os_error()),
+    }
+}

@@ -1,0 +1,112 @@
+//! `Io`'s drop: every slot released exactly once, whatever its state, without callbacks, and
+//! no memory freed while the kernel may still write it.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::{Io, DROP_REAP_TIMEOUT};
+use crate::backend::Wait;
+use crate::completion::{discard, discard_shot, F_MORE};
+use crate::operation::Args;
+use crate::pool::Pool;
+use crate::slots::State;
+
+impl<C> Drop for Io<C> {
+    /// Releases every slot exactly once, whatever its state, without running callbacks:
+    /// parked operations are dropped (buffers freed, a parked close's descriptor closed);
+    /// operations the kernel holds are cancelled and reaped until it has given all of them
+    /// back, so that no buffer is freed while the kernel may write it; completed ones are
+    /// converted and dropped (descriptors the kernel created are closed, a performed close is
+    /// not repeated, pool buffers go back).
+    fn drop(&mut self) {
+        for list in [&mut self.overflow, &mut self.buffer_wait] {
+            while let Some(idx) = list.pop(self.slots.as_mut_slice()) {
+                assert!(matches!(
+                    self.slots[idx].state,
+                    State::Overflow | State::BufferWait
+                ));
+                self.slots[idx].state = State::Free;
+                drop(self.slots.take_args(idx));
+            }
+        }
+        if !self.drain_kernel() {
+            eprintln!(
+                "dispatch-core: {} operations still in the kernel after \
+                 {DROP_REAP_TIMEOUT:?}; \
+                 leaking their memory rather than freeing it under the kernel",
+                self.in_kernel
+            );
+            self.slots.leak();
+            if let Some(pool) = self.pool.take() {
+                pool.leak();
+            }
+            return;
+        }
+        // Everything left is ours alone.
+        let slots = &mut self.slots;
+        let pool = self.pool.as_ref().map(Pool::shared);
+        self.completed.drain(|done| {
+            if done.flags & F_MORE != 0 {
+                return discard_shot(pool, done.result, done.flags);
+            }
+            let idx = done.idx;
+            assert_eq!(slots[idx].state, State::Completed);
+            slots[idx].state = State::Free;
+            discard(slots.take_args(idx), done.result, done.flags, pool);
+        });
+        for idx in 0..self.slots.capacity() {
+            let state = self.slots[idx].state;
+            assert_eq!(
+                state,
+                State::Free,
+                "slot {idx} left in state {state:?} by drop"
+            );
+            assert!(matches!(self.slots.args(idx), Args::Empty));
+        }
+    }
+}
+
+impl<C> Io<C> {
+    /// For `Drop`: cancels every operation the kernel holds and reaps until all have come
+    /// back (their results discarded). `false` if the kernel kept some past the timeout.
+    fn drain_kernel(&mut self) -> bool {
+        for idx in 0..self.slots.capacity() {
+            if self.slots[idx].state != State::Kernel {
+                continue;
+            }
+            let user_data = self.slots.id(idx).user_data();
+            if let Err(error) = self.backend.cancel_for_drop(user_data, &mut self.stats) {
+                eprintln!("dispatch-core: cancel on drop failed: {error}");
+            }
+        }
+        let deadline = Instant::now() + DROP_REAP_TIMEOUT;
+        while self.in_kernel > 0 && Instant::now() < deadline {
+            let turn_deadline = Instant::now() + Duration::from_millis(100);
+            let args = self.slots.args_table();
+            let wait = Wait::Until(turn_deadline);
+            let pool = self.pool.as_mut();
+            let flushed = self
+                .backend
+                .flush(wait, self.in_kernel, args, pool, &mut self.stats);
+            if let Err(error) = flushed {
+                eprintln!("dispatch-core: reaping on drop failed: {error}");
+                return false;
+            }
+            let slots = &mut self.slots;
+            let in_kernel = &mut self.in_kernel;
+            let shared = self.pool.as_ref().map(|pool| Rc::clone(pool.shared()));
+            self.backend
+                .reap(u32::MAX, self.pool.as_mut(), |user_data, result, flags| {
+                    let pool = shared.as_ref();
+                    if flags & F_MORE != 0 {
+                        return discard_shot(pool, result, flags);
+                    }
+                    let idx = slots.kernel_slot(user_data);
+                    slots[idx].state = State::Free;
+                    *in_kernel -= 1;
+                    discard(slots.take_args(idx), result, flags, pool);
+                });
+        }
+        self.in_kernel == 0
+    }
+}
