@@ -13,6 +13,7 @@ mod ops;
 mod overflow;
 mod pipe;
 mod pooled;
+mod readiness;
 mod timeout;
 mod wakeup;
 
@@ -24,7 +25,9 @@ pub mod check {
     use dispatch_core::{Io, Options};
 
     /// A loop for `options`, or `None` (after printing why) where io_uring is unavailable.
+    /// First blocks, in this thread, the syscalls [`BLOCK_ENV`] names.
     pub fn io<C>(options: &Options) -> Option<Io<C>> {
+        block_from_env();
         match Io::new(options) {
             Ok(io) => Some(io),
             #[cfg(target_os = "linux")]
@@ -34,6 +37,57 @@ pub mod check {
             }
             Err(error) => panic!("Io::new: {error}"),
         }
+    }
+
+    /// The environment variable that makes [`io`] block syscalls before it builds a loop, so
+    /// that the whole suite runs as on an older kernel. `epoll_pwait2` makes that syscall
+    /// fail with ENOSYS, as before Linux 5.11: epoll then waits with the millisecond
+    /// `epoll_wait` (`DISPATCH_BACKEND=epoll DISPATCH_CORE_TEST_BLOCK=epoll_pwait2`).
+    pub const BLOCK_ENV: &str = "DISPATCH_CORE_TEST_BLOCK";
+
+    /// Blocks the syscalls [`BLOCK_ENV`] names in this thread, once. A seccomp filter
+    /// installed without `TSYNC` covers only the calling thread (and threads and processes it
+    /// starts later), and the test harness runs each test on a thread of its own, so each
+    /// test's thread installs it the first time it builds a loop.
+    fn block_from_env() {
+        thread_local! {
+            static BLOCKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        }
+        let Ok(names) = std::env::var(BLOCK_ENV) else {
+            return;
+        };
+        if BLOCKED.get() {
+            return;
+        }
+        for name in names.split(',') {
+            match name {
+                #[cfg(target_os = "linux")]
+                "epoll_pwait2" => deny_with_enosys(libc::SYS_epoll_pwait2),
+                _ => panic!("{BLOCK_ENV}={names}: {name:?} names no syscall this suite can block"),
+            }
+        }
+        BLOCKED.set(true);
+        assert!(BLOCKED.get());
+    }
+
+    /// Makes the syscall `nr` fail with ENOSYS in this thread, and in the threads and
+    /// processes it starts afterwards, as a kernel without it would.
+    #[cfg(target_os = "linux")]
+    pub fn deny_with_enosys(nr: libc::c_long) {
+        use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+        assert!(nr >= 0, "a syscall number");
+        let arch =
+            TargetArch::try_from(std::env::consts::ARCH).expect("a seccompiler architecture");
+        let rules = std::collections::BTreeMap::from([(nr, vec![])]);
+        let filter = SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::ENOSYS as u32),
+            arch,
+        )
+        .unwrap();
+        let program: BpfProgram = filter.try_into().unwrap();
+        seccompiler::apply_filter(&program).unwrap();
     }
 
     /// Whether `io` runs on io_uring, whose submission queue and batching some tests observe

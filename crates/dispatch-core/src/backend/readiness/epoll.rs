@@ -4,7 +4,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
@@ -82,6 +82,38 @@ impl EpollPoller {
         Ok(count)
     }
 
+    /// `epoll_wait(epfd, events, maxevents, timeout_ms)` into `self.events`: the millisecond
+    /// wait every kernel has (glibc and musl make it `epoll_pwait` with no mask where the
+    /// architecture has no `epoll_wait`, as on aarch64; never `epoll_pwait2`).
+    fn wait_call(&mut self, timeout_ms: libc::c_int) -> Result<usize, Errno> {
+        assert!(
+            timeout_ms >= -1,
+            "a negative timeout other than -1 (forever)"
+        );
+        self.events.clear();
+        let capacity = self.events.capacity();
+        assert!(capacity > 0, "epoll_wait needs room for one event");
+        // SAFETY: `events` has room for `capacity` entries of the kernel's `epoll_event`
+        // layout (rustix's `Event` is `repr(C)`, packed where the kernel's is, as libc's
+        // `epoll_event` is); the kernel writes at most `capacity` of them.
+        let result = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                self.events.as_mut_ptr().cast::<libc::epoll_event>(),
+                libc::c_int::try_from(capacity).unwrap_or(libc::c_int::MAX),
+                timeout_ms,
+            )
+        };
+        if result < 0 {
+            return Err(Errno::from_io_error(&io::Error::last_os_error()).unwrap_or(Errno::IO));
+        }
+        let count = usize::try_from(result).expect("non-negative count");
+        assert!(count <= capacity);
+        // SAFETY: the kernel initialised the first `count` entries.
+        unsafe { self.events.set_len(count) };
+        Ok(count)
+    }
+
     fn flags(dirs: Dirs) -> EventFlags {
         let mut flags = EventFlags::ONESHOT | EventFlags::RDHUP;
         if dirs.contains(Dir::Read) {
@@ -93,6 +125,23 @@ impl EpollPoller {
         flags
     }
 }
+
+/// `epoll_wait`'s timeout for `timeout`: -1 (forever) for `None`, else milliseconds rounded
+/// up (never early) and clamped to `c_int::MAX` (24.8 days). A clamped wait returns with no
+/// events before the caller's deadline, which only makes the loop turn once more.
+fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
+    let Some(timeout) = timeout else {
+        return -1;
+    };
+    let ms = timeout.as_nanos().div_ceil(1_000_000);
+    let ms = libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX);
+    assert!(ms >= 0);
+    ms
+}
+
+// rustix's `Event` must be the kernel's `epoll_event` for the raw calls to fill it.
+const _: () = assert!(size_of::<Event>() == size_of::<libc::epoll_event>());
+const _: () = assert!(align_of::<Event>() == align_of::<libc::epoll_event>());
 
 impl Poller for EpollPoller {
     const EVENT_DISARMS_ALL: bool = true;
@@ -146,18 +195,12 @@ impl Poller for EpollPoller {
     ) -> io::Result<()> {
         stats.syscalls += 1;
         let result = if self.pwait2 {
-            self.pwait2_call(timeout).map(|_| ())
+            self.pwait2_call(timeout)
         } else {
-            self.events.clear();
-            let timespec = timeout.map(|t| rustix::event::Timespec {
-                tv_sec: t.as_secs().try_into().unwrap_or(i64::MAX),
-                tv_nsec: t.subsec_nanos().into(),
-            });
-            let buffer = rustix::buffer::spare_capacity(&mut self.events);
-            epoll::wait(self.epoll.as_fd(), buffer, timespec.as_ref()).map(|_| ())
+            self.wait_call(timeout_ms(timeout))
         };
         match result {
-            Ok(()) => {}
+            Ok(_) => {}
             // A signal ended the wait early: no events this turn; the loop turns again.
             Err(Errno::INTR) => return Ok(()),
             Err(errno) => return Err(errno.into()),
@@ -211,5 +254,39 @@ impl Poller for EpollPoller {
 
     fn waker(&self) -> Waker {
         self.waker.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::timeout_ms;
+
+    /// `epoll_wait`'s millisecond timeout is rounded up (never early) and clamped to what a
+    /// `c_int` holds (a longer wait returns early and the loop waits again), never passed on
+    /// to `epoll_pwait2` the way rustix's `epoll::wait` does.
+    #[test]
+    fn the_millisecond_timeout_rounds_up_and_clamps() {
+        assert_eq!(timeout_ms(None), -1);
+        assert_eq!(timeout_ms(Some(Duration::ZERO)), 0);
+        assert_eq!(timeout_ms(Some(Duration::from_nanos(1))), 1);
+        assert_eq!(timeout_ms(Some(Duration::from_micros(1500))), 2);
+        assert_eq!(timeout_ms(Some(Duration::from_millis(7))), 7);
+        let longest = Duration::from_millis(libc::c_int::MAX as u64);
+        assert_eq!(timeout_ms(Some(longest)), libc::c_int::MAX);
+        assert_eq!(
+            timeout_ms(Some(longest + Duration::from_nanos(1))),
+            libc::c_int::MAX
+        );
+        assert_eq!(
+            timeout_ms(Some(Duration::from_secs(30 * 24 * 3600))),
+            libc::c_int::MAX
+        );
+        assert_eq!(
+            timeout_ms(Some(Duration::from_nanos(u64::MAX))),
+            libc::c_int::MAX
+        );
+        assert_eq!(timeout_ms(Some(Duration::MAX)), libc::c_int::MAX);
     }
 }
