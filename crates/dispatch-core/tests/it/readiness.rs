@@ -2,12 +2,17 @@
 //! test runs on the backend `DISPATCH_BACKEND` selects (the suite is rerun per backend):
 //! - waits longer than `epoll_wait` can express (`i32::MAX` ms), also on epoll forced with
 //!   `epoll_pwait2` blocked, as on kernels before 5.11;
+//! - `openat` of an absolute path with any `dir`;
+//! - offset `u64::MAX`, the file position (and offsets on pipes, which still differ);
 
-use std::io;
+use std::ffi::CString;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use dispatch_core::{Io, OpId, Options, Tag, Waker};
+use dispatch_core::{BufResult, Io, OpId, Options, Tag, Waker};
 
 use crate::check;
 
@@ -187,4 +192,157 @@ fn run_for_ns_of_30_days_waits_without_epoll_pwait2() {
 #[test]
 fn run_until_idle_with_a_30_day_timer_waits_without_epoll_pwait2() {
     waits_across_wake_ups_then_returns(Run::UntilIdleWithTimer(THIRTY_DAYS_NS));
+}
+
+/// Every result a test's callbacks saw, in order.
+#[derive(Default)]
+struct Seen {
+    fds: Vec<io::Result<OwnedFd>>,
+    bufs: Vec<BufResult>,
+}
+
+fn on_fd(seen: &mut Seen, _: &mut Io<Seen>, _: Tag, result: io::Result<OwnedFd>) {
+    seen.fds.push(result);
+}
+
+fn on_buf(seen: &mut Seen, _: &mut Io<Seen>, _: Tag, result: BufResult) {
+    seen.bufs.push(result);
+}
+
+fn run(io: &mut Io<Seen>) -> Seen {
+    let mut seen = Seen::default();
+    io.run_until_idle(&mut seen).unwrap();
+    assert_eq!(io.in_flight(), 0);
+    seen
+}
+
+/// Opens `path` from `dir` through the loop.
+fn open(io: &mut Io<Seen>, dir: i32, path: &[u8]) -> io::Result<OwnedFd> {
+    let path = CString::new(path).unwrap();
+    io.openat(1, dir, path, libc::O_RDONLY, 0, on_fd).unwrap();
+    let mut seen = run(io);
+    assert_eq!(seen.fds.len(), 1);
+    seen.fds.pop().unwrap()
+}
+
+#[test]
+fn openat_ignores_dir_for_an_absolute_path() {
+    let Some(mut io) = check::io::<Seen>(&Options::new(4)) else {
+        return;
+    };
+    let path = check::temp_path("absolute");
+    std::fs::write(&path, b"absolute").unwrap();
+    let absolute = path.as_os_str().as_bytes();
+    assert_eq!(absolute.first(), Some(&b'/'));
+    // openat(2) ignores `dir` for an absolute path, whatever it holds.
+    for dir in [-1, -2, i32::MIN] {
+        let fd = open(&mut io, dir, absolute).unwrap_or_else(|e| panic!("dir {dir}: {e}"));
+        let mut contents = String::new();
+        std::fs::File::from(fd)
+            .read_to_string(&mut contents)
+            .unwrap();
+        assert_eq!(contents, "absolute");
+    }
+    // A relative path needs a real directory: a negative one (not AT_FDCWD) is EBADF.
+    let name = path.file_name().unwrap().as_bytes();
+    for dir in [-1, -2] {
+        let error = open(&mut io, dir, name).expect_err("no directory");
+        assert_eq!(error.raw_os_error(), Some(libc::EBADF), "dir {dir}");
+    }
+    std::fs::remove_file(path).unwrap();
+}
+
+/// The file position of `file`.
+fn position(file: &mut std::fs::File) -> u64 {
+    file.stream_position().unwrap()
+}
+
+#[test]
+fn offset_u64_max_writes_and_reads_at_the_file_position() {
+    let Some(mut io) = check::io::<Seen>(&Options::new(4)) else {
+        return;
+    };
+    let path = check::temp_path("position");
+    let mut file = std::fs::File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let fd = file.as_raw_fd();
+    // Two writes at the position: appended in turn, the position advanced past both.
+    for part in [&b"abc"[..], b"defg"] {
+        io.write(1, fd, part.to_vec(), u64::MAX, on_buf).unwrap();
+        let (written, _) = run(&mut io).bufs.pop().unwrap();
+        assert_eq!(written.unwrap(), part.len());
+    }
+    assert_eq!(position(&mut file), 7);
+    assert_eq!(std::fs::read(&path).unwrap(), b"abcdefg");
+    // Reads at the position go on from where the last one stopped; an offset does not move
+    // the position.
+    file.seek(SeekFrom::Start(1)).unwrap();
+    let mut reads = Vec::new();
+    for offset in [u64::MAX, 0, u64::MAX, u64::MAX] {
+        io.read(2, fd, Vec::with_capacity(3), offset, on_buf)
+            .unwrap();
+        let (read, buf) = run(&mut io).bufs.pop().unwrap();
+        assert_eq!(read.unwrap(), buf.len());
+        reads.push(buf);
+    }
+    assert_eq!(reads, [&b"bcd"[..], b"abc", b"efg", b""]);
+    assert_eq!(position(&mut file), 7);
+    drop(file);
+    std::fs::remove_file(path).unwrap();
+}
+
+/// A pipe: (read end, write end).
+fn pipe() -> (std::fs::File, std::fs::File) {
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    (reader.into(), writer.into())
+}
+
+/// Reads or writes `fd` through the loop at `offset`; the result and the buffer.
+fn transfer(io: &mut Io<Seen>, read: bool, fd: i32, offset: u64) -> BufResult {
+    if read {
+        io.read(1, fd, Vec::with_capacity(64), offset, on_buf)
+            .unwrap();
+    } else {
+        io.write(2, fd, b"w".to_vec(), offset, on_buf).unwrap();
+    }
+    let mut seen = run(io);
+    assert_eq!(seen.bufs.len(), 1);
+    seen.bufs.pop().unwrap()
+}
+
+#[test]
+fn an_offset_on_a_pipe_is_espipe_on_readiness_backends_and_ignored_on_io_uring() {
+    let Some(mut io) = check::io::<Seen>(&Options::new(4)) else {
+        return;
+    };
+    let (reader, mut writer) = pipe();
+    for offset in [0, 2] {
+        writer.write_all(b"p").unwrap();
+        let (read, buf) = transfer(&mut io, true, reader.as_raw_fd(), offset);
+        let (written, _) = transfer(&mut io, false, writer.as_raw_fd(), offset);
+        if check::on_io_uring(&io) {
+            assert_eq!((read.unwrap(), buf), (1, b"p".to_vec()), "offset {offset}");
+            assert_eq!(written.unwrap(), 1, "offset {offset}");
+            transfer(&mut io, true, reader.as_raw_fd(), offset)
+                .0
+                .unwrap();
+        } else {
+            assert_eq!(read.unwrap_err().raw_os_error(), Some(libc::ESPIPE));
+            assert_eq!(written.unwrap_err().raw_os_error(), Some(libc::ESPIPE));
+            transfer(&mut io, true, reader.as_raw_fd(), u64::MAX)
+                .0
+                .unwrap();
+        }
+    }
+    // At offset u64::MAX (the file position, which a pipe does not have) they agree.
+    writer.write_all(b"p").unwrap();
+    let (written, _) = transfer(&mut io, false, writer.as_raw_fd(), u64::MAX);
+    assert_eq!(written.unwrap(), 1);
+    let (read, buf) = transfer(&mut io, true, reader.as_raw_fd(), u64::MAX);
+    assert_eq!((read.unwrap(), buf), (2, b"pw".to_vec()));
 }

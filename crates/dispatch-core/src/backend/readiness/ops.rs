@@ -4,7 +4,9 @@
 //! Sockets are driven without blocking whatever their mode: recv and send pass
 //! `MSG_DONTWAIT`; accept and connect, which have no such flag, first put the socket in
 //! non-blocking mode. File operations (read and write at an offset, fsync, openat, close)
-//! run inline: readiness cannot wait on regular files.
+//! run inline: readiness cannot wait on regular files. Two of io_uring's conventions hold
+//! here too: offset `u64::MAX` (-1) reads or writes at the file position, and `openat`
+//! ignores `dir` for an absolute path, as openat(2) does.
 #![allow(unsafe_code)]
 
 use std::ffi::CStr;
@@ -95,17 +97,8 @@ pub(crate) fn perform(args: &mut Args, connecting: &mut bool, stats: &mut Stats)
         Args::Connect { fd, addr } if *fd >= 0 => connect(borrow(*fd), addr, connecting, stats),
         Args::Recv { fd, buf } if *fd >= 0 => recv(borrow(*fd), buf, stats),
         Args::Send { fd, buf } if *fd >= 0 => send(borrow(*fd), buf, stats),
-        Args::Read { fd, buf, offset } if *fd >= 0 => {
-            let fd = borrow(*fd);
-            let read = || rustix::io::pread(fd, spare(buf), *offset).map(|(init, _)| init.len());
-            done(retry(stats, read))
-        }
-        Args::Write { fd, buf, offset } if *fd >= 0 => {
-            let fd = borrow(*fd);
-            done(retry(stats, || {
-                rustix::io::pwrite(fd, filled(buf), *offset)
-            }))
-        }
+        Args::Read { fd, buf, offset } if *fd >= 0 => read(borrow(*fd), buf, *offset, stats),
+        Args::Write { fd, buf, offset } if *fd >= 0 => write(borrow(*fd), buf, *offset, stats),
         Args::Shutdown { fd, how } if *fd >= 0 => shutdown(borrow(*fd), *how, stats),
         Args::Fsync { fd } if *fd >= 0 => {
             let fd = borrow(*fd);
@@ -116,11 +109,19 @@ pub(crate) fn perform(args: &mut Args, connecting: &mut bool, stats: &mut Stats)
             path,
             flags,
             mode,
-        } if *dir >= 0 || *dir == libc::AT_FDCWD => {
-            openat(borrow(*dir), path, *flags, *mode, stats)
+        } if *dir >= 0 || *dir == libc::AT_FDCWD || is_absolute(path) => {
+            // openat(2) ignores `dir` for an absolute path, whatever it holds (io_uring
+            // passes it through and opens): the working directory stands in for it.
+            let dir = if is_absolute(path) {
+                libc::AT_FDCWD
+            } else {
+                *dir
+            };
+            openat(borrow(dir), path, *flags, *mode, stats)
         }
         Args::Close { fd } => close(fd.as_raw_fd(), stats),
-        // A negative descriptor (other than AT_FDCWD for openat) is never open.
+        // A negative descriptor (other than AT_FDCWD, or any with an absolute path, for
+        // openat) is never open.
         Args::Accept { .. }
         | Args::Connect { .. }
         | Args::Recv { .. }
@@ -140,6 +141,45 @@ pub(crate) fn perform(args: &mut Args, connecting: &mut bool, stats: &mut Stats)
             unreachable!("{} is handled by the engine, not performed", args.label())
         }
     }
+}
+
+/// The offset that means "the file position": `pread`/`pwrite` take no -1, so `read(2)` and
+/// `write(2)` stand in, using and advancing the position as io_uring does for an offset of
+/// -1 (`u64::MAX`).
+const OFFSET_CURRENT: u64 = u64::MAX;
+
+/// `pread` at `offset`, or `read` at the file position for [`OFFSET_CURRENT`].
+fn read(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, offset: u64, stats: &mut Stats) -> Step {
+    let spare = spare(buf);
+    let len_max = spare.len();
+    let read = if offset == OFFSET_CURRENT {
+        retry(stats, || {
+            rustix::io::read(fd, &mut *spare).map(|(init, _)| init.len())
+        })
+    } else {
+        retry(stats, || {
+            rustix::io::pread(fd, &mut *spare, offset).map(|(init, _)| init.len())
+        })
+    };
+    assert!(read.is_err() || read.is_ok_and(|n| n <= len_max));
+    done(read)
+}
+
+/// `pwrite` at `offset`, or `write` at the file position for [`OFFSET_CURRENT`].
+fn write(fd: BorrowedFd<'_>, buf: &[u8], offset: u64, stats: &mut Stats) -> Step {
+    let filled = filled(buf);
+    let written = if offset == OFFSET_CURRENT {
+        retry(stats, || rustix::io::write(fd, filled))
+    } else {
+        retry(stats, || rustix::io::pwrite(fd, filled, offset))
+    };
+    assert!(written.is_err() || written.is_ok_and(|n| n <= filled.len()));
+    done(written)
+}
+
+/// Whether `path` is absolute, which makes openat(2) ignore its directory.
+fn is_absolute(path: &CStr) -> bool {
+    path.to_bytes().first() == Some(&b'/')
 }
 
 fn recv(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, stats: &mut Stats) -> Step {
