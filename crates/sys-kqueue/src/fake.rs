@@ -37,7 +37,14 @@ struct Registration {
 }
 
 /// State shared with [`Notifier`]s on other threads.
+///
+/// Both ends of the wake pipe live here, so that the pipe keeps a reader as long as any
+/// notifier can write to it: a notifier that outlives its `Fake` (a loop's waker kept after
+/// the loop is dropped) then writes into a pipe nobody drains, which fills and answers
+/// `EAGAIN`, never `EPIPE` and its `SIGPIPE`, as a real kqueue's notifier keeps its kqueue
+/// open.
 pub(crate) struct Shared {
+    wake_read: OwnedFd,
     wake_write: OwnedFd,
     triggered: [AtomicBool; USER_IDENTS_MAX],
 }
@@ -51,7 +58,8 @@ impl Shared {
         // Release: the flag is visible to the waiter that reads the pipe byte written after.
         self.triggered[ident].store(true, Ordering::Release);
         match rustix::io::write(&self.wake_write, &[1]) {
-            // A full pipe already guarantees a wake-up.
+            // A full pipe already guarantees a wake-up (or, once the `Fake` is gone, the pipe
+            // only fills: its reader lives here, so the write is never EPIPE).
             Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(()),
             Err(errno) => Err(errno.into()),
         }
@@ -62,7 +70,6 @@ impl Shared {
 pub struct Fake {
     registrations: Vec<Registration>,
     shared: Arc<Shared>,
-    wake_read: OwnedFd,
     /// Scratch for each call: the pollfds and which registration each belongs to.
     pollfds: Vec<PollFd<'static>>,
     owners: Vec<usize>,
@@ -76,13 +83,13 @@ impl Fake {
     pub fn new(registrations_max: usize) -> io::Result<Fake> {
         let (wake_read, wake_write) = wake_pipe()?;
         let shared = Arc::new(Shared {
+            wake_read,
             wake_write,
             triggered: std::array::from_fn(|_| AtomicBool::new(false)),
         });
         Ok(Fake {
             registrations: Vec::with_capacity(registrations_max),
             shared,
-            wake_read,
             pollfds: Vec::with_capacity(registrations_max + 1),
             owners: Vec::with_capacity(registrations_max + 1),
         })
@@ -146,7 +153,7 @@ impl Fake {
 
     fn drain_wake_pipe(&mut self) {
         let mut sink = [0_u8; 64];
-        while let Ok(n) = rustix::io::read(&self.wake_read, &mut sink) {
+        while let Ok(n) = rustix::io::read(&self.shared.wake_read, &mut sink) {
             if n < sink.len() {
                 break;
             }
@@ -170,10 +177,11 @@ impl Fake {
             self.pollfds.push(PollFd::from_borrowed_fd(fd, flags));
             self.owners.push(idx);
         }
-        // SAFETY: `wake_read` lives as long as `self`, and the borrow is dropped at the next
-        // call's `clear`, before `self` can be dropped.
-        let wake =
-            unsafe { BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&self.wake_read)) };
+        // SAFETY: `wake_read` lives as long as `self.shared`, which `self` holds, and the
+        // borrow is dropped at the next call's `clear`, before `self` can be dropped.
+        let wake = unsafe {
+            BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&self.shared.wake_read))
+        };
         self.pollfds
             .push(PollFd::from_borrowed_fd(wake, PollFlags::IN));
     }

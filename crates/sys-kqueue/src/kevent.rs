@@ -71,7 +71,9 @@ const _: () = {
 };
 
 impl Notifier {
-    /// Triggers the user event.
+    /// Triggers the user event. A notifier may outlive its kqueue harmlessly: it keeps the
+    /// real kqueue open (the double: its wake pipe, both ends), so a late `notify` returns
+    /// `Ok` and wakes nobody.
     ///
     /// # Errors
     /// The `kevent` (or, for the double, `write`) call's error.

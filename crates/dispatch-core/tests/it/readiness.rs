@@ -4,6 +4,7 @@
 //!   `epoll_pwait2` blocked, as on kernels before 5.11;
 //! - `openat` of an absolute path with any `dir`;
 //! - offset `u64::MAX`, the file position (and offsets on pipes, which still differ);
+//! - a waker that outlives its loop.
 
 use std::ffi::CString;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -345,4 +346,18 @@ fn an_offset_on_a_pipe_is_espipe_on_readiness_backends_and_ignored_on_io_uring()
     assert_eq!(written.unwrap(), 1);
     let (read, buf) = transfer(&mut io, true, reader.as_raw_fd(), u64::MAX);
     assert_eq!((read.unwrap(), buf), (2, b"pw".to_vec()));
+}
+
+#[test]
+fn a_waker_outliving_its_loop_is_harmless() {
+    let Some(io) = check::io::<()>(&Options::new(4)) else {
+        return;
+    };
+    let waker = io.waker();
+    waker.wake().unwrap();
+    drop(io);
+    // More than a pipe holds (64 KiB on Linux), for backends that wake through one.
+    for _ in 0..(1 << 17) {
+        waker.wake().unwrap();
+    }
 }

@@ -110,6 +110,21 @@ fn a_timeout_is_never_early<K: Kevent>(kq: &mut K) {
     assert!(start.elapsed() >= Duration::from_micros(2500));
 }
 
+/// A notifier kept after its kqueue is dropped (a loop's waker outliving the loop) notifies
+/// harmlessly, however often: no error, no `SIGPIPE`. More notifications than the double's
+/// wake pipe holds (64 KiB on Linux) also cover the full pipe.
+fn a_notifier_outliving_its_kqueue_is_harmless<K: Kevent>(mut kq: K) {
+    let add = Change::new(USER, Filter::User, Flags::ADD | Flags::CLEAR, 5);
+    assert!(wait(&mut kq, &[add], 0).is_empty());
+    let notifier = kq.notifier(USER);
+    notifier.notify().unwrap();
+    assert_eq!(wait(&mut kq, &[], 1000).len(), 1, "the notifier works");
+    drop(kq);
+    for _ in 0..(1 << 17) {
+        notifier.notify().unwrap();
+    }
+}
+
 fn check<K: Kevent>(mut kq: K) {
     one_shot_read_fires_once_with_its_udata(&mut kq);
     peer_close_is_eof(&mut kq);
@@ -122,6 +137,17 @@ fn check<K: Kevent>(mut kq: K) {
 #[test]
 fn the_double_keeps_the_contract() {
     check(Fake::new(16).unwrap());
+}
+
+#[test]
+fn a_notifier_outliving_the_double_is_harmless() {
+    a_notifier_outliving_its_kqueue_is_harmless(Fake::new(16).unwrap());
+}
+
+#[cfg(any(target_os = "freebsd", target_vendor = "apple"))]
+#[test]
+fn a_notifier_outliving_the_real_kqueue_is_harmless() {
+    a_notifier_outliving_its_kqueue_is_harmless(sys_kqueue::System::new(16, 16).unwrap());
 }
 
 #[cfg(any(target_os = "freebsd", target_vendor = "apple"))]
