@@ -1,14 +1,25 @@
 //! Zero heap allocations per operation in steady state, counted by a global allocator.
 //!
-//! The count is per thread (other tests run concurrently on their own threads), kept in a
-//! const-initialised thread-local that itself never allocates.
+//! The count is per thread (other tests run concurrently on their own threads, and the wide
+//! test's waking thread allocates as it likes), kept in a const-initialised thread-local that
+//! itself never allocates: only what the loop's thread allocates is counted.
+//!
+//! Two workloads: a ping-pong whose sends and receives all complete on their first try, and
+//! a wide one that counts every other path a steady-state loop takes (a receive armed before
+//! its data arrives, timeouts and cancels of pending operations, nops, wake-ups from another
+//! thread, and an SQ too small for a turn's batch). Both assert the backend that really ran,
+//! so that a silent fallback cannot pass for the backend asked for.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::io;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
-use dispatch_core::{BufResult, Io, Options, Tag};
+use dispatch_core::{BackendKind, BufResult, Io, OpId, Options, Stats, Tag, Waker};
 
 use crate::check;
 
@@ -42,8 +53,45 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Allocations made so far by the calling thread.
 fn allocations() -> u64 {
     ALLOCATIONS.with(Cell::get)
+}
+
+/// The counter sees this thread's allocations (a broken counter would pass every test).
+fn assert_counting() {
+    let before = allocations();
+    drop(std::hint::black_box(Vec::<u8>::with_capacity(16)));
+    assert_eq!(allocations(), before + 1, "the counting allocator counts");
+}
+
+/// The backend `DISPATCH_BACKEND` asks for; when unset (or `auto`), io_uring where it can be
+/// set up here, else epoll (kqueue off Linux).
+fn expected_backend() -> BackendKind {
+    if let Ok(name) = std::env::var(dispatch_core::BACKEND_ENV) {
+        if !name.is_empty() && name != "auto" {
+            return BackendKind::from_name(&name).expect("DISPATCH_BACKEND names a backend");
+        }
+    }
+    if cfg!(target_os = "linux") {
+        let mut options = Options::new(4);
+        options.backend = Some(BackendKind::IoUring);
+        match Io::<()>::new(&options) {
+            Ok(_) => BackendKind::IoUring,
+            Err(_) => BackendKind::Epoll,
+        }
+    } else {
+        BackendKind::Kqueue
+    }
+}
+
+fn assert_backend(stats: &Stats) {
+    assert_eq!(
+        stats.backend,
+        expected_backend(),
+        "the loop runs on the backend asked for (fallback: {:?})",
+        stats.fallback
+    );
 }
 
 const MESSAGE: usize = 64;
@@ -96,9 +144,11 @@ fn on_done(pp: &mut PingPong, io: &mut Io<PingPong>, tag: Tag, (result, mut buf)
 
 #[test]
 fn a_hundred_thousand_sends_and_receives_allocate_nothing() {
+    assert_counting();
     let Some(mut io) = check::io::<PingPong>(&Options::new(8)) else {
         return;
     };
+    assert_backend(&io.stats());
     let (client, server) = check::tcp_pair();
     let mut pp = PingPong {
         client,
@@ -126,4 +176,259 @@ fn a_hundred_thousand_sends_and_receives_allocate_nothing() {
         pp.ops
     );
     eprintln!("{:?}", io.stats());
+}
+
+/// The wide workload's rounds. Each round is two batches, each larger than the 4-entry SQ:
+///
+/// 1. a receive on `server`, whose data is sent only later, so it waits (readiness backends
+///    arm interest for it); a receive on `idle`, where nothing ever arrives; a 60 s timeout;
+///    a nop; a zero timeout; a wake-up wait;
+/// 2. from the nop's callback: the send that feeds the first receive; cancels of the idle
+///    receive and of the long timeout (both pending in the kernel); a cancel of the nop
+///    itself (a stale id); another nop and zero timeout.
+///
+/// When only the wake-up wait is left, the round asks the waking thread for a wake-up, so
+/// the loop blocks in the kernel on it alone; its callback starts the next round. Every
+/// buffer goes back and forth between the context and the loop.
+struct Wide {
+    server: UnixStream,
+    client: UnixStream,
+    idle: UnixStream,
+    recv_buf: Option<Vec<u8>>,
+    send_buf: Option<Vec<u8>>,
+    idle_buf: Option<Vec<u8>>,
+    long_timeout: Option<OpId>,
+    idle_recv: Option<OpId>,
+    nop: Option<OpId>,
+    /// Operations of this round whose callbacks have not run.
+    left: u32,
+    sent: bool,
+    wake_requested: bool,
+    rounds_left: u64,
+    ops: u64,
+    at_warm: Option<(u64, u64, Stats)>,
+    wakes: Arc<WakeRequests>,
+    waking_thread: std::thread::Thread,
+}
+
+/// What the loop's thread and the waking thread share: wake-ups asked for, and when to stop.
+#[derive(Default)]
+struct WakeRequests {
+    requested: AtomicU64,
+    stop: AtomicBool,
+}
+
+const WIDE_ROUNDS: u64 = 9_000;
+const WIDE_WARM_ROUNDS: u64 = 100;
+/// Operations in one round.
+const WIDE_ROUND_OPS: u64 = 12;
+const LONG_TIMEOUT_NS: u64 = 60_000_000_000;
+
+const RECV: Tag = 10;
+const IDLE_RECV: Tag = 11;
+const LONG_TIMEOUT: Tag = 12;
+const NOP: Tag = 13;
+const ZERO_TIMEOUT: Tag = 14;
+const WAKEUP: Tag = 15;
+const SEND: Tag = 16;
+const CANCEL_IDLE_RECV: Tag = 17;
+const CANCEL_LONG_TIMEOUT: Tag = 18;
+const CANCEL_STALE: Tag = 19;
+const SECOND_NOP: Tag = 20;
+const SECOND_ZERO_TIMEOUT: Tag = 21;
+
+fn errno<T>(result: &io::Result<T>) -> Option<i32> {
+    result
+        .as_ref()
+        .err()
+        .map(|error| error.raw_os_error().unwrap())
+}
+
+fn start_round(w: &mut Wide, io: &mut Io<Wide>) {
+    assert_eq!(w.left, 0);
+    w.sent = false;
+    w.wake_requested = false;
+    let server = w.server.as_raw_fd();
+    let idle = w.idle.as_raw_fd();
+    io.recv(RECV, server, w.recv_buf.take().unwrap(), on_wide_buf)
+        .unwrap();
+    let idle_recv = io.recv(IDLE_RECV, idle, w.idle_buf.take().unwrap(), on_wide_buf);
+    w.idle_recv = Some(idle_recv.unwrap());
+    w.long_timeout = Some(
+        io.timeout(LONG_TIMEOUT, LONG_TIMEOUT_NS, on_wide_unit)
+            .unwrap(),
+    );
+    w.nop = Some(io.nop(NOP, on_wide_unit).unwrap());
+    io.timeout(ZERO_TIMEOUT, 0, on_wide_unit).unwrap();
+    io.wait_wakeup(WAKEUP, on_wide_wakeup).unwrap();
+    w.left = 6;
+}
+
+/// The round's second batch, scheduled from the nop's callback.
+fn second_batch(w: &mut Wide, io: &mut Io<Wide>) {
+    let client = w.client.as_raw_fd();
+    io.send(SEND, client, w.send_buf.take().unwrap(), on_wide_buf)
+        .unwrap();
+    let idle_recv = w.idle_recv.take().unwrap();
+    io.cancel(CANCEL_IDLE_RECV, idle_recv, on_wide_unit)
+        .unwrap();
+    let long_timeout = w.long_timeout.take().unwrap();
+    io.cancel(CANCEL_LONG_TIMEOUT, long_timeout, on_wide_unit)
+        .unwrap();
+    let nop = w.nop.take().unwrap();
+    io.cancel(CANCEL_STALE, nop, on_wide_unit).unwrap();
+    io.nop(SECOND_NOP, on_wide_unit).unwrap();
+    io.timeout(SECOND_ZERO_TIMEOUT, 0, on_wide_unit).unwrap();
+    w.left += 6;
+}
+
+/// One callback done: counts it and, when only the wake-up wait is left, asks for its
+/// wake-up.
+fn finish_one(w: &mut Wide) {
+    w.ops += 1;
+    w.left -= 1;
+    if w.left == 1 && !w.wake_requested {
+        w.wake_requested = true;
+        w.wakes.requested.fetch_add(1, Ordering::Release);
+        w.waking_thread.unpark();
+    }
+}
+
+fn on_wide_buf(w: &mut Wide, _: &mut Io<Wide>, tag: Tag, (result, mut buf): BufResult) {
+    match tag {
+        RECV => {
+            assert_eq!(
+                result.unwrap(),
+                MESSAGE,
+                "a socket pair moves 64 bytes whole"
+            );
+            assert!(w.sent, "the receive completed before its data was sent");
+            buf.clear();
+            w.recv_buf = Some(buf);
+        }
+        IDLE_RECV => {
+            assert_eq!(errno(&result), Some(libc::ECANCELED));
+            assert!(buf.is_empty());
+            w.idle_buf = Some(buf);
+        }
+        SEND => {
+            assert_eq!(result.unwrap(), MESSAGE);
+            w.sent = true;
+            w.send_buf = Some(buf);
+        }
+        _ => unreachable!("tag {tag}"),
+    }
+    finish_one(w);
+}
+
+fn on_wide_unit(w: &mut Wide, io: &mut Io<Wide>, tag: Tag, result: io::Result<()>) {
+    match tag {
+        LONG_TIMEOUT => assert_eq!(errno(&result), Some(libc::ECANCELED)),
+        NOP => {
+            result.unwrap();
+            second_batch(w, io);
+        }
+        CANCEL_STALE => assert_eq!(errno(&result), Some(libc::ENOENT)),
+        ZERO_TIMEOUT | CANCEL_IDLE_RECV | CANCEL_LONG_TIMEOUT | SECOND_NOP
+        | SECOND_ZERO_TIMEOUT => result.unwrap(),
+        _ => unreachable!("tag {tag}"),
+    }
+    finish_one(w);
+}
+
+fn on_wide_wakeup(w: &mut Wide, io: &mut Io<Wide>, tag: Tag, result: io::Result<u64>) {
+    assert_eq!(tag, WAKEUP);
+    assert!(
+        w.wake_requested,
+        "a wake-up arrived before it was asked for"
+    );
+    assert_eq!(result.unwrap(), 1, "one wake-up asked for, one counted");
+    finish_one(w);
+    assert_eq!(w.left, 0, "the wake-up wait is the round's last operation");
+    w.rounds_left -= 1;
+    if w.rounds_left == WIDE_ROUNDS - WIDE_WARM_ROUNDS {
+        w.at_warm = Some((allocations(), w.ops, io.stats()));
+    }
+    if w.rounds_left > 0 {
+        start_round(w, io);
+    }
+}
+
+/// The waking thread: one `Waker::wake` per wake-up requested, parked in between.
+fn wake_on_request(waker: &Waker, wakes: &WakeRequests) {
+    let mut served = 0;
+    loop {
+        if served < wakes.requested.load(Ordering::Acquire) {
+            waker.wake().unwrap();
+            served += 1;
+        } else if wakes.stop.load(Ordering::Acquire) {
+            return;
+        } else {
+            std::thread::park();
+        }
+    }
+}
+
+#[test]
+fn a_hundred_thousand_waits_timeouts_cancels_and_wakeups_allocate_nothing() {
+    assert_counting();
+    let mut options = Options::new(16);
+    options.uring.sq_entries = 4;
+    let Some(mut io) = check::io::<Wide>(&options) else {
+        return;
+    };
+    assert_backend(&io.stats());
+    let wakes = Arc::new(WakeRequests::default());
+    let waker = io.waker();
+    let thread = std::thread::spawn({
+        let wakes = Arc::clone(&wakes);
+        move || wake_on_request(&waker, &wakes)
+    });
+    let (server, client) = UnixStream::pair().unwrap();
+    let (idle, _idle_peer) = UnixStream::pair().unwrap();
+    let mut w = Wide {
+        server,
+        client,
+        idle,
+        recv_buf: Some(Vec::with_capacity(MESSAGE)),
+        send_buf: Some(vec![7; MESSAGE]),
+        idle_buf: Some(Vec::with_capacity(MESSAGE)),
+        long_timeout: None,
+        idle_recv: None,
+        nop: None,
+        left: 0,
+        sent: false,
+        wake_requested: false,
+        rounds_left: WIDE_ROUNDS,
+        ops: 0,
+        at_warm: None,
+        wakes: Arc::clone(&wakes),
+        waking_thread: thread.thread().clone(),
+    };
+    start_round(&mut w, &mut io);
+    io.run_until_idle(&mut w).unwrap();
+    let after = allocations();
+    let stats = io.stats();
+    wakes.stop.store(true, Ordering::Release);
+    thread.thread().unpark();
+    thread.join().unwrap();
+
+    assert_eq!(w.ops, WIDE_ROUNDS * WIDE_ROUND_OPS);
+    let (allocations_at_warm, ops_at_warm, stats_at_warm) = w.at_warm.expect("warm-up finished");
+    let counted = w.ops - ops_at_warm;
+    assert!(counted >= 100_000, "{counted} operations counted");
+    eprintln!("{counted} operations after warm-up; {stats:?}");
+    assert_eq!(
+        after - allocations_at_warm,
+        0,
+        "allocations in steady state over {counted} operations"
+    );
+    assert_eq!(stats.ops_completed - stats_at_warm.ops_completed, counted);
+    assert_backend(&stats);
+    if check::on_io_uring(&io) {
+        assert!(
+            stats.overflow_parked > stats_at_warm.overflow_parked,
+            "the 4-entry SQ overflowed after warm-up: {stats:?}"
+        );
+    }
 }

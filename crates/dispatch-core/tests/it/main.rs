@@ -4,6 +4,7 @@
 
 mod alloc;
 mod cancel;
+mod chaos;
 mod deadline;
 mod drop_in_flight;
 mod fallback;
