@@ -6,6 +6,10 @@
 //! - `nop/*`: a batch of 32 nops, submitted together and reaped: the loop's own cost.
 //! - `timeout0/*`: a batch of 32 zero-length timeouts (dominated by the kernel's timers).
 //! - `sendrecv/*`: one 64-byte send and the matching recv over a loopback TCP pair.
+//! - `recv64/*`, `recv16k/*`: a message of 64 B or 16 KiB written by the peer and received
+//!   through the loop, with a plain per-operation `recv` (a `Vec` per receive) against a
+//!   pooled multishot receive armed once (`recv_multishot`), on io_uring and epoll. Each
+//!   prints the loop's syscalls and submissions per message from `stats()`.
 //!
 //! Run with `cargo xtask bench`. Read the ratio `raw / dispatch` of each pair: a benchmark
 //! reports; nothing here passes or fails.
@@ -26,7 +30,7 @@ mod linux {
     use std::os::fd::AsRawFd;
 
     use criterion::{BenchmarkId, Criterion, Throughput};
-    use dispatch_core::{BackendKind, BufResult, Io, Options, Tag};
+    use dispatch_core::{BackendKind, BufResult, Io, Options, PoolBuf, PoolOptions, Shot, Tag};
     use io_uring::{opcode, types, IoUring};
 
     const BATCH: u64 = 32;
@@ -248,8 +252,97 @@ mod linux {
         group.finish();
     }
 
+    /// The receiving side of the `recv*` groups.
+    struct Receiver {
+        socket: TcpStream,
+        received: usize,
+        buf: Option<Vec<u8>>,
+    }
+
+    fn on_plain(rx: &mut Receiver, _: &mut Io<Receiver>, _: Tag, (result, mut buf): BufResult) {
+        rx.received += result.expect("recv");
+        buf.clear();
+        rx.buf = Some(buf);
+    }
+
+    fn on_pooled(rx: &mut Receiver, _: &mut Io<Receiver>, _: Tag, shot: Shot<PoolBuf>) {
+        assert!(shot.more, "the stream stays open");
+        rx.received += shot.result.expect("recv").len();
+    }
+
+    /// Receives `size`-byte messages written by a peer: `multishot` through one pooled
+    /// multishot receive, else a plain recv per arrival.
+    fn receive(c: &mut Criterion, group_name: &str, size: usize) {
+        let mut group = c.benchmark_group(group_name);
+        group.throughput(Throughput::Bytes(size as u64));
+        for backend in [BackendKind::IoUring, BackendKind::Epoll] {
+            for multishot in [false, true] {
+                let mut options = Options::new(64);
+                options.backend = Some(backend);
+                options.pool = PoolOptions {
+                    buffers: 64,
+                    buffer_size: 16 * 1024,
+                };
+                let mut io: Io<Receiver> = Io::new(&options).expect("a backend");
+                let (mut client, socket) = tcp_pair();
+                let mut rx = Receiver {
+                    socket,
+                    received: 0,
+                    buf: Some(Vec::with_capacity(size)),
+                };
+                if multishot {
+                    io.recv_multishot(0, rx.socket.as_raw_fd(), on_pooled)
+                        .unwrap();
+                }
+                let message = vec![7_u8; size];
+                let kind = if multishot { "multishot" } else { "plain" };
+                let name = format!("{kind}/{backend}");
+                let before = io.stats();
+                let mut messages = 0_u64;
+                group.bench_function(BenchmarkId::from_parameter(&name), |b| {
+                    b.iter(|| {
+                        std::io::Write::write_all(&mut client, &message).unwrap();
+                        let goal = rx.received + size;
+                        while rx.received < goal {
+                            if !multishot {
+                                if let Some(buf) = rx.buf.take() {
+                                    io.recv(0, rx.socket.as_raw_fd(), buf, on_plain).unwrap();
+                                }
+                            }
+                            io.run_for_ns(&mut rx, 1_000_000).unwrap();
+                        }
+                        messages += 1;
+                    })
+                });
+                let after = io.stats();
+                let per = |n: u64| n as f64 / messages.max(1) as f64;
+                eprintln!(
+                    "{group_name}/{name}: {:.3} syscalls and {:.3} submissions per message",
+                    per(after.syscalls - before.syscalls),
+                    per(after.ops_submitted - before.ops_submitted),
+                );
+            }
+        }
+        group.finish();
+    }
+
+    fn recv64(c: &mut Criterion) {
+        receive(c, "recv64", 64);
+    }
+
+    fn recv16k(c: &mut Criterion) {
+        receive(c, "recv16k", 16 * 1024);
+    }
+
     pub mod group {
         #![allow(missing_docs)]
-        criterion::criterion_group!(benches, super::nop, super::timeout0, super::sendrecv);
+        criterion::criterion_group!(
+            benches,
+            super::nop,
+            super::timeout0,
+            super::sendrecv,
+            super::recv64,
+            super::recv16k
+        );
     }
 }

@@ -195,11 +195,7 @@ impl IoUringBackend {
                     .build()
             }
             Args::RecvPooled { .. } => unreachable!("built by push"),
-            Args::SendPooled { fd, buf } => {
-                opcode::Send::new(Fd(*fd), buf.as_ptr(), clamp_len(buf.len()))
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build()
-            }
+            Args::SendPooled { fd, buf } => send_entry(*fd, buf),
             Args::Connect { fd, addr } => {
                 let raw = &mut self.sockaddrs[idx as usize];
                 *raw = RawSockAddr::new(*addr);
@@ -214,12 +210,7 @@ impl IoUringBackend {
                 let (ptr, len) = spare_capacity(buf);
                 opcode::Read::new(Fd(*fd), ptr, len).offset(*offset).build()
             }
-            Args::Send { fd, buf } => {
-                // MSG_NOSIGNAL: a reset peer is an EPIPE result, never a process-killing SIGPIPE.
-                opcode::Send::new(Fd(*fd), buf.as_ptr(), clamp_len(buf.len()))
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build()
-            }
+            Args::Send { fd, buf } => send_entry(*fd, buf),
             Args::Write { fd, buf, offset } => {
                 opcode::Write::new(Fd(*fd), buf.as_ptr(), clamp_len(buf.len()))
                     .offset(*offset)
@@ -534,6 +525,14 @@ fn zeroed_sockaddr_in6() -> libc::sockaddr_in6 {
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         sin6_len: 0,
     }
+}
+
+/// A send of `bytes`. MSG_NOSIGNAL: a reset peer is an EPIPE result, never a process-killing
+/// SIGPIPE.
+fn send_entry(fd: RawFd, bytes: &[u8]) -> Entry {
+    opcode::Send::new(Fd(fd), bytes.as_ptr(), clamp_len(bytes.len()))
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
 }
 
 /// The spare capacity of `buf` as the kernel's (pointer, length).

@@ -23,7 +23,7 @@ use crate::completion::{
     F_MORE,
 };
 use crate::error::InitError;
-use crate::operation::{Callback, Shot};
+use crate::operation::{Callback, Shot, Tag};
 use crate::options::Options;
 use crate::pool::Pool;
 use crate::slots::{Completed, Done, Fifo, Slots, State};
@@ -514,24 +514,8 @@ impl<C> Io<C> {
             let (tag, callback) = (slot.tag, slot.callback);
             if done.flags & F_MORE != 0 {
                 // A multishot goes on: its slot stays.
-                assert_ne!(
-                    slot.state,
-                    State::Free,
-                    "a multishot result for a free slot"
-                );
-                let pool = self.pool.as_ref().map(Pool::shared);
-                match callback {
-                    Callback::Pooled(callback) => {
-                        let pool = pool.expect("a pooled receive has a pool");
-                        let result = pooled_value(pool, done.result, done.flags);
-                        callback(ctx, self, tag, Shot { result, more: true });
-                    }
-                    Callback::Accepted(callback) => {
-                        let result = new_fd(done.result);
-                        callback(ctx, self, tag, Shot { result, more: true });
-                    }
-                    _ => unreachable!("slot {idx}: only multishots have more results"),
-                }
+                assert_ne!(slot.state, State::Free, "a multishot result for a free slot");
+                self.dispatch_shot(ctx, done, tag, callback);
                 continue;
             }
             assert_eq!(slot.state, State::Completed);
@@ -582,6 +566,22 @@ impl<C> Io<C> {
                     unreachable!("slot {idx} completed without a callback")
                 }
             }
+        }
+    }
+
+    /// Runs the callback of an intermediate result of a multishot operation.
+    fn dispatch_shot(&mut self, ctx: &mut C, done: Done, tag: Tag, callback: Callback<C>) {
+        match callback {
+            Callback::Pooled(callback) => {
+                let pool = self.pool.as_ref().expect("a pooled receive has a pool");
+                let result = pooled_value(pool.shared(), done.result, done.flags);
+                callback(ctx, self, tag, Shot { result, more: true });
+            }
+            Callback::Accepted(callback) => {
+                let result = new_fd(done.result);
+                callback(ctx, self, tag, Shot { result, more: true });
+            }
+            _ => unreachable!("slot {}: only multishots have more results", done.idx),
         }
     }
 }

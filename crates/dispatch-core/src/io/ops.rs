@@ -201,10 +201,12 @@ impl<C> Io<C> {
     /// byte count (0 at end of file) and `buf` with its length extended by it. `offset`
     /// `u64::MAX` reads at the file's current position and advances it, on every backend.
     ///
-    /// For regular files and block devices. On a pipe or socket (no offsets) the backends
-    /// differ: io_uring ignores `offset`, epoll and kqueue fail with `ESPIPE`; use
-    /// [`Io::recv`] for sockets. On epoll and kqueue the read runs inline, blocking the loop
-    /// for its duration.
+    /// Offsets belong to seekable files. On a pipe io_uring ignores any other `offset` and
+    /// reads, while epoll and kqueue fail with `ESPIPE`; at `u64::MAX` every backend reads
+    /// the pipe. Use [`Io::recv`] for sockets. On epoll and kqueue the read runs inline: on
+    /// an empty blocking pipe it blocks the whole loop until data arrives, and on an empty
+    /// non-blocking pipe it fails with `EAGAIN`; io_uring waits for the data without blocking
+    /// the loop.
     ///
     /// # Errors
     /// When every slot is in flight, or `buf` has no spare capacity; the error returns `buf`.
@@ -221,9 +223,10 @@ impl<C> Io<C> {
 
     /// Writes `buf[..]` at file offset `offset`; the callback gets the byte count written.
     /// `offset` `u64::MAX` writes at the file's current position and advances it, on every
-    /// backend. As with [`Io::read`], offsets belong to files: on a pipe or socket io_uring
-    /// ignores `offset` while epoll and kqueue fail with `ESPIPE`. On epoll and kqueue the
-    /// write runs inline.
+    /// backend. As with [`Io::read`], offsets belong to seekable files: on a pipe io_uring
+    /// ignores any other `offset` while epoll and kqueue fail with `ESPIPE`; at `u64::MAX`
+    /// every backend writes. On epoll and kqueue the write runs inline, so a write to a full
+    /// blocking pipe blocks the whole loop until there is room.
     ///
     /// # Errors
     /// When every slot is in flight; the error returns `buf`.
@@ -303,16 +306,20 @@ impl<C> Io<C> {
     /// `O_CLOEXEC` is always added. The new descriptor is owned by the callback's
     /// `OwnedFd`.
     ///
-    /// On epoll and kqueue the open runs inline: opening something that blocks (a FIFO
-    /// without a peer, a slow network file system) blocks the whole loop, while io_uring
-    /// performs it in a kernel worker and stays responsive (and the open can be
-    /// cancelled). Add `O_NONBLOCK` for FIFOs.
+    /// On epoll and kqueue the open runs inline: opening a FIFO that has no peer (or a file
+    /// on a slow network file system) blocks the whole loop until the peer opens it.
+    /// io_uring never blocks the loop, but it first tries the open without blocking, so for
+    /// a FIFO without a peer `O_RDONLY` opens at once, `O_WRONLY` fails at once with
+    /// `ENXIO`, and with `O_CREAT` or `O_TRUNC` the open waits in a kernel worker until the
+    /// peer opens it (and can be cancelled). Open FIFOs with `O_NONBLOCK` to get the same
+    /// answer on every backend.
     ///
     /// ```
     /// use std::ffi::CString;
+    /// use std::os::fd::OwnedFd;
     /// use dispatch_core::{Io, Options, AT_FDCWD};
     ///
-    /// let mut io: Io<Option<std::os::fd::OwnedFd>> = Io::new(&Options::new(4)).expect("a backend");
+    /// let mut io: Io<Option<OwnedFd>> = Io::new(&Options::new(4)).expect("a backend");
     /// let path = CString::new("/dev/null").unwrap();
     /// io.openat(0, AT_FDCWD, path, libc::O_RDONLY, 0, |opened, _io, _tag, result| {
     ///     *opened = Some(result.expect("open /dev/null"));
