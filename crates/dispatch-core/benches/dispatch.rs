@@ -256,18 +256,28 @@ mod linux {
     struct Receiver {
         socket: TcpStream,
         received: usize,
+        /// The run stops once `received` reaches it.
+        goal: usize,
         buf: Option<Vec<u8>>,
     }
 
-    fn on_plain(rx: &mut Receiver, _: &mut Io<Receiver>, _: Tag, (result, mut buf): BufResult) {
+    fn on_plain(rx: &mut Receiver, io: &mut Io<Receiver>, _: Tag, (result, mut buf): BufResult) {
         rx.received += result.expect("recv");
         buf.clear();
-        rx.buf = Some(buf);
+        if rx.received < rx.goal {
+            io.recv(0, rx.socket.as_raw_fd(), buf, on_plain).unwrap();
+        } else {
+            rx.buf = Some(buf);
+            io.stop();
+        }
     }
 
-    fn on_pooled(rx: &mut Receiver, _: &mut Io<Receiver>, _: Tag, shot: Shot<PoolBuf>) {
+    fn on_pooled(rx: &mut Receiver, io: &mut Io<Receiver>, _: Tag, shot: Shot<PoolBuf>) {
         assert!(shot.more, "the stream stays open");
         rx.received += shot.result.expect("recv").len();
+        if rx.received >= rx.goal {
+            io.stop();
+        }
     }
 
     /// Receives `size`-byte messages written by a peer: `multishot` through one pooled
@@ -288,6 +298,7 @@ mod linux {
                 let mut rx = Receiver {
                     socket,
                     received: 0,
+                    goal: 0,
                     buf: Some(Vec::with_capacity(size)),
                 };
                 if multishot {
@@ -302,15 +313,14 @@ mod linux {
                 group.bench_function(BenchmarkId::from_parameter(&name), |b| {
                     b.iter(|| {
                         std::io::Write::write_all(&mut client, &message).unwrap();
-                        let goal = rx.received + size;
-                        while rx.received < goal {
-                            if !multishot {
-                                if let Some(buf) = rx.buf.take() {
-                                    io.recv(0, rx.socket.as_raw_fd(), buf, on_plain).unwrap();
-                                }
-                            }
-                            io.run_for_ns(&mut rx, 1_000_000).unwrap();
+                        rx.goal = rx.received + size;
+                        if !multishot {
+                            let buf = rx.buf.take().expect("the plain receive's buffer");
+                            io.recv(0, rx.socket.as_raw_fd(), buf, on_plain).unwrap();
                         }
+                        // Runs until the callback that completes the message stops it.
+                        io.run_for_ns(&mut rx, u64::MAX).unwrap();
+                        assert!(rx.received >= rx.goal);
                         messages += 1;
                     })
                 });
