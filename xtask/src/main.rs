@@ -1,29 +1,121 @@
 //! `cargo xtask`: the one place the project's shell commands live, so that CI and a newcomer
-//! run exactly the same steps.
+//! run exactly the same steps. `cargo xtask --help` lists the subcommands; every command a
+//! subcommand runs is echoed as a line that reproduces it.
 //!
-//! - `cargo xtask test`  fmt check, clippy `-D warnings`, every test, docs `-D warnings`
-//! - `cargo xtask ci`    what `.ci/run` calls: `test`
-//! - `cargo xtask bench [-- CRITERION ARGS]` criterion micro benchmarks (dispatch-core on
-//!   io_uring and epoll against raw io-uring)
+//! - `cargo xtask test`      fmt check, clippy `-D warnings`, docs `-D warnings`, every test,
+//!   the dispatch-core suite again on each forced backend
+//! - `cargo xtask ci`        what `.ci/run` and CI's Linux job call: `test`
+//! - `cargo xtask bench [CRITERION ARGS]` criterion micro benchmarks
+//! - `cargo xtask miri`      dispatch-core's pure-logic unit tests under Miri (nightly)
+//! - `cargo xtask sanitize`  the dispatch-core suite under AddressSanitizer (nightly)
+//! - `cargo xtask msrv`      the workspace type-checked with its `rust-version`
 #![forbid(unsafe_code)]
 
 mod bench;
+mod cmd;
 mod deps;
+mod miri;
+mod msrv;
+mod rustup;
+mod sanitize;
 mod test;
 mod tidy;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{Args, Parser, Subcommand};
+
+/// The project's commands
+///
+/// Each echoes every command it runs (`$ ...`) as a line that reproduces that step when pasted
+/// in the workspace root.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// fmt, clippy and docs with -D warnings, then every test on every backend here
+    ///
+    /// In order: `cargo fmt --check`; clippy -D warnings for the host and, type-checking only,
+    /// for FreeBSD and macOS (sys-kqueue and dispatch-core); `cargo doc` with -D warnings;
+    /// `cargo test --workspace`; on Linux the dispatch-core suite again with
+    /// DISPATCH_BACKEND=epoll, with kqueue-fake, and with epoll where the harness blocks
+    /// epoll_pwait2. Installs the rustup components and targets it needs where missing. Miri,
+    /// the sanitizer and the MSRV check are separate commands: each needs another toolchain.
+    Test(TestArgs),
+    /// The same as `test`: what `.ci/run` and CI's Linux jobs run
+    Ci(TestArgs),
+    /// Criterion micro benchmarks: dispatch-core against raw io-uring in the same run
+    ///
+    /// dispatch-core on io_uring (two ring set-ups) and on epoll, against the raw io-uring
+    /// crate doing the same work. Benchmarks report; they never pass or fail.
+    Bench {
+        /// Arguments for criterion: a group filter, `--warm-up-time 2`, ... (a leading `--`
+        /// is optional)
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CRITERION"
+        )]
+        criterion_args: Vec<String>,
+    },
+    /// dispatch-core's pure-logic unit tests under Miri (nightly)
+    ///
+    /// Runs every unit test of dispatch-core under Miri, with Stacked Borrows and then Tree
+    /// Borrows, except those that need real syscalls (named, each with its reason, in
+    /// xtask/src/miri.rs). Installs nightly with miri and rust-src if missing.
+    Miri,
+    /// The dispatch-core suite under AddressSanitizer on every backend (nightly)
+    ///
+    /// Runs `cargo test -p dispatch-core --test it` with -Zsanitizer=address and a sanitized
+    /// std (-Zbuild-std), once per backend: auto, epoll, kqueue-fake. Linux only; installs
+    /// nightly with rust-src if missing.
+    Sanitize,
+    /// Checks the workspace with the oldest Rust it claims to support (rust-version)
+    ///
+    /// `cargo check --workspace --all-targets` with the toolchain named by `rust-version` in
+    /// Cargo.toml, installed if missing.
+    Msrv,
+}
+
+#[derive(Debug, Args)]
+struct TestArgs {
+    /// Leave out the FreeBSD and macOS type-checks: for a host without rustup, which cannot
+    /// install their standard libraries (FreeBSD's packaged Rust)
+    #[arg(long)]
+    no_cross_targets: bool,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("test") | Some("ci") => test::run(),
-        Some("bench") => bench::run(&args[1..]),
-        _ => {
-            eprintln!("usage: cargo xtask <test|ci|bench [criterion filter]>");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if error.kind() == ErrorKind::InvalidSubcommand => {
+            // clap says "unrecognized"; the tip naming a close match stays.
+            let message = error.render().to_string();
+            eprint!(
+                "{}",
+                message.replacen("unrecognized subcommand", "unknown subcommand", 1)
+            );
             return ExitCode::from(2);
         }
+        Err(error) => error.exit(),
+    };
+    let result = match cli.command {
+        Command::Test(args) | Command::Ci(args) => test::run(!args.no_cross_targets),
+        Command::Bench { criterion_args } => bench::run(&criterion_args),
+        Command::Miri => miri::run(),
+        Command::Sanitize => sanitize::run(),
+        Command::Msrv => msrv::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -42,20 +134,35 @@ pub fn project_root() -> PathBuf {
         .into()
 }
 
-/// Runs `cargo` with `args` in the workspace root, echoing the command line; an error names
-/// the step that failed.
-pub fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
-    let line = format!("cargo {}", args.join(" "));
-    eprintln!("$ {line}");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .args(args)
-        .envs(envs.iter().copied())
-        .current_dir(project_root())
-        .status()
-        .map_err(|error| format!("{line}: {error}"))?;
-    if !status.success() {
-        return Err(format!("{line} failed: {status}"));
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
-    Ok(())
+
+    fn criterion_args(args: &[&str]) -> Vec<String> {
+        let cli = Cli::try_parse_from(["cargo xtask", "bench"].iter().chain(args)).unwrap();
+        let Command::Bench { criterion_args } = cli.command else {
+            panic!("{args:?} parsed as {:?}", cli.command)
+        };
+        criterion_args
+    }
+
+    #[test]
+    fn bench_passes_its_arguments_to_criterion() {
+        assert_eq!(criterion_args(&["sendrecv"]), ["sendrecv"]);
+        assert_eq!(
+            criterion_args(&["--", "--warm-up-time", "2"]),
+            ["--warm-up-time", "2"]
+        );
+        assert_eq!(
+            criterion_args(&["--warm-up-time", "2", "nop"]),
+            ["--warm-up-time", "2", "nop"]
+        );
+    }
 }

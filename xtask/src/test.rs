@@ -1,108 +1,85 @@
 //! `cargo xtask test`: formatting, lints (for Linux and, type-checked, for FreeBSD and macOS),
 //! docs, then every test, and the dispatch-core suite again under each forced backend. Ends
-//! with the tests' results. Installs the rustup components and targets it needs where
-//! missing, so it works on a fresh machine.
+//! with the tests' results and a note on the checks it leaves to other commands. Installs the
+//! rustup components and targets it needs where missing, so it works on a fresh machine.
 
-use std::process::{Command, Stdio};
-
-use crate::cargo;
+use crate::cmd::Cmd;
+use crate::rustup;
 
 /// Targets whose kqueue code is type-checked and linted here (no machine of either kind).
 const CHECK_TARGETS: [&str; 2] = ["x86_64-unknown-freebsd", "aarch64-apple-darwin"];
 
-/// The backends the dispatch-core suite runs under on Linux, besides the automatic choice.
-const FORCED_BACKENDS: [&str; 2] = ["epoll", "kqueue-fake"];
-
-const CLIPPY: [&str; 6] = [
-    "clippy",
-    "--workspace",
-    "--all-targets",
-    "--",
-    "-D",
-    "warnings",
+/// The dispatch-core suite's reruns on Linux, besides the automatic choice (io_uring, or
+/// epoll where io_uring is blocked): each forced backend, and epoll on a kernel without
+/// `epoll_pwait2` (the test harness blocks the syscall with a seccomp filter), as on the
+/// pre-5.11 hosts the epoll fallback exists for.
+const RERUNS: [&[(&str, &str)]; 3] = [
+    &[("DISPATCH_BACKEND", "epoll")],
+    &[("DISPATCH_BACKEND", "kqueue-fake")],
+    &[
+        ("DISPATCH_BACKEND", "epoll"),
+        ("DISPATCH_CORE_TEST_BLOCK", "epoll_pwait2"),
+    ],
 ];
 
-pub fn run() -> Result<(), String> {
-    let has_rustup = succeeds("rustup", &["--version"]);
-    if has_rustup {
-        ensure_toolchain()?;
-    } else {
-        // FreeBSD's packaged Rust: no other target's std can be installed; that host checks
-        // its own kqueue code for real instead.
-        eprintln!("rustup not found: skipping the cross-target checks");
-    }
-    cargo(&["fmt", "--all", "--check"], &[])?;
-    cargo(&CLIPPY, &[])?;
-    let check_targets: &[&str] = if has_rustup { &CHECK_TARGETS } else { &[] };
+/// `cross_targets`: also type-check and lint the kqueue code for FreeBSD and macOS.
+pub fn run(cross_targets: bool) -> Result<(), String> {
+    prepare(cross_targets)?;
+    Cmd::cargo(&["fmt", "--all", "--check"]).run()?;
+    let deny_warnings = ["--", "-D", "warnings"];
+    Cmd::cargo(&["clippy", "--workspace", "--all-targets"])
+        .args(&deny_warnings)
+        .run()?;
+    let check_targets: &[&str] = if cross_targets { &CHECK_TARGETS } else { &[] };
     for &target in check_targets {
-        let mut args = vec!["clippy", "--target", target, "--all-targets"];
-        args.extend([
-            "-p",
-            "sys-kqueue",
-            "-p",
-            "dispatch-core",
-            "--",
-            "-D",
-            "warnings",
-        ]);
-        cargo(&args, &[])?;
+        Cmd::cargo(&["clippy", "--target", target, "--all-targets"])
+            .args(&["-p", "sys-kqueue", "-p", "dispatch-core"])
+            .args(&deny_warnings)
+            .run()?;
     }
-    cargo(
-        &["doc", "--workspace", "--no-deps"],
-        &[("RUSTDOCFLAGS", "-D warnings")],
-    )?;
-    cargo(&["test", "--workspace"], &[])?;
+    Cmd::cargo(&["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .run()?;
+    Cmd::cargo(&["test", "--workspace"]).run()?;
     // Last, so that the run's closing lines are the tests' results.
     if cfg!(target_os = "linux") {
-        for backend in FORCED_BACKENDS {
-            let args = ["test", "-p", "dispatch-core", "--test", "it"];
-            cargo(&args, &[("DISPATCH_BACKEND", backend)])?;
+        for envs in RERUNS {
+            let mut rerun = Cmd::cargo(&["test", "-p", "dispatch-core", "--test", "it"]);
+            for &(key, value) in envs {
+                rerun = rerun.env(key, value);
+            }
+            rerun.run()?;
         }
     }
+    eprintln!(
+        "\ncargo xtask test: passed. Not part of it, because each needs another toolchain \
+         (installed on first use):\n  \
+         cargo xtask miri      dispatch-core's pure-logic unit tests under Miri (nightly)\n  \
+         cargo xtask sanitize  the dispatch-core suite under AddressSanitizer (nightly)\n  \
+         cargo xtask msrv      the workspace checked with its rust-version"
+    );
     Ok(())
 }
 
-fn succeeds(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
-/// `rustup component add rustfmt clippy` and `rustup target add` for the check targets, when
-/// missing.
-fn ensure_toolchain() -> Result<(), String> {
-    if !(succeeds("cargo", &["fmt", "--version"]) && succeeds("cargo", &["clippy", "--version"])) {
-        rustup(&["component", "add", "rustfmt", "clippy"])?;
+/// Installs rustfmt, clippy and the check targets where missing, or says in one line why the
+/// cross-target checks cannot run.
+fn prepare(cross_targets: bool) -> Result<(), String> {
+    if !rustup::available() {
+        if cross_targets {
+            return Err(format!(
+                "rustup not found, so the {} standard libraries cannot be installed for the \
+                 cross-target checks: install rustup, or pass --no-cross-targets to leave \
+                 them out",
+                CHECK_TARGETS.join(" and ")
+            ));
+        }
+        return Ok(());
     }
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
-        .unwrap_or_default();
-    let missing: Vec<&str> = CHECK_TARGETS
-        .into_iter()
-        .filter(|target| !installed.lines().any(|l| l == *target))
-        .collect();
-    if !missing.is_empty() {
-        let mut args = vec!["target", "add"];
-        args.extend(missing);
-        rustup(&args)?;
-    }
-    Ok(())
-}
-
-fn rustup(args: &[&str]) -> Result<(), String> {
-    let line = format!("rustup {}", args.join(" "));
-    eprintln!("$ {line}");
-    let status = Command::new("rustup")
-        .args(args)
-        .status()
-        .map_err(|error| format!("{line}: {error}"))?;
-    if !status.success() {
-        return Err(format!("{line} failed: {status}"));
+    rustup::ensure_components(&["rustfmt", "clippy"])?;
+    if cross_targets {
+        rustup::ensure_targets(&CHECK_TARGETS)?;
+    } else {
+        eprintln!("xtask: --no-cross-targets: leaving out the FreeBSD and macOS checks");
     }
     Ok(())
 }
