@@ -28,30 +28,37 @@ impl Drop for Server {
 }
 
 fn start(backend: &str) -> (Server, SocketAddr) {
-    start_command(Command::new(example_path()), backend)
+    start_command(Command::new(example_path()), backend, &[])
 }
 
-/// Starts `command` (the example, perhaps behind a wrapper) on 127.0.0.1:0 and reads the
-/// address it listens on.
-fn start_command(mut command: Command, backend: &str) -> (Server, SocketAddr) {
+/// Starts `command` (the example, perhaps behind a wrapper) on 127.0.0.1:0 with `args` after
+/// the address, and reads the address it listens on from its start-up lines.
+fn start_command(mut command: Command, backend: &str, args: &[&str]) -> (Server, SocketAddr) {
     command
         .arg("127.0.0.1:0")
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     command.env("DISPATCH_BACKEND", backend);
     let mut child = command.spawn().expect("the example is built by cargo test");
-    let stdout = child.stdout.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
     let server = Server(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .expect("listening on ADDR");
-    (server, addr)
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        if let Some(addr) = line.strip_prefix("echo_minimal: listening on ") {
+            return (server, addr.parse().expect("listening on ADDR"));
+        }
+    }
+    panic!("the example ended before listening");
+}
+
+/// Every backend this platform has.
+fn backends() -> &'static [&'static str] {
+    if cfg!(target_os = "linux") {
+        &["auto", "epoll", "kqueue-fake"]
+    } else {
+        &["auto"]
+    }
 }
 
 fn client(addr: SocketAddr) -> TcpStream {
@@ -94,12 +101,7 @@ fn echo_round_trip(addr: SocketAddr, seed: u8, len: usize) {
 
 #[test]
 fn echoes_every_byte_in_order_for_several_clients_on_every_backend() {
-    let backends: &[&str] = if cfg!(target_os = "linux") {
-        &["auto", "epoll", "kqueue-fake"]
-    } else {
-        &["auto"]
-    };
-    for backend in backends {
+    for backend in backends() {
         let (_server, addr) = start(backend);
         let clients: Vec<_> = (0..8_u8)
             .map(|seed| std::thread::spawn(move || echo_round_trip(addr, seed, 256 * 1024)))
@@ -131,18 +133,13 @@ fn out_of_descriptors_pauses_accepting_and_keeps_serving() {
     {
         return eprintln!("skipped: no prlimit(1) to lower the example's descriptor limit");
     }
-    let backends: &[&str] = if cfg!(target_os = "linux") {
-        &["auto", "epoll", "kqueue-fake"]
-    } else {
-        &["auto"]
-    };
-    for backend in backends {
+    for backend in backends() {
         // 16 descriptors: the standard three, the listener and the loop's own two or three
         // leave room for about ten connections, so some of these sixteen clients find the
         // server out of descriptors (EMFILE on accept) for certain.
         let mut command = Command::new("prlimit");
         command.arg("--nofile=16:16").arg(example_path());
-        let (_server, addr) = start_command(command, backend);
+        let (_server, addr) = start_command(command, backend, &[]);
         let mut clients: Vec<TcpStream> = (0..16).map(|_| client(addr)).collect();
         // The first connections are served while later accepts fail with EMFILE.
         ping(&mut clients[0]);
@@ -153,5 +150,133 @@ fn out_of_descriptors_pauses_accepting_and_keeps_serving() {
         for stream in &mut clients {
             ping(stream);
         }
+    }
+}
+
+/// Issue 6, item 4: with every connection entry taken, a client leaving (its close then in
+/// flight) and a new one arriving in the same turn once made the example run out of operation
+/// slots and panic (within 20 to 60 rounds here, on every backend). With two connections the
+/// table is full from the start; each round has a client leave and another arrive back to
+/// back, and the server must keep serving everyone.
+#[test]
+fn at_its_connection_limit_it_keeps_serving_and_queues_new_clients() {
+    for backend in backends() {
+        let (mut server, addr) = start_command(Command::new(example_path()), backend, &["2"]);
+        let mut clients = vec![client(addr), client(addr)];
+        for stream in &mut clients {
+            ping(stream);
+        }
+        for round in 0..300 {
+            // End of stream for one entry, and a new connection, reach the server together.
+            drop(clients.remove(round % 2));
+            clients.insert(round % 2, client(addr));
+            ping(&mut clients[round % 2]);
+        }
+        // A third client waits in the listen backlog while both entries are taken, and is
+        // served once one leaves.
+        let mut waiting = client(addr);
+        waiting.write_all(b"w").unwrap();
+        drop(clients.remove(0));
+        let mut byte = [0];
+        waiting.read_exact(&mut byte).unwrap();
+        assert_eq!(&byte, b"w");
+        ping(&mut clients[0]);
+        let exited = server.0.try_wait().unwrap();
+        assert!(exited.is_none(), "{backend}: the server exited: {exited:?}");
+    }
+}
+
+/// Runs the example to completion with `args` and `DISPATCH_BACKEND=backend`; returns its exit
+/// code and standard error.
+fn run_to_exit(args: &[&str], backend: Option<&str>) -> (Option<i32>, String) {
+    let mut command = Command::new(example_path());
+    command.args(args).stdout(Stdio::null());
+    match backend {
+        Some(backend) => command.env("DISPATCH_BACKEND", backend),
+        None => command.env_remove("DISPATCH_BACKEND"),
+    };
+    let output = command.output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// Issue 7, item 3: every error is one line naming what was wrong, with exit status 1.
+#[test]
+fn errors_say_what_was_wrong_and_exit_with_status_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let cases: &[(&[&str], Option<&str>, String)] = &[
+        (
+            &["127.0.0.1:0"],
+            Some("bogus"),
+            "echo_minimal: DISPATCH_BACKEND=\"bogus\" names no backend: use auto, io_uring, \
+             epoll, kqueue or kqueue-fake"
+                .into(),
+        ),
+        (
+            &[&taken],
+            None,
+            format!("echo_minimal: cannot listen on {taken}: address already in use"),
+        ),
+        (
+            &["127.0.0.1"],
+            None,
+            "echo_minimal: cannot listen on \"127.0.0.1\": expected HOST:PORT, such as \
+             127.0.0.1:7878"
+                .into(),
+        ),
+        (
+            &["127.0.0.1:0", "2", "extra"],
+            None,
+            "echo_minimal: unexpected argument \"extra\" (usage: echo_minimal [ADDR \
+             [CONNECTIONS]]; --help says more)"
+                .into(),
+        ),
+        (
+            &["127.0.0.1:0", "0"],
+            None,
+            "echo_minimal: CONNECTIONS is \"0\": expected a number from 1 to 1000000".into(),
+        ),
+    ];
+    for (args, backend, expected) in cases {
+        let (code, stderr) = run_to_exit(args, *backend);
+        assert_eq!(stderr.trim_end(), expected, "args {args:?}");
+        assert_eq!(code, Some(1), "args {args:?}");
+    }
+    if cfg!(target_os = "linux") {
+        let (code, stderr) = run_to_exit(&["127.0.0.1:0"], Some("kqueue"));
+        assert!(
+            stderr.starts_with(
+                "echo_minimal: cannot start the loop: the kqueue backend does not \
+                 exist on this platform"
+            ),
+            "{stderr}"
+        );
+        assert_eq!(code, Some(1));
+    }
+}
+
+/// The backend is printed at start, and its name may come in any case, with spaces around.
+#[test]
+fn prints_its_backend_and_reads_its_name_in_any_case() {
+    let forced: &[(&str, &str)] = if cfg!(target_os = "linux") {
+        &[(" EPOLL ", "epoll"), ("Kqueue-Fake", "kqueue-fake")]
+    } else {
+        &[(" KQUEUE ", "kqueue")]
+    };
+    for &(given, expected) in forced {
+        let mut child = Command::new(example_path())
+            .arg("127.0.0.1:0")
+            .env("DISPATCH_BACKEND", given)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let _server = Server(child);
+        let first = stdout.lines().next().unwrap().unwrap();
+        let prefix = format!("echo_minimal: backend {expected}; up to 1024 connections");
+        assert!(first.starts_with(&prefix), "{given:?}: {first}");
     }
 }
