@@ -15,6 +15,7 @@ mod overflow;
 mod pipe;
 mod pooled;
 mod readiness;
+mod review;
 mod timeout;
 mod wakeup;
 
