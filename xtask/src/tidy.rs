@@ -38,6 +38,25 @@ mod tests {
             .collect()
     }
 
+    /// The README's taste snippet is part of `examples/taste.rs`, verbatim, so it compiles
+    /// (without warnings, under clippy) and runs.
+    #[test]
+    fn the_readme_taste_is_the_compiled_example() {
+        let root = project_root();
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let taste = readme
+            .split_once("## A taste")
+            .expect("README has ## A taste")
+            .1;
+        let block = taste.split_once("```rust\n").expect("a rust block").1;
+        let block = block.split_once("```").expect("a closed block").0;
+        let example = std::fs::read_to_string(root.join("examples/taste.rs")).unwrap();
+        assert!(
+            example.contains(block),
+            "README.md's taste is not in examples/taste.rs: change both together"
+        );
+    }
+
     #[test]
     fn every_file_opens_with_a_doc_comment() {
         for (path, text) in sources() {

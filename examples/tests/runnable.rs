@@ -1,0 +1,66 @@
+//! The small examples (`taste`, `files`, `timeouts`) run to success on every backend: each
+//! checks its own results and exits non-zero if one is wrong, so running it is its test.
+//! `cargo test` builds examples before running tests; this finds them beside its own binary.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn example_path(name: &str) -> PathBuf {
+    let test_exe = std::env::current_exe().unwrap();
+    let profile_dir = test_exe.parent().and_then(|deps| deps.parent()).unwrap();
+    profile_dir.join("examples").join(name)
+}
+
+/// Every backend this platform has.
+fn backends() -> &'static [&'static str] {
+    if cfg!(target_os = "linux") {
+        &["auto", "epoll", "kqueue-fake"]
+    } else {
+        &["auto"]
+    }
+}
+
+/// Runs example `name` on every backend; returns each run's standard output.
+fn run(name: &str) -> Vec<String> {
+    let mut outputs = Vec::new();
+    for backend in backends() {
+        let output = Command::new(example_path(name))
+            .env("DISPATCH_BACKEND", backend)
+            .output()
+            .expect("the examples are built by cargo test");
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "{name} on {backend}: {}\n{stdout}{stderr}",
+            output.status
+        );
+        outputs.push(stdout);
+    }
+    outputs
+}
+
+#[test]
+fn taste_echoes_over_a_socket_pair() {
+    for stdout in run("taste") {
+        assert!(
+            stdout.starts_with("taste: echoed \"hello, loop\""),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn files_writes_flushes_reads_back_and_closes() {
+    for stdout in run("files") {
+        assert!(stdout.contains("read them back and closed it"), "{stdout}");
+    }
+}
+
+#[test]
+fn timeouts_fire_in_order_and_deadlines_cancel() {
+    for stdout in run("timeouts") {
+        assert!(stdout.contains("cancelling it afterwards"), "{stdout}");
+    }
+}
