@@ -368,6 +368,9 @@ impl<C> Io<C> {
         self.backend
             .flush(wait, self.in_kernel, args, pool, &mut self.stats)?;
         self.reap();
+        // Re-armed multishots and EINTR retries go back to the backend before callbacks
+        // run, so that what the callbacks schedule is not parked behind them.
+        self.refill();
         self.dispatch(ctx);
         Ok(())
     }
@@ -514,7 +517,11 @@ impl<C> Io<C> {
             let (tag, callback) = (slot.tag, slot.callback);
             if done.flags & F_MORE != 0 {
                 // A multishot goes on: its slot stays.
-                assert_ne!(slot.state, State::Free, "a multishot result for a free slot");
+                assert_ne!(
+                    slot.state,
+                    State::Free,
+                    "a multishot result for a free slot"
+                );
                 self.dispatch_shot(ctx, done, tag, callback);
                 continue;
             }

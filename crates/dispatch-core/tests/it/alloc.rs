@@ -19,7 +19,9 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use dispatch_core::{BackendKind, BufResult, Io, OpId, Options, Stats, Tag, Waker};
+use dispatch_core::{
+    BackendKind, BufResult, Io, OpId, Options, PoolBuf, PoolOptions, Shot, Stats, Tag, Waker,
+};
 
 use crate::check;
 
@@ -431,4 +433,116 @@ fn a_hundred_thousand_waits_timeouts_cancels_and_wakeups_allocate_nothing() {
             "the 4-entry SQ overflowed after warm-up: {stats:?}"
         );
     }
+}
+
+/// A zero-copy echo over pooled multishot receives: the client sends from a `Vec`, the
+/// server's multishot receive lands in a pool buffer that is sent back as it is
+/// (`send_pooled`), and the client's own multishot receive gets the echo, whose callback
+/// sends the next message. Four callbacks a round; buffers go back to the pool when their
+/// handles drop.
+struct PooledEcho {
+    client: TcpStream,
+    server: TcpStream,
+    message: Option<Vec<u8>>,
+    rounds_left: u64,
+    callbacks: u64,
+    at_warm: Option<u64>,
+    receives: [Option<OpId>; 2],
+}
+
+const POOLED_ROUNDS: u64 = 25_000;
+
+fn on_client_sent(e: &mut PooledEcho, _: &mut Io<PooledEcho>, _: Tag, (sent, buf): BufResult) {
+    assert_eq!(sent.unwrap(), MESSAGE);
+    e.callbacks += 1;
+    e.message = Some(buf);
+}
+
+fn on_server_data(e: &mut PooledEcho, io: &mut Io<PooledEcho>, tag: Tag, shot: Shot<PoolBuf>) {
+    e.callbacks += 1;
+    if !shot.more {
+        // The final callback: the cancel that ends the test.
+        assert_eq!(e.rounds_left, 0, "ended early: {:?}", shot.result);
+        return;
+    }
+    let buf = shot.result.unwrap();
+    io.send_pooled(tag, e.server.as_raw_fd(), buf, on_server_sent)
+        .unwrap();
+}
+
+fn on_server_sent(e: &mut PooledEcho, _: &mut Io<PooledEcho>, _: Tag, (sent, buf): PoolSent) {
+    assert_eq!(sent.unwrap(), buf.len(), "loopback sends 64 bytes whole");
+    e.callbacks += 1;
+}
+
+type PoolSent = (io::Result<usize>, PoolBuf);
+
+fn on_client_data(e: &mut PooledEcho, io: &mut Io<PooledEcho>, _: Tag, shot: Shot<PoolBuf>) {
+    e.callbacks += 1;
+    if !shot.more {
+        assert_eq!(e.rounds_left, 0, "ended early: {:?}", shot.result);
+        return;
+    }
+    assert_eq!(shot.result.unwrap().len(), MESSAGE);
+    e.rounds_left -= 1;
+    if e.rounds_left == POOLED_ROUNDS - 100 {
+        e.at_warm = Some(allocations());
+    }
+    if e.rounds_left == 0 {
+        for id in e.receives.into_iter().flatten() {
+            io.cancel(9, id, |_, _, _, _| {}).unwrap();
+        }
+        return;
+    }
+    let message = e.message.take().expect("the previous send completed");
+    io.send(0, e.client.as_raw_fd(), message, on_client_sent)
+        .unwrap();
+}
+
+#[test]
+fn a_pooled_multishot_echo_allocates_nothing() {
+    assert_counting();
+    let mut options = Options::new(8);
+    options.pool = PoolOptions {
+        buffers: 8,
+        buffer_size: 256,
+    };
+    let Some(mut io) = check::io::<PooledEcho>(&options) else {
+        return;
+    };
+    assert_backend(&io.stats());
+    let (client, server) = check::tcp_pair();
+    let mut e = PooledEcho {
+        client,
+        server,
+        message: None,
+        rounds_left: POOLED_ROUNDS,
+        callbacks: 0,
+        at_warm: None,
+        receives: [None; 2],
+    };
+    e.receives[0] = Some(
+        io.recv_multishot(1, e.server.as_raw_fd(), on_server_data)
+            .unwrap(),
+    );
+    e.receives[1] = Some(
+        io.recv_multishot(2, e.client.as_raw_fd(), on_client_data)
+            .unwrap(),
+    );
+    io.send(0, e.client.as_raw_fd(), vec![7; MESSAGE], on_client_sent)
+        .unwrap();
+    io.run_until_idle(&mut e).unwrap();
+    let after = allocations();
+    assert_eq!(e.rounds_left, 0);
+    assert!(e.callbacks >= 100_000, "{} callbacks", e.callbacks);
+    let warm = e.at_warm.expect("warm-up finished");
+    assert_eq!(
+        after - warm,
+        0,
+        "allocations in steady state over {} callbacks",
+        e.callbacks
+    );
+    io.tick(&mut e).unwrap();
+    assert_eq!(io.pool_buffers_lent(), 0, "every buffer back");
+    eprintln!("{:?}", io.stats());
 }
