@@ -14,9 +14,10 @@ use crate::pool::PoolBuf;
 /// index, a request id, whatever tells the callback which part of the context it is about.
 pub type Tag = u64;
 
-/// Names one scheduled operation, for [`Io::cancel`]. Stale ids (the operation already
-/// completed) are detected by a 64-bit generation count, which never wraps in the life of a
-/// loop, and cancel nothing.
+/// Names one scheduled operation, for [`Io::cancel`] and [`Io::set_deadline`]. Stale ids
+/// (the operation already completed) are detected by a 64-bit generation count, which never
+/// wraps in the life of a loop, and cancel nothing. An id belongs to the loop that returned
+/// it: given to another loop, it may name an unrelated operation there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OpId {
     pub(crate) idx: u32,

@@ -436,21 +436,17 @@ fn lend_pool(ring: &mut Ring, pool: &mut Pool) -> bool {
     false
 }
 
-/// Maps the kernel-internal errnos (512 to 530, never meant to reach user space, though
-/// io_uring lets some through) to what the loop documents. The restart family (512 to 516)
-/// only surfaces when a request blocked in a kernel worker was interrupted, which for the
-/// loop means cancelled.
+/// Maps the kernel-internal errnos that io_uring lets through (517 to 530: `EPROBE_DEFER`,
+/// `EOPENSTALE`, the NFS errors, `ENOTSUPP`, ...) to what a caller can act on. The restart
+/// family (512 to 516) is left to the loop, which knows the operation: for a close it means
+/// "performed", for anything else "cancelled".
 fn kernel_result(result: i32) -> i32 {
-    const ERESTARTSYS: i32 = 512;
-    const ERESTART_RESTARTBLOCK: i32 = 516;
+    const EPROBE_DEFER: i32 = 517;
     const ENOTSUPP: i32 = 524;
     const ERECALLCONFLICT: i32 = 530;
     match -result {
-        ERESTARTSYS..=ERESTART_RESTARTBLOCK => -libc::ECANCELED,
         ENOTSUPP => -libc::EOPNOTSUPP,
-        // EPROBE_DEFER, EOPENSTALE, ENOPARAM, the NFS errors, EIOCBQUEUED, ...: an I/O
-        // failure is the nearest meaning a caller can act on.
-        517..=ERECALLCONFLICT => -libc::EIO,
+        EPROBE_DEFER..=ERECALLCONFLICT => -libc::EIO,
         _ => result,
     }
 }

@@ -23,7 +23,7 @@ use crate::completion::{
     F_MORE,
 };
 use crate::error::InitError;
-use crate::operation::{Callback, Shot, Tag};
+use crate::operation::{Args, Callback, Shot, Tag};
 use crate::options::Options;
 use crate::pool::Pool;
 use crate::slots::{Completed, Done, Fifo, Slots, State};
@@ -77,11 +77,12 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The loop borrows the descriptors its operations name (`RawFd`); only [`Io::close`] takes
 /// one over. Never close a descriptor while an operation on it is in flight: cancel the
 /// operations, wait for their callbacks, then close. If a program does close one early (a
-/// bug), the loop still answers every operation exactly once and never hangs on cancel or
-/// drop, but what the pending operations report differs: on io_uring the kernel holds the
-/// file until they finish or are cancelled; on epoll and kqueue the registration vanishes
-/// with the descriptor, and an operation that cannot wait any more fails (`EBADF`, or the
-/// kernel's errno).
+/// bug), the loop still answers every operation exactly once when it is cancelled, and
+/// never hangs on cancel or drop, but the backends differ: on io_uring the kernel holds the
+/// file until the pending operations finish or are cancelled; on epoll and kqueue the
+/// registration vanishes with the descriptor, so an operation already waiting on it waits
+/// until it is cancelled (or its deadline passes), and a later operation on the same number
+/// fails (`EBADF`, or whatever the kernel answers for a number reused meanwhile).
 ///
 /// # Callbacks
 /// A callback may schedule operations, cancel them and call [`Io::stop`]. It must not drive
@@ -171,6 +172,10 @@ impl<C> DerefMut for Running<'_, C> {
 impl<C> Drop for Running<'_, C> {
     fn drop(&mut self) {
         self.0.running = false;
+        if std::thread::panicking() {
+            // A stop asked for by a callback of the run a panic ended must not end the next.
+            self.0.stop_requested = false;
+        }
     }
 }
 
@@ -242,7 +247,9 @@ impl<C> Io<C> {
 
     /// Ends the [`Io::run_for_ns`] or [`Io::run_until_idle`] in progress once the callbacks
     /// of the current turn have run (or, called outside a run, the next run after its first
-    /// turn). Operations in flight stay in flight; run the loop again to complete them.
+    /// turn; a [`Io::tick`], being one turn, answers it). Operations in flight stay in
+    /// flight; run the loop again to complete them. A stop asked for by a callback whose run
+    /// a panic ended is forgotten.
     ///
     /// From a callback, this is how a server stops on a request. From another thread (a
     /// signal handler's thread, say), keep a [`Io::wait_wakeup`] pending whose callback
@@ -278,7 +285,11 @@ impl<C> Io<C> {
     /// When called from a callback: a callback may schedule, cancel and `stop`, but never
     /// drive the loop it runs in (nor replace it, as with `std::mem::swap`).
     pub fn tick(&mut self, ctx: &mut C) -> io::Result<()> {
-        Running::enter(self).turn(ctx, Wait::Poll)
+        let mut io = Running::enter(self);
+        io.turn(ctx, Wait::Poll)?;
+        // A tick is a run of one turn: a stop asked for during it is answered.
+        io.take_stop();
+        Ok(())
     }
 
     /// Runs the loop for `ns` nanoseconds: each turn submits everything scheduled in one
@@ -343,7 +354,7 @@ impl<C> Io<C> {
                 .flush(Wait::Poll, self.in_kernel, args, pool, &mut self.stats)?;
             self.reap();
             self.refill();
-            if self.completed.room() == 0 {
+            if self.reap_room() == 0 {
                 break;
             }
         }
@@ -486,6 +497,7 @@ impl<C> Io<C> {
     /// kernel ended it), or no result at all (EINTR: submit again; a pooled receive without
     /// buffers: wait for some).
     fn reap(&mut self) {
+        let room = self.reap_room();
         let mut reaper = Reaper {
             slots: &mut self.slots,
             completed: &mut self.completed,
@@ -494,11 +506,17 @@ impl<C> Io<C> {
             in_kernel: &mut self.in_kernel,
             stats: &mut self.stats,
         };
-        let room = reaper.completed.room();
         self.backend
             .reap(room, self.pool.as_mut(), |user_data, result, flags| {
                 reaper.result(user_data, result, flags)
             });
+    }
+
+    /// How many results a reap may add: the completed queue's room less one final result per
+    /// slot, kept for results the loop adds without the backend (cancels answered at once,
+    /// deadlines of parked operations), which therefore always fit.
+    fn reap_room(&self) -> u32 {
+        self.completed.room().saturating_sub(self.slots.capacity())
     }
 
     /// Runs the callbacks of everything completed so far. A final result's slot leaves the
@@ -528,6 +546,9 @@ impl<C> Io<C> {
             assert_eq!(slot.state, State::Completed);
             self.slots[idx].callback = Callback::None;
             let args = self.slots.take_args(idx);
+            if let Args::Cancel { target } = args {
+                self.end_cancelling(target);
+            }
             self.deadlines.forget(idx);
             self.slots.release(idx);
             let result = done.result;

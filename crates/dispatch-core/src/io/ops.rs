@@ -410,9 +410,18 @@ impl<C> Io<C> {
         let target_slot = &self.slots[target_idx];
         let is_close = matches!(self.slots.args(target_idx), Args::Close { .. });
         match target_slot.state {
+            // The same answer whether the first cancel is in the kernel or already took a
+            // parked target out.
+            _ if target_slot.cancelling => self.complete_now(idx, -libc::EALREADY),
             State::Completed => self.complete_now(idx, -libc::ENOENT),
-            _ if is_close || target_slot.cancelling => self.complete_now(idx, -libc::EALREADY),
+            _ if is_close => self.complete_now(idx, -libc::EALREADY),
             State::Overflow | State::BufferWait => {
+                // A parked cancel taken out never reaches its own target: that target can be
+                // cancelled again.
+                if let Args::Cancel { target: inner } = *self.slots.args(target_idx) {
+                    self.end_cancelling(inner);
+                }
+                self.slots[target_idx].cancelling = true;
                 self.unlink_waiting(target_idx);
                 self.complete_now(target_idx, -libc::ECANCELED);
                 self.complete_now(idx, 0);
@@ -424,6 +433,16 @@ impl<C> Io<C> {
             State::Free => unreachable!("lookup never returns a free slot"),
         }
         Ok(id)
+    }
+
+    /// The cancel of `target` is over (answered, or itself cancelled): `target`, if still in
+    /// flight, can be cancelled again.
+    pub(super) fn end_cancelling(&mut self, target: OpId) {
+        if let Some(target_idx) = self.slots.lookup(target) {
+            if !self.slots[target_idx].timed_out {
+                self.slots[target_idx].cancelling = false;
+            }
+        }
     }
 
     /// Does nothing, and completes with `Ok(())` on the next turn after going through the

@@ -31,6 +31,15 @@ impl<C> Reaper<'_, C> {
         assert!(*self.in_kernel > 0);
         *self.in_kernel -= 1;
         let pooled = matches!(args, Args::RecvPooled { .. });
+        // The kernel-internal restart errnos (ERESTARTSYS and its family, 512 to 516) reach
+        // user space when an operation blocked in an io_uring worker is interrupted: for the
+        // loop that is a cancel, except for a close, which has released the descriptor
+        // whatever it returns (closing the number again could close someone else's).
+        let result = match (result, args) {
+            (-516..=-512, Args::Close { .. }) => 0,
+            (-516..=-512, _) => -libc::ECANCELED,
+            (result, _) => result,
+        };
         let result = match (result, args) {
             // A close is never retried: the descriptor is released whatever close
             // returned, and its number may already belong to someone else.
@@ -48,6 +57,9 @@ impl<C> Reaper<'_, C> {
                 self.stats.pool_waits += 1;
                 return;
             }
+            // ... and one being cancelled ends as cancelled (a deadline's: timed out).
+            (result, _) if result == -libc::ENOBUFS && pooled && slot.timed_out => -libc::ETIMEDOUT,
+            (result, _) if result == -libc::ENOBUFS && pooled => -libc::ECANCELED,
             // The loop cancelled it because its deadline passed.
             (result, _) if result == -libc::ECANCELED && slot.timed_out => -libc::ETIMEDOUT,
             (result, _) => result,

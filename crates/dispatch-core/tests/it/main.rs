@@ -14,6 +14,7 @@ mod ops;
 mod overflow;
 mod pipe;
 mod pooled;
+mod pooled_model;
 mod readiness;
 mod review;
 mod timeout;
