@@ -47,8 +47,11 @@ impl Cmd {
         self
     }
 
-    /// The test variables set in xtask's environment that this command does not set.
+    /// The test variables set in xtask's environment that this cargo command does not set.
     fn removed(&self) -> Vec<&'static str> {
+        if self.program != "cargo" {
+            return Vec::new();
+        }
         TEST_VARS
             .into_iter()
             .filter(|&var| std::env::var_os(var).is_some())
