@@ -73,6 +73,16 @@ pub struct Shot<T> {
     pub more: bool,
 }
 
+impl<T> Shot<T> {
+    /// An operation's final completion.
+    pub(crate) fn last(result: io::Result<T>) -> Shot<T> {
+        Shot {
+            result,
+            more: false,
+        }
+    }
+}
+
 /// A callback, stored in the operation's slot: a plain function pointer, no allocation.
 pub(crate) enum Callback<C> {
     None,

@@ -557,42 +557,38 @@ impl<C> Io<C> {
                 continue;
             }
             self.stats.ops_completed += 1;
-            match callback {
-                Callback::Fd(callback) => callback(ctx, self, tag, fd_value(args, result)),
-                Callback::Buf(callback) => callback(ctx, self, tag, buf_value(args, result)),
-                Callback::Unit(callback) => callback(ctx, self, tag, unit_value(args, result)),
-                Callback::Count(callback) => callback(ctx, self, tag, count_value(args, result)),
-                Callback::Pooled(callback) => {
-                    let pool = self.pool.as_ref().expect("a pooled receive has a pool");
-                    let result = pooled_value(pool.shared(), result, done.flags);
-                    callback(
-                        ctx,
-                        self,
-                        tag,
-                        Shot {
-                            result,
-                            more: false,
-                        },
-                    );
-                }
-                Callback::Accepted(callback) => {
-                    let result = fd_value(args, result);
-                    callback(
-                        ctx,
-                        self,
-                        tag,
-                        Shot {
-                            result,
-                            more: false,
-                        },
-                    );
-                }
-                Callback::PoolSend(callback) => {
-                    callback(ctx, self, tag, pool_send_value(args, result));
-                }
-                Callback::None | Callback::Internal => {
-                    unreachable!("slot {idx} completed without a callback")
-                }
+            self.dispatch_final(ctx, done, tag, callback, args);
+        }
+    }
+
+    /// Runs the callback of an operation's final result (its slot already released).
+    fn dispatch_final(
+        &mut self,
+        ctx: &mut C,
+        done: Done,
+        tag: Tag,
+        callback: Callback<C>,
+        args: Args,
+    ) {
+        let result = done.result;
+        match callback {
+            Callback::Fd(callback) => callback(ctx, self, tag, fd_value(args, result)),
+            Callback::Buf(callback) => callback(ctx, self, tag, buf_value(args, result)),
+            Callback::Unit(callback) => callback(ctx, self, tag, unit_value(args, result)),
+            Callback::Count(callback) => callback(ctx, self, tag, count_value(args, result)),
+            Callback::Pooled(callback) => {
+                let pool = self.pool.as_ref().expect("a pooled receive has a pool");
+                let result = pooled_value(pool.shared(), result, done.flags);
+                callback(ctx, self, tag, Shot::last(result));
+            }
+            Callback::Accepted(callback) => {
+                callback(ctx, self, tag, Shot::last(fd_value(args, result)));
+            }
+            Callback::PoolSend(callback) => {
+                callback(ctx, self, tag, pool_send_value(args, result));
+            }
+            Callback::None | Callback::Internal => {
+                unreachable!("slot {} completed without a callback", done.idx)
             }
         }
     }

@@ -173,13 +173,26 @@ fn check_sequence(steps: &[Step], masked: bool) -> Result<(), TestCaseError> {
             );
         }
     }
+    drain_and_check(&mut io, &mut model, &pairs, &sent, serial, started)
+}
+
+/// Lets the pool refill, receives the rest of every stream to its end, and checks the model:
+/// every byte once, one final callback per receive, every buffer back.
+fn drain_and_check(
+    io: &mut Io<Model>,
+    model: &mut Model,
+    pairs: &[(UnixStream, UnixStream)],
+    sent: &[Vec<u8>; PAIRS],
+    serial: u64,
+    mut started: Vec<Tag>,
+) -> Result<(), TestCaseError> {
     // Let the pool refill, then receive the rest of every stream and end it.
     model.hold = false;
     model.held.clear();
     for id in model.active.into_iter().flatten() {
         io.cancel(0, id, on_cancel).unwrap();
     }
-    io.run_until_idle(&mut model).unwrap();
+    io.run_until_idle(model).unwrap();
     for (pair, (socket, peer)) in pairs.iter().enumerate() {
         peer.shutdown(std::net::Shutdown::Write).unwrap();
         let tag = (serial + 1) * PAIRS as u64 + pair as u64;
@@ -187,7 +200,7 @@ fn check_sequence(steps: &[Step], masked: bool) -> Result<(), TestCaseError> {
             .unwrap();
         started.push(tag);
     }
-    io.run_until_idle(&mut model).unwrap();
+    io.run_until_idle(model).unwrap();
     for (pair, (sent, got)) in sent.iter().zip(&model.got).enumerate() {
         prop_assert_eq!(got, sent, "pair {}: every byte, once", pair);
     }
@@ -195,7 +208,7 @@ fn check_sequence(steps: &[Step], masked: bool) -> Result<(), TestCaseError> {
     finals.sort_unstable();
     started.sort_unstable();
     prop_assert_eq!(finals, started, "exactly one final callback per receive");
-    io.tick(&mut model).unwrap();
+    io.tick(model).unwrap();
     prop_assert_eq!(io.pool_buffers_lent(), 0, "every buffer back");
     prop_assert_eq!(io.in_flight(), 0);
     Ok(())
