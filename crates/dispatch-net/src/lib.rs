@@ -1,0 +1,62 @@
+//! `dispatch-net`: TCP helpers on `dispatch-core` that every server on the loop would
+//! otherwise rewrite: listening sockets ([`listen`], `SO_REUSEPORT`, a backlog chosen on
+//! purpose), connect with a deadline ([`connect`]), a fixed connection table with
+//! generation-checked handles ([`Table`], [`ConnId`]), and a server ([`serve`]) whose accept
+//! loop survives running out of descriptors (it pauses, never spins, and logs once per
+//! episode), whose connections are read from pooled buffers (an idle connection pins none),
+//! are not read while a reply is being sent (backpressure), finish short writes, time out
+//! when idle and close after a half-close once their replies are out.
+//!
+//! The program's loop context implements [`Handler`]: `net()` hands this layer its own
+//! state, and `on_data` receives the bytes. A request/response server in a few lines (an
+//! uppercasing echo):
+//!
+//! ```
+//! use std::net::TcpListener;
+//! use dispatch_core::{Io, Options, PoolBuf, PoolOptions};
+//! use dispatch_net::{listen, send, serve, ConnId, Handler, ListenOptions, Net, NetOptions};
+//!
+//! struct Upper { net: Net }
+//!
+//! impl Handler for Upper {
+//!     fn net(&mut self) -> &mut Net { &mut self.net }
+//!     fn on_data(&mut self, io: &mut Io<Self>, conn: ConnId, mut data: PoolBuf) {
+//!         data.make_ascii_uppercase();
+//!         let _ = send(self, io, conn, data); // Err: the connection is gone
+//!     }
+//! }
+//!
+//! let net_options = NetOptions::new(100);
+//! let mut options = Options::new(net_options.ops_max());
+//! options.pool = PoolOptions { buffers: 64, buffer_size: 4096 };
+//! let mut io: Io<Upper> = Io::new(&options).expect("a backend");
+//! let listener = listen("127.0.0.1:0".parse().unwrap(), &ListenOptions::new()).unwrap();
+//! let addr = listener.local_addr().unwrap();
+//! let mut server = Upper { net: Net::new(&net_options) };
+//! serve(&mut server, &mut io, listener).unwrap();
+//!
+//! let mut client = std::net::TcpStream::connect(addr).unwrap();
+//! std::io::Write::write_all(&mut client, b"hello").unwrap();
+//! let mut reply = [0; 5];
+//! while server.net.stats().bytes_sent < 5 {
+//!     io.run_for_ns(&mut server, 1_000_000).unwrap();
+//! }
+//! std::io::Read::read_exact(&mut client, &mut reply).unwrap();
+//! assert_eq!(&reply, b"HELLO");
+//! ```
+//!
+//! Why a trait with an accessor, of the ways a library layer can reach its own state from a
+//! callback that only gets `&mut C`: it costs nothing (static dispatch, no lens to store,
+//! no second context parameter threaded through every callback), one program can run a
+//! server and its own timers and files on one loop (its other callbacks simply ignore the
+//! `Net`), and the same handler runs unchanged on any backend, the simulator included. See
+//! `docs/ARCHITECTURE.md`.
+#![forbid(unsafe_code)]
+
+mod listen;
+mod server;
+mod table;
+
+pub use crate::listen::{connect, listen, ListenOptions};
+pub use crate::server::{close, send, serve, stop, Handler, Net, NetOptions, NetStats};
+pub use crate::table::{ConnId, Table};

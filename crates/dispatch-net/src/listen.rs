@@ -1,0 +1,103 @@
+//! Listening and connecting sockets, set up the way a server on the loop wants them.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use dispatch_core::{Io, OpId, ScheduleError, Tag, UnitCallback};
+use rustix::net::{sockopt, AddressFamily, SocketType};
+
+/// How [`listen`] sets up a listening socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenOptions {
+    /// The accept queue's length (`listen(2)`'s backlog; the kernel caps it at
+    /// `net.core.somaxconn`, 4096 by default since Linux 5.4). std and tokio use 128, which
+    /// a burst of a few hundred connects overflows (the kernel then drops SYNs and clients
+    /// wait a second for the retry); nginx uses 511. [`ListenOptions::new`] picks 1024.
+    pub backlog: u32,
+    /// `SO_REUSEPORT`: several sockets (one per thread) listen on one address and the kernel
+    /// spreads connections over them.
+    pub reuse_port: bool,
+}
+
+impl ListenOptions {
+    /// A backlog of 1024 and `SO_REUSEPORT`.
+    pub const fn new() -> ListenOptions {
+        ListenOptions {
+            backlog: 1024,
+            reuse_port: true,
+        }
+    }
+}
+
+impl Default for ListenOptions {
+    fn default() -> ListenOptions {
+        ListenOptions::new()
+    }
+}
+
+/// A TCP socket listening on `addr` (`SO_REUSEADDR`, `SO_REUSEPORT` as asked, close-on-exec).
+///
+/// # Errors
+/// The OS error, with the address in its message (`cannot listen on 127.0.0.1:7878: Address
+/// already in use`), kind preserved.
+pub fn listen(addr: SocketAddr, options: &ListenOptions) -> io::Result<TcpListener> {
+    let context = |error: io::Error| {
+        io::Error::new(error.kind(), format!("cannot listen on {addr}: {error}"))
+    };
+    let socket = stream_socket(addr).map_err(context)?;
+    sockopt::set_socket_reuseaddr(&socket, true).map_err(|e| context(e.into()))?;
+    if options.reuse_port {
+        sockopt::set_socket_reuseport(&socket, true).map_err(|e| context(e.into()))?;
+    }
+    rustix::net::bind(&socket, &addr).map_err(|e| context(e.into()))?;
+    let backlog = i32::try_from(options.backlog).unwrap_or(i32::MAX);
+    rustix::net::listen(&socket, backlog).map_err(|e| context(e.into()))?;
+    Ok(TcpListener::from(socket))
+}
+
+/// A new close-on-exec TCP socket of `addr`'s family.
+fn stream_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    #[cfg(not(target_vendor = "apple"))]
+    let socket = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?;
+    #[cfg(target_vendor = "apple")]
+    let socket = {
+        let socket = rustix::net::socket(family, SocketType::STREAM, None)?;
+        rustix::io::fcntl_setfd(&socket, rustix::io::FdFlags::CLOEXEC)?;
+        socket
+    };
+    Ok(socket)
+}
+
+/// Connects a new socket to `addr` through the loop, giving up with `ETIMEDOUT` after
+/// `timeout_ns` (0: no deadline). Returns the socket, which the caller keeps open until the
+/// callback has run, and the connect's id.
+///
+/// # Errors
+/// Creating the socket failed, or the loop has no free slot (the socket is then closed).
+pub fn connect<C>(
+    io: &mut Io<C>,
+    tag: Tag,
+    addr: SocketAddr,
+    timeout_ns: u64,
+    callback: UnitCallback<C>,
+) -> io::Result<(OwnedFd, OpId)> {
+    let socket = stream_socket(addr)?;
+    let id = io
+        .connect(tag, socket.as_raw_fd(), addr, callback)
+        .map_err(|error: ScheduleError<()>| io::Error::other(error.to_string()))?;
+    if timeout_ns > 0 {
+        io.set_deadline(id, timeout_ns)
+            .expect("a connect just scheduled is in flight");
+    }
+    Ok((socket, id))
+}

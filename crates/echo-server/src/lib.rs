@@ -1,0 +1,145 @@
+//! The echo server's connection logic and one server thread, apart from the command line so
+//! that the same code runs in the binary, its tests, and (later) the simulator.
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::net::TcpListener;
+
+use dispatch_core::{BackendKind, Io, Options, PoolBuf, PoolOptions, Stats, Tag, Waker};
+use dispatch_net::{ConnId, Handler, Net, NetOptions, NetStats};
+
+/// The echo: every byte received goes back on the same connection, in order, from the pool
+/// buffer it arrived in (no copy). One reply in flight per connection: a client that does
+/// not read stops being read.
+pub struct Echo {
+    net: Net,
+}
+
+impl Echo {
+    /// An echo server with `net`'s limits.
+    pub fn new(options: &NetOptions) -> Echo {
+        Echo {
+            net: Net::new(options),
+        }
+    }
+}
+
+impl Handler for Echo {
+    fn net(&mut self) -> &mut Net {
+        &mut self.net
+    }
+
+    fn on_data(&mut self, io: &mut Io<Self>, conn: ConnId, data: PoolBuf) {
+        // Err: the connection is closing; dropping the buffer gives it back.
+        let _ = dispatch_net::send(self, io, conn, data);
+    }
+}
+
+/// What one server thread needs.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadOptions {
+    /// The thread's number, for its log lines.
+    pub index: usize,
+    /// The backend to force, or `None` for automatic selection.
+    pub backend: Option<BackendKind>,
+    /// Connections this thread holds at once.
+    pub connections_max: u32,
+    /// Bytes per receive buffer.
+    pub buffer_size: u32,
+    /// Idle timeout; 0 for none.
+    pub idle_timeout_ns: u64,
+    /// io_uring features to do without (to test the fallbacks): provided-buffer rings,
+    /// multishot, `EXT_ARG`.
+    pub mask_pbuf_ring: bool,
+    /// See `mask_pbuf_ring`.
+    pub mask_multishot: bool,
+    /// See `mask_pbuf_ring`.
+    pub mask_ext_arg: bool,
+}
+
+/// A thread's totals, for the summary.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadSummary {
+    /// The connection layer's counters.
+    pub net: NetStats,
+    /// The loop's counters.
+    pub io: Stats,
+}
+
+/// The loop's options for a thread: slots for every connection, a pool of receive buffers
+/// (up to 1024 per thread: receives wait for a buffer beyond that, they do not fail; pool
+/// memory a loop never touches costs no RSS).
+pub fn loop_options(thread: &ThreadOptions, net: &NetOptions) -> Options {
+    let mut options = Options::new(net.ops_max());
+    options.backend = thread.backend;
+    options.pool = PoolOptions {
+        buffers: thread.connections_max.clamp(16, 1024),
+        buffer_size: thread.buffer_size,
+    };
+    options.uring.pbuf_ring = !thread.mask_pbuf_ring;
+    options.uring.multishot = !thread.mask_multishot;
+    options.uring.ext_arg = !thread.mask_ext_arg;
+    options
+}
+
+const STOP_TAG: Tag = u64::MAX - 1;
+
+/// A loop for one thread, created on that thread (a loop is not `Send`); its waker, for the
+/// stop; says which backend runs (and why, after a fallback) on stderr.
+///
+/// # Errors
+/// The loop cannot be created (the error says why).
+pub fn new_loop(thread: &ThreadOptions) -> Result<(Io<Echo>, Echo), dispatch_core::InitError> {
+    let net = NetOptions {
+        idle_timeout_ns: thread.idle_timeout_ns,
+        ..NetOptions::new(thread.connections_max)
+    };
+    let io: Io<Echo> = Io::new(&loop_options(thread, &net))?;
+    let stats = io.stats();
+    match stats.fallback {
+        Some(fallback) => eprintln!(
+            "thread {}: backend {} ({fallback})",
+            thread.index, stats.backend
+        ),
+        None => eprintln!("thread {}: backend {}", thread.index, stats.backend),
+    }
+    Ok((io, Echo::new(&net)))
+}
+
+/// Serves `listener` on `io` until `waker` is woken (the stop), then stops accepting, closes
+/// every connection (waiting at most `drain_ns` for the closes), and returns the totals.
+///
+/// # Errors
+/// An error from the loop's syscalls.
+pub fn serve(
+    io: &mut Io<Echo>,
+    echo: &mut Echo,
+    listener: TcpListener,
+    drain_ns: u64,
+) -> io::Result<ThreadSummary> {
+    io.wait_wakeup(STOP_TAG, on_stop)
+        .map_err(|error| io::Error::other(error.to_string()))?;
+    dispatch_net::serve(echo, io, listener)?;
+    // Returns when on_stop calls Io::stop.
+    io.run_for_ns(echo, u64::MAX)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_nanos(drain_ns);
+    while echo.net.connections() > 0 && std::time::Instant::now() < deadline {
+        io.run_for_ns(echo, 10_000_000)?;
+    }
+    // The closes scheduled last, and the cancelled accept, finish here.
+    io.run_for_ns(echo, 0)?;
+    Ok(ThreadSummary {
+        net: echo.net.stats(),
+        io: io.stats(),
+    })
+}
+
+fn on_stop(echo: &mut Echo, io: &mut Io<Echo>, _: Tag, _: io::Result<u64>) {
+    dispatch_net::stop(echo, io);
+    io.stop();
+}
+
+/// The loop's waker, which ends [`serve`].
+pub fn stopper(io: &Io<Echo>) -> Waker {
+    io.waker()
+}

@@ -1,0 +1,208 @@
+//! `echo-server`: a thread-per-core TCP echo server on `dispatch-net`. One loop and one
+//! `SO_REUSEPORT` listener per thread; every byte echoed in order; a client that does not
+//! read stops being read; idle connections time out; SIGINT or SIGTERM stops it with a
+//! summary.
+//!
+//! ```text
+//! cargo run --release -p echo-server -- --listen 127.0.0.1:7878
+//! nc 127.0.0.1 7878
+//! ```
+#![forbid(unsafe_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use dispatch_core::BackendKind;
+use dispatch_net::ListenOptions;
+use echo_server::{ThreadOptions, ThreadSummary};
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+/// A TCP echo server on io_uring, epoll or kqueue: every byte a client sends comes back, in
+/// order. Stops on SIGINT or SIGTERM, printing a summary.
+#[derive(Debug, Parser)]
+#[command(name = "echo-server", version)]
+struct Cli {
+    /// Address to listen on; port 0 picks a free port (printed as `listening on ADDR`).
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    listen: SocketAddr,
+    /// Threads, each with its own loop and listener (SO_REUSEPORT); default: available cores.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// The I/O backend: auto picks io_uring and falls back to epoll where io_uring is
+    /// blocked or missing (Linux), kqueue on FreeBSD and macOS.
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: Backend,
+    /// Connections open at once (all threads together); more are closed at once, counted.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: u32,
+    /// Bytes per receive buffer: the most one receive takes in. Buffers come from a pool
+    /// per thread and are held only while data is being echoed.
+    #[arg(long, default_value_t = 16 * 1024)]
+    buffer_size: u32,
+    /// Seconds without progress after which a connection is closed; 0 for never.
+    #[arg(long, default_value_t = 60)]
+    idle_timeout: u64,
+    /// io_uring features to do without, comma-separated (pbuf-ring, multishot, ext-arg):
+    /// for testing the fallbacks older kernels get.
+    #[arg(long, value_delimiter = ',')]
+    uring_mask: Vec<UringFeature>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    Auto,
+    IoUring,
+    Epoll,
+    Kqueue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum UringFeature {
+    PbufRing,
+    Multishot,
+    ExtArg,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("echo-server: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let threads = match cli.threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(threads) => threads,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    if cli.max_connections == 0 {
+        bail!("--max-connections must be at least 1");
+    }
+    let backend = match cli.backend {
+        Backend::Auto => None,
+        Backend::IoUring => Some(BackendKind::IoUring),
+        Backend::Epoll => Some(BackendKind::Epoll),
+        Backend::Kqueue => Some(BackendKind::Kqueue),
+    };
+    let listeners = bind(cli.listen, threads)?;
+    let local = listeners[0]
+        .local_addr()
+        .context("reading the bound address")?;
+    let per_thread = cli.max_connections.div_ceil(threads as u32);
+    let options: Vec<ThreadOptions> = (0..threads)
+        .map(|index| ThreadOptions {
+            index,
+            backend,
+            connections_max: per_thread,
+            buffer_size: cli.buffer_size,
+            idle_timeout_ns: cli.idle_timeout.saturating_mul(1_000_000_000),
+            mask_pbuf_ring: cli.uring_mask.contains(&UringFeature::PbufRing),
+            mask_multishot: cli.uring_mask.contains(&UringFeature::Multishot),
+            mask_ext_arg: cli.uring_mask.contains(&UringFeature::ExtArg),
+        })
+        .collect();
+    let summaries = serve_threads(options, listeners, local)?;
+    print_summary(&summaries);
+    Ok(())
+}
+
+/// One listener per thread on `addr` (the first picks the port when `addr`'s is 0).
+fn bind(addr: SocketAddr, threads: usize) -> anyhow::Result<Vec<TcpListener>> {
+    let first = dispatch_net::listen(addr, &ListenOptions::new())?;
+    let local = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(dispatch_net::listen(local, &ListenOptions::new())?);
+    }
+    Ok(listeners)
+}
+
+/// Starts a thread per listener, prints `listening on ADDR` once every loop runs, waits for
+/// SIGINT or SIGTERM, stops the loops and collects their summaries.
+fn serve_threads(
+    options: Vec<ThreadOptions>,
+    listeners: Vec<TcpListener>,
+    local: SocketAddr,
+) -> anyhow::Result<Vec<ThreadSummary>> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing the SIGINT and SIGTERM handlers")?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut handles = Vec::new();
+    for (thread, listener) in options.into_iter().zip(listeners) {
+        let ready = ready_tx.clone();
+        handles.push(std::thread::spawn(move || {
+            let (mut io, mut echo) = match echo_server::new_loop(&thread) {
+                Ok(pair) => pair,
+                Err(error) => {
+                    let _ = ready.send(Err(format!("thread {}: {error}", thread.index)));
+                    return None;
+                }
+            };
+            let _ = ready.send(Ok(echo_server::stopper(&io)));
+            match echo_server::serve(&mut io, &mut echo, listener, 800_000_000) {
+                Ok(summary) => Some(summary),
+                Err(error) => {
+                    eprintln!("echo-server: thread {}: {error}", thread.index);
+                    None
+                }
+            }
+        }));
+    }
+    drop(ready_tx);
+    let mut wakers = Vec::new();
+    let mut failure = None;
+    // One message a thread: its waker, or why its loop could not start.
+    for ready in ready_rx.iter().take(handles.len()) {
+        match ready {
+            Ok(waker) => wakers.push(waker),
+            Err(error) => failure = Some(error),
+        }
+    }
+    if failure.is_none() {
+        println!("listening on {local}");
+        // Flushed at once: a supervisor or test reads it to know the server is up.
+        std::io::Write::flush(&mut std::io::stdout())?;
+        signals.forever().next();
+    }
+    for waker in &wakers {
+        waker.wake().context("stopping a loop")?;
+    }
+    let mut summaries = Vec::new();
+    for handle in handles {
+        if let Some(summary) = handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("a thread panicked"))?
+        {
+            summaries.push(summary);
+        }
+    }
+    if let Some(error) = failure {
+        bail!("{error}");
+    }
+    Ok(summaries)
+}
+
+fn print_summary(summaries: &[ThreadSummary]) {
+    let sum = |f: fn(&ThreadSummary) -> u64| summaries.iter().map(f).sum::<u64>();
+    let messages = sum(|s| s.net.messages);
+    let syscalls = sum(|s| s.io.syscalls);
+    let per_message = if messages == 0 {
+        0.0
+    } else {
+        syscalls as f64 / messages as f64
+    };
+    println!("connections: {}", sum(|s| s.net.accepted));
+    println!("refused: {}", sum(|s| s.net.refused));
+    println!("bytes: {}", sum(|s| s.net.bytes_sent));
+    println!("messages: {messages}");
+    println!("syscalls per message: {per_message:.3}");
+    println!("pool waits: {}", sum(|s| s.io.pool_waits));
+    println!("idle timeouts: {}", sum(|s| s.net.idle_timeouts));
+}
