@@ -1,0 +1,165 @@
+//! dispatch-net over loopback, on whichever backend `DISPATCH_BACKEND` selects: an echo
+//! handler served by `serve`, driven by plain blocking clients on other threads.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use dispatch_core::{Io, Options, PoolBuf, PoolOptions};
+use dispatch_net::{listen, send, serve, stop, ConnId, Handler, ListenOptions, Net, NetOptions};
+
+struct Echo {
+    net: Net,
+    opened: u32,
+    closed: u32,
+}
+
+impl Handler for Echo {
+    fn net(&mut self) -> &mut Net {
+        &mut self.net
+    }
+
+    fn on_open(&mut self, _: &mut Io<Self>, _: ConnId) {
+        self.opened += 1;
+    }
+
+    fn on_data(&mut self, io: &mut Io<Self>, conn: ConnId, data: PoolBuf) {
+        let _ = send(self, io, conn, data);
+    }
+
+    fn on_close(&mut self, _: &mut Io<Self>, _: ConnId) {
+        self.closed += 1;
+    }
+}
+
+/// A served echo on 127.0.0.1:0 with `net`'s limits, and its address.
+fn server(net: NetOptions) -> (Io<Echo>, Echo, SocketAddr) {
+    let mut options = Options::new(net.ops_max());
+    options.pool = PoolOptions {
+        buffers: 32,
+        buffer_size: 1024,
+    };
+    let mut io = Io::new(&options).expect("a backend");
+    let listener = listen("127.0.0.1:0".parse().unwrap(), &ListenOptions::new()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut echo = Echo {
+        net: Net::new(&net),
+        opened: 0,
+        closed: 0,
+    };
+    serve(&mut echo, &mut io, listener).unwrap();
+    (io, echo, addr)
+}
+
+/// Runs the loop until `done` holds: at most 500 turns of up to 10 ms.
+fn run_until(io: &mut Io<Echo>, echo: &mut Echo, done: impl Fn(&Echo) -> bool) {
+    for _ in 0..500 {
+        if done(echo) {
+            return;
+        }
+        io.run_for_ns(echo, 10_000_000).unwrap();
+    }
+    assert!(done(echo), "not done after 500 turns");
+}
+
+/// A client thread that sends `message`, half-closes, and returns what came back.
+fn client(addr: SocketAddr, message: Vec<u8>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let writer = stream.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            let mut writer = writer;
+            writer.write_all(&message).unwrap();
+            writer.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        let mut echoed = Vec::new();
+        stream.read_to_end(&mut echoed).unwrap();
+        sender.join().unwrap();
+        echoed
+    })
+}
+
+#[test]
+fn many_clients_get_their_bytes_back_in_order_then_eof() {
+    let (mut io, mut echo, addr) = server(NetOptions::new(64));
+    let messages: Vec<Vec<u8>> = (0..20_u8)
+        .map(|i| (0..100_000).map(|j| (j as u8).wrapping_mul(i)).collect())
+        .collect();
+    let clients: Vec<_> = messages.iter().map(|m| client(addr, m.clone())).collect();
+    run_until(&mut io, &mut echo, |echo| echo.closed == 20);
+    for (client, message) in clients.into_iter().zip(&messages) {
+        assert_eq!(&client.join().unwrap(), message);
+    }
+    let stats = echo.net.stats();
+    assert_eq!(stats.accepted, 20);
+    assert_eq!(stats.bytes_sent, 2_000_000);
+    assert_eq!(stats.bytes_received, 2_000_000);
+    assert_eq!(echo.opened, 20);
+    assert_eq!(echo.net.connections(), 0);
+}
+
+#[test]
+fn connections_past_the_limit_are_closed_at_once_and_the_others_served() {
+    let (mut io, mut echo, addr) = server(NetOptions::new(2));
+    let mut kept: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    run_until(&mut io, &mut echo, |echo| echo.opened == 2);
+    let mut third = TcpStream::connect(addr).unwrap();
+    run_until(&mut io, &mut echo, |echo| echo.net.stats().refused == 1);
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut byte = [0];
+    assert!(
+        matches!(third.read(&mut byte), Ok(0) | Err(_)),
+        "closed at once"
+    );
+    kept[0].write_all(b"still served").unwrap();
+    let reader = {
+        let mut stream = kept[0].try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut echoed = [0; 12];
+            stream.read_exact(&mut echoed).unwrap();
+            echoed
+        })
+    };
+    run_until(&mut io, &mut echo, |echo| echo.net.stats().bytes_sent == 12);
+    assert_eq!(&reader.join().unwrap(), b"still served");
+    kept.clear();
+}
+
+#[test]
+fn an_idle_connection_is_closed_after_its_timeout() {
+    let net = NetOptions {
+        idle_timeout_ns: 50_000_000,
+        ..NetOptions::new(4)
+    };
+    let (mut io, mut echo, addr) = server(net);
+    let mut idle = TcpStream::connect(addr).unwrap();
+    run_until(&mut io, &mut echo, |echo| echo.closed == 1);
+    assert_eq!(echo.net.stats().idle_timeouts, 1);
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut byte = [0];
+    assert!(matches!(idle.read(&mut byte), Ok(0) | Err(_)));
+}
+
+#[test]
+fn stop_closes_every_connection_and_the_listener() {
+    let (mut io, mut echo, addr) = server(NetOptions::new(8));
+    let clients: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    run_until(&mut io, &mut echo, |echo| echo.opened == 5);
+    stop(&mut echo, &mut io);
+    run_until(&mut io, &mut echo, |echo| echo.closed == 5);
+    io.run_until_idle(&mut echo).unwrap();
+    assert_eq!(io.in_flight(), 0, "accept cancelled, closes done");
+    for mut client in clients {
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut byte = [0];
+        assert!(matches!(client.read(&mut byte), Ok(0) | Err(_)));
+    }
+    assert!(TcpStream::connect(addr).is_err(), "the listener is closed");
+}
