@@ -20,7 +20,8 @@ pub enum InitError {
     /// The backend asked for does not exist on this platform (kqueue on Linux, epoll or
     /// io_uring on macOS).
     UnsupportedBackend(BackendKind),
-    /// Creating the wake-up descriptor failed (for example `EMFILE`).
+    /// Creating the backend's descriptors (its epoll or kqueue instance, its wake-up
+    /// descriptor) failed, for example with `EMFILE`.
     Os(io::Error),
 }
 

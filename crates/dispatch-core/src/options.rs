@@ -73,9 +73,18 @@ pub struct UringOptions {
 }
 
 impl Options {
-    /// `ops_max` operations in flight, an SQ of `min(ops_max, 256)` entries, and the ring
-    /// flags measured fastest on the machines we benchmark (see `cargo xtask bench` and
-    /// docs/ARCHITECTURE.md): `SINGLE_ISSUER | DEFER_TASKRUN`, `SUBMIT_ALL`.
+    /// `ops_max` operations in flight and these defaults:
+    /// - `backend: None` (automatic selection);
+    /// - `pool: PoolOptions { buffers: 0, buffer_size: 0 }`: no pool, so pooled receives are
+    ///   refused until one is configured;
+    /// - `epoll_pwait2: true`;
+    /// - `uring`: an SQ of `min(ops_max, 256)` entries; `single_issuer`, `defer_taskrun` and
+    ///   `submit_all` on (the flags measured fastest here: see `cargo xtask bench`);
+    ///   `coop_taskrun` off; `ext_arg`, `pbuf_ring` and `multishot` on (each used only where
+    ///   the kernel has it).
+    ///
+    /// Every field is checked by `Io::new`, whichever backend runs (`uring.sq_entries` 0 is
+    /// refused even on epoll); `pool.buffer_size` only when `pool.buffers > 0`.
     pub const fn new(ops_max: u32) -> Options {
         let sq_entries = if ops_max < 256 { ops_max } else { 256 };
         Options {

@@ -90,9 +90,12 @@ pub struct Stats {
     /// Syscalls the loop made: `io_uring_enter` on io_uring; on readiness backends every
     /// wait, interest change and operation syscall (recv, send, accept, ...).
     pub syscalls: u64,
-    /// Operations handed to the kernel.
+    /// Operations handed to the backend (the kernel's queue on io_uring, the readiness
+    /// engine on epoll and kqueue). A multishot the loop re-arms counts once per arming, so
+    /// `ops_submitted` shows what kernel multishot saves.
     pub ops_submitted: u64,
-    /// Operations whose callback has run.
+    /// Operations whose final callback has run (a multishot counts once, however many
+    /// callbacks it had).
     pub ops_completed: u64,
     /// The most operations submitted by one syscall (io_uring), or started in one turn
     /// (readiness backends).

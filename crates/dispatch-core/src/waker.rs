@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 /// A handle that wakes its loop from any thread. Cloning is cheap; wake-ups that arrive
 /// before the loop waits are counted, not lost, and several coalesce into one completion of
-/// `Io::wait_wakeup`.
+/// `Io::wait_wakeup`. A waker that outlives its loop is harmless: `wake` returns `Ok` and
+/// touches nothing else.
 ///
 /// ```
 /// use dispatch_core::{Io, Options};

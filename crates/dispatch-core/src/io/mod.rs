@@ -235,7 +235,9 @@ impl<C> Io<C> {
 
     /// Pool buffers lent out: held by [`crate::PoolBuf`] handles (or by pooled sends in
     /// flight). A dropped handle's buffer counts until the next turn takes it back. 0
-    /// without a pool.
+    /// without a pool. Not counted: buffers that pending receives hold on io_uring without a
+    /// provided-buffer ring (see [`Io::recv_pooled`]); `Stats::pool_waits` shows when they
+    /// run short.
     pub fn pool_buffers_lent(&self) -> u32 {
         self.pool_lent
     }

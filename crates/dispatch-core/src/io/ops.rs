@@ -67,7 +67,9 @@ impl<C> Io<C> {
     /// data arrives: a pending pooled receive pins no buffer. The callback gets the bytes as
     /// a [`PoolBuf`] (empty at end of stream), which goes back to the pool when dropped.
     /// When the pool is empty the receive waits for a buffer to come back (counted in
-    /// `Stats::pool_waits`); it does not fail.
+    /// `Stats::pool_waits`); it does not fail. It then sees the end of stream or an error
+    /// only once a buffer is back, as it would data: a program that holds every buffer
+    /// holds up its pooled receives.
     ///
     /// On io_uring the buffers are lent to the kernel through a provided-buffer ring (5.19);
     /// where that is missing or masked (`UringOptions::pbuf_ring`), the loop picks the
@@ -383,9 +385,10 @@ impl<C> Io<C> {
     ///   the target completed first anyway: then the target's callback says which);
     /// - `ENOENT` when there was nothing to cancel (the target completed, or a stale id);
     /// - `EALREADY` when the target is a close (which cannot be stopped), or a cancel of the
-    ///   same target is already in flight.
+    ///   same target is already in flight (or its deadline fired).
     ///
-    /// The answers are the same on every backend.
+    /// The answers are the same on every backend. Cancelling a cancel is allowed and
+    /// pointless: it normally answers `ENOENT` and leaves the first cancel to do its work.
     ///
     /// Cancels have a budget of their own, `Options::ops_max` beside the operations', so a
     /// loop whose every operation slot is in use can still cancel each of its operations.
@@ -459,8 +462,9 @@ impl<C> Io<C> {
         self.schedule(tag, Args::Nop, Callback::Unit(callback), ())
     }
 
-    /// Completes after the next [`Waker::wake`] (at once if a wake-up is already pending),
-    /// with the number of wake-ups it coalesced. Keeps the loop busy until then, so
+    /// Completes after the next [`crate::Waker::wake`] (at once if a wake-up is already
+    /// pending), with the number of wake-ups it coalesced. With several waits pending, a
+    /// wake-up completes one of them (the oldest); each needs a wake-up of its own. Keeps the loop busy until then, so
     /// `run_until_idle` will not return while it is pending.
     ///
     /// # Errors
