@@ -478,81 +478,83 @@ fn schedule_errors_return_their_values() {
             "[{name}] send_pooled returns its PoolBuf"
         );
         drop(err);
-
-        io.timeout(0, LONG, log_unit).unwrap();
-        let mut buf = Vec::with_capacity(16);
-        buf.extend_from_slice(b"xyz");
-        let err = io
-            .recv(1, sock.as_raw_fd(), buf, |_, _, _, _| {})
-            .unwrap_err();
-        assert_eq!(err.kind, ScheduleErrorKind::SlotsExhausted { ops_max: 1 });
-        assert_eq!(err.value, b"xyz");
-        assert_eq!(err.value.capacity(), 16);
-        let err = io
-            .send(1, sock.as_raw_fd(), b"abc".to_vec(), |_, _, _, _| {})
-            .unwrap_err();
-        assert_eq!(err.value, b"abc");
-        let err = io
-            .read(
-                1,
-                sock.as_raw_fd(),
-                Vec::with_capacity(3),
-                0,
-                |_, _, _, _| {},
-            )
-            .unwrap_err();
-        assert_eq!(err.value.capacity(), 3);
-        let err = io
-            .write(1, sock.as_raw_fd(), b"w".to_vec(), 0, |_, _, _, _| {})
-            .unwrap_err();
-        assert_eq!(err.value, b"w");
-        let path = CString::new("/dev/null").unwrap();
-        let err = io
-            .openat(
-                1,
-                AT_FDCWD,
-                path.clone(),
-                libc::O_RDONLY,
-                0,
-                |_, _, _, _| {},
-            )
-            .unwrap_err();
-        assert_eq!(err.value, path);
-        let (closing, mut closing_peer) = UnixStream::pair().unwrap();
-        let err = io.close(1, OwnedFd::from(closing), log_unit).unwrap_err();
-        assert_eq!(err.kind, ScheduleErrorKind::SlotsExhausted { ops_max: 1 });
-        let mut still_open = UnixStream::from(err.value);
-        still_open.write_all(b"open").unwrap();
-        let mut got = [0u8; 4];
-        closing_peer.read_exact(&mut got).unwrap();
-        assert_eq!(&got, b"open", "[{name}] the descriptor came back open");
-        assert!(io
-            .recv_pooled(1, sock.as_raw_fd(), |_, _, _, _| {})
-            .is_err());
-        assert!(io
-            .recv_multishot(1, sock.as_raw_fd(), |_, _, _, _| {})
-            .is_err());
-        assert!(io.accept(1, sock.as_raw_fd(), |_, _, _, _| {}).is_err());
-        assert!(io
-            .accept_multishot(1, sock.as_raw_fd(), |_, _, _, _| {})
-            .is_err());
-        assert!(io.wait_wakeup(1, |_, _, _, _| {}).is_err());
-        assert!(io.fsync(1, sock.as_raw_fd(), log_unit).is_err());
-        assert!(io
-            .shutdown(1, sock.as_raw_fd(), std::net::Shutdown::Both, log_unit)
-            .is_err());
-        assert!(io
-            .connect(
-                1,
-                sock.as_raw_fd(),
-                "127.0.0.1:1".parse().unwrap(),
-                log_unit
-            )
-            .is_err());
+        every_operation_returns_its_value(name, &mut io, &sock);
         // Display of the error is not empty.
         let err = io.nop(1, log_unit).unwrap_err();
         assert!(!err.to_string().is_empty());
     }
+}
+
+/// The second half of `schedule_errors_return_their_values`: with the loop's one slot
+/// taken, each operation hands back what it was given.
+fn every_operation_returns_its_value(name: &str, io: &mut Io<Log>, sock: &UnixStream) {
+    io.timeout(0, LONG, log_unit).unwrap();
+    let mut buf = Vec::with_capacity(16);
+    buf.extend_from_slice(b"xyz");
+    let err = io
+        .recv(1, sock.as_raw_fd(), buf, |_, _, _, _| {})
+        .unwrap_err();
+    assert_eq!(err.kind, ScheduleErrorKind::SlotsExhausted { ops_max: 1 });
+    assert_eq!(err.value, b"xyz");
+    assert_eq!(err.value.capacity(), 16);
+    let err = io
+        .send(1, sock.as_raw_fd(), b"abc".to_vec(), |_, _, _, _| {})
+        .unwrap_err();
+    assert_eq!(err.value, b"abc");
+    let err = io
+        .read(
+            1,
+            sock.as_raw_fd(),
+            Vec::with_capacity(3),
+            0,
+            |_, _, _, _| {},
+        )
+        .unwrap_err();
+    assert_eq!(err.value.capacity(), 3);
+    let err = io
+        .write(1, sock.as_raw_fd(), b"w".to_vec(), 0, |_, _, _, _| {})
+        .unwrap_err();
+    assert_eq!(err.value, b"w");
+    let path = CString::new("/dev/null").unwrap();
+    let err = io
+        .openat(
+            1,
+            AT_FDCWD,
+            path.clone(),
+            libc::O_RDONLY,
+            0,
+            |_, _, _, _| {},
+        )
+        .unwrap_err();
+    assert_eq!(err.value, path);
+    let (closing, mut closing_peer) = UnixStream::pair().unwrap();
+    let err = io.close(1, OwnedFd::from(closing), log_unit).unwrap_err();
+    assert_eq!(err.kind, ScheduleErrorKind::SlotsExhausted { ops_max: 1 });
+    let mut still_open = UnixStream::from(err.value);
+    still_open.write_all(b"open").unwrap();
+    let mut got = [0u8; 4];
+    closing_peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"open", "[{name}] the descriptor came back open");
+    let fd = sock.as_raw_fd();
+    assert!(io.recv_pooled(1, fd, |_, _, _, _| {}).is_err());
+    assert!(io.recv_multishot(1, fd, |_, _, _, _| {}).is_err());
+    assert!(io.accept(1, sock.as_raw_fd(), |_, _, _, _| {}).is_err());
+    assert!(io
+        .accept_multishot(1, sock.as_raw_fd(), |_, _, _, _| {})
+        .is_err());
+    assert!(io.wait_wakeup(1, |_, _, _, _| {}).is_err());
+    assert!(io.fsync(1, sock.as_raw_fd(), log_unit).is_err());
+    assert!(io
+        .shutdown(1, sock.as_raw_fd(), std::net::Shutdown::Both, log_unit)
+        .is_err());
+    assert!(io
+        .connect(
+            1,
+            sock.as_raw_fd(),
+            "127.0.0.1:1".parse().unwrap(),
+            log_unit
+        )
+        .is_err());
 }
 
 /// ScheduleErrorKind::NoSpareCapacity: "A recv or read buffer has no spare capacity".
@@ -1718,12 +1720,11 @@ fn accept_connect_send_recv_shutdown() {
             c.accepted = Some(fd);
         })
         .unwrap();
-        let client = rustix::net::socket(
+        let (family, kind) = (
             rustix::net::AddressFamily::INET,
             rustix::net::SocketType::STREAM,
-            None,
-        )
-        .unwrap();
+        );
+        let client = rustix::net::socket(family, kind, None).unwrap();
         io.connect(2, client.as_raw_fd(), addr, |c, _, t, r| {
             c.log.push((t, answer(&r)))
         })
@@ -1961,43 +1962,24 @@ fn openat_absolute_relative_and_errors() {
         let dirfd = std::fs::File::open(&dir).unwrap();
         let abs = CString::new(dir.join("existing").to_str().unwrap()).unwrap();
         let c = |s: &str| CString::new(s).unwrap();
-        io.openat(1, -1, abs.clone(), libc::O_RDONLY, 0, on_open)
-            .unwrap();
-        io.openat(2, dirfd.as_raw_fd(), abs, libc::O_RDONLY, 0, on_open)
-            .unwrap();
-        io.openat(
-            3,
-            dirfd.as_raw_fd(),
-            c("existing"),
-            libc::O_RDONLY,
-            0,
-            on_open,
-        )
-        .unwrap();
-        io.openat(4, -1, c("existing"), libc::O_RDONLY, 0, on_open)
-            .unwrap();
-        io.openat(
-            5,
-            dirfd.as_raw_fd(),
-            c("missing"),
-            libc::O_RDONLY,
-            0,
-            on_open,
-        )
-        .unwrap();
-        io.openat(
+        let fd = dirfd.as_raw_fd();
+        let mut open = |tag, dir, path: CString, flags, mode| {
+            io.openat(tag, dir, path, flags, mode, on_open).unwrap();
+        };
+        open(1, -1, abs.clone(), libc::O_RDONLY, 0);
+        open(2, fd, abs, libc::O_RDONLY, 0);
+        open(3, fd, c("existing"), libc::O_RDONLY, 0);
+        open(4, -1, c("existing"), libc::O_RDONLY, 0);
+        open(5, fd, c("missing"), libc::O_RDONLY, 0);
+        open(
             6,
-            dirfd.as_raw_fd(),
+            fd,
             c("created"),
             libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
             0o600,
-            on_open,
-        )
-        .unwrap();
-        io.openat(7, AT_FDCWD, c("/dev/null"), libc::O_WRONLY, 0, on_open)
-            .unwrap();
-        io.openat(8, -1, c("/dev/null"), libc::O_RDONLY, 0, on_open)
-            .unwrap();
+        );
+        open(7, AT_FDCWD, c("/dev/null"), libc::O_WRONLY, 0);
+        open(8, -1, c("/dev/null"), libc::O_RDONLY, 0);
         let mut ctx = OpenCtx::default();
         io.run_until_idle(&mut ctx).unwrap();
         assert_eq!(

@@ -464,8 +464,8 @@ impl<C> Io<C> {
 
     /// Completes after the next [`crate::Waker::wake`] (at once if a wake-up is already
     /// pending), with the number of wake-ups it coalesced. With several waits pending, a
-    /// wake-up completes one of them (the oldest); each needs a wake-up of its own. Keeps the loop busy until then, so
-    /// `run_until_idle` will not return while it is pending.
+    /// wake-up completes one of them (the oldest); each needs a wake-up of its own. Keeps
+    /// the loop busy until then, so `run_until_idle` will not return while it is pending.
     ///
     /// # Errors
     /// When every slot is in flight.
