@@ -86,10 +86,15 @@ pub fn ensure_targets(targets: &[&str]) -> Result<(), String> {
     }
     let mut args = vec!["target", "add"];
     args.extend(&missing);
+    let libraries = if missing.len() == 1 {
+        "standard library"
+    } else {
+        "standard libraries"
+    };
     Cmd::new("rustup", &args).run().map_err(|error| {
         format!(
-            "{error}: cannot install the {} standard library for {}, so the cross-target \
-             checks cannot run (rust-toolchain.toml pins a toolchain whose targets install; \
+            "{error}: cannot install the {} {libraries} for {}, so the cross-target checks \
+             cannot run (rust-toolchain.toml pins a toolchain whose targets install; \
              `--no-cross-targets` leaves these checks out)",
             missing.join(" and "),
             active_toolchain()
