@@ -79,7 +79,8 @@ pub(crate) fn fd_value(args: Args, result: i32) -> io::Result<OwnedFd> {
         "{}",
         args.label()
     );
-    std::mem::forget(args);
+    // An openat's path is freed here; an accept owns nothing.
+    drop(args);
     new_fd(result)
 }
 

@@ -33,6 +33,14 @@
 //! assert_eq!(io.stats().ops_completed, 3);
 //! ```
 //!
+//! Whole programs, each run on every backend by the workspace's tests, are in the
+//! `examples` package: `taste.rs` (an echo over a socket pair), `files.rs` (openat, write,
+//! fsync, read, close), `timeouts.rs` (timers, a deadline, cancel) and `echo_minimal.rs` (a
+//! TCP echo server, with how to size `ops_max`). Run one with
+//! `cargo run -p examples --example files`. Servers: see the `dispatch-net` crate, which
+//! adds pooled, backpressured connections on top of [`Io::recv_pooled`],
+//! [`Io::accept_multishot`] and [`Io::set_deadline`].
+//!
 //! See `docs/ARCHITECTURE.md` for the life of one operation and the invariants.
 
 mod backend;
@@ -60,6 +68,9 @@ pub use crate::stats::{BackendKind, Fallback, Stats};
 pub use crate::waker::Waker;
 
 /// `AT_FDCWD`: pass as `dir` to [`Io::openat`] to open relative to the working directory.
+/// The `open(2)` flags (`O_RDONLY`, `O_WRONLY`, `O_RDWR`, `O_CREAT`, `O_TRUNC`, ...) and
+/// the mode come from the `libc` crate; `examples/files.rs` opens, writes, flushes, reads
+/// and closes a file.
 pub const AT_FDCWD: std::os::fd::RawFd = libc::AT_FDCWD;
 
 // One loop per thread: `Io` must not be `Send` (compile-time check).

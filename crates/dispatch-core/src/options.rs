@@ -11,11 +11,16 @@ pub struct Options {
     /// [`crate::ScheduleErrorKind::SlotsExhausted`]. Cancels have a budget of the same size
     /// of their own, so the slot table holds `2 * ops_max` slots. At least 1, below 2^24.
     ///
-    /// Sizing rule: count every operation that can be pending at the same moment, not only
-    /// the steady state: for a server, one accept (or its back-off timer), one receive or
-    /// send per connection, plus the close of every connection being torn down (a close
-    /// is in flight while the connection's table entry may already serve a new
-    /// connection).
+    /// Sizing rule: count every operation that can be pending at the same moment, closes and
+    /// timers included, not only the steady state, and add the counts up. For a server with a
+    /// table of connections: one for the accept (or its back-off timer), and one per table
+    /// entry for its receive, send or close, provided an entry takes a new connection only
+    /// once the old one's close has completed (as `examples/echo_minimal.rs` does):
+    /// `ops_max = connections + 1`. A program that reuses an entry as soon as its close is
+    /// scheduled must count one more close per entry (as `dispatch-net` does:
+    /// `NetOptions::ops_max`). Cancels are not counted (they have a budget of their own), nor
+    /// are deadlines ([`crate::Io::set_deadline`] takes no slot until it fires, and then one
+    /// from the cancels' budget).
     pub ops_max: u32,
     /// The backend to use; `None` selects automatically (the `DISPATCH_BACKEND` environment
     /// variable, else io_uring with a fallback to epoll on Linux, kqueue elsewhere).

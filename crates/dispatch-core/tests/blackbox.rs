@@ -2026,14 +2026,7 @@ fn openat_fifo_nonblocking_same_everywhere() {
     for (name, o) in variants(Options::new(8)) {
         let mut io: Io<OpenCtx> = new(name, &o);
         let path = temp_path("fifo");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &path,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        make_fifo(&path);
         let p = CString::new(path.to_str().unwrap()).unwrap();
         io.openat(
             1,
@@ -2369,6 +2362,7 @@ fn explicit_backends() {
         o.backend = Some(kind);
         let mut io: Io<Log> = match Io::new(&o) {
             Ok(io) => io,
+            #[cfg(target_os = "linux")]
             Err(InitError::Unavailable(e)) if kind == BackendKind::IoUring => {
                 eprintln!("io_uring unavailable: {e}");
                 continue;
@@ -3332,14 +3326,7 @@ fn openat_fifo_on_io_uring() {
     for (name, o) in variants(Options::new(8)) {
         let mut io: Io<OpenCtx> = new(name, &o);
         let path = temp_path("ufifo");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &path,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        make_fifo(&path);
         let p = CString::new(path.to_str().unwrap()).unwrap();
         let mut ctx = OpenCtx::default();
         io.openat(2, -1, p.clone(), libc::O_WRONLY, 0, on_open)
@@ -3511,4 +3498,14 @@ fn idle_runs_return() {
         io.tick(&mut ()).unwrap();
         assert_eq!(io.stats().ops_completed, 0, "[{name}]");
     }
+}
+
+/// A FIFO at `path` (mode 0600), made with mkfifo(1), which every target has.
+fn make_fifo(path: &std::path::Path) {
+    let made = std::process::Command::new("mkfifo")
+        .args(["-m", "600"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo {}", path.display());
 }

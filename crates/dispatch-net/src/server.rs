@@ -17,6 +17,8 @@ use crate::table::{ConnId, Table};
 
 /// The tag of the accept operation and of its back-off timer; connections use their id.
 const ACCEPT_TAG: Tag = u64::MAX;
+/// The tag of the timer that decides whether an episode of accept failures is over.
+const QUIET_TAG: Tag = u64::MAX - 1;
 
 /// Limits and timeouts of a [`Net`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +46,11 @@ impl NetOptions {
 
     /// The `Options::ops_max` a loop serving these connections needs: per connection one
     /// receive or send, plus a close that may still be in flight while its table entry
-    /// already serves a new connection; plus the accept (or its back-off timer) and one
-    /// operation of the program's own (a wake-up wait for a stop, say).
+    /// already serves a new connection; plus the accept (or its back-off timer), the timer
+    /// that ends an episode of accept failures, and one operation of the program's own (a
+    /// wake-up wait for a stop, say).
     pub const fn ops_max(&self) -> u32 {
-        self.connections_max * 2 + 2
+        self.connections_max * 2 + 3
     }
 }
 
@@ -87,8 +90,14 @@ struct Conn {
 pub struct Net {
     listener: Option<TcpListener>,
     accept: Option<OpId>,
-    /// Accepting is paused (an `EMFILE` episode); the back-off timer re-arms it.
+    /// Accepting is paused: the back-off timer re-arms it.
     accept_paused: bool,
+    /// An episode of accept failures is under way (logged once): it ends when accepts have
+    /// gone a whole pause without failing.
+    episode: bool,
+    /// Accept failures so far, and their count when the quiet timer was started.
+    accept_failures: u64,
+    quiet_mark: Option<u64>,
     stopping: bool,
     conns: Table<Conn>,
     options: NetOptions,
@@ -123,6 +132,9 @@ impl Net {
             listener: None,
             accept: None,
             accept_paused: false,
+            episode: false,
+            accept_failures: 0,
+            quiet_mark: None,
             stopping: false,
             conns: Table::with_capacity(options.connections_max),
             options: *options,
@@ -196,13 +208,16 @@ fn on_accept_error<H: Handler>(ctx: &mut H, io: &mut Io<H>, error: &io::Error) {
         Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM | libc::EINTR) => {}
         // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), or anything else:
         // pause accepting (the connected clients keep being served, and closing them frees
-        // descriptors), then try again; never spin. Logged once an episode; an accept that
-        // succeeds ends the episode.
+        // descriptors), then try again; never spin. Logged once an episode: the episode
+        // ends once accepts have gone a whole pause without failing.
         _ => {
-            if !net.accept_paused {
+            net.accept_failures += 1;
+            if !net.episode {
+                net.episode = true;
                 net.stats.accept_pauses += 1;
                 eprintln!(
-                    "dispatch-net: accept: {error}; pausing accepts for {} ms",
+                    "dispatch-net: accept: {error}; pausing accepts for {} ms at a time \
+                     until descriptors free up",
                     net.options.accept_pause_ns / 1_000_000
                 );
             }
@@ -220,16 +235,32 @@ fn on_accept_pause<H: Handler>(ctx: &mut H, io: &mut Io<H>, _: Tag, _: io::Resul
         return;
     }
     arm_accept(ctx, io).expect("a slot is kept for the accept");
-    // Still paused until an accept succeeds: the episode is logged once.
-    ctx.net().accept_paused = true;
+}
+
+/// Starts the timer that ends an episode of accept failures if none follows for a pause.
+fn check_quiet<H: Handler>(net: &mut Net, io: &mut Io<H>) {
+    if !net.episode || net.quiet_mark.is_some() || net.stopping {
+        return;
+    }
+    net.quiet_mark = Some(net.accept_failures);
+    io.timeout(QUIET_TAG, net.options.accept_pause_ns, on_quiet::<H>)
+        .expect("a slot is kept for the quiet timer");
+}
+
+fn on_quiet<H: Handler>(ctx: &mut H, _: &mut Io<H>, _: Tag, _: io::Result<()>) {
+    let net = ctx.net();
+    let mark = net.quiet_mark.take().expect("a quiet timer has a mark");
+    if net.accept_failures == mark {
+        net.episode = false;
+    }
 }
 
 fn open<H: Handler>(ctx: &mut H, io: &mut Io<H>, socket: OwnedFd) {
     let net = ctx.net();
-    net.accept_paused = false;
     if net.stopping {
         return;
     }
+    check_quiet(net, io);
     let conn = Conn {
         socket,
         recv: None,

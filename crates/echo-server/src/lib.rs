@@ -96,13 +96,22 @@ pub fn new_loop(thread: &ThreadOptions) -> Result<(Io<Echo>, Echo), dispatch_cor
     };
     let io: Io<Echo> = Io::new(&loop_options(thread, &net))?;
     let stats = io.stats();
-    match stats.fallback {
-        Some(fallback) => eprintln!(
-            "thread {}: backend {} ({fallback})",
-            thread.index, stats.backend
-        ),
-        None => eprintln!("thread {}: backend {}", thread.index, stats.backend),
+    let masked: Vec<&str> = [
+        (thread.mask_pbuf_ring, "pbuf-ring"),
+        (thread.mask_multishot, "multishot"),
+        (thread.mask_ext_arg, "ext-arg"),
+    ]
+    .into_iter()
+    .filter_map(|(masked, name)| masked.then_some(name))
+    .collect();
+    let mut line = format!("thread {}: backend {}", thread.index, stats.backend);
+    if let Some(fallback) = stats.fallback {
+        line += &format!(" ({fallback})");
     }
+    if stats.backend == BackendKind::IoUring && !masked.is_empty() {
+        line += &format!(" (without {})", masked.join(", "));
+    }
+    eprintln!("{line}");
     Ok((io, Echo::new(&net)))
 }
 

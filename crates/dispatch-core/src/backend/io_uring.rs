@@ -34,6 +34,9 @@ const POOL_GROUP: u16 = 0;
 /// No pool buffer lent to a slot (the fallback without a provided-buffer ring).
 const NO_BID: u16 = u16::MAX;
 
+/// No poll step done for a slot (no slot's `user_data` has this value: internal ones only).
+const NO_POLL: u64 = u64::MAX;
+
 /// The io_uring backend's state beside the ring: per-slot timespecs (timeouts) and socket
 /// addresses (connect) in the kernel's layout, the timespec of the wait timeout used on
 /// kernels without `EXT_ARG`, and the waker's (blocking) eventfd, which wake-up waits read.
@@ -49,11 +52,19 @@ pub(crate) struct IoUringBackend {
     wait_timespec: Timespec,
     ext_arg: bool,
     waker: Waker,
-    /// The pool's buffers are lent to the kernel's provided-buffer ring (else the loop picks
-    /// one when it submits a pooled receive, and records it in `lent`).
+    /// The pool's buffers are lent to the kernel's provided-buffer ring. Without one, a
+    /// pooled receive goes in two steps, so that a waiting receive holds no buffer: a poll
+    /// for readability (`POLL_ADD`), then a non-blocking recv into a buffer picked then
+    /// (recorded in `lent`); a recv that finds nothing polls again.
     pbuf_ring: bool,
     /// Per slot: the pool buffer a pooled receive was submitted with (fallback only).
     lent: Box<[u16]>,
+    /// Per slot: the `user_data` of the pooled receive whose poll reported readability, so
+    /// its next push is the recv (fallback only; a stale value, from an operation cancelled
+    /// between the two steps, never matches a later operation's `user_data`).
+    polled: Box<[u64]>,
+    /// Per slot: a fallback poll step is in the kernel.
+    polling: Box<[bool]>,
     /// The kernel has multishot receive and accept, and they are not masked.
     multishot: bool,
 }
@@ -100,6 +111,8 @@ impl IoUringBackend {
         Ok(IoUringBackend {
             pbuf_ring,
             lent: vec![NO_BID; slots_max as usize].into_boxed_slice(),
+            polled: vec![NO_POLL; slots_max as usize].into_boxed_slice(),
+            polling: vec![false; slots_max as usize].into_boxed_slice(),
             multishot,
             ring,
             timespecs,
@@ -137,15 +150,23 @@ impl IoUringBackend {
         let i = idx as usize;
         assert_eq!(self.lent[i], NO_BID, "slot {idx} pushed with a buffer lent");
         let entry = match args {
+            Args::RecvPooled { fd, .. } if !self.pbuf_ring && self.polled[i] != user_data => {
+                // No provided-buffer ring, first step: wait for data holding no buffer.
+                opcode::PollAdd::new(Fd(*fd), libc::POLLIN as u32).build()
+            }
             Args::RecvPooled { fd, .. } if !self.pbuf_ring => {
-                // No provided-buffer ring: pick the buffer now (given back if the push fails).
+                // Second step, data is there: pick the buffer now (given back if the push
+                // fails) and receive without waiting.
                 let pool = pool.expect("a pooled receive has a pool");
                 if self.ring.sq_space() == 0 {
                     return Err(PushError::SqFull);
                 }
                 let bid = pool.take_free().ok_or(PushError::NoBuffer)?;
                 self.lent[i] = bid;
-                opcode::Recv::new(Fd(*fd), pool.buffer_ptr(bid), pool.buffer_size()).build()
+                self.polled[i] = NO_POLL;
+                opcode::Recv::new(Fd(*fd), pool.buffer_ptr(bid), pool.buffer_size())
+                    .flags(libc::MSG_DONTWAIT)
+                    .build()
             }
             Args::RecvPooled { fd, multishot } => {
                 let size = pool.expect("a pooled receive has a pool").buffer_size();
@@ -171,9 +192,11 @@ impl IoUringBackend {
             return Err(PushError::SqFull);
         }
         assert!(
-            !self.wakeup_in_kernel[i],
+            !self.wakeup_in_kernel[i] && !self.polling[i],
             "slot {idx} pushed while in the kernel"
         );
+        self.polling[i] =
+            !self.pbuf_ring && matches!(args, Args::RecvPooled { .. }) && self.lent[i] == NO_BID;
         self.wakeup_in_kernel[i] = matches!(args, Args::Wakeup);
         Ok(())
     }
@@ -338,6 +361,8 @@ impl IoUringBackend {
         let words = &self.wakeup_words;
         let wakeup_in_kernel = &mut self.wakeup_in_kernel;
         let lent = &mut self.lent;
+        let polled = &mut self.polled;
+        let polling = &mut self.polling;
         self.ring.reap_max(max, |cqe| {
             if matches!(
                 cqe.user_data,
@@ -359,8 +384,11 @@ impl IoUringBackend {
                 flags &= !0xFFFF_0000;
             }
             let bid = std::mem::replace(&mut lent[idx], NO_BID);
+            let mut result = result;
             if bid != NO_BID {
-                // The fallback's buffer: the completion carries it only if bytes landed.
+                // The fallback's recv: the completion carries the buffer only if bytes
+                // landed; one that found nothing polls again (EINTR: the loop submits it
+                // again, and it has no buffer while it waits).
                 if result > 0 {
                     flags |= buffer_flags(bid);
                 } else {
@@ -368,6 +396,14 @@ impl IoUringBackend {
                         .expect("a lent buffer has a pool")
                         .put_free(bid);
                 }
+                if result == -libc::EAGAIN {
+                    result = -libc::EINTR;
+                }
+            } else if std::mem::take(&mut polling[idx]) && result > 0 {
+                // The fallback's poll: readable (or hung up, or in error, which the recv
+                // reports). The loop submits the operation again: its recv step.
+                polled[idx] = cqe.user_data;
+                result = -libc::EINTR;
             }
             f(cqe.user_data, result, flags);
         });
