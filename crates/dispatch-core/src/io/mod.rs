@@ -235,9 +235,8 @@ impl<C> Io<C> {
 
     /// Pool buffers lent out: held by [`crate::PoolBuf`] handles (or by pooled sends in
     /// flight). A dropped handle's buffer counts until the next turn takes it back. 0
-    /// without a pool. Not counted: buffers that pending receives hold on io_uring without a
-    /// provided-buffer ring (see [`Io::recv_pooled`]); `Stats::pool_waits` shows when they
-    /// run short.
+    /// without a pool. A receive in progress (the kernel or a syscall filling a buffer) is
+    /// not counted; `Stats::pool_waits` shows when the pool runs short.
     pub fn pool_buffers_lent(&self) -> u32 {
         self.pool_lent
     }

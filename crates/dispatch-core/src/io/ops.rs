@@ -71,13 +71,13 @@ impl<C> Io<C> {
     /// only once a buffer is back, as it would data: a program that holds every buffer
     /// holds up its pooled receives.
     ///
-    /// On io_uring the buffers are lent to the kernel through a provided-buffer ring (5.19);
-    /// where that is missing or masked (`UringOptions::pbuf_ring`), the loop picks the
-    /// buffer when it submits the receive, so a pending receive then holds one buffer, and
-    /// receives beyond the pool's size wait for one even if their data has arrived: there,
-    /// size the pool for the pooled receives in flight. (Measured with 1,000 pending pooled
-    /// receives and a 64-buffer pool: no memory beyond the pool on io_uring with the ring
-    /// and on epoll; 936 receives waiting for a buffer with the ring masked.)
+    /// On io_uring the buffers are lent to the kernel through a provided-buffer ring (5.19).
+    /// Where that is missing or masked (`UringOptions::pbuf_ring`), the receive goes in two
+    /// steps, each one submission: a poll for readability holding no buffer, then a
+    /// non-blocking receive into a buffer picked then. Either way a pending receive holds no
+    /// buffer (measured: 1,000 pending pooled receives on a 64-buffer pool hold none, wait
+    /// for none, and add no memory beyond the pool, on io_uring with and without the ring
+    /// and on epoll).
     ///
     /// # Errors
     /// When every slot is in flight, or the loop has no pool (`ScheduleErrorKind::NoPool`).
