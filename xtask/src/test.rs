@@ -1,5 +1,6 @@
 //! `cargo xtask test`: formatting, lints (for Linux and, type-checked, for FreeBSD and macOS),
-//! docs, then every test, and the dispatch-core suite again under each forced backend. Ends
+//! docs, then every test, and the dispatch-core and dispatch-net suites again under each
+//! forced backend and with kernel features blocked or masked. Ends
 //! with the tests' results and a note on the checks it leaves to other commands. Installs the
 //! rustup components and targets it needs where missing, so it works on a fresh machine.
 
@@ -9,18 +10,39 @@ use crate::rustup;
 /// Targets whose kqueue code is type-checked and linted here (no machine of either kind).
 const CHECK_TARGETS: [&str; 2] = ["x86_64-unknown-freebsd", "aarch64-apple-darwin"];
 
-/// The dispatch-core suite's reruns on Linux, besides the automatic choice (io_uring, or
-/// epoll where io_uring is blocked): each forced backend, and epoll on a kernel without
-/// `epoll_pwait2` (the test harness blocks the syscall with a seccomp filter), as on the
-/// pre-5.11 hosts the epoll fallback exists for.
-const RERUNS: [&[(&str, &str)]; 3] = [
-    &[("DISPATCH_BACKEND", "epoll")],
-    &[("DISPATCH_BACKEND", "kqueue-fake")],
-    &[
-        ("DISPATCH_BACKEND", "epoll"),
-        ("DISPATCH_CORE_TEST_BLOCK", "epoll_pwait2"),
-    ],
+/// The reruns on Linux, besides the automatic choice (io_uring, or epoll where io_uring is
+/// blocked): the dispatch-core and dispatch-net suites under each forced backend; the
+/// dispatch-core suite on epoll without `epoll_pwait2` (the test harness blocks the syscall
+/// with a seccomp filter), as on the pre-5.11 hosts the epoll fallback exists for; and on
+/// io_uring with every optional kernel feature masked (provided-buffer rings, multishot,
+/// `EXT_ARG`), so each io_uring fallback runs on this kernel too. The echo-server's suite
+/// runs every backend and the masked io_uring itself.
+const RERUNS: [Rerun; 6] = [
+    (DISPATCH_CORE, &[("DISPATCH_BACKEND", "epoll")]),
+    (DISPATCH_CORE, &[("DISPATCH_BACKEND", "kqueue-fake")]),
+    (
+        DISPATCH_CORE,
+        &[
+            ("DISPATCH_BACKEND", "epoll"),
+            ("DISPATCH_CORE_TEST_BLOCK", "epoll_pwait2"),
+        ],
+    ),
+    (
+        DISPATCH_CORE,
+        &[
+            ("DISPATCH_BACKEND", "io_uring"),
+            ("DISPATCH_CORE_TEST_MASK", "uring-extras"),
+        ],
+    ),
+    (DISPATCH_NET, &[("DISPATCH_BACKEND", "epoll")]),
+    (DISPATCH_NET, &[("DISPATCH_BACKEND", "kqueue-fake")]),
 ];
+
+/// A rerun: cargo's arguments and the environment it runs with.
+type Rerun = (&'static [&'static str], &'static [(&'static str, &'static str)]);
+
+const DISPATCH_CORE: &[&str] = &["test", "-p", "dispatch-core", "--test", "it"];
+const DISPATCH_NET: &[&str] = &["test", "-p", "dispatch-net", "--test", "it"];
 
 /// `cross_targets`: also type-check and lint the kqueue code for FreeBSD and macOS.
 pub fn run(cross_targets: bool) -> Result<(), String> {
@@ -33,7 +55,15 @@ pub fn run(cross_targets: bool) -> Result<(), String> {
     let check_targets: &[&str] = if cross_targets { &CHECK_TARGETS } else { &[] };
     for &target in check_targets {
         Cmd::cargo(&["clippy", "--target", target, "--all-targets"])
-            .args(&["-p", "sys-kqueue", "-p", "dispatch-core"])
+            .args(&[
+                "-p",
+                "sys-kqueue",
+                "-p",
+                "dispatch-core",
+                "-p",
+                "dispatch-net",
+            ])
+            .args(&["-p", "echo-server"])
             .args(&deny_warnings)
             .run()?;
     }
@@ -43,8 +73,8 @@ pub fn run(cross_targets: bool) -> Result<(), String> {
     Cmd::cargo(&["test", "--workspace"]).run()?;
     // Last, so that the run's closing lines are the tests' results.
     if cfg!(target_os = "linux") {
-        for envs in RERUNS {
-            let mut rerun = Cmd::cargo(&["test", "-p", "dispatch-core", "--test", "it"]);
+        for (args, envs) in RERUNS {
+            let mut rerun = Cmd::cargo(args);
             for &(key, value) in envs {
                 rerun = rerun.env(key, value);
             }
