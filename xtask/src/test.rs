@@ -39,7 +39,10 @@ const RERUNS: [Rerun; 6] = [
 ];
 
 /// A rerun: cargo's arguments and the environment it runs with.
-type Rerun = (&'static [&'static str], &'static [(&'static str, &'static str)]);
+type Rerun = (
+    &'static [&'static str],
+    &'static [(&'static str, &'static str)],
+);
 
 const DISPATCH_CORE: &[&str] = &["test", "-p", "dispatch-core", "--test", "it"];
 const DISPATCH_NET: &[&str] = &["test", "-p", "dispatch-net", "--test", "it"];
