@@ -208,6 +208,12 @@ impl Pool {
         unsafe { self.shared.base.as_ptr().add(offset) }
     }
 
+    /// Whether a buffer is free in the loop's hands (readiness backends, and io_uring
+    /// without a provided-buffer ring).
+    pub(crate) fn has_free(&self) -> bool {
+        !self.free.is_empty()
+    }
+
     /// Takes a free buffer (readiness backends), or `None` when all are lent.
     pub(crate) fn take_free(&mut self) -> Option<u16> {
         self.free.pop()

@@ -16,6 +16,10 @@ pub(crate) enum State {
     /// A pooled receive that found the pool empty, waiting in the loop for buffers to come
     /// back (then it goes to the backend again).
     BufferWait,
+    /// Reaped, but not over: going to the backend again with the next turn (after `EINTR`,
+    /// a multishot the loop re-arms, the next step of a pooled receive without a
+    /// provided-buffer ring). Until then a cancel takes it out at once.
+    Again,
     /// Result known, waiting on the completed queue for its callback.
     Completed,
 }

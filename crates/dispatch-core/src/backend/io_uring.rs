@@ -53,16 +53,17 @@ pub(crate) struct IoUringBackend {
     ext_arg: bool,
     waker: Waker,
     /// The pool's buffers are lent to the kernel's provided-buffer ring. Without one, a
-    /// pooled receive goes in two steps, so that a waiting receive holds no buffer: a poll
-    /// for readability (`POLL_ADD`), then a non-blocking recv into a buffer picked then
-    /// (recorded in `lent`); a recv that finds nothing polls again.
+    /// pooled receive tries first, as the readiness backends do, so that a waiting receive
+    /// holds no buffer: a non-blocking recv into a buffer picked at submission (recorded in
+    /// `lent`; it completes at once, with data, an error, or `EAGAIN`); after `EAGAIN`, a
+    /// poll for readability (`POLL_ADD`) holding no buffer; then the recv again.
     pbuf_ring: bool,
     /// Per slot: the pool buffer a pooled receive was submitted with (fallback only).
     lent: Box<[u16]>,
-    /// Per slot: the `user_data` of the pooled receive whose poll reported readability, so
-    /// its next push is the recv (fallback only; a stale value, from an operation cancelled
-    /// between the two steps, never matches a later operation's `user_data`).
-    polled: Box<[u64]>,
+    /// Per slot: the `user_data` of the pooled receive whose recv found nothing, so its next
+    /// push is the poll (fallback only; a stale value, from an operation cancelled between
+    /// the steps, never matches a later operation's `user_data`).
+    poll_next: Box<[u64]>,
     /// Per slot: a fallback poll step is in the kernel.
     polling: Box<[bool]>,
     /// The kernel has multishot receive and accept, and they are not masked.
@@ -111,7 +112,7 @@ impl IoUringBackend {
         Ok(IoUringBackend {
             pbuf_ring,
             lent: vec![NO_BID; slots_max as usize].into_boxed_slice(),
-            polled: vec![NO_POLL; slots_max as usize].into_boxed_slice(),
+            poll_next: vec![NO_POLL; slots_max as usize].into_boxed_slice(),
             polling: vec![false; slots_max as usize].into_boxed_slice(),
             multishot,
             ring,
@@ -150,12 +151,14 @@ impl IoUringBackend {
         let i = idx as usize;
         assert_eq!(self.lent[i], NO_BID, "slot {idx} pushed with a buffer lent");
         let entry = match args {
-            Args::RecvPooled { fd, .. } if !self.pbuf_ring && self.polled[i] != user_data => {
-                // No provided-buffer ring, first step: wait for data holding no buffer.
+            Args::RecvPooled { fd, .. } if !self.pbuf_ring && self.poll_next[i] == user_data => {
+                // No provided-buffer ring, and the last try found nothing: wait for data
+                // holding no buffer.
+                self.poll_next[i] = NO_POLL;
                 opcode::PollAdd::new(Fd(*fd), libc::POLLIN as u32).build()
             }
             Args::RecvPooled { fd, .. } if !self.pbuf_ring => {
-                // Second step, data is there: pick the buffer now (given back if the push
+                // No provided-buffer ring: pick the buffer now (given back if the push
                 // fails) and receive without waiting.
                 let pool = pool.expect("a pooled receive has a pool");
                 if self.ring.sq_space() == 0 {
@@ -163,7 +166,6 @@ impl IoUringBackend {
                 }
                 let bid = pool.take_free().ok_or(PushError::NoBuffer)?;
                 self.lent[i] = bid;
-                self.polled[i] = NO_POLL;
                 opcode::Recv::new(Fd(*fd), pool.buffer_ptr(bid), pool.buffer_size())
                     .flags(libc::MSG_DONTWAIT)
                     .build()
@@ -361,7 +363,7 @@ impl IoUringBackend {
         let words = &self.wakeup_words;
         let wakeup_in_kernel = &mut self.wakeup_in_kernel;
         let lent = &mut self.lent;
-        let polled = &mut self.polled;
+        let poll_next = &mut self.poll_next;
         let polling = &mut self.polling;
         self.ring.reap_max(max, |cqe| {
             if matches!(
@@ -387,8 +389,8 @@ impl IoUringBackend {
             let mut result = result;
             if bid != NO_BID {
                 // The fallback's recv: the completion carries the buffer only if bytes
-                // landed; one that found nothing polls again (EINTR: the loop submits it
-                // again, and it has no buffer while it waits).
+                // landed; one that found nothing polls next (EINTR: the loop submits it
+                // again, and it holds no buffer while it waits).
                 if result > 0 {
                     flags |= buffer_flags(bid);
                 } else {
@@ -397,12 +399,12 @@ impl IoUringBackend {
                         .put_free(bid);
                 }
                 if result == -libc::EAGAIN {
+                    poll_next[idx] = cqe.user_data;
                     result = -libc::EINTR;
                 }
             } else if std::mem::take(&mut polling[idx]) && result > 0 {
                 // The fallback's poll: readable (or hung up, or in error, which the recv
-                // reports). The loop submits the operation again: its recv step.
-                polled[idx] = cqe.user_data;
+                // reports). The loop submits the operation again: its recv.
                 result = -libc::EINTR;
             }
             f(cqe.user_data, result, flags);

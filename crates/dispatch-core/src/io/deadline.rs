@@ -135,7 +135,7 @@ impl<C> Io<C> {
                 State::Completed => continue,
                 // Already being cancelled: that cancel decides the result.
                 State::Kernel if slot.cancelling => continue,
-                State::Overflow | State::BufferWait => {
+                State::Overflow | State::BufferWait | State::Again => {
                     self.unlink_waiting(idx);
                     self.slots[idx].timed_out = true;
                     self.complete_now(idx, -libc::ETIMEDOUT);

@@ -19,11 +19,11 @@ impl<C> Drop for Io<C> {
     /// converted and dropped (descriptors the kernel created are closed, a performed close is
     /// not repeated, pool buffers go back).
     fn drop(&mut self) {
-        for list in [&mut self.overflow, &mut self.buffer_wait] {
+        for list in [&mut self.overflow, &mut self.buffer_wait, &mut self.again] {
             while let Some(idx) = list.pop(self.slots.as_mut_slice()) {
                 assert!(matches!(
                     self.slots[idx].state,
-                    State::Overflow | State::BufferWait
+                    State::Overflow | State::BufferWait | State::Again
                 ));
                 self.slots[idx].state = State::Free;
                 drop(self.slots.take_args(idx));

@@ -111,6 +111,8 @@ pub struct Io<C> {
     overflow: Fifo,
     /// Pooled receives that found the pool empty, waiting for buffers to come back.
     buffer_wait: Fifo,
+    /// Operations reaped but not over, for the backend again with the next turn.
+    again: Fifo,
     completed: Completed,
     /// The receive buffer pool, if `Options::pool` asked for one.
     pool: Option<Pool>,
@@ -211,6 +213,7 @@ impl<C> Io<C> {
             slots,
             overflow: Fifo::EMPTY,
             buffer_wait: Fifo::EMPTY,
+            again: Fifo::EMPTY,
             completed,
             pool,
             pool_lent: 0,
@@ -345,6 +348,13 @@ impl<C> Io<C> {
         assert!(self.running);
         self.expire_deadlines();
         self.recycle_buffers();
+        // What the last turn reaped but is not over goes to the backend again (the
+        // callbacks' new operations went straight to it).
+        while let Some(idx) = self.again.pop(self.slots.as_mut_slice()) {
+            assert_eq!(self.slots[idx].state, State::Again);
+            self.slots[idx].state = State::Overflow;
+            self.overflow.push(self.slots.as_mut_slice(), idx);
+        }
         // Park nothing longer than needed: while operations wait for SQ room, submit what fits
         // and refill, without blocking.
         self.refill();
@@ -380,25 +390,24 @@ impl<C> Io<C> {
         self.backend
             .flush(wait, self.in_kernel, args, pool, &mut self.stats)?;
         self.reap();
-        // Re-armed multishots and EINTR retries go back to the backend before callbacks
-        // run, so that what the callbacks schedule is not parked behind them.
-        self.refill();
         self.dispatch(ctx);
         Ok(())
     }
 
-    /// Takes back the buffers of dropped handles; if any came back, the receives waiting for
-    /// buffers go to the backend again (those that still find none wait again).
+    /// Takes back the buffers of dropped handles; if any came back, or buffers are free in
+    /// the loop's hands (a receive that took one found nothing and put it back), the
+    /// receives waiting for buffers go to the backend again (those that still find none wait
+    /// again).
     fn recycle_buffers(&mut self) {
         let Some(pool) = self.pool.as_mut() else {
             return;
         };
         let recycled = self.backend.recycle(pool);
-        if recycled == 0 {
-            return;
-        }
         assert!(recycled <= self.pool_lent, "more buffers back than lent");
         self.pool_lent -= recycled;
+        if recycled == 0 && !pool.has_free() {
+            return;
+        }
         while let Some(idx) = self.buffer_wait.pop(self.slots.as_mut_slice()) {
             assert_eq!(self.slots[idx].state, State::BufferWait);
             self.slots[idx].state = State::Overflow;
@@ -471,7 +480,7 @@ impl<C> Io<C> {
         let slot = &mut self.slots[idx];
         assert!(matches!(
             slot.state,
-            State::Free | State::Overflow | State::BufferWait
+            State::Free | State::Overflow | State::BufferWait | State::Again
         ));
         slot.state = State::Completed;
         self.completed.push(Done {
@@ -486,6 +495,7 @@ impl<C> Io<C> {
         let list = match self.slots[idx].state {
             State::Overflow => &mut self.overflow,
             State::BufferWait => &mut self.buffer_wait,
+            State::Again => &mut self.again,
             state => unreachable!("slot {idx} is not waiting in the loop but {state:?}"),
         };
         let removed = list.remove(self.slots.as_mut_slice(), idx);
@@ -502,7 +512,7 @@ impl<C> Io<C> {
         let mut reaper = Reaper {
             slots: &mut self.slots,
             completed: &mut self.completed,
-            overflow: &mut self.overflow,
+            again: &mut self.again,
             buffer_wait: &mut self.buffer_wait,
             in_kernel: &mut self.in_kernel,
             stats: &mut self.stats,

@@ -422,7 +422,7 @@ impl<C> Io<C> {
             _ if target_slot.cancelling => self.complete_now(idx, -libc::EALREADY),
             State::Completed => self.complete_now(idx, -libc::ENOENT),
             _ if is_close => self.complete_now(idx, -libc::EALREADY),
-            State::Overflow | State::BufferWait => {
+            State::Overflow | State::BufferWait | State::Again => {
                 // A parked cancel taken out never reaches its own target: that target can be
                 // cancelled again.
                 if let Args::Cancel { target: inner } = *self.slots.args(target_idx) {

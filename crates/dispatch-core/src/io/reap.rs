@@ -11,7 +11,7 @@ use crate::stats::Stats;
 pub(super) struct Reaper<'io, C> {
     pub(super) slots: &'io mut Slots<C>,
     pub(super) completed: &'io mut Completed,
-    pub(super) overflow: &'io mut Fifo,
+    pub(super) again: &'io mut Fifo,
     pub(super) buffer_wait: &'io mut Fifo,
     pub(super) in_kernel: &'io mut u32,
     pub(super) stats: &'io mut Stats,
@@ -111,7 +111,7 @@ impl<C> Reaper<'_, C> {
 
     /// Sends the operation in slot `idx` to the backend again with the next flush.
     fn again(&mut self, idx: u32) {
-        self.slots[idx].state = State::Overflow;
-        self.overflow.push(self.slots.as_mut_slice(), idx);
+        self.slots[idx].state = State::Again;
+        self.again.push(self.slots.as_mut_slice(), idx);
     }
 }
