@@ -72,10 +72,10 @@ impl<C> Io<C> {
     /// holds up its pooled receives.
     ///
     /// On io_uring the buffers are lent to the kernel through a provided-buffer ring (5.19).
-    /// Where that is missing or masked (`UringOptions::pbuf_ring`), the receive goes in two
-    /// steps, each one submission: a poll for readability holding no buffer, then a
-    /// non-blocking receive into a buffer picked then. Either way a pending receive holds no
-    /// buffer (measured: 1,000 pending pooled receives on a 64-buffer pool hold none, wait
+    /// Where that is missing or masked (`UringOptions::pbuf_ring`), the receive works as on
+    /// the readiness backends, each step one submission: a non-blocking receive into a
+    /// buffer picked then; if nothing was there, a poll for readability holding no buffer,
+    /// then the receive again. Either way a pending receive holds no buffer (measured: 1,000 pending pooled receives on a 64-buffer pool hold none, wait
     /// for none, and add no memory beyond the pool, on io_uring with and without the ring
     /// and on epoll).
     ///
