@@ -348,17 +348,8 @@ impl Ring {
     /// Copies every ready completion out of the CQ, in order, calling `f` for each, and
     /// returns how many. Never blocks and makes no syscall.
     #[inline]
-    pub fn reap(&mut self, mut f: impl FnMut(Cqe)) -> u32 {
-        let mut count = 0;
-        for entry in self.uring.completion() {
-            count += 1;
-            f(Cqe {
-                user_data: entry.user_data(),
-                result: entry.result(),
-                flags: entry.flags(),
-            });
-        }
-        count
+    pub fn reap(&mut self, f: impl FnMut(Cqe)) -> u32 {
+        self.reap_max(u32::MAX, f)
     }
 }
 

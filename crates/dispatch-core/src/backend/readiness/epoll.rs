@@ -72,12 +72,17 @@ impl EpollPoller {
                 0_usize,
             )
         };
+        self.took_events(result, capacity)
+    }
+
+    /// Records the events a wait syscall returned (`result`: its count, or -1 with `errno`).
+    fn took_events(&mut self, result: i64, capacity: usize) -> Result<usize, Errno> {
         if result < 0 {
             return Err(Errno::from_io_error(&io::Error::last_os_error()).unwrap_or(Errno::IO));
         }
         let count = usize::try_from(result).expect("non-negative count");
         assert!(count <= capacity);
-        // SAFETY: the kernel initialised the first `count` entries.
+        // SAFETY: the kernel initialised the first `count` entries, within the capacity.
         unsafe { self.events.set_len(count) };
         Ok(count)
     }
@@ -104,14 +109,7 @@ impl EpollPoller {
                 timeout_ms,
             )
         };
-        if result < 0 {
-            return Err(Errno::from_io_error(&io::Error::last_os_error()).unwrap_or(Errno::IO));
-        }
-        let count = usize::try_from(result).expect("non-negative count");
-        assert!(count <= capacity);
-        // SAFETY: the kernel initialised the first `count` entries.
-        unsafe { self.events.set_len(count) };
-        Ok(count)
+        self.took_events(i64::from(result), capacity)
     }
 
     fn flags(dirs: Dirs) -> EventFlags {
