@@ -10,6 +10,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("dispatch-core", 1),
     ("dispatch-net", 2),
     ("echo-server", 3),
+    ("loadgen", 3),
     ("examples", 4),
     ("xtask", 4),
 ];

@@ -170,7 +170,11 @@ impl Pool {
         assert!(count > 0 && count < NO_BUFFER);
         assert!(buffer_size > 0);
         let size = usize::from(count) * buffer_size as usize;
-        let layout = Layout::from_size_align(size, 4096).expect("pool size fits a layout");
+        // 16-byte alignment on purpose: the system allocator then zeroes a large pool with
+        // calloc, whose fresh pages are the kernel's zero pages, untouched until a buffer is
+        // used; a stricter alignment goes through posix_memalign and a memset that makes the
+        // whole pool resident at once (16 MiB of RSS for an idle server).
+        let layout = Layout::from_size_align(size, 16).expect("pool size fits a layout");
         // SAFETY: the size is non-zero. Zeroed, so that no byte is ever uninitialised.
         let base = unsafe { std::alloc::alloc_zeroed(layout) };
         let base = NonNull::new(base).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));

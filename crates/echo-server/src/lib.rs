@@ -4,6 +4,8 @@
 
 use std::io;
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use dispatch_core::{BackendKind, Io, Options, PoolBuf, PoolOptions, Stats, Tag, Waker};
 use dispatch_net::{ConnId, Handler, Net, NetOptions, NetStats};
@@ -13,13 +15,27 @@ use dispatch_net::{ConnId, Handler, Net, NetOptions, NetStats};
 /// not read stops being read.
 pub struct Echo {
     net: Net,
+    /// Connections open across all threads, against `open_max`: the kernel spreads
+    /// connections over the threads' listeners unevenly, so each thread's table has room to
+    /// spare and this count keeps the total exact.
+    open: Arc<AtomicU32>,
+    open_max: u32,
+    /// Per table entry: whether its connection counts in `open` (refused ones do not).
+    counted: Vec<bool>,
+    /// Connections closed at once because all threads together were at `open_max`.
+    refused: u64,
 }
 
 impl Echo {
-    /// An echo server with `net`'s limits.
-    pub fn new(options: &NetOptions) -> Echo {
+    /// An echo server with `net`'s limits, sharing `open` (of at most `open_max`) with the
+    /// other threads.
+    pub fn new(options: &NetOptions, open: Arc<AtomicU32>, open_max: u32) -> Echo {
         Echo {
             net: Net::new(options),
+            open,
+            open_max,
+            counted: vec![false; options.connections_max as usize],
+            refused: 0,
         }
     }
 }
@@ -29,9 +45,24 @@ impl Handler for Echo {
         &mut self.net
     }
 
+    fn on_open(&mut self, io: &mut Io<Self>, conn: ConnId) {
+        if self.open.fetch_add(1, Ordering::Relaxed) >= self.open_max {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            self.refused += 1;
+            return dispatch_net::close(self, io, conn);
+        }
+        self.counted[conn.index() as usize] = true;
+    }
+
     fn on_data(&mut self, io: &mut Io<Self>, conn: ConnId, data: PoolBuf) {
         // Err: the connection is closing; dropping the buffer gives it back.
         let _ = dispatch_net::send(self, io, conn, data);
+    }
+
+    fn on_close(&mut self, _: &mut Io<Self>, conn: ConnId) {
+        if std::mem::take(&mut self.counted[conn.index() as usize]) {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -42,8 +73,10 @@ pub struct ThreadOptions {
     pub index: usize,
     /// The backend to force, or `None` for automatic selection.
     pub backend: Option<BackendKind>,
-    /// Connections this thread holds at once.
+    /// Connections this thread's table holds at once (room to spare: see `open_max`).
     pub connections_max: u32,
+    /// Connections open at once across all threads (`--max-connections`).
+    pub open_max: u32,
     /// Bytes per receive buffer.
     pub buffer_size: u32,
     /// Idle timeout; 0 for none.
@@ -62,6 +95,9 @@ pub struct ThreadOptions {
 pub struct ThreadSummary {
     /// The connection layer's counters.
     pub net: NetStats,
+    /// Connections refused because all threads together were at the limit (beyond those
+    /// the thread's own table refused, in `net.refused`).
+    pub refused: u64,
     /// The loop's counters.
     pub io: Stats,
 }
@@ -89,7 +125,10 @@ const STOP_TAG: Tag = u64::MAX - 1;
 ///
 /// # Errors
 /// The loop cannot be created (the error says why).
-pub fn new_loop(thread: &ThreadOptions) -> Result<(Io<Echo>, Echo), dispatch_core::InitError> {
+pub fn new_loop(
+    thread: &ThreadOptions,
+    open: Arc<AtomicU32>,
+) -> Result<(Io<Echo>, Echo), dispatch_core::InitError> {
     let net = NetOptions {
         idle_timeout_ns: thread.idle_timeout_ns,
         ..NetOptions::new(thread.connections_max)
@@ -112,7 +151,7 @@ pub fn new_loop(thread: &ThreadOptions) -> Result<(Io<Echo>, Echo), dispatch_cor
         line += &format!(" (without {})", masked.join(", "));
     }
     eprintln!("{line}");
-    Ok((io, Echo::new(&net)))
+    Ok((io, Echo::new(&net, open, thread.open_max)))
 }
 
 /// Serves `listener` on `io` until `waker` is woken (the stop), then stops accepting, closes
@@ -138,6 +177,7 @@ pub fn serve(
     // The closes scheduled last, and the cancelled accept, finish here.
     io.run_for_ns(echo, 0)?;
     Ok(ThreadSummary {
+        refused: echo.refused,
         net: echo.net.stats(),
         io: io.stats(),
     })
