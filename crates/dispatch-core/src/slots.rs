@@ -20,6 +20,10 @@ pub(crate) enum State {
     /// a multishot the loop re-arms, the next step of a pooled receive without a
     /// provided-buffer ring). Until then a cancel takes it out at once.
     Again,
+    /// A cancel the kernel answered "not found" while its target was still in the kernel:
+    /// its answer waits for the target's result (a target that then ends cancelled was
+    /// cancelled by it).
+    Held,
     /// Result known, waiting on the completed queue for its callback.
     Completed,
 }
@@ -36,6 +40,14 @@ pub(crate) struct Slot<C> {
     /// The operation's deadline passed and the loop cancelled it: its `ECANCELED` is
     /// reported as `ETIMEDOUT`.
     pub(crate) timed_out: bool,
+    /// The cancel in flight for this operation (its slot), while `cancelling`.
+    pub(crate) cancel_by: u32,
+    /// On a cancel's slot: the loop ended its target as cancelled (the target was between
+    /// two submissions when the cancel came), so the cancel answers `Ok` whatever the kernel
+    /// says it found.
+    pub(crate) cancel_won: bool,
+    /// On a target's slot: its cancel (slot) whose answer is held until this result.
+    pub(crate) held_cancel: u32,
     /// The budget the slot was taken from, given back on release.
     budget: Budget,
     /// Next slot on whichever list this slot is on; `NONE` at the tail.
@@ -250,6 +262,9 @@ impl<C> Slots<C> {
                 state: State::Free,
                 cancelling: false,
                 timed_out: false,
+                cancel_by: NONE,
+                cancel_won: false,
+                held_cancel: NONE,
                 budget: Budget::Op,
                 next: NONE,
                 tag: 0,
@@ -320,6 +335,9 @@ impl<C> Slots<C> {
         slot.state = State::Free;
         slot.cancelling = false;
         slot.timed_out = false;
+        slot.cancel_by = NONE;
+        slot.cancel_won = false;
+        slot.held_cancel = NONE;
         slot.generation += 1;
         slot.next = self.free_head;
         match slot.budget {

@@ -132,7 +132,7 @@ impl<C> Io<C> {
             let slot = &self.slots[idx];
             match slot.state {
                 // Its result is known: the deadline no longer matters.
-                State::Completed => continue,
+                State::Completed | State::Held => continue,
                 // Already being cancelled: that cancel decides the result.
                 State::Kernel if slot.cancelling => continue,
                 State::Overflow | State::BufferWait | State::Again => {
@@ -151,6 +151,7 @@ impl<C> Io<C> {
                     let slot = &mut self.slots[idx];
                     slot.timed_out = true;
                     slot.cancelling = true;
+                    slot.cancel_by = cancel;
                     self.slots[cancel].callback = Callback::Internal;
                     self.slots.set_args(cancel, Args::Cancel { target });
                     self.enqueue(cancel);

@@ -55,6 +55,11 @@ impl<C> Drop for Io<C> {
             discard(slots.take_args(idx), done.result, done.flags, pool);
         });
         for idx in 0..self.slots.capacity() {
+            if self.slots[idx].state == State::Held {
+                // A cancel whose target came back in the drain: nothing to answer.
+                self.slots[idx].state = State::Free;
+                drop(self.slots.take_args(idx));
+            }
             let state = self.slots[idx].state;
             assert_eq!(
                 state,

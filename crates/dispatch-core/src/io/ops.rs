@@ -422,7 +422,7 @@ impl<C> Io<C> {
             // The same answer whether the first cancel is in the kernel or already took a
             // parked target out.
             _ if target_slot.cancelling => self.complete_now(idx, -libc::EALREADY),
-            State::Completed => self.complete_now(idx, -libc::ENOENT),
+            State::Completed | State::Held => self.complete_now(idx, -libc::ENOENT),
             _ if is_close => self.complete_now(idx, -libc::EALREADY),
             State::Overflow | State::BufferWait | State::Again => {
                 // A parked cancel taken out never reaches its own target: that target can be
@@ -437,6 +437,7 @@ impl<C> Io<C> {
             }
             State::Kernel => {
                 self.slots[target_idx].cancelling = true;
+                self.slots[target_idx].cancel_by = idx;
                 self.enqueue(idx);
             }
             State::Free => unreachable!("lookup never returns a free slot"),

@@ -32,6 +32,9 @@ impl<C> Reaper<'_, C> {
         let Some(result) = self.settle(idx, result) else {
             return;
         };
+        if self.hold_answer(idx, result) {
+            return;
+        }
         let args = self.slots.args(idx);
         let slot = &self.slots[idx];
         // A multishot the kernel ended (or one the loop drives single-shot) after a result
@@ -55,6 +58,40 @@ impl<C> Reaper<'_, C> {
         }
         self.slots[idx].state = State::Completed;
         self.completed.push(Done { idx, result, flags });
+        // A cancel whose answer waited for this result gets it now.
+        let held = std::mem::replace(&mut self.slots[idx].held_cancel, u32::MAX);
+        if held < self.slots.capacity() {
+            assert_eq!(self.slots[held].state, State::Held);
+            let cancelled = result == -libc::ECANCELED || result == -libc::ETIMEDOUT;
+            self.slots[held].state = State::Completed;
+            self.completed.push(Done {
+                idx: held,
+                result: if cancelled { 0 } else { -libc::ENOENT },
+                flags: 0,
+            });
+        }
+    }
+
+    /// Holds the answer of a cancel that found nothing while its target is still in the
+    /// kernel (the kernel can post that before the target's own `ECANCELED`): the target's
+    /// result decides it. `true` when held.
+    fn hold_answer(&mut self, idx: u32, result: i32) -> bool {
+        let Args::Cancel { target } = *self.slots.args(idx) else {
+            return false;
+        };
+        if result != -libc::ENOENT {
+            return false;
+        }
+        let Some(target_idx) = self.slots.lookup(target) else {
+            return false;
+        };
+        let target_slot = &self.slots[target_idx];
+        if target_slot.state != State::Kernel || target_slot.cancel_by != idx {
+            return false;
+        }
+        self.slots[target_idx].held_cancel = idx;
+        self.slots[idx].state = State::Held;
+        true
     }
 
     /// What a final result from the backend means: the result the callback gets, or `None`
@@ -62,51 +99,74 @@ impl<C> Reaper<'_, C> {
     fn settle(&mut self, idx: u32, result: i32) -> Option<i32> {
         let args = self.slots.args(idx);
         let slot = &self.slots[idx];
+        let (cancelling, timed_out) = (slot.cancelling, slot.timed_out);
         let pooled = matches!(args, Args::RecvPooled { .. });
+        let is_close = matches!(args, Args::Close { .. });
+        let is_cancel = matches!(args, Args::Cancel { .. });
         // The kernel-internal restart errnos (ERESTARTSYS and its family, 512 to 516) reach
         // user space when an operation blocked in an io_uring worker is interrupted: for the
         // loop that is a cancel, except for a close, which has released the descriptor
-        // whatever it returns (closing the number again could close someone else's).
-        let result = match (result, args) {
-            (-516..=-512, Args::Close { .. }) => 0,
-            (-516..=-512, _) => -libc::ECANCELED,
-            (result, _) => result,
+        // whatever it returns (closing the number again could close someone else's). A
+        // close is never retried after EINTR either, for the same reason.
+        if is_close && (result == -libc::EINTR || (-516..=-512).contains(&result)) {
+            return Some(0);
+        }
+        let interrupted = (-516..=-512).contains(&result);
+        if is_cancel {
+            return Some(match result {
+                // io_uring: the target is being performed and will complete on its own; the
+                // cancel was requested, as on readiness backends, and the target's callback
+                // tells the outcome.
+                _ if result == -libc::EALREADY => 0,
+                // The loop ended this cancel's target itself (see `cancel_won`).
+                _ if result == -libc::ENOENT && slot.cancel_won => 0,
+                _ if interrupted => -libc::ECANCELED,
+                _ => result,
+            });
+        }
+        // EINTR never escapes the layer: the operation goes out again (so does a pooled
+        // receive between its steps where io_uring has no provided-buffer ring). The pool is
+        // empty: the receive waits for buffers, it does not fail.
+        let again = result == -libc::EINTR;
+        let dry = pooled && result == -libc::ENOBUFS;
+        if again && !cancelling {
+            self.again(idx);
+            return None;
+        }
+        if dry && !cancelling {
+            self.slots[idx].state = State::BufferWait;
+            self.buffer_wait.push(self.slots.as_mut_slice(), idx);
+            self.stats.pool_waits += 1;
+            return None;
+        }
+        // ... but one being cancelled ends there, cancelled (a deadline's: timed out): its
+        // cancel, in flight, may find nothing in the kernel, and still succeeded.
+        let cancelled = if again || dry || interrupted {
+            if cancelling {
+                self.cancel_won(idx);
+            }
+            true
+        } else {
+            result == -libc::ECANCELED
         };
-        let result = match (result, args) {
-            // A close is never retried: the descriptor is released whatever close
-            // returned, and its number may already belong to someone else.
-            (result, Args::Close { .. }) if result == -libc::EINTR => 0,
-            // io_uring: the target is being performed and will complete on its own; the
-            // cancel was requested, as on readiness backends, and the target's callback
-            // tells the outcome.
-            (result, Args::Cancel { .. }) if result == -libc::EALREADY => 0,
-            // EINTR never escapes the layer: the operation goes out again (so does a pooled
-            // receive between its two steps where io_uring has no provided-buffer ring). The
-            // pool is empty: the receive waits for buffers, it does not fail.
-            (result, _) if result == -libc::EINTR && !slot.cancelling => {
-                self.again(idx);
-                return None;
-            }
-            (result, _) if result == -libc::ENOBUFS && pooled && !slot.cancelling => {
-                self.slots[idx].state = State::BufferWait;
-                self.buffer_wait.push(self.slots.as_mut_slice(), idx);
-                self.stats.pool_waits += 1;
-                return None;
-            }
-            // ... but one being cancelled ends there, cancelled (a deadline's: timed out):
-            // its cancel, in flight, may find nothing in the kernel.
-            (result, _) if result == -libc::EINTR || pooled && result == -libc::ENOBUFS => {
-                if slot.timed_out {
-                    -libc::ETIMEDOUT
-                } else {
-                    -libc::ECANCELED
-                }
-            }
-            // The loop cancelled it because its deadline passed.
-            (result, _) if result == -libc::ECANCELED && slot.timed_out => -libc::ETIMEDOUT,
-            (result, _) => result,
-        };
-        Some(result)
+        Some(match (cancelled, timed_out) {
+            (true, true) => -libc::ETIMEDOUT,
+            (true, false) => -libc::ECANCELED,
+            (false, _) => result,
+        })
+    }
+
+    /// The loop ends the operation in slot `idx` as cancelled because a cancel of it is in
+    /// flight: that cancel succeeded, whatever the kernel will say it found.
+    fn cancel_won(&mut self, idx: u32) {
+        let by = self.slots[idx].cancel_by;
+        if by >= self.slots.capacity() {
+            return;
+        }
+        let target = self.slots.id(idx);
+        if matches!(self.slots.args(by), Args::Cancel { target: t } if *t == target) {
+            self.slots[by].cancel_won = true;
+        }
     }
 
     /// Sends the operation in slot `idx` to the backend again with the next flush.
