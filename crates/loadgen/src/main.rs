@@ -138,12 +138,7 @@ fn drive(
     // Fill the pipelines.
     for (i, stream) in streams.iter_mut().enumerate() {
         for _ in 0..depth {
-            fill(&mut message, i, sent[i]);
-            stream
-                .write_all(&message)
-                .map_err(|e| format!("send: {e}"))?;
-            started[i].push(Instant::now());
-            sent[i] += 1;
+            send_next(stream, &mut message, i, &mut sent[i], &mut started[i])?;
         }
     }
     let mut received: Vec<u64> = vec![0; streams.len()];
@@ -165,15 +160,27 @@ fn drive(
                 tally.messages += 1;
                 tally.latencies_ns.push(began.elapsed().as_nanos() as u64);
             }
-            fill(&mut message, i, sent[i]);
-            stream
-                .write_all(&message)
-                .map_err(|e| format!("send: {e}"))?;
-            started[i].push(Instant::now());
-            sent[i] += 1;
+            send_next(stream, &mut message, i, &mut sent[i], &mut started[i])?;
         }
     }
     Ok(tally)
+}
+
+/// Sends connection `conn`'s next message and notes when it left.
+fn send_next(
+    stream: &mut TcpStream,
+    message: &mut [u8],
+    conn: usize,
+    sent: &mut u64,
+    started: &mut Vec<Instant>,
+) -> Result<(), String> {
+    fill(message, conn, *sent);
+    stream
+        .write_all(message)
+        .map_err(|e| format!("send: {e}"))?;
+    started.push(Instant::now());
+    *sent += 1;
+    Ok(())
 }
 
 /// Message `n` of connection `conn`: bytes that differ between connections and messages.
