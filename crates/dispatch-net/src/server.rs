@@ -44,13 +44,14 @@ impl NetOptions {
         }
     }
 
-    /// The `Options::ops_max` a loop serving these connections needs: per connection one
-    /// receive or send, plus a close that may still be in flight while its table entry
+    /// The `Options::ops_max` a loop serving these connections needs: per connection a
+    /// receive and a send (a handler may send to a connection that is being read, a greeting
+    /// from `on_open` say), plus a close that may still be in flight while its table entry
     /// already serves a new connection; plus the accept (or its back-off timer), the timer
     /// that ends an episode of accept failures, and one operation of the program's own (a
     /// wake-up wait for a stop, say).
     pub const fn ops_max(&self) -> u32 {
-        self.connections_max * 2 + 3
+        self.connections_max * 3 + 3
     }
 }
 
@@ -202,10 +203,12 @@ fn on_accept<H: Handler>(ctx: &mut H, io: &mut Io<H>, _: Tag, shot: Shot<OwnedFd
 fn on_accept_error<H: Handler>(ctx: &mut H, io: &mut Io<H>, error: &io::Error) {
     let net = ctx.net();
     match error.raw_os_error() {
-        Some(libc::ECANCELED) => assert!(net.stopping, "only a stop cancels the accept"),
+        // A stop cancelled it.
+        Some(libc::ECANCELED) if net.stopping => {}
         // That connection is gone (aborted by its peer, refused by a firewall rule); the
         // next is not: accept on at once.
-        Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM | libc::EINTR) => {}
+        // (ECANCELED without a stop: the accept was interrupted in a kernel worker.)
+        Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM | libc::EINTR | libc::ECANCELED) => {}
         // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), or anything else:
         // pause accepting (the connected clients keep being served, and closing them frees
         // descriptors), then try again; never spin. Logged once an episode: the episode
@@ -282,10 +285,7 @@ fn arm_recv<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId) {
     let net = ctx.net();
     let idle = net.options.idle_timeout_ns;
     let conn = net.conns.get_mut(id).expect("an open connection");
-    assert!(
-        conn.recv.is_none() && conn.send.is_none(),
-        "one operation at a time"
-    );
+    assert!(conn.recv.is_none(), "one receive at a time");
     let fd = conn.socket.as_raw_fd();
     let recv = io
         .recv_pooled(id.to_tag(), fd, on_recv::<H>)
@@ -337,8 +337,9 @@ fn on_recv<H: Handler>(ctx: &mut H, io: &mut Io<H>, tag: Tag, shot: Shot<PoolBuf
     }
 }
 
-/// Sends `data` on `conn`, finishing short writes; the connection is read again once the
-/// whole buffer is sent.
+/// Sends `data` on `conn`, finishing short writes; a connection that was being read when
+/// its data came is read again once the whole buffer is sent (a send may also be made to a
+/// connection that is being read, as a greeting from `on_open`).
 ///
 /// # Errors
 /// Hands `data` back when `conn` is closed or closing, or already has a send in flight (one
@@ -383,6 +384,8 @@ fn on_sent<H: Handler>(
         .expect("a connection with a send is open");
     conn.send = None;
     match sent {
+        // Nothing sent of a non-empty buffer: the connection can take no more.
+        Ok(0) if !data.is_empty() => close(ctx, io, id),
         Ok(n) => {
             net.stats.bytes_sent += n as u64;
             if n < data.len() && !conn.closing {
@@ -401,7 +404,10 @@ fn on_sent<H: Handler>(
             if conn.closing || conn.read_closed {
                 return finish(ctx, io, id);
             }
-            arm_recv(ctx, io, id);
+            // Read again unless a receive is already armed (a send made while it was).
+            if conn.recv.is_none() {
+                arm_recv(ctx, io, id);
+            }
         }
         Err(error) => {
             if error.raw_os_error() == Some(libc::ETIMEDOUT) {

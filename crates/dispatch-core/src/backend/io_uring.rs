@@ -66,6 +66,9 @@ pub(crate) struct IoUringBackend {
     poll_next: Box<[u64]>,
     /// Per slot: a fallback poll step is in the kernel.
     polling: Box<[bool]>,
+    /// Buffers in the kernel's provided-buffer ring, as far as the loop knows: lent at
+    /// start, plus those recycled, less those completions carried out.
+    ring_free: u32,
     /// The kernel has multishot receive and accept, and they are not masked.
     multishot: bool,
 }
@@ -105,11 +108,17 @@ impl IoUringBackend {
         // Probed before anything else is submitted: the probe needs an idle ring. Multishot
         // accept (5.19) is older than multishot receive (6.0), so one probe answers both.
         let multishot = uring.multishot && ring.probe_recv_multishot().unwrap_or(false);
+        let pool_count = pool.as_ref().map(|pool| pool.count());
         let pbuf_ring = match pool {
             Some(pool) if uring.pbuf_ring => lend_pool(&mut ring, pool),
             _ => false,
         };
+        let ring_free = match (pbuf_ring, &pool_count) {
+            (true, Some(count)) => u32::from(*count),
+            _ => 0,
+        };
         Ok(IoUringBackend {
+            ring_free,
             pbuf_ring,
             lent: vec![NO_BID; slots_max as usize].into_boxed_slice(),
             poll_next: vec![NO_POLL; slots_max as usize].into_boxed_slice(),
@@ -365,6 +374,7 @@ impl IoUringBackend {
         let lent = &mut self.lent;
         let poll_next = &mut self.poll_next;
         let polling = &mut self.polling;
+        let ring_free = &mut self.ring_free;
         self.ring.reap_max(max, |cqe| {
             if matches!(
                 cqe.user_data,
@@ -384,6 +394,9 @@ impl IoUringBackend {
             let mut flags = cqe.flags & (F_BUFFER | crate::completion::F_MORE | 0xFFFF_0000);
             if flags & F_BUFFER == 0 {
                 flags &= !0xFFFF_0000;
+            } else {
+                // A buffer out of the kernel's ring.
+                *ring_free = ring_free.saturating_sub(1);
             }
             let bid = std::mem::replace(&mut lent[idx], NO_BID);
             let mut result = result;
@@ -430,7 +443,17 @@ impl IoUringBackend {
             unsafe { buf_ring.push(bid, ptr, size) };
         });
         buf_ring.publish();
+        self.ring_free += count;
         count
+    }
+
+    /// Whether a pooled receive could find a buffer now.
+    pub(crate) fn buffers_available(&self, pool: &Pool) -> bool {
+        if self.pbuf_ring {
+            self.ring_free > 0
+        } else {
+            pool.has_free()
+        }
     }
 
     /// Asks the kernel to cancel the operation `user_data`; used only by `Io`'s drop.

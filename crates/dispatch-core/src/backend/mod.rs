@@ -289,6 +289,15 @@ impl Backend {
         each!(self, backend => backend.has_results())
     }
 
+    /// Whether a pooled receive could find a buffer now: in the kernel's provided-buffer
+    /// ring (io_uring), or among the loop's free ones.
+    pub(crate) fn buffers_available(&self, pool: &Pool) -> bool {
+        readiness!(self, engine => {
+            let _ = engine;
+            pool.has_free()
+        }, uring => uring.buffers_available(pool))
+    }
+
     /// Takes back the pool buffers whose handles were dropped; how many.
     pub(crate) fn recycle(&mut self, pool: &mut Pool) -> u32 {
         each!(self, backend => backend.recycle(pool))

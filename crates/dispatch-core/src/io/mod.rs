@@ -405,7 +405,9 @@ impl<C> Io<C> {
         let recycled = self.backend.recycle(pool);
         assert!(recycled <= self.pool_lent, "more buffers back than lent");
         self.pool_lent -= recycled;
-        if recycled == 0 && !pool.has_free() {
+        // Not only buffers that came back now: a receive can find the pool empty in a turn
+        // after the one that refilled it, and must not wait for the next return.
+        if recycled == 0 && !self.backend.buffers_available(pool) {
             return;
         }
         while let Some(idx) = self.buffer_wait.pop(self.slots.as_mut_slice()) {
@@ -558,7 +560,7 @@ impl<C> Io<C> {
             self.slots[idx].callback = Callback::None;
             let args = self.slots.take_args(idx);
             if let Args::Cancel { target } = args {
-                self.end_cancelling(target);
+                self.end_cancelling(target, idx);
             }
             self.deadlines.forget(idx);
             self.slots.release(idx);

@@ -428,7 +428,7 @@ impl<C> Io<C> {
                 // A parked cancel taken out never reaches its own target: that target can be
                 // cancelled again.
                 if let Args::Cancel { target: inner } = *self.slots.args(target_idx) {
-                    self.end_cancelling(inner);
+                    self.end_cancelling(inner, target_idx);
                 }
                 self.slots[target_idx].cancelling = true;
                 self.unlink_waiting(target_idx);
@@ -445,12 +445,15 @@ impl<C> Io<C> {
         Ok(id)
     }
 
-    /// The cancel of `target` is over (answered, or itself cancelled): `target`, if still in
-    /// flight, can be cancelled again.
-    pub(super) fn end_cancelling(&mut self, target: OpId) {
+    /// The cancel in slot `cancel` of `target` is over (answered, or itself cancelled):
+    /// `target`, if still in flight, can be cancelled again, unless another cancel is the one
+    /// in flight for it (a duplicate answered `EALREADY` ends without touching it).
+    pub(super) fn end_cancelling(&mut self, target: OpId, cancel: u32) {
         if let Some(target_idx) = self.slots.lookup(target) {
-            if !self.slots[target_idx].timed_out {
-                self.slots[target_idx].cancelling = false;
+            let slot = &mut self.slots[target_idx];
+            if !slot.timed_out && slot.cancel_by == cancel {
+                slot.cancelling = false;
+                slot.cancel_by = u32::MAX;
             }
         }
     }
