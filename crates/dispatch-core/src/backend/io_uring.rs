@@ -311,21 +311,27 @@ impl IoUringBackend {
         if !needed {
             return Ok(());
         }
-        let timeout_ns = match timeout_ns {
-            Some(ns) if !self.ext_arg => {
-                self.push_wait_timeout(ns, stats)?;
-                None
-            }
-            other => other,
+        let (wait_nr, timeout_ns) = match timeout_ns {
+            // No room for the timeout SQE even after an enter (the CQ is overcommitted): this
+            // turn does not wait; the loop reaps and turns again.
+            Some(ns) if !self.ext_arg => match self.push_wait_timeout(ns, stats)? {
+                true => (wait_nr, None),
+                false => (0, None),
+            },
+            other => (wait_nr, other),
         };
         self.enter(wait_nr, timeout_ns, stats)
     }
 
     /// On kernels without `EXT_ARG`: a timeout SQE that completes after `timeout_ns`, or as
     /// soon as one other completion arrives (count 1), so it never outlives the wait.
-    fn push_wait_timeout(&mut self, timeout_ns: u64, stats: &mut Stats) -> io::Result<()> {
+    /// `false` when the SQ had no room for it even after an enter.
+    fn push_wait_timeout(&mut self, timeout_ns: u64, stats: &mut Stats) -> io::Result<bool> {
         if self.ring.sq_space() == 0 {
             self.enter(0, None, stats)?;
+            if self.ring.sq_space() == 0 {
+                return Ok(false);
+            }
         }
         self.wait_timespec = timespec_from_ns(timeout_ns);
         let entry = opcode::Timeout::new(&self.wait_timespec)
@@ -334,8 +340,9 @@ impl IoUringBackend {
             .user_data(USER_DATA_WAIT_TIMEOUT);
         // SAFETY: the kernel copies the timespec while preparing the SQE, inside the next
         // enter; `self.wait_timespec` outlives that call.
-        unsafe { self.ring.push(&entry) }.expect("the SQ has room after an enter");
-        Ok(())
+        let pushed = unsafe { self.ring.push(&entry) };
+        assert!(pushed.is_ok(), "the SQ had room");
+        Ok(true)
     }
 
     fn enter(
@@ -465,7 +472,11 @@ impl IoUringBackend {
             .build()
             .user_data(USER_DATA_DROP_CANCEL);
         // SAFETY: a cancel references no memory.
-        unsafe { self.ring.push(&entry) }.expect("the SQ has room after an enter");
+        if unsafe { self.ring.push(&entry) }.is_err() {
+            // Still no room (the CQ is overcommitted): the drop reaps what it can and waits
+            // for this operation within its time limit, or leaks rather than frees.
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
         Ok(())
     }
 }
