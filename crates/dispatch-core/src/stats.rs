@@ -113,6 +113,10 @@ pub struct Stats {
     /// Times a pooled receive found the pool empty and waited for buffers to come back
     /// (it is not failed). A steady count means the pool is too small for the load.
     pub pool_waits: u64,
+    /// The batch wait in effect, in microseconds: `UringOptions::batch_wait_us` on io_uring
+    /// where the kernel has `IORING_FEAT_MIN_TIMEOUT` (6.12); 0 where it is off, where the
+    /// kernel lacks it, and on readiness backends (which have no batch wait).
+    pub batch_wait_us: u32,
 }
 
 impl Stats {
@@ -129,6 +133,7 @@ impl Stats {
             cq_overflows: 0,
             deadlines_expired: 0,
             pool_waits: 0,
+            batch_wait_us: 0,
         }
     }
 

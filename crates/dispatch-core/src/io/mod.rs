@@ -201,7 +201,8 @@ impl<C> Io<C> {
             Pool::new(count, options.pool.buffer_size)
         });
         let (backend, fallback) = Backend::new(options, pool.as_mut())?;
-        let stats = Stats::new(backend.kind(), fallback);
+        let mut stats = Stats::new(backend.kind(), fallback);
+        stats.batch_wait_us = backend.batch_wait_us();
         let slots = Slots::new(options.ops_max);
         // Room for one final result per slot, one result per pool buffer (each intermediate
         // result of a multishot receive holds one), and as many again for multishot accepts;
