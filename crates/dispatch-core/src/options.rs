@@ -76,17 +76,20 @@ pub struct UringOptions {
     /// single-shot operation after each completion instead, with the same results.
     pub multishot: bool,
     /// Batch waiting: a turn that blocks waits for up to `batch_events` completions (fewer if
-    /// fewer operations are in the kernel), but no longer than `batch_wait_us` microseconds
-    /// once the first one is ready. One `io_uring_enter` then serves a whole batch, which
-    /// is how a busy server gets far below one syscall per message; the price is up to
-    /// `batch_wait_us` of added latency per turn. `1` (the default) waits for the first
-    /// completion only. At least 1.
+    /// fewer operations are in the kernel), for at most `batch_wait_us` microseconds from
+    /// the start of the wait; then it returns with whatever is ready, or, with nothing
+    /// ready, sleeps on until the first completion (or the run's deadline). One
+    /// `io_uring_enter` then serves a whole batch, which is how a busy server gets far below
+    /// one syscall per message; the price is up to `batch_wait_us` of added latency per
+    /// turn. `1` (the default) waits for the first completion only (and turns the batch wait
+    /// off). At least 1.
     pub batch_events: u32,
     /// The longest a blocking turn waits for `batch_events` completions, in microseconds
     /// (`0`, the default: no batch wait). Needs `IORING_FEAT_MIN_TIMEOUT` (Linux 6.12) and
     /// `ext_arg`; where the kernel lacks it the loop waits for the first completion only
     /// (waiting for several without a bound could stall a quiet connection), and
-    /// [`crate::Stats::batch_wait_us`] reports 0. At most 1,000,000.
+    /// [`crate::Stats::batch_wait_us`] reports 0 (as it does with `batch_events: 1`). At
+    /// most 1,000,000.
     pub batch_wait_us: u32,
 }
 

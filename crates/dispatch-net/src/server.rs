@@ -78,15 +78,17 @@ pub struct NetStats {
     pub accept_pauses: u64,
 }
 
-/// Arrivals a connection keeps while a send to it is in flight before it stops being read.
+/// Arrivals a connection keeps while a send to it is in flight before it stops being read
+/// (one once more than half the loop's pool is lent out).
 ///
 /// A connection is read by a multishot receive (one submission for many arrivals) while
 /// its socket keeps up; once `PENDING_MAX` arrivals wait for a send to finish, that receive
 /// is cancelled and the connection is read one buffer at a time, and only while nothing is
 /// being sent, until a receive finds the socket drained (a short read). A peer that sends
-/// without reading therefore pins the buffer being sent and, briefly, the arrivals that
-/// came in before the cancel took effect (what the kernel put in the socket's buffers in
-/// one go): never the pool.
+/// without reading therefore pins the buffer being sent, the arrivals waiting, and those
+/// that came in before the cancel took effect (what the kernel had in the socket's buffers
+/// in one go; 1 to 5 buffers in all measured here). Size the pool for the peers that may
+/// stall at once: a few buffers each.
 pub const PENDING_MAX: usize = 4;
 
 /// One connection.
@@ -100,6 +102,9 @@ struct Conn {
     next_multishot: bool,
     /// The receive was cancelled to stop reading (backpressure), not to close.
     pausing: bool,
+    /// Progress came after the receive's idle deadline had fired: its `ETIMEDOUT` is not
+    /// idleness, and the connection reads on.
+    revived: bool,
     /// Arrivals waiting for the send in flight to finish, in stream order.
     pending: VecDeque<PoolBuf>,
     send: Option<OpId>,
@@ -294,6 +299,7 @@ fn open<H: Handler>(ctx: &mut H, io: &mut Io<H>, socket: OwnedFd) {
         recv_multishot: false,
         next_multishot: true,
         pausing: false,
+        revived: false,
         pending: VecDeque::new(),
         send: None,
         read_closed: false,
@@ -321,18 +327,22 @@ fn arm_recv<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId) {
     }
     .expect("a slot is kept for each connection");
     conn.recv_multishot = conn.next_multishot;
+    conn.revived = false;
     if idle > 0 {
         io.set_deadline(recv, idle).expect("just scheduled");
     }
     conn.recv = Some(recv);
 }
 
-/// Progress on `id`: its idle deadline (on the receive, the one operation that waits on the
-/// peer's silence) starts again.
-fn progress<H>(io: &mut Io<H>, conn: &Conn, idle: u64) {
+/// Progress on a connection: its idle deadline (on the receive, the one operation that
+/// waits on the peer's silence) starts again.
+fn progress<H>(io: &mut Io<H>, conn: &mut Conn, idle: u64) {
     if let (Some(recv), true) = (conn.recv, idle > 0) {
-        // A receive whose final result is already queued cannot be timed out; it ends anyway.
-        let _ = io.set_deadline(recv, idle);
+        // Refused once the receive's final result is decided: if that is its deadline (it
+        // fired in the turn that brought this progress), the connection was not idle.
+        if io.set_deadline(recv, idle).is_err() {
+            conn.revived = true;
+        }
     }
 }
 
@@ -366,8 +376,10 @@ fn on_recv<H: Handler>(ctx: &mut H, io: &mut Io<H>, tag: Tag, shot: Shot<PoolBuf
         }
         // End of stream: finish sending, then close.
         Ok(_) => conn.read_closed = true,
-        // The receive was cancelled to stop reading until the sends catch up.
+        // The receive was cancelled to stop reading until the sends catch up, or its idle
+        // deadline fired in the turn that brought progress: read on.
         Err(error) if error.raw_os_error() == Some(libc::ECANCELED) && conn.pausing => {}
+        Err(error) if error.raw_os_error() == Some(libc::ETIMEDOUT) && conn.revived => {}
         Err(error) => {
             if error.raw_os_error() == Some(libc::ETIMEDOUT) {
                 net.stats.idle_timeouts += 1;
@@ -399,13 +411,23 @@ fn pump<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId) {
     if conn.closing || conn.read_closed {
         return finish(ctx, io, id);
     }
-    let backlog = conn.pending.len() >= PENDING_MAX;
+    // With the pool more than half lent, the first arrival that has to wait stops reading.
+    let limit = match io.pool_buffers_lent() * 2 > io.pool_buffers() {
+        true => 1,
+        false => PENDING_MAX,
+    };
+    let backlog = conn.pending.len() >= limit;
     match conn.recv {
-        Some(recv) if conn.recv_multishot && backlog && !conn.pausing => {
+        // Its final callback (ECANCELED, or a last result) comes through `on_recv`. No slot
+        // for the cancel: the next arrival tries again.
+        Some(recv)
+            if conn.recv_multishot
+                && backlog
+                && !conn.pausing
+                && io.cancel(id.to_tag(), recv, |_, _, _, _| {}).is_ok() =>
+        {
             conn.pausing = true;
             conn.next_multishot = false;
-            // Its final callback (ECANCELED, or a last result) comes through `on_recv`.
-            let _ = io.cancel(id.to_tag(), recv, |_, _, _, _| {});
         }
         // A multishot receive reads on while a send is in flight (up to the backlog); one
         // buffer at a time, only once everything received has been sent.

@@ -11,6 +11,11 @@ use io_uring::{squeue, IoUring};
 use crate::buf_ring::BufRing;
 use crate::error::SetupError;
 
+/// The longest [`Ring::enter_min_wait`] waits when it has a batch wait: one hour. The
+/// kernel treats a minimum wait without a general timeout (or with one it clamps to
+/// "forever") as a wait that ends when the minimum does.
+pub const MIN_WAIT_TIMEOUT_CAP_NS: u64 = 3_600_000_000_000;
+
 /// How to set up a ring. Every flag is probed by the kernel at set-up: a flag it does not know
 /// makes [`Ring::new`] fail with [`crate::Unavailable::InvalidSetup`]; [`crate::probe`] says
 /// beforehand which flags are accepted.
@@ -284,6 +289,11 @@ impl Ring {
     /// is ready, else keep waiting for the first until `timeout_ns`. `min_wait_us == 0` is a
     /// plain [`Ring::enter`].
     ///
+    /// With a batch wait, a missing or very long `timeout_ns` waits at most
+    /// [`MIN_WAIT_TIMEOUT_CAP_NS`] (the caller enters again): the kernel ends a minimum wait
+    /// that has no general timeout with nothing (`ETIME`), which would wake an idle loop
+    /// every `min_wait_us`.
+    ///
     /// # Errors
     /// As [`Ring::enter`].
     ///
@@ -319,6 +329,12 @@ impl Ring {
                 self.has_ext_arg(),
                 "a wait timeout needs IORING_FEAT_EXT_ARG"
             );
+            let timeout_ns = match min_wait_us {
+                0 => timeout_ns,
+                _ => Some(timeout_ns.map_or(MIN_WAIT_TIMEOUT_CAP_NS, |ns| {
+                    ns.min(MIN_WAIT_TIMEOUT_CAP_NS)
+                })),
+            };
             let timespec = timespec_from_ns(timeout_ns.unwrap_or(0));
             let mut args = SubmitArgs::new().min_wait_usec(min_wait_us);
             if timeout_ns.is_some() {

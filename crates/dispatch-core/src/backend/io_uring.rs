@@ -73,8 +73,8 @@ pub(crate) struct IoUringBackend {
     multishot: bool,
     /// `UringOptions::batch_events`.
     batch_events: u32,
-    /// `UringOptions::batch_wait_us` where the kernel has `IORING_FEAT_MIN_TIMEOUT` and
-    /// `ext_arg` is on, else 0 (no batch wait).
+    /// `UringOptions::batch_wait_us` where the kernel has `IORING_FEAT_MIN_TIMEOUT`, `ext_arg`
+    /// is on and `batch_events > 1`, else 0 (no batch wait).
     batch_wait_us: u32,
 }
 
@@ -104,7 +104,8 @@ impl IoUringBackend {
             return Err(SetupError::missing_opcode(name));
         }
         let ext_arg = uring.ext_arg && ring.has_ext_arg();
-        let batch_wait_us = match ext_arg && ring.has_min_timeout() {
+        // No batch to gather with one event: the wait is off, and reported so.
+        let batch_wait_us = match ext_arg && ring.has_min_timeout() && uring.batch_events > 1 {
             true => uring.batch_wait_us,
             false => 0,
         };
@@ -347,7 +348,7 @@ impl IoUringBackend {
     /// The batch wait for a blocking enter, in microseconds: 0 (wait for the first
     /// completion only) unless batching is on and the wait is longer than the batch wait.
     fn batch_wait(&self, wait_nr: u32, timeout_ns: Option<u64>) -> u32 {
-        if wait_nr == 0 || self.batch_wait_us == 0 || self.batch_events <= 1 {
+        if wait_nr == 0 || self.batch_wait_us == 0 {
             return 0;
         }
         // A wait shorter than the batch wait (a timer due soon) ends at its deadline anyway.

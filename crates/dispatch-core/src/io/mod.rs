@@ -245,6 +245,11 @@ impl<C> Io<C> {
         self.pool_lent
     }
 
+    /// Buffers in the pool (`Options::pool.buffers`; 0 without a pool), lent or not.
+    pub fn pool_buffers(&self) -> u32 {
+        self.pool.as_ref().map_or(0, |pool| u32::from(pool.count()))
+    }
+
     /// A handle that wakes this loop from any thread; see [`Io::wait_wakeup`].
     pub fn waker(&self) -> Waker {
         self.backend.waker()

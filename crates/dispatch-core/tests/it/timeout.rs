@@ -240,3 +240,44 @@ fn batch_wait_options_out_of_range_are_refused_on_every_backend() {
     };
     assert!(error.to_string().contains("batch_wait_us"), "{error}");
 }
+
+fn on_wakeup_stop(fired: &mut Fired, io: &mut Io<Fired>, tag: Tag, result: io::Result<u64>) {
+    result.unwrap();
+    fired.at.push((tag, fired.start.elapsed()));
+    io.stop();
+}
+
+#[test]
+fn an_idle_loop_with_a_batch_wait_and_no_deadline_sleeps() {
+    let mut options = batch_wait_options();
+    options.uring.batch_wait_us = 200;
+    let Some(mut io) = check::io::<Fired>(&options) else {
+        return;
+    };
+    // Two operations that wait for the other thread, and no timer: the wait has no end of
+    // its own, and the batch wait must not turn it into a wake-up every 200 µs.
+    let (_silent_peer, silent) = check::tcp_pair();
+    io.recv(
+        1,
+        check::fd(&silent),
+        Vec::with_capacity(8),
+        |_, _, _, _| {},
+    )
+    .unwrap();
+    io.wait_wakeup(0, on_wakeup_stop).unwrap();
+    let waker = io.waker();
+    let thread = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        waker.wake().expect("the loop is alive");
+    });
+    let mut fired = Fired::new();
+    io.run_for_ns(&mut fired, u64::MAX).unwrap();
+    thread.join().unwrap();
+    assert_eq!(fired.at.len(), 1, "woken");
+    // One wait, and the turn that ran the callback; a spinning wait makes about 500.
+    assert!(
+        io.stats().syscalls <= 4,
+        "the idle loop spun: {:?}",
+        io.stats()
+    );
+}
