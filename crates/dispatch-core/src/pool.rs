@@ -204,8 +204,6 @@ impl Pool {
         self.shared.buffer_size
     }
 
-    // io_uring's alone: it lends the buffers to the kernel.
-    #[cfg(target_os = "linux")]
     pub(crate) fn count(&self) -> u16 {
         self.shared.count
     }
