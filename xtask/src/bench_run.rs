@@ -61,10 +61,16 @@ pub fn run_all(plan: &Plan, binaries: &Binaries) -> Result<Vec<RunResult>, Strin
              message come from echo-server's own counters only (n/a for peers)"
         );
     }
+    let mut startable = Vec::new();
+    for server in &plan.servers {
+        if probe(server, binaries, &logs)? {
+            startable.push(server.name);
+        }
+    }
     let runs: Vec<_> = plan
         .runs()
         .into_iter()
-        .filter(|(_, server, _)| program(server, binaries).is_some())
+        .filter(|(_, server, _)| startable.contains(&server.name))
         .collect();
     let started = Instant::now();
     let guess_s = plan.warmup_s + plan.duration_s + plan.syscall_window_s + OVERHEAD_S;
@@ -105,6 +111,39 @@ pub fn run_all(plan: &Plan, binaries: &Binaries) -> Result<Vec<RunResult>, Strin
         results.push(result);
     }
     Ok(results)
+}
+
+/// Whether `server` starts here: a server that needs io_uring where io_uring is blocked
+/// (seccomp, `kernel.io_uring_disabled`) is left out with a line saying so; echo-server on
+/// epoll and tokio must start.
+fn probe(server: &Server, binaries: &Binaries, logs: &Path) -> Result<bool, String> {
+    let Some(program) = program(server, binaries) else {
+        return Ok(false);
+    };
+    let log_path = logs.join(format!("probe-{}.log", server.name));
+    let log = File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let started = Proc::spawn(pinned(None, &program), log, false).and_then(|mut proc| {
+        let line = proc.expect("listening on ", Duration::from_secs(10));
+        let _ = proc.stop_with("-KILL");
+        line
+    });
+    let Err(error) = started else {
+        return Ok(true);
+    };
+    let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let why = format!(
+        "{error}: {}",
+        said.lines().last().unwrap_or("(nothing on stderr)")
+    );
+    let needed = matches!(server.name, "echo-epoll" | "tokio");
+    if needed {
+        return Err(format!("{} does not start: {why}", server.name));
+    }
+    eprintln!(
+        "bench: {} left out: it does not start here: {why}",
+        server.name
+    );
+    Ok(false)
 }
 
 /// The server's command line, without pinning; `None` for a peer that did not build.

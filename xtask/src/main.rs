@@ -49,6 +49,7 @@ enum Command {
     ///
     /// In order: `cargo fmt --check`; clippy -D warnings for the host and, type-checking only,
     /// for FreeBSD and macOS (sys-kqueue and dispatch-core); `cargo doc` with -D warnings;
+    /// `cargo xtask bench --quick` (the benchmark harness, briefly; judges no number);
     /// `cargo test --workspace`; on Linux the dispatch-core suite again with
     /// DISPATCH_BACKEND=epoll, with kqueue-fake, and with epoll where the harness blocks
     /// epoll_pwait2. Installs the rustup components and targets it needs where missing. Miri,
