@@ -45,7 +45,12 @@ pub fn draw(plan: &Plan, medians: &[Median]) -> Result<(), String> {
                     None => (m.server.to_owned(), (metric.1)(m)),
                 })
                 .collect();
-            let caption = format!("{}: {}", scenario.name, metric.0);
+            let title = match (row, scenario.churn) {
+                (0, true) => "connections/s (higher is better)",
+                (1, true) => "server CPU µs/connection (lower is better)",
+                _ => metric.0,
+            };
+            let caption = format!("{}: {title}", scenario.name);
             cell(&cells[row * columns + column], &caption, &bars)?;
         }
     }
@@ -104,6 +109,8 @@ fn short(value: f64) -> String {
         format!("{:.1}M", value / 1e6)
     } else if value >= 1e4 {
         format!("{:.0}k", value / 1e3)
+    } else if value == 0.0 {
+        "0".into()
     } else if value >= 10.0 {
         format!("{value:.0}")
     } else {
