@@ -46,7 +46,7 @@ pub struct BenchArgs {
     /// 1 with --quick)
     #[arg(long)]
     pub rounds: Option<u32>,
-    /// Seconds measured per run (default 3; 0.4 with --quick)
+    /// Seconds measured per run (default 3; 0.3 with --quick)
     #[arg(long)]
     pub duration: Option<f64>,
     /// CPUs the server is pinned to, as taskset takes them (`0`, `0-3`, `0,2`); default: CPU

@@ -144,7 +144,7 @@ impl Plan {
         let (server_cpus, client_cpus) = cpus(args)?;
         let client_threads = client_cpus.as_deref().map_or(Ok(1), count_cpus)?;
         let quick = args.quick;
-        let duration_s = args.duration.unwrap_or(if quick { 0.4 } else { 3.0 });
+        let duration_s = args.duration.unwrap_or(if quick { 0.3 } else { 3.0 });
         if !(duration_s > 0.0 && duration_s < 600.0) {
             return Err("--duration must be between 0 and 600 seconds".into());
         }
@@ -155,9 +155,9 @@ impl Plan {
                 .rounds
                 .unwrap_or(if quick { 1 } else { 3 })
                 .clamp(1, 100),
-            warmup_s: if quick { 0.2 } else { 1.0 },
+            warmup_s: if quick { 0.1 } else { 1.0 },
             duration_s,
-            syscall_window_s: if quick { 0.2 } else { 1.0 },
+            syscall_window_s: if quick { 0.1 } else { 1.0 },
             server_cpus,
             client_cpus,
             client_threads,
