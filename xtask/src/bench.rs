@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// but the server's
     #[arg(long)]
     pub client_cpus: Option<String>,
+    /// echo-server's threads (SO_REUSEPORT, a loop each); the peers always run one, so
+    /// more than 1 compares echo-server with itself across thread counts, not with peers
+    #[arg(long, default_value_t = 1)]
+    pub server_threads: u32,
     /// Arguments for criterion after `--`: a group filter, `--measurement-time 6`, ...
     /// (default `--warm-up-time 1 --measurement-time 2`); given, only the micro benchmarks
     /// run

@@ -67,7 +67,7 @@ pub struct Server {
 }
 
 /// Every server, in the order each round runs them. Peers are single-threaded, so the echo
-/// server runs one thread too: like for like.
+/// server runs one thread too unless `--server-threads` says otherwise.
 pub const SERVERS: [Server; 5] = [
     own("echo-uring", "io-uring"),
     own("echo-epoll", "epoll"),
@@ -111,6 +111,8 @@ pub struct Plan {
     pub client_cpus: Option<String>,
     /// Generator threads: one per client CPU.
     pub client_threads: u32,
+    /// echo-server's `--threads` (the peers always run one).
+    pub server_threads: u32,
     /// Whether this is `--quick`.
     pub quick: bool,
 }
@@ -161,6 +163,7 @@ impl Plan {
             server_cpus,
             client_cpus,
             client_threads,
+            server_threads: args.server_threads.clamp(1, 1024),
             quick,
         })
     }

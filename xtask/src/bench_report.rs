@@ -128,7 +128,7 @@ fn conditions(plan: &Plan) -> String {
     let cpus = |c: &Option<String>| c.clone().unwrap_or_else(|| "unpinned".into());
     format!(
         "{} round(s), {} s warm-up, {} s measured, {} s syscall window; server CPUs {}, \
-         generator CPUs {} ({} thread(s)); servers single-threaded",
+         generator CPUs {} ({} thread(s)); echo-server {} thread(s), peers 1",
         plan.rounds,
         plan.warmup_s,
         plan.duration_s,
@@ -136,6 +136,7 @@ fn conditions(plan: &Plan) -> String {
         cpus(&plan.server_cpus),
         cpus(&plan.client_cpus),
         plan.client_threads,
+        plan.server_threads,
     )
 }
 

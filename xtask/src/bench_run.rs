@@ -92,7 +92,7 @@ pub fn run_all(plan: &Plan, binaries: &Binaries) -> Result<Vec<RunResult>, Strin
             plan.rounds,
             left_s
         );
-        let program = program(&server, binaries).expect("filtered above");
+        let program = program(&server, binaries, plan.server_threads).expect("probed above");
         let log = logs.join(format!("{}-{}-{round}.log", scenario.name, server.name));
         let ctx = RunCtx {
             plan,
@@ -117,7 +117,7 @@ pub fn run_all(plan: &Plan, binaries: &Binaries) -> Result<Vec<RunResult>, Strin
 /// (seccomp, `kernel.io_uring_disabled`) is left out with a line saying so; echo-server on
 /// epoll and tokio must start.
 fn probe(server: &Server, binaries: &Binaries, logs: &Path) -> Result<bool, String> {
-    let Some(program) = program(server, binaries) else {
+    let Some(program) = program(server, binaries, 1) else {
         return Ok(false);
     };
     let log_path = logs.join(format!("probe-{}.log", server.name));
@@ -147,13 +147,13 @@ fn probe(server: &Server, binaries: &Binaries, logs: &Path) -> Result<bool, Stri
 }
 
 /// The server's command line, without pinning; `None` for a peer that did not build.
-fn program(server: &Server, binaries: &Binaries) -> Option<Vec<String>> {
+fn program(server: &Server, binaries: &Binaries, server_threads: u32) -> Option<Vec<String>> {
     let path = |p: &Path| p.to_string_lossy().into_owned();
     match server.kind {
         ServerKind::Own { backend } => Some(vec![
             path(&binaries.echo_server),
             "--listen=127.0.0.1:0".into(),
-            "--threads=1".into(),
+            format!("--threads={server_threads}"),
             format!("--backend={backend}"),
         ]),
         ServerKind::Peer { dir, .. } => {
@@ -281,6 +281,13 @@ fn loadgen_command(ctx: &RunCtx, addr: &str) -> Command {
     let s = ctx.scenario;
     // A bound on the whole run, past which the generator stops by itself.
     let limit_s = plan.warmup_s + plan.duration_s + plan.syscall_window_s + 60.0;
+    // A thread per client CPU, but never more threads than connections (churn has none
+    // held open: each thread churns its own).
+    let threads = if s.churn {
+        plan.client_threads
+    } else {
+        plan.client_threads.min(s.connections)
+    };
     let mut args = vec![
         ctx.loadgen.to_string_lossy().into_owned(),
         format!("--addr={addr}"),
@@ -289,10 +296,7 @@ fn loadgen_command(ctx: &RunCtx, addr: &str) -> Command {
         format!("--connections={}", s.connections.max(1)),
         format!("--size={}", s.size),
         format!("--depth={}", s.depth),
-        format!(
-            "--threads={}",
-            plan.client_threads.min(s.connections.max(1))
-        ),
+        format!("--threads={threads}"),
     ];
     if s.churn {
         args.push("--churn".into());
