@@ -65,6 +65,7 @@ fn cell(
     caption: &str,
     bars: &[(String, f64)],
 ) -> Result<(), String> {
+    // `a..b` segments into one slot per value from a to b, both included.
     let n = bars.len().max(1) as i32;
     let top = bars.iter().map(|(_, v)| *v).fold(0.0, f64::max).max(1e-9) * 1.15;
     let mut chart = ChartBuilder::on(area)
@@ -72,7 +73,7 @@ fn cell(
         .margin(6)
         .x_label_area_size(22)
         .y_label_area_size(56)
-        .build_cartesian_2d((0..n).into_segmented(), 0.0..top)
+        .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..top)
         .map_err(|e| e.to_string())?;
     let label = |value: &SegmentValue<i32>| match value {
         SegmentValue::CenterOf(i) => bars.get(*i as usize).map_or("", |b| &b.0).to_owned(),
@@ -91,13 +92,16 @@ fn cell(
     let rects = bars.iter().enumerate().map(|(i, (_, value))| {
         let i = i as i32;
         let style = Palette99::pick(i as usize).filled();
-        Rectangle::new(
+        let mut bar = Rectangle::new(
             [
                 (SegmentValue::Exact(i), 0.0),
                 (SegmentValue::Exact(i + 1), *value),
             ],
             style,
-        )
+        );
+        // A gap between neighbours.
+        bar.set_margin(0, 0, 4, 4);
+        bar
     });
     chart.draw_series(rects).map_err(|e| e.to_string())?;
     Ok(())
