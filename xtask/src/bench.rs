@@ -39,8 +39,9 @@ pub struct BenchArgs {
     pub macro_only: bool,
     /// Macro runs whose scenario or server contains one of these words, comma-separated
     /// (`--filter d16,tokio,uring`: scenarios matching a word, each with the servers
-    /// matching a word; where no word names a scenario, every scenario, likewise servers)
-    #[arg(long, value_delimiter = ',')]
+    /// matching a word; where no word names a scenario, every scenario, likewise servers);
+    /// only the macro benchmark runs then
+    #[arg(long, value_delimiter = ',', conflicts_with = "micro_only")]
     pub filter: Vec<String>,
     /// Rounds: each scenario runs every server once per round, interleaved (default 3;
     /// 1 with --quick)
@@ -64,7 +65,11 @@ pub struct BenchArgs {
     /// Arguments for criterion after `--`: a group filter, `--measurement-time 6`, ...
     /// (default `--warm-up-time 1 --measurement-time 2`); given, only the micro benchmarks
     /// run
-    #[arg(last = true, value_name = "CRITERION")]
+    #[arg(
+        last = true,
+        value_name = "CRITERION",
+        conflicts_with_all = ["macro_only", "quick", "filter"]
+    )]
     pub criterion_args: Vec<String>,
 }
 
@@ -77,7 +82,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             "bench --quick: the criterion micro benchmarks are left out (they take minutes; \
              `cargo xtask bench --micro-only` runs them)"
         );
-    } else if !args.macro_only {
+    } else if !args.macro_only && args.filter.is_empty() {
         micro(&args.criterion_args)?;
     }
     if !micro_only {

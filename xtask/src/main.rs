@@ -161,5 +161,11 @@ mod tests {
         assert!(quick.quick);
         assert_eq!(quick.filter, ["d16", "tokio"]);
         assert!(quick.criterion_args.is_empty());
+        let refused = |args: &[&str]| {
+            Cli::try_parse_from(["cargo xtask", "bench"].iter().chain(args)).is_err()
+        };
+        assert!(refused(&["--macro-only", "--", "nop"]));
+        assert!(refused(&["--filter", "tokio", "--", "nop"]));
+        assert!(refused(&["--micro-only", "--quick"]));
     }
 }
