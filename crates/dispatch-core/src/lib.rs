@@ -44,12 +44,14 @@
 //! See `docs/ARCHITECTURE.md` for the life of one operation and the invariants.
 
 mod backend;
+mod clock;
 mod completion;
 mod error;
 mod io;
 mod operation;
 mod options;
 mod pool;
+pub mod sim;
 mod slots;
 mod stats;
 mod timer;

@@ -2,7 +2,6 @@
 //! no memory freed while the kernel may still write it.
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 use super::{Io, DROP_REAP_TIMEOUT};
 use crate::backend::Wait;
@@ -84,11 +83,11 @@ impl<C> Io<C> {
                 eprintln!("dispatch-core: cancel on drop failed: {error}");
             }
         }
-        let deadline = Instant::now() + DROP_REAP_TIMEOUT;
-        while self.in_kernel > 0 && Instant::now() < deadline {
-            let turn_deadline = Instant::now() + Duration::from_millis(100);
+        let timeout_ns = u64::try_from(DROP_REAP_TIMEOUT.as_nanos()).expect("10 s");
+        let deadline_ns = self.clock.now_ns().saturating_add(timeout_ns);
+        while self.in_kernel > 0 && self.clock.now_ns() < deadline_ns {
             let args = self.slots.args_table();
-            let wait = Wait::Until(turn_deadline);
+            let wait = Wait::Within(100_000_000);
             let pool = self.pool.as_mut();
             let flushed = self
                 .backend

@@ -13,11 +13,12 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use self::deadline::Deadlines;
 use self::reap::Reaper;
 use crate::backend::{Backend, PushError, Wait};
+use crate::clock::Clock;
 use crate::completion::{
     buf_value, count_value, fd_value, flags_bid, new_fd, pool_send_value, pooled_value, unit_value,
     F_MORE,
@@ -130,6 +131,8 @@ pub struct Io<C> {
     stop_requested: bool,
     /// Operations handed to the backend whose completion has not been reaped.
     in_kernel: u32,
+    /// Where `run_for_ns` and deadlines get the time: monotonic, or virtual under `sim`.
+    clock: Clock,
     _not_send: PhantomData<*mut ()>,
 }
 
@@ -141,6 +144,17 @@ impl<C> fmt::Debug for Io<C> {
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
+}
+
+/// How long a turn may wait, on the loop's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// Never block.
+    Poll,
+    /// Until this time (nanoseconds on the loop's clock) at the latest.
+    At(u64),
+    /// Until at least one completion.
+    Forever,
 }
 
 /// Marks the loop as running for as long as it lives, and clears the mark when dropped,
@@ -195,13 +209,36 @@ impl<C> Io<C> {
     ///   platform.
     /// - [`InitError::Os`]: creating the backend's descriptors failed (for example `EMFILE`).
     pub fn new(options: &Options) -> Result<Io<C>, InitError> {
+        Io::build(options, None)
+    }
+
+    /// Creates a loop on the simulated world `sim` (see [`crate::sim`]), whatever
+    /// `options.backend` and `DISPATCH_BACKEND` say: virtual time, simulated sockets and
+    /// files, `sim`'s seed and faults. One loop at a time runs on a world.
+    ///
+    /// # Errors
+    /// As [`Io::new`]; [`InitError::Os`] when a loop already runs on `sim`.
+    pub fn new_sim(options: &Options, sim: &crate::sim::Sim) -> Result<Io<C>, InitError> {
+        Io::build(options, Some(sim))
+    }
+
+    /// The simulated world this loop runs on; `None` on every other backend.
+    pub fn sim(&self) -> Option<&crate::sim::Sim> {
+        self.backend.sim()
+    }
+
+    fn build(options: &Options, sim: Option<&crate::sim::Sim>) -> Result<Io<C>, InitError> {
         options.validate().map_err(InitError::InvalidOptions)?;
         let mut pool = (options.pool.buffers > 0).then(|| {
             let count = u16::try_from(options.pool.buffers).expect("validated: at most 32768");
             Pool::new(count, options.pool.buffer_size)
         });
-        let (backend, fallback) = Backend::new(options, pool.as_mut())?;
+        let (backend, fallback) = match sim {
+            Some(sim) => (Backend::new_sim(options, sim)?, None),
+            None => Backend::new(options, pool.as_mut())?,
+        };
         let stats = Stats::new(backend.kind(), fallback);
+        let clock = backend.clock().unwrap_or_else(Clock::real);
         let slots = Slots::new(options.ops_max);
         // Room for one final result per slot, one result per pool buffer (each intermediate
         // result of a multishot receive holds one), and as many again for multishot accepts;
@@ -222,6 +259,7 @@ impl<C> Io<C> {
             running: false,
             stop_requested: false,
             in_kernel: 0,
+            clock,
             _not_send: PhantomData,
         })
     }
@@ -290,7 +328,7 @@ impl<C> Io<C> {
     /// drive the loop it runs in (nor replace it, as with `std::mem::swap`).
     pub fn tick(&mut self, ctx: &mut C) -> io::Result<()> {
         let mut io = Running::enter(self);
-        io.turn(ctx, Wait::Poll)?;
+        io.turn(ctx, Until::Poll)?;
         // A tick is a run of one turn: a stop asked for during it is answered.
         io.take_stop();
         Ok(())
@@ -309,11 +347,12 @@ impl<C> Io<C> {
     /// As [`Io::tick`].
     pub fn run_for_ns(&mut self, ctx: &mut C, ns: u64) -> io::Result<()> {
         let mut io = Running::enter(self);
-        let deadline = Instant::now().checked_add(Duration::from_nanos(ns));
-        let wait = deadline.map_or(Wait::Forever, Wait::Until);
+        let deadline_ns = io.clock.now_ns().checked_add(ns);
+        let until = deadline_ns.map_or(Until::Forever, Until::At);
         loop {
-            io.turn(ctx, wait)?;
-            if io.take_stop() || deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            io.turn(ctx, until)?;
+            let now_ns = io.clock.now_ns();
+            if io.take_stop() || deadline_ns.is_some_and(|deadline_ns| now_ns >= deadline_ns) {
                 return Ok(());
             }
         }
@@ -331,7 +370,7 @@ impl<C> Io<C> {
     pub fn run_until_idle(&mut self, ctx: &mut C) -> io::Result<()> {
         let mut io = Running::enter(self);
         while io.slots.busy() > 0 || !io.completed.is_empty() {
-            io.turn(ctx, Wait::Forever)?;
+            io.turn(ctx, Until::Forever)?;
             if io.take_stop() {
                 break;
             }
@@ -344,7 +383,7 @@ impl<C> Io<C> {
     }
 
     /// One turn: submit (draining the overflow queue into the SQ), wait, reap, dispatch.
-    fn turn(&mut self, ctx: &mut C, wait: Wait) -> io::Result<()> {
+    fn turn(&mut self, ctx: &mut C, until: Until) -> io::Result<()> {
         assert!(self.running);
         self.expire_deadlines();
         self.recycle_buffers();
@@ -373,17 +412,22 @@ impl<C> Io<C> {
         // a panic left for later, results a full queue left in the backend) must not wait
         // behind a blocking syscall, and a loop with nothing in flight has nothing to wait
         // for.
-        let nothing_to_wait_for = wait == Wait::Forever && self.slots.busy() == 0;
+        let nothing_to_wait_for = until == Until::Forever && self.slots.busy() == 0;
         let known = !self.completed.is_empty() || self.backend.has_results();
-        let wait = if known || nothing_to_wait_for {
-            Wait::Poll
+        let until = if known || nothing_to_wait_for {
+            Until::Poll
         } else {
             // The next deadline ends the wait, so that it is expired on time.
-            match (wait, self.deadlines.earliest()) {
-                (Wait::Forever, Some(deadline)) => Wait::Until(deadline),
-                (Wait::Until(until), Some(deadline)) => Wait::Until(until.min(deadline)),
-                (wait, _) => wait,
+            match (until, self.deadlines.earliest_ns()) {
+                (Until::Forever, Some(deadline_ns)) => Until::At(deadline_ns),
+                (Until::At(at_ns), Some(deadline_ns)) => Until::At(at_ns.min(deadline_ns)),
+                (until, _) => until,
             }
+        };
+        let wait = match until {
+            Until::Poll => Wait::Poll,
+            Until::Forever => Wait::Forever,
+            Until::At(at_ns) => Wait::Within(at_ns.saturating_sub(self.clock.now_ns())),
         };
         let args = self.slots.args_table();
         let pool = self.pool.as_mut();
