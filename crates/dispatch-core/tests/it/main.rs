@@ -17,6 +17,7 @@ mod pooled;
 mod pooled_model;
 mod readiness;
 mod review;
+mod sim;
 mod timeout;
 mod wakeup;
 

@@ -185,7 +185,7 @@ impl SimBackend {
                     return Ok(());
                 }
                 (Some(next_ns), _) => world.advance(next_ns),
-                (None, None) => return self.stuck(&args[..]),
+                (None, None) => return self.stuck(&args[..], world.options.seed),
             }
         }
     }
@@ -193,7 +193,7 @@ impl SimBackend {
     /// The loop would wait forever: nothing in the world can happen. A wake-up wait may
     /// still be answered by another thread's `Waker::wake`, so the turn just ends; anything
     /// else is a deadlock of the program under test, reported as an error.
-    fn stuck(&self, args: &[Args]) -> io::Result<()> {
+    fn stuck(&self, args: &[Args], seed: u64) -> io::Result<()> {
         if self.waiting.iter().any(|&idx| matches!(args[idx as usize], Args::Wakeup)) {
             std::thread::yield_now();
             return Ok(());
@@ -202,7 +202,7 @@ impl SimBackend {
             "simulated deadlock: {} operations wait and no simulated event can complete them \
              (seed {})",
             self.waiting.len(),
-            self.sim.seed()
+            seed
         )))
     }
 

@@ -1,0 +1,268 @@
+//! The simulation backend through the public API: virtual time, the simulated network and
+//! its backpressure, deadlines and cancels, determinism of the trace, a deadlock reported
+//! rather than hung. Every loop here is built with `Io::new_sim`, so these tests run the same
+//! whatever `DISPATCH_BACKEND` says.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Instant;
+
+use dispatch_core::sim::{Faults, Sim, SimOptions};
+use dispatch_core::{BackendKind, BufResult, Io, Options, PoolOptions, Shot, PoolBuf, Tag};
+
+/// A world with `seed` and `faults`, and a loop on it with room for `ops_max` operations
+/// and a small pool.
+fn check<C>(seed: u64, faults: Faults, ops_max: u32) -> (Sim, Io<C>) {
+    let sim = Sim::new(&SimOptions {
+        faults,
+        ..SimOptions::new(seed)
+    })
+    .expect("a world");
+    let mut options = Options::new(ops_max);
+    options.pool = PoolOptions {
+        buffers: 16,
+        buffer_size: 256,
+    };
+    let io = Io::new_sim(&options, &sim).expect("a loop on the world");
+    assert_eq!(io.stats().backend, BackendKind::Sim);
+    (sim, io)
+}
+
+#[test]
+fn timers_fire_in_virtual_time_without_sleeping() {
+    let (sim, mut io) = check::<Vec<(u64, u64)>>(1, Faults::NONE, 8);
+    let started = Instant::now();
+    for (tag, seconds) in [(3, 3600_u64), (1, 1), (2, 2)] {
+        io.timeout(tag, seconds * 1_000_000_000, |fired: &mut Vec<(u64, u64)>, io, tag, r| {
+            r.expect("expired");
+            fired.push((tag, io.sim().expect("on sim").now_ns()));
+        })
+        .unwrap();
+    }
+    let mut fired = Vec::new();
+    io.run_for_ns(&mut fired, 10 * 1_000_000_000).unwrap();
+    assert_eq!(fired, vec![(1, 1_000_000_000), (2, 2_000_000_000)]);
+    // run_for_ns returns exactly at its deadline, in virtual time.
+    assert_eq!(sim.now_ns(), 10_000_000_000);
+    io.run_until_idle(&mut fired).unwrap();
+    assert_eq!(fired[2], (3, 3_600_000_000_000));
+    assert_eq!(sim.now_ns(), 3_600_000_000_000);
+    assert!(started.elapsed().as_secs() < 5, "an hour simulated, not slept");
+}
+
+struct Echo {
+    listener_fd: i32,
+    client: Option<OwnedFd>,
+    server: Option<OwnedFd>,
+    got: Vec<u8>,
+    events: Vec<&'static str>,
+}
+
+fn on_accept(echo: &mut Echo, io: &mut Io<Echo>, _: Tag, socket: std::io::Result<OwnedFd>) {
+    let socket = socket.expect("accepted");
+    let fd = socket.as_raw_fd();
+    echo.server = Some(socket);
+    echo.events.push("accepted");
+    io.recv(1, fd, Vec::with_capacity(64), on_server_recv).unwrap();
+}
+
+fn on_server_recv(echo: &mut Echo, io: &mut Io<Echo>, _: Tag, (n, buf): BufResult) {
+    let fd = echo.server.as_ref().unwrap().as_raw_fd();
+    match n.expect("server recv") {
+        0 => {
+            echo.events.push("server eof");
+            let socket = echo.server.take().unwrap();
+            io.close(1, socket, |_, _, _, r| r.expect("close")).unwrap();
+        }
+        _ => {
+            io.send(1, fd, buf, |echo: &mut Echo, io, _, (n, _)| {
+                n.expect("server send");
+                let fd = echo.server.as_ref().unwrap().as_raw_fd();
+                io.recv(1, fd, Vec::with_capacity(64), on_server_recv).unwrap();
+            })
+            .unwrap();
+        }
+    }
+}
+
+fn on_client_recv(echo: &mut Echo, io: &mut Io<Echo>, _: Tag, (n, buf): BufResult) {
+    let n = n.expect("client recv");
+    let fd = echo.client.as_ref().unwrap().as_raw_fd();
+    if n == 0 {
+        echo.events.push("client eof");
+        let socket = echo.client.take().unwrap();
+        io.close(2, socket, |_, _, _, r| r.expect("close")).unwrap();
+        return;
+    }
+    echo.got.extend_from_slice(&buf);
+    if echo.got.len() == 5 {
+        io.shutdown(2, fd, std::net::Shutdown::Write, |_, _, _, r| r.expect("shutdown"))
+            .unwrap();
+    }
+    io.recv(2, fd, Vec::with_capacity(64), on_client_recv).unwrap();
+}
+
+#[test]
+fn connect_accept_echo_half_close_and_close_over_the_simulated_network() {
+    let (sim, mut io) = check::<Echo>(2, Faults::NONE, 16);
+    let listener = sim.listen("10.0.0.1:0".parse().unwrap(), 8).unwrap();
+    let client = sim.socket().unwrap();
+    let client_fd = client.as_raw_fd();
+    let mut echo = Echo {
+        listener_fd: listener.as_raw_fd(),
+        client: Some(client),
+        server: None,
+        got: Vec::new(),
+        events: Vec::new(),
+    };
+    io.accept(0, echo.listener_fd, on_accept).unwrap();
+    io.connect(2, client_fd, listener.local_addr(), |echo: &mut Echo, io, _, r| {
+        r.expect("connect");
+        echo.events.push("connected");
+        let fd = echo.client.as_ref().unwrap().as_raw_fd();
+        io.send(2, fd, b"hello".to_vec(), |_, _, _, (n, _)| {
+            assert_eq!(n.expect("send"), 5);
+        })
+        .unwrap();
+        io.recv(2, fd, Vec::with_capacity(64), on_client_recv).unwrap();
+    })
+    .unwrap();
+    io.run_until_idle(&mut echo).unwrap();
+    assert_eq!(echo.got, b"hello");
+    for event in ["connected", "accepted", "server eof", "client eof"] {
+        assert!(echo.events.contains(&event), "{event} in {:?}", echo.events);
+    }
+    drop(listener);
+    assert_eq!(sim.open_descriptors(), 0, "everything closed");
+    assert!(sim.now_ns() > 0 && sim.now_ns() < 10_000_000, "{} ns", sim.now_ns());
+}
+
+#[test]
+fn a_connect_to_nobody_is_refused() {
+    let (sim, mut io) = check::<Option<i32>>(3, Faults::NONE, 4);
+    let socket = sim.socket().unwrap();
+    let addr = "10.9.9.9:1".parse().unwrap();
+    io.connect(0, socket.as_raw_fd(), addr, |out: &mut Option<i32>, _, _, r| {
+        *out = r.unwrap_err().raw_os_error();
+    })
+    .unwrap();
+    let mut out = None;
+    io.run_until_idle(&mut out).unwrap();
+    assert_eq!(out, Some(libc::ECONNREFUSED));
+}
+
+#[test]
+fn a_reader_that_does_not_read_stops_its_writer() {
+    let (sim, mut io) = check::<Vec<usize>>(4, Faults::NONE, 8);
+    let (a, b) = sim.socket_pair().unwrap();
+    let big = vec![7_u8; 1 << 20];
+    let on_sent = |sent: &mut Vec<usize>, _: &mut Io<Vec<usize>>, _, (n, _): BufResult| {
+        sent.push(n.expect("send"));
+    };
+    io.send(0, a.as_raw_fd(), big.clone(), on_sent).unwrap();
+    io.send(0, a.as_raw_fd(), big, on_sent).unwrap();
+    let mut sent = Vec::new();
+    io.run_for_ns(&mut sent, 1_000_000_000).unwrap();
+    // The first send filled the receiver's buffer (64 KiB); the second waits for room.
+    assert_eq!(sent, vec![65_536]);
+    io.recv(1, b.as_raw_fd(), Vec::with_capacity(1 << 17), |sent, _, _, (n, _)| {
+        sent.push(n.expect("recv"));
+    })
+    .unwrap();
+    io.run_for_ns(&mut sent, 1_000_000_000).unwrap();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert_eq!(sent[1], 65_536, "received what was sent");
+    assert!(sent[2] > 0, "the second send went on once there was room");
+}
+
+#[test]
+fn deadlines_and_cancels_in_virtual_time() {
+    let (sim, mut io) = check::<Vec<(Option<i32>, u64)>>(5, Faults::NONE, 8);
+    let (a, _b) = sim.socket_pair().unwrap();
+    let record = |out: &mut Vec<(Option<i32>, u64)>, io: &mut Io<_>, _, (r, _): BufResult| {
+        let now = io.sim().unwrap().now_ns();
+        out.push((r.err().and_then(|e| e.raw_os_error()), now));
+    };
+    let timed = io.recv(0, a.as_raw_fd(), Vec::with_capacity(8), record).unwrap();
+    io.set_deadline(timed, 10_000_000).unwrap();
+    let mut out = Vec::new();
+    io.run_until_idle(&mut out).unwrap();
+    assert_eq!(out, vec![(Some(libc::ETIMEDOUT), 10_000_000)]);
+    let cancelled = io.recv(0, a.as_raw_fd(), Vec::with_capacity(8), record).unwrap();
+    io.cancel(1, cancelled, |_, _, _, r| r.expect("found")).unwrap();
+    io.run_until_idle(&mut out).unwrap();
+    assert_eq!(out[1], (Some(libc::ECANCELED), 10_000_000));
+}
+
+#[test]
+fn a_loop_that_can_never_progress_says_so_instead_of_hanging() {
+    let (sim, mut io) = check::<()>(6, Faults::NONE, 4);
+    let (a, _b) = sim.socket_pair().unwrap();
+    io.recv(0, a.as_raw_fd(), Vec::with_capacity(8), |_, _, _, _| {})
+        .unwrap();
+    let error = io.run_until_idle(&mut ()).unwrap_err();
+    assert!(error.to_string().contains("simulated deadlock"), "{error}");
+    assert!(error.to_string().contains("seed 6"), "{error}");
+}
+
+/// A workload of pooled multishot receives and sends over socket pairs, with every fault
+/// on: the trace hash of a seed, and the bytes each receiver got (checked in order).
+fn pooled_workload(seed: u64) -> (u64, u64) {
+    struct Pairs {
+        sockets: Vec<(OwnedFd, OwnedFd)>,
+        received: Vec<Vec<u8>>,
+    }
+    fn on_data(pairs: &mut Pairs, _: &mut Io<Pairs>, tag: Tag, shot: Shot<PoolBuf>) {
+        match shot.result {
+            Ok(data) => pairs.received[tag as usize].extend_from_slice(&data),
+            Err(error) => assert_eq!(error.raw_os_error(), Some(libc::ECONNRESET)),
+        }
+    }
+    let (sim, mut io) = check::<Pairs>(seed, Faults::standard(), 64);
+    let mut pairs = Pairs {
+        sockets: (0..8).map(|_| sim.socket_pair().unwrap()).collect(),
+        received: vec![Vec::new(); 8],
+    };
+    for (tag, (_, b)) in pairs.sockets.iter().enumerate() {
+        io.recv_multishot(tag as Tag, b.as_raw_fd(), on_data).unwrap();
+    }
+    for round in 0..20_u8 {
+        for (tag, (a, _)) in pairs.sockets.iter().enumerate() {
+            let message = vec![round; 1 + (tag * 37 + usize::from(round) * 11) % 300];
+            io.send(tag as Tag, a.as_raw_fd(), message, |_, _, _, _| {}).unwrap();
+        }
+        io.run_for_ns(&mut pairs, 1_000_000).unwrap();
+    }
+    io.run_for_ns(&mut pairs, 100_000_000).unwrap();
+    for received in &pairs.received {
+        // In order: rounds never go back (short writes may cut a message, never reorder).
+        assert!(received.windows(2).all(|w| w[0] <= w[1]), "reordered within a stream");
+    }
+    let total = pairs.received.iter().map(|r| r.len() as u64).sum();
+    (sim.trace_hash(), total)
+}
+
+#[test]
+fn one_seed_gives_one_trace_and_different_seeds_differ() {
+    let first = pooled_workload(7);
+    assert_eq!(first, pooled_workload(7), "seed 7 twice");
+    let mut hashes: Vec<u64> = (0..16).map(|seed| pooled_workload(seed).0).collect();
+    assert!(first.1 > 0, "bytes moved");
+    hashes.sort_unstable();
+    hashes.dedup();
+    assert_eq!(hashes.len(), 16, "16 seeds, 16 traces");
+}
+
+#[test]
+fn the_environment_selects_sim_and_automatic_selection_never_does() {
+    let mut options = Options::new(4);
+    options.backend = Some(BackendKind::Sim);
+    let io: Io<()> = Io::new(&options).unwrap();
+    assert_eq!(io.stats().backend, BackendKind::Sim);
+    assert!(io.sim().is_some());
+    assert_eq!(BackendKind::from_name("sim"), Some(BackendKind::Sim));
+    if std::env::var(dispatch_core::BACKEND_ENV).is_err() {
+        let io: Io<()> = Io::new(&Options::new(4)).unwrap();
+        assert_ne!(io.stats().backend, BackendKind::Sim);
+        assert!(io.sim().is_none());
+    }
+}
