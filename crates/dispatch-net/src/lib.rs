@@ -57,6 +57,6 @@ mod listen;
 mod server;
 mod table;
 
-pub use crate::listen::{connect, listen, ListenOptions};
+pub use crate::listen::{connect, listen, ListenOptions, Listener};
 pub use crate::server::{close, send, serve, stop, Handler, Net, NetOptions, NetStats};
 pub use crate::table::{ConnId, Table};

@@ -122,10 +122,9 @@ impl Sim {
     /// # Errors
     /// `EMFILE` past `SimOptions::descriptors_max`.
     pub fn socket(&self) -> io::Result<OwnedFd> {
-        self.world
-            .borrow_mut()
-            .new_fd(Obj::Unbound)
-            .map_err(os_error)
+        let mut world = self.world.borrow_mut();
+        let obj = world.unbound();
+        world.new_fd(obj).map_err(os_error)
     }
 
     /// A connected pair of stream sockets, like `socketpair(2)`.

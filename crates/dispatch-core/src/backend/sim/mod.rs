@@ -50,9 +50,14 @@ enum Place {
     Done,
 }
 
-/// A completion not reaped yet: `user_data`, result, flags, and its descriptor (-1 for
-/// none), so that reordering never swaps two of one descriptor.
-type Completion = (u64, i32, u32, RawFd);
+/// A completion not reaped yet: `user_data`, result, flags, the key of the object its
+/// descriptor named (`NO_KEY` for none; see `Obj::key`), so that reordering never swaps two
+/// of one descriptor, and the result as the trace records it (a new descriptor's object
+/// key rather than its number).
+type Completion = (u64, i32, u32, u64, u64);
+
+/// The key of a completion that names no descriptor.
+const NO_KEY: u64 = u64::MAX;
 
 /// A result of one try: `None` to wait.
 type Tried = Option<(i32, u32)>;
@@ -134,7 +139,7 @@ impl SimBackend {
             Args::Cancel { target } => {
                 self.place[i] = Place::Waiting;
                 let result = self.cancel(target.user_data());
-                self.complete(world, idx, result, 0, -1);
+                self.complete(world, idx, result, 0, NO_KEY);
             }
             _ => {
                 self.place[i] = Place::Waiting;
@@ -211,7 +216,7 @@ impl SimBackend {
     fn progress(&mut self, world: &mut World, args: &mut [Args], mut pool: Option<&mut Pool>) {
         let now_ns = world.now_ns();
         while let Some(idx) = self.timers.pop_expired(now_ns) {
-            self.complete(world, idx, TIMEOUT_EXPIRED, 0, -1);
+            self.complete(world, idx, TIMEOUT_EXPIRED, 0, NO_KEY);
         }
         let mut at = 0;
         while at < self.late.len() {
@@ -224,13 +229,13 @@ impl SimBackend {
                 at += 1;
             }
         }
-        // Descriptors and directions with an operation still waiting: those behind it wait.
-        let mut blocked: Vec<(RawFd, bool)> = Vec::new();
+        // Objects and directions with an operation still waiting: those behind it wait.
+        let mut blocked: Vec<(u64, bool)> = Vec::new();
         let mut kept = 0;
         for at in 0..self.waiting.len() {
             let idx = self.waiting[at];
             let i = idx as usize;
-            let key = direction(&args[i]);
+            let key = direction(&args[i]).map(|(fd, dir)| (key_of(world, fd), dir));
             let behind = key.is_some_and(|key| blocked.contains(&key));
             let tried = if behind || self.not_before_ns[i] > now_ns {
                 None
@@ -239,8 +244,13 @@ impl SimBackend {
             };
             match tried {
                 Some((result, flags)) => {
-                    let fd = key.map_or(-1, |(fd, _)| fd);
-                    self.complete(world, idx, result, flags, fd);
+                    let key = key.map_or(NO_KEY, |(key, _)| key);
+                    let creates = matches!(args[i], Args::Accept { .. } | Args::Openat { .. });
+                    let traced = match world.obj(result) {
+                        Some(obj) if creates && result >= 0 => obj.key(),
+                        _ => result as u64,
+                    };
+                    self.complete_traced(world, idx, (result, flags), key, traced);
                 }
                 None => {
                     if let Some(key) = key {
@@ -256,15 +266,27 @@ impl SimBackend {
 
     /// Slot `idx` completed: to `done`, or (the latency fault) to `late`, never before an
     /// earlier completion of the same descriptor.
-    fn complete(&mut self, world: &mut World, idx: u32, result: i32, flags: u32, fd: RawFd) {
+    fn complete(&mut self, world: &mut World, idx: u32, result: i32, flags: u32, key: u64) {
+        self.complete_traced(world, idx, (result, flags), key, result as u64);
+    }
+
+    /// As `complete`, with the result as the trace records it.
+    fn complete_traced(
+        &mut self,
+        world: &mut World,
+        idx: u32,
+        (result, flags): (i32, u32),
+        key: u64,
+        traced: u64,
+    ) {
         let i = idx as usize;
         assert!(matches!(self.place[i], Place::Waiting | Place::Timer));
         world.stats.completions += 1;
-        let completion = (self.user_data[i], result, flags, fd);
+        let completion = (self.user_data[i], result, flags, key, traced);
         let earlier_late = self
             .late
             .iter()
-            .filter(|(_, (.., late_fd))| fd >= 0 && *late_fd == fd)
+            .filter(|(_, (.., late_key))| key != NO_KEY && *late_key == key)
             .map(|(at_ns, _)| *at_ns)
             .max();
         let late = earlier_late.is_some() || world.rng.chance(world.faults.latency);
@@ -336,7 +358,8 @@ impl SimBackend {
             Place::Timer => self.timers.remove(idx),
         }
         self.place[i] = Place::Done;
-        self.done.push((user_data, -libc::ECANCELED, 0, -1));
+        let cancelled = -libc::ECANCELED;
+        self.done.push((user_data, cancelled, 0, NO_KEY, cancelled as u64));
         0
     }
 
@@ -348,13 +371,11 @@ impl SimBackend {
         reorder(world, &mut self.done);
         let count = self.done.len().min(max as usize);
         let now_ns = world.now_ns();
-        for (user_data, result, flags, _) in self.done.drain(..count) {
+        for (user_data, result, flags, _, traced) in self.done.drain(..count) {
             let idx = OpId::idx_of_user_data(user_data) as usize;
             assert_eq!(self.place[idx], Place::Done);
             self.place[idx] = Place::Idle;
-            world
-                .trace
-                .add(&[now_ns, user_data, result as u64, u64::from(flags)]);
+            world.trace.add(&[now_ns, user_data, traced, u64::from(flags)]);
             f(user_data, result, flags);
         }
     }
@@ -389,7 +410,7 @@ fn reorder(world: &mut World, done: &mut [Completion]) {
     for _ in 0..done.len() {
         let at = world.rng.below(done.len() as u64 - 1) as usize;
         let (a, b) = (done[at].3, done[at + 1].3);
-        if a != b || a < 0 {
+        if a != b || a == NO_KEY {
             done.swap(at, at + 1);
         }
     }
@@ -408,12 +429,21 @@ fn direction(args: &Args) -> Option<(RawFd, bool)> {
     }
 }
 
+/// The key of the object `fd` names (see `Obj::key`); one that names none gets a key of its
+/// own per number, which only a program's mistake (an operation on a closed descriptor)
+/// can make matter.
+fn key_of(world: &World, fd: RawFd) -> u64 {
+    world
+        .obj(fd)
+        .map_or((NO_KEY - 1).wrapping_sub(u64::from(fd as u32)), Obj::key)
+}
+
 /// `-errno` for an operation on `fd` that is not what the operation needs.
 fn bad(world: &World, fd: RawFd) -> i32 {
     match world.obj(fd) {
         None => -libc::EBADF,
         Some(Obj::Dead) => -libc::EIO,
-        Some(Obj::Unbound) => -libc::ENOTCONN,
+        Some(Obj::Unbound(_)) => -libc::ENOTCONN,
         Some(Obj::File(_)) => -libc::ENOTSOCK,
         Some(Obj::Stream(_) | Obj::Listener(_)) => -libc::EINVAL,
     }
@@ -447,7 +477,8 @@ fn accept(world: &mut World, fd: RawFd) -> Tried {
         return Some((-libc::EMFILE, 0));
     }
     // Out of descriptors: the connection stays in the backlog for a later accept.
-    match world.new_fd(Obj::Unbound) {
+    let placeholder = world.unbound();
+    match world.new_fd(placeholder) {
         Ok(socket) => {
             let endpoint = world.accept(listener).expect("checked");
             world.fds.insert(socket.as_raw_fd(), Obj::Stream(endpoint));
@@ -459,7 +490,7 @@ fn accept(world: &mut World, fd: RawFd) -> Tried {
 
 fn connect(world: &mut World, fd: RawFd, addr: std::net::SocketAddr) -> Tried {
     match world.obj(fd) {
-        Some(Obj::Unbound) => {
+        Some(Obj::Unbound(_)) => {
             let endpoint = world.connect(addr);
             world.fds.insert(fd, Obj::Stream(endpoint));
             None

@@ -353,7 +353,7 @@ impl World {
         if n > 1 && self.rng.chance(self.faults.short_io) {
             n = self.rng.between(1, n as u64 - 1) as usize;
             self.fault(FAULT_SHORT);
-            if self.faults.planted_bug && self.rng.chance(20_000) {
+            if self.faults.planted_bug && self.rng.chance(500) {
                 // The planted bug (tests only): one byte vanishes on a rare short read.
                 self.fault(FAULT_PLANTED);
                 self.net.endpoints[endpoint as usize].rx.pop_front();

@@ -18,8 +18,8 @@ use crate::sim::{Faults, SimOptions, SimStats};
 /// What a simulated descriptor names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Obj {
-    /// A stream socket not connected yet (from `Sim::socket`).
-    Unbound,
+    /// A stream socket not connected yet (from `Sim::socket`), numbered.
+    Unbound(u32),
     /// One end of a stream connection.
     Stream(u32),
     /// A listening socket.
@@ -28,6 +28,23 @@ pub(crate) enum Obj {
     File(u32),
     /// Killed by a simulated crash: operations fail with `EIO`, close succeeds.
     Dead,
+}
+
+impl Obj {
+    /// What the object is, as one number that no other object of the world ever has.
+    /// Descriptor numbers come from the kernel and are reused, and other threads take
+    /// numbers too, so nothing that decides the trace may depend on them: ordering keys do
+    /// on this.
+    pub(crate) fn key(self) -> u64 {
+        let (kind, id) = match self {
+            Obj::Unbound(id) => (1, id),
+            Obj::Stream(id) => (2, id),
+            Obj::Listener(id) => (3, id),
+            Obj::File(id) => (4, id),
+            Obj::Dead => (5, 0),
+        };
+        (kind << 32) | u64::from(id)
+    }
 }
 
 /// A timed event of the world.
@@ -60,6 +77,8 @@ pub(crate) struct World {
     pub(crate) disk: Disk,
     /// A loop runs on this world now (one at a time).
     pub(crate) attached: bool,
+    /// Unbound sockets made so far (their numbers).
+    unbound: u32,
 }
 
 impl World {
@@ -83,6 +102,7 @@ impl World {
             net: Net::default(),
             disk: Disk::default(),
             attached: false,
+            unbound: 0,
         })
     }
 
@@ -136,6 +156,12 @@ impl World {
         Ok(fd)
     }
 
+    /// A new unbound socket object.
+    pub(crate) fn unbound(&mut self) -> Obj {
+        self.unbound += 1;
+        Obj::Unbound(self.unbound)
+    }
+
     /// The object descriptor `fd` names.
     pub(crate) fn obj(&self, fd: RawFd) -> Option<Obj> {
         self.fds.get(&fd).copied()
@@ -158,7 +184,7 @@ impl World {
             Obj::Stream(endpoint) => self.close_endpoint(endpoint),
             Obj::Listener(listener) => self.close_listener(listener),
             Obj::File(file) => self.disk.close(file),
-            Obj::Unbound | Obj::Dead => {}
+            Obj::Unbound(_) | Obj::Dead => {}
         }
     }
 
@@ -180,9 +206,13 @@ impl World {
         self.stats.crashes += 1;
         let now_ns = self.now_ns();
         self.trace.add(&[0xc4, now_ns]);
-        let fds: Vec<RawFd> = self.fds.keys().copied().collect();
-        for fd in fds {
-            let obj = self.fds.insert(fd, Obj::Dead).expect("listed");
+        // In the objects' order, not the descriptors' (see `Obj::key`).
+        let mut objs: Vec<Obj> = Vec::with_capacity(self.fds.len());
+        for obj in self.fds.values_mut() {
+            objs.push(std::mem::replace(obj, Obj::Dead));
+        }
+        objs.sort_by_key(|obj| obj.key());
+        for obj in objs {
             if let Obj::Stream(endpoint) = obj {
                 self.reset_connection(endpoint);
             }
