@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use dispatch_core::sim::{Faults, Sim, SimOptions};
-use dispatch_core::{BackendKind, BufResult, Io, Options, PoolOptions, Shot, PoolBuf, Tag};
+use dispatch_core::{BackendKind, BufResult, Io, Options, PoolBuf, PoolOptions, Shot, Tag};
 
 /// A world with `seed` and `faults`, and a loop on it with room for `ops_max` operations
 /// and a small pool.
@@ -32,10 +32,14 @@ fn timers_fire_in_virtual_time_without_sleeping() {
     let (sim, mut io) = check::<Vec<(u64, u64)>>(1, Faults::NONE, 8);
     let started = Instant::now();
     for (tag, seconds) in [(3, 3600_u64), (1, 1), (2, 2)] {
-        io.timeout(tag, seconds * 1_000_000_000, |fired: &mut Vec<(u64, u64)>, io, tag, r| {
-            r.expect("expired");
-            fired.push((tag, io.sim().expect("on sim").now_ns()));
-        })
+        io.timeout(
+            tag,
+            seconds * 1_000_000_000,
+            |fired: &mut Vec<(u64, u64)>, io, tag, r| {
+                r.expect("expired");
+                fired.push((tag, io.sim().expect("on sim").now_ns()));
+            },
+        )
         .unwrap();
     }
     let mut fired = Vec::new();
@@ -46,7 +50,10 @@ fn timers_fire_in_virtual_time_without_sleeping() {
     io.run_until_idle(&mut fired).unwrap();
     assert_eq!(fired[2], (3, 3_600_000_000_000));
     assert_eq!(sim.now_ns(), 3_600_000_000_000);
-    assert!(started.elapsed().as_secs() < 5, "an hour simulated, not slept");
+    assert!(
+        started.elapsed().as_secs() < 5,
+        "an hour simulated, not slept"
+    );
 }
 
 struct Echo {
@@ -62,7 +69,8 @@ fn on_accept(echo: &mut Echo, io: &mut Io<Echo>, _: Tag, socket: std::io::Result
     let fd = socket.as_raw_fd();
     echo.server = Some(socket);
     echo.events.push("accepted");
-    io.recv(1, fd, Vec::with_capacity(64), on_server_recv).unwrap();
+    io.recv(1, fd, Vec::with_capacity(64), on_server_recv)
+        .unwrap();
 }
 
 fn on_server_recv(echo: &mut Echo, io: &mut Io<Echo>, _: Tag, (n, buf): BufResult) {
@@ -77,7 +85,8 @@ fn on_server_recv(echo: &mut Echo, io: &mut Io<Echo>, _: Tag, (n, buf): BufResul
             io.send(1, fd, buf, |echo: &mut Echo, io, _, (n, _)| {
                 n.expect("server send");
                 let fd = echo.server.as_ref().unwrap().as_raw_fd();
-                io.recv(1, fd, Vec::with_capacity(64), on_server_recv).unwrap();
+                io.recv(1, fd, Vec::with_capacity(64), on_server_recv)
+                    .unwrap();
             })
             .unwrap();
         }
@@ -95,10 +104,13 @@ fn on_client_recv(echo: &mut Echo, io: &mut Io<Echo>, _: Tag, (n, buf): BufResul
     }
     echo.got.extend_from_slice(&buf);
     if echo.got.len() == 5 {
-        io.shutdown(2, fd, std::net::Shutdown::Write, |_, _, _, r| r.expect("shutdown"))
-            .unwrap();
+        io.shutdown(2, fd, std::net::Shutdown::Write, |_, _, _, r| {
+            r.expect("shutdown")
+        })
+        .unwrap();
     }
-    io.recv(2, fd, Vec::with_capacity(64), on_client_recv).unwrap();
+    io.recv(2, fd, Vec::with_capacity(64), on_client_recv)
+        .unwrap();
 }
 
 #[test]
@@ -115,16 +127,22 @@ fn connect_accept_echo_half_close_and_close_over_the_simulated_network() {
         events: Vec::new(),
     };
     io.accept(0, echo.listener_fd, on_accept).unwrap();
-    io.connect(2, client_fd, listener.local_addr(), |echo: &mut Echo, io, _, r| {
-        r.expect("connect");
-        echo.events.push("connected");
-        let fd = echo.client.as_ref().unwrap().as_raw_fd();
-        io.send(2, fd, b"hello".to_vec(), |_, _, _, (n, _)| {
-            assert_eq!(n.expect("send"), 5);
-        })
-        .unwrap();
-        io.recv(2, fd, Vec::with_capacity(64), on_client_recv).unwrap();
-    })
+    io.connect(
+        2,
+        client_fd,
+        listener.local_addr(),
+        |echo: &mut Echo, io, _, r| {
+            r.expect("connect");
+            echo.events.push("connected");
+            let fd = echo.client.as_ref().unwrap().as_raw_fd();
+            io.send(2, fd, b"hello".to_vec(), |_, _, _, (n, _)| {
+                assert_eq!(n.expect("send"), 5);
+            })
+            .unwrap();
+            io.recv(2, fd, Vec::with_capacity(64), on_client_recv)
+                .unwrap();
+        },
+    )
     .unwrap();
     io.run_until_idle(&mut echo).unwrap();
     assert_eq!(echo.got, b"hello");
@@ -133,7 +151,11 @@ fn connect_accept_echo_half_close_and_close_over_the_simulated_network() {
     }
     drop(listener);
     assert_eq!(sim.open_descriptors(), 0, "everything closed");
-    assert!(sim.now_ns() > 0 && sim.now_ns() < 10_000_000, "{} ns", sim.now_ns());
+    assert!(
+        sim.now_ns() > 0 && sim.now_ns() < 10_000_000,
+        "{} ns",
+        sim.now_ns()
+    );
 }
 
 #[test]
@@ -141,9 +163,14 @@ fn a_connect_to_nobody_is_refused() {
     let (sim, mut io) = check::<Option<i32>>(3, Faults::NONE, 4);
     let socket = sim.socket().unwrap();
     let addr = "10.9.9.9:1".parse().unwrap();
-    io.connect(0, socket.as_raw_fd(), addr, |out: &mut Option<i32>, _, _, r| {
-        *out = r.unwrap_err().raw_os_error();
-    })
+    io.connect(
+        0,
+        socket.as_raw_fd(),
+        addr,
+        |out: &mut Option<i32>, _, _, r| {
+            *out = r.unwrap_err().raw_os_error();
+        },
+    )
     .unwrap();
     let mut out = None;
     io.run_until_idle(&mut out).unwrap();
@@ -164,9 +191,14 @@ fn a_reader_that_does_not_read_stops_its_writer() {
     io.run_for_ns(&mut sent, 1_000_000_000).unwrap();
     // The first send filled the receiver's buffer (64 KiB); the second waits for room.
     assert_eq!(sent, vec![65_536]);
-    io.recv(1, b.as_raw_fd(), Vec::with_capacity(1 << 17), |sent, _, _, (n, _)| {
-        sent.push(n.expect("recv"));
-    })
+    io.recv(
+        1,
+        b.as_raw_fd(),
+        Vec::with_capacity(1 << 17),
+        |sent, _, _, (n, _)| {
+            sent.push(n.expect("recv"));
+        },
+    )
     .unwrap();
     io.run_for_ns(&mut sent, 1_000_000_000).unwrap();
     assert_eq!(sent.len(), 3, "{sent:?}");
@@ -182,13 +214,18 @@ fn deadlines_and_cancels_in_virtual_time() {
         let now = io.sim().unwrap().now_ns();
         out.push((r.err().and_then(|e| e.raw_os_error()), now));
     };
-    let timed = io.recv(0, a.as_raw_fd(), Vec::with_capacity(8), record).unwrap();
+    let timed = io
+        .recv(0, a.as_raw_fd(), Vec::with_capacity(8), record)
+        .unwrap();
     io.set_deadline(timed, 10_000_000).unwrap();
     let mut out = Vec::new();
     io.run_until_idle(&mut out).unwrap();
     assert_eq!(out, vec![(Some(libc::ETIMEDOUT), 10_000_000)]);
-    let cancelled = io.recv(0, a.as_raw_fd(), Vec::with_capacity(8), record).unwrap();
-    io.cancel(1, cancelled, |_, _, _, r| r.expect("found")).unwrap();
+    let cancelled = io
+        .recv(0, a.as_raw_fd(), Vec::with_capacity(8), record)
+        .unwrap();
+    io.cancel(1, cancelled, |_, _, _, r| r.expect("found"))
+        .unwrap();
     io.run_until_idle(&mut out).unwrap();
     assert_eq!(out[1], (Some(libc::ECANCELED), 10_000_000));
 }
@@ -223,19 +260,24 @@ fn pooled_workload(seed: u64) -> (u64, u64) {
         received: vec![Vec::new(); 8],
     };
     for (tag, (_, b)) in pairs.sockets.iter().enumerate() {
-        io.recv_multishot(tag as Tag, b.as_raw_fd(), on_data).unwrap();
+        io.recv_multishot(tag as Tag, b.as_raw_fd(), on_data)
+            .unwrap();
     }
     for round in 0..20_u8 {
         for (tag, (a, _)) in pairs.sockets.iter().enumerate() {
             let message = vec![round; 1 + (tag * 37 + usize::from(round) * 11) % 300];
-            io.send(tag as Tag, a.as_raw_fd(), message, |_, _, _, _| {}).unwrap();
+            io.send(tag as Tag, a.as_raw_fd(), message, |_, _, _, _| {})
+                .unwrap();
         }
         io.run_for_ns(&mut pairs, 1_000_000).unwrap();
     }
     io.run_for_ns(&mut pairs, 100_000_000).unwrap();
     for received in &pairs.received {
         // In order: rounds never go back (short writes may cut a message, never reorder).
-        assert!(received.windows(2).all(|w| w[0] <= w[1]), "reordered within a stream");
+        assert!(
+            received.windows(2).all(|w| w[0] <= w[1]),
+            "reordered within a stream"
+        );
     }
     let total = pairs.received.iter().map(|r| r.len() as u64).sum();
     (sim.trace_hash(), total)

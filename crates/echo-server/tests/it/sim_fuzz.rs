@@ -183,9 +183,13 @@ impl Clients {
         let len = (1 + self.rng.below(4096)).min(client.goal - client.sent);
         let (id, sent) = (client.id, client.sent);
         self.buf.clear();
-        self.buf.extend((sent..sent + len).map(|offset| pattern(id, offset)));
+        self.buf
+            .extend((sent..sent + len).map(|offset| pattern(id, offset)));
         self.calls += 1;
-        match self.sim.peer_send(client.peer.as_ref().expect("open"), &self.buf) {
+        match self
+            .sim
+            .peer_send(client.peer.as_ref().expect("open"), &self.buf)
+        {
             Ok(n) => {
                 let client = &mut self.list[at];
                 client.sent += n as u64;
@@ -202,7 +206,9 @@ impl Clients {
         while self.list[at].phase == Phase::Open {
             self.calls += 1;
             let client = &self.list[at];
-            let got = self.sim.peer_recv(client.peer.as_ref().expect("open"), &mut buf);
+            let got = self
+                .sim
+                .peer_recv(client.peer.as_ref().expect("open"), &mut buf);
             match got {
                 Ok(0) if client.half_closed && client.received == client.sent => {
                     return self.end(at, true);
@@ -312,7 +318,19 @@ pub fn run_seed(options: FuzzOptions) -> Result<Outcome, String> {
         ..SimOptions::new(options.seed)
     })
     .map_err(|e| e.to_string())?;
-    let (mut io, mut echo, addr) = server(&sim)?;
+    drive(&sim, options).map_err(|failure| {
+        format!(
+            "{failure} (at {} ns, trace hash {:#018x})",
+            sim.now_ns(),
+            sim.trace_hash()
+        )
+    })
+}
+
+/// Runs the clients and the server on `sim` until the operations are spent, then checks
+/// that nothing is left.
+fn drive(sim: &Sim, options: FuzzOptions) -> Result<Outcome, String> {
+    let (mut io, mut echo, addr) = server(sim)?;
     let mut clients = Clients {
         sim: sim.clone(),
         rng: Rng(options.seed ^ 0x5eed),
@@ -339,9 +357,10 @@ pub fn run_seed(options: FuzzOptions) -> Result<Outcome, String> {
         }
         clients.list.retain(|c| c.phase != Phase::Done);
         let slice_ns = 50_000 + clients.rng.below(2_000_000);
-        io.run_for_ns(&mut echo, slice_ns).map_err(|e| e.to_string())?;
+        io.run_for_ns(&mut echo, slice_ns)
+            .map_err(|e| e.to_string())?;
     }
-    finish(&sim, &mut io, &mut echo)?;
+    finish(sim, &mut io, &mut echo)?;
     let dropped = sim.stats().dropped_descriptors;
     if dropped > 0 {
         return Err(format!("{dropped} descriptors dropped instead of closed"));
@@ -391,7 +410,11 @@ pub fn run_reported(options: FuzzOptions) -> Result<Outcome, String> {
         Err(format!("panic: {message}"))
     });
     if let Err(failure) = &outcome {
-        let planted = if options.planted_bug { " --planted-bug" } else { "" };
+        let planted = if options.planted_bug {
+            " --planted-bug"
+        } else {
+            ""
+        };
         eprintln!(
             "seed {} failed: {failure}\n  replay: cargo xtask fuzz --seed {} --ops {}{planted}",
             options.seed, options.seed, options.ops
@@ -400,6 +423,9 @@ pub fn run_reported(options: FuzzOptions) -> Result<Outcome, String> {
     outcome
 }
 
+/// A failed seed and why.
+type Failure = (u64, String);
+
 /// Runs `count` seeds from `start` on `threads` threads: the failures, and the outcomes.
 pub fn run_many(
     start: u64,
@@ -407,7 +433,7 @@ pub fn run_many(
     ops: u64,
     planted_bug: bool,
     threads: u64,
-) -> (Vec<(u64, String)>, Vec<(u64, Outcome)>) {
+) -> (Vec<Failure>, Vec<(u64, Outcome)>) {
     let results: Vec<Vec<(u64, Result<Outcome, String>)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|thread| {
@@ -426,7 +452,10 @@ pub fn run_many(
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("no panic escapes")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic escapes"))
+            .collect()
     });
     let mut failures = Vec::new();
     let mut outcomes = Vec::new();
@@ -443,7 +472,11 @@ pub fn run_many(
 
 fn env_u64(name: &str) -> Option<u64> {
     let value = std::env::var(name).ok()?;
-    Some(value.parse().unwrap_or_else(|_| panic!("{name}={value:?} is not a number")))
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
+    )
 }
 
 fn cores() -> u64 {
@@ -458,7 +491,11 @@ const SUITE_OPS: u64 = 2_000;
 fn echo_under_faults_every_byte_in_order_or_broken_for_hundreds_of_seeds() {
     let started = Instant::now();
     let (failures, outcomes) = run_many(0, SUITE_SEEDS, SUITE_OPS, false, cores());
-    assert!(failures.is_empty(), "{} seeds failed: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} seeds failed: {failures:?}",
+        failures.len()
+    );
     let complete: u32 = outcomes.iter().map(|(_, o)| o.complete).sum();
     let broken: u32 = outcomes.iter().map(|(_, o)| o.broken).sum();
     eprintln!(
@@ -516,7 +553,10 @@ fn fuzz_from_env() {
             planted_bug,
         };
         let outcome = run_reported(options).unwrap_or_else(|_| panic!("seed {seed} failed"));
-        eprintln!("seed {seed}: passed, trace hash {:#018x}: {outcome:?}", outcome.trace_hash);
+        eprintln!(
+            "seed {seed}: passed, trace hash {:#018x}: {outcome:?}",
+            outcome.trace_hash
+        );
         return;
     }
     let Some(count) = env_u64("ECHO_FUZZ_SEEDS") else {
@@ -528,9 +568,14 @@ fn fuzz_from_env() {
     let started = Instant::now();
     let (failures, outcomes) = run_many(start, count, ops, planted_bug, threads);
     let wall = started.elapsed().as_secs_f64();
-    let virtual_s: f64 = outcomes.iter().map(|(_, o)| o.virtual_ns as f64 / 1e9).sum();
+    let virtual_s: f64 = outcomes
+        .iter()
+        .map(|(_, o)| o.virtual_ns as f64 / 1e9)
+        .sum();
     let total_ops: u64 = outcomes.iter().map(|(_, o)| o.ops).sum();
-    let combined = outcomes.iter().fold(0_u64, |h, (_, o)| h.rotate_left(5) ^ o.trace_hash);
+    let combined = outcomes
+        .iter()
+        .fold(0_u64, |h, (_, o)| h.rotate_left(5) ^ o.trace_hash);
     eprintln!(
         "{count} seeds from {start} ({ops} simulated operations each, {threads} threads) in \
          {wall:.1} s: {:.0} seeds per minute, {:.0} operations per second, {:.1} s of virtual \
@@ -539,5 +584,9 @@ fn fuzz_from_env() {
         total_ops as f64 / wall,
         virtual_s / wall,
     );
-    assert!(failures.is_empty(), "{} seeds failed: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} seeds failed: {failures:?}",
+        failures.len()
+    );
 }

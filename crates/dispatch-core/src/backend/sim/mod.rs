@@ -199,7 +199,11 @@ impl SimBackend {
     /// still be answered by another thread's `Waker::wake`, so the turn just ends; anything
     /// else is a deadlock of the program under test, reported as an error.
     fn stuck(&self, args: &[Args], seed: u64) -> io::Result<()> {
-        if self.waiting.iter().any(|&idx| matches!(args[idx as usize], Args::Wakeup)) {
+        if self
+            .waiting
+            .iter()
+            .any(|&idx| matches!(args[idx as usize], Args::Wakeup))
+        {
             std::thread::yield_now();
             return Ok(());
         }
@@ -352,14 +356,19 @@ impl SimBackend {
         match self.place[i] {
             Place::Idle | Place::Done | Place::Late => return -libc::ENOENT,
             Place::Waiting => {
-                let at = self.waiting.iter().position(|&w| w == idx).expect("waiting");
+                let at = self
+                    .waiting
+                    .iter()
+                    .position(|&w| w == idx)
+                    .expect("waiting");
                 self.waiting.remove(at);
             }
             Place::Timer => self.timers.remove(idx),
         }
         self.place[i] = Place::Done;
         let cancelled = -libc::ECANCELED;
-        self.done.push((user_data, cancelled, 0, NO_KEY, cancelled as u64));
+        self.done
+            .push((user_data, cancelled, 0, NO_KEY, cancelled as u64));
         0
     }
 
@@ -375,7 +384,9 @@ impl SimBackend {
             let idx = OpId::idx_of_user_data(user_data) as usize;
             assert_eq!(self.place[idx], Place::Done);
             self.place[idx] = Place::Idle;
-            world.trace.add(&[now_ns, user_data, traced, u64::from(flags)]);
+            world
+                .trace
+                .add(&[now_ns, user_data, traced, u64::from(flags)]);
             f(user_data, result, flags);
         }
     }
@@ -521,7 +532,10 @@ fn recv_pooled(world: &mut World, fd: RawFd, pool: &mut Pool) -> Tried {
         at += bytes.len();
     });
     match got {
-        Recv::Bytes(n) => Some((i32::try_from(n).expect("a buffer's size"), buffer_flags(bid))),
+        Recv::Bytes(n) => Some((
+            i32::try_from(n).expect("a buffer's size"),
+            buffer_flags(bid),
+        )),
         other => {
             pool.put_free(bid);
             recv_result(other)

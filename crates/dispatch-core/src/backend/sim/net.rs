@@ -199,7 +199,9 @@ impl World {
         let (client, mut refuse) = (endpoint.peer, endpoint.refuse);
         // A client that gave up (closed) before its first packet arrived: nothing to accept.
         refuse |= !self.net.endpoints[client as usize].open;
-        let target = endpoint.target.expect("a connecting server end has a target");
+        let target = endpoint
+            .target
+            .expect("a connecting server end has a target");
         let listener = self.net.by_addr.get(&target).copied();
         let accepted = match listener {
             Some(id) if !refuse => {
@@ -223,7 +225,8 @@ impl World {
             self.net.endpoints[server as usize].open = false;
         }
         let now_ns = self.now_ns();
-        self.trace.add(&[0xa7, u64::from(server), u64::from(accepted), now_ns]);
+        self.trace
+            .add(&[0xa7, u64::from(server), u64::from(accepted), now_ns]);
     }
 
     /// Takes the next connection a listener holds, if any.
