@@ -18,6 +18,7 @@ mod pooled_model;
 mod readiness;
 mod review;
 mod sim;
+mod sim_model;
 mod timeout;
 mod wakeup;
 

@@ -69,6 +69,8 @@ pub(crate) struct SimBackend {
     place: Box<[Place]>,
     not_before_ns: Box<[u64]>,
     waiting: Vec<u32>,
+    /// Cancels, answered in order at the end of the next try of the waiting operations.
+    cancels: Vec<u32>,
     timers: TimerHeap,
     late: Vec<(u64, Completion)>,
     done: Vec<Completion>,
@@ -98,6 +100,7 @@ impl SimBackend {
             place: vec![Place::Idle; slots].into_boxed_slice(),
             not_before_ns: vec![0; slots].into_boxed_slice(),
             waiting: Vec::with_capacity(slots),
+            cancels: Vec::with_capacity(slots),
             timers: TimerHeap::new(slots_max),
             late: Vec::new(),
             done: Vec::with_capacity(slots),
@@ -136,10 +139,11 @@ impl SimBackend {
                 self.timers.insert(idx, deadline_ns);
                 world.at(deadline_ns, Event::Wake);
             }
-            Args::Cancel { target } => {
+            Args::Cancel { .. } => {
+                // Answered after the operations before it have been tried, as the kernel
+                // performs a batch in order.
                 self.place[i] = Place::Waiting;
-                let result = self.cancel(target.user_data());
-                self.complete(world, idx, result, 0, NO_KEY);
+                self.cancels.push(idx);
             }
             _ => {
                 self.place[i] = Place::Waiting;
@@ -169,7 +173,8 @@ impl SimBackend {
         let mut guard = shared.borrow_mut();
         let world = &mut *guard;
         let start_ns = world.now_ns();
-        stats.batch_max = stats.batch_max.max(self.waiting.len() as u32);
+        let batch = self.waiting.len() + self.cancels.len();
+        stats.batch_max = stats.batch_max.max(batch as u32);
         loop {
             self.progress(world, args, pool.as_deref_mut());
             let limit_ns = match wait {
@@ -215,13 +220,28 @@ impl SimBackend {
         )))
     }
 
-    /// Expires timers, releases late completions that are due, and tries every waiting
-    /// operation once, in order.
-    fn progress(&mut self, world: &mut World, args: &mut [Args], mut pool: Option<&mut Pool>) {
+    /// Expires timers, releases late completions that are due, tries every waiting
+    /// operation once, in order, then answers the cancels.
+    fn progress(&mut self, world: &mut World, args: &mut [Args], pool: Option<&mut Pool>) {
         let now_ns = world.now_ns();
         while let Some(idx) = self.timers.pop_expired(now_ns) {
             self.complete(world, idx, TIMEOUT_EXPIRED, 0, NO_KEY);
         }
+        self.release_late(now_ns);
+        self.try_waiting(world, args, pool);
+        for at in 0..self.cancels.len() {
+            let idx = self.cancels[at];
+            let Args::Cancel { target } = args[idx as usize] else {
+                unreachable!("only cancels are on the cancel list");
+            };
+            let result = self.cancel(target.user_data());
+            self.complete(world, idx, result, 0, NO_KEY);
+        }
+        self.cancels.clear();
+    }
+
+    /// Late completions whose time has come join the others.
+    fn release_late(&mut self, now_ns: u64) {
         let mut at = 0;
         while at < self.late.len() {
             if self.late[at].0 <= now_ns {
@@ -233,6 +253,12 @@ impl SimBackend {
                 at += 1;
             }
         }
+    }
+
+    /// Tries every waiting operation once, in order, but for those behind one still waiting
+    /// on the same object and direction.
+    fn try_waiting(&mut self, world: &mut World, args: &mut [Args], mut pool: Option<&mut Pool>) {
+        let now_ns = world.now_ns();
         // Objects and directions with an operation still waiting: those behind it wait.
         let mut blocked: Vec<(u64, bool)> = Vec::new();
         let mut kept = 0;
