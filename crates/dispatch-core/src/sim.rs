@@ -1,39 +1,95 @@
-//! The deterministic simulation backend's public side: a simulated world ([`Sim`]) of hosts,
-//! ports, connections and files, with a virtual clock and seeded fault injection, on which
-//! an [`Io`](crate::Io) runs unchanged. One seed gives one trace, bit for bit; the trace
-//! hash ([`Sim::trace_hash`]) says so in one number.
+//! The deterministic simulation backend (`sim`): the same [`Io`](crate::Io) API over a
+//! simulated world ([`Sim`]) of listeners, connections and files, with a virtual clock and
+//! seeded fault injection, so that a program built on the loop can be tested under faults
+//! reproducibly. One seed gives one trace, bit for bit, whatever the machine or its load;
+//! [`Sim::trace_hash`] says so in one number.
 //!
-//! A loop runs on a world when it is created with [`Io::new_sim`](crate::Io::new_sim), or
-//! with `Options::backend = Some(BackendKind::Sim)` or `DISPATCH_BACKEND=sim` (a world of its
-//! own then, seeded by `DISPATCH_SIM_SEED`, 0 by default, faults off; reach it with
-//! [`Io::sim`](crate::Io::sim)). Automatic selection never picks it.
+//! A loop runs on a world when created with [`Io::new_sim`](crate::Io::new_sim), or with
+//! `Options::backend = Some(BackendKind::Sim)` or `DISPATCH_BACKEND=sim` (a world of its own
+//! then, seeded by `DISPATCH_SIM_SEED`, 0 by default, faults off; reach it with
+//! [`Io::sim`](crate::Io::sim)). Automatic selection never picks it, and it says so on stderr
+//! when an environment variable or option selects it.
 //!
 //! ```
+//! use std::os::fd::AsRawFd;
 //! use dispatch_core::sim::{Faults, Sim, SimOptions};
-//! use dispatch_core::{BufResult, Io, Options, Tag};
+//! use dispatch_core::{BufResult, Io, Options};
 //!
-//! // A client and a server on one loop, over the simulated network.
-//! let sim = Sim::new(&SimOptions { faults: Faults::NONE, ..SimOptions::new(42) }).unwrap();
-//! let listener = sim.listen("10.0.0.1:80".parse().unwrap(), 16).unwrap();
-//! let client = sim.socket().unwrap();
-//! let mut io: Io<Vec<u8>> = Io::new_sim(&Options::new(8), &sim).unwrap();
-//! io.connect(0, std::os::fd::AsRawFd::as_raw_fd(&client), listener.local_addr(),
-//!     |_, _, _, result| result.expect("connected"))
-//!     .unwrap();
-//! io.accept(0, std::os::fd::AsRawFd::as_raw_fd(&listener), |_, io, _, server| {
-//!     let server = server.expect("accepted");
-//!     let fd = std::os::fd::AsRawFd::as_raw_fd(&server);
-//!     io.recv(0, fd, Vec::with_capacity(16), |got: &mut Vec<u8>, _, _, (n, buf): BufResult| {
-//!         n.expect("received");
-//!         got.extend_from_slice(&buf);
+//! /// Sends "hello" over a simulated socket pair, receives it, and sleeps an hour: the
+//! /// world's trace hash.
+//! fn run(seed: u64) -> u64 {
+//!     let sim = Sim::new(&SimOptions { faults: Faults::NONE, ..SimOptions::new(seed) })
+//!         .unwrap();
+//!     let (a, b) = sim.socket_pair().unwrap();
+//!     let mut io: Io<Vec<u8>> = Io::new_sim(&Options::new(8), &sim).unwrap();
+//!     io.send(0, a.as_raw_fd(), b"hello".to_vec(), |_, _, _, (sent, _)| {
+//!         assert_eq!(sent.unwrap(), 5);
 //!     })
 //!     .unwrap();
-//!     io.close(0, server, |_, _, _, _| {}).map_err(|_| ()).unwrap_err();
-//! })
-//! .unwrap();
-//! # let _ = client;
+//!     let on_recv = |got: &mut Vec<u8>, _: &mut Io<Vec<u8>>, _, (n, buf): BufResult| {
+//!         n.unwrap();
+//!         got.extend_from_slice(&buf);
+//!     };
+//!     io.recv(1, b.as_raw_fd(), Vec::with_capacity(16), on_recv).unwrap();
+//!     io.timeout(2, 3_600_000_000_000, |_, _, _, expired| expired.unwrap()).unwrap();
+//!     let mut got = Vec::new();
+//!     io.run_until_idle(&mut got).unwrap(); // returns at once: an hour of virtual time
+//!     assert_eq!(got, b"hello");
+//!     assert_eq!(sim.now_ns(), 3_600_000_000_000);
+//!     for socket in [a, b] {
+//!         io.close(3, socket, |_, _, _, closed| closed.unwrap()).unwrap();
+//!     }
+//!     io.run_until_idle(&mut got).unwrap();
+//!     assert_eq!(sim.open_descriptors(), 0);
+//!     sim.trace_hash()
+//! }
+//!
+//! assert_eq!(run(7), run(7)); // one seed, one trace
 //! ```
-//! (The example above is trimmed in the crate's tests: see `tests/it/sim.rs`.)
+//!
+//! # How it differs from the real backends
+//! - **Time** is virtual: [`Io::run_for_ns`](crate::Io::run_for_ns) moves the world's clock
+//!   from event to event (a delivery, a timer, a deadline, a delayed operation) up to its end
+//!   and returns without sleeping; timeouts and deadlines fire at exactly their virtual time.
+//!   [`Io::tick`](crate::Io::tick) never moves the clock. The wall clock is never read.
+//! - **A run that could only wait forever is an error**: when operations wait and no
+//!   simulated event can complete them (a receive nobody will ever answer, without a
+//!   deadline), `run_until_idle` (or `run_for_ns(u64::MAX)`) returns an error saying
+//!   "simulated deadlock" and the seed, where a real loop would block. A pending
+//!   [`Io::wait_wakeup`](crate::Io::wait_wakeup) is the exception: another thread may wake
+//!   it, so such a turn returns at once (the loop spins until then). Wake-ups from other
+//!   threads are the one thing a simulation cannot make deterministic.
+//! - **Descriptors** are the world's: [`Sim::listen`], [`Sim::socket`],
+//!   [`Sim::socket_pair`], accepted connections and files opened by
+//!   [`Io::openat`](crate::Io::openat). Each is a real descriptor (a duplicate of
+//!   `/dev/null`), so that `OwnedFd` stays sound, but its number means nothing to the
+//!   simulation: an operation on a descriptor the world does not know fails with `EBADF`.
+//!   Close them with [`Io::close`](crate::Io::close) (or drop the [`SimListener`]): a
+//!   dropped `OwnedFd` closes only the real descriptor, and the simulated socket stays open
+//!   (see [`Sim`]).
+//! - **The network**: a connect reaches the listener on exactly its address (no wildcard
+//!   addresses), after the world's latency; nobody listening, or a full backlog, is
+//!   `ECONNREFUSED`. Each direction of a connection is a FIFO with a latency per segment; a
+//!   receiver holds at most `SimOptions::socket_buffer_bytes` delivered or in flight, and a
+//!   sender waits for room (backpressure). Closing a socket with bytes unread resets the
+//!   connection, as TCP does; a reset is `ECONNRESET` once, then end of stream for receives
+//!   and `EPIPE` for sends. Operations on one socket and direction are served in order, as
+//!   on epoll and kqueue.
+//! - **Files** live in one flat namespace of paths (the directory descriptor and the mode are
+//!   ignored; `O_CREAT`, `O_EXCL`, `O_TRUNC` and the access mode are honoured). Creating and
+//!   truncating a file survive a crash at once; written bytes survive only once fsynced
+//!   ([`Sim::crash`]).
+//! - Multishot receives and accepts are re-armed by the loop, as on epoll and kqueue; a pooled
+//!   receive takes a pool buffer only when bytes are there.
+//! - `Stats::syscalls` stays 0: nothing reaches the kernel.
+//! - One loop at a time runs on a world. A world is not `Send`.
+//!
+//! # Faults
+//! [`Faults`] sets a probability (parts per million) for each: extra latency for segments
+//! and completions, completions of different descriptors reordered (never two of one
+//! descriptor), short sends, receives, reads and writes, resets, refused connects, operations
+//! delayed before their first try (an `EAGAIN` storm), `EMFILE` on accept, `EIO` from the
+//! disk, and writes torn by a crash. Every fault drawn is in the trace.
 
 pub use crate::backend::sim::{Peer, Sim, SimListener};
 
@@ -41,7 +97,9 @@ pub use crate::backend::sim::{Peer, Sim, SimListener};
 /// and their sizes. [`Faults::NONE`] turns every fault off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Faults {
-    /// A segment, or a connection's first packet, takes up to `latency_max_ns` more.
+    /// A segment, or a connection's first packet, takes up to `latency_max_ns` more; a
+    /// completion reaches the loop up to `latency_max_ns` late (never before an earlier one
+    /// of the same descriptor).
     pub latency: u32,
     /// The largest extra latency.
     pub latency_max_ns: u64,

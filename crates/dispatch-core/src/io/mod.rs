@@ -107,6 +107,11 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 ///   differ as [`Io::read`], [`Io::write`] and [`Io::openat`] say.
 /// - Several sends in flight on one stream socket are served in order on readiness
 ///   backends; io_uring does not promise an order once they wait for buffer space.
+/// - **sim** ([`crate::sim`], only when asked for: [`Io::new_sim`], `Options::backend` or
+///   `DISPATCH_BACKEND=sim`): operations are performed on a simulated world in virtual time
+///   (`run_for_ns` returns without sleeping; `tick` never moves the clock), over simulated
+///   sockets and files only, with seeded faults; a run that could only wait forever returns
+///   an error instead of blocking. The module's documentation lists every difference.
 pub struct Io<C> {
     slots: Slots<C>,
     overflow: Fifo,
@@ -338,7 +343,9 @@ impl<C> Io<C> {
     /// syscall and blocks in the kernel until a completion or the deadline, then runs the
     /// callbacks. Returns at the deadline (an idle loop sleeps, it never spins), or after the
     /// turn in which [`Io::stop`] was called; `ns == 0` is one non-blocking turn. `u64::MAX`
-    /// runs until `stop`.
+    /// runs until `stop`. On `sim` the nanoseconds are virtual: the simulated clock jumps
+    /// from event to event and the call returns when it reaches the deadline, without
+    /// sleeping (see [`crate::sim`]).
     ///
     /// # Errors
     /// An unexpected error from the kernel's submit or wait call; the loop stays usable.
@@ -363,7 +370,9 @@ impl<C> Io<C> {
     /// as operations are pending, however long that is.
     ///
     /// # Errors
-    /// An unexpected error from the kernel's submit or wait call; the loop stays usable.
+    /// An unexpected error from the kernel's submit or wait call; the loop stays usable. On
+    /// `sim`, also a simulated deadlock: operations wait that no simulated event can ever
+    /// complete (the error names the seed).
     ///
     /// # Panics
     /// As [`Io::tick`].

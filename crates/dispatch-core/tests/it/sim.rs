@@ -361,16 +361,20 @@ fn on_written(log: &mut Log, io: &mut Io<Log>, _: Tag, (result, _): BufResult) {
 fn read_next(log: &mut Log, io: &mut Io<Log>) {
     let fd = log.file.as_ref().unwrap().as_raw_fd();
     let offset = log.read_back.len() as u64;
-    io.read(0, fd, Vec::with_capacity(4096), offset, |log: &mut Log, io, _, (r, buf)| {
-        match r {
+    io.read(
+        0,
+        fd,
+        Vec::with_capacity(4096),
+        offset,
+        |log: &mut Log, io, _, (r, buf)| match r {
             Ok(0) => {}
             Ok(_) => {
                 log.read_back.extend_from_slice(&buf);
                 read_next(log, io);
             }
             Err(_) => read_next(log, io),
-        }
-    })
+        },
+    )
     .unwrap();
 }
 
@@ -421,7 +425,8 @@ fn crash_seed(seed: u64) -> (bool, u64) {
     // The restart: a new loop on the same world reads what survived.
     let mut io: Io<Log> = Io::new_sim(&Options::new(8), &sim).unwrap();
     if let Some(dead) = dead {
-        io.close(0, dead, |_, _, _, r| r.expect("a dead descriptor closes")).unwrap();
+        io.close(0, dead, |_, _, _, r| r.expect("a dead descriptor closes"))
+            .unwrap();
     }
     log.reading = true;
     open(&mut io, libc::O_RDONLY);
@@ -433,7 +438,11 @@ fn crash_seed(seed: u64) -> (bool, u64) {
         survived.len()
     );
     for (offset, &byte) in survived.iter().enumerate().take(durable as usize) {
-        assert_eq!(byte, record_byte(offset as u64), "seed {seed}: fsynced byte {offset}");
+        assert_eq!(
+            byte,
+            record_byte(offset as u64),
+            "seed {seed}: fsynced byte {offset}"
+        );
     }
     if let Some(file) = log.file.take() {
         io.close(0, file, |_, _, _, r| r.expect("close")).unwrap();

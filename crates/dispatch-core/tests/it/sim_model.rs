@@ -55,7 +55,10 @@ struct Seen {
 }
 
 fn errno(result: &std::io::Result<impl Sized>) -> i32 {
-    result.as_ref().err().map_or(0, |e| e.raw_os_error().unwrap())
+    result
+        .as_ref()
+        .err()
+        .map_or(0, |e| e.raw_os_error().unwrap())
 }
 
 fn on_buf(seen: &mut Seen, _: &mut Io<Seen>, tag: Tag, (result, buf): BufResult) {
@@ -73,9 +76,16 @@ fn run(mut io: Io<Seen>, pairs: &[(OwnedFd, OwnedFd)], path: &str, steps: &[Step
     let mut seen = Seen::default();
     let flags = libc::O_CREAT | libc::O_RDWR | libc::O_TRUNC;
     let path = CString::new(path).unwrap();
-    io.openat(0, dispatch_core::AT_FDCWD, path, flags, 0o600, |seen, _, _, file| {
-        seen.file = Some(file.expect("open"));
-    })
+    io.openat(
+        0,
+        dispatch_core::AT_FDCWD,
+        path,
+        flags,
+        0o600,
+        |seen, _, _, file| {
+            seen.file = Some(file.expect("open"));
+        },
+    )
     .unwrap();
     io.run_for_ns(&mut seen, SETTLE_NS).unwrap();
     let file = seen.file.as_ref().expect("opened").as_raw_fd();
@@ -113,9 +123,17 @@ fn run(mut io: Io<Seen>, pairs: &[(OwnedFd, OwnedFd)], path: &str, steps: &[Step
                 .write(tag, file, bytes(len), offset.into(), on_buf)
                 .map_err(ScheduleError::into_kind),
             Step::Read(offset, len) => io
-                .read(tag, file, Vec::with_capacity(len.into()), offset.into(), on_buf)
+                .read(
+                    tag,
+                    file,
+                    Vec::with_capacity(len.into()),
+                    offset.into(),
+                    on_buf,
+                )
                 .map_err(ScheduleError::into_kind),
-            Step::Fsync => io.fsync(tag, file, on_unit).map_err(ScheduleError::into_kind),
+            Step::Fsync => io
+                .fsync(tag, file, on_unit)
+                .map_err(ScheduleError::into_kind),
             Step::Cancel(k) if !ops.is_empty() => io
                 .cancel(tag, ops[k % ops.len()], on_unit)
                 .map_err(ScheduleError::into_kind),
@@ -126,8 +144,13 @@ fn run(mut io: Io<Seen>, pairs: &[(OwnedFd, OwnedFd)], path: &str, steps: &[Step
     }
     // End of stream everywhere: pending receives complete with 0.
     for (client, _) in pairs {
-        io.shutdown(0, client.as_raw_fd(), std::net::Shutdown::Write, |_, _, _, _| {})
-            .unwrap();
+        io.shutdown(
+            0,
+            client.as_raw_fd(),
+            std::net::Shutdown::Write,
+            |_, _, _, _| {},
+        )
+        .unwrap();
     }
     io.run_until_idle(&mut seen).unwrap();
     let file = seen.file.take().unwrap();

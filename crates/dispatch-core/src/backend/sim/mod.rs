@@ -545,6 +545,10 @@ fn recv_pooled(world: &mut World, fd: RawFd, pool: &mut Pool) -> Tried {
     let Some(endpoint) = stream(world, fd) else {
         return Some((bad(world, fd), 0));
     };
+    if !world.has_bytes(endpoint) {
+        // Nothing to receive: the end of the stream, an error, or a wait, without a buffer.
+        return recv_result(world.recv(endpoint, 0, &mut |_| {}));
+    }
     let Some(bid) = pool.take_free() else {
         return Some((-libc::ENOBUFS, 0));
     };

@@ -430,6 +430,12 @@ impl World {
         fired
     }
 
+    /// Whether bytes wait to be received at `endpoint` (and no reset to report first).
+    pub(crate) fn has_bytes(&self, endpoint: u32) -> bool {
+        let this = &self.net.endpoints[endpoint as usize];
+        this.reset == Reset::No && this.state == State::Established && !this.rx.is_empty()
+    }
+
     /// Endpoint `endpoint`.
     pub(crate) fn endpoint(&self, endpoint: u32) -> &Endpoint {
         &self.net.endpoints[endpoint as usize]
