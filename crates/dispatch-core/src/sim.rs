@@ -149,8 +149,8 @@ impl Faults {
         planted_bug: false,
     };
 
-    /// Every fault on, at rates that a run of ten thousand operations meets each of a few
-    /// times to a few hundred times: what the fuzzers use.
+    /// Every fault on, at the rates the fuzzers use (each is met many times over a thousand
+    /// seeds of ten thousand operations).
     pub const fn standard() -> Faults {
         Faults {
             latency: 20_000,

@@ -17,7 +17,7 @@
 //!
 //! Environment (what `cargo xtask fuzz` sets): `ECHO_FUZZ_SEED=N` replays one seed;
 //! `ECHO_FUZZ_SEEDS=N` runs N seeds from `ECHO_FUZZ_START` (default 0) on every core and
-//! prints seeds per minute; `ECHO_FUZZ_OPS` sets the simulated operations per seed (default
+//! prints seeds per minute (`ECHO_FUZZ_THREADS` threads, default one per core); `ECHO_FUZZ_OPS` sets the simulated operations per seed (default
 //! 10,000); `ECHO_FUZZ_PLANTED=1` turns on the planted bug (a byte dropped on a rare short
 //! read) that the suite shows the fuzzer finds.
 
@@ -34,8 +34,10 @@ use echo_server::{loop_options, Echo, ThreadOptions};
 #[derive(Debug, Clone, Copy)]
 pub struct FuzzOptions {
     pub seed: u64,
-    /// Simulated operations (loop completions and client calls) before clients stop
-    /// starting.
+    /// Simulated operations before clients stop starting: the loop's completions plus the
+    /// clients' operations that did something (a connect, a send or receive that moved
+    /// bytes or ended the stream, a shutdown, a close, a reset; polls that found nothing to
+    /// do are not counted).
     pub ops: u64,
     pub planted_bug: bool,
 }
@@ -104,6 +106,7 @@ struct Clients {
     rng: Rng,
     list: Vec<Client>,
     next_id: u64,
+    /// Client operations that did something (see `FuzzOptions::ops`).
     calls: u64,
     complete: u32,
     broken: u32,
@@ -117,6 +120,7 @@ impl Clients {
 
     fn spawn(&mut self, addr: std::net::SocketAddr) {
         self.next_id += 1;
+        self.calls += 1;
         let goal = 1 + self.rng.below(20_000);
         let now_ns = self.sim.now_ns();
         self.list.push(Client {
@@ -136,7 +140,6 @@ impl Clients {
         let now_ns = self.sim.now_ns();
         let client = &mut self.list[at];
         let peer = client.peer.as_ref().expect("not done");
-        self.calls += 1;
         if client.phase == Phase::Connecting {
             match self.sim.peer_connected(peer) {
                 Ok(true) => client.phase = Phase::Open,
@@ -154,6 +157,7 @@ impl Clients {
             }
             self.list[at].phase = Phase::Done;
             self.broken += 1;
+            self.calls += 1;
             return Ok(());
         }
         self.send_some(at)?;
@@ -177,6 +181,7 @@ impl Clients {
             if self.rng.below(2) == 0 {
                 self.sim.peer_shutdown(client.peer.as_ref().expect("open"));
                 self.list[at].half_closed = true;
+                self.calls += 1;
             }
             return Ok(());
         }
@@ -185,12 +190,12 @@ impl Clients {
         self.buf.clear();
         self.buf
             .extend((sent..sent + len).map(|offset| pattern(id, offset)));
-        self.calls += 1;
         match self
             .sim
             .peer_send(client.peer.as_ref().expect("open"), &self.buf)
         {
             Ok(n) => {
+                self.calls += 1;
                 let client = &mut self.list[at];
                 client.sent += n as u64;
                 client.last_progress_ns = self.sim.now_ns();
@@ -204,7 +209,6 @@ impl Clients {
     fn recv_all(&mut self, at: usize) -> Result<(), String> {
         let mut buf = [0_u8; 4096];
         while self.list[at].phase == Phase::Open {
-            self.calls += 1;
             let client = &self.list[at];
             let got = self
                 .sim
@@ -220,7 +224,10 @@ impl Clients {
                         client.id, client.sent, client.received
                     ))
                 }
-                Ok(n) => self.check(at, &buf[..n])?,
+                Ok(n) => {
+                    self.calls += 1;
+                    self.check(at, &buf[..n])?;
+                }
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                 Err(_) => return self.end(at, false),
             }
@@ -258,6 +265,7 @@ impl Clients {
     /// Client `at` is done: complete (every byte back, then the end of the stream) or
     /// broken.
     fn end(&mut self, at: usize, complete: bool) -> Result<(), String> {
+        self.calls += 1;
         let client = &mut self.list[at];
         client.phase = Phase::Done;
         if let Some(peer) = client.peer.take() {
@@ -564,7 +572,7 @@ fn fuzz_from_env() {
         return;
     };
     let start = env_u64("ECHO_FUZZ_START").unwrap_or(0);
-    let threads = cores();
+    let threads = env_u64("ECHO_FUZZ_THREADS").unwrap_or_else(cores);
     let started = Instant::now();
     let (failures, outcomes) = run_many(start, count, ops, planted_bug, threads);
     let wall = started.elapsed().as_secs_f64();

@@ -1,6 +1,7 @@
 //! The simulator's seeded pseudo-random numbers (SplitMix64: tiny, fast, and a full period
 //! over `u64`) and its trace hash (FNV-1a over 64-bit words). Both are the project's own, so
-//! that one seed gives one trace on every platform and with every dependency version.
+//! that one seed gives one trace on every machine and with every dependency version (on one
+//! OS: the trace holds errno values, which differ between Linux and the BSDs).
 
 /// A seeded generator; the same seed always gives the same sequence.
 #[derive(Debug, Clone)]
