@@ -1,9 +1,10 @@
 //! `cargo xtask test`: formatting, lints (for Linux and, type-checked, for FreeBSD and macOS),
 //! docs, then every test (the simulation fuzzer's few hundred seeds and its planted bug
-//! among them: `crates/echo-server/tests/it/sim_fuzz.rs`), and the dispatch-core and dispatch-net suites again under each
-//! forced backend and with kernel features blocked or masked. Ends
-//! with the tests' results and a note on the checks it leaves to other commands. Installs the
-//! rustup components and targets it needs where missing, so it works on a fresh machine.
+//! among them: `crates/echo-server/tests/it/sim_fuzz.rs`), and the dispatch-core and
+//! dispatch-net suites again under each forced backend and with kernel features blocked or
+//! masked. Ends with the tests' results and a note on the checks it leaves to other
+//! commands. Installs the rustup components and targets it needs where missing, so it works
+//! on a fresh machine.
 
 use crate::cmd::Cmd;
 use crate::rustup;

@@ -343,7 +343,7 @@ fn on_written(log: &mut Log, io: &mut Io<Log>, _: Tag, (result, _): BufResult) {
         Ok(n) => log.written += n as u64,
         Err(error) => assert_eq!(error.raw_os_error(), Some(libc::EIO)),
     }
-    if log.written % (RECORD * 8) == 0 && !log.syncing && log.written > log.durable {
+    if log.written.is_multiple_of(RECORD * 8) && !log.syncing && log.written > log.durable {
         log.syncing = true;
         let covered = log.written;
         let fd = log.file.as_ref().unwrap().as_raw_fd();

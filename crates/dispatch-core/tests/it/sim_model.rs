@@ -11,10 +11,12 @@
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use dispatch_core::sim::{Sim, SimOptions};
-use dispatch_core::{BackendKind, BufResult, InitError, Io, OpId, Options, ScheduleError, Tag};
+use dispatch_core::{
+    BackendKind, BufResult, InitError, Io, OpId, Options, ScheduleError, ScheduleErrorKind, Tag,
+};
 use proptest::prelude::*;
 
 use crate::check;
@@ -104,40 +106,9 @@ fn run(mut io: Io<Seen>, pairs: &[(OwnedFd, OwnedFd)], path: &str, steps: &[Step
             Step::Recv(pair, _) => last[pair][1] = tag,
             _ => {}
         }
-        let bytes = |len: u8| (0..len).map(|i| (n as u8).wrapping_mul(31) ^ i).collect();
-        let id = match *step {
-            Step::Send(pair, len) => io
-                .send(tag, pairs[pair].0.as_raw_fd(), bytes(len), on_buf)
-                .map_err(ScheduleError::into_kind),
-            Step::Recv(pair, len) => {
-                let buf = Vec::with_capacity(len.into());
-                io.recv(tag, pairs[pair].1.as_raw_fd(), buf, on_buf)
-                    .map_err(ScheduleError::into_kind)
-            }
-            Step::Shutdown(pair) => {
-                let fd = pairs[pair].0.as_raw_fd();
-                io.shutdown(tag, fd, std::net::Shutdown::Write, on_unit)
-                    .map_err(ScheduleError::into_kind)
-            }
-            Step::Write(offset, len) => io
-                .write(tag, file, bytes(len), offset.into(), on_buf)
-                .map_err(ScheduleError::into_kind),
-            Step::Read(offset, len) => io
-                .read(
-                    tag,
-                    file,
-                    Vec::with_capacity(len.into()),
-                    offset.into(),
-                    on_buf,
-                )
-                .map_err(ScheduleError::into_kind),
-            Step::Fsync => io
-                .fsync(tag, file, on_unit)
-                .map_err(ScheduleError::into_kind),
-            Step::Cancel(k) if !ops.is_empty() => io
-                .cancel(tag, ops[k % ops.len()], on_unit)
-                .map_err(ScheduleError::into_kind),
-            Step::Cancel(_) => continue,
+        let id = match schedule(&mut io, step, tag, pairs, file, &ops) {
+            Some(id) => id,
+            None => continue,
         };
         ops.push(id.expect("room"));
         io.run_for_ns(&mut seen, SETTLE_NS).unwrap();
@@ -167,8 +138,14 @@ fn on_io_uring(steps: &[Step]) -> Option<Results> {
     options.backend = Some(BackendKind::IoUring);
     let io = match Io::new(&options) {
         Ok(io) => io,
+        #[cfg(target_os = "linux")]
         Err(InitError::Unavailable(error)) => {
             eprintln!("skipped: {error}");
+            return None;
+        }
+        #[cfg(not(target_os = "linux"))]
+        Err(InitError::UnsupportedBackend(_)) => {
+            eprintln!("skipped: no io_uring on this platform");
             return None;
         }
         Err(error) => panic!("{error}"),
@@ -207,4 +184,50 @@ proptest! {
         let simulated = on_sim(&steps);
         prop_assert_eq!(simulated, real);
     }
+}
+
+/// Schedules one step's operation (tag `tag`); `None` for a cancel with nothing to cancel.
+fn schedule(
+    io: &mut Io<Seen>,
+    step: &Step,
+    tag: Tag,
+    pairs: &[(OwnedFd, OwnedFd)],
+    file: RawFd,
+    ops: &[OpId],
+) -> Option<Result<OpId, ScheduleErrorKind>> {
+    let bytes = |len: u8| (0..len).map(|i| (tag as u8).wrapping_mul(31) ^ i).collect();
+    Some(match *step {
+        Step::Send(pair, len) => io
+            .send(tag, pairs[pair].0.as_raw_fd(), bytes(len), on_buf)
+            .map_err(ScheduleError::into_kind),
+        Step::Recv(pair, len) => {
+            let buf = Vec::with_capacity(len.into());
+            io.recv(tag, pairs[pair].1.as_raw_fd(), buf, on_buf)
+                .map_err(ScheduleError::into_kind)
+        }
+        Step::Shutdown(pair) => {
+            let fd = pairs[pair].0.as_raw_fd();
+            io.shutdown(tag, fd, std::net::Shutdown::Write, on_unit)
+                .map_err(ScheduleError::into_kind)
+        }
+        Step::Write(offset, len) => io
+            .write(tag, file, bytes(len), offset.into(), on_buf)
+            .map_err(ScheduleError::into_kind),
+        Step::Read(offset, len) => io
+            .read(
+                tag,
+                file,
+                Vec::with_capacity(len.into()),
+                offset.into(),
+                on_buf,
+            )
+            .map_err(ScheduleError::into_kind),
+        Step::Fsync => io
+            .fsync(tag, file, on_unit)
+            .map_err(ScheduleError::into_kind),
+        Step::Cancel(k) if !ops.is_empty() => io
+            .cancel(tag, ops[k % ops.len()], on_unit)
+            .map_err(ScheduleError::into_kind),
+        Step::Cancel(_) => return None,
+    })
 }

@@ -16,10 +16,11 @@
 //! gives the same one.
 //!
 //! Environment (what `cargo xtask fuzz` sets): `ECHO_FUZZ_SEED=N` replays one seed;
-//! `ECHO_FUZZ_SEEDS=N` runs N seeds from `ECHO_FUZZ_START` (default 0) on every core and
-//! prints seeds per minute (`ECHO_FUZZ_THREADS` threads, default one per core); `ECHO_FUZZ_OPS` sets the simulated operations per seed (default
-//! 10,000); `ECHO_FUZZ_PLANTED=1` turns on the planted bug (a byte dropped on a rare short
-//! read) that the suite shows the fuzzer finds.
+//! `ECHO_FUZZ_SEEDS=N` runs N seeds from `ECHO_FUZZ_START` (default 0) on
+//! `ECHO_FUZZ_THREADS` threads (default one per core) and prints seeds per minute;
+//! `ECHO_FUZZ_OPS` sets the simulated operations per seed (default 10,000);
+//! `ECHO_FUZZ_PLANTED=1` turns on the planted bug (a byte dropped on a rare short read) that
+//! the suite shows the fuzzer finds.
 
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;

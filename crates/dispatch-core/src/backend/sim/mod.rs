@@ -65,6 +65,9 @@ type Tried = Option<(i32, u32)>;
 /// The simulation backend of one loop.
 pub(crate) struct SimBackend {
     sim: Sim,
+    /// The world was made for this loop (from the environment): nobody else can read its
+    /// trace hash, so the loop prints it when dropped.
+    own_world: bool,
     user_data: Box<[u64]>,
     place: Box<[Place]>,
     not_before_ns: Box<[u64]>,
@@ -80,6 +83,7 @@ pub(crate) struct SimBackend {
 impl SimBackend {
     /// A backend on `sim`'s world (`None`: a world of its own, from the environment).
     pub(crate) fn new(sim: Option<&Sim>, slots_max: u32) -> io::Result<SimBackend> {
+        let own_world = sim.is_none();
         let sim = match sim {
             Some(sim) => sim.clone(),
             None => Sim::new(&SimOptions::from_env())?,
@@ -96,6 +100,7 @@ impl SimBackend {
         let slots = slots_max as usize;
         Ok(SimBackend {
             sim,
+            own_world,
             user_data: vec![0; slots].into_boxed_slice(),
             place: vec![Place::Idle; slots].into_boxed_slice(),
             not_before_ns: vec![0; slots].into_boxed_slice(),
@@ -433,8 +438,23 @@ impl SimBackend {
 }
 
 impl Drop for SimBackend {
+    /// Frees the world for another loop; a world of the loop's own prints its seed and trace
+    /// hash (the end of a run selected by `DISPATCH_BACKEND=sim`, a panic's unwinding
+    /// included).
     fn drop(&mut self) {
-        self.world().attached = false;
+        let mut world = self.world();
+        world.attached = false;
+        if self.own_world {
+            eprintln!(
+                "dispatch-core: sim seed {}: trace hash {:#018x} ({} events, {} ns of virtual \
+                 time; replay with DISPATCH_SIM_SEED={})",
+                world.options.seed,
+                world.trace.hash(),
+                world.trace.events(),
+                world.now_ns(),
+                world.options.seed
+            );
+        }
     }
 }
 
