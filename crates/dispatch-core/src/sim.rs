@@ -230,4 +230,8 @@ pub struct SimStats {
     pub dropped_descriptors: u64,
     /// Operations the simulation completed.
     pub completions: u64,
+    /// Tries of a send (from a loop or a peer) that found the receiver's buffer full:
+    /// backpressure at work (a send waiting for room is tried again at every event, and
+    /// counts each time).
+    pub sends_blocked: u64,
 }

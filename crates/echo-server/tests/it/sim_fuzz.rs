@@ -53,6 +53,8 @@ pub struct Outcome {
     pub complete: u32,
     /// Connections reported broken (refused, reset) or ended by their client.
     pub broken: u32,
+    /// Sends that waited for room (see `SimStats::sends_blocked`).
+    pub sends_blocked: u64,
 }
 
 /// Clients connected at once.
@@ -99,6 +101,9 @@ struct Client {
     goal: u64,
     half_closed: bool,
     last_progress_ns: u64,
+    /// A slow reader: reads nothing until then (the server's sends wait, and it stops
+    /// reading the connection: backpressure).
+    paused_until_ns: u64,
 }
 
 /// The clients and their tally.
@@ -133,6 +138,7 @@ impl Clients {
             goal,
             half_closed: false,
             last_progress_ns: now_ns,
+            paused_until_ns: 0,
         });
     }
 
@@ -164,7 +170,8 @@ impl Clients {
         self.send_some(at)?;
         self.recv_all(at)?;
         let client = &mut self.list[at];
-        if client.phase == Phase::Open && now_ns - client.last_progress_ns > STUCK_NS {
+        if client.phase == Phase::Open && now_ns.saturating_sub(client.last_progress_ns) > STUCK_NS
+        {
             return Err(format!(
                 "client {} stuck: sent {} of {}, received {}, half-closed {}",
                 client.id, client.sent, client.goal, client.received, client.half_closed
@@ -208,6 +215,18 @@ impl Clients {
     }
 
     fn recv_all(&mut self, at: usize) -> Result<(), String> {
+        let now_ns = self.sim.now_ns();
+        if self.list[at].paused_until_ns > now_ns {
+            return Ok(());
+        }
+        if self.rng.below(50) == 0 {
+            let pause_ns = self.rng.below(50_000_000);
+            let client = &mut self.list[at];
+            client.paused_until_ns = now_ns + pause_ns;
+            // A pause is not being stuck.
+            client.last_progress_ns = now_ns + pause_ns;
+            return Ok(());
+        }
         let mut buf = [0_u8; 4096];
         while self.list[at].phase == Phase::Open {
             let client = &self.list[at];
@@ -324,6 +343,8 @@ pub fn run_seed(options: FuzzOptions) -> Result<Outcome, String> {
     };
     let sim = Sim::new(&SimOptions {
         faults,
+        // Small buffers, so that slow readers stop their writers (backpressure) often.
+        socket_buffer_bytes: 4096 << (options.seed % 3),
         ..SimOptions::new(options.seed)
     })
     .map_err(|e| e.to_string())?;
@@ -380,6 +401,7 @@ fn drive(sim: &Sim, options: FuzzOptions) -> Result<Outcome, String> {
         virtual_ns: sim.now_ns(),
         complete: clients.complete,
         broken: clients.broken,
+        sends_blocked: sim.stats().sends_blocked,
     })
 }
 
@@ -507,11 +529,13 @@ fn echo_under_faults_every_byte_in_order_or_broken_for_hundreds_of_seeds() {
     );
     let complete: u32 = outcomes.iter().map(|(_, o)| o.complete).sum();
     let broken: u32 = outcomes.iter().map(|(_, o)| o.broken).sum();
+    let blocked: u64 = outcomes.iter().map(|(_, o)| o.sends_blocked).sum();
     eprintln!(
         "{SUITE_SEEDS} seeds of {SUITE_OPS} operations in {:.1?}: {complete} connections \
-         echoed whole, {broken} broken",
+         echoed whole, {broken} broken, {blocked} sends blocked by backpressure",
         started.elapsed()
     );
+    assert!(blocked > 0, "slow readers stop writers");
     assert!(complete > SUITE_SEEDS as u32, "most connections complete");
     assert!(broken > 0, "faults break some");
 }

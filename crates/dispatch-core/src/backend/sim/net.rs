@@ -409,6 +409,7 @@ impl World {
         let used = to.rx.len() + to.inflight_bytes;
         let room = (self.options.socket_buffer_bytes as usize).saturating_sub(used);
         if room == 0 {
+            self.stats.sends_blocked += 1;
             return Ok(None);
         }
         let mut n = bytes.len().min(room);
