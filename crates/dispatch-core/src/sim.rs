@@ -212,6 +212,31 @@ impl SimOptions {
     }
 }
 
+/// Faults injected, by kind (see [`Faults`] for each).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Segments, first packets and completions given extra latency.
+    pub latency: u64,
+    /// Reaps whose completions were reordered.
+    pub reorder: u64,
+    /// Short sends, receives, reads and writes.
+    pub short_io: u64,
+    /// Connections reset by a send.
+    pub reset: u64,
+    /// Connects refused.
+    pub refused: u64,
+    /// Operations delayed before their first try.
+    pub delay: u64,
+    /// Accepts failed with `EMFILE`.
+    pub emfile: u64,
+    /// Disk operations failed with `EIO`.
+    pub disk_eio: u64,
+    /// Writes torn by a crash.
+    pub torn_write: u64,
+    /// Bytes dropped by the planted bug (tests only).
+    pub planted_bug: u64,
+}
+
 /// What a simulated world did, since it was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SimStats {
@@ -223,6 +248,8 @@ pub struct SimStats {
     pub bytes_received: u64,
     /// Faults injected, every kind together.
     pub faults_injected: u64,
+    /// Faults injected, by kind.
+    pub faults: FaultCounts,
     /// Simulated crashes.
     pub crashes: u64,
     /// Simulated descriptors found closed behind the simulator's back (an `OwnedFd` dropped

@@ -399,8 +399,9 @@ fn on_open(log: &mut Log, io: &mut Io<Log>, _: Tag, file: std::io::Result<OwnedF
 }
 
 /// One seed of the file workload: writes, a crash at a random moment, a restart that reads
-/// the file back. Whether unsynced bytes were lost or torn, and how many were fsynced.
-fn crash_seed(seed: u64) -> (bool, u64) {
+/// the file back. Whether unsynced bytes were lost or torn, how many were fsynced, and the
+/// disk faults injected (`EIO`s, torn writes).
+fn crash_seed(seed: u64) -> (bool, u64, (u64, u64)) {
     let faults = Faults {
         torn_write: 500_000,
         ..Faults::standard()
@@ -454,14 +455,21 @@ fn crash_seed(seed: u64) -> (bool, u64) {
             .iter()
             .enumerate()
             .any(|(offset, &byte)| byte != record_byte(offset as u64));
-    (lost, durable)
+    let faults = sim.stats().faults;
+    (lost, durable, (faults.disk_eio, faults.torn_write))
 }
 
 #[test]
 fn what_was_fsynced_survives_every_simulated_crash() {
-    let seeds: Vec<(bool, u64)> = (0..100).map(crash_seed).collect();
-    let lost = seeds.iter().filter(|(lost, _)| *lost).count();
-    let synced = seeds.iter().filter(|(_, durable)| *durable > 0).count();
+    let seeds: Vec<(bool, u64, (u64, u64))> = (0..100).map(crash_seed).collect();
+    let lost = seeds.iter().filter(|(lost, ..)| *lost).count();
+    let synced = seeds.iter().filter(|(_, durable, _)| *durable > 0).count();
+    let eio: u64 = seeds.iter().map(|(.., (eio, _))| eio).sum();
+    let torn: u64 = seeds.iter().map(|(.., (_, torn))| torn).sum();
+    assert!(
+        eio > 0 && torn > 0,
+        "{eio} EIOs and {torn} torn writes in 100 seeds"
+    );
     // The crashes did something (unsynced writes lost or torn), and fsyncs had something to
     // keep.
     assert!(lost > 10, "only {lost} of 100 crashes lost anything");

@@ -26,7 +26,7 @@ use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dispatch_core::sim::{Faults, Peer, Sim, SimOptions};
+use dispatch_core::sim::{FaultCounts, Faults, Peer, Sim, SimOptions};
 use dispatch_core::{Io, PoolOptions};
 use dispatch_net::{Handler, NetOptions};
 use echo_server::{loop_options, Echo, ThreadOptions};
@@ -55,6 +55,26 @@ pub struct Outcome {
     pub broken: u32,
     /// Sends that waited for room (see `SimStats::sends_blocked`).
     pub sends_blocked: u64,
+    pub faults: FaultCounts,
+}
+
+/// The faults of many seeds, added up.
+fn total_faults(outcomes: &[(u64, Outcome)]) -> FaultCounts {
+    let mut total = FaultCounts::default();
+    for (_, outcome) in outcomes {
+        let f = outcome.faults;
+        total.latency += f.latency;
+        total.reorder += f.reorder;
+        total.short_io += f.short_io;
+        total.reset += f.reset;
+        total.refused += f.refused;
+        total.delay += f.delay;
+        total.emfile += f.emfile;
+        total.disk_eio += f.disk_eio;
+        total.torn_write += f.torn_write;
+        total.planted_bug += f.planted_bug;
+    }
+    total
 }
 
 /// Clients connected at once.
@@ -402,6 +422,7 @@ fn drive(sim: &Sim, options: FuzzOptions) -> Result<Outcome, String> {
         complete: clients.complete,
         broken: clients.broken,
         sends_blocked: sim.stats().sends_blocked,
+        faults: sim.stats().faults,
     })
 }
 
@@ -536,6 +557,19 @@ fn echo_under_faults_every_byte_in_order_or_broken_for_hundreds_of_seeds() {
         started.elapsed()
     );
     assert!(blocked > 0, "slow readers stop writers");
+    let faults = total_faults(&outcomes);
+    eprintln!("faults injected: {faults:?}");
+    for (kind, count) in [
+        ("latency", faults.latency),
+        ("reorder", faults.reorder),
+        ("short_io", faults.short_io),
+        ("reset", faults.reset),
+        ("refused", faults.refused),
+        ("delay", faults.delay),
+        ("emfile", faults.emfile),
+    ] {
+        assert!(count > 0, "no {kind} fault in {SUITE_SEEDS} seeds");
+    }
     assert!(complete > SUITE_SEEDS as u32, "most connections complete");
     assert!(broken > 0, "faults break some");
 }
@@ -617,6 +651,7 @@ fn fuzz_from_env() {
         total_ops as f64 / wall,
         virtual_s / wall,
     );
+    eprintln!("faults injected: {:?}", total_faults(&outcomes));
     assert!(
         failures.is_empty(),
         "{} seeds failed: {failures:?}",

@@ -6,11 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::rng::Rng;
-use super::world::World;
-
-/// Fault kinds, as the trace records them.
-const FAULT_EIO: u64 = 10;
-const FAULT_SHORT_FILE: u64 = 11;
+use super::world::{Fault, World};
 
 /// One file.
 #[derive(Default)]
@@ -42,8 +38,9 @@ impl Disk {
         self.files[file as usize].open = false;
     }
 
-    /// Rebuilds every file as a crash leaves it.
-    pub(crate) fn crash(&mut self, rng: &mut Rng, torn_ppm: u32) {
+    /// Rebuilds every file as a crash leaves it; how many writes it tore.
+    pub(crate) fn crash(&mut self, rng: &mut Rng, torn_ppm: u32) -> u64 {
+        let mut torn = 0;
         for file in &mut self.files {
             file.open = false;
         }
@@ -51,6 +48,7 @@ impl Disk {
             let mut image = std::mem::take(&mut inode.durable);
             for (offset, bytes) in std::mem::take(&mut inode.unsynced) {
                 let kept = if rng.chance(torn_ppm) {
+                    torn += 1;
                     rng.below(bytes.len() as u64) as usize
                 } else if rng.below(2) == 0 {
                     bytes.len()
@@ -62,6 +60,7 @@ impl Disk {
             inode.data.clone_from(&image);
             inode.durable = image;
         }
+        torn
     }
 
     /// The contents a reader sees now of the file at `path`, if it exists.
@@ -121,7 +120,7 @@ impl World {
     fn eio(&mut self) -> bool {
         let fired = self.rng.chance(self.faults.disk_eio);
         if fired {
-            self.fault(FAULT_EIO);
+            self.fault(Fault::DiskEio);
         }
         fired
     }
@@ -147,7 +146,7 @@ impl World {
         let mut n = (data.len() - start).min(max).min(i32::MAX as usize);
         if n > 1 && self.rng.chance(self.faults.short_io) {
             n = self.rng.between(1, n as u64 - 1) as usize;
-            self.fault(FAULT_SHORT_FILE);
+            self.fault(Fault::ShortIo);
         }
         sink(&self.disk.inodes[inode as usize].data[start..start + n]);
         n as i32
@@ -166,7 +165,7 @@ impl World {
         let mut n = bytes.len().min(i32::MAX as usize);
         if n > 1 && self.rng.chance(self.faults.short_io) {
             n = self.rng.between(1, n as u64 - 1) as usize;
-            self.fault(FAULT_SHORT_FILE);
+            self.fault(Fault::ShortIo);
         }
         let inode = &mut self.disk.inodes[inode as usize];
         apply(&mut inode.data, offset, &bytes[..n]);

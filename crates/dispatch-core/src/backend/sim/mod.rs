@@ -2,7 +2,8 @@
 //! (`world.rs`: clock, network, disk, faults, trace) instead of the kernel, in virtual time.
 //!
 //! How it works: `push` puts an operation on the `waiting` list, in order (a timer goes to
-//! the heap, a cancel is answered at once). Each `flush` tries the waiting operations in
+//! the heap, a cancel to a list answered after the others have been tried, as a kernel
+//! performs a batch in order). Each `flush` tries the waiting operations in
 //! order, as a readiness backend does, except that one behind another waiting on the same
 //! descriptor and direction is not tried (order within a stream is kept); those that cannot
 //! complete stay. If nothing completed and the loop may wait, the clock jumps to the next
@@ -25,7 +26,7 @@ use std::rc::Rc;
 
 pub use self::handle::{Peer, Sim, SimListener};
 use self::net::Recv;
-use self::world::{Event, Obj, World};
+use self::world::{Event, Fault, Obj, World};
 use super::Wait;
 use crate::clock::Clock;
 use crate::completion::{buffer_flags, TIMEOUT_EXPIRED};
@@ -35,10 +36,6 @@ use crate::sim::SimOptions;
 use crate::stats::Stats;
 use crate::timer::TimerHeap;
 use crate::waker::Waker;
-
-/// Fault kind of a delayed operation, as the trace records it.
-const FAULT_DELAY: u64 = 20;
-const FAULT_REORDER: u64 = 21;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
@@ -129,7 +126,8 @@ impl SimBackend {
         self.sim.world.borrow_mut()
     }
 
-    /// Queues slot `idx`; a timer starts, a cancel is answered, the rest wait for a try.
+    /// Queues slot `idx`; a timer starts, a cancel waits for the others' try, the rest wait
+    /// for a try.
     pub(crate) fn push(&mut self, idx: u32, user_data: u64, args: &Args) {
         let i = idx as usize;
         assert_eq!(self.place[i], Place::Idle, "slot {idx} pushed twice");
@@ -155,7 +153,7 @@ impl SimBackend {
                 self.not_before_ns[i] = 0;
                 if world.rng.chance(world.faults.delay) {
                     let delay_ns = world.rng.between(1, world.faults.delay_max_ns.max(1));
-                    world.fault(FAULT_DELAY);
+                    world.fault(Fault::Delay);
                     let at_ns = world.now_ns() + delay_ns;
                     self.not_before_ns[i] = at_ns;
                     world.at(at_ns, Event::Wake);
@@ -325,6 +323,9 @@ impl SimBackend {
             .map(|(at_ns, _)| *at_ns)
             .max();
         let late = earlier_late.is_some() || world.rng.chance(world.faults.latency);
+        if late && earlier_late.is_none() {
+            world.fault(Fault::Latency);
+        }
         if late {
             let extra_ns = world.rng.between(1, world.faults.latency_max_ns.max(1));
             let at_ns = (world.now_ns() + extra_ns).max(earlier_late.unwrap_or(0));
@@ -463,7 +464,7 @@ fn reorder(world: &mut World, done: &mut [Completion]) {
     if done.len() < 2 || !world.rng.chance(world.faults.reorder) {
         return;
     }
-    world.fault(FAULT_REORDER);
+    world.fault(Fault::Reorder);
     for _ in 0..done.len() {
         let at = world.rng.below(done.len() as u64 - 1) as usize;
         let (a, b) = (done[at].3, done[at + 1].3);

@@ -7,15 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
-use super::world::{Event, World};
-
-/// Fault kinds, as the trace records them.
-pub(crate) const FAULT_SHORT: u64 = 1;
-pub(crate) const FAULT_RESET: u64 = 2;
-pub(crate) const FAULT_REFUSED: u64 = 3;
-pub(crate) const FAULT_EMFILE: u64 = 4;
-pub(crate) const FAULT_LATENCY: u64 = 5;
-pub(crate) const FAULT_PLANTED: u64 = 99;
+use super::world::{Event, Fault, World};
 
 /// Where a connection stands, from one endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +113,7 @@ impl World {
         let (low, high) = (self.options.latency_min_ns, self.options.latency_max_ns);
         let mut latency = self.rng.between(low, high.max(low));
         if self.rng.chance(self.faults.latency) {
-            self.fault(FAULT_LATENCY);
+            self.fault(Fault::Latency);
             latency += self.rng.between(0, self.faults.latency_max_ns);
         }
         latency
@@ -185,7 +177,7 @@ impl World {
         let (client, server) = self.new_pair(State::Connecting);
         self.net.endpoints[server as usize].target = Some(addr);
         if self.rng.chance(self.faults.refused) {
-            self.fault(FAULT_REFUSED);
+            self.fault(Fault::Refused);
             self.net.endpoints[server as usize].refuse = true;
         }
         let at_ns = self.now_ns() + self.latency_ns();
@@ -355,10 +347,10 @@ impl World {
         let mut n = this.rx.len().min(max);
         if n > 1 && self.rng.chance(self.faults.short_io) {
             n = self.rng.between(1, n as u64 - 1) as usize;
-            self.fault(FAULT_SHORT);
+            self.fault(Fault::ShortIo);
             if self.faults.planted_bug && self.rng.chance(500) {
                 // The planted bug (tests only): one byte vanishes on a rare short read.
-                self.fault(FAULT_PLANTED);
+                self.fault(Fault::Planted);
                 self.net.endpoints[endpoint as usize].rx.pop_front();
                 n -= 1;
             }
@@ -400,7 +392,7 @@ impl World {
             return Ok(Some(0));
         }
         if self.rng.chance(self.faults.reset) {
-            self.fault(FAULT_RESET);
+            self.fault(Fault::Reset);
             self.reset_connection(endpoint);
             self.net.endpoints[endpoint as usize].reset = Reset::Reported;
             return Err(-libc::ECONNRESET);
@@ -414,7 +406,7 @@ impl World {
         }
         let mut n = bytes.len().min(room);
         if n > 1 && self.rng.chance(self.faults.short_io) {
-            self.fault(FAULT_SHORT);
+            self.fault(Fault::ShortIo);
             n = self.rng.between(1, n as u64 - 1) as usize;
         }
         self.push_segment(peer, bytes[..n].to_vec(), false, false);
@@ -426,7 +418,7 @@ impl World {
     pub(crate) fn accept_fault(&mut self) -> bool {
         let fired = self.rng.chance(self.faults.emfile);
         if fired {
-            self.fault(FAULT_EMFILE);
+            self.fault(Fault::Emfile);
         }
         fired
     }

@@ -15,6 +15,21 @@ use super::net::Net;
 use super::rng::{Rng, Trace};
 use crate::sim::{Faults, SimOptions, SimStats};
 
+/// The kinds of fault, as counted in `SimStats::faults` and recorded in the trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    Latency = 1,
+    Reorder,
+    ShortIo,
+    Reset,
+    Refused,
+    Delay,
+    Emfile,
+    DiskEio,
+    TornWrite,
+    Planted,
+}
+
 /// What a simulated descriptor names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Obj {
@@ -194,10 +209,24 @@ impl World {
     }
 
     /// Records one fault injected.
-    pub(crate) fn fault(&mut self, kind: u64) {
+    pub(crate) fn fault(&mut self, kind: Fault) {
         self.stats.faults_injected += 1;
+        let counts = &mut self.stats.faults;
+        let count = match kind {
+            Fault::Latency => &mut counts.latency,
+            Fault::Reorder => &mut counts.reorder,
+            Fault::ShortIo => &mut counts.short_io,
+            Fault::Reset => &mut counts.reset,
+            Fault::Refused => &mut counts.refused,
+            Fault::Delay => &mut counts.delay,
+            Fault::Emfile => &mut counts.emfile,
+            Fault::DiskEio => &mut counts.disk_eio,
+            Fault::TornWrite => &mut counts.torn_write,
+            Fault::Planted => &mut counts.planted_bug,
+        };
+        *count += 1;
         let now_ns = self.now_ns();
-        self.trace.add(&[0xfa, kind, now_ns]);
+        self.trace.add(&[0xfa, kind as u64, now_ns]);
     }
 
     /// A simulated power loss: every file loses or tears what was written but not fsynced,
@@ -222,6 +251,9 @@ impl World {
         }
         let torn_ppm = self.faults.torn_write;
         let disk = &mut self.disk;
-        disk.crash(&mut self.rng, torn_ppm);
+        let torn = disk.crash(&mut self.rng, torn_ppm);
+        for _ in 0..torn {
+            self.fault(Fault::TornWrite);
+        }
     }
 }
