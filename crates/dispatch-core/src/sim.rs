@@ -8,7 +8,7 @@
 //! `Options::backend = Some(BackendKind::Sim)` or `DISPATCH_BACKEND=sim` (a world of its own
 //! then, seeded by `DISPATCH_SIM_SEED`, 0 by default, faults off; reach it with
 //! [`Io::sim`](crate::Io::sim)). Automatic selection never picks it, and it says so on stderr
-//! when an environment variable or option selects it; such a loop, whose world nobody else
+//! (once per process) when an environment variable or option selects it; such a loop, whose world nobody else
 //! can reach, prints the world's seed and trace hash on stderr when it is dropped.
 //!
 //! ```
@@ -59,12 +59,14 @@
 //!   "simulated deadlock" and the seed, where a real loop would block. A pending
 //!   [`Io::wait_wakeup`](crate::Io::wait_wakeup) is the exception: another thread may wake
 //!   it, so such a turn returns at once (the loop spins until then). Wake-ups from other
-//!   threads are the one thing a simulation cannot make deterministic.
+//!   threads are the one thing a simulation cannot make deterministic: virtual time does
+//!   not wait for them (a timer due in an hour fires at once if nothing else is due).
 //! - **Descriptors** are the world's: [`Sim::listen`], [`Sim::socket`],
 //!   [`Sim::socket_pair`], accepted connections and files opened by
 //!   [`Io::openat`](crate::Io::openat). Each is a real descriptor (a duplicate of
 //!   `/dev/null`), so that `OwnedFd` stays sound, but its number means nothing to the
-//!   simulation: an operation on a descriptor the world does not know fails with `EBADF`.
+//!   simulation: an operation on a descriptor the world does not know fails with `EBADF`
+//!   (but a close, which closes it, as on every backend).
 //!   Close them with [`Io::close`](crate::Io::close) (or drop the [`SimListener`]): a
 //!   dropped `OwnedFd` closes only the real descriptor, and the simulated socket stays open
 //!   (see [`Sim`]).

@@ -135,8 +135,13 @@ impl Sim {
         let mut world = self.world.borrow_mut();
         let (a, b) = world.pair();
         let first = world.new_fd(Obj::Stream(a)).map_err(os_error)?;
-        let second = world.new_fd(Obj::Stream(b)).map_err(os_error)?;
-        Ok((first, second))
+        match world.new_fd(Obj::Stream(b)) {
+            Ok(second) => Ok((first, second)),
+            Err(errno) => {
+                world.close_fd(first.as_raw_fd());
+                Err(os_error(errno))
+            }
+        }
     }
 
     /// A simulated power loss: every file keeps what was fsynced, and each write since is
@@ -225,11 +230,16 @@ impl Sim {
         if world.endpoint(peer.0).state == State::Established {
             world.shutdown(peer.0, libc::SHUT_WR);
         }
+        let now_ns = world.now_ns();
+        world.trace.add(&[0x5d, u64::from(peer.0), now_ns]);
     }
 
     /// Closes the peer's socket (a reset if it left bytes unread).
     pub fn peer_close(&self, peer: Peer) {
-        self.world.borrow_mut().close_endpoint(peer.0);
+        let mut world = self.world.borrow_mut();
+        world.close_endpoint(peer.0);
+        let now_ns = world.now_ns();
+        world.trace.add(&[0xc1, u64::from(peer.0), now_ns]);
     }
 
     /// Resets the peer's connection and closes its socket.
@@ -240,6 +250,8 @@ impl Sim {
             world.net.endpoints[peer.0 as usize].reset = Reset::Reported;
         }
         world.close_endpoint(peer.0);
+        let now_ns = world.now_ns();
+        world.trace.add(&[0x7e, u64::from(peer.0), now_ns]);
     }
 }
 
