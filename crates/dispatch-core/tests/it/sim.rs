@@ -475,3 +475,49 @@ fn what_was_fsynced_survives_every_simulated_crash() {
     assert!(lost > 10, "only {lost} of 100 crashes lost anything");
     assert!(synced > 50, "only {synced} of 100 runs fsynced anything");
 }
+
+#[test]
+fn reordering_crosses_descriptors_but_never_a_stream() {
+    let faults = Faults {
+        reorder: 1_000_000,
+        latency: 500_000,
+        latency_max_ns: 1_000_000,
+        ..Faults::NONE
+    };
+    let (sim, mut io) = check::<Vec<Tag>>(9, faults, 128);
+    let pairs: Vec<(OwnedFd, OwnedFd)> = (0..4).map(|_| sim.socket_pair().unwrap()).collect();
+    for round in 0..20 {
+        for (p, (a, _)) in pairs.iter().enumerate() {
+            let tag = (p as Tag) << 32 | round;
+            io.send(
+                tag,
+                a.as_raw_fd(),
+                vec![1; 10],
+                |order: &mut Vec<Tag>, _, tag, (n, _)| {
+                    n.expect("send");
+                    order.push(tag);
+                },
+            )
+            .unwrap();
+        }
+    }
+    let mut order = Vec::new();
+    io.run_until_idle(&mut order).unwrap();
+    assert_eq!(order.len(), 80);
+    for p in 0..4 {
+        let rounds: Vec<Tag> = order
+            .iter()
+            .filter(|t| *t >> 32 == p)
+            .map(|t| t & 0xff)
+            .collect();
+        assert_eq!(rounds, (0..20).collect::<Vec<_>>(), "pair {p}: in order");
+    }
+    let submitted: Vec<Tag> = (0..20)
+        .flat_map(|r| (0..4).map(move |p| p << 32 | r))
+        .collect();
+    assert_ne!(
+        order, submitted,
+        "completions of different descriptors were reordered"
+    );
+    assert!(sim.stats().faults.reorder > 0);
+}

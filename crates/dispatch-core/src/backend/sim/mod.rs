@@ -47,11 +47,19 @@ enum Place {
     Done,
 }
 
-/// A completion not reaped yet: `user_data`, result, flags, the key of the object its
-/// descriptor named (`NO_KEY` for none; see `Obj::key`), so that reordering never swaps two
-/// of one descriptor, and the result as the trace records it (a new descriptor's object
-/// key rather than its number).
-type Completion = (u64, i32, u32, u64, u64);
+/// A completion not reaped yet.
+#[derive(Debug, Clone, Copy)]
+struct Completion {
+    user_data: u64,
+    result: i32,
+    flags: u32,
+    /// The key of the object its descriptor named (`NO_KEY` for none; see `Obj::key`), so
+    /// that neither reordering nor latency ever puts it after a later one of that object.
+    key: u64,
+    /// The result as the trace records it: a new descriptor's object key rather than its
+    /// number.
+    traced: u64,
+}
 
 /// The key of a completion that names no descriptor.
 const NO_KEY: u64 = u64::MAX;
@@ -249,7 +257,7 @@ impl SimBackend {
         while at < self.late.len() {
             if self.late[at].0 <= now_ns {
                 let (_, completion) = self.late.remove(at);
-                let idx = OpId::idx_of_user_data(completion.0);
+                let idx = OpId::idx_of_user_data(completion.user_data);
                 self.place[idx as usize] = Place::Done;
                 self.done.push(completion);
             } else {
@@ -315,11 +323,17 @@ impl SimBackend {
         let i = idx as usize;
         assert!(matches!(self.place[i], Place::Waiting | Place::Timer));
         world.stats.completions += 1;
-        let completion = (self.user_data[i], result, flags, key, traced);
+        let completion = Completion {
+            user_data: self.user_data[i],
+            result,
+            flags,
+            key,
+            traced,
+        };
         let earlier_late = self
             .late
             .iter()
-            .filter(|(_, (.., late_key))| key != NO_KEY && *late_key == key)
+            .filter(|(_, late)| key != NO_KEY && late.key == key)
             .map(|(at_ns, _)| *at_ns)
             .max();
         let late = earlier_late.is_some() || world.rng.chance(world.faults.latency);
@@ -398,9 +412,14 @@ impl SimBackend {
             Place::Timer => self.timers.remove(idx),
         }
         self.place[i] = Place::Done;
-        let cancelled = -libc::ECANCELED;
-        self.done
-            .push((user_data, cancelled, 0, NO_KEY, cancelled as u64));
+        let result = -libc::ECANCELED;
+        self.done.push(Completion {
+            user_data,
+            result,
+            flags: 0,
+            key: NO_KEY,
+            traced: result as u64,
+        });
         0
     }
 
@@ -412,7 +431,14 @@ impl SimBackend {
         reorder(world, &mut self.done);
         let count = self.done.len().min(max as usize);
         let now_ns = world.now_ns();
-        for (user_data, result, flags, _, traced) in self.done.drain(..count) {
+        for done in self.done.drain(..count) {
+            let Completion {
+                user_data,
+                result,
+                flags,
+                traced,
+                ..
+            } = done;
             let idx = OpId::idx_of_user_data(user_data) as usize;
             assert_eq!(self.place[idx], Place::Done);
             self.place[idx] = Place::Idle;
@@ -467,7 +493,7 @@ fn reorder(world: &mut World, done: &mut [Completion]) {
     world.fault(Fault::Reorder);
     for _ in 0..done.len() {
         let at = world.rng.below(done.len() as u64 - 1) as usize;
-        let (a, b) = (done[at].3, done[at + 1].3);
+        let (a, b) = (done[at].key, done[at + 1].key);
         if a != b || a == NO_KEY {
             done.swap(at, at + 1);
         }
