@@ -8,8 +8,9 @@
 //! `Options::backend = Some(BackendKind::Sim)` or `DISPATCH_BACKEND=sim` (a world of its own
 //! then, seeded by `DISPATCH_SIM_SEED`, 0 by default, faults off; reach it with
 //! [`Io::sim`](crate::Io::sim)). Automatic selection never picks it, and it says so on stderr
-//! (once per process) when an environment variable or option selects it; such a loop, whose world nobody else
-//! can reach, prints the world's seed and trace hash on stderr when it is dropped.
+//! (once per process) when an environment variable or option selects it; such a loop, whose
+//! world nobody else can reach, prints the world's seed and trace hash on stderr when it is
+//! dropped.
 //!
 //! ```
 //! use std::os::fd::AsRawFd;
