@@ -362,6 +362,14 @@ impl Backend {
         each!(self, backend => backend.recycle(pool))
     }
 
+    /// `Io`'s drop closed descriptor `fd`, made by one of this backend's operations, without
+    /// an operation (a result nobody will receive); only the simulator needs to know.
+    pub(crate) fn closed_by_drop(&mut self, fd: std::os::fd::RawFd) {
+        if let Backend::Sim(sim) = self {
+            sim.closed_by_drop(fd);
+        }
+    }
+
     pub(crate) fn cancel_for_drop(&mut self, user_data: u64, stats: &mut Stats) -> io::Result<()> {
         each!(self, backend => backend.cancel_for_drop(user_data, stats))
     }

@@ -457,6 +457,11 @@ impl SimBackend {
         pool.take_returned_into_free()
     }
 
+    /// `Io`'s drop closed `fd` (see `Backend::closed_by_drop`): the simulated object goes.
+    pub(crate) fn closed_by_drop(&mut self, fd: RawFd) {
+        self.world().close_fd(fd);
+    }
+
     pub(crate) fn cancel_for_drop(&mut self, user_data: u64, _: &mut Stats) -> io::Result<()> {
         let result = self.cancel(user_data);
         assert!(result == 0 || result == -libc::ENOENT);
