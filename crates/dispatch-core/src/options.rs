@@ -76,6 +76,22 @@ pub struct UringOptions {
     /// where the kernel has them (probed at set-up). `false` masks them: the loop re-arms a
     /// single-shot operation after each completion instead, with the same results.
     pub multishot: bool,
+    /// Batch waiting: a turn that blocks waits for up to `batch_events` completions (fewer if
+    /// fewer operations are in the kernel), for at most `batch_wait_us` microseconds from
+    /// the start of the wait; then it returns with whatever is ready, or, with nothing
+    /// ready, sleeps on until the first completion (or the run's deadline). One
+    /// `io_uring_enter` then serves a whole batch, which is how a busy server gets far below
+    /// one syscall per message; the price is up to `batch_wait_us` of added latency per
+    /// turn. `1` (the default) waits for the first completion only (and turns the batch wait
+    /// off). At least 1.
+    pub batch_events: u32,
+    /// The longest a blocking turn waits for `batch_events` completions, in microseconds
+    /// (`0`, the default: no batch wait). Needs `IORING_FEAT_MIN_TIMEOUT` (Linux 6.12) and
+    /// `ext_arg`; where the kernel lacks it the loop waits for the first completion only
+    /// (waiting for several without a bound could stall a quiet connection), and
+    /// [`crate::Stats::batch_wait_us`] reports 0 (as it does with `batch_events: 1`). At
+    /// most 1,000,000.
+    pub batch_wait_us: u32,
 }
 
 impl Options {
@@ -87,7 +103,7 @@ impl Options {
     /// - `uring`: an SQ of `min(ops_max, 256)` entries; `single_issuer`, `defer_taskrun` and
     ///   `submit_all` on (the flags measured fastest here: see `cargo xtask bench`);
     ///   `coop_taskrun` off; `ext_arg`, `pbuf_ring` and `multishot` on (each used only where
-    ///   the kernel has it).
+    ///   the kernel has it); no batch wait (`batch_events: 1`, `batch_wait_us: 0`).
     ///
     /// Every field is checked by `Io::new`, whichever backend runs (`uring.sq_entries` 0 is
     /// refused even on epoll); `pool.buffer_size` only when `pool.buffers > 0`.
@@ -110,6 +126,8 @@ impl Options {
                 ext_arg: true,
                 pbuf_ring: true,
                 multishot: true,
+                batch_events: 1,
+                batch_wait_us: 0,
             },
         }
     }
@@ -139,6 +157,12 @@ impl Options {
         }
         if self.pool.buffers > 0 && !(1..=1 << 24).contains(&self.pool.buffer_size) {
             return Err("pool.buffer_size must be between 1 and 16 MiB");
+        }
+        if self.uring.batch_events == 0 {
+            return Err("uring.batch_events must be at least 1");
+        }
+        if self.uring.batch_wait_us > 1_000_000 {
+            return Err("uring.batch_wait_us must be at most 1000000 (one second)");
         }
         if self.uring.defer_taskrun && !self.uring.single_issuer {
             return Err("uring.defer_taskrun requires uring.single_issuer");

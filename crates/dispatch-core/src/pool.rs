@@ -96,6 +96,12 @@ impl PoolBuf {
         self.start += u32::try_from(n).expect("n <= len fits u32");
     }
 
+    /// The pool's buffer size: the most bytes one receive puts in a buffer. A receive that
+    /// filled its buffer (`len() == capacity()`) may have left more data in the socket.
+    pub fn capacity(&self) -> usize {
+        self.pool.buffer_size as usize
+    }
+
     /// The buffer's id in its pool (`None` for an end-of-stream handle).
     pub fn buffer_id(&self) -> Option<u16> {
         (self.bid != NO_BUFFER).then_some(self.bid)

@@ -119,6 +119,11 @@ pub struct Stats {
     /// Times a pooled receive found the pool empty and waited for buffers to come back
     /// (it is not failed). A steady count means the pool is too small for the load.
     pub pool_waits: u64,
+    /// The batch wait in effect, in microseconds: `UringOptions::batch_wait_us` on io_uring
+    /// where the kernel has `IORING_FEAT_MIN_TIMEOUT` (6.12); 0 where it is off (including
+    /// `batch_events: 1`), where the kernel lacks it or `ext_arg` is masked, and on readiness
+    /// backends (which have no batch wait).
+    pub batch_wait_us: u32,
 }
 
 impl Stats {
@@ -135,6 +140,7 @@ impl Stats {
             cq_overflows: 0,
             deadlines_expired: 0,
             pool_waits: 0,
+            batch_wait_us: 0,
         }
     }
 

@@ -4,7 +4,8 @@
 //! generation-checked handles ([`Table`], [`ConnId`]), and a server ([`serve`]) whose accept
 //! loop survives running out of descriptors (it pauses, never spins, and logs once per
 //! episode), whose connections are read from pooled buffers (an idle connection pins none),
-//! are not read while a reply is being sent (backpressure), finish short writes, time out
+//! get no new data while a reply is being sent, stop being read once a few arrivals wait
+//! for it (backpressure: see [`PENDING_MAX`]), finish short writes, time out
 //! when idle and close after a half-close once their replies are out.
 //!
 //! The program's loop context implements [`Handler`]: `net()` hands this layer its own
@@ -58,5 +59,7 @@ mod server;
 mod table;
 
 pub use crate::listen::{connect, listen, ListenOptions, Listener};
-pub use crate::server::{close, send, serve, stop, Handler, Net, NetOptions, NetStats};
+pub use crate::server::{
+    close, send, serve, stop, Handler, Net, NetOptions, NetStats, PENDING_MAX,
+};
 pub use crate::table::{ConnId, Table};

@@ -1,12 +1,14 @@
 //! A TCP server's connection handling on one loop: an accept loop that survives running out
-//! of descriptors, a fixed table of connections, pooled receives with backpressure (a
-//! connection is not read while a send to it is in flight), sends that finish short writes,
-//! idle timeouts, half-close, and a stop that closes everything.
+//! of descriptors, a fixed table of connections, multishot pooled receives with backpressure
+//! (data is not handed to the program while a send to its connection is in flight, and a
+//! connection with [`PENDING_MAX`] arrivals waiting is not read), sends that finish short
+//! writes, idle timeouts, half-close, and a stop that closes everything.
 //!
 //! The program's state `H` implements [`Handler`]: [`Handler::net`] gives this layer its own
 //! state (the composition answer: one accessor, resolved at compile time), and the
 //! `on_*` methods receive the connection's events.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -76,10 +78,35 @@ pub struct NetStats {
     pub accept_pauses: u64,
 }
 
+/// Arrivals a connection keeps while a send to it is in flight before it stops being read
+/// (one once more than half the loop's pool is lent out).
+///
+/// A connection is read by a multishot receive (one submission for many arrivals) while
+/// its socket keeps up; once `PENDING_MAX` arrivals wait for a send to finish, that receive
+/// is cancelled and the connection is read one buffer at a time, and only while nothing is
+/// being sent, until a receive finds the socket drained (a short read). A peer that sends
+/// without reading therefore pins the buffer being sent, the arrivals waiting, and those
+/// that came in before the cancel took effect (what the kernel had in the socket's buffers
+/// in one go; 1 to 5 buffers in all measured here). Size the pool for the peers that may
+/// stall at once: a few buffers each.
+pub const PENDING_MAX: usize = 4;
+
 /// One connection.
 struct Conn {
     socket: OwnedFd,
+    /// The receive, while armed (for a multishot, until its final callback).
     recv: Option<OpId>,
+    /// The armed receive is a multishot one.
+    recv_multishot: bool,
+    /// The next receive armed is a multishot one (the socket was drained when last read).
+    next_multishot: bool,
+    /// The receive was cancelled to stop reading (backpressure), not to close.
+    pausing: bool,
+    /// Progress came after the receive's idle deadline had fired: its `ETIMEDOUT` is not
+    /// idleness, and the connection reads on.
+    revived: bool,
+    /// Arrivals waiting for the send in flight to finish, in stream order.
+    pending: VecDeque<PoolBuf>,
     send: Option<OpId>,
     /// The peer finished sending (end of stream): close once the sends are done.
     read_closed: bool,
@@ -115,8 +142,10 @@ pub trait Handler: Sized + 'static {
         let _ = (io, conn);
     }
 
-    /// Bytes arrived on `conn`. Reply with [`send`] (one send in flight per connection: the
-    /// connection is read again once it is done), or drop `data` to give the buffer back.
+    /// Bytes arrived on `conn`, in stream order. Reply with [`send`] (one send in flight per
+    /// connection: `on_data` is not called for `conn` again until that send is done; what
+    /// arrives meanwhile waits, and a connection with [`PENDING_MAX`] arrivals waiting stops
+    /// being read), or drop `data` to give the buffer back.
     fn on_data(&mut self, io: &mut Io<Self>, conn: ConnId, data: PoolBuf);
 
     /// `conn` is closed (its descriptor's close is under way); its id is stale from now on.
@@ -272,6 +301,11 @@ fn open<H: Handler>(ctx: &mut H, io: &mut Io<H>, socket: OwnedFd) {
     let conn = Conn {
         socket,
         recv: None,
+        recv_multishot: false,
+        next_multishot: true,
+        pausing: false,
+        revived: false,
+        pending: VecDeque::new(),
         send: None,
         read_closed: false,
         closing: false,
@@ -292,59 +326,129 @@ fn arm_recv<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId) {
     let conn = net.conns.get_mut(id).expect("an open connection");
     assert!(conn.recv.is_none(), "one receive at a time");
     let fd = conn.socket.as_raw_fd();
-    let recv = io
-        .recv_pooled(id.to_tag(), fd, on_recv::<H>)
-        .expect("a slot is kept for each connection");
+    let recv = match conn.next_multishot {
+        true => io.recv_multishot(id.to_tag(), fd, on_recv::<H>),
+        false => io.recv_pooled(id.to_tag(), fd, on_recv::<H>),
+    }
+    .expect("a slot is kept for each connection");
+    conn.recv_multishot = conn.next_multishot;
+    conn.revived = false;
     if idle > 0 {
         io.set_deadline(recv, idle).expect("just scheduled");
     }
     conn.recv = Some(recv);
 }
 
-fn on_recv<H: Handler>(ctx: &mut H, io: &mut Io<H>, tag: Tag, shot: Shot<PoolBuf>) {
-    let id = ConnId::from_tag(tag);
-    let net = ctx.net();
-    let conn = net
-        .conns
-        .get_mut(id)
-        .expect("a connection with a receive is open");
-    conn.recv = None;
-    match shot.result {
-        Ok(data) if !data.is_empty() => {
-            net.stats.messages += 1;
-            net.stats.bytes_received += data.len() as u64;
-            if conn.closing {
-                return finish(ctx, io, id);
-            }
-            ctx.on_data(io, id, data);
-            // The handler may have sent (the connection is read again once that is done),
-            // or closed it (then it may be gone already).
-            let Some(conn) = ctx.net().conns.get_mut(id) else {
-                return;
-            };
-            if conn.closing {
-                finish(ctx, io, id);
-            } else if conn.send.is_none() {
-                arm_recv(ctx, io, id);
-            }
-        }
-        // End of stream: finish sending, then close.
-        Ok(_) => {
-            conn.read_closed = true;
-            finish(ctx, io, id);
-        }
-        Err(error) => {
-            if error.raw_os_error() == Some(libc::ETIMEDOUT) {
-                net.stats.idle_timeouts += 1;
-            }
-            close(ctx, io, id);
+/// Progress on a connection: its idle deadline (on the receive, the one operation that
+/// waits on the peer's silence) starts again.
+fn progress<H>(io: &mut Io<H>, conn: &mut Conn, idle: u64) {
+    if let (Some(recv), true) = (conn.recv, idle > 0) {
+        // Refused once the receive's final result is decided: if that is its deadline (it
+        // fired in the turn that brought this progress), the connection was not idle.
+        if io.set_deadline(recv, idle).is_err() {
+            conn.revived = true;
         }
     }
 }
 
-/// Sends `data` on `conn`, finishing short writes; a connection that was being read when
-/// its data came is read again once the whole buffer is sent (a send may also be made to a
-/// connection that is being read, as a greeting from `on_open`).
+fn on_recv<H: Handler>(ctx: &mut H, io: &mut Io<H>, tag: Tag, shot: Shot<PoolBuf>) {
+    let id = ConnId::from_tag(tag);
+    let net = ctx.net();
+    let idle = net.options.idle_timeout_ns;
+    let conn = net
+        .conns
+        .get_mut(id)
+        .expect("a connection with a receive is open");
+    if !shot.more {
+        conn.recv = None;
+    }
+    match shot.result {
+        Ok(data) if !data.is_empty() => {
+            net.stats.messages += 1;
+            net.stats.bytes_received += data.len() as u64;
+            progress(io, conn, idle);
+            if !conn.recv_multishot {
+                // Read one buffer at a time until the socket is found drained.
+                conn.next_multishot = data.len() < data.capacity();
+            }
+            if conn.closing {
+                // Dropped: the buffer goes back to the pool.
+            } else if conn.send.is_none() && conn.pending.is_empty() {
+                ctx.on_data(io, id, data);
+            } else {
+                conn.pending.push_back(data);
+            }
+        }
+        // End of stream: finish sending, then close.
+        Ok(_) => conn.read_closed = true,
+        // The receive was cancelled to stop reading until the sends catch up, or its idle
+        // deadline fired in the turn that brought progress: read on.
+        Err(error) if error.raw_os_error() == Some(libc::ECANCELED) && conn.pausing => {}
+        Err(error) if error.raw_os_error() == Some(libc::ETIMEDOUT) && conn.revived => {}
+        Err(error) => {
+            if error.raw_os_error() == Some(libc::ETIMEDOUT) {
+                net.stats.idle_timeouts += 1;
+            }
+            return close(ctx, io, id);
+        }
+    }
+    pump(ctx, io, id);
+}
+
+/// Moves `id` on after an event: hands waiting arrivals to the program while no send is in
+/// flight, reads again or stops reading as the waiting arrivals allow, and closes the
+/// connection once nothing is left to do.
+fn pump<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId) {
+    loop {
+        // The handler may have closed the connection (then it may be gone already).
+        let Some(conn) = ctx.net().conns.get_mut(id) else {
+            return;
+        };
+        if conn.closing || conn.send.is_some() {
+            break;
+        }
+        let Some(data) = conn.pending.pop_front() else {
+            break;
+        };
+        ctx.on_data(io, id, data);
+    }
+    let conn = ctx.net().conns.get_mut(id).expect("checked above");
+    if conn.closing || conn.read_closed {
+        return finish(ctx, io, id);
+    }
+    // With the pool more than half lent, the first arrival that has to wait stops reading.
+    let limit = match io.pool_buffers_lent() * 2 > io.pool_buffers() {
+        true => 1,
+        false => PENDING_MAX,
+    };
+    let backlog = conn.pending.len() >= limit;
+    match conn.recv {
+        // Its final callback (ECANCELED, or a last result) comes through `on_recv`. No slot
+        // for the cancel: the next arrival tries again.
+        Some(recv)
+            if conn.recv_multishot
+                && backlog
+                && !conn.pausing
+                && io.cancel(id.to_tag(), recv, |_, _, _, _| {}).is_ok() =>
+        {
+            conn.pausing = true;
+            conn.next_multishot = false;
+        }
+        // A multishot receive reads on while a send is in flight (up to the backlog); one
+        // buffer at a time, only once everything received has been sent.
+        None if (conn.next_multishot && !backlog)
+            || (conn.send.is_none() && conn.pending.is_empty()) =>
+        {
+            conn.pausing = false;
+            arm_recv(ctx, io, id);
+        }
+        _ => {}
+    }
+}
+
+/// Sends `data` on `conn`, finishing short writes. Until the whole buffer is sent, arrivals on
+/// `conn` wait for [`Handler::on_data`] (a send may be made at any time, a greeting from
+/// `on_open` say).
 ///
 /// # Errors
 /// Hands `data` back when `conn` is closed or closing, or already has a send in flight (one
@@ -404,15 +508,11 @@ fn on_sent<H: Handler>(
                     io.set_deadline(resend, idle).expect("just scheduled");
                 }
                 conn.send = Some(resend);
+                progress(io, conn, idle);
                 return;
             }
-            if conn.closing || conn.read_closed {
-                return finish(ctx, io, id);
-            }
-            // Read again unless a receive is already armed (a send made while it was).
-            if conn.recv.is_none() {
-                arm_recv(ctx, io, id);
-            }
+            progress(io, conn, idle);
+            pump(ctx, io, id);
         }
         Err(error) => {
             if error.raw_os_error() == Some(libc::ETIMEDOUT) {
@@ -446,7 +546,8 @@ fn finish<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId) {
     if conn.recv.is_some() || conn.send.is_some() {
         return;
     }
-    if !conn.closing && !conn.read_closed {
+    let done = conn.closing || (conn.read_closed && conn.pending.is_empty());
+    if !done {
         return;
     }
     let conn = net.conns.remove(id).expect("checked above");

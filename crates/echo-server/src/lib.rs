@@ -88,6 +88,10 @@ pub struct ThreadOptions {
     pub mask_multishot: bool,
     /// See `mask_pbuf_ring`.
     pub mask_ext_arg: bool,
+    /// `UringOptions::batch_events`: completions a blocking turn waits for (io_uring).
+    pub batch_events: u32,
+    /// `UringOptions::batch_wait_us`: how long at most (io_uring on Linux 6.12+; 0: none).
+    pub batch_wait_us: u32,
 }
 
 /// A thread's totals, for the summary.
@@ -115,6 +119,8 @@ pub fn loop_options(thread: &ThreadOptions, net: &NetOptions) -> Options {
     options.uring.pbuf_ring = !thread.mask_pbuf_ring;
     options.uring.multishot = !thread.mask_multishot;
     options.uring.ext_arg = !thread.mask_ext_arg;
+    options.uring.batch_events = thread.batch_events;
+    options.uring.batch_wait_us = thread.batch_wait_us;
     options
 }
 
@@ -149,6 +155,11 @@ pub fn new_loop(
     }
     if stats.backend == BackendKind::IoUring && !masked.is_empty() {
         line += &format!(" (without {})", masked.join(", "));
+    }
+    match (stats.batch_wait_us, thread.batch_wait_us) {
+        (0, 0) => {}
+        (0, _) => line += " (no batch wait: it needs io_uring with EXT_ARG, Linux 6.12+)",
+        (us, _) => line += &format!(" (batch wait {us} µs, {} events)", thread.batch_events),
     }
     eprintln!("{line}");
     Ok((io, Echo::new(&net, open, thread.open_max)))

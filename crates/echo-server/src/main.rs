@@ -48,6 +48,15 @@ struct Cli {
     /// for testing the fallbacks older kernels get.
     #[arg(long, value_delimiter = ',')]
     uring_mask: Vec<UringFeature>,
+    /// io_uring batch wait: a turn with nothing to do waits up to this many microseconds
+    /// for --batch-events completions (Linux 6.12+; elsewhere it waits for the first one
+    /// only). Fewer syscalls per message at up to this much added latency per turn; off (0)
+    /// by default, as it did not lower CPU per message here (docs/BENCHMARKS.md).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    batch_wait_us: u32,
+    /// io_uring batch wait: how many completions a waiting turn gathers at most (at least 1).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_events: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -116,6 +125,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             mask_pbuf_ring: cli.uring_mask.contains(&UringFeature::PbufRing),
             mask_multishot: cli.uring_mask.contains(&UringFeature::Multishot),
             mask_ext_arg: cli.uring_mask.contains(&UringFeature::ExtArg),
+            batch_events: cli.batch_events,
+            batch_wait_us: cli.batch_wait_us,
         })
         .collect();
     let summaries = serve_threads(options, listeners, local)?;

@@ -40,4 +40,4 @@ pub use io_uring::{opcode, squeue, types};
 #[cfg(target_os = "linux")]
 pub use probe::{probe, Probe, REQUIRED_OPCODES};
 #[cfg(target_os = "linux")]
-pub use ring::{Cqe, Ring, RingOptions, SqFull};
+pub use ring::{Cqe, Ring, RingOptions, SqFull, MIN_WAIT_TIMEOUT_CAP_NS};

@@ -11,6 +11,11 @@ use io_uring::{squeue, IoUring};
 use crate::buf_ring::BufRing;
 use crate::error::SetupError;
 
+/// The longest [`Ring::enter_min_wait`] waits when it has a batch wait: one hour. The
+/// kernel treats a minimum wait without a general timeout (or with one it clamps to
+/// "forever") as a wait that ends when the minimum does.
+pub const MIN_WAIT_TIMEOUT_CAP_NS: u64 = 3_600_000_000_000;
+
 /// How to set up a ring. Every flag is probed by the kernel at set-up: a flag it does not know
 /// makes [`Ring::new`] fail with [`crate::Unavailable::InvalidSetup`]; [`crate::probe`] says
 /// beforehand which flags are accepted.
@@ -196,6 +201,12 @@ impl Ring {
         self.uring.params().is_feature_ext_arg()
     }
 
+    /// Whether the kernel has `IORING_FEAT_MIN_TIMEOUT` (6.12): `enter` can batch-wait
+    /// ([`Ring::enter_min_wait`]).
+    pub fn has_min_timeout(&self) -> bool {
+        self.uring.params().is_feature_min_timeout()
+    }
+
     /// Whether the kernel has `IORING_FEAT_NODROP` (5.5): a full CQ buffers rather than drops.
     pub fn has_nodrop(&self) -> bool {
         self.uring.params().is_feature_nodrop()
@@ -270,6 +281,30 @@ impl Ring {
     /// # References
     /// - [Linux](https://man7.org/linux/man-pages/man2/io_uring_enter.2.html)
     pub fn enter(&mut self, wait_nr: u32, timeout_ns: Option<u64>) -> io::Result<u32> {
+        self.enter_min_wait(wait_nr, timeout_ns, 0)
+    }
+
+    /// [`Ring::enter`] with a batch wait (6.12, [`Ring::has_min_timeout`]): wait up to
+    /// `min_wait_us` for `wait_nr` completions; once it passes, return as soon as at least one
+    /// is ready, else keep waiting for the first until `timeout_ns`. `min_wait_us == 0` is a
+    /// plain [`Ring::enter`].
+    ///
+    /// With a batch wait, a missing or very long `timeout_ns` waits at most
+    /// [`MIN_WAIT_TIMEOUT_CAP_NS`] (the caller enters again): the kernel ends a minimum wait
+    /// that has no general timeout with nothing (`ETIME`), which would wake an idle loop
+    /// every `min_wait_us`.
+    ///
+    /// # Errors
+    /// As [`Ring::enter`].
+    ///
+    /// # Panics
+    /// If `min_wait_us > 0` on a ring without `IORING_FEAT_MIN_TIMEOUT`.
+    pub fn enter_min_wait(
+        &mut self,
+        wait_nr: u32,
+        timeout_ns: Option<u64>,
+        min_wait_us: u32,
+    ) -> io::Result<u32> {
         let to_submit = self.sq_len();
         let mut flags = 0;
         // Deferred task work only runs, and overflowed CQEs only flush, in an enter that
@@ -277,31 +312,42 @@ impl Ring {
         if wait_nr > 0 || self.options.defer_taskrun || self.cq_overflow() {
             flags |= io_uring::EnterFlags::GETEVENTS.bits();
         }
-        let result = match timeout_ns {
-            None => {
-                // SAFETY: no extended argument is passed; the SQEs were pushed under `push`'s
-                // contract, which keeps their memory valid until reaped.
-                unsafe {
-                    self.uring
-                        .submitter()
-                        .enter::<libc::sigset_t>(to_submit, wait_nr, flags, None)
-                }
+        assert!(
+            min_wait_us == 0 || self.has_min_timeout(),
+            "a batch wait needs IORING_FEAT_MIN_TIMEOUT"
+        );
+        let result = if timeout_ns.is_none() && min_wait_us == 0 {
+            // SAFETY: no extended argument is passed; the SQEs were pushed under `push`'s
+            // contract, which keeps their memory valid until reaped.
+            unsafe {
+                self.uring
+                    .submitter()
+                    .enter::<libc::sigset_t>(to_submit, wait_nr, flags, None)
             }
-            Some(timeout_ns) => {
-                assert!(
-                    self.has_ext_arg(),
-                    "a wait timeout needs IORING_FEAT_EXT_ARG"
-                );
-                let timespec = timespec_from_ns(timeout_ns);
-                let args = SubmitArgs::new().timespec(&timespec);
-                flags |= io_uring::EnterFlags::EXT_ARG.bits();
-                // SAFETY: `args` is a valid `io_uring_getevents_arg` that outlives the call, and
-                // EXT_ARG tells the kernel that is what the argument is.
-                unsafe {
-                    self.uring
-                        .submitter()
-                        .enter(to_submit, wait_nr, flags, Some(&args))
-                }
+        } else {
+            assert!(
+                self.has_ext_arg(),
+                "a wait timeout needs IORING_FEAT_EXT_ARG"
+            );
+            let timeout_ns = match min_wait_us {
+                0 => timeout_ns,
+                _ => Some(timeout_ns.map_or(MIN_WAIT_TIMEOUT_CAP_NS, |ns| {
+                    ns.min(MIN_WAIT_TIMEOUT_CAP_NS)
+                })),
+            };
+            let timespec = timespec_from_ns(timeout_ns.unwrap_or(0));
+            let mut args = SubmitArgs::new().min_wait_usec(min_wait_us);
+            if timeout_ns.is_some() {
+                args = args.timespec(&timespec);
+            }
+            flags |= io_uring::EnterFlags::EXT_ARG.bits();
+            // SAFETY: `args` is a valid `io_uring_getevents_arg` (its timespec, if any, is
+            // `timespec`, alive on this stack frame) that outlives the call, and EXT_ARG tells
+            // the kernel that is what the argument is.
+            unsafe {
+                self.uring
+                    .submitter()
+                    .enter(to_submit, wait_nr, flags, Some(&args))
             }
         };
         match result {

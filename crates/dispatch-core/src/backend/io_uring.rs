@@ -70,6 +70,11 @@ pub(crate) struct IoUringBackend {
     ring_free: u32,
     /// The kernel has multishot receive and accept, and they are not masked.
     multishot: bool,
+    /// `UringOptions::batch_events`.
+    batch_events: u32,
+    /// `UringOptions::batch_wait_us` where the kernel has `IORING_FEAT_MIN_TIMEOUT`, `ext_arg`
+    /// is on and `batch_events > 1`, else 0 (no batch wait).
+    batch_wait_us: u32,
 }
 
 impl IoUringBackend {
@@ -98,6 +103,11 @@ impl IoUringBackend {
             return Err(SetupError::missing_opcode(name));
         }
         let ext_arg = uring.ext_arg && ring.has_ext_arg();
+        // No batch to gather with one event: the wait is off, and reported so.
+        let batch_wait_us = match ext_arg && ring.has_min_timeout() && uring.batch_events > 1 {
+            true => uring.batch_wait_us,
+            false => 0,
+        };
         let timespecs = (0..slots_max).map(|_| Timespec::new()).collect();
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
         let sockaddrs = (0..slots_max)
@@ -130,8 +140,15 @@ impl IoUringBackend {
             wakeup_in_kernel: vec![false; slots_max as usize].into_boxed_slice(),
             wait_timespec: Timespec::new(),
             ext_arg,
+            batch_events: uring.batch_events,
+            batch_wait_us,
             waker,
         })
+    }
+
+    /// The batch wait in effect, in microseconds (0: none).
+    pub(crate) fn batch_wait_us(&self) -> u32 {
+        self.batch_wait_us
     }
 
     pub(crate) fn waker(&self) -> Waker {
@@ -313,7 +330,25 @@ impl IoUringBackend {
             },
             other => (wait_nr, other),
         };
-        self.enter(wait_nr, timeout_ns, stats)
+        let min_wait_us = self.batch_wait(wait_nr, timeout_ns);
+        let wait_nr = match min_wait_us {
+            0 => wait_nr,
+            _ => self.batch_events.min(in_kernel).max(1),
+        };
+        self.enter(wait_nr, timeout_ns, min_wait_us, stats)
+    }
+
+    /// The batch wait for a blocking enter, in microseconds: 0 (wait for the first
+    /// completion only) unless batching is on and the wait is longer than the batch wait.
+    fn batch_wait(&self, wait_nr: u32, timeout_ns: Option<u64>) -> u32 {
+        if wait_nr == 0 || self.batch_wait_us == 0 {
+            return 0;
+        }
+        // A wait shorter than the batch wait (a timer due soon) ends at its deadline anyway.
+        match timeout_ns {
+            Some(ns) if ns / 1_000 <= u64::from(self.batch_wait_us) => 0,
+            _ => self.batch_wait_us,
+        }
     }
 
     /// On kernels without `EXT_ARG`: a timeout SQE that completes after `timeout_ns`, or as
@@ -321,7 +356,7 @@ impl IoUringBackend {
     /// `false` when the SQ had no room for it even after an enter.
     fn push_wait_timeout(&mut self, timeout_ns: u64, stats: &mut Stats) -> io::Result<bool> {
         if self.ring.sq_space() == 0 {
-            self.enter(0, None, stats)?;
+            self.enter(0, None, 0, stats)?;
             if self.ring.sq_space() == 0 {
                 return Ok(false);
             }
@@ -342,10 +377,11 @@ impl IoUringBackend {
         &mut self,
         wait_nr: u32,
         timeout_ns: Option<u64>,
+        min_wait_us: u32,
         stats: &mut Stats,
     ) -> io::Result<()> {
         stats.syscalls += 1;
-        match self.ring.enter(wait_nr, timeout_ns) {
+        match self.ring.enter_min_wait(wait_nr, timeout_ns, min_wait_us) {
             Ok(submitted) => {
                 stats.batch_max = stats.batch_max.max(submitted);
                 Ok(())
@@ -459,7 +495,7 @@ impl IoUringBackend {
     /// Asks the kernel to cancel the operation `user_data`; used only by `Io`'s drop.
     pub(crate) fn cancel_for_drop(&mut self, user_data: u64, stats: &mut Stats) -> io::Result<()> {
         if self.ring.sq_space() == 0 {
-            self.enter(0, None, stats)?;
+            self.enter(0, None, 0, stats)?;
         }
         let entry = opcode::AsyncCancel::new(user_data)
             .build()

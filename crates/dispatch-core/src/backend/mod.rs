@@ -329,6 +329,18 @@ impl Backend {
         }, sim => sim.flush(wait, args, pool, stats))
     }
 
+    /// The batch wait in effect (`UringOptions::batch_wait_us` where the kernel has it; 0
+    /// on readiness backends and the simulator).
+    pub(crate) fn batch_wait_us(&self) -> u32 {
+        readiness!(self, engine => {
+            let _ = engine;
+            0
+        }, uring => uring.batch_wait_us(), sim => {
+            let _ = sim;
+            0
+        })
+    }
+
     /// Hands up to `max` results to `f` as `(user_data, result, flags)`.
     pub(crate) fn reap(&mut self, max: u32, pool: Option<&mut Pool>, f: impl FnMut(u64, i32, u32)) {
         readiness!(self, engine => {

@@ -242,7 +242,8 @@ impl<C> Io<C> {
             Some(sim) => (Backend::new_sim(options, sim)?, None),
             None => Backend::new(options, pool.as_mut())?,
         };
-        let stats = Stats::new(backend.kind(), fallback);
+        let mut stats = Stats::new(backend.kind(), fallback);
+        stats.batch_wait_us = backend.batch_wait_us();
         let clock = backend.clock().unwrap_or_else(Clock::real);
         let slots = Slots::new(options.ops_max);
         // Room for one final result per slot, one result per pool buffer (each intermediate
@@ -285,6 +286,11 @@ impl<C> Io<C> {
     /// not counted; `Stats::pool_waits` shows when the pool runs short.
     pub fn pool_buffers_lent(&self) -> u32 {
         self.pool_lent
+    }
+
+    /// Buffers in the pool (`Options::pool.buffers`; 0 without a pool), lent or not.
+    pub fn pool_buffers(&self) -> u32 {
+        self.pool.as_ref().map_or(0, |pool| u32::from(pool.count()))
     }
 
     /// A handle that wakes this loop from any thread; see [`Io::wait_wakeup`].

@@ -95,7 +95,9 @@ impl<C> Io<C> {
     /// Receives into pool buffers until end of stream, an error or a cancel: one submission,
     /// one callback per arrival with [`crate::Shot::more`] `true`, then exactly one final
     /// callback (`more == false`) carrying the end of stream (an empty buffer), the error,
-    /// or `ECANCELED`. Bytes arrive in stream order. As for [`Io::recv_pooled`], buffers are
+    /// `ECANCELED` (`ETIMEDOUT` for a deadline, [`Io::set_deadline`]), or, when a cancel or
+    /// deadline met an arrival on its way, that arrival's bytes: the receive is over either
+    /// way. Bytes arrive in stream order. As for [`Io::recv_pooled`], buffers are
     /// picked when data arrives and an empty pool makes the receive wait, not fail.
     ///
     /// io_uring uses the kernel's multishot receive where it has it (6.0, not masked by

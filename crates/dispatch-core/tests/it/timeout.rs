@@ -1,9 +1,10 @@
 //! Timeouts, deadlines and the shape of `run_for_ns`.
 
 use std::io;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
-use dispatch_core::{Io, Options, Tag};
+use dispatch_core::{BufResult, Io, Options, Tag};
 
 use crate::check;
 
@@ -157,4 +158,126 @@ fn tick_never_blocks() {
     assert!(start.elapsed() < Duration::from_secs(30), "tick blocked");
     assert!(fired.at.is_empty());
     assert_eq!(io.in_flight(), 1);
+}
+
+/// Batch waiting on: up to 16 completions per wait, at most 100 ms once the first is ready.
+fn batch_wait_options() -> Options {
+    let mut options = Options::new(16);
+    options.uring.batch_events = 16;
+    options.uring.batch_wait_us = 100_000;
+    options
+}
+
+#[test]
+fn ten_timeouts_with_a_batch_wait() {
+    ten_timeouts_all_fire_and_none_early(&batch_wait_options());
+}
+
+fn on_recv_stop(fired: &mut Fired, io: &mut Io<Fired>, tag: Tag, (result, _): BufResult) {
+    assert_eq!(result.unwrap(), 4);
+    fired.at.push((tag, fired.start.elapsed()));
+    io.stop();
+}
+
+#[test]
+fn a_batch_wait_never_holds_a_lone_completion_past_its_bound() {
+    let Some(mut io) = check::io::<Fired>(&batch_wait_options()) else {
+        return;
+    };
+    let stats = io.stats();
+    match stats.backend {
+        // 0 where the kernel lacks IORING_FEAT_MIN_TIMEOUT (before 6.12) or EXT_ARG is masked.
+        dispatch_core::BackendKind::IoUring => {
+            assert!(matches!(stats.batch_wait_us, 0 | 100_000), "{stats:?}");
+            if check::uring_extras_masked() {
+                assert_eq!(stats.batch_wait_us, 0, "no batch wait without EXT_ARG");
+            }
+        }
+        _ => assert_eq!(stats.batch_wait_us, 0, "no batch wait off io_uring"),
+    }
+    // A receive that never completes keeps a second operation in the kernel, so the wait
+    // asks for two completions (and no timer bounds it); the lone receive that completes
+    // must still come back within the batch wait, not at the run's end.
+    let (_silent_peer, silent) = check::tcp_pair();
+    io.recv(
+        1,
+        check::fd(&silent),
+        Vec::with_capacity(8),
+        |_, _, _, _| {},
+    )
+    .unwrap();
+    let (mut peer, socket) = check::tcp_pair();
+    io.recv(0, check::fd(&socket), Vec::with_capacity(8), on_recv_stop)
+        .unwrap();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(5));
+        peer.write_all(b"ping").unwrap();
+        peer
+    });
+    let mut fired = Fired::new();
+    io.run_for_ns(&mut fired, 10_000_000_000).unwrap();
+    let _peer = writer.join().unwrap();
+    assert_eq!(fired.at.len(), 1, "the receive completed");
+    assert!(
+        fired.at[0].1 < Duration::from_secs(10),
+        "held until the run's end: {:?}",
+        fired.at[0].1
+    );
+}
+
+#[test]
+fn batch_wait_options_out_of_range_are_refused_on_every_backend() {
+    let mut options = Options::new(4);
+    options.uring.batch_events = 0;
+    let Err(error) = Io::<()>::new(&options) else {
+        panic!("batch_events 0 refused");
+    };
+    assert!(error.to_string().contains("batch_events"), "{error}");
+    let mut options = Options::new(4);
+    options.uring.batch_wait_us = 1_000_001;
+    let Err(error) = Io::<()>::new(&options) else {
+        panic!("a wait over 1 s refused");
+    };
+    assert!(error.to_string().contains("batch_wait_us"), "{error}");
+}
+
+fn on_wakeup_stop(fired: &mut Fired, io: &mut Io<Fired>, tag: Tag, result: io::Result<u64>) {
+    result.unwrap();
+    fired.at.push((tag, fired.start.elapsed()));
+    io.stop();
+}
+
+#[test]
+fn an_idle_loop_with_a_batch_wait_and_no_deadline_sleeps() {
+    let mut options = batch_wait_options();
+    options.uring.batch_wait_us = 200;
+    let Some(mut io) = check::io::<Fired>(&options) else {
+        return;
+    };
+    // Two operations that wait for the other thread, and no timer: the wait has no end of
+    // its own, and the batch wait must not turn it into a wake-up every 200 µs.
+    let (_silent_peer, silent) = check::tcp_pair();
+    io.recv(
+        1,
+        check::fd(&silent),
+        Vec::with_capacity(8),
+        |_, _, _, _| {},
+    )
+    .unwrap();
+    io.wait_wakeup(0, on_wakeup_stop).unwrap();
+    let waker = io.waker();
+    let thread = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        waker.wake().expect("the loop is alive");
+    });
+    let mut fired = Fired::new();
+    io.run_for_ns(&mut fired, u64::MAX).unwrap();
+    thread.join().unwrap();
+    assert_eq!(fired.at.len(), 1, "woken");
+    // One wait, and the turn that ran the callback; a spinning wait makes about 500.
+    assert!(
+        io.stats().syscalls <= 4,
+        "the idle loop spun: {:?}",
+        io.stats()
+    );
 }

@@ -18,7 +18,8 @@ every_backend!(
     churn,
     trickle,
     garbage,
-    small_buffers
+    small_buffers,
+    batch_wait
 );
 
 /// 16 MiB written by one thread while another reads; after the half-close the server
@@ -31,6 +32,42 @@ fn round_trip_16_mib(backend: Backend) {
     let data = Arc::new(rng.bytes(16 << 20));
     let echoed = check::round_trip(server.connect(), Arc::clone(&data));
     check::assert_same(&data, &echoed);
+}
+
+/// With `--batch-wait-us`, a 1 MiB round trip and 64 ping-pong rounds on a second connection
+/// are echoed as without it (a lone message is never held past the wait), and each thread
+/// says whether the batch wait is in effect.
+fn batch_wait(backend: Backend) {
+    let args = ["--batch-wait-us", "200", "--batch-events", "8"];
+    let options = Options {
+        args: &args,
+        ..Options::new(backend)
+    };
+    let Some(server) = check::start(&options) else {
+        return;
+    };
+    let mut rng = Rng::from_env("batch_wait");
+    let data = Arc::new(rng.bytes(1 << 20));
+    let echoed = check::round_trip(server.connect(), Arc::clone(&data));
+    check::assert_same(&data, &echoed);
+    let mut stream = server.connect();
+    for round in 0..64_u32 {
+        let message = round.to_le_bytes();
+        stream.write_all(&message).unwrap();
+        let mut back = [0; 4];
+        stream.read_exact(&mut back).unwrap();
+        assert_eq!(back, message, "round {round}");
+    }
+    let log = server.stderr_text();
+    match backend {
+        Backend::IoUring => assert!(
+            log.contains("(batch wait 200 µs, 8 events)")
+                || log.contains("(no batch wait: it needs io_uring with EXT_ARG, Linux 6.12+)"),
+            "{log}"
+        ),
+        Backend::IoUringMasked => assert!(log.contains("no batch wait"), "{log}"),
+        Backend::Epoll | Backend::KqueueFake => assert!(log.contains("no batch wait"), "{log}"),
+    }
 }
 
 /// The message connection `index` sends: its number, then bytes only it has.

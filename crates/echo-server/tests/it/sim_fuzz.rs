@@ -333,6 +333,9 @@ fn server(sim: &Sim) -> Result<(Io<Echo>, Echo, std::net::SocketAddr), String> {
         mask_pbuf_ring: false,
         mask_multishot: false,
         mask_ext_arg: false,
+        // io_uring only: the simulator has no batch wait.
+        batch_events: 1,
+        batch_wait_us: 0,
     };
     let net = NetOptions {
         idle_timeout_ns: thread.idle_timeout_ns,
