@@ -204,8 +204,7 @@ impl Pool {
         self.shared.buffer_size
     }
 
-    // io_uring's alone: it lends the buffers to the kernel.
-    #[cfg(target_os = "linux")]
+    /// How many buffers (`Io::pool_buffers`; io_uring lends them all to the kernel).
     pub(crate) fn count(&self) -> u16 {
         self.shared.count
     }
