@@ -360,12 +360,12 @@ impl<C> Io<C> {
     /// As [`Io::tick`].
     pub fn run_for_ns(&mut self, ctx: &mut C, ns: u64) -> io::Result<()> {
         let mut io = Running::enter(self);
-        let deadline_ns = io.clock.now_ns().checked_add(ns);
-        let until = deadline_ns.map_or(Until::Forever, Until::At);
+        // Never `Until::Forever`, even for `u64::MAX`: that means "until nothing is in
+        // flight" (`run_until_idle`), and a loop with nothing in flight must still sleep here.
+        let deadline_ns = io.clock.now_ns().saturating_add(ns);
         loop {
-            io.turn(ctx, until)?;
-            let now_ns = io.clock.now_ns();
-            if io.take_stop() || deadline_ns.is_some_and(|deadline_ns| now_ns >= deadline_ns) {
+            io.turn(ctx, Until::At(deadline_ns))?;
+            if io.take_stop() || io.clock.now_ns() >= deadline_ns {
                 return Ok(());
             }
         }

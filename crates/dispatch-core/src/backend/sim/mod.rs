@@ -191,7 +191,8 @@ impl SimBackend {
             let limit_ns = match wait {
                 _ if !self.done.is_empty() => return Ok(()),
                 Wait::Poll => return Ok(()),
-                Wait::Within(ns) => Some(start_ns.saturating_add(ns)),
+                // A wait to the end of time (`run_for_ns(u64::MAX)`) has no end.
+                Wait::Within(ns) => start_ns.checked_add(ns).filter(|&end| end < u64::MAX),
                 Wait::Forever => None,
             };
             match (world.next_event_ns(), limit_ns) {
