@@ -5,7 +5,8 @@
 //! - `cargo xtask test`      fmt check, clippy `-D warnings`, docs `-D warnings`, every test,
 //!   the dispatch-core suite again on each forced backend
 //! - `cargo xtask ci`        what `.ci/run` and CI's Linux job call: `test`
-//! - `cargo xtask bench [CRITERION ARGS]` criterion micro benchmarks
+//! - `cargo xtask bench`     criterion micro benchmarks, then echo servers under loadgen
+//!   (`--quick`: a smoke test of the macro harness)
 //! - `cargo xtask miri`      dispatch-core's pure-logic unit tests under Miri (nightly)
 //! - `cargo xtask sanitize`  the dispatch-core suite under AddressSanitizer (nightly)
 //! - `cargo xtask msrv`      the workspace type-checked with its `rust-version`
@@ -51,6 +52,7 @@ enum Command {
     ///
     /// In order: `cargo fmt --check`; clippy -D warnings for the host and, type-checking only,
     /// for FreeBSD and macOS (sys-kqueue and dispatch-core); `cargo doc` with -D warnings;
+    /// `cargo xtask bench --quick` (the benchmark harness, briefly; judges no number);
     /// `cargo test --workspace`; on Linux the dispatch-core suite again with
     /// DISPATCH_BACKEND=epoll, with kqueue-fake, and with epoll where the harness blocks
     /// epoll_pwait2. Installs the rustup components and targets it needs where missing. Miri,
@@ -58,20 +60,15 @@ enum Command {
     Test(TestArgs),
     /// The same as `test`: what `.ci/run` and CI's Linux jobs run
     Ci(TestArgs),
-    /// Criterion micro benchmarks: dispatch-core against raw io-uring in the same run
+    /// Micro benchmarks (criterion), then echo servers under the project's load generator
     ///
-    /// dispatch-core on io_uring (two ring set-ups) and on epoll, against the raw io-uring
-    /// crate doing the same work. Benchmarks report; they never pass or fail.
-    Bench {
-        /// Arguments for criterion: a group filter, `--warm-up-time 2`, ... (a leading `--`
-        /// is optional)
-        #[arg(
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "CRITERION"
-        )]
-        criterion_args: Vec<String>,
-    },
+    /// Micro: dispatch-core on io_uring (two ring set-ups) and on epoll against the raw
+    /// io-uring crate, timer lateness and cross-thread wake-up latency. Macro: loadgen against
+    /// echo-server (io_uring, epoll) and the tokio, monoio and compio peers, interleaved over
+    /// rounds, medians; a markdown table on stdout, JSON and an SVG chart under target/bench/.
+    /// docs/BENCHMARKS.md says what each number means. Benchmarks report; they never pass or
+    /// fail, except that a run with wrong echoes is FAILED.
+    Bench(bench::BenchArgs),
     /// dispatch-core's pure-logic unit tests under Miri (nightly)
     ///
     /// Runs every unit test of dispatch-core under Miri, with Stacked Borrows and then Tree
@@ -143,7 +140,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Test(args) | Command::Ci(args) => test::run(!args.no_cross_targets),
-        Command::Bench { criterion_args } => bench::run(&criterion_args),
+        Command::Bench(args) => bench::run(&args),
         Command::Miri => miri::run(),
         Command::Sanitize => sanitize::run(),
         Command::Msrv => msrv::run(),
@@ -184,24 +181,30 @@ mod tests {
         Cli::command().debug_assert();
     }
 
-    fn criterion_args(args: &[&str]) -> Vec<String> {
+    fn bench_args(args: &[&str]) -> super::bench::BenchArgs {
         let cli = Cli::try_parse_from(["cargo xtask", "bench"].iter().chain(args)).unwrap();
-        let Command::Bench { criterion_args } = cli.command else {
+        let Command::Bench(bench_args) = cli.command else {
             panic!("{args:?} parsed as {:?}", cli.command)
         };
-        criterion_args
+        bench_args
     }
 
     #[test]
-    fn bench_passes_its_arguments_to_criterion() {
-        assert_eq!(criterion_args(&["sendrecv"]), ["sendrecv"]);
+    fn bench_passes_what_follows_a_double_dash_to_criterion() {
+        assert_eq!(bench_args(&["--", "sendrecv"]).criterion_args, ["sendrecv"]);
         assert_eq!(
-            criterion_args(&["--", "--warm-up-time", "2"]),
+            bench_args(&["--", "--warm-up-time", "2"]).criterion_args,
             ["--warm-up-time", "2"]
         );
-        assert_eq!(
-            criterion_args(&["--warm-up-time", "2", "nop"]),
-            ["--warm-up-time", "2", "nop"]
-        );
+        let quick = bench_args(&["--quick", "--filter", "d16,tokio"]);
+        assert!(quick.quick);
+        assert_eq!(quick.filter, ["d16", "tokio"]);
+        assert!(quick.criterion_args.is_empty());
+        let refused = |args: &[&str]| {
+            Cli::try_parse_from(["cargo xtask", "bench"].iter().chain(args)).is_err()
+        };
+        assert!(refused(&["--macro-only", "--", "nop"]));
+        assert!(refused(&["--filter", "tokio", "--", "nop"]));
+        assert!(refused(&["--micro-only", "--quick"]));
     }
 }

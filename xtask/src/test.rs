@@ -1,10 +1,10 @@
 //! `cargo xtask test`: formatting, lints (for Linux and, type-checked, for FreeBSD and macOS),
-//! docs, then every test (the simulation fuzzer's few hundred seeds and its planted bug
-//! among them: `crates/echo-server/tests/it/sim_fuzz.rs`), and the dispatch-core and
-//! dispatch-net suites again under each forced backend and with kernel features blocked or
-//! masked. Ends with the tests' results and a note on the checks it leaves to other
-//! commands. Installs the rustup components and targets it needs where missing, so it works
-//! on a fresh machine.
+//! docs, the benchmark harness's smoke test (`cargo xtask bench --quick`), then every test
+//! (the simulation fuzzer's few hundred seeds and its planted bug among them:
+//! `crates/echo-server/tests/it/sim_fuzz.rs`), and the dispatch-core and dispatch-net suites
+//! again under each forced backend and with kernel features blocked or masked. Ends with the
+//! tests' results and a note on the checks it leaves to other commands. Installs the rustup
+//! components and targets it needs where missing, so it works on a fresh machine.
 
 use crate::cmd::Cmd;
 use crate::rustup;
@@ -75,6 +75,10 @@ pub fn run(cross_targets: bool) -> Result<(), String> {
     Cmd::cargo(&["doc", "--workspace", "--no-deps"])
         .env("RUSTDOCFLAGS", "-D warnings")
         .run()?;
+    // The macro benchmark's harness, briefly: every scenario against echo-server and tokio,
+    // every echoed byte checked. It judges no number; only wrong echoes or a server that
+    // does not start or stop fail it.
+    Cmd::cargo(&["xtask", "bench", "--quick"]).run()?;
     Cmd::cargo(&["test", "--workspace"]).run()?;
     // Last, so that the run's closing lines are the tests' results.
     if cfg!(target_os = "linux") {

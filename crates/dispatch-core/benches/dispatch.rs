@@ -10,6 +10,8 @@
 //!   through the loop, with a plain per-operation `recv` (a `Vec` per receive) against a
 //!   pooled multishot receive armed once (`recv_multishot`), on io_uring and epoll. Each
 //!   prints the loop's syscalls and submissions per message from `stats()`.
+//! - `timer_late/*`, `wakeup/*` (`support/latency.rs`): how late 1 ms and 100 µs timeouts
+//!   fire, and how long a cross-thread wake-up takes, io_uring against epoll, p50 and p99.
 //!
 //! Run with `cargo xtask bench`. Read the ratio `raw / dispatch` of each pair: a benchmark
 //! reports; nothing here passes or fails.
@@ -22,6 +24,10 @@ criterion::criterion_main!(linux::group::benches);
 fn main() {
     eprintln!("skipped: these benchmarks compare against raw io_uring, which is Linux only");
 }
+
+#[cfg(target_os = "linux")]
+#[path = "support/latency.rs"]
+mod latency;
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -352,7 +358,9 @@ mod linux {
             super::timeout0,
             super::sendrecv,
             super::recv64,
-            super::recv16k
+            super::recv16k,
+            crate::latency::timers,
+            crate::latency::wakeups
         );
     }
 }

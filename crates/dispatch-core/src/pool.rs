@@ -204,7 +204,6 @@ impl Pool {
         self.shared.buffer_size
     }
 
-    /// How many buffers (`Io::pool_buffers`; io_uring lends them all to the kernel).
     pub(crate) fn count(&self) -> u16 {
         self.shared.count
     }

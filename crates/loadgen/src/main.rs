@@ -1,32 +1,48 @@
 //! `loadgen`: drives an echo server over `--connections` TCP connections, each sending
 //! `--size`-byte messages with `--depth` of them in flight, for `--duration` seconds after a
-//! `--warmup`, and verifies every echoed byte (a wrong byte ends the run as failed, never as
-//! a number). Reports messages per second and round-trip latency percentiles, as one line of
-//! `key=value` pairs on stdout.
+//! `--warmup`, and verifies every echoed byte (a wrong byte is an error, and a run with errors
+//! ends as failed, never as a number). Reports messages per second and round-trip latency
+//! percentiles (p50, p99, p99.9) as one line of `key=value` pairs on stdout. `--churn`
+//! measures connections per second instead: connect, one message echoed and checked, close.
 //!
 //! Plain threads with blocking sockets, the connections split over `--threads`: each thread
-//! writes the next message on each of its connections, then reads each echo back, so every
-//! connection has `depth` messages in flight. Simple enough not to be the bottleneck of a
-//! one-core server on the other cores.
+//! visits its connections in turn, reads what has come back (at least one whole message),
+//! checks it, and sends as many new messages as it took in, in one write, so every
+//! connection keeps `depth` messages in flight and a message costs the generator at most one
+//! read and one write. Simple enough not to be the bottleneck of a one-core server.
+//!
+//! With `--control`, the benchmark harness (`cargo xtask bench`) times the phases itself
+//! through standard input, one command a line; each is answered on stdout at once, so the
+//! harness can sample the server's CPU time at the same instants:
+//! - `mark`: `mark messages=N errors=E ns=T` (messages verified since the start, and the
+//!   nanoseconds since the start);
+//! - `start` / `end`: the same answer, and latencies are recorded between them;
+//! - `stop` (or end of input): the threads stop and the final line is printed.
+//!
+//! `--duration` still bounds the run then: past it the threads stop on their own.
 #![forbid(unsafe_code)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod drive;
+mod report;
+
+use std::io::BufRead;
+use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+use crate::drive::{Load, Shared};
+use crate::report::Window;
 
 /// Echo load: messages/s and latency, every byte checked.
 #[derive(Debug, Parser)]
 #[command(name = "loadgen")]
 struct Cli {
-    /// The echo server's address.
+    /// The echo server's address (loopback only: this is a benchmark's generator).
     #[arg(long)]
     addr: SocketAddr,
-    /// Connections, opened before the run.
+    /// Connections, opened before the run (ignored with --churn).
     #[arg(long, default_value_t = 100)]
     connections: usize,
     /// Bytes per message.
@@ -35,7 +51,7 @@ struct Cli {
     /// Messages in flight per connection.
     #[arg(long, default_value_t = 1)]
     depth: usize,
-    /// Seconds measured.
+    /// Seconds measured (with --control: the most the whole run may last).
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
     /// Seconds run before measuring.
@@ -44,19 +60,20 @@ struct Cli {
     /// Client threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
-}
-
-/// What one thread measured.
-#[derive(Default)]
-struct Tally {
-    messages: u64,
-    latencies_ns: Vec<u64>,
+    /// Connect/close churn: each thread connects, has one message echoed, closes, again;
+    /// reports connections per second (`msgs_per_s` then counts connections).
+    #[arg(long)]
+    churn: bool,
+    /// Phases timed by commands on standard input (see the crate's docs).
+    #[arg(long)]
+    control: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(error) => {
             eprintln!("loadgen: {error}");
             ExitCode::FAILURE
@@ -64,128 +81,81 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<(), String> {
+/// Runs the load; `Ok(false)` when any message came back wrong or not at all.
+fn run(cli: &Cli) -> Result<bool, String> {
     if cli.connections == 0 || cli.size == 0 || cli.depth == 0 || cli.threads == 0 {
         return Err("--connections, --size, --depth and --threads must be at least 1".into());
     }
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut handles = Vec::new();
-    for thread in 0..cli.threads {
-        let count = (thread..cli.connections).step_by(cli.threads).count();
-        let mut streams = Vec::with_capacity(count);
-        for _ in 0..count {
-            let stream =
-                TcpStream::connect(cli.addr).map_err(|e| format!("connect {}: {e}", cli.addr))?;
-            stream.set_nodelay(true).map_err(|e| e.to_string())?;
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .map_err(|e| e.to_string())?;
-            streams.push(stream);
-        }
-        let (size, depth) = (cli.size, cli.depth);
-        let (measuring, stop) = (Arc::clone(&measuring), Arc::clone(&stop));
-        handles.push(std::thread::spawn(move || {
-            drive(streams, size, depth, &measuring, &stop)
-        }));
+    if !cli.addr.ip().is_loopback() {
+        return Err(format!("{}: only loopback addresses are driven", cli.addr));
     }
-    std::thread::sleep(Duration::from_secs_f64(cli.warmup));
-    measuring.store(true, Ordering::SeqCst);
-    let started = Instant::now();
-    std::thread::sleep(Duration::from_secs_f64(cli.duration));
-    stop.store(true, Ordering::SeqCst);
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut total = Tally::default();
-    for handle in handles {
-        let tally = handle.join().map_err(|_| "a client thread panicked")??;
-        total.messages += tally.messages;
-        total.latencies_ns.extend(tally.latencies_ns);
+    if !(cli.duration > 0.0 && cli.duration < 3600.0 && cli.warmup >= 0.0) {
+        return Err("--duration must be in (0, 3600) seconds, --warmup not negative".into());
     }
-    total.latencies_ns.sort_unstable();
-    let percentile = |p: f64| -> f64 {
-        let lat = &total.latencies_ns;
-        if lat.is_empty() {
-            return 0.0;
-        }
-        let at = ((lat.len() as f64 * p) as usize).min(lat.len() - 1);
-        lat[at] as f64 / 1000.0
+    let load = Load {
+        addr: cli.addr,
+        size: cli.size,
+        depth: cli.depth,
+        churn: cli.churn,
+        deadline: Instant::now() + Duration::from_secs_f64(cli.duration + cli.warmup + 30.0),
     };
-    println!(
-        "messages={} msgs_per_s={:.0} p50_us={:.1} p99_us={:.1} p999_us={:.1} errors=0",
-        total.messages,
-        total.messages as f64 / elapsed,
-        percentile(0.50),
-        percentile(0.99),
-        percentile(0.999),
-    );
-    Ok(())
+    let connections = if cli.churn { 0 } else { cli.connections };
+    let shared = Shared::start(&load, connections, cli.threads)?;
+    println!("connected");
+    let window = if cli.control {
+        controlled(&shared, Duration::from_secs_f64(cli.duration))
+    } else {
+        std::thread::sleep(Duration::from_secs_f64(cli.warmup));
+        let start = shared.mark(true);
+        std::thread::sleep(Duration::from_secs_f64(cli.duration));
+        let end = shared.mark(false);
+        Window { start, end }
+    };
+    let outcome = shared.finish()?;
+    Ok(report::print(&window, outcome))
 }
 
-/// One thread's connections, in lockstep: each round writes the next message on every
-/// connection, then reads every echo back and checks it.
-fn drive(
-    mut streams: Vec<TcpStream>,
-    size: usize,
-    depth: usize,
-    measuring: &AtomicBool,
-    stop: &AtomicBool,
-) -> Result<Tally, String> {
-    let mut tally = Tally::default();
-    let mut sent: Vec<u64> = vec![0; streams.len()];
-    let mut message = vec![0_u8; size];
-    let mut echoed = vec![0_u8; size];
-    let mut started: Vec<Vec<Instant>> = vec![Vec::with_capacity(depth); streams.len()];
-    // Fill the pipelines.
-    for (i, stream) in streams.iter_mut().enumerate() {
-        for _ in 0..depth {
-            send_next(stream, &mut message, i, &mut sent[i], &mut started[i])?;
-        }
-    }
-    let mut received: Vec<u64> = vec![0; streams.len()];
-    while !stop.load(Ordering::Relaxed) {
-        for (i, stream) in streams.iter_mut().enumerate() {
-            stream
-                .read_exact(&mut echoed)
-                .map_err(|e| format!("receive: {e}"))?;
-            fill(&mut message, i, received[i]);
-            if echoed != message {
-                return Err(format!(
-                    "connection {i}: a wrong byte in message {}",
-                    received[i]
-                ));
+/// Follows the harness's commands until `stop`, end of input, or `limit` (then the window
+/// closes where it stands).
+fn controlled(shared: &Shared, limit: Duration) -> Window {
+    let started = Instant::now();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    // A thread reads standard input so that the time limit still holds when no line comes.
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
             }
-            received[i] += 1;
-            let began = started[i].remove(0);
-            if measuring.load(Ordering::Relaxed) {
-                tally.messages += 1;
-                tally.latencies_ns.push(began.elapsed().as_nanos() as u64);
-            }
-            send_next(stream, &mut message, i, &mut sent[i], &mut started[i])?;
         }
+    });
+    let mut start = shared.mark(false);
+    let mut end = None;
+    loop {
+        let left = limit.saturating_sub(started.elapsed());
+        let line = match lines_rx.recv_timeout(left) {
+            Ok(line) => line,
+            Err(_) => break,
+        };
+        let mark = match line.trim() {
+            "mark" => shared.mark_keep(),
+            "start" => {
+                start = shared.mark(true);
+                start
+            }
+            "end" => {
+                let mark = shared.mark(false);
+                end = Some(mark);
+                mark
+            }
+            "stop" => break,
+            other => {
+                eprintln!("loadgen: unknown command {other:?} (mark, start, end, stop)");
+                continue;
+            }
+        };
+        report::print_mark(&mark);
     }
-    Ok(tally)
-}
-
-/// Sends connection `conn`'s next message and notes when it left.
-fn send_next(
-    stream: &mut TcpStream,
-    message: &mut [u8],
-    conn: usize,
-    sent: &mut u64,
-    started: &mut Vec<Instant>,
-) -> Result<(), String> {
-    fill(message, conn, *sent);
-    stream
-        .write_all(message)
-        .map_err(|e| format!("send: {e}"))?;
-    started.push(Instant::now());
-    *sent += 1;
-    Ok(())
-}
-
-/// Message `n` of connection `conn`: bytes that differ between connections and messages.
-fn fill(message: &mut [u8], conn: usize, n: u64) {
-    for (k, byte) in message.iter_mut().enumerate() {
-        *byte = (conn as u64 * 31 + n * 7 + k as u64) as u8;
-    }
+    let end = end.unwrap_or_else(|| shared.mark(false));
+    Window { start, end }
 }

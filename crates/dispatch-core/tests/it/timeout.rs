@@ -271,13 +271,17 @@ fn an_idle_loop_with_a_batch_wait_and_no_deadline_sleeps() {
         waker.wake().expect("the loop is alive");
     });
     let mut fired = Fired::new();
+    // Settles the operations (on readiness backends: tries, interest registrations).
+    io.run_for_ns(&mut fired, 1_000_000).unwrap();
+    let before = io.stats().syscalls;
     io.run_for_ns(&mut fired, u64::MAX).unwrap();
     thread.join().unwrap();
     assert_eq!(fired.at.len(), 1, "woken");
-    // One wait, and the turn that ran the callback; a spinning wait makes about 500.
+    // A wait or two, and the turn that ran the callback; a spinning wait makes about 500.
+    let waits = io.stats().syscalls - before;
     assert!(
-        io.stats().syscalls <= 4,
-        "the idle loop spun: {:?}",
+        waits <= 6,
+        "the idle loop spun: {waits} syscalls: {:?}",
         io.stats()
     );
 }

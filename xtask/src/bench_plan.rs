@@ -1,0 +1,302 @@
+//! What the macro benchmark runs: the scenarios, the servers, the CPUs each side is pinned
+//! to, the rounds and the timing; and the build of every binary it runs (release, the peers
+//! in workspaces of their own so that no product crate ever depends on them).
+
+use std::path::PathBuf;
+
+use super::BenchArgs;
+use crate::cmd::Cmd;
+use crate::project_root;
+
+/// One load: what the generator does.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    /// Short name, used by `--filter`, in the table and in the JSON.
+    pub name: &'static str,
+    /// Long-lived connections (0 under churn).
+    pub connections: u32,
+    /// Bytes per message.
+    pub size: u32,
+    /// Messages in flight per connection.
+    pub depth: u32,
+    /// Connect, one message, close, again: the rate counts connections.
+    pub churn: bool,
+}
+
+/// The scenarios of issue 10, in the order they run.
+pub const SCENARIOS: [Scenario; 5] = [
+    scenario("c100-64B-d1", 100, 64, 1),
+    scenario("c100-64B-d16", 100, 64, 16),
+    scenario("c1000-64B-d1", 1000, 64, 1),
+    scenario("c100-16KiB-d1", 100, 16 * 1024, 1),
+    Scenario {
+        name: "churn-64B",
+        connections: 0,
+        size: 64,
+        depth: 1,
+        churn: true,
+    },
+];
+
+const fn scenario(name: &'static str, connections: u32, size: u32, depth: u32) -> Scenario {
+    Scenario {
+        name,
+        connections,
+        size,
+        depth,
+        churn: false,
+    }
+}
+
+/// How a server is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    /// `echo-server --backend BACKEND --threads 1`.
+    Own { backend: &'static str },
+    /// A peer in `bench/peers/DIR`, whose binary is named DIR and takes the address.
+    Peer { dir: &'static str, quick: bool },
+}
+
+/// A server measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Server {
+    /// Short name, used by `--filter`, in the table and in the JSON.
+    pub name: &'static str,
+    /// How to start it.
+    pub kind: ServerKind,
+}
+
+/// Every server, in the order each round runs them. Peers are single-threaded, so the echo
+/// server runs one thread too unless `--server-threads` says otherwise.
+pub const SERVERS: [Server; 5] = [
+    own("echo-uring", "io-uring"),
+    own("echo-epoll", "epoll"),
+    peer("tokio", "tokio-echo", true),
+    peer("monoio", "monoio-echo", false),
+    peer("compio", "compio-echo", false),
+];
+
+const fn own(name: &'static str, backend: &'static str) -> Server {
+    Server {
+        name,
+        kind: ServerKind::Own { backend },
+    }
+}
+
+const fn peer(name: &'static str, dir: &'static str, quick: bool) -> Server {
+    Server {
+        name,
+        kind: ServerKind::Peer { dir, quick },
+    }
+}
+
+/// Everything a macro benchmark run needs to know.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The scenarios run, in order.
+    pub scenarios: Vec<Scenario>,
+    /// The servers run in each scenario, in order.
+    pub servers: Vec<Server>,
+    /// Rounds; each runs every (scenario, server) once.
+    pub rounds: u32,
+    /// Seconds of traffic before the window opens.
+    pub warmup_s: f64,
+    /// Seconds in the measured window.
+    pub duration_s: f64,
+    /// Seconds of the second window in which `perf` counts the server's syscalls.
+    pub syscall_window_s: f64,
+    /// taskset CPU lists (`None`: not pinned).
+    pub server_cpus: Option<String>,
+    /// The generator's CPUs.
+    pub client_cpus: Option<String>,
+    /// Generator threads: one per client CPU.
+    pub client_threads: u32,
+    /// echo-server's `--threads` (the peers always run one).
+    pub server_threads: u32,
+    /// Whether this is `--quick`.
+    pub quick: bool,
+}
+
+impl Plan {
+    /// The plan `args` asks for; says which peers `--quick` leaves out.
+    pub fn from_args(args: &BenchArgs) -> Result<Plan, String> {
+        let scenarios = filtered(&SCENARIOS, &args.filter, |s| s.name);
+        let mut servers = filtered(&SERVERS, &args.filter, |s| s.name);
+        if args.quick {
+            servers.retain(|server| match server.kind {
+                ServerKind::Peer { quick: false, dir } => {
+                    eprintln!(
+                        "bench --quick: {} left out (a build from scratch takes a minute on \
+                         2 cores; the full run measures it)",
+                        dir
+                    );
+                    false
+                }
+                _ => true,
+            });
+        }
+        if scenarios.is_empty() || servers.is_empty() {
+            return Err(format!(
+                "--filter {} leaves no scenario or no server; scenarios: {}; servers: {}",
+                args.filter.join(","),
+                names(&SCENARIOS, |s| s.name),
+                names(&SERVERS, |s| s.name)
+            ));
+        }
+        let (server_cpus, client_cpus) = cpus(args)?;
+        let client_threads = client_cpus.as_deref().map_or(Ok(1), count_cpus)?;
+        let quick = args.quick;
+        let duration_s = args.duration.unwrap_or(if quick { 0.3 } else { 3.0 });
+        if !(duration_s > 0.0 && duration_s < 600.0) {
+            return Err("--duration must be between 0 and 600 seconds".into());
+        }
+        Ok(Plan {
+            scenarios,
+            servers,
+            rounds: args
+                .rounds
+                .unwrap_or(if quick { 1 } else { 3 })
+                .clamp(1, 100),
+            warmup_s: if quick { 0.1 } else { 1.0 },
+            duration_s,
+            syscall_window_s: if quick { 0.1 } else { 1.0 },
+            server_cpus,
+            client_cpus,
+            client_threads,
+            server_threads: args.server_threads.clamp(1, 1024),
+            quick,
+        })
+    }
+
+    /// The runs, in order: scenario by scenario, and within one, round by round through every
+    /// server (A B C A B C), so that a slow drift of the machine touches every server alike.
+    pub fn runs(&self) -> Vec<(Scenario, Server, u32)> {
+        let mut runs = Vec::new();
+        for &scenario in &self.scenarios {
+            for round in 1..=self.rounds {
+                for &server in &self.servers {
+                    runs.push((scenario, server, round));
+                }
+            }
+        }
+        runs
+    }
+}
+
+/// The items whose name contains a word of `filter`, or all of them where no word names any.
+fn filtered<T: Copy>(all: &[T], filter: &[String], name: fn(&T) -> &str) -> Vec<T> {
+    let hits = |item: &T| filter.iter().any(|word| name(item).contains(word.as_str()));
+    if all.iter().any(hits) {
+        all.iter().copied().filter(hits).collect()
+    } else {
+        all.to_vec()
+    }
+}
+
+fn names<T>(all: &[T], name: fn(&T) -> &str) -> String {
+    all.iter().map(name).collect::<Vec<_>>().join(", ")
+}
+
+/// The server's and the generator's CPU lists: as given, or CPU 0 for the server and the
+/// rest for the generator; unpinned on a one-CPU machine or without `taskset`.
+fn cpus(args: &BenchArgs) -> Result<(Option<String>, Option<String>), String> {
+    for list in [&args.server_cpus, &args.client_cpus].into_iter().flatten() {
+        count_cpus(list)?;
+    }
+    if Cmd::new("taskset", &["-V"]).query().is_none() {
+        eprintln!("bench: taskset not found: server and generator run unpinned");
+        return Ok((None, None));
+    }
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let default_server = (n > 1).then(|| "0".to_owned());
+    let default_client = (n > 1).then(|| format!("1-{}", n - 1));
+    Ok((
+        args.server_cpus.clone().or(default_server),
+        args.client_cpus.clone().or(default_client),
+    ))
+}
+
+/// How many CPUs a taskset list (`0`, `1-3`, `0,2-3`) names.
+pub fn count_cpus(list: &str) -> Result<u32, String> {
+    let bad = || format!("{list:?}: not a CPU list like 0, 1-3 or 0,2-3");
+    let mut count = 0;
+    for part in list.split(',') {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        let first: u32 = first.trim().parse().map_err(|_| bad())?;
+        let last: u32 = last.trim().parse().map_err(|_| bad())?;
+        if last < first {
+            return Err(bad());
+        }
+        count += last - first + 1;
+    }
+    Ok(count)
+}
+
+/// Where the binaries are, once built.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `target/release/echo-server`.
+    pub echo_server: PathBuf,
+    /// `target/release/loadgen`.
+    pub loadgen: PathBuf,
+    /// `target/peers/release/DIR`, for each peer that built.
+    pub peers: Vec<(&'static str, PathBuf)>,
+}
+
+/// Builds echo-server and loadgen (release), and each peer of the plan in its own workspace
+/// with `CARGO_TARGET_DIR=target/peers`. tokio must build; another peer that does not is
+/// left out of the run with a line saying so.
+pub fn build(plan: &Plan) -> Result<Binaries, String> {
+    let root = project_root();
+    Cmd::cargo(&["build", "--release", "-p", "echo-server", "-p", "loadgen"]).run()?;
+    let target = root.join("target");
+    let mut peers = Vec::new();
+    for server in &plan.servers {
+        let ServerKind::Peer { dir, .. } = server.kind else {
+            continue;
+        };
+        let manifest = format!("bench/peers/{dir}/Cargo.toml");
+        let peers_dir = target.join("peers");
+        let built = Cmd::cargo(&["build", "--release", "--manifest-path", &manifest])
+            .env("CARGO_TARGET_DIR", &peers_dir.to_string_lossy())
+            .run();
+        match built {
+            Ok(()) => peers.push((dir, peers_dir.join("release").join(dir))),
+            Err(error) if dir == "tokio-echo" => return Err(error),
+            Err(error) => eprintln!("bench: {} left out: it does not build here: {error}", dir),
+        }
+    }
+    Ok(Binaries {
+        echo_server: target.join("release/echo-server"),
+        loadgen: target.join("release/loadgen"),
+        peers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_are_counted() {
+        assert_eq!(count_cpus("0"), Ok(1));
+        assert_eq!(count_cpus("1-3"), Ok(3));
+        assert_eq!(count_cpus("0,2-3"), Ok(3));
+        assert!(count_cpus("3-1").is_err());
+        assert!(count_cpus("a").is_err());
+    }
+
+    #[test]
+    fn a_filter_picks_scenarios_and_servers_separately() {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let f = words(&["d16", "tokio"]);
+        let scenarios = filtered(&SCENARIOS, &f, |s| s.name);
+        let servers = filtered(&SERVERS, &f, |s| s.name);
+        assert_eq!(scenarios.len(), 1);
+        assert_eq!(scenarios[0].name, "c100-64B-d16");
+        assert_eq!(servers.len(), 1);
+        assert_eq!(servers[0].name, "tokio");
+        let all = filtered(&SERVERS, &words(&["churn"]), |s| s.name);
+        assert_eq!(all.len(), SERVERS.len());
+    }
+}
