@@ -51,8 +51,11 @@ const fn scenario(name: &'static str, connections: u32, size: u32, depth: u32) -
 /// How a server is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerKind {
-    /// `echo-server --backend BACKEND --threads 1`.
-    Own { backend: &'static str },
+    /// `echo-server --backend BACKEND --threads 1`, then `args`.
+    Own {
+        backend: &'static str,
+        args: &'static [&'static str],
+    },
     /// A peer in `bench/peers/DIR`, whose binary is named DIR and takes the address.
     Peer { dir: &'static str, quick: bool },
 }
@@ -68,18 +71,20 @@ pub struct Server {
 
 /// Every server, in the order each round runs them. Peers are single-threaded, so the echo
 /// server runs one thread too unless `--server-threads` says otherwise.
-pub const SERVERS: [Server; 5] = [
-    own("echo-uring", "io-uring"),
-    own("echo-epoll", "epoll"),
+pub const SERVERS: [Server; 6] = [
+    own("echo-uring", "io-uring", &[]),
+    // Without its batch wait (on by default: 50 µs), to show what that does.
+    own("echo-uring-nobatch", "io-uring", &["--batch-wait-us=0"]),
+    own("echo-epoll", "epoll", &[]),
     peer("tokio", "tokio-echo", true),
     peer("monoio", "monoio-echo", false),
     peer("compio", "compio-echo", false),
 ];
 
-const fn own(name: &'static str, backend: &'static str) -> Server {
+const fn own(name: &'static str, backend: &'static str, args: &'static [&'static str]) -> Server {
     Server {
         name,
-        kind: ServerKind::Own { backend },
+        kind: ServerKind::Own { backend, args },
     }
 }
 

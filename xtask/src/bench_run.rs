@@ -150,12 +150,16 @@ fn probe(server: &Server, binaries: &Binaries, logs: &Path) -> Result<bool, Stri
 fn program(server: &Server, binaries: &Binaries, server_threads: u32) -> Option<Vec<String>> {
     let path = |p: &Path| p.to_string_lossy().into_owned();
     match server.kind {
-        ServerKind::Own { backend } => Some(vec![
-            path(&binaries.echo_server),
-            "--listen=127.0.0.1:0".into(),
-            format!("--threads={server_threads}"),
-            format!("--backend={backend}"),
-        ]),
+        ServerKind::Own { backend, args } => {
+            let mut program = vec![
+                path(&binaries.echo_server),
+                "--listen=127.0.0.1:0".into(),
+                format!("--threads={server_threads}"),
+                format!("--backend={backend}"),
+            ];
+            program.extend(args.iter().map(|arg| (*arg).to_string()));
+            Some(program)
+        }
         ServerKind::Peer { dir, .. } => {
             let (_, binary) = binaries.peers.iter().find(|(name, _)| *name == dir)?;
             Some(vec![path(binary), "127.0.0.1:0".into()])
@@ -461,18 +465,17 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Syscalls per message by echo-server's summary, over its whole life: `syscalls per
-/// message` is per receive (its `messages`), so times those, over the bytes it echoed in
-/// `size`-byte messages. `None` for a peer (no summary).
+/// Syscalls per message by echo-server's summary, over its whole life: its `syscalls`
+/// over the bytes it echoed in `size`-byte messages (its `messages` counts receives). `None`
+/// for a peer (no summary).
 fn own_syscalls(lines: &[String], size: u32) -> Option<f64> {
     let value = |key: &str| -> Option<f64> {
         let line = lines.iter().find(|line| line.starts_with(key))?;
         line[key.len()..].trim().parse().ok()
     };
-    let per_receive = value("syscalls per message:")?;
-    let receives = value("messages:")?;
+    let syscalls = value("syscalls:")?;
     let messages = value("bytes:")? / f64::from(size);
-    (messages > 0.0).then(|| per_receive * receives / messages)
+    (messages > 0.0).then(|| syscalls / messages)
 }
 
 /// Whether `perf stat` can count the syscall tracepoint here (root or a low

@@ -82,8 +82,11 @@ pub struct UringOptions {
     /// ready, sleeps on until the first completion (or the run's deadline). One
     /// `io_uring_enter` then serves a whole batch, which is how a busy server gets far below
     /// one syscall per message; the price is up to `batch_wait_us` of added latency per
-    /// turn. `1` (the default) waits for the first completion only (and turns the batch wait
-    /// off). At least 1.
+    /// turn. A batch wait that gathers at most one completion (beyond those of what it
+    /// submitted) is not tried again for a while (`Stats::batch_waits` says how it goes), so
+    /// a lone client in a ping-pong pays it on at most one round trip in 1024. `1` (the
+    /// default) waits for the first completion only (and turns the batch wait off). At
+    /// least 1.
     pub batch_events: u32,
     /// The longest a blocking turn waits for `batch_events` completions, in microseconds
     /// (`0`, the default: no batch wait). Needs `IORING_FEAT_MIN_TIMEOUT` (Linux 6.12) and

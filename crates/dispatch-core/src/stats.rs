@@ -124,6 +124,11 @@ pub struct Stats {
     /// `batch_events: 1`), where the kernel lacks it or `ext_arg` is masked, and on readiness
     /// backends (which have no batch wait).
     pub batch_wait_us: u32,
+    /// Blocking waits that used the batch wait. A wait that brought in at most one
+    /// completion beyond those of the operations it submitted did not pay (a lone client in
+    /// a ping-pong, whose next message waits for this reply): the next 16 blocking waits
+    /// skip the batch wait, and each further miss in a row doubles that, up to 1024.
+    pub batch_waits: u64,
 }
 
 impl Stats {
@@ -141,6 +146,7 @@ impl Stats {
             deadlines_expired: 0,
             pool_waits: 0,
             batch_wait_us: 0,
+            batch_waits: 0,
         }
     }
 

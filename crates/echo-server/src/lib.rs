@@ -157,6 +157,7 @@ pub fn new_loop(
         line += &format!(" (without {})", masked.join(", "));
     }
     match (stats.batch_wait_us, thread.batch_wait_us) {
+        _ if stats.backend != BackendKind::IoUring => {}
         (0, 0) => {}
         (0, _) => line += " (no batch wait: it needs io_uring with EXT_ARG, Linux 6.12+)",
         (us, _) => line += &format!(" (batch wait {us} µs, {} events)", thread.batch_events),

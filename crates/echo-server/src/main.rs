@@ -50,9 +50,10 @@ struct Cli {
     uring_mask: Vec<UringFeature>,
     /// io_uring batch wait: a turn with nothing to do waits up to this many microseconds
     /// for --batch-events completions (Linux 6.12+; elsewhere it waits for the first one
-    /// only). Fewer syscalls per message at up to this much added latency per turn; off (0)
-    /// by default, as it did not lower CPU per message here (docs/BENCHMARKS.md).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    /// only), so that one syscall serves many messages. A wait that gathers no more than one
+    /// arrival is not tried again for a while, so a lone client's round trips are not held
+    /// up. 0 turns it off (docs/BENCHMARKS.md has both).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     batch_wait_us: u32,
     /// io_uring batch wait: how many completions a waiting turn gathers at most (at least 1).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
@@ -226,6 +227,7 @@ fn print_summary(summaries: &[ThreadSummary]) {
     println!("refused: {}", sum(|s| s.net.refused) + refused_shared);
     println!("bytes: {}", sum(|s| s.net.bytes_sent));
     println!("messages: {messages}");
+    println!("syscalls: {syscalls}");
     println!("syscalls per message: {per_message:.3}");
     println!("pool waits: {}", sum(|s| s.io.pool_waits));
     println!("idle timeouts: {}", sum(|s| s.net.idle_timeouts));

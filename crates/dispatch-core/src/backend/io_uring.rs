@@ -30,6 +30,11 @@ const _: () = assert!(crate::options::OPS_MAX_LIMIT <= 1 << 24);
 /// The buffer group of the loop's pool in the provided-buffer ring.
 const POOL_GROUP: u16 = 0;
 
+/// Blocking waits that skip the batch wait after the first one that did not pay.
+const BATCH_BACKOFF_MIN: u32 = 16;
+/// The longest run of blocking waits without a batch wait, after misses in a row.
+const BATCH_BACKOFF_MAX: u32 = 1024;
+
 /// No pool buffer lent to a slot (the fallback without a provided-buffer ring).
 const NO_BID: u16 = u16::MAX;
 
@@ -75,6 +80,11 @@ pub(crate) struct IoUringBackend {
     /// `UringOptions::batch_wait_us` where the kernel has `IORING_FEAT_MIN_TIMEOUT`, `ext_arg`
     /// is on and `batch_events > 1`, else 0 (no batch wait).
     batch_wait_us: u32,
+    /// Blocking waits left that skip the batch wait, after one that gathered no more than a
+    /// single completion (see `batch_wait`).
+    batch_skip: u32,
+    /// The skip the next miss sets: doubled by each miss, reset by a wait that pays.
+    batch_backoff: u32,
 }
 
 impl IoUringBackend {
@@ -142,6 +152,8 @@ impl IoUringBackend {
             ext_arg,
             batch_events: uring.batch_events,
             batch_wait_us,
+            batch_skip: 0,
+            batch_backoff: BATCH_BACKOFF_MIN,
             waker,
         })
     }
@@ -331,23 +343,50 @@ impl IoUringBackend {
             other => (wait_nr, other),
         };
         let min_wait_us = self.batch_wait(wait_nr, timeout_ns);
-        let wait_nr = match min_wait_us {
-            0 => wait_nr,
-            _ => self.batch_events.min(in_kernel).max(1),
-        };
-        self.enter(wait_nr, timeout_ns, min_wait_us, stats)
+        if min_wait_us == 0 {
+            return self.enter(wait_nr, timeout_ns, 0, stats);
+        }
+        let wait_nr = self.batch_events.min(in_kernel).max(1);
+        // Submitted operations that finish at once (a send, mostly) post their completions
+        // during the enter: only what came in beyond those is what the wait gathered.
+        let submitted = self.ring.sq_len();
+        stats.batch_waits += 1;
+        self.enter(wait_nr, timeout_ns, min_wait_us, stats)?;
+        let gathered = self.ring.cq_len().saturating_sub(submitted);
+        self.batch_paid(gathered > 1);
+        Ok(())
     }
 
     /// The batch wait for a blocking enter, in microseconds: 0 (wait for the first
-    /// completion only) unless batching is on and the wait is longer than the batch wait.
-    fn batch_wait(&self, wait_nr: u32, timeout_ns: Option<u64>) -> u32 {
+    /// completion only) unless batching is on, the wait is longer than the batch wait, and
+    /// no recent batch wait went unpaid.
+    fn batch_wait(&mut self, wait_nr: u32, timeout_ns: Option<u64>) -> u32 {
         if wait_nr == 0 || self.batch_wait_us == 0 {
+            return 0;
+        }
+        if self.batch_skip > 0 {
+            self.batch_skip -= 1;
             return 0;
         }
         // A wait shorter than the batch wait (a timer due soon) ends at its deadline anyway.
         match timeout_ns {
             Some(ns) if ns / 1_000 <= u64::from(self.batch_wait_us) => 0,
             _ => self.batch_wait_us,
+        }
+    }
+
+    /// Learns from a batch wait: one that gathered several completions (beyond those of the
+    /// operations it submitted) paid; one that brought a single completion only delayed it
+    /// (a lone client in a ping-pong, whose next message waits for this reply), so the next
+    /// `batch_backoff` blocking waits skip the batch wait, and each further miss doubles
+    /// that (up to `BATCH_BACKOFF_MAX`). A lone client then pays the batch wait on at most
+    /// one round trip in `BATCH_BACKOFF_MAX`.
+    fn batch_paid(&mut self, paid: bool) {
+        if paid {
+            self.batch_backoff = BATCH_BACKOFF_MIN;
+        } else {
+            self.batch_skip = self.batch_backoff;
+            self.batch_backoff = (self.batch_backoff * 2).min(BATCH_BACKOFF_MAX);
         }
     }
 

@@ -285,3 +285,57 @@ fn an_idle_loop_with_a_batch_wait_and_no_deadline_sleeps() {
         io.stats()
     );
 }
+
+struct PingPong {
+    peer: std::net::TcpStream,
+    rounds: u32,
+}
+
+fn on_ping(state: &mut PingPong, io: &mut Io<PingPong>, tag: Tag, (result, buf): BufResult) {
+    assert_eq!(result.unwrap(), 1, "one byte a round");
+    state.rounds += 1;
+    if state.rounds == 200 {
+        return io.stop();
+    }
+    // The peer answers at once: the next arrival waits for nothing but this reply.
+    state.peer.write_all(b"x").unwrap();
+    let mut buf = buf;
+    buf.clear();
+    let fd = tag as i32;
+    io.recv(tag, fd, buf, on_ping).unwrap();
+}
+
+#[test]
+fn a_lone_ping_pong_stops_paying_the_batch_wait() {
+    let Some(mut io) = check::io::<PingPong>(&batch_wait_options()) else {
+        return;
+    };
+    // Another operation in the kernel, so that each wait asks for two completions.
+    let (_silent_peer, silent) = check::tcp_pair();
+    io.recv(
+        1,
+        check::fd(&silent),
+        Vec::with_capacity(8),
+        |_, _, _, _| {},
+    )
+    .unwrap();
+    let (peer, socket) = check::tcp_pair();
+    let fd = check::fd(&socket);
+    io.recv(fd as Tag, fd, Vec::with_capacity(8), on_ping)
+        .unwrap();
+    let mut state = PingPong { peer, rounds: 0 };
+    state.peer.write_all(b"x").unwrap();
+    io.run_for_ns(&mut state, 60_000_000_000).unwrap();
+    assert_eq!(state.rounds, 200);
+    let stats = io.stats();
+    if stats.batch_wait_us > 0 {
+        // Misses in a row skip 16, 32, 64, 128, 256 waits: a handful of batch waits in all,
+        // where paying it every round would be 200 (and 20 s at 100 ms each).
+        assert!(
+            (1..=10).contains(&stats.batch_waits),
+            "a batch wait that never pays kept being tried: {stats:?}"
+        );
+    } else {
+        assert_eq!(stats.batch_waits, 0, "{stats:?}");
+    }
+}

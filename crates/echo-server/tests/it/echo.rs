@@ -66,7 +66,8 @@ fn batch_wait(backend: Backend) {
             "{log}"
         ),
         Backend::IoUringMasked => assert!(log.contains("no batch wait"), "{log}"),
-        Backend::Epoll | Backend::KqueueFake => assert!(log.contains("no batch wait"), "{log}"),
+        // Readiness backends have no batch wait, and say nothing of it.
+        Backend::Epoll | Backend::KqueueFake => assert!(!log.contains("batch wait"), "{log}"),
     }
 }
 
