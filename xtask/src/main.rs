@@ -10,11 +10,14 @@
 //! - `cargo xtask miri`      dispatch-core's pure-logic unit tests under Miri (nightly)
 //! - `cargo xtask sanitize`  the dispatch-core suite under AddressSanitizer (nightly)
 //! - `cargo xtask msrv`      the workspace type-checked with its `rust-version`
+//! - `cargo xtask fuzz`      the seeded simulation fuzzers: `--seeds N`, or `--seed N` to
+//!   replay one
 #![forbid(unsafe_code)]
 
 mod bench;
 mod cmd;
 mod deps;
+mod fuzz;
 mod miri;
 mod msrv;
 mod rustup;
@@ -83,6 +86,34 @@ enum Command {
     /// `cargo check --workspace --all-targets` with the toolchain named by `rust-version` in
     /// Cargo.toml, installed if missing.
     Msrv,
+    /// The seeded simulation fuzzers (release build): many seeds, or one replayed
+    ///
+    /// `--seeds N` runs N seeds (from --start, else from a seed picked from the time) on
+    /// every core and prints seeds per minute and virtual time per second; `--seed N` replays
+    /// one, printing its trace hash. A failing seed prints the command that replays it.
+    Fuzz(FuzzArgs),
+}
+
+#[derive(Debug, Args)]
+struct FuzzArgs {
+    /// Replay this seed
+    #[arg(long, conflicts_with_all = ["seeds", "start"])]
+    seed: Option<u64>,
+    /// How many seeds to run
+    #[arg(long, default_value_t = 1000)]
+    seeds: u64,
+    /// The first seed (default: picked from the time, and printed)
+    #[arg(long)]
+    start: Option<u64>,
+    /// Simulated operations per seed
+    #[arg(long, default_value_t = 10_000)]
+    ops: u64,
+    /// Turn on the planted bug (a byte dropped on a rare short read), to see it found
+    #[arg(long)]
+    planted_bug: bool,
+    /// Which fuzzer (the table is in xtask/src/fuzz.rs)
+    #[arg(long, default_value = "echo")]
+    fuzzer: String,
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +144,14 @@ fn main() -> ExitCode {
         Command::Miri => miri::run(),
         Command::Sanitize => sanitize::run(),
         Command::Msrv => msrv::run(),
+        Command::Fuzz(args) => fuzz::run(&fuzz::Plan {
+            fuzzer: &args.fuzzer,
+            seed: args.seed,
+            seeds: args.seeds,
+            start: args.start,
+            ops: args.ops,
+            planted_bug: args.planted_bug,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

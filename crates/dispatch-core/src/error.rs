@@ -33,8 +33,8 @@ impl fmt::Display for InitError {
             InitError::Unavailable(error) => write!(f, "io_uring unavailable: {error}"),
             InitError::UnknownBackend(name) => write!(
                 f,
-                "{BACKEND_ENV}={name:?} names no backend (use auto, io_uring, epoll, kqueue or \
-                 kqueue-fake)"
+                "{BACKEND_ENV}={name:?} names no backend (use auto, io_uring, epoll, kqueue, \
+                 kqueue-fake or sim)"
             ),
             InitError::UnsupportedBackend(kind) => {
                 write!(f, "the {kind} backend does not exist on this platform")?;

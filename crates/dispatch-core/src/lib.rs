@@ -1,6 +1,8 @@
 //! `dispatch-core`: a callback-based I/O loop that batches every operation scheduled since
 //! the last syscall into one, over io_uring (Linux), epoll (Linux, as a fallback) and kqueue
-//! (FreeBSD, macOS). See [`Io`]'s Portability section for how the backends differ.
+//! (FreeBSD, macOS), and a deterministic simulator ([`sim`]: virtual time, a simulated
+//! network and disk, seeded faults) for testing programs built on the loop. See [`Io`]'s
+//! Portability section for how the backends differ.
 //!
 //! The application owns a context `C` and schedules operations on an [`Io<C>`] from anywhere,
 //! most often from inside a callback. Each operation carries a [`Tag`] and a plain function
@@ -44,12 +46,14 @@
 //! See `docs/ARCHITECTURE.md` for the life of one operation and the invariants.
 
 mod backend;
+mod clock;
 mod completion;
 mod error;
 mod io;
 mod operation;
 mod options;
 mod pool;
+pub mod sim;
 mod slots;
 mod stats;
 mod timer;

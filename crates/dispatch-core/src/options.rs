@@ -23,7 +23,8 @@ pub struct Options {
     /// from the cancels' budget).
     pub ops_max: u32,
     /// The backend to use; `None` selects automatically (the `DISPATCH_BACKEND` environment
-    /// variable, else io_uring with a fallback to epoll on Linux, kqueue elsewhere).
+    /// variable, else io_uring with a fallback to epoll on Linux, kqueue elsewhere; never
+    /// `sim`, which only this field, that variable or [`crate::Io::new_sim`] selects).
     pub backend: Option<BackendKind>,
     /// io_uring set-up, used when the io_uring backend runs.
     pub uring: UringOptions,

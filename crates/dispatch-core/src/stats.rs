@@ -14,15 +14,19 @@ pub enum BackendKind {
     /// The kqueue backend's logic over `sys_kqueue::Fake`, a kevent double built on
     /// `poll(2)`: how the kqueue code runs and is tested on Linux. Not a production backend.
     KqueueFake,
+    /// The deterministic simulator (`dispatch_core::sim`): virtual time, an in-memory network
+    /// and disk, seeded faults. Never chosen automatically; not a production backend.
+    Sim,
 }
 
 impl BackendKind {
     /// Every backend, in the order `DISPATCH_BACKEND`'s documentation lists them.
-    pub const ALL: [BackendKind; 4] = [
+    pub const ALL: [BackendKind; 5] = [
         BackendKind::IoUring,
         BackendKind::Epoll,
         BackendKind::Kqueue,
         BackendKind::KqueueFake,
+        BackendKind::Sim,
     ];
 
     /// The backend's name as `DISPATCH_BACKEND` and the CLI spell it.
@@ -32,10 +36,12 @@ impl BackendKind {
             BackendKind::Epoll => "epoll",
             BackendKind::Kqueue => "kqueue",
             BackendKind::KqueueFake => "kqueue-fake",
+            BackendKind::Sim => "sim",
         }
     }
 
-    /// The backend named `name` (`io_uring` or `io-uring`, `epoll`, `kqueue`, `kqueue-fake`).
+    /// The backend named `name` (`io_uring` or `io-uring`, `epoll`, `kqueue`, `kqueue-fake`,
+    /// `sim`).
     pub fn from_name(name: &str) -> Option<BackendKind> {
         match name {
             "io-uring" => Some(BackendKind::IoUring),

@@ -2406,7 +2406,7 @@ fn backend_names() {
         Some(BackendKind::KqueueFake)
     );
     assert_eq!(BackendKind::from_name("nonesuch"), None);
-    assert_eq!(BackendKind::ALL.len(), 4);
+    assert_eq!(BackendKind::ALL.len(), 5);
     for k in BackendKind::ALL {
         assert_eq!(BackendKind::from_name(k.name()), Some(k));
     }

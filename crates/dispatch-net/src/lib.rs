@@ -58,7 +58,7 @@ mod listen;
 mod server;
 mod table;
 
-pub use crate::listen::{connect, listen, ListenOptions};
+pub use crate::listen::{connect, listen, ListenOptions, Listener};
 pub use crate::server::{
     close, send, serve, stop, Handler, Net, NetOptions, NetStats, PENDING_MAX,
 };

@@ -1,11 +1,59 @@
-//! Listening and connecting sockets, set up the way a server on the loop wants them.
+//! Listening and connecting sockets, set up the way a server on the loop wants them, on a
+//! real network or on a simulated one (`dispatch_core::sim`).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
+use dispatch_core::sim::SimListener;
 use dispatch_core::{Io, OpId, ScheduleError, Tag, UnitCallback};
 use rustix::net::{sockopt, AddressFamily, SocketType};
+
+/// What [`crate::serve`] accepts connections from: a TCP listener (from [`listen`], or any
+/// `std::net::TcpListener`), or a listener on a simulated network (from
+/// `dispatch_core::sim::Sim::listen`), for a loop on that simulation. Both convert with
+/// `into()`, so `serve(ctx, io, listener)` takes either.
+#[derive(Debug)]
+pub enum Listener {
+    /// A real TCP listening socket.
+    Tcp(TcpListener),
+    /// A simulated one.
+    Sim(SimListener),
+}
+
+impl Listener {
+    /// The address it listens on.
+    ///
+    /// # Errors
+    /// `getsockname(2)`'s, for a TCP listener.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Listener::Tcp(listener) => listener.local_addr(),
+            Listener::Sim(listener) => Ok(listener.local_addr()),
+        }
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Listener::Tcp(listener) => listener.as_raw_fd(),
+            Listener::Sim(listener) => listener.as_raw_fd(),
+        }
+    }
+}
+
+impl From<TcpListener> for Listener {
+    fn from(listener: TcpListener) -> Listener {
+        Listener::Tcp(listener)
+    }
+}
+
+impl From<SimListener> for Listener {
+    fn from(listener: SimListener) -> Listener {
+        Listener::Sim(listener)
+    }
+}
 
 /// How [`listen`] sets up a listening socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +128,8 @@ fn stream_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
 
 /// Connects a new socket to `addr` through the loop, giving up with `ETIMEDOUT` after
 /// `timeout_ns` (0: no deadline). Returns the socket, which the caller keeps open until the
-/// callback has run, and the connect's id.
+/// callback has run, and the connect's id. On a loop that runs on a simulation
+/// ([`Io::sim`]), the socket is the simulation's and `addr` an address on its network.
 ///
 /// # Errors
 /// Creating the socket failed, or the loop has no free slot (the socket is then closed).
@@ -91,7 +140,10 @@ pub fn connect<C>(
     timeout_ns: u64,
     callback: UnitCallback<C>,
 ) -> io::Result<(OwnedFd, OpId)> {
-    let socket = stream_socket(addr)?;
+    let socket = match io.sim() {
+        Some(sim) => sim.socket()?,
+        None => stream_socket(addr)?,
+    };
     let id = io
         .connect(tag, socket.as_raw_fd(), addr, callback)
         .map_err(|error: ScheduleError<()>| io::Error::other(error.to_string()))?;

@@ -10,11 +10,11 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use dispatch_core::{Io, OpId, PoolBuf, Shot, Tag};
 
+use crate::listen::Listener;
 use crate::table::{ConnId, Table};
 
 /// The tag of the accept operation and of its back-off timer; connections use their id.
@@ -116,7 +116,7 @@ struct Conn {
 
 /// The server's own state: the listener, the accept loop, the connection table, stats.
 pub struct Net {
-    listener: Option<TcpListener>,
+    listener: Option<Listener>,
     accept: Option<OpId>,
     /// Accepting is paused: the back-off timer re-arms it.
     accept_paused: bool,
@@ -188,14 +188,19 @@ impl Net {
     }
 }
 
-/// Starts serving `listener` on `io`: accepts connections until [`stop`].
+/// Starts serving `listener` (a `std::net::TcpListener`, or a simulated listener for a loop
+/// on a simulation: see [`Listener`]) on `io`: accepts connections until [`stop`].
 ///
 /// # Errors
 /// When the loop has no free slot for the accept.
-pub fn serve<H: Handler>(ctx: &mut H, io: &mut Io<H>, listener: TcpListener) -> io::Result<()> {
+pub fn serve<H: Handler>(
+    ctx: &mut H,
+    io: &mut Io<H>,
+    listener: impl Into<Listener>,
+) -> io::Result<()> {
     let net = ctx.net();
     assert!(net.listener.is_none(), "serve called twice");
-    net.listener = Some(listener);
+    net.listener = Some(listener.into());
     arm_accept(ctx, io)
 }
 

@@ -5,7 +5,6 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Instant;
 
 use sys_uring::opcode;
 use sys_uring::squeue::Entry;
@@ -324,14 +323,8 @@ impl IoUringBackend {
         let (wait_nr, timeout_ns) = match wait {
             Wait::Poll => (0, None),
             Wait::Forever => (1, None),
-            Wait::Until(deadline) => {
-                let now = Instant::now();
-                match deadline.checked_duration_since(now) {
-                    None => (0, None),
-                    Some(left) if left.is_zero() => (0, None),
-                    Some(left) => (1, Some(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX))),
-                }
-            }
+            Wait::Within(0) => (0, None),
+            Wait::Within(left_ns) => (1, Some(left_ns)),
         };
         let needed = wait_nr > 0
             || self.ring.sq_len() > 0

@@ -12,7 +12,7 @@
 //!   backend reports `user_data`'s result. `SqFull` (io_uring only) means "flush first";
 //!   nothing is lost.
 //! - `flush(Wait, in_kernel, &mut [Args], &mut Stats) -> io::Result<()>`: submit everything
-//!   pushed and, for `Wait::Until`/`Wait::Forever`, wait for at least one completion, in one
+//!   pushed and, for `Wait::Within`/`Wait::Forever`, wait for at least one completion, in one
 //!   syscall where the backend can. `Wait::Poll` never blocks. `EINTR` and CQ back-pressure
 //!   are absorbed (the loop turns again).
 //! - `reap(FnMut(user_data, result))`: hands over every known result without a syscall, and
@@ -34,10 +34,11 @@ compile_error!("dispatch-core runs on Linux (io_uring, epoll), FreeBSD and macOS
 #[cfg(target_os = "linux")]
 pub(crate) mod io_uring;
 pub(crate) mod readiness;
+pub(crate) mod sim;
 
 use std::io;
-use std::time::Instant;
 
+use crate::clock::Clock;
 use crate::error::InitError;
 use crate::operation::Args;
 use crate::options::Options;
@@ -50,8 +51,10 @@ use crate::waker::Waker;
 pub(crate) enum Wait {
     /// Submit and reap; never block.
     Poll,
-    /// Block until at least one completion or the deadline.
-    Until(Instant),
+    /// Block until at least one completion, or for at most this many nanoseconds (0: do
+    /// not block). Relative, so that backends need no clock of their own: the loop turns its
+    /// deadline (on its own clock, virtual under `sim`) into this just before the flush.
+    Within(u64),
     /// Block until at least one completion.
     Forever,
 }
@@ -88,6 +91,7 @@ pub(crate) enum Backend {
     Kqueue(KqueueEngine),
     #[cfg(target_os = "linux")]
     KqueueFake(KqueueFakeEngine),
+    Sim(sim::SimBackend),
 }
 
 /// Calls the same method on whichever backend runs.
@@ -102,14 +106,22 @@ macro_rules! each {
             Backend::Kqueue($backend) => $call,
             #[cfg(target_os = "linux")]
             Backend::KqueueFake($backend) => $call,
+            Backend::Sim($backend) => $call,
         }
     };
 }
 
-/// Calls the same method on whichever readiness engine runs, or `$uring` for io_uring.
+/// Calls the same method on whichever readiness engine runs, or `$uring` for io_uring, or
+/// `$sim` for the simulator.
 macro_rules! readiness {
-    ($self:expr, $engine:ident => $call:expr, $uring:ident => $uring_call:expr) => {
+    (
+        $self:expr,
+        $engine:ident => $call:expr,
+        $uring:ident => $uring_call:expr,
+        $sim:ident => $sim_call:expr
+    ) => {
         match $self {
+            Backend::Sim($sim) => $sim_call,
             #[cfg(target_os = "linux")]
             Backend::IoUring($uring) => $uring_call,
             #[cfg(target_os = "linux")]
@@ -216,6 +228,18 @@ impl Backend {
                     poller, slots_max,
                 )))
             }
+            BackendKind::Sim => {
+                use std::sync::atomic::{AtomicBool, Ordering};
+                static LOGGED: AtomicBool = AtomicBool::new(false);
+                if !LOGGED.swap(true, Ordering::Relaxed) {
+                    eprintln!(
+                        "dispatch-core: backend sim: simulated I/O, virtual time, no real \
+                         sockets or files (a test backend)"
+                    );
+                }
+                let backend = sim::SimBackend::new(None, slots_max).map_err(InitError::Os)?;
+                Ok(Backend::Sim(backend))
+            }
             #[allow(unreachable_patterns)]
             other => Err(InitError::UnsupportedBackend(other)),
         }
@@ -231,6 +255,31 @@ impl Backend {
             Backend::Kqueue(_) => BackendKind::Kqueue,
             #[cfg(target_os = "linux")]
             Backend::KqueueFake(_) => BackendKind::KqueueFake,
+            Backend::Sim(_) => BackendKind::Sim,
+        }
+    }
+
+    /// A loop on the simulated world `sim`.
+    pub(crate) fn new_sim(options: &Options, sim: &sim::Sim) -> Result<Backend, InitError> {
+        sim::SimBackend::new(Some(sim), options.slots_max())
+            .map(Backend::Sim)
+            .map_err(InitError::Os)
+    }
+
+    /// The simulator's virtual clock, on `sim`; `None` elsewhere (the loop reads the
+    /// monotonic clock).
+    pub(crate) fn clock(&self) -> Option<Clock> {
+        match self {
+            Backend::Sim(sim) => Some(sim.clock()),
+            _ => None,
+        }
+    }
+
+    /// The simulated world, on `sim`.
+    pub(crate) fn sim(&self) -> Option<&sim::Sim> {
+        match self {
+            Backend::Sim(sim) => Some(sim.sim()),
+            _ => None,
         }
     }
 
@@ -257,6 +306,10 @@ impl Backend {
         }, uring => {
             // SAFETY: this function's own contract, passed on.
             unsafe { uring.push(idx, user_data, args, pool) }
+        }, sim => {
+            let _ = pool;
+            sim.push(idx, user_data, args);
+            Ok(())
         })
     }
 
@@ -273,16 +326,19 @@ impl Backend {
         uring => {
             let _ = (args, pool);
             uring.flush(wait, in_kernel, stats)
-        })
+        }, sim => sim.flush(wait, args, pool, stats))
     }
 
     /// The batch wait in effect (`UringOptions::batch_wait_us` where the kernel has it; 0
-    /// on readiness backends).
+    /// on readiness backends and the simulator).
     pub(crate) fn batch_wait_us(&self) -> u32 {
         readiness!(self, engine => {
             let _ = engine;
             0
-        }, uring => uring.batch_wait_us())
+        }, uring => uring.batch_wait_us(), sim => {
+            let _ = sim;
+            0
+        })
     }
 
     /// Hands up to `max` results to `f` as `(user_data, result, flags)`.
@@ -290,7 +346,10 @@ impl Backend {
         readiness!(self, engine => {
             let _ = pool;
             engine.reap(max, f)
-        }, uring => uring.reap(max, pool, f))
+        }, uring => uring.reap(max, pool, f), sim => {
+            let _ = pool;
+            sim.reap(max, f)
+        })
     }
 
     /// Whether results wait that a reap has not taken yet.
@@ -304,12 +363,23 @@ impl Backend {
         readiness!(self, engine => {
             let _ = engine;
             pool.has_free()
-        }, uring => uring.buffers_available(pool))
+        }, uring => uring.buffers_available(pool), sim => {
+            let _ = sim;
+            pool.has_free()
+        })
     }
 
     /// Takes back the pool buffers whose handles were dropped; how many.
     pub(crate) fn recycle(&mut self, pool: &mut Pool) -> u32 {
         each!(self, backend => backend.recycle(pool))
+    }
+
+    /// `Io`'s drop closed descriptor `fd`, made by one of this backend's operations, without
+    /// an operation (a result nobody will receive); only the simulator needs to know.
+    pub(crate) fn closed_by_drop(&mut self, fd: std::os::fd::RawFd) {
+        if let Backend::Sim(sim) = self {
+            sim.closed_by_drop(fd);
+        }
     }
 
     pub(crate) fn cancel_for_drop(&mut self, user_data: u64, stats: &mut Stats) -> io::Result<()> {

@@ -11,40 +11,27 @@
 //! operation is cancelled at the next turn, so it ends at or after its deadline, never
 //! before.
 
-use std::time::{Duration, Instant};
-
 use super::Io;
 use crate::error::DeadlineError;
 use crate::operation::{Args, Callback, OpId};
 use crate::slots::{Budget, State};
 use crate::timer::TimerHeap;
 
-/// The deadlines of operations in flight, by slot, in nanoseconds since `origin`.
+/// The deadlines of operations in flight, by slot, in nanoseconds on the loop's clock.
 pub(super) struct Deadlines {
     heap: TimerHeap,
-    origin: Instant,
 }
 
 impl Deadlines {
     pub(super) fn new(slots_max: u32) -> Deadlines {
         Deadlines {
             heap: TimerHeap::new(slots_max),
-            origin: Instant::now(),
         }
     }
 
-    fn now_ns(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    /// The earliest deadline, as an instant.
-    pub(super) fn earliest(&self) -> Option<Instant> {
-        let deadline_ns = self.heap.peek_deadline_ns()?;
-        Some(
-            self.origin
-                .checked_add(Duration::from_nanos(deadline_ns))
-                .unwrap_or_else(|| self.origin + Duration::from_secs(u32::MAX.into())),
-        )
+    /// The earliest deadline, in nanoseconds on the loop's clock.
+    pub(super) fn earliest_ns(&self) -> Option<u64> {
+        self.heap.peek_deadline_ns()
     }
 
     /// Forgets slot `idx`'s deadline, if it has one (its operation completed).
@@ -97,7 +84,7 @@ impl<C> Io<C> {
         ) {
             return Err(DeadlineError::NotCancellable);
         }
-        let deadline_ns = self.deadlines.now_ns().saturating_add(timeout_ns);
+        let deadline_ns = self.clock.now_ns().saturating_add(timeout_ns);
         self.deadlines.forget(idx);
         self.deadlines.heap.insert(idx, deadline_ns);
         Ok(())
@@ -127,7 +114,7 @@ impl<C> Io<C> {
     /// Cancels every operation whose deadline has passed: a parked one completes at once
     /// with `ETIMEDOUT`; one the kernel holds gets an internal cancel, sent with this turn.
     pub(super) fn expire_deadlines(&mut self) {
-        let now_ns = self.deadlines.now_ns();
+        let now_ns = self.clock.now_ns();
         while let Some(idx) = self.deadlines.heap.pop_expired(now_ns) {
             let slot = &self.slots[idx];
             match slot.state {

@@ -1,15 +1,16 @@
 //! `Io`'s drop: every slot released exactly once, whatever its state, without callbacks, and
 //! no memory freed while the kernel may still write it.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 use super::{Io, DROP_REAP_TIMEOUT};
-use crate::backend::Wait;
+use crate::backend::{Backend, Wait};
 use crate::completion::{discard, discard_shot, F_MORE};
 use crate::operation::Args;
 use crate::pool::Pool;
 use crate::slots::State;
+use crate::stats::BackendKind;
 
 impl<C> Drop for Io<C> {
     /// Releases every slot exactly once, whatever its state, without running callbacks:
@@ -45,7 +46,9 @@ impl<C> Drop for Io<C> {
         // Everything left is ours alone.
         let slots = &mut self.slots;
         let pool = self.pool.as_ref().map(Pool::shared);
+        let mut closed = Closed::new(&self.backend);
         self.completed.drain(|done| {
+            closed.note(slots.args(done.idx), done.result, done.flags);
             if done.flags & F_MORE != 0 {
                 return discard_shot(pool, done.result, done.flags);
             }
@@ -54,6 +57,7 @@ impl<C> Drop for Io<C> {
             slots[idx].state = State::Free;
             discard(slots.take_args(idx), done.result, done.flags, pool);
         });
+        closed.tell(&mut self.backend);
         for idx in 0..self.slots.capacity() {
             if self.slots[idx].state == State::Held {
                 // A cancel whose target came back in the drain: nothing to answer.
@@ -71,6 +75,41 @@ impl<C> Drop for Io<C> {
     }
 }
 
+/// Descriptors that discarding results closes (an accepted socket or opened file nobody will
+/// receive, a close cancelled before it ran): the simulator must hear of them, since closing
+/// its placeholder descriptor does not tell it. Collected only on `sim`.
+struct Closed {
+    fds: Option<Vec<RawFd>>,
+}
+
+impl Closed {
+    fn new(backend: &Backend) -> Closed {
+        Closed {
+            fds: (backend.kind() == BackendKind::Sim).then(Vec::new),
+        }
+    }
+
+    /// Notes the descriptor that discarding `result` of the operation `args` will close.
+    fn note(&mut self, args: &Args, result: i32, flags: u32) {
+        let Some(fds) = self.fds.as_mut() else {
+            return;
+        };
+        match args {
+            Args::Accept { .. } | Args::Openat { .. } if result >= 0 => fds.push(result),
+            Args::Close { fd } if result == -libc::ECANCELED && flags & F_MORE == 0 => {
+                fds.push(fd.as_raw_fd());
+            }
+            _ => {}
+        }
+    }
+
+    fn tell(self, backend: &mut Backend) {
+        for fd in self.fds.into_iter().flatten() {
+            backend.closed_by_drop(fd);
+        }
+    }
+}
+
 impl<C> Io<C> {
     /// For `Drop`: cancels every operation the kernel holds and reaps until all have come
     /// back (their results discarded). `false` if the kernel kept some past the timeout.
@@ -84,11 +123,11 @@ impl<C> Io<C> {
                 eprintln!("dispatch-core: cancel on drop failed: {error}");
             }
         }
-        let deadline = Instant::now() + DROP_REAP_TIMEOUT;
-        while self.in_kernel > 0 && Instant::now() < deadline {
-            let turn_deadline = Instant::now() + Duration::from_millis(100);
+        let timeout_ns = u64::try_from(DROP_REAP_TIMEOUT.as_nanos()).expect("10 s");
+        let deadline_ns = self.clock.now_ns().saturating_add(timeout_ns);
+        while self.in_kernel > 0 && self.clock.now_ns() < deadline_ns {
             let args = self.slots.args_table();
-            let wait = Wait::Until(turn_deadline);
+            let wait = Wait::Within(100_000_000);
             let pool = self.pool.as_mut();
             let flushed = self
                 .backend
@@ -100,17 +139,20 @@ impl<C> Io<C> {
             let slots = &mut self.slots;
             let in_kernel = &mut self.in_kernel;
             let shared = self.pool.as_ref().map(|pool| Rc::clone(pool.shared()));
+            let mut closed = Closed::new(&self.backend);
             self.backend
                 .reap(u32::MAX, self.pool.as_mut(), |user_data, result, flags| {
                     let pool = shared.as_ref();
+                    let idx = slots.kernel_slot(user_data);
+                    closed.note(slots.args(idx), result, flags);
                     if flags & F_MORE != 0 {
                         return discard_shot(pool, result, flags);
                     }
-                    let idx = slots.kernel_slot(user_data);
                     slots[idx].state = State::Free;
                     *in_kernel -= 1;
                     discard(slots.take_args(idx), result, flags, pool);
                 });
+            closed.tell(&mut self.backend);
         }
         self.in_kernel == 0
     }

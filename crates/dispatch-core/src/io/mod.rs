@@ -13,11 +13,12 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use self::deadline::Deadlines;
 use self::reap::Reaper;
 use crate::backend::{Backend, PushError, Wait};
+use crate::clock::Clock;
 use crate::completion::{
     buf_value, count_value, fd_value, flags_bid, new_fd, pool_send_value, pooled_value, unit_value,
     F_MORE,
@@ -106,6 +107,11 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 ///   differ as [`Io::read`], [`Io::write`] and [`Io::openat`] say.
 /// - Several sends in flight on one stream socket are served in order on readiness
 ///   backends; io_uring does not promise an order once they wait for buffer space.
+/// - **sim** ([`crate::sim`], only when asked for: [`Io::new_sim`], `Options::backend` or
+///   `DISPATCH_BACKEND=sim`): operations are performed on a simulated world in virtual time
+///   (`run_for_ns` returns without sleeping; `tick` never moves the clock), over simulated
+///   sockets and files only, with seeded faults; a run that could only wait forever returns
+///   an error instead of blocking. The module's documentation lists every difference.
 pub struct Io<C> {
     slots: Slots<C>,
     overflow: Fifo,
@@ -130,6 +136,8 @@ pub struct Io<C> {
     stop_requested: bool,
     /// Operations handed to the backend whose completion has not been reaped.
     in_kernel: u32,
+    /// Where `run_for_ns` and deadlines get the time: monotonic, or virtual under `sim`.
+    clock: Clock,
     _not_send: PhantomData<*mut ()>,
 }
 
@@ -141,6 +149,17 @@ impl<C> fmt::Debug for Io<C> {
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
+}
+
+/// How long a turn may wait, on the loop's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// Never block.
+    Poll,
+    /// Until this time (nanoseconds on the loop's clock) at the latest.
+    At(u64),
+    /// Until at least one completion.
+    Forever,
 }
 
 /// Marks the loop as running for as long as it lives, and clears the mark when dropped,
@@ -195,14 +214,37 @@ impl<C> Io<C> {
     ///   platform.
     /// - [`InitError::Os`]: creating the backend's descriptors failed (for example `EMFILE`).
     pub fn new(options: &Options) -> Result<Io<C>, InitError> {
+        Io::build(options, None)
+    }
+
+    /// Creates a loop on the simulated world `sim` (see [`crate::sim`]), whatever
+    /// `options.backend` and `DISPATCH_BACKEND` say: virtual time, simulated sockets and
+    /// files, `sim`'s seed and faults. One loop at a time runs on a world.
+    ///
+    /// # Errors
+    /// As [`Io::new`]; [`InitError::Os`] when a loop already runs on `sim`.
+    pub fn new_sim(options: &Options, sim: &crate::sim::Sim) -> Result<Io<C>, InitError> {
+        Io::build(options, Some(sim))
+    }
+
+    /// The simulated world this loop runs on; `None` on every other backend.
+    pub fn sim(&self) -> Option<&crate::sim::Sim> {
+        self.backend.sim()
+    }
+
+    fn build(options: &Options, sim: Option<&crate::sim::Sim>) -> Result<Io<C>, InitError> {
         options.validate().map_err(InitError::InvalidOptions)?;
         let mut pool = (options.pool.buffers > 0).then(|| {
             let count = u16::try_from(options.pool.buffers).expect("validated: at most 32768");
             Pool::new(count, options.pool.buffer_size)
         });
-        let (backend, fallback) = Backend::new(options, pool.as_mut())?;
+        let (backend, fallback) = match sim {
+            Some(sim) => (Backend::new_sim(options, sim)?, None),
+            None => Backend::new(options, pool.as_mut())?,
+        };
         let mut stats = Stats::new(backend.kind(), fallback);
         stats.batch_wait_us = backend.batch_wait_us();
+        let clock = backend.clock().unwrap_or_else(Clock::real);
         let slots = Slots::new(options.ops_max);
         // Room for one final result per slot, one result per pool buffer (each intermediate
         // result of a multishot receive holds one), and as many again for multishot accepts;
@@ -223,6 +265,7 @@ impl<C> Io<C> {
             running: false,
             stop_requested: false,
             in_kernel: 0,
+            clock,
             _not_send: PhantomData,
         })
     }
@@ -296,7 +339,7 @@ impl<C> Io<C> {
     /// drive the loop it runs in (nor replace it, as with `std::mem::swap`).
     pub fn tick(&mut self, ctx: &mut C) -> io::Result<()> {
         let mut io = Running::enter(self);
-        io.turn(ctx, Wait::Poll)?;
+        io.turn(ctx, Until::Poll)?;
         // A tick is a run of one turn: a stop asked for during it is answered.
         io.take_stop();
         Ok(())
@@ -306,7 +349,9 @@ impl<C> Io<C> {
     /// syscall and blocks in the kernel until a completion or the deadline, then runs the
     /// callbacks. Returns at the deadline (an idle loop sleeps, it never spins), or after the
     /// turn in which [`Io::stop`] was called; `ns == 0` is one non-blocking turn. `u64::MAX`
-    /// runs until `stop`.
+    /// runs until `stop`. On `sim` the nanoseconds are virtual: the simulated clock jumps
+    /// from event to event and the call returns when it reaches the deadline, without
+    /// sleeping (see [`crate::sim`]).
     ///
     /// # Errors
     /// An unexpected error from the kernel's submit or wait call; the loop stays usable.
@@ -315,11 +360,12 @@ impl<C> Io<C> {
     /// As [`Io::tick`].
     pub fn run_for_ns(&mut self, ctx: &mut C, ns: u64) -> io::Result<()> {
         let mut io = Running::enter(self);
-        let deadline = Instant::now().checked_add(Duration::from_nanos(ns));
-        let wait = deadline.map_or(Wait::Forever, Wait::Until);
+        // Never `Until::Forever`, even for `u64::MAX`: that means "until nothing is in
+        // flight" (`run_until_idle`), and a loop with nothing in flight must still sleep here.
+        let deadline_ns = io.clock.now_ns().saturating_add(ns);
         loop {
-            io.turn(ctx, wait)?;
-            if io.take_stop() || deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            io.turn(ctx, Until::At(deadline_ns))?;
+            if io.take_stop() || io.clock.now_ns() >= deadline_ns {
                 return Ok(());
             }
         }
@@ -330,14 +376,16 @@ impl<C> Io<C> {
     /// as operations are pending, however long that is.
     ///
     /// # Errors
-    /// An unexpected error from the kernel's submit or wait call; the loop stays usable.
+    /// An unexpected error from the kernel's submit or wait call; the loop stays usable. On
+    /// `sim`, also a simulated deadlock: operations wait that no simulated event can ever
+    /// complete (the error names the seed).
     ///
     /// # Panics
     /// As [`Io::tick`].
     pub fn run_until_idle(&mut self, ctx: &mut C) -> io::Result<()> {
         let mut io = Running::enter(self);
         while io.slots.busy() > 0 || !io.completed.is_empty() {
-            io.turn(ctx, Wait::Forever)?;
+            io.turn(ctx, Until::Forever)?;
             if io.take_stop() {
                 break;
             }
@@ -350,7 +398,7 @@ impl<C> Io<C> {
     }
 
     /// One turn: submit (draining the overflow queue into the SQ), wait, reap, dispatch.
-    fn turn(&mut self, ctx: &mut C, wait: Wait) -> io::Result<()> {
+    fn turn(&mut self, ctx: &mut C, until: Until) -> io::Result<()> {
         assert!(self.running);
         self.expire_deadlines();
         self.recycle_buffers();
@@ -379,17 +427,22 @@ impl<C> Io<C> {
         // a panic left for later, results a full queue left in the backend) must not wait
         // behind a blocking syscall, and a loop with nothing in flight has nothing to wait
         // for.
-        let nothing_to_wait_for = wait == Wait::Forever && self.slots.busy() == 0;
+        let nothing_to_wait_for = until == Until::Forever && self.slots.busy() == 0;
         let known = !self.completed.is_empty() || self.backend.has_results();
-        let wait = if known || nothing_to_wait_for {
-            Wait::Poll
+        let until = if known || nothing_to_wait_for {
+            Until::Poll
         } else {
             // The next deadline ends the wait, so that it is expired on time.
-            match (wait, self.deadlines.earliest()) {
-                (Wait::Forever, Some(deadline)) => Wait::Until(deadline),
-                (Wait::Until(until), Some(deadline)) => Wait::Until(until.min(deadline)),
-                (wait, _) => wait,
+            match (until, self.deadlines.earliest_ns()) {
+                (Until::Forever, Some(deadline_ns)) => Until::At(deadline_ns),
+                (Until::At(at_ns), Some(deadline_ns)) => Until::At(at_ns.min(deadline_ns)),
+                (until, _) => until,
             }
+        };
+        let wait = match until {
+            Until::Poll => Wait::Poll,
+            Until::Forever => Wait::Forever,
+            Until::At(at_ns) => Wait::Within(at_ns.saturating_sub(self.clock.now_ns())),
         };
         let args = self.slots.args_table();
         let pool = self.pool.as_mut();

@@ -17,6 +17,8 @@ mod pooled;
 mod pooled_model;
 mod readiness;
 mod review;
+mod sim;
+mod sim_model;
 mod timeout;
 mod wakeup;
 

@@ -219,3 +219,54 @@ fn a_client_that_sends_without_reading_stops_being_read_and_others_are_served() 
     run_until(&mut io, &mut echo, |echo| echo.closed == 2);
     assert_eq!(io.pool_buffers_lent(), 0, "every buffer came back");
 }
+
+/// The same handler served from a simulated listener, on a loop on the simulator: simulated
+/// clients get their bytes back, then the end of the stream; `connect` makes its socket in
+/// the simulated world; nothing is left open after a stop.
+#[test]
+fn serve_and_connect_over_the_simulator() {
+    use dispatch_core::sim::{Sim, SimOptions};
+    let sim = Sim::new(&SimOptions::new(3)).unwrap();
+    let net = NetOptions::new(8);
+    let mut options = Options::new(net.ops_max());
+    options.pool = PoolOptions {
+        buffers: 8,
+        buffer_size: 512,
+    };
+    let mut io = Io::new_sim(&options, &sim).unwrap();
+    let mut echo = Echo {
+        net: Net::new(&net),
+        opened: 0,
+        closed: 0,
+    };
+    let listener = sim.listen("10.1.1.1:80".parse().unwrap(), 16).unwrap();
+    let addr = listener.local_addr();
+    serve(&mut echo, &mut io, listener).unwrap();
+    let peers: Vec<_> = (0..4).map(|_| sim.peer_connect(addr)).collect();
+    io.run_for_ns(&mut echo, 1_000_000).unwrap();
+    for (i, peer) in peers.iter().enumerate() {
+        assert_eq!(sim.peer_send(peer, &[i as u8; 1000]).unwrap(), 1000);
+        sim.peer_shutdown(peer);
+    }
+    let (socket, _) = dispatch_net::connect(&mut io, 7, addr, 0, |_, _, _, r| {
+        r.expect("connected over the simulated network");
+    })
+    .unwrap();
+    run_until(&mut io, &mut echo, |echo| echo.closed == 4);
+    for (i, peer) in peers.into_iter().enumerate() {
+        let mut echoed = vec![0; 2000];
+        let n = sim.peer_recv(&peer, &mut echoed).unwrap();
+        assert_eq!(&echoed[..n], &[i as u8; 1000][..]);
+        assert_eq!(
+            sim.peer_recv(&peer, &mut echoed).unwrap(),
+            0,
+            "then the end"
+        );
+        sim.peer_close(peer);
+    }
+    io.close(7, socket, |_, _, _, r| r.expect("close")).unwrap();
+    stop(&mut echo, &mut io);
+    io.run_until_idle(&mut echo).unwrap();
+    assert_eq!(echo.opened, 5, "four peers and the loop's own connect");
+    assert_eq!(sim.open_descriptors(), 0, "listener and connections closed");
+}

@@ -48,3 +48,4 @@ mod echo;
 mod hostile;
 mod lifecycle;
 mod limits;
+mod sim_fuzz;

@@ -223,7 +223,7 @@ impl<P: Poller> Engine<P> {
         let wait = match wait {
             Wait::Poll => Some(Duration::ZERO),
             Wait::Forever => None,
-            Wait::Until(deadline) => Some(deadline.saturating_duration_since(Instant::now())),
+            Wait::Within(left_ns) => Some(Duration::from_nanos(left_ns)),
         };
         match (wait, timer) {
             (Some(a), Some(b)) => Some(a.min(b)),

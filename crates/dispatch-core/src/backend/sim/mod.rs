@@ -1,0 +1,687 @@
+//! The deterministic simulation backend: operations are performed on a simulated world
+//! (`world.rs`: clock, network, disk, faults, trace) instead of the kernel, in virtual time.
+//!
+//! How it works: `push` puts an operation on the `waiting` list, in order (a timer goes to
+//! the heap, a cancel to a list answered after the others have been tried, as a kernel
+//! performs a batch in order). Each `flush` tries the waiting operations in
+//! order, as a readiness backend does, except that one behind another waiting on the same
+//! descriptor and direction is not tried (order within a stream is kept); those that cannot
+//! complete stay. If nothing completed and the loop may wait, the clock jumps to the next
+//! event of the world (a delivery, an arrival, a timer, a delayed operation), never past
+//! the loop's deadline, and the operations are tried again. Nothing sleeps and the wall
+//! clock is never read. Completions go to `done` (or, under the latency fault, to `late`
+//! until their time); `reap` may swap completions of different descriptors (the reorder
+//! fault) and adds each to the trace.
+#![allow(unsafe_code)]
+
+mod disk;
+mod handle;
+mod net;
+mod rng;
+mod world;
+
+use std::io;
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+
+pub use self::handle::{Peer, Sim, SimListener};
+use self::net::Recv;
+use self::world::{Event, Fault, Obj, World};
+use super::Wait;
+use crate::clock::Clock;
+use crate::completion::{buffer_flags, TIMEOUT_EXPIRED};
+use crate::operation::{Args, OpId};
+use crate::pool::Pool;
+use crate::sim::SimOptions;
+use crate::stats::Stats;
+use crate::timer::TimerHeap;
+use crate::waker::Waker;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Idle,
+    Waiting,
+    Timer,
+    /// Completed, held back by the latency fault.
+    Late,
+    Done,
+}
+
+/// A completion not reaped yet.
+#[derive(Debug, Clone, Copy)]
+struct Completion {
+    user_data: u64,
+    result: i32,
+    flags: u32,
+    /// The key of the object its descriptor named (`NO_KEY` for none; see `Obj::key`), so
+    /// that neither reordering nor latency ever puts it after a later one of that object.
+    key: u64,
+    /// The result as the trace records it: a new descriptor's object key rather than its
+    /// number.
+    traced: u64,
+}
+
+/// The key of a completion that names no descriptor.
+const NO_KEY: u64 = u64::MAX;
+
+/// A result of one try: `None` to wait.
+type Tried = Option<(i32, u32)>;
+
+/// The simulation backend of one loop.
+pub(crate) struct SimBackend {
+    sim: Sim,
+    /// The world was made for this loop (from the environment): nobody else can read its
+    /// trace hash, so the loop prints it when dropped.
+    own_world: bool,
+    user_data: Box<[u64]>,
+    place: Box<[Place]>,
+    not_before_ns: Box<[u64]>,
+    waiting: Vec<u32>,
+    /// Cancels, answered in order at the end of the next try of the waiting operations.
+    cancels: Vec<u32>,
+    timers: TimerHeap,
+    late: Vec<(u64, Completion)>,
+    done: Vec<Completion>,
+    waker: Waker,
+}
+
+impl SimBackend {
+    /// A backend on `sim`'s world (`None`: a world of its own, from the environment).
+    pub(crate) fn new(sim: Option<&Sim>, slots_max: u32) -> io::Result<SimBackend> {
+        let own_world = sim.is_none();
+        let sim = match sim {
+            Some(sim) => sim.clone(),
+            None => Sim::new(&SimOptions::from_env())?,
+        };
+        {
+            let mut world = sim.world.borrow_mut();
+            if world.attached {
+                return Err(io::Error::other(
+                    "a loop already runs on this simulated world (one at a time)",
+                ));
+            }
+            world.attached = true;
+        }
+        let slots = slots_max as usize;
+        Ok(SimBackend {
+            sim,
+            own_world,
+            user_data: vec![0; slots].into_boxed_slice(),
+            place: vec![Place::Idle; slots].into_boxed_slice(),
+            not_before_ns: vec![0; slots].into_boxed_slice(),
+            waiting: Vec::with_capacity(slots),
+            cancels: Vec::with_capacity(slots),
+            timers: TimerHeap::new(slots_max),
+            late: Vec::new(),
+            done: Vec::with_capacity(slots),
+            waker: Waker::simulated(),
+        })
+    }
+
+    pub(crate) fn sim(&self) -> &Sim {
+        &self.sim
+    }
+
+    pub(crate) fn clock(&self) -> Clock {
+        Clock::Sim(Rc::clone(&self.sim.world.borrow().now))
+    }
+
+    pub(crate) fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    fn world(&self) -> std::cell::RefMut<'_, World> {
+        self.sim.world.borrow_mut()
+    }
+
+    /// Queues slot `idx`; a timer starts, a cancel waits for the others' try, the rest wait
+    /// for a try.
+    pub(crate) fn push(&mut self, idx: u32, user_data: u64, args: &Args) {
+        let i = idx as usize;
+        assert_eq!(self.place[i], Place::Idle, "slot {idx} pushed twice");
+        self.user_data[i] = user_data;
+        let shared = Rc::clone(&self.sim.world);
+        let mut guard = shared.borrow_mut();
+        let world = &mut *guard;
+        match *args {
+            Args::Timeout { timeout_ns } => {
+                let deadline_ns = world.now_ns().saturating_add(timeout_ns);
+                self.place[i] = Place::Timer;
+                self.timers.insert(idx, deadline_ns);
+                world.at(deadline_ns, Event::Wake);
+            }
+            Args::Cancel { .. } => {
+                // Answered after the operations before it have been tried, as the kernel
+                // performs a batch in order.
+                self.place[i] = Place::Waiting;
+                self.cancels.push(idx);
+            }
+            _ => {
+                self.place[i] = Place::Waiting;
+                self.not_before_ns[i] = 0;
+                if world.rng.chance(world.faults.delay) {
+                    let delay_ns = world.rng.between(1, world.faults.delay_max_ns.max(1));
+                    world.fault(Fault::Delay);
+                    let at_ns = world.now_ns() + delay_ns;
+                    self.not_before_ns[i] = at_ns;
+                    world.at(at_ns, Event::Wake);
+                }
+                self.waiting.push(idx);
+            }
+        }
+    }
+
+    /// Tries what waits, then, if the loop may wait and nothing completed, moves the clock
+    /// from event to event (never past the wait's end) until something does.
+    pub(crate) fn flush(
+        &mut self,
+        wait: Wait,
+        args: &mut [Args],
+        mut pool: Option<&mut Pool>,
+        stats: &mut Stats,
+    ) -> io::Result<()> {
+        let shared = Rc::clone(&self.sim.world);
+        let mut guard = shared.borrow_mut();
+        let world = &mut *guard;
+        let start_ns = world.now_ns();
+        let batch = self.waiting.len() + self.cancels.len();
+        stats.batch_max = stats.batch_max.max(batch as u32);
+        loop {
+            self.progress(world, args, pool.as_deref_mut());
+            let limit_ns = match wait {
+                _ if !self.done.is_empty() => return Ok(()),
+                Wait::Poll => return Ok(()),
+                // A wait to the end of time (`run_for_ns(u64::MAX)`) has no end.
+                Wait::Within(ns) => start_ns.checked_add(ns).filter(|&end| end < u64::MAX),
+                Wait::Forever => None,
+            };
+            match (world.next_event_ns(), limit_ns) {
+                (Some(next_ns), Some(limit_ns)) if next_ns > limit_ns => {
+                    world.advance(limit_ns);
+                    self.progress(world, args, pool.as_deref_mut());
+                    return Ok(());
+                }
+                (None, Some(limit_ns)) => {
+                    world.advance(limit_ns);
+                    self.progress(world, args, pool.as_deref_mut());
+                    return Ok(());
+                }
+                (Some(next_ns), _) => world.advance(next_ns),
+                (None, None) => return self.stuck(&args[..], world.options.seed),
+            }
+        }
+    }
+
+    /// The loop would wait forever: nothing in the world can happen. A wake-up wait may
+    /// still be answered by another thread's `Waker::wake`, so the turn just ends; anything
+    /// else is a deadlock of the program under test, reported as an error.
+    fn stuck(&self, args: &[Args], seed: u64) -> io::Result<()> {
+        if self
+            .waiting
+            .iter()
+            .any(|&idx| matches!(args[idx as usize], Args::Wakeup))
+        {
+            std::thread::yield_now();
+            return Ok(());
+        }
+        Err(io::Error::other(format!(
+            "simulated deadlock: {} operations wait and no simulated event can complete them \
+             (seed {})",
+            self.waiting.len(),
+            seed
+        )))
+    }
+
+    /// Expires timers, releases late completions that are due, tries every waiting
+    /// operation once, in order, then answers the cancels.
+    fn progress(&mut self, world: &mut World, args: &mut [Args], pool: Option<&mut Pool>) {
+        let now_ns = world.now_ns();
+        while let Some(idx) = self.timers.pop_expired(now_ns) {
+            self.complete(world, idx, TIMEOUT_EXPIRED, 0, NO_KEY);
+        }
+        self.release_late(now_ns);
+        self.try_waiting(world, args, pool);
+        for at in 0..self.cancels.len() {
+            let idx = self.cancels[at];
+            let Args::Cancel { target } = args[idx as usize] else {
+                unreachable!("only cancels are on the cancel list");
+            };
+            let result = self.cancel(target.user_data());
+            self.complete(world, idx, result, 0, NO_KEY);
+        }
+        self.cancels.clear();
+    }
+
+    /// Late completions whose time has come join the others.
+    fn release_late(&mut self, now_ns: u64) {
+        let mut at = 0;
+        while at < self.late.len() {
+            if self.late[at].0 <= now_ns {
+                let (_, completion) = self.late.remove(at);
+                let idx = OpId::idx_of_user_data(completion.user_data);
+                self.place[idx as usize] = Place::Done;
+                self.done.push(completion);
+            } else {
+                at += 1;
+            }
+        }
+    }
+
+    /// Tries every waiting operation once, in order, but for those behind one still waiting
+    /// on the same object and direction.
+    fn try_waiting(&mut self, world: &mut World, args: &mut [Args], mut pool: Option<&mut Pool>) {
+        let now_ns = world.now_ns();
+        // Objects and directions with an operation still waiting: those behind it wait.
+        let mut blocked: Vec<(u64, bool)> = Vec::new();
+        let mut kept = 0;
+        for at in 0..self.waiting.len() {
+            let idx = self.waiting[at];
+            let i = idx as usize;
+            let key = direction(&args[i]).map(|(fd, dir)| (key_of(world, fd), dir));
+            let behind = key.is_some_and(|key| blocked.contains(&key));
+            let tried = if behind || self.not_before_ns[i] > now_ns {
+                None
+            } else {
+                self.try_op(world, &mut args[i], pool.as_deref_mut())
+            };
+            match tried {
+                Some((result, flags)) => {
+                    let key = key.map_or(NO_KEY, |(key, _)| key);
+                    let creates = matches!(args[i], Args::Accept { .. } | Args::Openat { .. });
+                    let traced = match world.obj(result) {
+                        Some(obj) if creates && result >= 0 => obj.key(),
+                        _ => result as u64,
+                    };
+                    self.complete_traced(world, idx, (result, flags), key, traced);
+                }
+                None => {
+                    if let Some(key) = key {
+                        blocked.push(key);
+                    }
+                    self.waiting[kept] = idx;
+                    kept += 1;
+                }
+            }
+        }
+        self.waiting.truncate(kept);
+    }
+
+    /// Slot `idx` completed: to `done`, or (the latency fault) to `late`, never before an
+    /// earlier completion of the same descriptor.
+    fn complete(&mut self, world: &mut World, idx: u32, result: i32, flags: u32, key: u64) {
+        self.complete_traced(world, idx, (result, flags), key, result as u64);
+    }
+
+    /// As `complete`, with the result as the trace records it.
+    fn complete_traced(
+        &mut self,
+        world: &mut World,
+        idx: u32,
+        (result, flags): (i32, u32),
+        key: u64,
+        traced: u64,
+    ) {
+        let i = idx as usize;
+        assert!(matches!(self.place[i], Place::Waiting | Place::Timer));
+        world.stats.completions += 1;
+        let completion = Completion {
+            user_data: self.user_data[i],
+            result,
+            flags,
+            key,
+            traced,
+        };
+        let earlier_late = self
+            .late
+            .iter()
+            .filter(|(_, late)| key != NO_KEY && late.key == key)
+            .map(|(at_ns, _)| *at_ns)
+            .max();
+        let late = earlier_late.is_some() || world.rng.chance(world.faults.latency);
+        if late && earlier_late.is_none() {
+            world.fault(Fault::Latency);
+        }
+        if late {
+            let extra_ns = world.rng.between(1, world.faults.latency_max_ns.max(1));
+            let at_ns = (world.now_ns() + extra_ns).max(earlier_late.unwrap_or(0));
+            world.at(at_ns, Event::Wake);
+            self.place[i] = Place::Late;
+            self.late.push((at_ns, completion));
+        } else {
+            self.place[i] = Place::Done;
+            self.done.push(completion);
+        }
+    }
+
+    /// Performs one operation on the world, if it can complete now.
+    fn try_op(&mut self, world: &mut World, args: &mut Args, pool: Option<&mut Pool>) -> Tried {
+        let done = |result: i32| Some((result, 0));
+        match args {
+            Args::Nop => done(0),
+            Args::Wakeup => {
+                let count = self.waker.take_count();
+                (count > 0).then(|| (i32::try_from(count).unwrap_or(i32::MAX), 0))
+            }
+            Args::Accept { fd, .. } => accept(world, *fd),
+            Args::Connect { fd, addr } => connect(world, *fd, *addr),
+            Args::Recv { fd, buf } => {
+                let Some(endpoint) = stream(world, *fd) else {
+                    return done(bad(world, *fd));
+                };
+                let spare = buf.spare_capacity_mut();
+                let mut at = 0;
+                let got = world.recv(endpoint, spare.len(), &mut |bytes| {
+                    for (slot, &byte) in spare[at..].iter_mut().zip(bytes) {
+                        slot.write(byte);
+                    }
+                    at += bytes.len();
+                });
+                recv_result(got)
+            }
+            Args::RecvPooled { fd, .. } => {
+                let pool = pool.expect("a pooled receive has a pool");
+                recv_pooled(world, *fd, pool)
+            }
+            Args::Send { fd, buf } => send(world, *fd, buf),
+            Args::SendPooled { fd, buf } => send(world, *fd, buf),
+            Args::Shutdown { fd, how } => match stream(world, *fd) {
+                Some(endpoint) => done(world.shutdown(endpoint, *how)),
+                None => done(bad(world, *fd)),
+            },
+            Args::Close { fd } => done(close(world, fd.as_raw_fd())),
+            _ => file_op(world, args),
+        }
+    }
+
+    /// Cancels the operation `user_data` if it has not completed: `0`, or `-ENOENT`.
+    fn cancel(&mut self, user_data: u64) -> i32 {
+        let idx = OpId::idx_of_user_data(user_data);
+        let i = idx as usize;
+        if i >= self.place.len() || self.user_data[i] != user_data {
+            return -libc::ENOENT;
+        }
+        match self.place[i] {
+            Place::Idle | Place::Done | Place::Late => return -libc::ENOENT,
+            Place::Waiting => {
+                let at = self
+                    .waiting
+                    .iter()
+                    .position(|&w| w == idx)
+                    .expect("waiting");
+                self.waiting.remove(at);
+            }
+            Place::Timer => self.timers.remove(idx),
+        }
+        self.place[i] = Place::Done;
+        let result = -libc::ECANCELED;
+        self.done.push(Completion {
+            user_data,
+            result,
+            flags: 0,
+            key: NO_KEY,
+            traced: result as u64,
+        });
+        0
+    }
+
+    /// Hands up to `max` results to `f`, oldest first (but for the reorder fault).
+    pub(crate) fn reap(&mut self, max: u32, mut f: impl FnMut(u64, i32, u32)) {
+        let shared = Rc::clone(&self.sim.world);
+        let mut guard = shared.borrow_mut();
+        let world = &mut *guard;
+        reorder(world, &mut self.done);
+        let count = self.done.len().min(max as usize);
+        let now_ns = world.now_ns();
+        for done in self.done.drain(..count) {
+            let Completion {
+                user_data,
+                result,
+                flags,
+                traced,
+                ..
+            } = done;
+            let idx = OpId::idx_of_user_data(user_data) as usize;
+            assert_eq!(self.place[idx], Place::Done);
+            self.place[idx] = Place::Idle;
+            world
+                .trace
+                .add(&[now_ns, user_data, traced, u64::from(flags)]);
+            f(user_data, result, flags);
+        }
+    }
+
+    pub(crate) fn has_results(&self) -> bool {
+        !self.done.is_empty()
+    }
+
+    pub(crate) fn recycle(&mut self, pool: &mut Pool) -> u32 {
+        pool.take_returned_into_free()
+    }
+
+    /// `Io`'s drop closed `fd` (see `Backend::closed_by_drop`): the simulated object goes.
+    pub(crate) fn closed_by_drop(&mut self, fd: RawFd) {
+        self.world().close_fd(fd);
+    }
+
+    pub(crate) fn cancel_for_drop(&mut self, user_data: u64, _: &mut Stats) -> io::Result<()> {
+        let result = self.cancel(user_data);
+        assert!(result == 0 || result == -libc::ENOENT);
+        Ok(())
+    }
+}
+
+impl Drop for SimBackend {
+    /// Frees the world for another loop; a world of the loop's own prints its seed and trace
+    /// hash (the end of a run selected by `DISPATCH_BACKEND=sim`, a panic's unwinding
+    /// included).
+    fn drop(&mut self) {
+        let mut world = self.world();
+        world.attached = false;
+        if self.own_world {
+            eprintln!(
+                "dispatch-core: sim seed {}: trace hash {:#018x} ({} events, {} ns of virtual \
+                 time; replay with DISPATCH_SIM_SEED={})",
+                world.options.seed,
+                world.trace.hash(),
+                world.trace.events(),
+                world.now_ns(),
+                world.options.seed
+            );
+        }
+    }
+}
+
+/// The reorder fault: a few swaps of neighbouring completions of different descriptors.
+fn reorder(world: &mut World, done: &mut [Completion]) {
+    if done.len() < 2 || !world.rng.chance(world.faults.reorder) {
+        return;
+    }
+    world.fault(Fault::Reorder);
+    for _ in 0..done.len() {
+        let at = world.rng.below(done.len() as u64 - 1) as usize;
+        let (a, b) = (done[at].key, done[at + 1].key);
+        if a != b || a == NO_KEY {
+            done.swap(at, at + 1);
+        }
+    }
+}
+
+/// The descriptor and direction (`true`: write) an operation waits on, if any.
+fn direction(args: &Args) -> Option<(RawFd, bool)> {
+    match *args {
+        Args::Accept { fd, .. } | Args::Recv { fd, .. } | Args::RecvPooled { fd, .. } => {
+            Some((fd, false))
+        }
+        Args::Connect { fd, .. } | Args::Send { fd, .. } | Args::SendPooled { fd, .. } => {
+            Some((fd, true))
+        }
+        _ => None,
+    }
+}
+
+/// The key of the object `fd` names (see `Obj::key`); one that names none gets a key of its
+/// own per number, which only a program's mistake (an operation on a closed descriptor)
+/// can make matter.
+fn key_of(world: &World, fd: RawFd) -> u64 {
+    world
+        .obj(fd)
+        .map_or((NO_KEY - 1).wrapping_sub(u64::from(fd as u32)), Obj::key)
+}
+
+/// `-errno` for an operation on `fd` that is not what the operation needs.
+fn bad(world: &World, fd: RawFd) -> i32 {
+    match world.obj(fd) {
+        None => -libc::EBADF,
+        Some(Obj::Dead) => -libc::EIO,
+        Some(Obj::Unbound(_)) => -libc::ENOTCONN,
+        Some(Obj::File(_)) => -libc::ENOTSOCK,
+        Some(Obj::Stream(_) | Obj::Listener(_)) => -libc::EINVAL,
+    }
+}
+
+/// The connection `fd` names, if it names one (otherwise answer with `bad`).
+fn stream(world: &World, fd: RawFd) -> Option<u32> {
+    match world.obj(fd) {
+        Some(Obj::Stream(endpoint)) => Some(endpoint),
+        _ => None,
+    }
+}
+
+fn recv_result(got: Recv) -> Tried {
+    match got {
+        Recv::Bytes(n) => Some((i32::try_from(n).expect("bounded by the buffer"), 0)),
+        Recv::Eof => Some((0, 0)),
+        Recv::Wait => None,
+        Recv::Error(errno) => Some((errno, 0)),
+    }
+}
+
+fn accept(world: &mut World, fd: RawFd) -> Tried {
+    let Some(Obj::Listener(listener)) = world.obj(fd) else {
+        return Some((bad(world, fd), 0));
+    };
+    if !world.can_accept(listener) {
+        return None;
+    }
+    if world.accept_fault() {
+        return Some((-libc::EMFILE, 0));
+    }
+    // Out of descriptors: the connection stays in the backlog for a later accept.
+    let placeholder = world.unbound();
+    match world.new_fd(placeholder) {
+        Ok(socket) => {
+            let endpoint = world.accept(listener).expect("checked");
+            world.fds.insert(socket.as_raw_fd(), Obj::Stream(endpoint));
+            Some((socket.into_raw_fd(), 0))
+        }
+        Err(errno) => Some((-errno, 0)),
+    }
+}
+
+fn connect(world: &mut World, fd: RawFd, addr: std::net::SocketAddr) -> Tried {
+    match world.obj(fd) {
+        Some(Obj::Unbound(_)) => {
+            let endpoint = world.connect(addr);
+            world.fds.insert(fd, Obj::Stream(endpoint));
+            None
+        }
+        Some(Obj::Stream(endpoint)) => match world.endpoint(endpoint).state {
+            net::State::Connecting => None,
+            net::State::Established => Some((0, 0)),
+            net::State::Refused => Some((-libc::ECONNREFUSED, 0)),
+        },
+        _ => Some((bad(world, fd), 0)),
+    }
+}
+
+fn recv_pooled(world: &mut World, fd: RawFd, pool: &mut Pool) -> Tried {
+    let Some(endpoint) = stream(world, fd) else {
+        return Some((bad(world, fd), 0));
+    };
+    if !world.has_bytes(endpoint) {
+        // Nothing to receive: the end of the stream, an error, or a wait, without a buffer.
+        return recv_result(world.recv(endpoint, 0, &mut |_| {}));
+    }
+    let Some(bid) = pool.take_free() else {
+        return Some((-libc::ENOBUFS, 0));
+    };
+    let len = pool.buffer_size() as usize;
+    // SAFETY: buffer `bid` was free: nobody else reads or writes it until it is lent out
+    // with this completion or put back below; it holds `buffer_size` bytes.
+    let buf = unsafe { std::slice::from_raw_parts_mut(pool.buffer_ptr(bid), len) };
+    let mut at = 0;
+    let got = world.recv(endpoint, len, &mut |bytes| {
+        buf[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    });
+    match got {
+        Recv::Bytes(n) => Some((
+            i32::try_from(n).expect("a buffer's size"),
+            buffer_flags(bid),
+        )),
+        other => {
+            pool.put_free(bid);
+            recv_result(other)
+        }
+    }
+}
+
+fn send(world: &mut World, fd: RawFd, bytes: &[u8]) -> Tried {
+    let Some(endpoint) = stream(world, fd) else {
+        return Some((bad(world, fd), 0));
+    };
+    let bytes = &bytes[..bytes.len().min(i32::MAX as usize)];
+    match world.send(endpoint, bytes) {
+        Ok(Some(n)) => Some((i32::try_from(n).expect("bounded above"), 0)),
+        Ok(None) => None,
+        Err(errno) => Some((errno, 0)),
+    }
+}
+
+/// A close: the simulated object goes, then the real descriptor standing for it.
+fn close(world: &mut World, fd: RawFd) -> i32 {
+    world.close_fd(fd);
+    // SAFETY: the operation owns this descriptor (it was an `OwnedFd`); the completion
+    // forgets the `OwnedFd` without closing it again, as on every backend.
+    unsafe { libc::close(fd) };
+    0
+}
+
+/// File operations: openat, read, write, fsync.
+fn file_op(world: &mut World, args: &mut Args) -> Tried {
+    let result = match args {
+        Args::Openat { path, flags, .. } => match world.open_file(path.as_bytes(), *flags) {
+            Ok(file) => match world.new_fd(Obj::File(file)) {
+                Ok(fd) => fd.into_raw_fd(),
+                Err(errno) => {
+                    world.disk.close(file);
+                    -errno
+                }
+            },
+            Err(errno) => errno,
+        },
+        Args::Read { fd, buf, offset } => match world.obj(*fd) {
+            Some(Obj::File(file)) => {
+                let spare = buf.spare_capacity_mut();
+                let mut at = 0;
+                world.read_file(file, *offset, spare.len(), &mut |bytes| {
+                    for (slot, &byte) in spare[at..].iter_mut().zip(bytes) {
+                        slot.write(byte);
+                    }
+                    at += bytes.len();
+                })
+            }
+            _ => bad(world, *fd),
+        },
+        Args::Write { fd, buf, offset } => match world.obj(*fd) {
+            Some(Obj::File(file)) => world.write_file(file, *offset, buf),
+            _ => bad(world, *fd),
+        },
+        Args::Fsync { fd } => match world.obj(*fd) {
+            Some(Obj::File(file)) => world.fsync_file(file),
+            _ => bad(world, *fd),
+        },
+        other => unreachable!("{} is not an operation the simulator tries", other.label()),
+    };
+    Some((result, 0))
+}
