@@ -310,10 +310,17 @@ fn open<H: Handler>(ctx: &mut H, io: &mut Io<H>, socket: OwnedFd) {
         read_closed: false,
         closing: false,
     };
-    let Ok(id) = net.conns.insert(conn) else {
-        // The table is full: the connection is closed at once (the rejected value drops).
-        net.stats.refused += 1;
-        return;
+    let id = match net.conns.insert(conn) {
+        Ok(id) => id,
+        Err(refused) => {
+            // The table is full: the connection is closed at once, through the loop (on
+            // sim a descriptor is the simulator's), or here if no slot is free for it.
+            net.stats.refused += 1;
+            if let Err(error) = io.close(ACCEPT_TAG, refused.socket, |_, _, _, _| {}) {
+                drop(error.value);
+            }
+            return;
+        }
     };
     net.stats.accepted += 1;
     arm_recv(ctx, io, id);
