@@ -160,6 +160,20 @@ fn tick_never_blocks() {
     assert_eq!(io.in_flight(), 1);
 }
 
+/// A receive on a connection whose peer never sends: an operation that stays in the kernel.
+/// The returned pair must outlive it.
+fn silent_recv<C>(io: &mut Io<C>) -> (std::net::TcpStream, std::net::TcpStream) {
+    let (peer, socket) = check::tcp_pair();
+    io.recv(
+        1,
+        check::fd(&socket),
+        Vec::with_capacity(8),
+        |_, _, _, _| {},
+    )
+    .unwrap();
+    (peer, socket)
+}
+
 /// Batch waiting on: up to 16 completions per wait, at most 100 ms once the first is ready.
 fn batch_wait_options() -> Options {
     let mut options = Options::new(16);
@@ -198,14 +212,7 @@ fn a_batch_wait_never_holds_a_lone_completion_past_its_bound() {
     // A receive that never completes keeps a second operation in the kernel, so the wait
     // asks for two completions (and no timer bounds it); the lone receive that completes
     // must still come back within the batch wait, not at the run's end.
-    let (_silent_peer, silent) = check::tcp_pair();
-    io.recv(
-        1,
-        check::fd(&silent),
-        Vec::with_capacity(8),
-        |_, _, _, _| {},
-    )
-    .unwrap();
+    let _silent = silent_recv(&mut io);
     let (mut peer, socket) = check::tcp_pair();
     io.recv(0, check::fd(&socket), Vec::with_capacity(8), on_recv_stop)
         .unwrap();
@@ -256,14 +263,7 @@ fn an_idle_loop_with_a_batch_wait_and_no_deadline_sleeps() {
     };
     // Two operations that wait for the other thread, and no timer: the wait has no end of
     // its own, and the batch wait must not turn it into a wake-up every 200 µs.
-    let (_silent_peer, silent) = check::tcp_pair();
-    io.recv(
-        1,
-        check::fd(&silent),
-        Vec::with_capacity(8),
-        |_, _, _, _| {},
-    )
-    .unwrap();
+    let _silent = silent_recv(&mut io);
     io.wait_wakeup(0, on_wakeup_stop).unwrap();
     let waker = io.waker();
     let thread = std::thread::spawn(move || {
@@ -311,14 +311,7 @@ fn a_lone_ping_pong_stops_paying_the_batch_wait() {
         return;
     };
     // Another operation in the kernel, so that each wait asks for two completions.
-    let (_silent_peer, silent) = check::tcp_pair();
-    io.recv(
-        1,
-        check::fd(&silent),
-        Vec::with_capacity(8),
-        |_, _, _, _| {},
-    )
-    .unwrap();
+    let _silent = silent_recv(&mut io);
     let (peer, socket) = check::tcp_pair();
     let fd = check::fd(&socket);
     io.recv(fd as Tag, fd, Vec::with_capacity(8), on_ping)
