@@ -83,10 +83,11 @@ pub struct UringOptions {
     /// `io_uring_enter` then serves a whole batch, which is how a busy server gets far below
     /// one syscall per message; the price is up to `batch_wait_us` of added latency per
     /// turn. A batch wait that gathers at most one completion (beyond those of what it
-    /// submitted) is not tried again for a while (`Stats::batch_waits` says how it goes), so
-    /// a lone client in a ping-pong pays it on at most one round trip in 1024. `1` (the
-    /// default) waits for the first completion only (and turns the batch wait off). At
-    /// least 1.
+    /// submitted) is skipped for the next 16 blocking waits, twice as many after each
+    /// further miss in a row, up to 1024 (`Stats::batch_waits` counts the waits that used
+    /// it): a lone client in a ping-pong pays it on a few of its first round trips (5 in its
+    /// first 500), then on one in 1024 at most. `1` (the default) waits for the first
+    /// completion only (and turns the batch wait off). At least 1.
     pub batch_events: u32,
     /// The longest a blocking turn waits for `batch_events` completions, in microseconds
     /// (`0`, the default: no batch wait). Needs `IORING_FEAT_MIN_TIMEOUT` (Linux 6.12) and

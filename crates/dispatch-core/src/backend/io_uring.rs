@@ -379,8 +379,8 @@ impl IoUringBackend {
     /// operations it submitted) paid; one that brought a single completion only delayed it
     /// (a lone client in a ping-pong, whose next message waits for this reply), so the next
     /// `batch_backoff` blocking waits skip the batch wait, and each further miss doubles
-    /// that (up to `BATCH_BACKOFF_MAX`). A lone client then pays the batch wait on at most
-    /// one round trip in `BATCH_BACKOFF_MAX`.
+    /// that (up to `BATCH_BACKOFF_MAX`). A lone client then pays the batch wait on a few of
+    /// its first round trips, then on at most one in `BATCH_BACKOFF_MAX`.
     fn batch_paid(&mut self, paid: bool) {
         if paid {
             self.batch_backoff = BATCH_BACKOFF_MIN;
