@@ -392,12 +392,7 @@ fn on_recv<H: Handler>(ctx: &mut H, io: &mut Io<H>, tag: Tag, shot: Shot<PoolBuf
         // deadline fired in the turn that brought progress: read on.
         Err(error) if error.raw_os_error() == Some(libc::ECANCELED) && conn.pausing => {}
         Err(error) if error.raw_os_error() == Some(libc::ETIMEDOUT) && conn.revived => {}
-        Err(error) => {
-            if error.raw_os_error() == Some(libc::ETIMEDOUT) {
-                net.stats.idle_timeouts += 1;
-            }
-            return close(ctx, io, id);
-        }
+        Err(error) => return fail(ctx, io, id, &error),
     }
     pump(ctx, io, id);
 }
@@ -521,13 +516,17 @@ fn on_sent<H: Handler>(
             progress(io, conn, idle);
             pump(ctx, io, id);
         }
-        Err(error) => {
-            if error.raw_os_error() == Some(libc::ETIMEDOUT) {
-                net.stats.idle_timeouts += 1;
-            }
-            close(ctx, io, id);
-        }
+        Err(error) => fail(ctx, io, id, &error),
     }
+}
+
+/// A receive or send on `id` failed: the connection is closed (an `ETIMEDOUT` is its idle
+/// deadline, and is counted).
+fn fail<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId, error: &io::Error) {
+    if error.raw_os_error() == Some(libc::ETIMEDOUT) {
+        ctx.net().stats.idle_timeouts += 1;
+    }
+    close(ctx, io, id);
 }
 
 /// Closes `conn`: its operations are cancelled, then its descriptor closed and

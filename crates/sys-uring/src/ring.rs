@@ -329,21 +329,21 @@ impl Ring {
                 self.has_ext_arg(),
                 "a wait timeout needs IORING_FEAT_EXT_ARG"
             );
-            let timeout_ns = match min_wait_us {
-                0 => timeout_ns,
-                _ => Some(timeout_ns.map_or(MIN_WAIT_TIMEOUT_CAP_NS, |ns| {
+            // Here a timeout is given, or a batch wait is: that one gets a capped timeout.
+            let timeout_ns = match timeout_ns {
+                Some(ns) if min_wait_us == 0 => ns,
+                other => other.map_or(MIN_WAIT_TIMEOUT_CAP_NS, |ns| {
                     ns.min(MIN_WAIT_TIMEOUT_CAP_NS)
-                })),
+                }),
             };
-            let timespec = timespec_from_ns(timeout_ns.unwrap_or(0));
-            let mut args = SubmitArgs::new().min_wait_usec(min_wait_us);
-            if timeout_ns.is_some() {
-                args = args.timespec(&timespec);
-            }
+            let timespec = timespec_from_ns(timeout_ns);
+            let args = SubmitArgs::new()
+                .min_wait_usec(min_wait_us)
+                .timespec(&timespec);
             flags |= io_uring::EnterFlags::EXT_ARG.bits();
-            // SAFETY: `args` is a valid `io_uring_getevents_arg` (its timespec, if any, is
-            // `timespec`, alive on this stack frame) that outlives the call, and EXT_ARG tells
-            // the kernel that is what the argument is.
+            // SAFETY: `args` is a valid `io_uring_getevents_arg` (its timespec is `timespec`,
+            // alive on this stack frame) that outlives the call, and EXT_ARG tells the kernel
+            // that is what the argument is.
             unsafe {
                 self.uring
                     .submitter()
