@@ -510,7 +510,7 @@ impl IoUringBackend {
         if !self.pbuf_ring {
             return pool.take_returned_into_free();
         }
-        let buf_ring = self.ring.buf_ring(POOL_GROUP).expect("the pool's ring");
+        let mut buf_ring = self.ring.buf_ring(POOL_GROUP).expect("the pool's ring");
         let size = pool.buffer_size();
         let count = pool.take_returned(|bid, ptr| {
             // SAFETY: the buffer came back from its handle: nobody else touches it until
