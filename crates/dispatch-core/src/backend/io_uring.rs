@@ -5,6 +5,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 
 use sys_uring::opcode;
 use sys_uring::squeue::Entry;
@@ -15,7 +16,7 @@ use super::{PushError, Wait};
 use crate::completion::{buffer_flags, F_BUFFER};
 use crate::operation::{Args, OpId};
 use crate::options::Options;
-use crate::pool::Pool;
+use crate::pool::{Pool, PoolShared};
 use crate::stats::Stats;
 use crate::waker::Waker;
 
@@ -44,8 +45,18 @@ const NO_POLL: u64 = u64::MAX;
 /// The io_uring backend's state beside the ring: per-slot timespecs (timeouts) and socket
 /// addresses (connect) in the kernel's layout, the timespec of the wait timeout used on
 /// kernels without `EXT_ARG`, and the waker's (blocking) eventfd, which wake-up waits read.
+///
+/// Everything an SQE points at lives in a heap block of its own (the boxed tables and
+/// `wait_timespec`), never inline: an SQE may stay in the SQ after an enter (a failed SQE
+/// ends a submission early without `SUBMIT_ALL`) and be read by the kernel at a later enter,
+/// after the program has moved its `Io`. `ring` is declared first, so it is closed (and its
+/// provided-buffer ring unregistered) before anything it points at is freed.
 pub(crate) struct IoUringBackend {
     ring: Ring,
+    /// The pool's memory, kept alive for as long as the ring is registered with buffers in
+    /// it: dropped after `ring` (field order), whatever order the loop drops its own fields
+    /// in. `None` without a provided-buffer ring.
+    pool_memory: Option<Rc<PoolShared>>,
     timespecs: Box<[Timespec]>,
     sockaddrs: Box<[RawSockAddr]>,
     /// Per slot: the word a wake-up wait reads the eventfd counter into.
@@ -53,7 +64,9 @@ pub(crate) struct IoUringBackend {
     /// Per slot: a wake-up wait is in the kernel (set only once its SQE is in the SQ, so a
     /// push that failed leaves no trace), and `reap` turns its 8-byte read into the count.
     wakeup_in_kernel: Box<[bool]>,
-    wait_timespec: Timespec,
+    /// The wait timeout's timespec on kernels without `EXT_ARG` (see the struct's docs for
+    /// why it is boxed).
+    wait_timespec: Box<Timespec>,
     ext_arg: bool,
     waker: Waker,
     /// The pool's buffers are lent to the kernel's provided-buffer ring. Without one, a
@@ -128,10 +141,12 @@ impl IoUringBackend {
         // accept (5.19) is older than multishot receive (6.0), so one probe answers both.
         let multishot = uring.multishot && ring.probe_recv_multishot().unwrap_or(false);
         let pool_count = pool.as_ref().map(|pool| pool.count());
+        let pool_shared = pool.as_ref().map(|pool| Rc::clone(pool.shared()));
         let pbuf_ring = match pool {
             Some(pool) if uring.pbuf_ring => lend_pool(&mut ring, pool),
             _ => false,
         };
+        let pool_memory = pool_shared.filter(|_| pbuf_ring);
         let ring_free = match (pbuf_ring, &pool_count) {
             (true, Some(count)) => u32::from(*count),
             _ => 0,
@@ -144,11 +159,12 @@ impl IoUringBackend {
             polling: vec![false; slots_max as usize].into_boxed_slice(),
             multishot,
             ring,
+            pool_memory,
             timespecs,
             sockaddrs,
             wakeup_words: vec![0; slots_max as usize].into_boxed_slice(),
             wakeup_in_kernel: vec![false; slots_max as usize].into_boxed_slice(),
-            wait_timespec: Timespec::new(),
+            wait_timespec: Box::new(Timespec::new()),
             ext_arg,
             batch_events: uring.batch_events,
             batch_wait_us,
@@ -400,13 +416,17 @@ impl IoUringBackend {
                 return Ok(false);
             }
         }
-        self.wait_timespec = timespec_from_ns(timeout_ns);
-        let entry = opcode::Timeout::new(&self.wait_timespec)
+        *self.wait_timespec = timespec_from_ns(timeout_ns);
+        let entry = opcode::Timeout::new(&*self.wait_timespec)
             .count(1)
             .build()
             .user_data(USER_DATA_WAIT_TIMEOUT);
-        // SAFETY: the kernel copies the timespec while preparing the SQE, inside the next
-        // enter; `self.wait_timespec` outlives that call.
+        // SAFETY: the kernel copies the timespec while preparing the SQE, inside an enter:
+        // usually the next, but a submission cut short by a failed SQE (without SUBMIT_ALL)
+        // leaves this one in the SQ for a later enter, possibly after the `Io` moved. The
+        // timespec is boxed, so its address does not move with the `Io`, and it is freed only
+        // after the ring (field order). A later wait may rewrite it before a stale SQE is
+        // read: the kernel then reads that wait's timeout, a valid timespec either way.
         let pushed = unsafe { self.ring.push(&entry) };
         assert!(pushed.is_ok(), "the SQ had room");
         Ok(true)
@@ -562,8 +582,10 @@ fn lend_pool(ring: &mut Ring, pool: &mut Pool) -> bool {
     pool.take_all_free(|bid| bids.push(bid));
     for &bid in &bids {
         // SAFETY: every buffer is free and, from now on, the kernel's until a completion
-        // hands it out; the pool's memory outlives the ring (the loop drops the backend
-        // first, and leaks both when the kernel keeps operations).
+        // hands it out; the pool's memory outlives the ring's registration: the backend holds
+        // a reference to it (`pool_memory`) that is dropped only after the ring, and when the
+        // kernel keeps operations past the loop's drop the loop leaks its own reference, so
+        // the memory is never freed.
         unsafe { buf_ring.push(bid, pool.buffer_ptr(bid), size) };
     }
     buf_ring.publish();
@@ -684,4 +706,60 @@ fn clamp_len(len: usize) -> u32 {
 
 fn timespec_from_ns(ns: u64) -> Timespec {
     std::time::Duration::from_nanos(ns).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Borrow;
+
+    use super::*;
+
+    /// A backend on this kernel, or `None` (saying why) where io_uring is unusable.
+    fn backend_or_skip(options: &Options, pool: Option<&mut Pool>) -> Option<IoUringBackend> {
+        match IoUringBackend::new(options, pool) {
+            Ok(backend) => Some(backend),
+            Err(error) => {
+                eprintln!("skipped: {error}");
+                None
+            }
+        }
+    }
+
+    /// Where a timespec field's timespec lives, boxed or not.
+    fn address<T: Borrow<Timespec>>(field: &T) -> *const Timespec {
+        field.borrow()
+    }
+
+    /// The wait timeout's SQE may be read by the kernel at an enter after the `Io` moved (a
+    /// submission cut short by a failed SQE leaves it in the SQ): what it points at must not
+    /// move with the backend.
+    #[test]
+    fn the_wait_timeout_timespec_does_not_move_with_the_backend() {
+        let Some(backend) = backend_or_skip(&Options::new(8), None) else {
+            return;
+        };
+        let before = address(&backend.wait_timespec);
+        let moved = Box::new(backend);
+        assert_eq!(address(&moved.wait_timespec), before);
+        assert_eq!(address(&moved.wait_timespec), before, "and again");
+    }
+
+    /// While the provided-buffer ring names the pool's buffers, the backend itself keeps the
+    /// pool's memory alive, so the loop's field order cannot free it first.
+    #[test]
+    fn the_backend_keeps_the_pool_memory_its_ring_names() {
+        let mut pool = Pool::new(4, 64);
+        let Some(backend) = backend_or_skip(&Options::new(8), Some(&mut pool)) else {
+            return;
+        };
+        if !backend.pbuf_ring {
+            return eprintln!("skipped: no provided-buffer ring on this kernel");
+        }
+        let shared = Rc::clone(pool.shared());
+        assert_eq!(Rc::strong_count(&shared), 3, "the pool, the backend, this test");
+        drop(pool);
+        assert_eq!(Rc::strong_count(&shared), 2, "the backend holds it still");
+        drop(backend);
+        assert_eq!(Rc::strong_count(&shared), 1, "released with the ring");
+    }
 }

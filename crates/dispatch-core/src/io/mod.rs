@@ -120,7 +120,10 @@ pub struct Io<C> {
     /// Operations reaped but not over, for the backend again with the next turn.
     again: Fifo,
     completed: Completed,
-    /// The receive buffer pool, if `Options::pool` asked for one.
+    /// The receive buffer pool, if `Options::pool` asked for one. Fields drop in declaration
+    /// order, so this drops before `backend`: sound because the io_uring backend holds its
+    /// own reference to the pool's memory while its provided-buffer ring names the buffers
+    /// (and drop has taken every operation back from the kernel, or leaked the memory).
     pool: Option<Pool>,
     /// Pool buffers handed to callbacks (or to the kernel by a pooled send) and not taken
     /// back yet.
