@@ -548,3 +548,48 @@ fn dropping_the_loop_leaves_no_simulated_descriptor_open() {
     assert_eq!(sim.open_descriptors(), 0);
     assert_eq!(sim.stats().dropped_descriptors, 0);
 }
+
+/// Panics in its callback: the loop unwinds with other results still undelivered.
+fn on_nop_panic(_: &mut (), _: &mut Io<()>, _: Tag, _: std::io::Result<()>) {
+    panic!("a planted panic");
+}
+
+/// A callback panics while a multishot accept's connection waits in the completed queue
+/// (the accept itself re-arming): dropping the loop then closes that connection in the
+/// simulated world too, so its peer sees the end of the stream.
+#[test]
+fn dropping_a_loop_after_a_panic_closes_an_undelivered_accepted_connection() {
+    let (sim, mut io) = check::<()>(11, Faults::NONE, 8);
+    let listener = sim.listen("10.0.0.1:80".parse().unwrap(), 8).unwrap();
+    let peer = sim.peer_connect(listener.local_addr());
+    for _ in 0..100 {
+        if sim.peer_connected(&peer).unwrap() {
+            break;
+        }
+        io.run_for_ns(&mut (), 1_000_000).unwrap();
+    }
+    assert!(sim.peer_connected(&peer).unwrap(), "the peer connected");
+    let accept = |_: &mut (), _: &mut Io<()>, _: Tag, _: Shot<OwnedFd>| {
+        unreachable!("the nop's panic comes first")
+    };
+    io.nop(0, on_nop_panic).unwrap();
+    io.accept_multishot(1, listener.as_raw_fd(), accept).unwrap();
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        io.run_for_ns(&mut (), 1_000_000).unwrap();
+    }));
+    assert!(run.is_err(), "the nop's callback panicked");
+    let before = sim.open_descriptors();
+    drop(io);
+    assert_eq!(
+        sim.open_descriptors(),
+        before - 1,
+        "the accepted connection was closed in the world"
+    );
+    // A loop on the same world moves its clock on, so the end of stream reaches the peer.
+    let mut next: Io<()> = Io::new_sim(&Options::new(8), &sim).unwrap();
+    next.run_for_ns(&mut (), 10_000_000).unwrap();
+    let mut buf = [0_u8; 8];
+    assert_eq!(sim.peer_recv(&peer, &mut buf).unwrap(), 0, "end of stream");
+    drop(listener);
+    assert_eq!(sim.open_descriptors(), 0);
+}
