@@ -756,7 +756,11 @@ mod tests {
             return eprintln!("skipped: no provided-buffer ring on this kernel");
         }
         let shared = Rc::clone(pool.shared());
-        assert_eq!(Rc::strong_count(&shared), 3, "the pool, the backend, this test");
+        assert_eq!(
+            Rc::strong_count(&shared),
+            3,
+            "the pool, the backend, this test"
+        );
         drop(pool);
         assert_eq!(Rc::strong_count(&shared), 2, "the backend holds it still");
         drop(backend);

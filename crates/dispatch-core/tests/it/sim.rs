@@ -573,7 +573,8 @@ fn dropping_a_loop_after_a_panic_closes_an_undelivered_accepted_connection() {
         unreachable!("the nop's panic comes first")
     };
     io.nop(0, on_nop_panic).unwrap();
-    io.accept_multishot(1, listener.as_raw_fd(), accept).unwrap();
+    io.accept_multishot(1, listener.as_raw_fd(), accept)
+        .unwrap();
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         io.run_for_ns(&mut (), 1_000_000).unwrap();
     }));
