@@ -10,14 +10,14 @@ use std::rc::Rc;
 use sys_uring::opcode;
 use sys_uring::squeue::Entry;
 use sys_uring::types::{Fd, Timespec};
-use sys_uring::{Ring, RingOptions, SetupError};
+use sys_uring::{Ring, RingOptions, SetupError, Unavailable};
 
 use super::{PushError, Wait};
 use crate::completion::{buffer_flags, F_BUFFER};
 use crate::operation::{Args, OpId};
 use crate::options::Options;
 use crate::pool::{Pool, PoolShared};
-use crate::stats::Stats;
+use crate::stats::{setup_flag_names, Stats, UringFeatures, SETUP_FLAG_NAMES};
 use crate::waker::Waker;
 
 /// `user_data` values a backend uses for itself; no slot's `user_data` can equal them,
@@ -56,6 +56,7 @@ pub(crate) struct IoUringBackend {
     /// The pool's memory, kept alive for as long as the ring is registered with buffers in
     /// it: dropped after `ring` (field order), whatever order the loop drops its own fields
     /// in. `None` without a provided-buffer ring.
+    #[expect(dead_code, reason = "held for its drop, never read")]
     pool_memory: Option<Rc<PoolShared>>,
     timespecs: Box<[Timespec]>,
     sockaddrs: Box<[RawSockAddr]>,
@@ -93,6 +94,8 @@ pub(crate) struct IoUringBackend {
     /// `UringOptions::batch_wait_us` where the kernel has `IORING_FEAT_MIN_TIMEOUT`, `ext_arg`
     /// is on and `batch_events > 1`, else 0 (no batch wait).
     batch_wait_us: u32,
+    /// What the loop uses of what it asked for (`Stats::uring`).
+    features: UringFeatures,
     /// Blocking waits left that skip the batch wait, after one that gathered no more than a
     /// single completion (see `batch_wait`).
     batch_skip: u32,
@@ -114,14 +117,17 @@ impl IoUringBackend {
         let cq_wanted = (slots_max + 8)
             .next_power_of_two()
             .clamp(uring.sq_entries * 2, 65536);
-        let mut ring = Ring::new(&RingOptions {
-            sq_entries: uring.sq_entries,
-            cq_entries: cq_wanted.max(uring.sq_entries.next_power_of_two()),
-            single_issuer: uring.single_issuer,
-            defer_taskrun: uring.defer_taskrun,
-            coop_taskrun: uring.coop_taskrun,
-            submit_all: uring.submit_all,
-        })?;
+        let (mut ring, stepped_down) = ring_stepping_down(
+            Ring::new,
+            RingOptions {
+                sq_entries: uring.sq_entries,
+                cq_entries: cq_wanted.max(uring.sq_entries.next_power_of_two()),
+                single_issuer: uring.single_issuer,
+                defer_taskrun: uring.defer_taskrun,
+                coop_taskrun: uring.coop_taskrun,
+                submit_all: uring.submit_all,
+            },
+        )?;
         if let Some(name) = ring.missing_required_opcode()? {
             return Err(SetupError::missing_opcode(name));
         }
@@ -151,7 +157,20 @@ impl IoUringBackend {
             (true, Some(count)) => u32::from(*count),
             _ => 0,
         };
+        let set_up = *ring.options();
+        let features = UringFeatures {
+            single_issuer: set_up.single_issuer,
+            defer_taskrun: set_up.defer_taskrun,
+            coop_taskrun: set_up.coop_taskrun,
+            submit_all: set_up.submit_all,
+            ext_arg,
+            pbuf_ring,
+            multishot,
+            min_timeout: batch_wait_us > 0,
+            stepped_down,
+        };
         Ok(IoUringBackend {
+            features,
             ring_free,
             pbuf_ring,
             lent: vec![NO_BID; slots_max as usize].into_boxed_slice(),
@@ -172,6 +191,11 @@ impl IoUringBackend {
             batch_backoff: BATCH_BACKOFF_MIN,
             waker,
         })
+    }
+
+    /// What the loop uses of what it asked for.
+    pub(crate) fn features(&self) -> UringFeatures {
+        self.features
     }
 
     /// The batch wait in effect, in microseconds (0: none).
@@ -569,6 +593,56 @@ impl IoUringBackend {
     }
 }
 
+/// Creates a ring with `options`, stepping down where the kernel refuses the set-up
+/// (`EINVAL`: a flag newer than the kernel): the set-up flags are given up one at a time,
+/// newest kernel feature first (`DEFER_TASKRUN` 6.1, `SINGLE_ISSUER` 6.0, `COOP_TASKRUN`
+/// 5.19, `SUBMIT_ALL` 5.18), until the kernel accepts the ring. Every flag is an
+/// optimisation the loop does without, so a kernel that lacks one still runs io_uring.
+/// Returns the ring and the `UringFeatures::stepped_down` bits of the flags given up; the
+/// first loop of the process to step down says so on stderr, once. `create` is `Ring::new`
+/// (a test passes one that refuses like an older kernel).
+fn ring_stepping_down(
+    mut create: impl FnMut(&RingOptions) -> Result<Ring, SetupError>,
+    mut options: RingOptions,
+) -> Result<(Ring, u8), SetupError> {
+    let mut stepped_down = 0;
+    let ring = loop {
+        match create(&options) {
+            Ok(ring) => break ring,
+            Err(error) if error.unavailable == Unavailable::InvalidSetup => {
+                let flags = [
+                    &mut options.defer_taskrun,
+                    &mut options.single_issuer,
+                    &mut options.coop_taskrun,
+                    &mut options.submit_all,
+                ];
+                let next = flags.into_iter().zip(SETUP_FLAG_NAMES).find(|(on, _)| **on);
+                let Some((flag, (bit, _))) = next else {
+                    // Not a flag: the size, or something else the kernel refuses.
+                    return Err(error);
+                };
+                *flag = false;
+                stepped_down |= bit;
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    assert!(!options.defer_taskrun || options.single_issuer);
+    if stepped_down != 0 {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static LOGGED: AtomicBool = AtomicBool::new(false);
+        if !LOGGED.swap(true, Ordering::Relaxed) {
+            let names: Vec<&str> = setup_flag_names(stepped_down).collect();
+            eprintln!(
+                "dispatch-core: this kernel refuses io_uring set-up flag(s) {}: running \
+                 io_uring without them",
+                names.join(", ")
+            );
+        }
+    }
+    Ok((ring, stepped_down))
+}
+
 /// Lends every pool buffer to a provided-buffer ring registered as `POOL_GROUP`; `false`
 /// (nothing lent) where the kernel has no such rings.
 fn lend_pool(ring: &mut Ring, pool: &mut Pool) -> bool {
@@ -742,6 +816,54 @@ mod tests {
         let moved = Box::new(backend);
         assert_eq!(address(&moved.wait_timespec), before);
         assert_eq!(address(&moved.wait_timespec), before, "and again");
+    }
+
+    /// A kernel that refuses the newer set-up flags (`EINVAL`, as 5.10 refuses
+    /// `SINGLE_ISSUER`, `DEFER_TASKRUN` and `SUBMIT_ALL`) still gets a ring: the flags are
+    /// given up newest first, and only those the kernel refuses.
+    #[test]
+    fn a_refused_set_up_flag_is_given_up_not_io_uring() {
+        let wanted = RingOptions {
+            single_issuer: true,
+            defer_taskrun: true,
+            coop_taskrun: true,
+            submit_all: true,
+            ..RingOptions::new(8)
+        };
+        // A 5.18 kernel, as far as flags go: SUBMIT_ALL only.
+        let mut tries = Vec::new();
+        let older = |options: &RingOptions| {
+            tries.push(*options);
+            match options.single_issuer || options.defer_taskrun || options.coop_taskrun {
+                true => Err(SetupError::from_setup(io::Error::from_raw_os_error(
+                    libc::EINVAL,
+                ))),
+                false => Ring::new(options),
+            }
+        };
+        let (ring, stepped_down) = match ring_stepping_down(older, wanted) {
+            Ok(created) => created,
+            Err(error) => return eprintln!("skipped: {error}"),
+        };
+        assert_eq!(tries.len(), 4, "three flags refused, one at a time");
+        assert!(ring.options().submit_all, "the flag the kernel has is kept");
+        assert!(!ring.options().single_issuer && !ring.options().defer_taskrun);
+        let names: Vec<_> = setup_flag_names(stepped_down).collect();
+        assert_eq!(
+            names,
+            [
+                "IORING_SETUP_DEFER_TASKRUN",
+                "IORING_SETUP_SINGLE_ISSUER",
+                "IORING_SETUP_COOP_TASKRUN"
+            ]
+        );
+        // Anything else the kernel refuses is an error, not a step down.
+        let refuse = |_: &RingOptions| {
+            Err(SetupError::from_setup(io::Error::from_raw_os_error(
+                libc::EPERM,
+            )))
+        };
+        assert!(ring_stepping_down(refuse, wanted).is_err());
     }
 
     /// While the provided-buffer ring names the pool's buffers, the backend itself keeps the

@@ -43,7 +43,7 @@ use crate::error::InitError;
 use crate::operation::Args;
 use crate::options::Options;
 use crate::pool::Pool;
-use crate::stats::{BackendKind, Fallback, Stats};
+use crate::stats::{BackendKind, Fallback, Stats, UringFeatures};
 use crate::waker::Waker;
 
 /// How long a flush may block.
@@ -338,6 +338,17 @@ impl Backend {
         }, uring => uring.batch_wait_us(), sim => {
             let _ = sim;
             0
+        })
+    }
+
+    /// On io_uring, what the loop uses of what it asked for; `None` elsewhere.
+    pub(crate) fn uring_features(&self) -> Option<UringFeatures> {
+        readiness!(self, engine => {
+            let _ = engine;
+            None
+        }, uring => Some(uring.features()), sim => {
+            let _ = sim;
+            None
         })
     }
 
