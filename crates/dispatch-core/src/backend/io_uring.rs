@@ -53,6 +53,9 @@ const NO_POLL: u64 = u64::MAX;
 /// provided-buffer ring unregistered) before anything it points at is freed.
 pub(crate) struct IoUringBackend {
     ring: Ring,
+    /// Per slot: a timeout's deadline on the monotonic clock (`CLOCK_MONOTONIC`, the clock
+    /// of `IORING_TIMEOUT_ABS`), so that the loop can put expiries reaped together in order.
+    expiry_ns: Box<[u64]>,
     /// The pool's memory, kept alive for as long as the ring is registered with buffers in
     /// it: dropped after `ring` (field order), whatever order the loop drops its own fields
     /// in. `None` without a provided-buffer ring.
@@ -170,6 +173,7 @@ impl IoUringBackend {
             stepped_down,
         };
         Ok(IoUringBackend {
+            expiry_ns: vec![0; slots_max as usize].into_boxed_slice(),
             features,
             ring_free,
             pbuf_ring,
@@ -191,6 +195,11 @@ impl IoUringBackend {
             batch_backoff: BATCH_BACKOFF_MIN,
             waker,
         })
+    }
+
+    /// The deadline of the timeout last pushed in slot `idx` (monotonic nanoseconds).
+    pub(crate) fn expiry_ns(&self, idx: u32) -> u64 {
+        self.expiry_ns[idx as usize]
     }
 
     /// What the loop uses of what it asked for.
@@ -331,9 +340,14 @@ impl IoUringBackend {
                 .mode(*mode)
                 .build(),
             Args::Timeout { timeout_ns } => {
+                // Absolute: the deadline the kernel fires at is the one the loop orders by.
+                let expiry_ns = monotonic_ns().saturating_add(*timeout_ns);
+                self.expiry_ns[idx as usize] = expiry_ns;
                 let timespec = &mut self.timespecs[idx as usize];
-                *timespec = timespec_from_ns(*timeout_ns);
-                opcode::Timeout::new(timespec).build()
+                *timespec = timespec_from_ns(expiry_ns);
+                opcode::Timeout::new(timespec)
+                    .flags(sys_uring::types::TimeoutFlags::ABS)
+                    .build()
             }
             Args::Cancel { target } => opcode::AsyncCancel::new(target.user_data()).build(),
             Args::Nop => opcode::Nop::new().build(),
@@ -776,6 +790,14 @@ fn spare_capacity(buf: &mut Vec<u8>) -> (*mut u8, u32) {
 /// io_uring lengths are `u32`; a longer buffer is a short operation, which callers handle.
 fn clamp_len(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `IORING_TIMEOUT_ABS` (vDSO, no syscall).
+fn monotonic_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let secs = u64::try_from(now.tv_sec).expect("the monotonic clock is not negative");
+    let nanos = u64::try_from(now.tv_nsec).expect("nanoseconds below 1e9");
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
 }
 
 fn timespec_from_ns(ns: u64) -> Timespec {

@@ -341,6 +341,17 @@ impl Backend {
         })
     }
 
+    /// The deadline of the timeout in slot `idx`, on a clock of the backend's own, where
+    /// the backend may report expiries out of deadline order (io_uring); `None` where they
+    /// come in order (the readiness engines' and the simulator's timer heaps).
+    pub(crate) fn expiry_ns(&self, idx: u32) -> Option<u64> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(uring) => Some(uring.expiry_ns(idx)),
+            _ => None,
+        }
+    }
+
     /// On io_uring, what the loop uses of what it asked for; `None` elsewhere.
     pub(crate) fn uring_features(&self) -> Option<UringFeatures> {
         readiness!(self, engine => {

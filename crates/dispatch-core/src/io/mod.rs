@@ -21,7 +21,7 @@ use crate::backend::{Backend, PushError, Wait};
 use crate::clock::Clock;
 use crate::completion::{
     buf_value, count_value, fd_value, flags_bid, new_fd, pool_send_value, pooled_value, unit_value,
-    F_MORE,
+    F_MORE, TIMEOUT_EXPIRED,
 };
 use crate::error::InitError;
 use crate::operation::{Args, Callback, Shot, Tag};
@@ -572,8 +572,12 @@ impl<C> Io<C> {
     /// for its callback), intermediate (a multishot goes on, re-armed by the loop where the
     /// kernel ended it), or no result at all (EINTR: submit again; a pooled receive without
     /// buffers: wait for some).
+    ///
+    /// Expired timeouts reaped together are put in deadline order: io_uring may post them
+    /// in another (Linux 6.1 posts completions its task work gathered latest first).
     fn reap(&mut self) {
         let room = self.reap_room();
+        let start = self.completed.filled();
         let mut reaper = Reaper {
             slots: &mut self.slots,
             completed: &mut self.completed,
@@ -581,11 +585,28 @@ impl<C> Io<C> {
             buffer_wait: &mut self.buffer_wait,
             in_kernel: &mut self.in_kernel,
             stats: &mut self.stats,
+            expired: 0,
         };
         self.backend
             .reap(room, self.pool.as_mut(), |user_data, result, flags| {
                 reaper.result(user_data, result, flags)
             });
+        if reaper.expired > 1 {
+            self.order_expired(start);
+        }
+    }
+
+    /// Puts the expired timeouts among the results since `start` in deadline order.
+    #[cold]
+    fn order_expired(&mut self, start: usize) {
+        let (slots, backend) = (&self.slots, &self.backend);
+        self.completed.order_from(start, |done| {
+            let expired = done.result == TIMEOUT_EXPIRED && done.flags & F_MORE == 0;
+            match slots.args(done.idx) {
+                Args::Timeout { .. } if expired => backend.expiry_ns(done.idx),
+                _ => None,
+            }
+        });
     }
 
     /// How many results a reap may add: the completed queue's room less one final result per

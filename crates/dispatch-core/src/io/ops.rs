@@ -366,6 +366,12 @@ impl<C> Io<C> {
     /// Completes with `Ok(())` after `timeout_ns` nanoseconds (never earlier), or with
     /// `ECANCELED` if cancelled first.
     ///
+    /// The time counts from the moment the loop hands the timeout to its backend (the next
+    /// turn's submission), and expired timeouts run their callbacks in deadline order on
+    /// every backend, even when several expire within one turn: io_uring may post them in
+    /// another order (Linux 6.1 posts expiries gathered in one wait latest first), and the
+    /// loop sorts those. Timeouts with equal deadlines run in either order.
+    ///
     /// # Errors
     /// When every slot is in flight.
     pub fn timeout(

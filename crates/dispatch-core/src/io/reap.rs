@@ -2,7 +2,7 @@
 //! callback runs here): final, intermediate (a multishot goes on), or no result at all
 //! (submit again after `EINTR`; wait for buffers after `ENOBUFS`).
 
-use crate::completion::F_MORE;
+use crate::completion::{F_MORE, TIMEOUT_EXPIRED};
 use crate::operation::Args;
 use crate::slots::{Completed, Done, Fifo, Slots, State};
 use crate::stats::Stats;
@@ -15,6 +15,9 @@ pub(super) struct Reaper<'io, C> {
     pub(super) buffer_wait: &'io mut Fifo,
     pub(super) in_kernel: &'io mut u32,
     pub(super) stats: &'io mut Stats,
+    /// Final results equal to an expired timeout's (`ETIME`) in this reap: with two or more,
+    /// the loop puts the timeouts among them in deadline order.
+    pub(super) expired: u32,
 }
 
 impl<C> Reaper<'_, C> {
@@ -58,6 +61,7 @@ impl<C> Reaper<'_, C> {
         }
         self.slots[idx].state = State::Completed;
         self.completed.push(Done { idx, result, flags });
+        self.expired += u32::from(result == TIMEOUT_EXPIRED);
         // A cancel whose answer waited for this result gets it now.
         let held = std::mem::replace(&mut self.slots[idx].held_cancel, u32::MAX);
         if held < self.slots.capacity() {

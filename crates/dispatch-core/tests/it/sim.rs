@@ -594,3 +594,34 @@ fn dropping_a_loop_after_a_panic_closes_an_undelivered_accepted_connection() {
     drop(listener);
     assert_eq!(sim.open_descriptors(), 0);
 }
+
+/// Expired timeouts run in deadline order on the simulator too, even under the faults that
+/// reorder completions and deliver them late: timers expire as one object.
+#[test]
+fn timeouts_expire_in_deadline_order_under_reorder_and_latency_faults() {
+    let faults = Faults {
+        latency: 500_000,
+        latency_max_ns: 5_000_000,
+        reorder: 1_000_000,
+        ..Faults::NONE
+    };
+    for seed in 0..20 {
+        let (sim, mut io) = check::<Vec<Tag>>(seed, faults, 64);
+        // Deadlines 1 ms apart in a scrambled order, several due within one latency.
+        for tag in 0..40_u64 {
+            let timeout_ns = (tag * 17 % 40 + 1) * 1_000_000;
+            io.timeout(timeout_ns, timeout_ns, |fired, _, tag, result| {
+                result.unwrap();
+                fired.push(tag);
+            })
+            .unwrap();
+        }
+        let mut fired = Vec::new();
+        io.run_until_idle(&mut fired).unwrap();
+        let mut sorted = fired.clone();
+        sorted.sort_unstable();
+        assert_eq!(fired, sorted, "seed {seed}: expiries out of deadline order");
+        assert_eq!(fired.len(), 40);
+        assert!(sim.stats().faults.reorder > 0 || seed > 0);
+    }
+}

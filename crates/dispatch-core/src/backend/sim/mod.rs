@@ -64,6 +64,11 @@ struct Completion {
 /// The key of a completion that names no descriptor.
 const NO_KEY: u64 = u64::MAX;
 
+/// The key every expired timer shares, as if they were one object (kind 6 beside
+/// `Obj::key`'s five): neither reordering nor latency ever delivers a timer before an
+/// earlier one, so expiries come in deadline order, as the loop promises on every backend.
+const TIMER_KEY: u64 = 6 << 32;
+
 /// A result of one try: `None` to wait.
 type Tried = Option<(i32, u32)>;
 
@@ -237,7 +242,7 @@ impl SimBackend {
     fn progress(&mut self, world: &mut World, args: &mut [Args], pool: Option<&mut Pool>) {
         let now_ns = world.now_ns();
         while let Some(idx) = self.timers.pop_expired(now_ns) {
-            self.complete(world, idx, TIMEOUT_EXPIRED, 0, NO_KEY);
+            self.complete(world, idx, TIMEOUT_EXPIRED, 0, TIMER_KEY);
         }
         self.release_late(now_ns);
         self.try_waiting(world, args, pool);
