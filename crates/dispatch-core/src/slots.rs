@@ -48,6 +48,9 @@ pub(crate) struct Slot<C> {
     pub(crate) cancel_won: bool,
     /// On a target's slot: its cancel (slot) whose answer is held until this result.
     pub(crate) held_cancel: u32,
+    /// On a held cancel's slot: how many times the loop has sent it again (see
+    /// `Io::resend_held_cancel`).
+    pub(crate) resends: u8,
     /// The budget the slot was taken from, given back on release.
     budget: Budget,
     /// Next slot on whichever list this slot is on; `NONE` at the tail.
@@ -296,6 +299,7 @@ impl<C> Slots<C> {
                 cancel_by: NONE,
                 cancel_won: false,
                 held_cancel: NONE,
+                resends: 0,
                 budget: Budget::Op,
                 next: NONE,
                 tag: 0,
@@ -369,6 +373,7 @@ impl<C> Slots<C> {
         slot.cancel_by = NONE;
         slot.cancel_won = false;
         slot.held_cancel = NONE;
+        slot.resends = 0;
         slot.generation += 1;
         slot.next = self.free_head;
         match slot.budget {

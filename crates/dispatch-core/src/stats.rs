@@ -195,6 +195,9 @@ pub struct Stats {
     /// Operations whose deadline ([`crate::Io::set_deadline`]) passed before they finished,
     /// cancelled by the loop and reported as `ETIMEDOUT`.
     pub deadlines_expired: u64,
+    /// Cancels the loop sent again because the kernel answered "not found" while the target
+    /// was still in flight (io_uring before the io-wq cancel fix; see [`crate::Io::cancel`]).
+    pub cancels_resent: u64,
     /// Times a pooled receive found the pool empty and waited for buffers to come back
     /// (it is not failed). A steady count means the pool is too small for the load.
     pub pool_waits: u64,
@@ -224,6 +227,7 @@ impl Stats {
             overflow_len_max: 0,
             cq_overflows: 0,
             deadlines_expired: 0,
+            cancels_resent: 0,
             pool_waits: 0,
             batch_wait_us: 0,
             batch_waits: 0,

@@ -114,23 +114,8 @@ impl IoUringBackend {
         pool: Option<&mut Pool>,
     ) -> Result<IoUringBackend, SetupError> {
         let uring = &options.uring;
-        // Size the CQ so that every slot plus the internal entries fits: with one CQE per
-        // operation the CQ cannot overflow, though overflow is still handled if it does.
         let slots_max = options.slots_max();
-        let cq_wanted = (slots_max + 8)
-            .next_power_of_two()
-            .clamp(uring.sq_entries * 2, 65536);
-        let (mut ring, stepped_down) = ring_stepping_down(
-            Ring::new,
-            RingOptions {
-                sq_entries: uring.sq_entries,
-                cq_entries: cq_wanted.max(uring.sq_entries.next_power_of_two()),
-                single_issuer: uring.single_issuer,
-                defer_taskrun: uring.defer_taskrun,
-                coop_taskrun: uring.coop_taskrun,
-                submit_all: uring.submit_all,
-            },
-        )?;
+        let (mut ring, stepped_down) = ring_stepping_down(Ring::new, ring_options(options))?;
         if let Some(name) = ring.missing_required_opcode()? {
             return Err(SetupError::missing_opcode(name));
         }
@@ -140,11 +125,6 @@ impl IoUringBackend {
             true => uring.batch_wait_us,
             false => 0,
         };
-        let timespecs = (0..slots_max).map(|_| Timespec::new()).collect();
-        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-        let sockaddrs = (0..slots_max)
-            .map(|_| RawSockAddr::new(unspecified))
-            .collect();
         let waker = Waker::with_eventfd(false).map_err(SetupError::from_setup)?;
         // Probed before anything else is submitted: the probe needs an idle ring. Multishot
         // accept (5.19) is older than multishot receive (6.0), so one probe answers both.
@@ -161,20 +141,19 @@ impl IoUringBackend {
             _ => 0,
         };
         let set_up = *ring.options();
-        let features = UringFeatures {
-            single_issuer: set_up.single_issuer,
-            defer_taskrun: set_up.defer_taskrun,
-            coop_taskrun: set_up.coop_taskrun,
-            submit_all: set_up.submit_all,
-            ext_arg,
-            pbuf_ring,
-            multishot,
-            min_timeout: batch_wait_us > 0,
-            stepped_down,
-        };
         Ok(IoUringBackend {
+            features: UringFeatures {
+                single_issuer: set_up.single_issuer,
+                defer_taskrun: set_up.defer_taskrun,
+                coop_taskrun: set_up.coop_taskrun,
+                submit_all: set_up.submit_all,
+                ext_arg,
+                pbuf_ring,
+                multishot,
+                min_timeout: batch_wait_us > 0,
+                stepped_down,
+            },
             expiry_ns: vec![0; slots_max as usize].into_boxed_slice(),
-            features,
             ring_free,
             pbuf_ring,
             lent: vec![NO_BID; slots_max as usize].into_boxed_slice(),
@@ -183,8 +162,8 @@ impl IoUringBackend {
             multishot,
             ring,
             pool_memory,
-            timespecs,
-            sockaddrs,
+            timespecs: (0..slots_max).map(|_| Timespec::new()).collect(),
+            sockaddrs: (0..slots_max).map(|_| RawSockAddr::UNSPECIFIED).collect(),
             wakeup_words: vec![0; slots_max as usize].into_boxed_slice(),
             wakeup_in_kernel: vec![false; slots_max as usize].into_boxed_slice(),
             wait_timespec: Box::new(Timespec::new()),
@@ -607,6 +586,24 @@ impl IoUringBackend {
     }
 }
 
+/// The ring `options` asks for. The CQ is sized so that every slot plus the internal
+/// entries fits: with one CQE per operation it cannot overflow, though overflow is still
+/// handled if it does.
+fn ring_options(options: &Options) -> RingOptions {
+    let uring = &options.uring;
+    let cq_wanted = (options.slots_max() + 8)
+        .next_power_of_two()
+        .clamp(uring.sq_entries * 2, 65536);
+    RingOptions {
+        sq_entries: uring.sq_entries,
+        cq_entries: cq_wanted.max(uring.sq_entries.next_power_of_two()),
+        single_issuer: uring.single_issuer,
+        defer_taskrun: uring.defer_taskrun,
+        coop_taskrun: uring.coop_taskrun,
+        submit_all: uring.submit_all,
+    }
+}
+
 /// Creates a ring with `options`, stepping down where the kernel refuses the set-up
 /// (`EINVAL`: a flag newer than the kernel): the set-up flags are given up one at a time,
 /// newest kernel feature first (`DEFER_TASKRUN` 6.1, `SINGLE_ISSUER` 6.0, `COOP_TASKRUN`
@@ -710,6 +707,9 @@ enum RawSockAddr {
 }
 
 impl RawSockAddr {
+    /// An IPv4 address of all zeros, until a connect writes its own.
+    const UNSPECIFIED: RawSockAddr = RawSockAddr::V4(zeroed_sockaddr_in());
+
     fn new(addr: SocketAddr) -> RawSockAddr {
         match addr {
             SocketAddr::V4(addr) => {
@@ -750,7 +750,7 @@ impl RawSockAddr {
     }
 }
 
-fn zeroed_sockaddr_in() -> libc::sockaddr_in {
+const fn zeroed_sockaddr_in() -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: 0,
         sin_port: 0,

@@ -119,6 +119,9 @@ pub struct Io<C> {
     buffer_wait: Fifo,
     /// Operations reaped but not over, for the backend again with the next turn.
     again: Fifo,
+    /// Cancels held in the reap under way, until `reap` times their resends; always empty
+    /// between reaps.
+    held: Fifo,
     completed: Completed,
     /// The receive buffer pool, if `Options::pool` asked for one. Fields drop in declaration
     /// order, so this drops before `backend`: sound because the io_uring backend holds its
@@ -261,6 +264,7 @@ impl<C> Io<C> {
             overflow: Fifo::EMPTY,
             buffer_wait: Fifo::EMPTY,
             again: Fifo::EMPTY,
+            held: Fifo::EMPTY,
             completed,
             pool,
             pool_lent: 0,
@@ -583,6 +587,7 @@ impl<C> Io<C> {
             completed: &mut self.completed,
             again: &mut self.again,
             buffer_wait: &mut self.buffer_wait,
+            held: &mut self.held,
             in_kernel: &mut self.in_kernel,
             stats: &mut self.stats,
             expired: 0,
@@ -593,6 +598,9 @@ impl<C> Io<C> {
             });
         if reaper.expired > 1 {
             self.order_expired(start);
+        }
+        if !self.held.is_empty() {
+            self.time_held_cancels();
         }
     }
 

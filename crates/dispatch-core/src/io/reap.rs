@@ -13,6 +13,8 @@ pub(super) struct Reaper<'io, C> {
     pub(super) completed: &'io mut Completed,
     pub(super) again: &'io mut Fifo,
     pub(super) buffer_wait: &'io mut Fifo,
+    /// Cancels held in this reap (`hold_answer`), for the loop to time their resends.
+    pub(super) held: &'io mut Fifo,
     pub(super) in_kernel: &'io mut u32,
     pub(super) stats: &'io mut Stats,
     /// Final results equal to an expired timeout's (`ETIME`) in this reap: with two or more,
@@ -95,6 +97,7 @@ impl<C> Reaper<'_, C> {
         }
         self.slots[target_idx].held_cancel = idx;
         self.slots[idx].state = State::Held;
+        self.held.push(self.slots.as_mut_slice(), idx);
         true
     }
 

@@ -625,3 +625,49 @@ fn timeouts_expire_in_deadline_order_under_reorder_and_latency_faults() {
         assert!(sim.stats().faults.reorder > 0 || seed > 0);
     }
 }
+
+/// A cancel the kernel loses (io_uring on 6.1 and 6.12 can answer `ENOENT` for an operation
+/// a kernel worker is just taking up, which then waits on): the loop sends it again until
+/// it lands, so a cancel and a deadline end their targets as they would without the fault.
+#[test]
+fn a_lost_cancel_is_sent_again_until_it_lands() {
+    let faults = Faults {
+        lost_cancel: 700_000,
+        ..Faults::NONE
+    };
+    for seed in 0..10 {
+        let (sim, mut io) = check::<Vec<(Tag, i32)>>(seed, faults, 8);
+        let (a, _a_peer) = sim.socket_pair().unwrap();
+        let (b, _b_peer) = sim.socket_pair().unwrap();
+        let on_recv = |seen: &mut Vec<(Tag, i32)>, _: &mut Io<_>, tag, (n, _): BufResult| {
+            seen.push((tag, n.unwrap_err().raw_os_error().unwrap()));
+        };
+        let on_cancel = |seen: &mut Vec<(Tag, i32)>, _: &mut Io<_>, tag, r: std::io::Result<()>| {
+            seen.push((tag, r.map_or_else(|e| e.raw_os_error().unwrap(), |()| 0)));
+        };
+        let recv = io
+            .recv(1, a.as_raw_fd(), Vec::with_capacity(8), on_recv)
+            .unwrap();
+        let timed = io
+            .recv(2, b.as_raw_fd(), Vec::with_capacity(8), on_recv)
+            .unwrap();
+        io.set_deadline(timed, 5_000_000).unwrap();
+        let mut seen = Vec::new();
+        io.run_for_ns(&mut seen, 1_000_000).unwrap();
+        io.cancel(3, recv, on_cancel).unwrap();
+        io.run_until_idle(&mut seen).unwrap();
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            [(1, libc::ECANCELED), (2, libc::ETIMEDOUT), (3, 0)],
+            "seed {seed}"
+        );
+        if seed == 0 {
+            assert!(sim.stats().faults.lost_cancel > 0, "the fault fired");
+        }
+        for socket in [a, b] {
+            io.close(4, socket, |_, _, _, _| {}).unwrap();
+        }
+        io.run_until_idle(&mut seen).unwrap();
+    }
+}

@@ -251,7 +251,14 @@ impl SimBackend {
             let Args::Cancel { target } = args[idx as usize] else {
                 unreachable!("only cancels are on the cancel list");
             };
-            let result = self.cancel(target.user_data());
+            let result = match world.rng.chance(world.faults.lost_cancel) {
+                // The cancel misses a target that waits (see `Faults::lost_cancel`).
+                true if self.is_waiting(target.user_data()) => {
+                    world.fault(Fault::LostCancel);
+                    -libc::ENOENT
+                }
+                _ => self.cancel(target.user_data()),
+            };
             self.complete(world, idx, result, 0, NO_KEY);
         }
         self.cancels.clear();
@@ -399,6 +406,14 @@ impl SimBackend {
     }
 
     /// Cancels the operation `user_data` if it has not completed: `0`, or `-ENOENT`.
+    /// Whether the operation `user_data` waits (for the world, or on a timer).
+    fn is_waiting(&self, user_data: u64) -> bool {
+        let i = OpId::idx_of_user_data(user_data) as usize;
+        i < self.place.len()
+            && self.user_data[i] == user_data
+            && matches!(self.place[i], Place::Waiting | Place::Timer)
+    }
+
     fn cancel(&mut self, user_data: u64) -> i32 {
         let idx = OpId::idx_of_user_data(user_data);
         let i = idx as usize;
