@@ -10,28 +10,30 @@
 //! cannot be attached after the operation's SQE is in the ring. The price: an expired
 //! operation is cancelled at the next turn, so it ends at or after its deadline, never
 //! before.
+//!
+//! The same heap times the resends of held cancels. On io_uring a cancel can miss its
+//! target: kernels before the io-wq cancel fix (seen on 6.1 and 6.12, not on 6.18) take a
+//! request off a worker's queue, then run task work and `cond_resched()`, and only then
+//! record it as the worker's current work; a cancel in that window finds the request neither
+//! queued nor running and answers `ENOENT`, and the request (an `openat` of a FIFO, say) then
+//! blocks in the worker with nobody to interrupt it. The loop holds such an answer while the
+//! target is still in the kernel (`Held`), and sends the cancel again after 1 ms, 2 ms, 4 ms,
+//! ... (at most a second apart) until the target's result arrives; the first that finds it
+//! interrupts it. A held cancel sits in the heap under its own slot: cancels have no
+//! deadlines of their own, so the entry can only mean "send it again".
 
 use super::Io;
+use crate::error::DeadlineError;
+use crate::operation::{Args, Callback, OpId};
+use crate::slots::{Budget, State};
+use crate::timer::TimerHeap;
 
 /// How long a held cancel waits for its target before the loop sends it again, the first
 /// time; each resend doubles it, up to `CANCEL_RESEND_MAX_NS`.
 const CANCEL_RESEND_NS: u64 = 1_000_000;
 /// The longest wait between two resends of a held cancel: one second.
 const CANCEL_RESEND_MAX_NS: u64 = 1_000_000_000;
-use crate::error::DeadlineError;
-use crate::operation::{Args, Callback, OpId};
-use crate::slots::{Budget, State};
-use crate::timer::TimerHeap;
 
-/// Why held cancels are sent again: on io_uring a cancel can miss its target. Kernels
-/// before the io-wq fix in 6.18's line (seen on 6.1 and 6.12) take a request off a worker's
-/// queue, then run task work and `cond_resched()`, and only then record it as the worker's
-/// current work: a cancel in that window finds the request neither queued nor running and
-/// answers `ENOENT`, and the request (an `openat` of a FIFO, say) then blocks in the worker
-/// with nobody to interrupt it. The loop holds such an answer while the target is still in
-/// the kernel, and sends the cancel again after 1 ms, 2 ms, 4 ms, ... (at most a second
-/// apart) until the target's result arrives; the first that finds it interrupts it.
-///
 /// The deadlines of operations in flight, by slot, in nanoseconds on the loop's clock.
 pub(super) struct Deadlines {
     heap: TimerHeap,
@@ -111,6 +113,14 @@ impl<C> Io<C> {
     /// [`DeadlineError::NotInFlight`] when `id` has completed (or is stale).
     pub fn clear_deadline(&mut self, id: OpId) -> Result<bool, DeadlineError> {
         let idx = self.live(id)?;
+        if matches!(
+            self.slots.args(idx),
+            Args::Close { .. } | Args::Cancel { .. }
+        ) {
+            // Never had one (`set_deadline` refuses them). A held cancel's heap entry is its
+            // resend timer, which must stay.
+            return Ok(false);
+        }
         let had = self.deadlines.heap.contains(idx);
         self.deadlines.forget(idx);
         Ok(had)
@@ -127,8 +137,7 @@ impl<C> Io<C> {
     }
 
     /// Times the first resend of each cancel held in the reap just done (see the module's
-    /// docs on why). A held cancel sits in the deadline heap under its own slot: cancels
-    /// have no deadlines of their own, so the entry can only mean "send it again".
+    /// docs on why).
     #[cold]
     pub(super) fn time_held_cancels(&mut self) {
         let now_ns = self.clock.now_ns();
@@ -144,11 +153,10 @@ impl<C> Io<C> {
         }
     }
 
-    /// Sends the held cancel in slot `idx` again, as an internal cancel of the same target
-    /// (the held one keeps waiting for the target's result, which decides its answer), and
-    /// times the next resend. `false` when every cancel slot is in flight: it is timed for
-    /// the next turn, and the caller stops expiring for this one.
-    fn resend_held_cancel(&mut self, idx: u32, now_ns: u64) -> bool {
+    /// Sends the held cancel in slot `idx` again, through the backend and without a slot (a
+    /// loop whose every cancel slot is held must still resend), and times the next resend;
+    /// the held cancel keeps waiting for the target's result, which decides its answer.
+    fn resend_held_cancel(&mut self, idx: u32, now_ns: u64) {
         let Args::Cancel { target } = *self.slots.args(idx) else {
             unreachable!("only cancels are held");
         };
@@ -158,21 +166,18 @@ impl<C> Io<C> {
             .expect("a held cancel's target is live");
         assert_eq!(self.slots[target_idx].held_cancel, idx);
         assert_eq!(self.slots[target_idx].state, State::Kernel);
-        let Some(resend) = self.slots.alloc(Budget::Cancel) else {
-            // Every cancel slot is in flight; they complete within a turn or two.
-            self.deadlines.heap.insert(idx, now_ns);
-            return false;
-        };
-        self.slots[resend].callback = Callback::Internal;
-        self.slots.set_args(resend, Args::Cancel { target });
-        self.enqueue(resend);
-        self.stats.cancels_resent += 1;
+        // A full SQ (io_uring): sent at the next resend instead.
+        if self
+            .backend
+            .resend_cancel(target.user_data(), &mut self.stats)
+        {
+            self.stats.cancels_resent += 1;
+        }
         let slot = &mut self.slots[idx];
         slot.resends = slot.resends.saturating_add(1);
         let wait_ns = CANCEL_RESEND_NS << slot.resends.min(10);
         let wait_ns = wait_ns.min(CANCEL_RESEND_MAX_NS);
         self.deadlines.heap.insert(idx, now_ns + wait_ns);
-        true
     }
 
     /// Cancels every operation whose deadline has passed: a parked one completes at once
@@ -186,9 +191,7 @@ impl<C> Io<C> {
                 State::Completed => continue,
                 // Not an operation's deadline but a held cancel's time to be sent again.
                 State::Held => {
-                    if !self.resend_held_cancel(idx, now_ns) {
-                        return;
-                    }
+                    self.resend_held_cancel(idx, now_ns);
                     continue;
                 }
                 // Already being cancelled: that cancel decides the result.

@@ -366,11 +366,14 @@ impl<C> Io<C> {
     /// Completes with `Ok(())` after `timeout_ns` nanoseconds (never earlier), or with
     /// `ECANCELED` if cancelled first.
     ///
-    /// The time counts from the moment the loop hands the timeout to its backend (the next
-    /// turn's submission), and expired timeouts run their callbacks in deadline order on
-    /// every backend, even when several expire within one turn: io_uring may post them in
-    /// another order (Linux 6.1 posts expiries gathered in one wait latest first), and the
-    /// loop sorts those. Timeouts with equal deadlines run in either order.
+    /// The time counts from the moment the loop hands the timeout to its backend: on io_uring
+    /// when its SQE is queued (at this call when the submission queue has room, else when
+    /// the overflow queue drains) and the kernel starts it at the next submission; on the
+    /// readiness backends and the simulator at the next turn's flush. Its deadline is that
+    /// moment plus `timeout_ns`, and expired timeouts run their callbacks in deadline order
+    /// on every backend, even when several expire within one turn: io_uring may post them
+    /// in another order (Linux 6.1 posts expiries gathered in one wait latest first), and
+    /// the loop sorts them. Timeouts with equal deadlines run in either order.
     ///
     /// # Errors
     /// When every slot is in flight.
