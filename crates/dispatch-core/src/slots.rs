@@ -48,8 +48,10 @@ pub(crate) struct Slot<C> {
     pub(crate) cancel_won: bool,
     /// On a target's slot: its cancel (slot) whose answer is held until this result.
     pub(crate) held_cancel: u32,
-    /// On a held cancel's slot: how many times the loop has sent it again (see
-    /// `Io::resend_held_cancel`).
+    /// A cancel of this operation may have been lost by the kernel: its heap entry times
+    /// the next resend of the cancel, not a deadline (see `io/deadline.rs`).
+    pub(crate) resending: bool,
+    /// How many times the loop has sent this operation's cancel again.
     pub(crate) resends: u8,
     /// The budget the slot was taken from, given back on release.
     budget: Budget,
@@ -312,6 +314,7 @@ impl<C> Slots<C> {
                 cancel_by: NONE,
                 cancel_won: false,
                 held_cancel: NONE,
+                resending: false,
                 resends: 0,
                 budget: Budget::Op,
                 next: NONE,
@@ -386,6 +389,7 @@ impl<C> Slots<C> {
         slot.cancel_by = NONE;
         slot.cancel_won = false;
         slot.held_cancel = NONE;
+        slot.resending = false;
         slot.resends = 0;
         slot.generation += 1;
         slot.next = self.free_head;

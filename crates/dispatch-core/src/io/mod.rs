@@ -119,9 +119,10 @@ pub struct Io<C> {
     buffer_wait: Fifo,
     /// Operations reaped but not over, for the backend again with the next turn.
     again: Fifo,
-    /// Cancels held in the reap under way, until `reap` times their resends; always empty
-    /// between reaps.
-    held: Fifo,
+    /// Targets whose cancel the kernel may have lost (it answered "not found" or "already
+    /// running" while they were in flight), in the reap under way, until `reap` times the
+    /// resends of their cancels; always empty between reaps.
+    resend: Fifo,
     completed: Completed,
     /// The receive buffer pool, if `Options::pool` asked for one. Fields drop in declaration
     /// order, so this drops before `backend`: sound because the io_uring backend holds its
@@ -264,7 +265,7 @@ impl<C> Io<C> {
             overflow: Fifo::EMPTY,
             buffer_wait: Fifo::EMPTY,
             again: Fifo::EMPTY,
-            held: Fifo::EMPTY,
+            resend: Fifo::EMPTY,
             completed,
             pool,
             pool_lent: 0,
@@ -589,7 +590,7 @@ impl<C> Io<C> {
             completed: &mut self.completed,
             again: &mut self.again,
             buffer_wait: &mut self.buffer_wait,
-            held: &mut self.held,
+            resend: &mut self.resend,
             in_kernel: &mut self.in_kernel,
             stats: &mut self.stats,
             expired: 0,
@@ -599,8 +600,8 @@ impl<C> Io<C> {
                 reaper.result(user_data, result, flags)
             });
         let expired = reaper.expired;
-        if !self.held.is_empty() {
-            self.time_held_cancels();
+        if !self.resend.is_empty() {
+            self.time_resends();
         }
         expired
     }

@@ -252,10 +252,14 @@ impl SimBackend {
                 unreachable!("only cancels are on the cancel list");
             };
             let result = match world.rng.chance(world.faults.lost_cancel) {
-                // The cancel misses a target that waits (see `Faults::lost_cancel`).
+                // The cancel misses a target that waits (see `Faults::lost_cancel`): "not
+                // found", or "found running" with the interruption lost.
                 true if self.is_waiting(target.user_data()) => {
                     world.fault(Fault::LostCancel);
-                    -libc::ENOENT
+                    match world.rng.below(2) {
+                        0 => -libc::ENOENT,
+                        _ => -libc::EALREADY,
+                    }
                 }
                 _ => self.cancel(target.user_data()),
             };
