@@ -345,6 +345,7 @@ impl Backend {
     /// the backend may report expiries out of deadline order (io_uring); `None` where they
     /// come in order (the readiness engines' and the simulator's timer heaps).
     pub(crate) fn expiry_ns(&self, idx: u32) -> Option<u64> {
+        let _ = idx;
         match self {
             #[cfg(target_os = "linux")]
             Backend::IoUring(uring) => Some(uring.expiry_ns(idx)),

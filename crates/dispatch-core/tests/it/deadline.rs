@@ -151,7 +151,8 @@ fn cancel_and_deadline_each_answer_once() {
     };
     let mut seen = Seen::default();
     let first = io.timeout(1, 60_000 * MS, on_unit).unwrap();
-    io.set_deadline(first, MS).unwrap();
+    // Long enough that the cancel surely comes first, even on a slow emulated machine.
+    io.set_deadline(first, 10_000 * MS).unwrap();
     io.tick(&mut seen).unwrap();
     io.cancel(2, first, on_unit).unwrap();
     io.run_until_idle(&mut seen).unwrap();

@@ -1,7 +1,7 @@
 //! dispatch-net over loopback, on whichever backend `DISPATCH_BACKEND` selects: an echo
 //! handler served by `serve`, driven by plain blocking clients on other threads.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -69,6 +69,33 @@ fn run_until(io: &mut Io<Echo>, echo: &mut Echo, done: impl Fn(&Echo) -> bool) {
     assert!(done(echo), "not done after 3,000 turns");
 }
 
+/// Runs the loop until the thread `peer` has finished (it waits on the server: a close the
+/// loop has scheduled reaches the kernel only with a turn), at most 3,000 turns of 10 ms,
+/// then joins it.
+fn run_until_joined<T>(io: &mut Io<Echo>, echo: &mut Echo, peer: std::thread::JoinHandle<T>) -> T {
+    for _ in 0..3000 {
+        if peer.is_finished() {
+            break;
+        }
+        io.run_for_ns(echo, 10_000_000).unwrap();
+    }
+    assert!(peer.is_finished(), "the peer still waits after 3,000 turns");
+    peer.join().unwrap()
+}
+
+/// A thread that reads one byte from `stream` (5 s at most): `Ok(0)` at end of stream.
+fn read_one(mut stream: TcpStream) -> std::thread::JoinHandle<io::Result<usize>> {
+    std::thread::spawn(move || {
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.read(&mut [0])
+    })
+}
+
+/// Whether `result` is a reset connection (a close with bytes unread resets it).
+fn is_reset(result: &io::Result<usize>) -> bool {
+    matches!(result, Err(error) if error.kind() == io::ErrorKind::ConnectionReset)
+}
+
 /// A client thread that sends `message`, half-closes, and returns what came back.
 fn client(addr: SocketAddr, message: Vec<u8>) -> std::thread::JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
@@ -98,7 +125,7 @@ fn many_clients_get_their_bytes_back_in_order_then_eof() {
     let clients: Vec<_> = messages.iter().map(|m| client(addr, m.clone())).collect();
     run_until(&mut io, &mut echo, |echo| echo.closed == 20);
     for (client, message) in clients.into_iter().zip(&messages) {
-        assert_eq!(&client.join().unwrap(), message);
+        assert_eq!(&run_until_joined(&mut io, &mut echo, client), message);
     }
     let stats = echo.net.stats();
     assert_eq!(stats.accepted, 20);
@@ -113,15 +140,12 @@ fn connections_past_the_limit_are_closed_at_once_and_the_others_served() {
     let (mut io, mut echo, addr) = server(NetOptions::new(2));
     let mut kept: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
     run_until(&mut io, &mut echo, |echo| echo.opened == 2);
-    let mut third = TcpStream::connect(addr).unwrap();
+    let third = TcpStream::connect(addr).unwrap();
     run_until(&mut io, &mut echo, |echo| echo.net.stats().refused == 1);
-    third
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut byte = [0];
+    let closed = run_until_joined(&mut io, &mut echo, read_one(third));
     assert!(
-        matches!(third.read(&mut byte), Ok(0) | Err(_)),
-        "closed at once"
+        matches!(closed, Ok(0)) || is_reset(&closed),
+        "closed at once: {closed:?}"
     );
     kept[0].write_all(b"still served").unwrap();
     let reader = {
@@ -133,7 +157,10 @@ fn connections_past_the_limit_are_closed_at_once_and_the_others_served() {
         })
     };
     run_until(&mut io, &mut echo, |echo| echo.net.stats().bytes_sent == 12);
-    assert_eq!(&reader.join().unwrap(), b"still served");
+    assert_eq!(
+        &run_until_joined(&mut io, &mut echo, reader),
+        b"still served"
+    );
     kept.clear();
 }
 
@@ -144,12 +171,11 @@ fn an_idle_connection_is_closed_after_its_timeout() {
         ..NetOptions::new(4)
     };
     let (mut io, mut echo, addr) = server(net);
-    let mut idle = TcpStream::connect(addr).unwrap();
+    let idle = TcpStream::connect(addr).unwrap();
     run_until(&mut io, &mut echo, |echo| echo.closed == 1);
     assert_eq!(echo.net.stats().idle_timeouts, 1);
-    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut byte = [0];
-    assert!(matches!(idle.read(&mut byte), Ok(0) | Err(_)));
+    let closed = run_until_joined(&mut io, &mut echo, read_one(idle));
+    assert!(matches!(closed, Ok(0)) || is_reset(&closed), "{closed:?}");
 }
 
 #[test]
@@ -207,14 +233,16 @@ fn a_client_that_sends_without_reading_stops_being_read_and_others_are_served() 
     let received = echo.net.stats().bytes_received;
     assert!(received < written as u64, "the flooder stopped being read");
     // The buffer being sent, the backlog, and what one burst of the kernel's brought in
-    // before the receive was cancelled (1 to 5 measured here): nowhere near the pool.
+    // before the receive was cancelled: 1 to 5 measured here, 65 under QEMU on Linux 6.1
+    // (one 64 KiB write landing in 64 buffers of 1 KiB before the cancel, plus the one being
+    // sent). Nowhere near the pool, which is the point.
     assert!(
-        lent_max <= 64,
+        lent_max <= 96,
         "a connection that is not read pinned {lent_max} of 256 buffers"
     );
     let reply = client(addr, b"still served".to_vec());
     run_until(&mut io, &mut echo, |echo| echo.closed == 1);
-    assert_eq!(reply.join().unwrap(), b"still served");
+    assert_eq!(run_until_joined(&mut io, &mut echo, reply), b"still served");
     drop(flooder);
     run_until(&mut io, &mut echo, |echo| echo.closed == 2);
     assert_eq!(io.pool_buffers_lent(), 0, "every buffer came back");
