@@ -1,0 +1,396 @@
+//! `cargo xtask kernel-test`'s reading of a guest's console: the probe's `KM|key=value`
+//! lines, and for each binary run its status, libtest's counts, the tests that printed
+//! `skipped:`, the failed tests and their panics, and a hang; then the table the command
+//! prints and the markdown table of what the loop uses on each kernel (`docs/KERNELS.md`).
+//!
+//! Nothing is assumed: a run without libtest's result line, without its `KMATRIX_RC`
+//! marker, killed as hung, or with most of its tests skipped fails; so does a kernel whose
+//! console lacks `KMATRIX_EXIT`.
+
+use std::fmt::Write as _;
+
+/// One binary run in the guest.
+#[derive(Debug, Default, Clone)]
+pub struct RunResult {
+    pub name: String,
+    /// The exit status `KMATRIX_RC` reported; `None` if the marker never came.
+    pub status: Option<i32>,
+    pub secs: Option<f64>,
+    /// libtest's last `test result:` line's counts.
+    pub passed: Option<u32>,
+    pub failed: Option<u32>,
+    /// Lines with `skipped:` (tests that passed without running their check here).
+    pub skipped: u32,
+    /// The tests libtest listed as failed.
+    pub failures: Vec<String>,
+    /// `thread '..' panicked at ..` with the message's first line.
+    pub panics: Vec<String>,
+    /// Killed by the guest's per-run limit.
+    pub hung: bool,
+    /// Tests libtest said had been running for over 60 seconds.
+    pub slow: Vec<String>,
+}
+
+impl RunResult {
+    /// Why this run fails, or `None` when it passed.
+    pub fn trouble(&self) -> Option<String> {
+        if self.hung {
+            let tests = self.slow.join(", ");
+            return Some(format!("hung, killed at its limit (running long: {tests})"));
+        }
+        let Some(status) = self.status else {
+            return Some("no KMATRIX_RC marker: the guest died during the run".to_owned());
+        };
+        let (Some(passed), Some(failed)) = (self.passed, self.failed) else {
+            return Some(format!("exit status {status} and no libtest result line"));
+        };
+        if failed > 0 || status != 0 {
+            return Some(format!("{failed} failed (exit status {status})"));
+        }
+        if self.skipped * 2 > passed {
+            return Some(format!(
+                "{} of {passed} passed tests only skipped",
+                self.skipped
+            ));
+        }
+        None
+    }
+}
+
+/// Everything one kernel's console said.
+#[derive(Debug, Default, Clone)]
+pub struct KernelResult {
+    pub probe: Vec<(String, String)>,
+    pub runs: Vec<RunResult>,
+    /// `KMATRIX_EXIT`'s value; `None` if it never came.
+    pub exit: Option<i32>,
+    /// A kernel panic, the host killing QEMU, and the like.
+    pub trouble: Vec<String>,
+}
+
+impl KernelResult {
+    pub fn probed(&self, key: &str) -> &str {
+        self.probe
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or("?", |(_, value)| value)
+    }
+
+    pub fn passed(&self) -> bool {
+        self.exit == Some(0)
+            && self.trouble.is_empty()
+            && self.runs.iter().all(|run| run.trouble().is_none())
+    }
+}
+
+/// Reads a console's lines.
+pub fn parse(lines: &[String]) -> KernelResult {
+    let mut result = KernelResult::default();
+    let mut run: Option<RunResult> = None;
+    let mut in_failures = false;
+    let mut panic_at: Option<String> = None;
+    for line in lines {
+        if let Some(at) = panic_at.take() {
+            run.iter_mut()
+                .for_each(|r| r.panics.push(format!("{at} {}", line.trim())));
+        }
+        if let Some(kv) = line.split_once("KM|").map(|(_, kv)| kv) {
+            let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+            result.probe.push((key.to_owned(), value.trim().to_owned()));
+        } else if let Some(name) = line.strip_prefix("KMATRIX_RUN ") {
+            run = Some(RunResult {
+                name: name.trim().to_owned(),
+                ..RunResult::default()
+            });
+        } else if let Some(rest) = line.strip_prefix("KMATRIX_RC ") {
+            if let Some(mut done) = run.take() {
+                end_run(&mut done, rest);
+                result.runs.push(done);
+            }
+        } else if let Some(code) = line.strip_prefix("KMATRIX_EXIT=") {
+            result.exit = code.trim().parse().ok();
+        } else if line.contains("Kernel panic") || line.starts_with("KMATRIX_HOST ") {
+            result.trouble.push(line.trim().to_owned());
+        } else if let Some(current) = run.as_mut() {
+            in_failures = run_line(current, line, in_failures);
+            if line.contains("panicked at") {
+                panic_at = Some(line.trim().to_owned());
+            }
+        }
+    }
+    if let Some(unfinished) = run {
+        result.runs.push(unfinished);
+    }
+    if result.exit.is_none() {
+        result.trouble.push("no KMATRIX_EXIT marker".to_owned());
+    }
+    result
+}
+
+/// `KMATRIX_RC`'s `<name> <status> <start> <end>` (uptimes in seconds).
+fn end_run(run: &mut RunResult, rest: &str) {
+    // From the end: a name may hold spaces.
+    let words: Vec<&str> = rest.split_whitespace().rev().collect();
+    run.status = words.get(2).and_then(|s| s.parse().ok());
+    let uptime = |i: usize| words.get(i).and_then(|s| s.parse::<f64>().ok());
+    if let (Some(start), Some(end)) = (uptime(1), uptime(0)) {
+        run.secs = Some(end - start);
+    }
+}
+
+/// Reads one line of a run's output; returns whether the next line is inside libtest's
+/// closing list of failed tests.
+fn run_line(run: &mut RunResult, line: &str, in_failures: bool) -> bool {
+    run.skipped += u32::try_from(line.matches("skipped: ").count()).unwrap_or(0);
+    if line.starts_with("KMATRIX_HANG ") {
+        run.hung = true;
+    } else if let Some(counts) = line.strip_prefix("test result: ") {
+        let count = |what: &str| {
+            let words: Vec<&str> = counts.split([' ', ';', '.']).collect();
+            let at = words.iter().position(|w| *w == what)?;
+            words[..at].iter().rev().find_map(|w| w.parse().ok())
+        };
+        run.passed = count("passed");
+        run.failed = count("failed");
+    } else if line.contains("has been running for over") {
+        let name = line
+            .trim_start_matches("test ")
+            .split(' ')
+            .next()
+            .unwrap_or("");
+        run.slow.push(name.to_owned());
+    } else if line == "failures:" {
+        run.failures.clear();
+        return true;
+    } else if in_failures {
+        if let Some(name) = line.strip_prefix("    ") {
+            run.failures.push(name.trim().to_owned());
+            return true;
+        }
+        return line.is_empty() && run.failures.is_empty();
+    }
+    false
+}
+
+/// One line saying what the probe found.
+pub fn probe_summary(kernel: &KernelResult) -> String {
+    let p = |key| kernel.probed(key);
+    if p("io_uring") != "ok" {
+        return format!("io_uring {}; loop {}", p("io_uring"), p("loop.auto"));
+    }
+    let flags: Vec<&str> = [
+        ("setup.single_issuer", "SINGLE_ISSUER"),
+        ("setup.defer_taskrun", "DEFER_TASKRUN"),
+        ("setup.coop_taskrun", "COOP_TASKRUN"),
+        ("setup.submit_all", "SUBMIT_ALL"),
+        ("feat.ext_arg", "EXT_ARG"),
+        ("feat.min_timeout", "MIN_TIMEOUT"),
+        ("pbuf_ring", "pbuf-ring"),
+        ("multishot_recv", "multishot"),
+    ]
+    .into_iter()
+    .filter(|(key, _)| p(key) == "yes")
+    .map(|(_, name)| name)
+    .collect();
+    let missing = match p("opcodes.loop_missing") {
+        "" => String::new(),
+        names => format!(", lacks {names}"),
+    };
+    format!(
+        "loop: {}{}; has: {}; {} opcodes{missing}",
+        p("loop.auto"),
+        fallback_note(kernel),
+        if flags.is_empty() {
+            "none".to_owned()
+        } else {
+            flags.join(" ")
+        },
+        p("opcodes.supported"),
+    )
+}
+
+fn fallback_note(kernel: &KernelResult) -> String {
+    match kernel.probed("loop.auto_fallback") {
+        "" | "?" => String::new(),
+        why => format!(" ({why})"),
+    }
+}
+
+/// The final table: per kernel its probe line, then one row per run.
+pub fn table(kernels: &[(String, f64, KernelResult)]) -> String {
+    let mut out = String::new();
+    let header = ["run", "passed", "failed", "skipped", "time", "verdict"];
+    for (label, wall_s, kernel) in kernels {
+        let verdict = if kernel.passed() { "passed" } else { "FAILED" };
+        let _ = writeln!(out, "\n{label}: {verdict}, {wall_s:.0} s in the VM");
+        let _ = writeln!(out, "  probe: {}", probe_summary(kernel));
+        for trouble in &kernel.trouble {
+            let _ = writeln!(out, "  !! {trouble}");
+        }
+        let _ = writeln!(
+            out,
+            "  {:<18} {:>6} {:>6} {:>7} {:>7}  {}",
+            header[0], header[1], header[2], header[3], header[4], header[5]
+        );
+        for run in &kernel.runs {
+            let _ = writeln!(out, "{}", row(run));
+        }
+    }
+    out
+}
+
+fn row(run: &RunResult) -> String {
+    let number = |n: Option<u32>| n.map_or("-".to_owned(), |n| n.to_string());
+    let secs = run.secs.map_or("-".to_owned(), |s| format!("{s:.1}s"));
+    let verdict = run.trouble().unwrap_or_else(|| "ok".to_owned());
+    let mut row = format!(
+        "  {:<18} {:>6} {:>6} {:>7} {:>7}  {verdict}",
+        run.name,
+        number(run.passed),
+        number(run.failed),
+        run.skipped,
+        secs,
+    );
+    for failure in &run.failures {
+        let _ = write!(row, "\n      failed: {failure}");
+    }
+    for panic in run.panics.iter().take(6) {
+        let _ = write!(row, "\n      {}", shorten(panic, 150));
+    }
+    row
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// A row of the docs table: its label and how to read it from a kernel's probe.
+type DocRow = (&'static str, fn(&KernelResult) -> String);
+
+/// The rows of the docs table.
+const DOC_ROWS: [DocRow; 9] = [
+    ("Backend chosen automatically", |k| {
+        format!("{}{}", k.probed("loop.auto"), fallback_note(k))
+    }),
+    ("`Options::new` forced onto io_uring", |k| {
+        k.probed("loop.io_uring").to_owned()
+    }),
+    ("Set-up flags the kernel accepts", |k| setup_flags(k)),
+    ("Waits with a timeout", |k| {
+        pick(k, "feat.ext_arg", "`EXT_ARG`", "a timeout SQE")
+    }),
+    ("Batch wait (`batch_wait_us`)", |k| {
+        pick(
+            k,
+            "feat.min_timeout",
+            "`MIN_TIMEOUT`",
+            "off (no `MIN_TIMEOUT`)",
+        )
+    }),
+    ("Pooled receives", |k| {
+        pick(k, "pbuf_ring", "provided-buffer ring", "the loop's pool")
+    }),
+    ("Multishot receive and accept", |k| {
+        pick(k, "multishot_recv", "the kernel's", "re-armed by the loop")
+    }),
+    ("Opcodes (the loop's missing)", |k| {
+        let missing = k.probed("opcodes.loop_missing");
+        let missing = if missing.is_empty() { "none" } else { missing };
+        format!("{} ({missing})", k.probed("opcodes.supported"))
+    }),
+    ("`RLIMIT_MEMLOCK`", |k| {
+        k.probed("rlimit.memlock").to_owned()
+    }),
+];
+
+fn setup_flags(kernel: &KernelResult) -> String {
+    let names = [
+        "single_issuer",
+        "defer_taskrun",
+        "coop_taskrun",
+        "submit_all",
+    ];
+    let accepted: Vec<String> = names
+        .iter()
+        .filter(|name| kernel.probed(&format!("setup.{name}")) == "yes")
+        .map(|name| format!("`{}`", name.to_uppercase()))
+        .collect();
+    if accepted.is_empty() {
+        return "none of them".to_owned();
+    }
+    accepted.join(", ")
+}
+
+fn pick(kernel: &KernelResult, key: &str, yes: &str, no: &str) -> String {
+    match kernel.probed(key) {
+        "yes" => yes.to_owned(),
+        "?" => "?".to_owned(),
+        other if other.starts_with("no") => no.to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// The markdown table of what the loop uses on each kernel (columns: `kernels`' labels).
+pub fn markdown(kernels: &[(String, KernelResult)]) -> String {
+    let mut out = String::from("| | ");
+    let labels: Vec<String> = kernels.iter().map(|(label, _)| label.clone()).collect();
+    let _ = writeln!(out, "{} |", labels.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---|".repeat(kernels.len()));
+    for (label, read) in DOC_ROWS {
+        let cells: Vec<String> = kernels
+            .iter()
+            .map(|(_, k)| read(k).replace('|', "/"))
+            .collect();
+        let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_run_reports_counts_skips_failures_and_panics() {
+        let console = lines(
+            "KM|io_uring=ok\nKMATRIX_RUN core auto\ntest a ... skipped: no ring\nok\n\
+             thread 'b' panicked at tests/it/x.rs:3:5:\nassertion failed: x\n\
+             failures:\n    b\n\ntest result: FAILED. 3 passed; 1 failed; 0 ignored\n\
+             KMATRIX_RC core auto 101 1.50 4.00\nKMATRIX_EXIT=1",
+        );
+        let kernel = parse(&console);
+        assert_eq!(kernel.probed("io_uring"), "ok");
+        let run = &kernel.runs[0];
+        assert_eq!((run.passed, run.failed, run.skipped), (Some(3), Some(1), 1));
+        assert_eq!(run.failures, ["b"]);
+        assert_eq!(run.status, Some(101));
+        assert!(run.panics[0].ends_with("assertion failed: x"));
+        assert_eq!(run.secs, Some(2.5));
+        assert!(!kernel.passed());
+    }
+
+    #[test]
+    fn missing_markers_hangs_and_all_skipped_runs_fail() {
+        let kernel = parse(&lines(
+            "KMATRIX_RUN x\ntest t has been running for over 60 seconds",
+        ));
+        assert!(kernel.runs[0].trouble().unwrap().contains("no KMATRIX_RC"));
+        assert_eq!(kernel.trouble, ["no KMATRIX_EXIT marker"]);
+        let hung = parse(&lines(
+            "KMATRIX_RUN x\nKMATRIX_HANG x\nKMATRIX_RC x 137 0 9",
+        ));
+        assert!(hung.runs[0].trouble().unwrap().starts_with("hung"));
+        let skipped = parse(&lines(
+            "KMATRIX_RUN x\nskipped: a\nskipped: b\ntest result: ok. 2 passed; 0 failed;\n\
+             KMATRIX_RC x 0 0 1\nKMATRIX_EXIT=0",
+        ));
+        assert!(skipped.runs[0].trouble().unwrap().contains("only skipped"));
+    }
+}
