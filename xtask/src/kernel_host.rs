@@ -160,6 +160,10 @@ fn private_apt(dir: &Path, sources: &str, with_system: bool) -> Result<Vec<Strin
         format!("Dir::Etc::SourceList={}", list.display()),
         format!("Dir::State::Lists={}", dir.join("lists").display()),
         format!("Dir::Cache={}", dir.join("cache").display()),
+        // Downloads land in the command's own directories, which apt's `_apt` user may not
+        // reach; and the AppStream metadata is not needed.
+        "APT::Sandbox::User=root".to_owned(),
+        "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false".to_owned(),
     ];
     if !with_system {
         options.push("Dir::Etc::SourceParts=/dev/null".to_owned());
@@ -249,6 +253,7 @@ fn unpack(cache: &Path, apt: &[String], kernel: Kernel, pinned: &str) -> Result<
     let deb = debs.join(format!("{name}_{version}_amd64.deb"));
     let root = dir.join("root");
     let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
     let (deb_arg, root_arg) = (deb.to_string_lossy(), root.to_string_lossy());
     Cmd::new("dpkg-deb", &["-x", &deb_arg, &root_arg]).run()?;
     let image = name.replacen("linux-image-", "vmlinuz-", 1);

@@ -13,21 +13,22 @@ use std::fmt::Write as _;
 #[derive(Debug, Default, Clone)]
 pub struct RunResult {
     pub name: String,
+    /// A plain program (the probe), judged by its exit status alone.
+    pub plain: bool,
     /// The exit status `KMATRIX_RC` reported; `None` if the marker never came.
     pub status: Option<i32>,
     pub secs: Option<f64>,
-    /// libtest's last `test result:` line's counts.
+    /// libtest's suite counts.
     pub passed: Option<u32>,
     pub failed: Option<u32>,
-    /// Lines with `skipped:` (tests that passed without running their check here).
-    pub skipped: u32,
-    /// The tests libtest listed as failed.
-    pub failures: Vec<String>,
-    /// `thread '..' panicked at ..` with the message's first line.
-    pub panics: Vec<String>,
+    /// Tests that passed having printed `skipped:` (they did not run their check here).
+    pub skipped: Vec<String>,
+    /// The tests that failed, each with the first lines of its panic.
+    pub failures: Vec<(String, String)>,
     /// Killed by the guest's per-run limit.
     pub hung: bool,
-    /// Tests libtest said had been running for over 60 seconds.
+    /// Tests started and never finished, and tests libtest reported as running long.
+    pub started: Vec<String>,
     pub slow: Vec<String>,
 }
 
@@ -35,22 +36,32 @@ impl RunResult {
     /// Why this run fails, or `None` when it passed.
     pub fn trouble(&self) -> Option<String> {
         if self.hung {
-            let tests = self.slow.join(", ");
-            return Some(format!("hung, killed at its limit (running long: {tests})"));
+            let stuck = if self.started.is_empty() {
+                &self.slow
+            } else {
+                &self.started
+            };
+            return Some(format!(
+                "HUNG, killed at its limit; unfinished: {}",
+                stuck.join(", ")
+            ));
         }
         let Some(status) = self.status else {
             return Some("no KMATRIX_RC marker: the guest died during the run".to_owned());
         };
+        if self.plain {
+            return (status != 0).then(|| format!("exit status {status}"));
+        }
         let (Some(passed), Some(failed)) = (self.passed, self.failed) else {
-            return Some(format!("exit status {status} and no libtest result line"));
+            return Some(format!("exit status {status} and no libtest result"));
         };
         if failed > 0 || status != 0 {
-            return Some(format!("{failed} failed (exit status {status})"));
+            return Some(format!("{failed} FAILED (exit status {status})"));
         }
-        if self.skipped * 2 > passed {
+        if self.skipped.len() * 2 > passed as usize {
+            let n = self.skipped.len();
             return Some(format!(
-                "{} of {passed} passed tests only skipped",
-                self.skipped
+                "SKIPPED: {n} of {passed} passing tests only skipped"
             ));
         }
         None
@@ -83,23 +94,20 @@ impl KernelResult {
     }
 }
 
-/// Reads a console's lines.
-pub fn parse(lines: &[String]) -> KernelResult {
+/// Reads a console's lines; the runs named in `plain` are programs, not libtest binaries.
+pub fn parse(lines: &[String], plain: &[&str]) -> KernelResult {
     let mut result = KernelResult::default();
     let mut run: Option<RunResult> = None;
-    let mut in_failures = false;
-    let mut panic_at: Option<String> = None;
     for line in lines {
-        if let Some(at) = panic_at.take() {
-            run.iter_mut()
-                .for_each(|r| r.panics.push(format!("{at} {}", line.trim())));
-        }
         if let Some(kv) = line.split_once("KM|").map(|(_, kv)| kv) {
             let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
             result.probe.push((key.to_owned(), value.trim().to_owned()));
         } else if let Some(name) = line.strip_prefix("KMATRIX_RUN ") {
+            let name = name.trim().to_owned();
+            let plain = plain.contains(&name.as_str());
             run = Some(RunResult {
-                name: name.trim().to_owned(),
+                name,
+                plain,
                 ..RunResult::default()
             });
         } else if let Some(rest) = line.strip_prefix("KMATRIX_RC ") {
@@ -112,10 +120,7 @@ pub fn parse(lines: &[String]) -> KernelResult {
         } else if line.contains("Kernel panic") || line.starts_with("KMATRIX_HOST ") {
             result.trouble.push(line.trim().to_owned());
         } else if let Some(current) = run.as_mut() {
-            in_failures = run_line(current, line, in_failures);
-            if line.contains("panicked at") {
-                panic_at = Some(line.trim().to_owned());
-            }
+            run_line(current, line);
         }
     }
     if let Some(unfinished) = run {
@@ -138,38 +143,86 @@ fn end_run(run: &mut RunResult, rest: &str) {
     }
 }
 
-/// Reads one line of a run's output; returns whether the next line is inside libtest's
-/// closing list of failed tests.
-fn run_line(run: &mut RunResult, line: &str, in_failures: bool) -> bool {
-    run.skipped += u32::try_from(line.matches("skipped: ").count()).unwrap_or(0);
+/// Reads one line of a run's output: libtest's JSON events (`--format json`), and the
+/// guest's hang marker.
+fn run_line(run: &mut RunResult, line: &str) {
     if line.starts_with("KMATRIX_HANG ") {
         run.hung = true;
-    } else if let Some(counts) = line.strip_prefix("test result: ") {
-        let count = |what: &str| {
-            let words: Vec<&str> = counts.split([' ', ';', '.']).collect();
-            let at = words.iter().position(|w| *w == what)?;
-            words[..at].iter().rev().find_map(|w| w.parse().ok())
-        };
-        run.passed = count("passed");
-        run.failed = count("failed");
-    } else if line.contains("has been running for over") {
-        let name = line
-            .trim_start_matches("test ")
-            .split(' ')
-            .next()
-            .unwrap_or("");
-        run.slow.push(name.to_owned());
-    } else if line == "failures:" {
-        run.failures.clear();
-        return true;
-    } else if in_failures {
-        if let Some(name) = line.strip_prefix("    ") {
-            run.failures.push(name.trim().to_owned());
-            return true;
-        }
-        return line.is_empty() && run.failures.is_empty();
+        return;
     }
-    false
+    // The fields before a test's output, so that its output cannot fake one.
+    let head = line.split("\"stdout\":").next().unwrap_or(line);
+    let Some(event) = json_field(head, "event") else {
+        return;
+    };
+    if json_field(head, "type").as_deref() == Some("suite") {
+        let count = |key: &str| number_field(head, key);
+        (run.passed, run.failed) = (count("passed"), count("failed"));
+        return;
+    }
+    let Some(name) = json_field(head, "name") else {
+        return;
+    };
+    let output = json_field(line, "stdout").unwrap_or_default();
+    match event.as_str() {
+        "started" => run.started.push(name),
+        "timeout" => run.slow.push(name),
+        _ => {
+            run.started.retain(|started| *started != name);
+            if event == "failed" {
+                run.failures.push((name, panic_lines(&output)));
+            } else if output.contains("skipped: ") {
+                run.skipped.push(name);
+            }
+        }
+    }
+}
+
+/// The panic in a failed test's output: its `panicked at` line and the two after it.
+fn panic_lines(output: &str) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    let Some(at) = lines.iter().position(|line| line.contains("panicked at")) else {
+        return lines
+            .iter()
+            .take(3)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" / ");
+    };
+    lines[at..lines.len().min(at + 3)].join(" / ")
+}
+
+/// A string field of a line of libtest's JSON, unescaped.
+pub fn json_field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("\"{key}\": \""))? + key.len() + 5;
+    let mut out = String::new();
+    let mut chars = line[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                'u' => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    let code = u32::from_str_radix(&hex, 16).ok()?;
+                    out.push(char::from_u32(code).unwrap_or('?'));
+                }
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+fn number_field(line: &str, key: &str) -> Option<u32> {
+    let start = line.find(&format!("\"{key}\": "))? + key.len() + 4;
+    let digits: String = line[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 /// One line saying what the probe found.
@@ -248,14 +301,11 @@ fn row(run: &RunResult) -> String {
         run.name,
         number(run.passed),
         number(run.failed),
-        run.skipped,
+        run.skipped.len(),
         secs,
     );
-    for failure in &run.failures {
-        let _ = write!(row, "\n      failed: {failure}");
-    }
-    for panic in run.panics.iter().take(6) {
-        let _ = write!(row, "\n      {}", shorten(panic, 150));
+    for (test, panic) in &run.failures {
+        let _ = write!(row, "\n      FAILED {test}: {}", shorten(panic, 400));
     }
     row
 }
@@ -359,38 +409,60 @@ mod tests {
 
     #[test]
     fn a_run_reports_counts_skips_failures_and_panics() {
-        let console = lines(
-            "KM|io_uring=ok\nKMATRIX_RUN core auto\ntest a ... skipped: no ring\nok\n\
-             thread 'b' panicked at tests/it/x.rs:3:5:\nassertion failed: x\n\
-             failures:\n    b\n\ntest result: FAILED. 3 passed; 1 failed; 0 ignored\n\
-             KMATRIX_RC core auto 101 1.50 4.00\nKMATRIX_EXIT=1",
-        );
-        let kernel = parse(&console);
+        let console = lines(concat!(
+            "KM|io_uring=ok\nKMATRIX_RUN core auto\n",
+            r#"{ "type": "test", "event": "started", "name": "a" }"#,
+            "\n",
+            r#"{ "type": "test", "name": "a", "event": "ok", "stdout": "skipped: no ring\n" }"#,
+            "\n",
+            r#"{ "type": "test", "name": "b", "event": "failed", "stdout": "#,
+            r#""thread 'b' panicked at x.rs:3:5:\nassertion \"x\" failed\n" }"#,
+            "\n",
+            r#"{ "type": "suite", "event": "failed", "passed": 3, "failed": 1 }"#,
+            "\nKMATRIX_RC core auto 101 1.50 4.00\nKMATRIX_EXIT=1",
+        ));
+        let kernel = parse(&console, &[]);
         assert_eq!(kernel.probed("io_uring"), "ok");
         let run = &kernel.runs[0];
-        assert_eq!((run.passed, run.failed, run.skipped), (Some(3), Some(1), 1));
-        assert_eq!(run.failures, ["b"]);
+        assert_eq!((run.passed, run.failed), (Some(3), Some(1)));
+        assert_eq!(run.skipped, ["a"]);
+        assert_eq!(run.failures[0].0, "b");
+        assert!(run.failures[0].1.ends_with("assertion \"x\" failed"));
         assert_eq!(run.status, Some(101));
-        assert!(run.panics[0].ends_with("assertion failed: x"));
         assert_eq!(run.secs, Some(2.5));
+        assert!(run.started.is_empty());
         assert!(!kernel.passed());
     }
 
     #[test]
     fn missing_markers_hangs_and_all_skipped_runs_fail() {
-        let kernel = parse(&lines(
-            "KMATRIX_RUN x\ntest t has been running for over 60 seconds",
-        ));
+        let kernel = parse(&lines("KMATRIX_RUN x\n"), &[]);
         assert!(kernel.runs[0].trouble().unwrap().contains("no KMATRIX_RC"));
         assert_eq!(kernel.trouble, ["no KMATRIX_EXIT marker"]);
-        let hung = parse(&lines(
-            "KMATRIX_RUN x\nKMATRIX_HANG x\nKMATRIX_RC x 137 0 9",
-        ));
-        assert!(hung.runs[0].trouble().unwrap().starts_with("hung"));
-        let skipped = parse(&lines(
-            "KMATRIX_RUN x\nskipped: a\nskipped: b\ntest result: ok. 2 passed; 0 failed;\n\
-             KMATRIX_RC x 0 0 1\nKMATRIX_EXIT=0",
-        ));
-        assert!(skipped.runs[0].trouble().unwrap().contains("only skipped"));
+        let hung = parse(
+            &lines(concat!(
+                "KMATRIX_RUN x\n",
+                r#"{ "type": "test", "event": "started", "name": "t" }"#,
+                "\nKMATRIX_HANG x\nKMATRIX_RC x 137 0 9"
+            )),
+            &[],
+        );
+        assert!(hung.runs[0].trouble().unwrap().ends_with("unfinished: t"));
+        let skipped = parse(
+            &lines(concat!(
+                "KMATRIX_RUN x\n",
+                r#"{ "type": "test", "name": "a", "event": "ok", "stdout": "skipped: a" }"#,
+                "\n",
+                r#"{ "type": "suite", "event": "ok", "passed": 1, "failed": 0 }"#,
+                "\nKMATRIX_RC x 0 0 1\nKMATRIX_EXIT=0",
+            )),
+            &[],
+        );
+        assert!(skipped.runs[0].trouble().unwrap().starts_with("SKIPPED"));
+        let plain = parse(
+            &lines("KMATRIX_RUN p\nKMATRIX_RC p 0 0 1\nKMATRIX_EXIT=0"),
+            &["p"],
+        );
+        assert!(plain.passed());
     }
 }

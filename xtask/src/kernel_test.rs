@@ -27,8 +27,8 @@ pub struct Plan {
     pub update_kernels: bool,
     /// `auto`, `tcg` or `kvm`.
     pub accel: String,
-    /// Each run's limit in the guest, in seconds.
-    pub run_limit_s: u64,
+    /// Every run's limit in the guest, in seconds, instead of each run's own.
+    pub run_limit_s: Option<u64>,
 }
 
 /// One binary run in the guest: a name for the table, the package and test target (or
@@ -41,11 +41,23 @@ struct Run {
     args: &'static [&'static str],
     /// A libtest binary (else a plain program: the probe).
     libtest: bool,
+    /// How long it may take in the guest before it is killed as hung: about four times what
+    /// it takes under emulation here.
+    limit_s: u64,
 }
 
-/// libtest's arguments for every suite: two threads (the VM has two CPUs), and every test's
-/// output shown, so that the `skipped:` lines a test prints can be counted.
-const LIBTEST: &[&str] = &["--test-threads=2", "--nocapture"];
+/// libtest's arguments for every suite: two threads (the VM has two CPUs), and one JSON event
+/// per test with its output (`--format json --show-output`), so that the tests that printed
+/// `skipped:` are counted by name and each failure comes with its panic. The JSON format is
+/// unstable in libtest: `RUSTC_BOOTSTRAP=1` (set in the job) lets a stable test binary use it.
+const LIBTEST: &[&str] = &[
+    "-Z",
+    "unstable-options",
+    "--format",
+    "json",
+    "--show-output",
+    "--test-threads=2",
+];
 
 /// Every run, in order. The dispatch-core suite runs on automatic selection, on each forced
 /// backend and with io_uring's optional features masked; the echo server's simulation fuzzer
@@ -58,39 +70,17 @@ const RUNS: [Run; 11] = [
         env: &[],
         args: &[],
         libtest: false,
+        limit_s: 30,
     },
-    run("sys-uring", "sys-uring", "it", &[]),
-    run("core:auto", "dispatch-core", "it", &[]),
-    run(
-        "core:io_uring",
-        "dispatch-core",
-        "it",
-        &["DISPATCH_BACKEND=io_uring"],
-    ),
-    run(
-        "core:epoll",
-        "dispatch-core",
-        "it",
-        &["DISPATCH_BACKEND=epoll"],
-    ),
-    run(
-        "core:uring-extras",
-        "dispatch-core",
-        "it",
-        &[
-            "DISPATCH_BACKEND=io_uring",
-            "DISPATCH_CORE_TEST_MASK=uring-extras",
-        ],
-    ),
-    run("net:auto", "dispatch-net", "it", &[]),
-    run(
-        "net:epoll",
-        "dispatch-net",
-        "it",
-        &["DISPATCH_BACKEND=epoll"],
-    ),
-    run("examples", "examples", "runnable", &[]),
-    run("echo_minimal", "examples", "echo_minimal", &[]),
+    run("sys-uring", "sys-uring", "it", &[], 60),
+    run("core:auto", "dispatch-core", "it", &[], 120),
+    run("core:io_uring", "dispatch-core", "it", IO_URING, 120),
+    run("core:epoll", "dispatch-core", "it", EPOLL, 120),
+    run("core:uring-extras", "dispatch-core", "it", MASKED, 120),
+    run("net:auto", "dispatch-net", "it", &[], 60),
+    run("net:epoll", "dispatch-net", "it", EPOLL, 60),
+    run("examples", "examples", "runnable", &[], 60),
+    run("echo_minimal", "examples", "echo_minimal", &[], 60),
     Run {
         name: "echo-server",
         package: "echo-server",
@@ -98,7 +88,16 @@ const RUNS: [Run; 11] = [
         env: &[],
         args: &["--skip", "sim_fuzz::"],
         libtest: true,
+        limit_s: 240,
     },
+];
+
+const IO_URING: &[&str] = &["DISPATCH_BACKEND=io_uring"];
+const EPOLL: &[&str] = &["DISPATCH_BACKEND=epoll"];
+/// io_uring without provided-buffer rings, multishot and `EXT_ARG` (`xtask/src/test.rs`).
+const MASKED: &[&str] = &[
+    "DISPATCH_BACKEND=io_uring",
+    "DISPATCH_CORE_TEST_MASK=uring-extras",
 ];
 
 const fn run(
@@ -106,6 +105,7 @@ const fn run(
     package: &'static str,
     target: &'static str,
     env: &'static [&'static str],
+    limit_s: u64,
 ) -> Run {
     Run {
         name,
@@ -114,6 +114,7 @@ const fn run(
         env,
         args: &[],
         libtest: true,
+        limit_s,
     }
 }
 
@@ -123,7 +124,11 @@ pub fn run_plan(plan: &Plan) -> Result<(), String> {
     kernel_host::ensure_tools()?;
     let fetched = kernel_host::fetch_kernels(&kernels, plan.update_kernels)?;
     let built = kernel_vm::build(plan.release)?;
-    let (job, binaries) = job(&built, plan.run_limit_s)?;
+    let limits: Vec<u64> = RUNS
+        .iter()
+        .map(|run| plan.run_limit_s.unwrap_or(run.limit_s))
+        .collect();
+    let (job, binaries) = job(&built, &limits)?;
     let work = kernel_host::work_dir();
     let initramfs = work.join("initramfs.cpio");
     let paths: Vec<&Path> = binaries.iter().map(PathBuf::as_path).collect();
@@ -140,7 +145,7 @@ pub fn run_plan(plan: &Plan) -> Result<(), String> {
             initramfs: &initramfs,
             log: &log,
             kvm,
-            limit: Duration::from_secs(plan.run_limit_s * RUNS.len() as u64 + 120),
+            limit: Duration::from_secs(limits.iter().sum::<u64>() + 120),
         };
         let booted = Instant::now();
         let lines = kernel_vm::boot(&boot, &format!("[{}] ", kernel.kernel.series))?;
@@ -150,7 +155,7 @@ pub fn run_plan(plan: &Plan) -> Result<(), String> {
             kernel.kernel.series,
             log.display()
         );
-        results.push((label, wall_s, kernel_report::parse(&lines)));
+        results.push((label, wall_s, kernel_report::parse(&lines, &plain_runs())));
     }
     report(
         plan,
@@ -209,7 +214,7 @@ fn host_probe(built: &[Built]) -> Option<KernelResult> {
     let probe = built.iter().find(|b| b.target == "kernel_probe")?;
     let output = Cmd::new(&probe.path.to_string_lossy(), &[]).query()?;
     let lines: Vec<String> = output.lines().map(str::to_owned).collect();
-    Some(kernel_report::parse(&lines))
+    Some(kernel_report::parse(&lines, &plain_runs()))
 }
 
 fn docs_page(markdown: &str) -> String {
@@ -228,6 +233,14 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     eprintln!("xtask: wrote {}", path.display());
     Ok(())
+}
+
+/// The runs that are plain programs, not libtest binaries.
+fn plain_runs() -> Vec<&'static str> {
+    RUNS.iter()
+        .filter(|run| !run.libtest)
+        .map(|run| run.name)
+        .collect()
 }
 
 /// The kernels `--kernel` names.
@@ -260,7 +273,7 @@ fn use_kvm(accel: &str) -> Result<bool, String> {
 
 /// The guest's job script (a `run` line per run, as `/init` defines it) and the binaries it
 /// needs in the initramfs.
-fn job(built: &[Built], limit_s: u64) -> Result<(String, Vec<PathBuf>), String> {
+fn job(built: &[Built], limits: &[u64]) -> Result<(String, Vec<PathBuf>), String> {
     let find = |package: &str, target: &str| {
         built
             .iter()
@@ -270,9 +283,12 @@ fn job(built: &[Built], limit_s: u64) -> Result<(String, Vec<PathBuf>), String> 
     };
     let mut script = String::new();
     let mut binaries = Vec::new();
-    for run in &RUNS {
+    for (run, limit_s) in RUNS.iter().zip(limits) {
         let path = find(run.package, run.target)?;
         let mut words = vec![format!("run '{}' {limit_s} env", run.name)];
+        if run.libtest {
+            words.push("RUSTC_BOOTSTRAP=1".to_owned());
+        }
         words.extend(run.env.iter().map(|var| (*var).to_owned()));
         words.push(path.to_string_lossy().into_owned());
         if run.libtest {
@@ -280,7 +296,9 @@ fn job(built: &[Built], limit_s: u64) -> Result<(String, Vec<PathBuf>), String> 
         }
         words.extend(run.args.iter().map(|arg| (*arg).to_owned()));
         script += &format!("{}\n", words.join(" "));
-        binaries.push(path);
+        if !binaries.contains(&path) {
+            binaries.push(path);
+        }
     }
     // What the suites start by path: the server binary, and the examples.
     for b in built {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::cmd::Cmd;
 use crate::kernel_host::{BUSYBOX, MUSL};
+use crate::kernel_report;
 
 /// The guest's `/init`: mounts, loopback up, the job, the exit marker, then a reboot that
 /// QEMU's `-no-reboot` turns into its exit.
@@ -294,8 +295,8 @@ pub fn boot(boot: &Boot, prefix: &str) -> Result<Vec<String>, String> {
         match lines.recv_timeout(left.max(Duration::from_millis(1))) {
             Ok(line) => {
                 let _ = writeln!(log, "{line}");
-                if worth_echoing(&line) {
-                    eprintln!("{prefix}{line}");
+                if let Some(progress) = progress(&line) {
+                    eprintln!("{prefix}{progress}");
                 }
                 let fatal = line.contains("KVM internal error");
                 seen.push(line);
@@ -356,12 +357,27 @@ fn clean(text: &str) -> String {
     out
 }
 
-/// Whether a console line is progress or trouble worth showing while the VM runs.
-fn worth_echoing(line: &str) -> bool {
-    let markers = ["KMATRIX_", "panicked at", "Kernel panic", "test result:"];
-    markers.iter().any(|m| line.contains(m))
-        || line.ends_with("FAILED")
-        || line.contains("has been running for over")
+/// What a console line shows while the VM runs: markers, kernel trouble, and libtest's
+/// failures, slow tests and results (condensed from its JSON).
+fn progress(line: &str) -> Option<String> {
+    let field = |key| kernel_report::json_field(line, key);
+    if line.starts_with("KMATRIX_") || line.contains("Kernel panic") {
+        return Some(line.to_owned());
+    }
+    let head = line.split("\"stdout\":").next().unwrap_or(line);
+    match kernel_report::json_field(head, "event")?.as_str() {
+        "failed" if field("type").as_deref() == Some("test") => {
+            let output = field("stdout").unwrap_or_default();
+            let panic = output.lines().filter(|l| !l.is_empty()).take(3);
+            let panic: Vec<&str> = panic.collect();
+            Some(format!("FAILED {}: {}", field("name")?, panic.join(" / ")))
+        }
+        "timeout" => Some(format!("running for over 60 s: {}", field("name")?)),
+        "ok" | "failed" if field("type").as_deref() == Some("suite") => {
+            Some(head.trim().to_owned())
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
