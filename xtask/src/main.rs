@@ -8,7 +8,8 @@
 //! - `cargo xtask bench`     criterion micro benchmarks, then echo servers under loadgen
 //!   (`--quick`: a smoke test of the macro harness)
 //! - `cargo xtask miri`      dispatch-core's pure-logic unit tests under Miri (nightly)
-//! - `cargo xtask sanitize`  the dispatch-core suite under AddressSanitizer (nightly)
+//! - `cargo xtask sanitize`  the dispatch-core suite under AddressSanitizer (nightly);
+//!   `--thread`: its cross-thread tests under ThreadSanitizer
 //! - `cargo xtask msrv`      the workspace type-checked with its `rust-version`
 //! - `cargo xtask fuzz`      the seeded simulation fuzzers: `--seeds N`, or `--seed N` to
 //!   replay one
@@ -84,8 +85,9 @@ enum Command {
     ///
     /// Runs `cargo test -p dispatch-core --test it` with -Zsanitizer=address and a sanitized
     /// std (-Zbuild-std), once per backend: auto, epoll, kqueue-fake. Linux only; installs
-    /// nightly with rust-src if missing.
-    Sanitize,
+    /// nightly with rust-src if missing. `--thread`: the tests where another thread wakes or
+    /// stops the loop, under -Zsanitizer=thread instead, once per backend.
+    Sanitize(SanitizeArgs),
     /// Checks the workspace with the oldest Rust it claims to support (rust-version)
     ///
     /// `cargo check --workspace --all-targets` with the toolchain named by `rust-version` in
@@ -131,6 +133,13 @@ struct KernelTestArgs {
     /// times what it takes); past it the run is killed as hung
     #[arg(long)]
     run_limit: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct SanitizeArgs {
+    /// ThreadSanitizer on the cross-thread tests instead of AddressSanitizer on the suite
+    #[arg(long)]
+    thread: bool,
 }
 
 #[derive(Debug, Args)]
@@ -181,7 +190,7 @@ fn main() -> ExitCode {
         Command::Test(args) | Command::Ci(args) => test::run(!args.no_cross_targets),
         Command::Bench(args) => bench::run(&args),
         Command::Miri => miri::run(),
-        Command::Sanitize => sanitize::run(),
+        Command::Sanitize(args) => sanitize::run(args.thread),
         Command::Msrv => msrv::run(),
         Command::Fuzz(args) => fuzz::run(&fuzz::Plan {
             fuzzer: &args.fuzzer,

@@ -12,10 +12,24 @@ use crate::cmd::Cmd;
 use crate::rustup;
 
 /// The unit tests Miri cannot run, by full path, and why.
-const SKIP: &[(&str, &str)] = &[(
-    "backend::readiness::tests::a_refused_registration_fails_its_waiters",
-    "the kevent double waits with ppoll(2) on a Unix socket pair: real syscalls",
-)];
+const SKIP: &[(&str, &str)] = &[
+    (
+        "backend::readiness::tests::a_refused_registration_fails_its_waiters",
+        "the kevent double waits with ppoll(2) on a Unix socket pair: real syscalls",
+    ),
+    (
+        "backend::io_uring::tests::the_wait_timeout_timespec_does_not_move_with_the_backend",
+        "sets up an io_uring: io_uring_setup(2)",
+    ),
+    (
+        "backend::io_uring::tests::the_backend_keeps_the_pool_memory_its_ring_names",
+        "sets up an io_uring and registers a provided-buffer ring",
+    ),
+    (
+        "backend::io_uring::tests::a_refused_set_up_flag_is_given_up_not_io_uring",
+        "sets up the io_uring that the refusing kernel finally accepts",
+    ),
+];
 
 /// The aliasing models Miri checks the tests under: `MIRIFLAGS` for each run.
 const MODELS: [(&str, &str); 2] = [

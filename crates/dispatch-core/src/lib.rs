@@ -68,7 +68,7 @@ pub use crate::operation::{
 };
 pub use crate::options::{Options, PoolOptions, UringOptions};
 pub use crate::pool::PoolBuf;
-pub use crate::stats::{BackendKind, Fallback, Stats};
+pub use crate::stats::{BackendKind, Fallback, Stats, UringFeatures};
 pub use crate::waker::Waker;
 
 /// `AT_FDCWD`: pass as `dir` to [`Io::openat`] to open relative to the working directory.

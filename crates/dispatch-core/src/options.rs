@@ -49,8 +49,11 @@ pub struct PoolOptions {
     pub buffer_size: u32,
 }
 
-/// io_uring set-up knobs. Each flag is probed by the kernel at set-up; asking for one the
-/// kernel lacks fails `Io::new` with a message naming it.
+/// io_uring set-up knobs. Each is used where the kernel has it: a set-up flag the kernel
+/// refuses (`EINVAL` from `io_uring_setup`, a kernel older than the flag) is given up, newest
+/// first, and the loop runs io_uring without it, never falling back to epoll for it; the
+/// first such loop of a process says so on stderr, and [`crate::Stats::uring`] says what
+/// each loop uses. On Linux 5.10, for example, none of the four set-up flags is accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UringOptions {
     /// Submission queue entries: the most operations one `io_uring_enter` submits. Operations

@@ -129,6 +129,13 @@ pub struct Faults {
     /// At a crash, each write not yet fsynced is torn (a prefix survives); otherwise it
     /// survives whole or is lost, even odds.
     pub torn_write: u32,
+    /// A cancel misses the operation it targets, which goes on waiting: the cancel answers
+    /// `ENOENT`, as io_uring's can on kernels without the io-wq cancel fix (seen on 6.1 and
+    /// 6.12) when a kernel worker is just taking the operation up. The loop holds that
+    /// answer while the target waits and sends the cancel again (`Io::cancel`), so a
+    /// program sees the same results as without the fault. Never applied to the cancels of
+    /// a loop's drop.
+    pub lost_cancel: u32,
     /// Test only: a rare short receive also drops one byte, a bug planted so that the
     /// fuzzers can show they find it. Never set it outside such a test.
     #[doc(hidden)]
@@ -150,6 +157,7 @@ impl Faults {
         emfile: 0,
         disk_eio: 0,
         torn_write: 0,
+        lost_cancel: 0,
         planted_bug: false,
     };
 
@@ -168,6 +176,7 @@ impl Faults {
             emfile: 20_000,
             disk_eio: 5_000,
             torn_write: 300_000,
+            lost_cancel: 100_000,
             planted_bug: false,
         }
     }
@@ -236,6 +245,8 @@ pub struct FaultCounts {
     pub disk_eio: u64,
     /// Writes torn by a crash.
     pub torn_write: u64,
+    /// Cancels that missed their target.
+    pub lost_cancel: u64,
     /// Bytes dropped by the planted bug (tests only).
     pub planted_bug: u64,
 }

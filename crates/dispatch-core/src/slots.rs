@@ -48,6 +48,9 @@ pub(crate) struct Slot<C> {
     pub(crate) cancel_won: bool,
     /// On a target's slot: its cancel (slot) whose answer is held until this result.
     pub(crate) held_cancel: u32,
+    /// On a held cancel's slot: how many times the loop has sent it again (see
+    /// `Io::resend_held_cancel`).
+    pub(crate) resends: u8,
     /// The budget the slot was taken from, given back on release.
     budget: Budget,
     /// Next slot on whichever list this slot is on; `NONE` at the tail.
@@ -193,6 +196,37 @@ impl Completed {
         self.filling.is_empty() && self.cursor == self.draining.len()
     }
 
+    /// How many results wait for the next batch.
+    pub(crate) fn filled(&self) -> usize {
+        self.filling.len()
+    }
+
+    /// Reorders the results added since `start` (see [`Completed::filled`]) that have a key,
+    /// in place, by increasing key, stably; the others keep their places. An insertion sort
+    /// over those results: for the few expired timeouts of one reap, not for a whole batch.
+    pub(crate) fn order_from(&mut self, start: usize, key: impl Fn(&Done) -> Option<u64>) {
+        let done = &mut self.filling;
+        assert!(start <= done.len());
+        for at in start..done.len() {
+            let Some(at_key) = key(&done[at]) else {
+                continue;
+            };
+            let mut hole = at;
+            let mut before = at;
+            while before > start {
+                before -= 1;
+                match key(&done[before]) {
+                    None => {}
+                    Some(before_key) if before_key > at_key => {
+                        done.swap(before, hole);
+                        hole = before;
+                    }
+                    Some(_) => break,
+                }
+            }
+        }
+    }
+
     /// Starts a batch: everything completed so far, unless the previous batch was cut short
     /// (a callback panicked), whose rest then runs first.
     pub(crate) fn start_batch(&mut self) {
@@ -265,6 +299,7 @@ impl<C> Slots<C> {
                 cancel_by: NONE,
                 cancel_won: false,
                 held_cancel: NONE,
+                resends: 0,
                 budget: Budget::Op,
                 next: NONE,
                 tag: 0,
@@ -338,6 +373,7 @@ impl<C> Slots<C> {
         slot.cancel_by = NONE;
         slot.cancel_won = false;
         slot.held_cancel = NONE;
+        slot.resends = 0;
         slot.generation += 1;
         slot.next = self.free_head;
         match slot.budget {
@@ -443,6 +479,30 @@ mod tests {
     fn complete_and_release(slots: &mut Slots<()>, idx: u32) {
         slots[idx].state = State::Completed;
         slots.release(idx);
+    }
+
+    /// Ordering the keyed results of a reap (expired timeouts, keyed by deadline) leaves the
+    /// others in their places, keeps equal keys in their order, and never touches results
+    /// from before the reap.
+    #[test]
+    fn order_from_sorts_only_keyed_results_after_the_start() {
+        let mut completed = Completed::new(16);
+        // idx: a key below 100 is a timeout's deadline; 100 and above are other results.
+        let keys = [7_u32, 100, 9, 3, 101, 5, 3, 102, 1];
+        for idx in keys {
+            completed.push(Done {
+                idx,
+                result: 0,
+                flags: 0,
+            });
+        }
+        let key = |done: &Done| (done.idx < 100).then_some(u64::from(done.idx));
+        completed.order_from(1, key);
+        let order: Vec<u32> = completed.filling.iter().map(|done| done.idx).collect();
+        assert_eq!(order, [7, 100, 1, 3, 101, 3, 5, 102, 9]);
+        completed.order_from(completed.filled(), key);
+        let again: Vec<u32> = completed.filling.iter().map(|done| done.idx).collect();
+        assert_eq!(again, order, "an empty range changes nothing");
     }
 
     /// The generation is 64 bits: after 2^32 reuses of a slot, an id from its first use no

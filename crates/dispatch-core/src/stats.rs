@@ -86,13 +86,92 @@ impl fmt::Display for BackendKind {
     }
 }
 
+/// What the io_uring backend uses, after stepping down to what the kernel has: each field is
+/// on only where it was asked for in [`crate::UringOptions`] (or, for `min_timeout`, a batch
+/// wait was) and the kernel has it. Read it from [`Stats::uring`]; `cargo xtask kernel-test`
+/// tabulates it per kernel (docs/KERNELS.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UringFeatures {
+    /// `IORING_SETUP_SINGLE_ISSUER` (6.0).
+    pub single_issuer: bool,
+    /// `IORING_SETUP_DEFER_TASKRUN` (6.1).
+    pub defer_taskrun: bool,
+    /// `IORING_SETUP_COOP_TASKRUN` (5.19).
+    pub coop_taskrun: bool,
+    /// `IORING_SETUP_SUBMIT_ALL` (5.18).
+    pub submit_all: bool,
+    /// `IORING_FEAT_EXT_ARG` (5.11): waits carry their timeout; else a timeout SQE is pushed
+    /// with each timed wait.
+    pub ext_arg: bool,
+    /// A provided-buffer ring for the pool (5.19); else pooled receives try, then poll.
+    /// `false` also when the loop has no pool.
+    pub pbuf_ring: bool,
+    /// Multishot receive (6.0) and accept; else the loop re-arms single shots.
+    pub multishot: bool,
+    /// `IORING_FEAT_MIN_TIMEOUT` (6.12) for the batch wait; else no batch wait.
+    pub min_timeout: bool,
+    /// Set-up flags asked for that the kernel refused (`EINVAL`), dropped one at a time,
+    /// newest kernel feature first, until a ring could be created; 0 when none was. A bit
+    /// set per flag: `STEPPED_DOWN_*`.
+    pub stepped_down: u8,
+}
+
+impl UringFeatures {
+    /// `stepped_down`: `IORING_SETUP_DEFER_TASKRUN` was refused.
+    pub const STEPPED_DOWN_DEFER_TASKRUN: u8 = 1;
+    /// `stepped_down`: `IORING_SETUP_SINGLE_ISSUER` was refused.
+    pub const STEPPED_DOWN_SINGLE_ISSUER: u8 = 2;
+    /// `stepped_down`: `IORING_SETUP_COOP_TASKRUN` was refused.
+    pub const STEPPED_DOWN_COOP_TASKRUN: u8 = 4;
+    /// `stepped_down`: `IORING_SETUP_SUBMIT_ALL` was refused.
+    pub const STEPPED_DOWN_SUBMIT_ALL: u8 = 8;
+
+    /// The kernel flag names of the set-up flags in `stepped_down`, newest first.
+    pub fn stepped_down_names(&self) -> impl Iterator<Item = &'static str> {
+        setup_flag_names(self.stepped_down)
+    }
+}
+
+/// The kernel names of the set-up flags whose `stepped_down` bits are in `bits`, newest first.
+pub(crate) fn setup_flag_names(bits: u8) -> impl Iterator<Item = &'static str> {
+    SETUP_FLAG_NAMES
+        .into_iter()
+        .filter(move |(bit, _)| bits & bit != 0)
+        .map(|(_, name)| name)
+}
+
+/// Each set-up flag's `stepped_down` bit and kernel name, in the order they are given up.
+pub(crate) const SETUP_FLAG_NAMES: [(u8, &str); 4] = [
+    (
+        UringFeatures::STEPPED_DOWN_DEFER_TASKRUN,
+        "IORING_SETUP_DEFER_TASKRUN",
+    ),
+    (
+        UringFeatures::STEPPED_DOWN_SINGLE_ISSUER,
+        "IORING_SETUP_SINGLE_ISSUER",
+    ),
+    (
+        UringFeatures::STEPPED_DOWN_COOP_TASKRUN,
+        "IORING_SETUP_COOP_TASKRUN",
+    ),
+    (
+        UringFeatures::STEPPED_DOWN_SUBMIT_ALL,
+        "IORING_SETUP_SUBMIT_ALL",
+    ),
+];
+
 /// Counters since `Io::new`. Cheap to copy; read them with `Io::stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
     /// The backend in use.
     pub backend: BackendKind,
-    /// Set when automatic selection fell back from io_uring, with the reason.
+    /// Set when automatic selection fell back from io_uring, with the reason. A set-up flag
+    /// the kernel refuses is not a reason to leave io_uring: the loop steps down to the
+    /// flags the kernel has and says so in [`Stats::uring`] instead.
     pub fallback: Option<Fallback>,
+    /// On io_uring, what the loop uses of what it asked for on this kernel; `None` on the
+    /// other backends.
+    pub uring: Option<UringFeatures>,
     /// Syscalls the loop made: `io_uring_enter` on io_uring; on readiness backends every
     /// wait, interest change and operation syscall (recv, send, accept, ...).
     pub syscalls: u64,
@@ -116,6 +195,9 @@ pub struct Stats {
     /// Operations whose deadline ([`crate::Io::set_deadline`]) passed before they finished,
     /// cancelled by the loop and reported as `ETIMEDOUT`.
     pub deadlines_expired: u64,
+    /// Cancels the loop sent again because the kernel answered "not found" while the target
+    /// was still in flight (io_uring before the io-wq cancel fix; see [`crate::Io::cancel`]).
+    pub cancels_resent: u64,
     /// Times a pooled receive found the pool empty and waited for buffers to come back
     /// (it is not failed). A steady count means the pool is too small for the load.
     pub pool_waits: u64,
@@ -136,6 +218,7 @@ impl Stats {
         Stats {
             backend,
             fallback,
+            uring: None,
             syscalls: 0,
             ops_submitted: 0,
             ops_completed: 0,
@@ -144,6 +227,7 @@ impl Stats {
             overflow_len_max: 0,
             cq_overflows: 0,
             deadlines_expired: 0,
+            cancels_resent: 0,
             pool_waits: 0,
             batch_wait_us: 0,
             batch_waits: 0,

@@ -292,9 +292,19 @@ fn on_quiet<H: Handler>(ctx: &mut H, _: &mut Io<H>, _: Tag, _: io::Result<()>) {
     }
 }
 
+/// Closes a socket the server will not serve (accepted while stopping, or past a full
+/// table) through the loop, so that on the simulator the simulated connection closes too;
+/// at once (dropping the `OwnedFd`) only when no slot is free for the close.
+fn close_unserved<H>(io: &mut Io<H>, socket: OwnedFd) {
+    if let Err(error) = io.close(ACCEPT_TAG, socket, |_, _, _, _| {}) {
+        drop(error.value);
+    }
+}
+
 fn open<H: Handler>(ctx: &mut H, io: &mut Io<H>, socket: OwnedFd) {
     let net = ctx.net();
     if net.stopping {
+        close_unserved(io, socket);
         return;
     }
     check_quiet(net, io);
@@ -313,12 +323,9 @@ fn open<H: Handler>(ctx: &mut H, io: &mut Io<H>, socket: OwnedFd) {
     let id = match net.conns.insert(conn) {
         Ok(id) => id,
         Err(refused) => {
-            // The table is full: the connection is closed at once, through the loop (on
-            // sim a descriptor is the simulator's), or here if no slot is free for it.
+            // The table is full: the connection is closed at once.
             net.stats.refused += 1;
-            if let Err(error) = io.close(ACCEPT_TAG, refused.socket, |_, _, _, _| {}) {
-                drop(error.value);
-            }
+            close_unserved(io, refused.socket);
             return;
         }
     };

@@ -117,6 +117,49 @@ impl BufRing {
     }
 }
 
+/// A registered [`BufRing`], lent by its [`crate::Ring`] ([`crate::Ring::buf_ring`]): it
+/// pushes and publishes buffers, and nothing else. It never gives out the `BufRing` itself,
+/// so safe code cannot move a registered ring out of its `Ring` (`mem::swap`,
+/// `mem::replace`) and free memory the kernel still reads.
+pub struct BufRingMut<'ring> {
+    ring: &'ring mut BufRing,
+}
+
+impl<'ring> BufRingMut<'ring> {
+    pub(crate) fn new(ring: &'ring mut BufRing) -> BufRingMut<'ring> {
+        BufRingMut { ring }
+    }
+
+    /// The ring's slot count.
+    pub fn entries(&self) -> u16 {
+        self.ring.entries()
+    }
+
+    /// [`BufRing::push`] on the registered ring.
+    ///
+    /// # Safety
+    /// As [`BufRing::push`]: `addr..addr + len` stays valid and untouched by anyone else
+    /// until the kernel hands buffer `bid` back in a completion (or the ring is
+    /// unregistered), and no more buffers are lent than the ring has entries.
+    #[inline]
+    pub unsafe fn push(&mut self, bid: u16, addr: *mut u8, len: u32) {
+        // SAFETY: the caller upholds `BufRing::push`'s contract, which this one repeats.
+        unsafe { self.ring.push(bid, addr, len) }
+    }
+
+    /// [`BufRing::publish`]: the kernel sees every entry pushed since the last call.
+    #[inline]
+    pub fn publish(&mut self) {
+        self.ring.publish();
+    }
+}
+
+impl std::fmt::Debug for BufRingMut<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("BufRingMut").field(&self.ring).finish()
+    }
+}
+
 impl Drop for BufRing {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with this layout; the owner (`Ring`) unregisters the ring

@@ -32,7 +32,7 @@ mod probe;
 mod ring;
 
 #[cfg(target_os = "linux")]
-pub use buf_ring::{BufRing, BUF_RING_ENTRIES_MAX};
+pub use buf_ring::{BufRing, BufRingMut, BUF_RING_ENTRIES_MAX};
 #[cfg(target_os = "linux")]
 pub use error::{SetupError, Unavailable};
 #[cfg(target_os = "linux")]

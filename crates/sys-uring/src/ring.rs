@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{squeue, IoUring};
 
-use crate::buf_ring::BufRing;
+use crate::buf_ring::{BufRing, BufRingMut};
 use crate::error::SetupError;
 
 /// The longest [`Ring::enter_min_wait`] waits when it has a batch wait: one hour. The
@@ -78,8 +78,14 @@ pub struct Ring {
     uring: IoUring,
     options: RingOptions,
     /// The provided-buffer rings registered with this ring, by group id; unregistered in
-    /// `Drop` before their memory is freed.
+    /// `Drop` before their memory is freed. Never handed out as `&mut BufRing` (only as a
+    /// [`BufRingMut`]), so safe code cannot swap a registered ring out and free it.
     buf_rings: Vec<(u16, BufRing)>,
+    /// An SQE has been pushed: the ring may hold operations, so it can no longer be probed
+    /// ([`Ring::probe_recv_multishot`]).
+    pushed: bool,
+    /// The answer of [`Ring::probe_recv_multishot`], once asked.
+    recv_multishot: Option<bool>,
 }
 
 impl Ring {
@@ -123,6 +129,8 @@ impl Ring {
             uring,
             options: *options,
             buf_rings: Vec::new(),
+            pushed: false,
+            recv_multishot: None,
         })
     }
 
@@ -153,27 +161,55 @@ impl Ring {
         Ok(())
     }
 
-    /// The provided-buffer ring registered as group `bgid`.
-    pub fn buf_ring(&mut self, bgid: u16) -> Option<&mut BufRing> {
+    /// The provided-buffer ring registered as group `bgid`, as a handle that pushes and
+    /// publishes buffers and can do nothing else: the ring itself stays this `Ring`'s until
+    /// it is dropped, so the memory the kernel reads is never freed while registered.
+    ///
+    /// ```compile_fail,E0308
+    /// # use sys_uring::{BufRing, Ring, RingOptions};
+    /// let mut ring = Ring::new(&RingOptions::new(8)).unwrap();
+    /// ring.register_buf_ring(BufRing::new(4).unwrap(), 7).unwrap();
+    /// let mut other = BufRing::new(4).unwrap();
+    /// // Would free the registered ring's memory while the kernel reads it: no such access.
+    /// std::mem::swap(ring.buf_ring(7).unwrap(), &mut other);
+    /// ```
+    pub fn buf_ring(&mut self, bgid: u16) -> Option<BufRingMut<'_>> {
         self.buf_rings
             .iter_mut()
             .find(|(id, _)| *id == bgid)
-            .map(|(_, ring)| ring)
+            .map(|(_, ring)| BufRingMut::new(ring))
     }
 
     /// Whether the kernel has multishot receive (`IORING_RECV_MULTISHOT`, 6.0), asked the
     /// only way it can be: a multishot recv on a socket pair from a buffer group that does
     /// not exist completes with `ENOBUFS` where the kernel has it and `EINVAL` where it does
-    /// not. Call on an idle ring (nothing pushed or in flight); one `io_uring_enter`.
+    /// not. One `io_uring_enter`.
+    ///
+    /// The kernel is asked once, before anything else is pushed to this ring (so that every
+    /// completion is the probe's); the answer is kept, and later calls return it.
+    /// Provided-buffer rings may be registered already.
     ///
     /// # Errors
-    /// Creating the socket pair or entering the ring failed.
+    /// `EBUSY` when the first call comes after something was pushed to this ring; creating
+    /// the socket pair or entering the ring failed.
     pub fn probe_recv_multishot(&mut self) -> io::Result<bool> {
         const PROBE_USER_DATA: u64 = u64::MAX - 7;
-        const NO_SUCH_GROUP: u16 = u16::MAX;
+        if let Some(answer) = self.recv_multishot {
+            return Ok(answer);
+        }
+        if self.pushed {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        assert_eq!(self.sq_len(), 0, "nothing pushed, nothing queued");
+        assert_eq!(self.cq_len(), 0, "nothing pushed, nothing completed");
+        // A group with no buffers: one that is not registered (fewer than 65536 are).
+        let no_such_group = (0..=u16::MAX)
+            .rev()
+            .find(|bgid| self.buf_rings.iter().all(|(id, _)| id != bgid))
+            .expect("at most a few buffer groups are registered");
         let (a, _b) = std::os::unix::net::UnixStream::pair()?;
         let entry =
-            io_uring::opcode::RecvMulti::new(io_uring::types::Fd(a.as_raw_fd()), NO_SUCH_GROUP)
+            io_uring::opcode::RecvMulti::new(io_uring::types::Fd(a.as_raw_fd()), no_such_group)
                 .build()
                 .user_data(PROBE_USER_DATA);
         // SAFETY: the recv selects its buffer from a group (none exists), so the SQE points
@@ -184,11 +220,13 @@ impl Ring {
         self.reap(|cqe| {
             assert_eq!(
                 cqe.user_data, PROBE_USER_DATA,
-                "the probe runs on an idle ring"
+                "the probe runs on a ring nothing else was pushed to"
             );
             result = Some(cqe.result);
         });
-        Ok(result == Some(-libc::ENOBUFS))
+        let answer = result == Some(-libc::ENOBUFS);
+        self.recv_multishot = Some(answer);
+        Ok(answer)
     }
 
     /// The options this ring was created with.
@@ -263,6 +301,7 @@ impl Ring {
     /// completion carrying `entry`'s `user_data` has been reaped.
     #[inline]
     pub unsafe fn push(&mut self, entry: &squeue::Entry) -> Result<(), SqFull> {
+        self.pushed = true;
         let mut sq = self.uring.submission();
         // SAFETY: the caller upholds the buffer contract, as this function's own contract says.
         unsafe { sq.push(entry) }.map_err(|_| SqFull)

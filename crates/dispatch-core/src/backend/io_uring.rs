@@ -5,18 +5,19 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 
 use sys_uring::opcode;
 use sys_uring::squeue::Entry;
 use sys_uring::types::{Fd, Timespec};
-use sys_uring::{Ring, RingOptions, SetupError};
+use sys_uring::{Ring, RingOptions, SetupError, Unavailable};
 
 use super::{PushError, Wait};
 use crate::completion::{buffer_flags, F_BUFFER};
 use crate::operation::{Args, OpId};
 use crate::options::Options;
-use crate::pool::Pool;
-use crate::stats::Stats;
+use crate::pool::{Pool, PoolShared};
+use crate::stats::{setup_flag_names, Stats, UringFeatures, SETUP_FLAG_NAMES};
 use crate::waker::Waker;
 
 /// `user_data` values a backend uses for itself; no slot's `user_data` can equal them,
@@ -44,8 +45,22 @@ const NO_POLL: u64 = u64::MAX;
 /// The io_uring backend's state beside the ring: per-slot timespecs (timeouts) and socket
 /// addresses (connect) in the kernel's layout, the timespec of the wait timeout used on
 /// kernels without `EXT_ARG`, and the waker's (blocking) eventfd, which wake-up waits read.
+///
+/// Everything an SQE points at lives in a heap block of its own (the boxed tables and
+/// `wait_timespec`), never inline: an SQE may stay in the SQ after an enter (a failed SQE
+/// ends a submission early without `SUBMIT_ALL`) and be read by the kernel at a later enter,
+/// after the program has moved its `Io`. `ring` is declared first, so it is closed (and its
+/// provided-buffer ring unregistered) before anything it points at is freed.
 pub(crate) struct IoUringBackend {
     ring: Ring,
+    /// Per slot: a timeout's deadline on the monotonic clock (`CLOCK_MONOTONIC`, the clock
+    /// of `IORING_TIMEOUT_ABS`), so that the loop can put expiries reaped together in order.
+    expiry_ns: Box<[u64]>,
+    /// The pool's memory, kept alive for as long as the ring is registered with buffers in
+    /// it: dropped after `ring` (field order), whatever order the loop drops its own fields
+    /// in. `None` without a provided-buffer ring.
+    #[expect(dead_code, reason = "held for its drop, never read")]
+    pool_memory: Option<Rc<PoolShared>>,
     timespecs: Box<[Timespec]>,
     sockaddrs: Box<[RawSockAddr]>,
     /// Per slot: the word a wake-up wait reads the eventfd counter into.
@@ -53,7 +68,9 @@ pub(crate) struct IoUringBackend {
     /// Per slot: a wake-up wait is in the kernel (set only once its SQE is in the SQ, so a
     /// push that failed leaves no trace), and `reap` turns its 8-byte read into the count.
     wakeup_in_kernel: Box<[bool]>,
-    wait_timespec: Timespec,
+    /// The wait timeout's timespec on kernels without `EXT_ARG` (see the struct's docs for
+    /// why it is boxed).
+    wait_timespec: Box<Timespec>,
     ext_arg: bool,
     waker: Waker,
     /// The pool's buffers are lent to the kernel's provided-buffer ring. Without one, a
@@ -80,6 +97,8 @@ pub(crate) struct IoUringBackend {
     /// `UringOptions::batch_wait_us` where the kernel has `IORING_FEAT_MIN_TIMEOUT`, `ext_arg`
     /// is on and `batch_events > 1`, else 0 (no batch wait).
     batch_wait_us: u32,
+    /// What the loop uses of what it asked for (`Stats::uring`).
+    features: UringFeatures,
     /// Blocking waits left that skip the batch wait, after one that gathered no more than a
     /// single completion (see `batch_wait`).
     batch_skip: u32,
@@ -95,20 +114,8 @@ impl IoUringBackend {
         pool: Option<&mut Pool>,
     ) -> Result<IoUringBackend, SetupError> {
         let uring = &options.uring;
-        // Size the CQ so that every slot plus the internal entries fits: with one CQE per
-        // operation the CQ cannot overflow, though overflow is still handled if it does.
         let slots_max = options.slots_max();
-        let cq_wanted = (slots_max + 8)
-            .next_power_of_two()
-            .clamp(uring.sq_entries * 2, 65536);
-        let mut ring = Ring::new(&RingOptions {
-            sq_entries: uring.sq_entries,
-            cq_entries: cq_wanted.max(uring.sq_entries.next_power_of_two()),
-            single_issuer: uring.single_issuer,
-            defer_taskrun: uring.defer_taskrun,
-            coop_taskrun: uring.coop_taskrun,
-            submit_all: uring.submit_all,
-        })?;
+        let (mut ring, stepped_down) = ring_stepping_down(Ring::new, ring_options(options))?;
         if let Some(name) = ring.missing_required_opcode()? {
             return Err(SetupError::missing_opcode(name));
         }
@@ -118,25 +125,35 @@ impl IoUringBackend {
             true => uring.batch_wait_us,
             false => 0,
         };
-        let timespecs = (0..slots_max).map(|_| Timespec::new()).collect();
-        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-        let sockaddrs = (0..slots_max)
-            .map(|_| RawSockAddr::new(unspecified))
-            .collect();
         let waker = Waker::with_eventfd(false).map_err(SetupError::from_setup)?;
         // Probed before anything else is submitted: the probe needs an idle ring. Multishot
         // accept (5.19) is older than multishot receive (6.0), so one probe answers both.
         let multishot = uring.multishot && ring.probe_recv_multishot().unwrap_or(false);
         let pool_count = pool.as_ref().map(|pool| pool.count());
+        let pool_shared = pool.as_ref().map(|pool| Rc::clone(pool.shared()));
         let pbuf_ring = match pool {
             Some(pool) if uring.pbuf_ring => lend_pool(&mut ring, pool),
             _ => false,
         };
+        let pool_memory = pool_shared.filter(|_| pbuf_ring);
         let ring_free = match (pbuf_ring, &pool_count) {
             (true, Some(count)) => u32::from(*count),
             _ => 0,
         };
+        let set_up = *ring.options();
         Ok(IoUringBackend {
+            features: UringFeatures {
+                single_issuer: set_up.single_issuer,
+                defer_taskrun: set_up.defer_taskrun,
+                coop_taskrun: set_up.coop_taskrun,
+                submit_all: set_up.submit_all,
+                ext_arg,
+                pbuf_ring,
+                multishot,
+                min_timeout: batch_wait_us > 0,
+                stepped_down,
+            },
+            expiry_ns: vec![0; slots_max as usize].into_boxed_slice(),
             ring_free,
             pbuf_ring,
             lent: vec![NO_BID; slots_max as usize].into_boxed_slice(),
@@ -144,11 +161,12 @@ impl IoUringBackend {
             polling: vec![false; slots_max as usize].into_boxed_slice(),
             multishot,
             ring,
-            timespecs,
-            sockaddrs,
+            pool_memory,
+            timespecs: (0..slots_max).map(|_| Timespec::new()).collect(),
+            sockaddrs: (0..slots_max).map(|_| RawSockAddr::UNSPECIFIED).collect(),
             wakeup_words: vec![0; slots_max as usize].into_boxed_slice(),
             wakeup_in_kernel: vec![false; slots_max as usize].into_boxed_slice(),
-            wait_timespec: Timespec::new(),
+            wait_timespec: Box::new(Timespec::new()),
             ext_arg,
             batch_events: uring.batch_events,
             batch_wait_us,
@@ -156,6 +174,16 @@ impl IoUringBackend {
             batch_backoff: BATCH_BACKOFF_MIN,
             waker,
         })
+    }
+
+    /// The deadline of the timeout last pushed in slot `idx` (monotonic nanoseconds).
+    pub(crate) fn expiry_ns(&self, idx: u32) -> u64 {
+        self.expiry_ns[idx as usize]
+    }
+
+    /// What the loop uses of what it asked for.
+    pub(crate) fn features(&self) -> UringFeatures {
+        self.features
     }
 
     /// The batch wait in effect, in microseconds (0: none).
@@ -291,9 +319,14 @@ impl IoUringBackend {
                 .mode(*mode)
                 .build(),
             Args::Timeout { timeout_ns } => {
+                // Absolute: the deadline the kernel fires at is the one the loop orders by.
+                let expiry_ns = monotonic_ns().saturating_add(*timeout_ns);
+                self.expiry_ns[idx as usize] = expiry_ns;
                 let timespec = &mut self.timespecs[idx as usize];
-                *timespec = timespec_from_ns(*timeout_ns);
-                opcode::Timeout::new(timespec).build()
+                *timespec = timespec_from_ns(expiry_ns);
+                opcode::Timeout::new(timespec)
+                    .flags(sys_uring::types::TimeoutFlags::ABS)
+                    .build()
             }
             Args::Cancel { target } => opcode::AsyncCancel::new(target.user_data()).build(),
             Args::Nop => opcode::Nop::new().build(),
@@ -400,13 +433,17 @@ impl IoUringBackend {
                 return Ok(false);
             }
         }
-        self.wait_timespec = timespec_from_ns(timeout_ns);
-        let entry = opcode::Timeout::new(&self.wait_timespec)
+        *self.wait_timespec = timespec_from_ns(timeout_ns);
+        let entry = opcode::Timeout::new(&*self.wait_timespec)
             .count(1)
             .build()
             .user_data(USER_DATA_WAIT_TIMEOUT);
-        // SAFETY: the kernel copies the timespec while preparing the SQE, inside the next
-        // enter; `self.wait_timespec` outlives that call.
+        // SAFETY: the kernel copies the timespec while preparing the SQE, inside an enter:
+        // usually the next, but a submission cut short by a failed SQE (without SUBMIT_ALL)
+        // leaves this one in the SQ for a later enter, possibly after the `Io` moved. The
+        // timespec is boxed, so its address does not move with the `Io`, and it is freed only
+        // after the ring (field order). A later wait may rewrite it before a stale SQE is
+        // read: the kernel then reads that wait's timeout, a valid timespec either way.
         let pushed = unsafe { self.ring.push(&entry) };
         assert!(pushed.is_ok(), "the SQ had room");
         Ok(true)
@@ -510,7 +547,7 @@ impl IoUringBackend {
         if !self.pbuf_ring {
             return pool.take_returned_into_free();
         }
-        let buf_ring = self.ring.buf_ring(POOL_GROUP).expect("the pool's ring");
+        let mut buf_ring = self.ring.buf_ring(POOL_GROUP).expect("the pool's ring");
         let size = pool.buffer_size();
         let count = pool.take_returned(|bid, ptr| {
             // SAFETY: the buffer came back from its handle: nobody else touches it until
@@ -549,6 +586,74 @@ impl IoUringBackend {
     }
 }
 
+/// The ring `options` asks for. The CQ is sized so that every slot plus the internal
+/// entries fits: with one CQE per operation it cannot overflow, though overflow is still
+/// handled if it does.
+fn ring_options(options: &Options) -> RingOptions {
+    let uring = &options.uring;
+    let cq_wanted = (options.slots_max() + 8)
+        .next_power_of_two()
+        .clamp(uring.sq_entries * 2, 65536);
+    RingOptions {
+        sq_entries: uring.sq_entries,
+        cq_entries: cq_wanted.max(uring.sq_entries.next_power_of_two()),
+        single_issuer: uring.single_issuer,
+        defer_taskrun: uring.defer_taskrun,
+        coop_taskrun: uring.coop_taskrun,
+        submit_all: uring.submit_all,
+    }
+}
+
+/// Creates a ring with `options`, stepping down where the kernel refuses the set-up
+/// (`EINVAL`: a flag newer than the kernel): the set-up flags are given up one at a time,
+/// newest kernel feature first (`DEFER_TASKRUN` 6.1, `SINGLE_ISSUER` 6.0, `COOP_TASKRUN`
+/// 5.19, `SUBMIT_ALL` 5.18), until the kernel accepts the ring. Every flag is an
+/// optimisation the loop does without, so a kernel that lacks one still runs io_uring.
+/// Returns the ring and the `UringFeatures::stepped_down` bits of the flags given up; the
+/// first loop of the process to step down says so on stderr, once. `create` is `Ring::new`
+/// (a test passes one that refuses like an older kernel).
+fn ring_stepping_down(
+    mut create: impl FnMut(&RingOptions) -> Result<Ring, SetupError>,
+    mut options: RingOptions,
+) -> Result<(Ring, u8), SetupError> {
+    let mut stepped_down = 0;
+    let ring = loop {
+        match create(&options) {
+            Ok(ring) => break ring,
+            Err(error) if error.unavailable == Unavailable::InvalidSetup => {
+                let flags = [
+                    &mut options.defer_taskrun,
+                    &mut options.single_issuer,
+                    &mut options.coop_taskrun,
+                    &mut options.submit_all,
+                ];
+                let next = flags.into_iter().zip(SETUP_FLAG_NAMES).find(|(on, _)| **on);
+                let Some((flag, (bit, _))) = next else {
+                    // Not a flag: the size, or something else the kernel refuses.
+                    return Err(error);
+                };
+                *flag = false;
+                stepped_down |= bit;
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    assert!(!options.defer_taskrun || options.single_issuer);
+    if stepped_down != 0 {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static LOGGED: AtomicBool = AtomicBool::new(false);
+        if !LOGGED.swap(true, Ordering::Relaxed) {
+            let names: Vec<&str> = setup_flag_names(stepped_down).collect();
+            eprintln!(
+                "dispatch-core: this kernel refuses io_uring set-up flag(s) {}: running \
+                 io_uring without them",
+                names.join(", ")
+            );
+        }
+    }
+    Ok((ring, stepped_down))
+}
+
 /// Lends every pool buffer to a provided-buffer ring registered as `POOL_GROUP`; `false`
 /// (nothing lent) where the kernel has no such rings.
 fn lend_pool(ring: &mut Ring, pool: &mut Pool) -> bool {
@@ -562,8 +667,10 @@ fn lend_pool(ring: &mut Ring, pool: &mut Pool) -> bool {
     pool.take_all_free(|bid| bids.push(bid));
     for &bid in &bids {
         // SAFETY: every buffer is free and, from now on, the kernel's until a completion
-        // hands it out; the pool's memory outlives the ring (the loop drops the backend
-        // first, and leaks both when the kernel keeps operations).
+        // hands it out; the pool's memory outlives the ring's registration: the backend holds
+        // a reference to it (`pool_memory`) that is dropped only after the ring, and when the
+        // kernel keeps operations past the loop's drop the loop leaks its own reference, so
+        // the memory is never freed.
         unsafe { buf_ring.push(bid, pool.buffer_ptr(bid), size) };
     }
     buf_ring.publish();
@@ -600,6 +707,9 @@ enum RawSockAddr {
 }
 
 impl RawSockAddr {
+    /// An IPv4 address of all zeros, until a connect writes its own.
+    const UNSPECIFIED: RawSockAddr = RawSockAddr::V4(zeroed_sockaddr_in());
+
     fn new(addr: SocketAddr) -> RawSockAddr {
         match addr {
             SocketAddr::V4(addr) => {
@@ -640,7 +750,7 @@ impl RawSockAddr {
     }
 }
 
-fn zeroed_sockaddr_in() -> libc::sockaddr_in {
+const fn zeroed_sockaddr_in() -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: 0,
         sin_port: 0,
@@ -682,6 +792,122 @@ fn clamp_len(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `IORING_TIMEOUT_ABS` (vDSO, no syscall).
+fn monotonic_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let secs = u64::try_from(now.tv_sec).expect("the monotonic clock is not negative");
+    let nanos = u64::try_from(now.tv_nsec).expect("nanoseconds below 1e9");
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
 fn timespec_from_ns(ns: u64) -> Timespec {
     std::time::Duration::from_nanos(ns).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Borrow;
+
+    use super::*;
+
+    /// A backend on this kernel, or `None` (saying why) where io_uring is unusable.
+    fn backend_or_skip(options: &Options, pool: Option<&mut Pool>) -> Option<IoUringBackend> {
+        match IoUringBackend::new(options, pool) {
+            Ok(backend) => Some(backend),
+            Err(error) => {
+                eprintln!("skipped: {error}");
+                None
+            }
+        }
+    }
+
+    /// Where a timespec field's timespec lives, boxed or not.
+    fn address<T: Borrow<Timespec>>(field: &T) -> *const Timespec {
+        field.borrow()
+    }
+
+    /// The wait timeout's SQE may be read by the kernel at an enter after the `Io` moved (a
+    /// submission cut short by a failed SQE leaves it in the SQ): what it points at must not
+    /// move with the backend.
+    #[test]
+    fn the_wait_timeout_timespec_does_not_move_with_the_backend() {
+        let Some(backend) = backend_or_skip(&Options::new(8), None) else {
+            return;
+        };
+        let before = address(&backend.wait_timespec);
+        let moved = Box::new(backend);
+        assert_eq!(address(&moved.wait_timespec), before);
+        assert_eq!(address(&moved.wait_timespec), before, "and again");
+    }
+
+    /// A kernel that refuses the newer set-up flags (`EINVAL`, as 5.10 refuses
+    /// `SINGLE_ISSUER`, `DEFER_TASKRUN` and `SUBMIT_ALL`) still gets a ring: the flags are
+    /// given up newest first, and only those the kernel refuses.
+    #[test]
+    fn a_refused_set_up_flag_is_given_up_not_io_uring() {
+        let wanted = RingOptions {
+            single_issuer: true,
+            defer_taskrun: true,
+            coop_taskrun: true,
+            submit_all: true,
+            ..RingOptions::new(8)
+        };
+        // A 5.18 kernel, as far as flags go: SUBMIT_ALL only.
+        let mut tries = Vec::new();
+        let older = |options: &RingOptions| {
+            tries.push(*options);
+            match options.single_issuer || options.defer_taskrun || options.coop_taskrun {
+                true => Err(SetupError::from_setup(io::Error::from_raw_os_error(
+                    libc::EINVAL,
+                ))),
+                false => Ring::new(options),
+            }
+        };
+        let (ring, stepped_down) = match ring_stepping_down(older, wanted) {
+            Ok(created) => created,
+            Err(error) => return eprintln!("skipped: {error}"),
+        };
+        assert_eq!(tries.len(), 4, "three flags refused, one at a time");
+        assert!(ring.options().submit_all, "the flag the kernel has is kept");
+        assert!(!ring.options().single_issuer && !ring.options().defer_taskrun);
+        let names: Vec<_> = setup_flag_names(stepped_down).collect();
+        assert_eq!(
+            names,
+            [
+                "IORING_SETUP_DEFER_TASKRUN",
+                "IORING_SETUP_SINGLE_ISSUER",
+                "IORING_SETUP_COOP_TASKRUN"
+            ]
+        );
+        // Anything else the kernel refuses is an error, not a step down.
+        let refuse = |_: &RingOptions| {
+            Err(SetupError::from_setup(io::Error::from_raw_os_error(
+                libc::EPERM,
+            )))
+        };
+        assert!(ring_stepping_down(refuse, wanted).is_err());
+    }
+
+    /// While the provided-buffer ring names the pool's buffers, the backend itself keeps the
+    /// pool's memory alive, so the loop's field order cannot free it first.
+    #[test]
+    fn the_backend_keeps_the_pool_memory_its_ring_names() {
+        let mut pool = Pool::new(4, 64);
+        let Some(backend) = backend_or_skip(&Options::new(8), Some(&mut pool)) else {
+            return;
+        };
+        if !backend.pbuf_ring {
+            return eprintln!("skipped: no provided-buffer ring on this kernel");
+        }
+        let shared = Rc::clone(pool.shared());
+        assert_eq!(
+            Rc::strong_count(&shared),
+            3,
+            "the pool, the backend, this test"
+        );
+        drop(pool);
+        assert_eq!(Rc::strong_count(&shared), 2, "the backend holds it still");
+        drop(backend);
+        assert_eq!(Rc::strong_count(&shared), 1, "released with the ring");
+    }
 }

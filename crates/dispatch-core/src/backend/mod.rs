@@ -43,7 +43,7 @@ use crate::error::InitError;
 use crate::operation::Args;
 use crate::options::Options;
 use crate::pool::Pool;
-use crate::stats::{BackendKind, Fallback, Stats};
+use crate::stats::{BackendKind, Fallback, Stats, UringFeatures};
 use crate::waker::Waker;
 
 /// How long a flush may block.
@@ -338,6 +338,28 @@ impl Backend {
         }, uring => uring.batch_wait_us(), sim => {
             let _ = sim;
             0
+        })
+    }
+
+    /// The deadline of the timeout in slot `idx`, on a clock of the backend's own, where
+    /// the backend may report expiries out of deadline order (io_uring); `None` where they
+    /// come in order (the readiness engines' and the simulator's timer heaps).
+    pub(crate) fn expiry_ns(&self, idx: u32) -> Option<u64> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Backend::IoUring(uring) => Some(uring.expiry_ns(idx)),
+            _ => None,
+        }
+    }
+
+    /// On io_uring, what the loop uses of what it asked for; `None` elsewhere.
+    pub(crate) fn uring_features(&self) -> Option<UringFeatures> {
+        readiness!(self, engine => {
+            let _ = engine;
+            None
+        }, uring => Some(uring.features()), sim => {
+            let _ = sim;
+            None
         })
     }
 

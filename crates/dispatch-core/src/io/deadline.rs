@@ -12,11 +12,26 @@
 //! before.
 
 use super::Io;
+
+/// How long a held cancel waits for its target before the loop sends it again, the first
+/// time; each resend doubles it, up to `CANCEL_RESEND_MAX_NS`.
+const CANCEL_RESEND_NS: u64 = 1_000_000;
+/// The longest wait between two resends of a held cancel: one second.
+const CANCEL_RESEND_MAX_NS: u64 = 1_000_000_000;
 use crate::error::DeadlineError;
 use crate::operation::{Args, Callback, OpId};
 use crate::slots::{Budget, State};
 use crate::timer::TimerHeap;
 
+/// Why held cancels are sent again: on io_uring a cancel can miss its target. Kernels
+/// before the io-wq fix in 6.18's line (seen on 6.1 and 6.12) take a request off a worker's
+/// queue, then run task work and `cond_resched()`, and only then record it as the worker's
+/// current work: a cancel in that window finds the request neither queued nor running and
+/// answers `ENOENT`, and the request (an `openat` of a FIFO, say) then blocks in the worker
+/// with nobody to interrupt it. The loop holds such an answer while the target is still in
+/// the kernel, and sends the cancel again after 1 ms, 2 ms, 4 ms, ... (at most a second
+/// apart) until the target's result arrives; the first that finds it interrupts it.
+///
 /// The deadlines of operations in flight, by slot, in nanoseconds on the loop's clock.
 pub(super) struct Deadlines {
     heap: TimerHeap,
@@ -111,6 +126,55 @@ impl<C> Io<C> {
         Ok(idx)
     }
 
+    /// Times the first resend of each cancel held in the reap just done (see the module's
+    /// docs on why). A held cancel sits in the deadline heap under its own slot: cancels
+    /// have no deadlines of their own, so the entry can only mean "send it again".
+    #[cold]
+    pub(super) fn time_held_cancels(&mut self) {
+        let now_ns = self.clock.now_ns();
+        while let Some(idx) = self.held.pop(self.slots.as_mut_slice()) {
+            // Its target's result may have come in the same reap and decided it already.
+            if self.slots[idx].state == State::Held {
+                assert!(
+                    !self.deadlines.heap.contains(idx),
+                    "a cancel has no deadline"
+                );
+                self.deadlines.heap.insert(idx, now_ns + CANCEL_RESEND_NS);
+            }
+        }
+    }
+
+    /// Sends the held cancel in slot `idx` again, as an internal cancel of the same target
+    /// (the held one keeps waiting for the target's result, which decides its answer), and
+    /// times the next resend. `false` when every cancel slot is in flight: it is timed for
+    /// the next turn, and the caller stops expiring for this one.
+    fn resend_held_cancel(&mut self, idx: u32, now_ns: u64) -> bool {
+        let Args::Cancel { target } = *self.slots.args(idx) else {
+            unreachable!("only cancels are held");
+        };
+        let target_idx = self
+            .slots
+            .lookup(target)
+            .expect("a held cancel's target is live");
+        assert_eq!(self.slots[target_idx].held_cancel, idx);
+        assert_eq!(self.slots[target_idx].state, State::Kernel);
+        let Some(resend) = self.slots.alloc(Budget::Cancel) else {
+            // Every cancel slot is in flight; they complete within a turn or two.
+            self.deadlines.heap.insert(idx, now_ns);
+            return false;
+        };
+        self.slots[resend].callback = Callback::Internal;
+        self.slots.set_args(resend, Args::Cancel { target });
+        self.enqueue(resend);
+        self.stats.cancels_resent += 1;
+        let slot = &mut self.slots[idx];
+        slot.resends = slot.resends.saturating_add(1);
+        let wait_ns = CANCEL_RESEND_NS << slot.resends.min(10);
+        let wait_ns = wait_ns.min(CANCEL_RESEND_MAX_NS);
+        self.deadlines.heap.insert(idx, now_ns + wait_ns);
+        true
+    }
+
     /// Cancels every operation whose deadline has passed: a parked one completes at once
     /// with `ETIMEDOUT`; one the kernel holds gets an internal cancel, sent with this turn.
     pub(super) fn expire_deadlines(&mut self) {
@@ -119,7 +183,14 @@ impl<C> Io<C> {
             let slot = &self.slots[idx];
             match slot.state {
                 // Its result is known: the deadline no longer matters.
-                State::Completed | State::Held => continue,
+                State::Completed => continue,
+                // Not an operation's deadline but a held cancel's time to be sent again.
+                State::Held => {
+                    if !self.resend_held_cancel(idx, now_ns) {
+                        return;
+                    }
+                    continue;
+                }
                 // Already being cancelled: that cancel decides the result.
                 State::Kernel if slot.cancelling => continue,
                 State::Overflow | State::BufferWait | State::Again => {

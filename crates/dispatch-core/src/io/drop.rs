@@ -20,6 +20,11 @@ impl<C> Drop for Io<C> {
     /// converted and dropped (descriptors the kernel created are closed, a performed close is
     /// not repeated, pool buffers go back).
     fn drop(&mut self) {
+        // Results first: a multishot's shots wait here while its slot sits in the again-list,
+        // and noting the descriptors they close needs the slot's arguments, which clearing
+        // that list takes.
+        self.discard_completed();
+        let mut closed = Closed::new(&self.backend);
         for list in [&mut self.overflow, &mut self.buffer_wait, &mut self.again] {
             while let Some(idx) = list.pop(self.slots.as_mut_slice()) {
                 assert!(matches!(
@@ -27,9 +32,13 @@ impl<C> Drop for Io<C> {
                     State::Overflow | State::BufferWait | State::Again
                 ));
                 self.slots[idx].state = State::Free;
-                drop(self.slots.take_args(idx));
+                let args = self.slots.take_args(idx);
+                // A parked close never ran: dropping its `OwnedFd` closes the descriptor.
+                closed.note(&args, -libc::ECANCELED, 0);
+                drop(args);
             }
         }
+        closed.tell(&mut self.backend);
         if !self.drain_kernel() {
             eprintln!(
                 "dispatch-core: {} operations still in the kernel after \
@@ -43,21 +52,6 @@ impl<C> Drop for Io<C> {
             }
             return;
         }
-        // Everything left is ours alone.
-        let slots = &mut self.slots;
-        let pool = self.pool.as_ref().map(Pool::shared);
-        let mut closed = Closed::new(&self.backend);
-        self.completed.drain(|done| {
-            closed.note(slots.args(done.idx), done.result, done.flags);
-            if done.flags & F_MORE != 0 {
-                return discard_shot(pool, done.result, done.flags);
-            }
-            let idx = done.idx;
-            assert_eq!(slots[idx].state, State::Completed);
-            slots[idx].state = State::Free;
-            discard(slots.take_args(idx), done.result, done.flags, pool);
-        });
-        closed.tell(&mut self.backend);
         for idx in 0..self.slots.capacity() {
             if self.slots[idx].state == State::Held {
                 // A cancel whose target came back in the drain: nothing to answer.
@@ -111,6 +105,26 @@ impl Closed {
 }
 
 impl<C> Io<C> {
+    /// For `Drop`: converts and drops every result not delivered (a callback panicked, or
+    /// the loop is dropped between turns), telling the simulator of the descriptors that
+    /// closes.
+    fn discard_completed(&mut self) {
+        let slots = &mut self.slots;
+        let pool = self.pool.as_ref().map(Pool::shared);
+        let mut closed = Closed::new(&self.backend);
+        self.completed.drain(|done| {
+            closed.note(slots.args(done.idx), done.result, done.flags);
+            if done.flags & F_MORE != 0 {
+                return discard_shot(pool, done.result, done.flags);
+            }
+            let idx = done.idx;
+            assert_eq!(slots[idx].state, State::Completed);
+            slots[idx].state = State::Free;
+            discard(slots.take_args(idx), done.result, done.flags, pool);
+        });
+        closed.tell(&mut self.backend);
+    }
+
     /// For `Drop`: cancels every operation the kernel holds and reaps until all have come
     /// back (their results discarded). `false` if the kernel kept some past the timeout.
     fn drain_kernel(&mut self) -> bool {

@@ -21,7 +21,7 @@ use crate::backend::{Backend, PushError, Wait};
 use crate::clock::Clock;
 use crate::completion::{
     buf_value, count_value, fd_value, flags_bid, new_fd, pool_send_value, pooled_value, unit_value,
-    F_MORE,
+    F_MORE, TIMEOUT_EXPIRED,
 };
 use crate::error::InitError;
 use crate::operation::{Args, Callback, Shot, Tag};
@@ -119,8 +119,14 @@ pub struct Io<C> {
     buffer_wait: Fifo,
     /// Operations reaped but not over, for the backend again with the next turn.
     again: Fifo,
+    /// Cancels held in the reap under way, until `reap` times their resends; always empty
+    /// between reaps.
+    held: Fifo,
     completed: Completed,
-    /// The receive buffer pool, if `Options::pool` asked for one.
+    /// The receive buffer pool, if `Options::pool` asked for one. Fields drop in declaration
+    /// order, so this drops before `backend`: sound because the io_uring backend holds its
+    /// own reference to the pool's memory while its provided-buffer ring names the buffers
+    /// (and drop has taken every operation back from the kernel, or leaked the memory).
     pool: Option<Pool>,
     /// Pool buffers handed to callbacks (or to the kernel by a pooled send) and not taken
     /// back yet.
@@ -244,6 +250,7 @@ impl<C> Io<C> {
         };
         let mut stats = Stats::new(backend.kind(), fallback);
         stats.batch_wait_us = backend.batch_wait_us();
+        stats.uring = backend.uring_features();
         let clock = backend.clock().unwrap_or_else(Clock::real);
         let slots = Slots::new(options.ops_max);
         // Room for one final result per slot, one result per pool buffer (each intermediate
@@ -257,6 +264,7 @@ impl<C> Io<C> {
             overflow: Fifo::EMPTY,
             buffer_wait: Fifo::EMPTY,
             again: Fifo::EMPTY,
+            held: Fifo::EMPTY,
             completed,
             pool,
             pool_lent: 0,
@@ -568,20 +576,45 @@ impl<C> Io<C> {
     /// for its callback), intermediate (a multishot goes on, re-armed by the loop where the
     /// kernel ended it), or no result at all (EINTR: submit again; a pooled receive without
     /// buffers: wait for some).
+    ///
+    /// Expired timeouts reaped together are put in deadline order: io_uring may post them
+    /// in another (Linux 6.1 posts completions its task work gathered latest first).
     fn reap(&mut self) {
         let room = self.reap_room();
+        let start = self.completed.filled();
         let mut reaper = Reaper {
             slots: &mut self.slots,
             completed: &mut self.completed,
             again: &mut self.again,
             buffer_wait: &mut self.buffer_wait,
+            held: &mut self.held,
             in_kernel: &mut self.in_kernel,
             stats: &mut self.stats,
+            expired: 0,
         };
         self.backend
             .reap(room, self.pool.as_mut(), |user_data, result, flags| {
                 reaper.result(user_data, result, flags)
             });
+        if reaper.expired > 1 {
+            self.order_expired(start);
+        }
+        if !self.held.is_empty() {
+            self.time_held_cancels();
+        }
+    }
+
+    /// Puts the expired timeouts among the results since `start` in deadline order.
+    #[cold]
+    fn order_expired(&mut self, start: usize) {
+        let (slots, backend) = (&self.slots, &self.backend);
+        self.completed.order_from(start, |done| {
+            let expired = done.result == TIMEOUT_EXPIRED && done.flags & F_MORE == 0;
+            match slots.args(done.idx) {
+                Args::Timeout { .. } if expired => backend.expiry_ns(done.idx),
+                _ => None,
+            }
+        });
     }
 
     /// How many results a reap may add: the completed queue's room less one final result per

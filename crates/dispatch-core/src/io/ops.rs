@@ -366,6 +366,12 @@ impl<C> Io<C> {
     /// Completes with `Ok(())` after `timeout_ns` nanoseconds (never earlier), or with
     /// `ECANCELED` if cancelled first.
     ///
+    /// The time counts from the moment the loop hands the timeout to its backend (the next
+    /// turn's submission), and expired timeouts run their callbacks in deadline order on
+    /// every backend, even when several expire within one turn: io_uring may post them in
+    /// another order (Linux 6.1 posts expiries gathered in one wait latest first), and the
+    /// loop sorts those. Timeouts with equal deadlines run in either order.
+    ///
     /// # Errors
     /// When every slot is in flight.
     pub fn timeout(
@@ -393,6 +399,14 @@ impl<C> Io<C> {
     ///
     /// The answers are the same on every backend. Cancelling a cancel is allowed and
     /// pointless: it normally answers `ENOENT` and leaves the first cancel to do its work.
+    ///
+    /// A cancel is never lost: on io_uring the kernel can answer "not found" for an
+    /// operation that is still in flight (kernels before the io-wq cancel fix, 6.1 and 6.12
+    /// among them, miss an operation a kernel worker is just taking up, such as an `openat`
+    /// of a FIFO that then blocks). The loop then holds the answer, sends the cancel again
+    /// after 1 ms, 2 ms, 4 ms, ... (at most a second apart) until the target's result comes,
+    /// and answers from that result (`Ok(())` if it was cancelled); `Stats::cancels_resent`
+    /// counts the resends.
     ///
     /// Cancels have a budget of their own, `Options::ops_max` beside the operations', so a
     /// loop whose every operation slot is in use can still cancel each of its operations.

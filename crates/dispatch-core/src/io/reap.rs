@@ -2,7 +2,7 @@
 //! callback runs here): final, intermediate (a multishot goes on), or no result at all
 //! (submit again after `EINTR`; wait for buffers after `ENOBUFS`).
 
-use crate::completion::F_MORE;
+use crate::completion::{F_MORE, TIMEOUT_EXPIRED};
 use crate::operation::Args;
 use crate::slots::{Completed, Done, Fifo, Slots, State};
 use crate::stats::Stats;
@@ -13,8 +13,13 @@ pub(super) struct Reaper<'io, C> {
     pub(super) completed: &'io mut Completed,
     pub(super) again: &'io mut Fifo,
     pub(super) buffer_wait: &'io mut Fifo,
+    /// Cancels held in this reap (`hold_answer`), for the loop to time their resends.
+    pub(super) held: &'io mut Fifo,
     pub(super) in_kernel: &'io mut u32,
     pub(super) stats: &'io mut Stats,
+    /// Final results equal to an expired timeout's (`ETIME`) in this reap: with two or more,
+    /// the loop puts the timeouts among them in deadline order.
+    pub(super) expired: u32,
 }
 
 impl<C> Reaper<'_, C> {
@@ -58,6 +63,7 @@ impl<C> Reaper<'_, C> {
         }
         self.slots[idx].state = State::Completed;
         self.completed.push(Done { idx, result, flags });
+        self.expired += u32::from(result == TIMEOUT_EXPIRED);
         // A cancel whose answer waited for this result gets it now.
         let held = std::mem::replace(&mut self.slots[idx].held_cancel, u32::MAX);
         if held < self.slots.capacity() {
@@ -91,6 +97,7 @@ impl<C> Reaper<'_, C> {
         }
         self.slots[target_idx].held_cancel = idx;
         self.slots[idx].state = State::Held;
+        self.held.push(self.slots.as_mut_slice(), idx);
         true
     }
 

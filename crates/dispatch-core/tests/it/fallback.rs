@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 
-use dispatch_core::{BackendKind, BufResult, InitError, Io, Options, Tag};
+use dispatch_core::{
+    BackendKind, BufResult, InitError, Io, Options, PoolOptions, Tag, UringFeatures,
+};
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 
 use crate::check;
@@ -147,4 +149,61 @@ fn the_environment_variable_forces_a_backend_and_rejects_unknown_names() {
     options.backend = Some(BackendKind::KqueueFake);
     let io = Io::<()>::new(&options).unwrap();
     assert_eq!(io.stats().backend, BackendKind::KqueueFake);
+}
+
+/// `Stats::uring` says what io_uring uses on this kernel: every set-up flag asked for is
+/// either in use or reported as stepped down, nothing not asked for is used, and the other
+/// backends report `None`.
+#[test]
+fn stats_say_what_io_uring_uses_of_what_was_asked() {
+    let mut options = Options::new(8);
+    options.pool = PoolOptions {
+        buffers: 4,
+        buffer_size: 64,
+    };
+    let Some(io) = check::io::<()>(&options) else {
+        return;
+    };
+    let stats = io.stats();
+    let Some(uring) = stats.uring else {
+        assert_ne!(stats.backend, BackendKind::IoUring);
+        return;
+    };
+    assert_eq!(stats.backend, BackendKind::IoUring);
+    let asked = [
+        (
+            uring.defer_taskrun,
+            UringFeatures::STEPPED_DOWN_DEFER_TASKRUN,
+        ),
+        (
+            uring.single_issuer,
+            UringFeatures::STEPPED_DOWN_SINGLE_ISSUER,
+        ),
+        (uring.submit_all, UringFeatures::STEPPED_DOWN_SUBMIT_ALL),
+    ];
+    for (used, bit) in asked {
+        assert_ne!(
+            used,
+            uring.stepped_down & bit != 0,
+            "flag {bit}: used or given up"
+        );
+    }
+    assert!(!uring.coop_taskrun, "not asked for");
+    assert!(!uring.min_timeout, "no batch wait asked for");
+    if check::uring_extras_masked() {
+        assert!(
+            !uring.pbuf_ring && !uring.multishot && !uring.ext_arg,
+            "masked"
+        );
+    }
+    drop(io);
+    options.uring.single_issuer = false;
+    options.uring.defer_taskrun = false;
+    options.uring.submit_all = false;
+    options.pool.buffers = 0;
+    let io = check::io::<()>(&options).expect("io_uring ran a moment ago");
+    let plain = io.stats().uring.expect("io_uring still");
+    assert!(!plain.single_issuer && !plain.defer_taskrun && !plain.submit_all);
+    assert_eq!(plain.stepped_down, 0, "a plain ring needs nothing given up");
+    assert!(!plain.pbuf_ring, "no pool, no buffer ring");
 }

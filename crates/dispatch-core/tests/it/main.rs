@@ -29,9 +29,11 @@ pub mod check {
 
     use dispatch_core::{Io, Options};
 
-    /// A loop for `options`, or `None` (after printing why) where io_uring is unavailable.
-    /// First blocks, in this thread, the syscalls [`BLOCK_ENV`] names, and masks the kernel
-    /// features [`MASK_ENV`] names.
+    /// A loop for `options`, or `None` (after printing a `skipped:` line saying why) where a
+    /// test asked for io_uring in its options and io_uring is unavailable. A run that forces
+    /// io_uring through `DISPATCH_BACKEND` fails instead: every test would skip, and a run
+    /// that tested nothing must not pass. First blocks, in this thread, the syscalls
+    /// [`BLOCK_ENV`] names, and masks the kernel features [`MASK_ENV`] names.
     pub fn io<C>(options: &Options) -> Option<Io<C>> {
         block_from_env();
         let mut options = *options;
@@ -44,6 +46,13 @@ pub mod check {
             Ok(io) => Some(io),
             #[cfg(target_os = "linux")]
             Err(dispatch_core::InitError::Unavailable(error)) => {
+                let forced = std::env::var(dispatch_core::BACKEND_ENV);
+                assert!(
+                    !matches!(forced.as_deref(), Ok("io_uring" | "io-uring")),
+                    "{}={} but io_uring cannot run here: {error}",
+                    dispatch_core::BACKEND_ENV,
+                    forced.as_deref().unwrap_or_default(),
+                );
                 eprintln!("skipped: {error}");
                 None
             }

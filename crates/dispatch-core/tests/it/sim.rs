@@ -548,3 +548,126 @@ fn dropping_the_loop_leaves_no_simulated_descriptor_open() {
     assert_eq!(sim.open_descriptors(), 0);
     assert_eq!(sim.stats().dropped_descriptors, 0);
 }
+
+/// Panics in its callback: the loop unwinds with other results still undelivered.
+fn on_nop_panic(_: &mut (), _: &mut Io<()>, _: Tag, _: std::io::Result<()>) {
+    panic!("a planted panic");
+}
+
+/// A callback panics while a multishot accept's connection waits in the completed queue
+/// (the accept itself re-arming): dropping the loop then closes that connection in the
+/// simulated world too, so its peer sees the end of the stream.
+#[test]
+fn dropping_a_loop_after_a_panic_closes_an_undelivered_accepted_connection() {
+    let (sim, mut io) = check::<()>(11, Faults::NONE, 8);
+    let listener = sim.listen("10.0.0.1:80".parse().unwrap(), 8).unwrap();
+    let peer = sim.peer_connect(listener.local_addr());
+    for _ in 0..100 {
+        if sim.peer_connected(&peer).unwrap() {
+            break;
+        }
+        io.run_for_ns(&mut (), 1_000_000).unwrap();
+    }
+    assert!(sim.peer_connected(&peer).unwrap(), "the peer connected");
+    let accept = |_: &mut (), _: &mut Io<()>, _: Tag, _: Shot<OwnedFd>| {
+        unreachable!("the nop's panic comes first")
+    };
+    io.nop(0, on_nop_panic).unwrap();
+    io.accept_multishot(1, listener.as_raw_fd(), accept)
+        .unwrap();
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        io.run_for_ns(&mut (), 1_000_000).unwrap();
+    }));
+    assert!(run.is_err(), "the nop's callback panicked");
+    let before = sim.open_descriptors();
+    drop(io);
+    assert_eq!(
+        sim.open_descriptors(),
+        before - 1,
+        "the accepted connection was closed in the world"
+    );
+    // A loop on the same world moves its clock on, so the end of stream reaches the peer.
+    let mut next: Io<()> = Io::new_sim(&Options::new(8), &sim).unwrap();
+    next.run_for_ns(&mut (), 10_000_000).unwrap();
+    let mut buf = [0_u8; 8];
+    assert_eq!(sim.peer_recv(&peer, &mut buf).unwrap(), 0, "end of stream");
+    drop(listener);
+    assert_eq!(sim.open_descriptors(), 0);
+}
+
+/// Expired timeouts run in deadline order on the simulator too, even under the faults that
+/// reorder completions and deliver them late: timers expire as one object.
+#[test]
+fn timeouts_expire_in_deadline_order_under_reorder_and_latency_faults() {
+    let faults = Faults {
+        latency: 500_000,
+        latency_max_ns: 5_000_000,
+        reorder: 1_000_000,
+        ..Faults::NONE
+    };
+    for seed in 0..20 {
+        let (sim, mut io) = check::<Vec<Tag>>(seed, faults, 64);
+        // Deadlines 1 ms apart in a scrambled order, several due within one latency.
+        for tag in 0..40_u64 {
+            let timeout_ns = (tag * 17 % 40 + 1) * 1_000_000;
+            io.timeout(timeout_ns, timeout_ns, |fired, _, tag, result| {
+                result.unwrap();
+                fired.push(tag);
+            })
+            .unwrap();
+        }
+        let mut fired = Vec::new();
+        io.run_until_idle(&mut fired).unwrap();
+        let mut sorted = fired.clone();
+        sorted.sort_unstable();
+        assert_eq!(fired, sorted, "seed {seed}: expiries out of deadline order");
+        assert_eq!(fired.len(), 40);
+        assert!(sim.stats().faults.reorder > 0 || seed > 0);
+    }
+}
+
+/// A cancel the kernel loses (io_uring on 6.1 and 6.12 can answer `ENOENT` for an operation
+/// a kernel worker is just taking up, which then waits on): the loop sends it again until
+/// it lands, so a cancel and a deadline end their targets as they would without the fault.
+#[test]
+fn a_lost_cancel_is_sent_again_until_it_lands() {
+    let faults = Faults {
+        lost_cancel: 700_000,
+        ..Faults::NONE
+    };
+    for seed in 0..10 {
+        let (sim, mut io) = check::<Vec<(Tag, i32)>>(seed, faults, 8);
+        let (a, _a_peer) = sim.socket_pair().unwrap();
+        let (b, _b_peer) = sim.socket_pair().unwrap();
+        let on_recv = |seen: &mut Vec<(Tag, i32)>, _: &mut Io<_>, tag, (n, _): BufResult| {
+            seen.push((tag, n.unwrap_err().raw_os_error().unwrap()));
+        };
+        let on_cancel = |seen: &mut Vec<(Tag, i32)>, _: &mut Io<_>, tag, r: std::io::Result<()>| {
+            seen.push((tag, r.map_or_else(|e| e.raw_os_error().unwrap(), |()| 0)));
+        };
+        let recv = io
+            .recv(1, a.as_raw_fd(), Vec::with_capacity(8), on_recv)
+            .unwrap();
+        let timed = io
+            .recv(2, b.as_raw_fd(), Vec::with_capacity(8), on_recv)
+            .unwrap();
+        io.set_deadline(timed, 5_000_000).unwrap();
+        let mut seen = Vec::new();
+        io.run_for_ns(&mut seen, 1_000_000).unwrap();
+        io.cancel(3, recv, on_cancel).unwrap();
+        io.run_until_idle(&mut seen).unwrap();
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            [(1, libc::ECANCELED), (2, libc::ETIMEDOUT), (3, 0)],
+            "seed {seed}"
+        );
+        if seed == 0 {
+            assert!(sim.stats().faults.lost_cancel > 0, "the fault fired");
+        }
+        for socket in [a, b] {
+            io.close(4, socket, |_, _, _, _| {}).unwrap();
+        }
+        io.run_until_idle(&mut seen).unwrap();
+    }
+}

@@ -198,6 +198,11 @@ fn on_io_uring(steps: &[Step]) -> Option<Results> {
         Ok(io) => io,
         #[cfg(target_os = "linux")]
         Err(InitError::Unavailable(error)) => {
+            let forced = std::env::var(dispatch_core::BACKEND_ENV);
+            assert!(
+                !matches!(forced.as_deref(), Ok("io_uring" | "io-uring")),
+                "DISPATCH_BACKEND forces io_uring, which cannot run here: {error}"
+            );
             eprintln!("skipped: {error}");
             return None;
         }

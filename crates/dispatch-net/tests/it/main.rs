@@ -270,3 +270,48 @@ fn serve_and_connect_over_the_simulator() {
     assert_eq!(echo.opened, 5, "four peers and the loop's own connect");
     assert_eq!(sim.open_descriptors(), 0, "listener and connections closed");
 }
+
+/// A connection that arrives while the server stops (its accept completes in the turn that
+/// carries the stop's cancel) is closed through the loop: on the simulator its peer sees the
+/// end of the stream and nothing is left open.
+#[test]
+fn a_connection_accepted_while_stopping_is_closed_in_the_simulated_world() {
+    use dispatch_core::sim::{Sim, SimOptions};
+    // A fixed latency: the connection arrives exactly when the timer below fires.
+    let sim = Sim::new(&SimOptions {
+        latency_min_ns: 1_000_000,
+        latency_max_ns: 1_000_000,
+        ..SimOptions::new(5)
+    })
+    .unwrap();
+    let net = NetOptions::new(8);
+    let mut options = Options::new(net.ops_max());
+    options.pool = PoolOptions {
+        buffers: 8,
+        buffer_size: 512,
+    };
+    let mut io = Io::new_sim(&options, &sim).unwrap();
+    let mut echo = Echo {
+        net: Net::new(&net),
+        opened: 0,
+        closed: 0,
+    };
+    let listener = sim.listen("10.1.1.2:80".parse().unwrap(), 16).unwrap();
+    let addr = listener.local_addr();
+    serve(&mut echo, &mut io, listener).unwrap();
+    io.tick(&mut echo).unwrap();
+    // The stop and the connection come at the same virtual time: the timer's callback stops
+    // the server, and the accept's completion is delivered after it, in the same turn.
+    io.timeout(9, 1_000_000, |echo, io, _, _| stop(echo, io))
+        .unwrap();
+    let peer = sim.peer_connect(addr);
+    io.run_until_idle(&mut echo).unwrap();
+    assert!(echo.net.is_stopping());
+    assert_eq!(echo.opened, 0, "the server stopped before it could open it");
+    assert_eq!(sim.open_descriptors(), 0, "listener and connection closed");
+    drop(io);
+    let mut next: Io<()> = Io::new_sim(&Options::new(1), &sim).unwrap();
+    next.run_for_ns(&mut (), 10_000_000).unwrap();
+    let mut buf = [0_u8; 8];
+    assert_eq!(sim.peer_recv(&peer, &mut buf).unwrap(), 0, "end of stream");
+}

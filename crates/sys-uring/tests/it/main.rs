@@ -172,8 +172,76 @@ fn a_buffer_select_recv_lands_in_a_provided_buffer() {
     drop(ring);
     assert_eq!(&memory[bid * 64..bid * 64 + 5], b"hello");
     let mut ring = ring_or_skip(&RingOptions::new(2)).unwrap();
-    assert!(
-        ring.probe_recv_multishot().unwrap(),
-        "6.0+ has multishot recv"
-    );
+    let multishot = ring.probe_recv_multishot().unwrap();
+    if kernel_at_least(6, 0) {
+        assert!(multishot, "6.0+ has multishot recv");
+    }
+}
+
+/// Whether the running kernel's version is at least `major.minor` (distributions backport
+/// features, so a feature may be there earlier; never later).
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
+}
+
+/// The multishot probe on a ring that was used: it refuses (`EBUSY`) and leaves the caller's
+/// completion where it was, instead of reaping it and panicking. Asked first, its answer is
+/// kept for later calls.
+#[test]
+fn the_multishot_probe_refuses_a_used_ring_and_keeps_its_completions() {
+    let Some(mut ring) = ring_or_skip(&RingOptions::new(4)) else {
+        return;
+    };
+    push_nop(&mut ring, 42).unwrap();
+    ring.enter(1, None).unwrap();
+    let error = ring.probe_recv_multishot().unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EBUSY));
+    let mut seen = Vec::new();
+    ring.reap(|cqe| seen.push(cqe.user_data));
+    assert_eq!(seen, [42], "the caller's completion is still there");
+
+    let mut fresh = ring_or_skip(&RingOptions::new(4)).unwrap();
+    let answer = fresh.probe_recv_multishot().unwrap();
+    push_nop(&mut fresh, 1).unwrap();
+    assert_eq!(fresh.probe_recv_multishot().unwrap(), answer, "kept");
+}
+
+/// The multishot probe with buffer group 65535 registered and holding a buffer: it asks
+/// about a group that does not exist, so it answers at once instead of waiting for data
+/// that never comes.
+#[test]
+fn the_multishot_probe_avoids_registered_buffer_groups() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    // The ring lives on a thread of its own (it is not `Send`), so that a probe that blocks
+    // fails the test by the bound below instead of hanging it.
+    std::thread::spawn(move || {
+        let Some(mut ring) = ring_or_skip(&RingOptions::new(4)) else {
+            return done_tx.send(None).unwrap();
+        };
+        let memory = vec![0_u8; 64].into_boxed_slice();
+        let memory: &'static mut [u8] = Box::leak(memory);
+        let mut buf_ring = sys_uring::BufRing::new(1).unwrap();
+        // SAFETY: `memory` is leaked, so it outlives the ring, and nothing else touches it.
+        unsafe { buf_ring.push(0, memory.as_mut_ptr(), 64) };
+        buf_ring.publish();
+        if let Err(error) = ring.register_buf_ring(buf_ring, u16::MAX) {
+            eprintln!("skipped: no provided-buffer rings here: {error}");
+            return done_tx.send(None).unwrap();
+        }
+        let answer = ring.probe_recv_multishot();
+        done_tx
+            .send(Some(answer.map_err(|error| error.to_string())))
+            .unwrap();
+    });
+    let answer = done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the probe answered (it waited on the registered group's socket otherwise)");
+    if let Some(answer) = answer {
+        assert!(answer.is_ok(), "{answer:?}");
+    }
 }

@@ -64,6 +64,11 @@ struct Completion {
 /// The key of a completion that names no descriptor.
 const NO_KEY: u64 = u64::MAX;
 
+/// The key every expired timer shares, as if they were one object (kind 6 beside
+/// `Obj::key`'s five): neither reordering nor latency ever delivers a timer before an
+/// earlier one, so expiries come in deadline order, as the loop promises on every backend.
+const TIMER_KEY: u64 = 6 << 32;
+
 /// A result of one try: `None` to wait.
 type Tried = Option<(i32, u32)>;
 
@@ -237,7 +242,7 @@ impl SimBackend {
     fn progress(&mut self, world: &mut World, args: &mut [Args], pool: Option<&mut Pool>) {
         let now_ns = world.now_ns();
         while let Some(idx) = self.timers.pop_expired(now_ns) {
-            self.complete(world, idx, TIMEOUT_EXPIRED, 0, NO_KEY);
+            self.complete(world, idx, TIMEOUT_EXPIRED, 0, TIMER_KEY);
         }
         self.release_late(now_ns);
         self.try_waiting(world, args, pool);
@@ -246,7 +251,14 @@ impl SimBackend {
             let Args::Cancel { target } = args[idx as usize] else {
                 unreachable!("only cancels are on the cancel list");
             };
-            let result = self.cancel(target.user_data());
+            let result = match world.rng.chance(world.faults.lost_cancel) {
+                // The cancel misses a target that waits (see `Faults::lost_cancel`).
+                true if self.is_waiting(target.user_data()) => {
+                    world.fault(Fault::LostCancel);
+                    -libc::ENOENT
+                }
+                _ => self.cancel(target.user_data()),
+            };
             self.complete(world, idx, result, 0, NO_KEY);
         }
         self.cancels.clear();
@@ -394,6 +406,14 @@ impl SimBackend {
     }
 
     /// Cancels the operation `user_data` if it has not completed: `0`, or `-ENOENT`.
+    /// Whether the operation `user_data` waits (for the world, or on a timer).
+    fn is_waiting(&self, user_data: u64) -> bool {
+        let i = OpId::idx_of_user_data(user_data) as usize;
+        i < self.place.len()
+            && self.user_data[i] == user_data
+            && matches!(self.place[i], Place::Waiting | Place::Timer)
+    }
+
     fn cancel(&mut self, user_data: u64) -> i32 {
         let idx = OpId::idx_of_user_data(user_data);
         let i = idx as usize;

@@ -28,6 +28,7 @@ pub(crate) enum Fault {
     DiskEio,
     TornWrite,
     Planted,
+    LostCancel,
 }
 
 /// What a simulated descriptor names.
@@ -223,6 +224,7 @@ impl World {
             Fault::DiskEio => &mut counts.disk_eio,
             Fault::TornWrite => &mut counts.torn_write,
             Fault::Planted => &mut counts.planted_bug,
+            Fault::LostCancel => &mut counts.lost_cancel,
         };
         *count += 1;
         let now_ns = self.now_ns();
