@@ -225,41 +225,55 @@ fn number_field(line: &str, key: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// One line saying what the probe found.
+/// One line saying what the probe found: the backend the loop picks, what it uses there,
+/// what it stepped down from, and the kernel's opcode count.
 pub fn probe_summary(kernel: &KernelResult) -> String {
     let p = |key| kernel.probed(key);
     if p("io_uring") != "ok" {
         return format!("io_uring {}; loop {}", p("io_uring"), p("loop.auto"));
     }
-    let flags: Vec<&str> = [
-        ("setup.single_issuer", "SINGLE_ISSUER"),
-        ("setup.defer_taskrun", "DEFER_TASKRUN"),
-        ("setup.coop_taskrun", "COOP_TASKRUN"),
-        ("setup.submit_all", "SUBMIT_ALL"),
-        ("feat.ext_arg", "EXT_ARG"),
-        ("feat.min_timeout", "MIN_TIMEOUT"),
-        ("pbuf_ring", "pbuf-ring"),
-        ("multishot_recv", "multishot"),
-    ]
-    .into_iter()
-    .filter(|(key, _)| p(key) == "yes")
-    .map(|(_, name)| name)
-    .collect();
+    let used = uses(kernel, &FEATURES);
+    let stepped = match p("loop.stepped_down") {
+        "" | "?" => String::new(),
+        names => format!("; stepped down from {names}"),
+    };
     let missing = match p("opcodes.loop_missing") {
         "" => String::new(),
         names => format!(", lacks {names}"),
     };
     format!(
-        "loop: {}{}; has: {}; {} opcodes{missing}",
+        "loop: {}{}; uses: {}{stepped}; {} opcodes{missing}",
         p("loop.auto"),
         fallback_note(kernel),
-        if flags.is_empty() {
+        if used.is_empty() {
             "none".to_owned()
         } else {
-            flags.join(" ")
+            used.join(" ")
         },
         p("opcodes.supported"),
     )
+}
+
+/// The io_uring features the loop reports in `Stats::uring`, with their kernel names.
+const FEATURES: [(&str, &str); 8] = [
+    ("single_issuer", "SINGLE_ISSUER"),
+    ("defer_taskrun", "DEFER_TASKRUN"),
+    ("coop_taskrun", "COOP_TASKRUN"),
+    ("submit_all", "SUBMIT_ALL"),
+    ("ext_arg", "EXT_ARG"),
+    ("min_timeout", "MIN_TIMEOUT"),
+    ("pbuf_ring", "pbuf-ring"),
+    ("multishot", "multishot"),
+];
+
+/// The names in `features` the loop uses on `kernel`.
+fn uses(kernel: &KernelResult, features: &[(&str, &'static str)]) -> Vec<&'static str> {
+    let used = |key: &&str| kernel.probed(&format!("loop.uses.{key}")) == "yes";
+    features
+        .iter()
+        .filter(|(key, _)| used(key))
+        .map(|(_, name)| *name)
+        .collect()
 }
 
 fn fallback_note(kernel: &KernelResult) -> String {
@@ -321,65 +335,72 @@ fn shorten(text: &str, max: usize) -> String {
 type DocRow = (&'static str, fn(&KernelResult) -> String);
 
 /// The rows of the docs table.
-const DOC_ROWS: [DocRow; 9] = [
+const DOC_ROWS: [DocRow; 10] = [
     ("Backend chosen automatically", |k| {
         format!("{}{}", k.probed("loop.auto"), fallback_note(k))
     }),
-    ("`Options::new` forced onto io_uring", |k| {
+    ("`Options::new` on forced io_uring", |k| {
         k.probed("loop.io_uring").to_owned()
     }),
-    ("Set-up flags the kernel accepts", |k| setup_flags(k)),
+    ("Set-up flags the loop uses", |k| {
+        setup_flags(k, "loop.uses.")
+    }),
+    ("Set-up flags stepped down from", |k| {
+        match k.probed("loop.stepped_down") {
+            "" => "none".to_owned(),
+            names => names.replace("IORING_SETUP_", "").replace(',', ", "),
+        }
+    }),
+    ("Set-up flags the kernel accepts", |k| {
+        setup_flags(k, "setup.")
+    }),
     ("Waits with a timeout", |k| {
-        pick(k, "feat.ext_arg", "`EXT_ARG`", "a timeout SQE")
+        pick(k, "ext_arg", "`EXT_ARG`", "a timeout SQE")
     }),
     ("Batch wait (`batch_wait_us`)", |k| {
-        pick(
-            k,
-            "feat.min_timeout",
-            "`MIN_TIMEOUT`",
-            "off (no `MIN_TIMEOUT`)",
-        )
+        pick(k, "min_timeout", "`MIN_TIMEOUT`", "off (no `MIN_TIMEOUT`)")
     }),
     ("Pooled receives", |k| {
         pick(k, "pbuf_ring", "provided-buffer ring", "the loop's pool")
     }),
     ("Multishot receive and accept", |k| {
-        pick(k, "multishot_recv", "the kernel's", "re-armed by the loop")
+        pick(k, "multishot", "the kernel's", "re-armed by the loop")
     }),
     ("Opcodes (the loop's missing)", |k| {
         let missing = k.probed("opcodes.loop_missing");
         let missing = if missing.is_empty() { "none" } else { missing };
         format!("{} ({missing})", k.probed("opcodes.supported"))
     }),
-    ("`RLIMIT_MEMLOCK`", |k| {
-        k.probed("rlimit.memlock").to_owned()
-    }),
 ];
 
-fn setup_flags(kernel: &KernelResult) -> String {
+/// The set-up flags `prefix` (`setup.`: the kernel accepts; `loop.uses.`: the loop uses).
+fn setup_flags(kernel: &KernelResult, prefix: &str) -> String {
     let names = [
         "single_issuer",
         "defer_taskrun",
         "coop_taskrun",
         "submit_all",
     ];
-    let accepted: Vec<String> = names
+    let on: Vec<String> = names
         .iter()
-        .filter(|name| kernel.probed(&format!("setup.{name}")) == "yes")
+        .filter(|name| kernel.probed(&format!("{prefix}{name}")) == "yes")
         .map(|name| format!("`{}`", name.to_uppercase()))
         .collect();
-    if accepted.is_empty() {
-        return "none of them".to_owned();
+    if kernel.probed(&format!("{prefix}single_issuer")) == "?" {
+        return "-".to_owned();
     }
-    accepted.join(", ")
+    if on.is_empty() {
+        return "none".to_owned();
+    }
+    on.join(", ")
 }
 
+/// What the loop uses for feature `key` (`loop.uses.<key>`): `yes` or `no`.
 fn pick(kernel: &KernelResult, key: &str, yes: &str, no: &str) -> String {
-    match kernel.probed(key) {
+    match kernel.probed(&format!("loop.uses.{key}")) {
         "yes" => yes.to_owned(),
-        "?" => "?".to_owned(),
-        other if other.starts_with("no") => no.to_owned(),
-        other => other.to_owned(),
+        "no" => no.to_owned(),
+        _ => "-".to_owned(),
     }
 }
 

@@ -78,34 +78,54 @@ fn ring_lines(probe: &sys_uring::Probe) {
     line("pbuf_ring", &pbuf_ring);
 }
 
-/// What `Io::new` picks on its own, and whether it runs io_uring when forced, with the
-/// default options and with a batch wait asked for.
+/// What `Io::new` picks on its own with everything asked for (a pool, a batch wait), and
+/// what it uses there (`Stats::uring`: the features after stepping down to the kernel's);
+/// then whether the default options run on forced io_uring.
 #[cfg(target_os = "linux")]
 fn loop_lines() {
-    use dispatch_core::{BackendKind, Io, Options};
+    use dispatch_core::{BackendKind, Io, Options, PoolOptions};
 
     let mut options = Options::new(64);
     options.backend = None;
+    options.pool = PoolOptions {
+        buffers: 16,
+        buffer_size: 4096,
+    };
+    options.uring.batch_events = 16;
+    options.uring.batch_wait_us = 50;
     match Io::<()>::new(&options) {
         Ok(io) => {
             let stats = io.stats();
             line("loop.auto", stats.backend.name());
             let fallback = stats.fallback.map(|f| f.to_string()).unwrap_or_default();
             line("loop.auto_fallback", &fallback);
+            if let Some(uring) = stats.uring {
+                uring_lines(&uring);
+            }
+            line("loop.batch_wait_us", &stats.batch_wait_us.to_string());
         }
         Err(error) => line("loop.auto", &format!("error: {error}")),
     }
-    options.backend = Some(BackendKind::IoUring);
-    let forced = match Io::<()>::new(&options) {
+    let mut forced = Options::new(64);
+    forced.backend = Some(BackendKind::IoUring);
+    let forced = match Io::<()>::new(&forced) {
         Ok(_) => "ok".to_owned(),
         Err(error) => format!("error: {error}"),
     };
     line("loop.io_uring", &forced);
-    options.uring.batch_events = 16;
-    options.uring.batch_wait_us = 50;
-    let batch_wait = match Io::<()>::new(&options) {
-        Ok(io) => io.stats().batch_wait_us.to_string(),
-        Err(error) => format!("error: {error}"),
-    };
-    line("loop.batch_wait_us", &batch_wait);
+}
+
+/// What the io_uring backend uses, from `Stats::uring`.
+#[cfg(target_os = "linux")]
+fn uring_lines(uring: &dispatch_core::UringFeatures) {
+    line("loop.uses.single_issuer", yes(uring.single_issuer));
+    line("loop.uses.defer_taskrun", yes(uring.defer_taskrun));
+    line("loop.uses.coop_taskrun", yes(uring.coop_taskrun));
+    line("loop.uses.submit_all", yes(uring.submit_all));
+    line("loop.uses.ext_arg", yes(uring.ext_arg));
+    line("loop.uses.pbuf_ring", yes(uring.pbuf_ring));
+    line("loop.uses.multishot", yes(uring.multishot));
+    line("loop.uses.min_timeout", yes(uring.min_timeout));
+    let stepped: Vec<&str> = uring.stepped_down_names().collect();
+    line("loop.stepped_down", &stepped.join(","));
 }
