@@ -29,6 +29,19 @@ pub struct Plan {
     pub accel: String,
     /// Every run's limit in the guest, in seconds, instead of each run's own.
     pub run_limit_s: Option<u64>,
+    /// Only these runs (by name; the probe always runs); empty: every run.
+    pub runs: Vec<String>,
+    /// Each run this many times in the VM (to see how often a flaky test fails).
+    pub repeat: u32,
+    /// Arguments added to every libtest run (a test filter, `--exact`).
+    pub test_args: Vec<String>,
+}
+
+/// A run as this invocation schedules it: its name in the table, its limit and its arguments.
+struct Scheduled {
+    name: String,
+    run: &'static Run,
+    limit_s: u64,
 }
 
 /// One binary run in the guest: a name for the table, the package and test target (or
@@ -124,11 +137,14 @@ pub fn run_plan(plan: &Plan) -> Result<(), String> {
     kernel_host::ensure_tools()?;
     let fetched = kernel_host::fetch_kernels(&kernels, plan.update_kernels)?;
     let built = kernel_vm::build(plan.release)?;
-    let limits: Vec<u64> = RUNS
+    let scheduled = schedule(plan)?;
+    let (job, binaries) = job(&built, &scheduled, &plan.test_args)?;
+    let limit_s = scheduled.iter().map(|s| s.limit_s).sum::<u64>() + 120;
+    let plain: Vec<&str> = scheduled
         .iter()
-        .map(|run| plan.run_limit_s.unwrap_or(run.limit_s))
+        .filter(|s| !s.run.libtest)
+        .map(|s| s.name.as_str())
         .collect();
-    let (job, binaries) = job(&built, &limits)?;
     let work = kernel_host::work_dir();
     let initramfs = work.join("initramfs.cpio");
     let paths: Vec<&Path> = binaries.iter().map(PathBuf::as_path).collect();
@@ -145,7 +161,7 @@ pub fn run_plan(plan: &Plan) -> Result<(), String> {
             initramfs: &initramfs,
             log: &log,
             kvm,
-            limit: Duration::from_secs(limits.iter().sum::<u64>() + 120),
+            limit: Duration::from_secs(limit_s),
         };
         let booted = Instant::now();
         let lines = kernel_vm::boot(&boot, &format!("[{}] ", kernel.kernel.series))?;
@@ -155,7 +171,7 @@ pub fn run_plan(plan: &Plan) -> Result<(), String> {
             kernel.kernel.series,
             log.display()
         );
-        results.push((label, wall_s, kernel_report::parse(&lines, &plain_runs())));
+        results.push((label, wall_s, kernel_report::parse(&lines, &plain)));
     }
     report(
         plan,
@@ -214,7 +230,7 @@ fn host_probe(built: &[Built]) -> Option<KernelResult> {
     let probe = built.iter().find(|b| b.target == "kernel_probe")?;
     let output = Cmd::new(&probe.path.to_string_lossy(), &[]).query()?;
     let lines: Vec<String> = output.lines().map(str::to_owned).collect();
-    Some(kernel_report::parse(&lines, &plain_runs()))
+    Some(kernel_report::parse(&lines, &[]))
 }
 
 fn docs_page(markdown: &str) -> String {
@@ -235,12 +251,29 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The runs that are plain programs, not libtest binaries.
-fn plain_runs() -> Vec<&'static str> {
-    RUNS.iter()
-        .filter(|run| !run.libtest)
-        .map(|run| run.name)
-        .collect()
+/// The runs `plan` asks for, each `plan.repeat` times (`core:auto#2` for the second).
+fn schedule(plan: &Plan) -> Result<Vec<Scheduled>, String> {
+    for name in &plan.runs {
+        if !RUNS.iter().any(|run| run.name == name) {
+            let names: Vec<&str> = RUNS.iter().map(|run| run.name).collect();
+            return Err(format!("--run {name}: the runs are {}", names.join(", ")));
+        }
+    }
+    let wanted =
+        |run: &Run| !run.libtest || plan.runs.is_empty() || plan.runs.iter().any(|n| n == run.name);
+    let mut scheduled = Vec::new();
+    for run in RUNS.iter().filter(|run| wanted(run)) {
+        let times = if run.libtest { plan.repeat.max(1) } else { 1 };
+        for time in 1..=times {
+            let name = match time {
+                1 => run.name.to_owned(),
+                _ => format!("{}#{time}", run.name),
+            };
+            let limit_s = plan.run_limit_s.unwrap_or(run.limit_s);
+            scheduled.push(Scheduled { name, run, limit_s });
+        }
+    }
+    Ok(scheduled)
 }
 
 /// The kernels `--kernel` names.
@@ -271,9 +304,13 @@ fn use_kvm(accel: &str) -> Result<bool, String> {
     }
 }
 
-/// The guest's job script (a `run` line per run, as `/init` defines it) and the binaries it
-/// needs in the initramfs.
-fn job(built: &[Built], limits: &[u64]) -> Result<(String, Vec<PathBuf>), String> {
+/// The guest's job script (a `run` line per scheduled run, as `/init` defines it) and the
+/// binaries it needs in the initramfs.
+fn job(
+    built: &[Built],
+    scheduled: &[Scheduled],
+    test_args: &[String],
+) -> Result<(String, Vec<PathBuf>), String> {
     let find = |package: &str, target: &str| {
         built
             .iter()
@@ -281,11 +318,12 @@ fn job(built: &[Built], limits: &[u64]) -> Result<(String, Vec<PathBuf>), String
             .map(|b| b.path.clone())
             .ok_or_else(|| format!("cargo built no {target} for {package}"))
     };
+    let quote = |word: &str| format!("'{}'", word.replace('\'', r"'\''"));
     let mut script = String::new();
     let mut binaries = Vec::new();
-    for (run, limit_s) in RUNS.iter().zip(limits) {
+    for Scheduled { name, run, limit_s } in scheduled {
         let path = find(run.package, run.target)?;
-        let mut words = vec![format!("run '{}' {limit_s} env", run.name)];
+        let mut words = vec![format!("run {} {limit_s} env", quote(name))];
         if run.libtest {
             words.push("RUSTC_BOOTSTRAP=1".to_owned());
         }
@@ -293,6 +331,7 @@ fn job(built: &[Built], limits: &[u64]) -> Result<(String, Vec<PathBuf>), String
         words.push(path.to_string_lossy().into_owned());
         if run.libtest {
             words.extend(LIBTEST.iter().map(|arg| (*arg).to_owned()));
+            words.extend(test_args.iter().map(|arg| quote(arg)));
         }
         words.extend(run.args.iter().map(|arg| (*arg).to_owned()));
         script += &format!("{}\n", words.join(" "));

@@ -133,6 +133,16 @@ struct KernelTestArgs {
     /// times what it takes); past it the run is killed as hung
     #[arg(long)]
     run_limit: Option<u64>,
+    /// Only this run (repeatable): sys-uring, core:auto, core:io_uring, core:epoll,
+    /// core:uring-extras, net:auto, net:epoll, examples, echo_minimal, echo-server
+    #[arg(long = "run", value_name = "RUN")]
+    runs: Vec<String>,
+    /// Each run this many times in the one VM (how often does a flaky test fail?)
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// Arguments for every libtest run, after `--` (a test name, `--exact`)
+    #[arg(last = true)]
+    test_args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +217,9 @@ fn main() -> ExitCode {
             update_kernels: args.update_kernels,
             accel: args.accel,
             run_limit_s: args.run_limit,
+            runs: args.runs,
+            repeat: args.repeat,
+            test_args: args.test_args,
         }),
     };
     match result {
