@@ -35,6 +35,8 @@ pub struct Plan {
     pub repeat: u32,
     /// Arguments added to every libtest run (a test filter, `--exact`).
     pub test_args: Vec<String>,
+    /// `KEY=VALUE` variables added to every run's environment.
+    pub envs: Vec<String>,
 }
 
 /// A run as this invocation schedules it: its name in the table, its limit and its arguments.
@@ -138,7 +140,7 @@ pub fn run_plan(plan: &Plan) -> Result<(), String> {
     let fetched = kernel_host::fetch_kernels(&kernels, plan.update_kernels)?;
     let built = kernel_vm::build(plan.release)?;
     let scheduled = schedule(plan)?;
-    let (job, binaries) = job(&built, &scheduled, &plan.test_args)?;
+    let (job, binaries) = job(&built, &scheduled, plan)?;
     let limit_s = scheduled.iter().map(|s| s.limit_s).sum::<u64>() + 120;
     let plain: Vec<&str> = scheduled
         .iter()
@@ -309,7 +311,7 @@ fn use_kvm(accel: &str) -> Result<bool, String> {
 fn job(
     built: &[Built],
     scheduled: &[Scheduled],
-    test_args: &[String],
+    plan: &Plan,
 ) -> Result<(String, Vec<PathBuf>), String> {
     let find = |package: &str, target: &str| {
         built
@@ -328,10 +330,11 @@ fn job(
             words.push("RUSTC_BOOTSTRAP=1".to_owned());
         }
         words.extend(run.env.iter().map(|var| (*var).to_owned()));
+        words.extend(plan.envs.iter().map(|var| quote(var)));
         words.push(path.to_string_lossy().into_owned());
         if run.libtest {
             words.extend(LIBTEST.iter().map(|arg| (*arg).to_owned()));
-            words.extend(test_args.iter().map(|arg| quote(arg)));
+            words.extend(plan.test_args.iter().map(|arg| quote(arg)));
         }
         words.extend(run.args.iter().map(|arg| (*arg).to_owned()));
         script += &format!("{}\n", words.join(" "));

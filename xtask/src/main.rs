@@ -140,6 +140,9 @@ struct KernelTestArgs {
     /// Each run this many times in the one VM (how often does a flaky test fail?)
     #[arg(long, default_value_t = 1)]
     repeat: u32,
+    /// A variable for every run in the guest, KEY=VALUE (repeatable; RUST_BACKTRACE=1)
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    envs: Vec<String>,
     /// Arguments for every libtest run, after `--` (a test name, `--exact`)
     #[arg(last = true)]
     test_args: Vec<String>,
@@ -220,6 +223,7 @@ fn main() -> ExitCode {
             runs: args.runs,
             repeat: args.repeat,
             test_args: args.test_args,
+            envs: args.envs,
         }),
     };
     match result {
