@@ -58,6 +58,9 @@ impl RunResult {
         if failed > 0 || status != 0 {
             return Some(format!("{failed} FAILED (exit status {status})"));
         }
+        if passed == 0 {
+            return Some("no test ran (a filter that matches nothing?)".to_owned());
+        }
         if self.skipped.len() * 2 > passed as usize {
             let n = self.skipped.len();
             return Some(format!(
