@@ -21,6 +21,8 @@ pub struct RunResult {
     /// libtest's suite counts.
     pub passed: Option<u32>,
     pub failed: Option<u32>,
+    /// Tests reported passed one by one: the count that survives a run killed as hung.
+    pub passed_events: u32,
     /// Tests that passed having printed `skipped:` (they did not run their check here).
     pub skipped: Vec<String>,
     /// The tests that failed, each with the first lines of its panic.
@@ -172,6 +174,7 @@ fn run_line(run: &mut RunResult, line: &str) {
         "timeout" => run.slow.push(name),
         _ => {
             run.started.retain(|started| *started != name);
+            run.passed_events += u32::from(event == "ok");
             if event == "failed" {
                 run.failures.push((name, panic_lines(&output)));
             } else if output.contains("skipped: ") {
@@ -311,13 +314,20 @@ pub fn table(kernels: &[(String, f64, KernelResult)]) -> String {
 
 fn row(run: &RunResult) -> String {
     let number = |n: Option<u32>| n.map_or("-".to_owned(), |n| n.to_string());
+    // A run killed before libtest's summary: the tests that passed before it.
+    let passed = run
+        .passed
+        .or((run.passed_events > 0).then_some(run.passed_events));
+    let failed = run
+        .failed
+        .or((!run.failures.is_empty()).then_some(run.failures.len() as u32));
     let secs = run.secs.map_or("-".to_owned(), |s| format!("{s:.1}s"));
     let verdict = run.trouble().unwrap_or_else(|| "ok".to_owned());
     let mut row = format!(
         "  {:<18} {:>6} {:>6} {:>7} {:>7}  {verdict}",
         run.name,
-        number(run.passed),
-        number(run.failed),
+        number(passed),
+        number(failed),
         run.skipped.len(),
         secs,
     );
