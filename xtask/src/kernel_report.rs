@@ -302,7 +302,7 @@ pub fn table(kernels: &[(String, f64, KernelResult)]) -> String {
         }
         let _ = writeln!(
             out,
-            "  {:<18} {:>6} {:>6} {:>7} {:>7}  {}",
+            "  {:<20} {:>6} {:>6} {:>7} {:>7}  {}",
             header[0], header[1], header[2], header[3], header[4], header[5]
         );
         for run in &kernel.runs {
@@ -324,7 +324,7 @@ fn row(run: &RunResult) -> String {
     let secs = run.secs.map_or("-".to_owned(), |s| format!("{s:.1}s"));
     let verdict = run.trouble().unwrap_or_else(|| "ok".to_owned());
     let mut row = format!(
-        "  {:<18} {:>6} {:>6} {:>7} {:>7}  {verdict}",
+        "  {:<20} {:>6} {:>6} {:>7} {:>7}  {verdict}",
         run.name,
         number(passed),
         number(failed),
