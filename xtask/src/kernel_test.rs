@@ -63,7 +63,8 @@ struct Run {
 
 /// libtest's arguments for every suite: two threads (the VM has two CPUs), and one JSON event
 /// per test with its output (`--format json --show-output`), so that the tests that printed
-/// `skipped:` are counted by name and each failure comes with its panic. The JSON format is
+/// `skipped:` are counted by name and each failure comes with its panic, each with its time
+/// (`--report-time`: `exec_time` in the console log). The JSON format is
 /// unstable in libtest: `RUSTC_BOOTSTRAP=1` (set in the job) lets a stable test binary use it.
 const LIBTEST: &[&str] = &[
     "-Z",
@@ -71,6 +72,7 @@ const LIBTEST: &[&str] = &[
     "--format",
     "json",
     "--show-output",
+    "--report-time",
     "--test-threads=2",
 ];
 
