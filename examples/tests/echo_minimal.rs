@@ -218,7 +218,10 @@ fn errors_say_what_was_wrong_and_exit_with_status_1() {
         (
             &[&taken],
             None,
-            format!("echo_minimal: cannot listen on {taken}: address already in use"),
+            format!(
+                "echo_minimal: cannot listen on {taken}: {}",
+                addr_in_use_phrase()
+            ),
         ),
         (
             &["127.0.0.1"],
@@ -279,4 +282,16 @@ fn prints_its_backend_and_reads_its_name_in_any_case() {
         let prefix = format!("echo_minimal: backend {expected}; up to 1024 connections");
         assert!(first.starts_with(&prefix), "{given:?}: {first}");
     }
+}
+
+/// `EADDRINUSE` as the example words it, in this C library's words: glibc says "address
+/// already in use", musl (the kernel-matrix's static builds) "address in use".
+fn addr_in_use_phrase() -> String {
+    let text = std::io::Error::from_raw_os_error(libc::EADDRINUSE).to_string();
+    let text = text.split(" (os error ").next().unwrap_or_default();
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_lowercase().chain(chars).collect())
+        .unwrap_or_default()
 }

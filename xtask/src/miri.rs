@@ -29,6 +29,10 @@ const SKIP: &[(&str, &str)] = &[
         "backend::io_uring::tests::a_refused_set_up_flag_is_given_up_not_io_uring",
         "sets up the io_uring that the refusing kernel finally accepts",
     ),
+    (
+        "backend::io_uring::tests::only_the_refused_flag_is_given_up",
+        "sets up the io_uring that the refusing kernel finally accepts",
+    ),
 ];
 
 /// The aliasing models Miri checks the tests under: `MIRIFLAGS` for each run.

@@ -130,10 +130,10 @@ pub struct Faults {
     /// survives whole or is lost, even odds.
     pub torn_write: u32,
     /// A cancel misses the operation it targets, which goes on waiting: the cancel answers
-    /// `ENOENT`, as io_uring's can on kernels without the io-wq cancel fix (seen on 6.1 and
-    /// 6.12) when a kernel worker is just taking the operation up. The loop holds that
-    /// answer while the target waits and sends the cancel again (`Io::cancel`), so a
-    /// program sees the same results as without the fault. Never applied to the cancels of
+    /// `ENOENT` or `EALREADY` (even odds), as io_uring's can on kernels with the io-wq cancel
+    /// race (seen on 6.1 and 6.12) when a kernel worker is just taking the operation up. The
+    /// loop sends the cancel again while the target waits (`Io::cancel`), so a program sees
+    /// the same results as without the fault. Never applied to resends or to the cancels of
     /// a loop's drop.
     pub lost_cancel: u32,
     /// Test only: a rare short receive also drops one byte, a bug planted so that the

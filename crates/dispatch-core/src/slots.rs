@@ -48,8 +48,10 @@ pub(crate) struct Slot<C> {
     pub(crate) cancel_won: bool,
     /// On a target's slot: its cancel (slot) whose answer is held until this result.
     pub(crate) held_cancel: u32,
-    /// On a held cancel's slot: how many times the loop has sent it again (see
-    /// `Io::resend_held_cancel`).
+    /// A cancel of this operation may have been lost by the kernel: its heap entry times
+    /// the next resend of the cancel, not a deadline (see `io/deadline.rs`).
+    pub(crate) resending: bool,
+    /// How many times the loop has sent this operation's cancel again.
     pub(crate) resends: u8,
     /// The budget the slot was taken from, given back on release.
     budget: Budget,
@@ -201,27 +203,29 @@ impl Completed {
         self.filling.len()
     }
 
-    /// Reorders the results added since `start` (see [`Completed::filled`]) that have a key,
-    /// in place, by increasing key, stably; the others keep their places. An insertion sort
-    /// over those results: for the few expired timeouts of one reap, not for a whole batch.
-    pub(crate) fn order_from(&mut self, start: usize, key: impl Fn(&Done) -> Option<u64>) {
+    /// Reorders the results added since `start` (see [`Completed::filled`]) that `order`
+    /// gives a key, in place, by increasing key, stably: a keyed result moves before keyed
+    /// ones with greater keys, never past a [`Order::Fence`], and results that
+    /// [`Order::Stay`] keep their places. An insertion sort over the keyed results: for the
+    /// few expired timeouts of one turn, not for a whole batch.
+    pub(crate) fn order_from(&mut self, start: usize, order: impl Fn(&Done) -> Order) {
         let done = &mut self.filling;
         assert!(start <= done.len());
         for at in start..done.len() {
-            let Some(at_key) = key(&done[at]) else {
+            let Order::At(at_key) = order(&done[at]) else {
                 continue;
             };
             let mut hole = at;
             let mut before = at;
             while before > start {
                 before -= 1;
-                match key(&done[before]) {
-                    None => {}
-                    Some(before_key) if before_key > at_key => {
+                match order(&done[before]) {
+                    Order::Stay => {}
+                    Order::At(before_key) if before_key > at_key => {
                         done.swap(before, hole);
                         hole = before;
                     }
-                    Some(_) => break,
+                    Order::At(_) | Order::Fence => break,
                 }
             }
         }
@@ -255,6 +259,17 @@ impl Completed {
         self.cursor = 0;
         self.filling.drain(..).for_each(f);
     }
+}
+
+/// Where [`Completed::order_from`] may put a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// Keeps its place; keyed results move past it.
+    Stay,
+    /// Keeps its place, and no keyed result moves past it.
+    Fence,
+    /// Sorted among the others with a key.
+    At(u64),
 }
 
 /// The slot table and its free list, a LIFO stack linked through `Slot::next`: the slot
@@ -299,6 +314,7 @@ impl<C> Slots<C> {
                 cancel_by: NONE,
                 cancel_won: false,
                 held_cancel: NONE,
+                resending: false,
                 resends: 0,
                 budget: Budget::Op,
                 next: NONE,
@@ -373,6 +389,7 @@ impl<C> Slots<C> {
         slot.cancel_by = NONE;
         slot.cancel_won = false;
         slot.held_cancel = NONE;
+        slot.resending = false;
         slot.resends = 0;
         slot.generation += 1;
         slot.next = self.free_head;
@@ -496,13 +513,32 @@ mod tests {
                 flags: 0,
             });
         }
-        let key = |done: &Done| (done.idx < 100).then_some(u64::from(done.idx));
+        let key = |done: &Done| match done.idx {
+            idx if idx < 100 => Order::At(u64::from(idx)),
+            _ => Order::Stay,
+        };
         completed.order_from(1, key);
         let order: Vec<u32> = completed.filling.iter().map(|done| done.idx).collect();
         assert_eq!(order, [7, 100, 1, 3, 101, 3, 5, 102, 9]);
         completed.order_from(completed.filled(), key);
         let again: Vec<u32> = completed.filling.iter().map(|done| done.idx).collect();
         assert_eq!(again, order, "an empty range changes nothing");
+        // 101 as a fence: nothing moves past it.
+        let fenced = |done: &Done| match done.idx {
+            101 => Order::Fence,
+            _ => key(done),
+        };
+        let mut completed = Completed::new(16);
+        for idx in [7_u32, 5, 101, 3, 1] {
+            completed.push(Done {
+                idx,
+                result: 0,
+                flags: 0,
+            });
+        }
+        completed.order_from(0, fenced);
+        let order: Vec<u32> = completed.filling.iter().map(|done| done.idx).collect();
+        assert_eq!(order, [5, 7, 101, 1, 3]);
     }
 
     /// The generation is 64 bits: after 2^32 reuses of a slot, an id from its first use no

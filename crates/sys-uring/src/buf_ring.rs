@@ -81,8 +81,11 @@ impl BufRing {
     ///
     /// # Safety
     /// `addr..addr + len` must stay valid and must not be read or written by anyone else from
-    /// now until the kernel hands buffer `bid` back in a completion (or the ring is
-    /// unregistered): the kernel may write into it at any time. The caller never has more
+    /// now until the kernel hands buffer `bid` back in a completion: the kernel may write
+    /// into it at any time. Neither unregistering the ring nor dropping the [`crate::Ring`]
+    /// ends that: an operation that took the buffer before may still be writing it after
+    /// the ring is closed (its completion is never seen then), so a buffer whose completion
+    /// was not reaped must never be freed. The caller never has more
     /// buffers lent than the ring has entries.
     pub unsafe fn push(&mut self, bid: u16, addr: *mut u8, len: u32) {
         assert!(
@@ -139,8 +142,8 @@ impl<'ring> BufRingMut<'ring> {
     ///
     /// # Safety
     /// As [`BufRing::push`]: `addr..addr + len` stays valid and untouched by anyone else
-    /// until the kernel hands buffer `bid` back in a completion (or the ring is
-    /// unregistered), and no more buffers are lent than the ring has entries.
+    /// until the kernel hands buffer `bid` back in a completion (not merely until the ring is
+    /// unregistered or dropped), and no more buffers are lent than the ring has entries.
     #[inline]
     pub unsafe fn push(&mut self, bid: u16, addr: *mut u8, len: u32) {
         // SAFETY: the caller upholds `BufRing::push`'s contract, which this one repeats.

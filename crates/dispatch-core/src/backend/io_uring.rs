@@ -17,7 +17,7 @@ use crate::completion::{buffer_flags, F_BUFFER};
 use crate::operation::{Args, OpId};
 use crate::options::Options;
 use crate::pool::{Pool, PoolShared};
-use crate::stats::{setup_flag_names, Stats, UringFeatures, SETUP_FLAG_NAMES};
+use crate::stats::{setup_flag_names, Stats, UringFeatures};
 use crate::waker::Waker;
 
 /// `user_data` values a backend uses for itself; no slot's `user_data` can equal them,
@@ -25,6 +25,8 @@ use crate::waker::Waker;
 const USER_DATA_WAIT_TIMEOUT: u64 = u64::MAX;
 /// The `user_data` of cancellations issued by `Io`'s drop.
 const USER_DATA_DROP_CANCEL: u64 = u64::MAX - 1;
+/// The `user_data` of held cancels sent again (`resend_cancel`).
+const USER_DATA_RESENT_CANCEL: u64 = u64::MAX - 2;
 
 const _: () = assert!(crate::options::OPS_MAX_LIMIT <= 1 << 24);
 
@@ -50,11 +52,14 @@ const NO_POLL: u64 = u64::MAX;
 /// `wait_timespec`), never inline: an SQE may stay in the SQ after an enter (a failed SQE
 /// ends a submission early without `SUBMIT_ALL`) and be read by the kernel at a later enter,
 /// after the program has moved its `Io`. `ring` is declared first, so it is closed (and its
-/// provided-buffer ring unregistered) before anything it points at is freed.
+/// provided-buffer ring unregistered) before anything it points at is freed. Closing a ring
+/// does not wait for the operations it holds, though: that the kernel no longer writes this
+/// memory comes from `Io`'s drop, which reaps every operation back before the backend drops
+/// (or leaks the memory).
 pub(crate) struct IoUringBackend {
     ring: Ring,
-    /// Per slot: a timeout's deadline on the monotonic clock (`CLOCK_MONOTONIC`, the clock
-    /// of `IORING_TIMEOUT_ABS`), so that the loop can put expiries reaped together in order.
+    /// Per slot: a timeout's deadline on the monotonic clock, when it was pushed plus its
+    /// timeout, so that the loop can put expiries reaped together in order.
     expiry_ns: Box<[u64]>,
     /// The pool's memory, kept alive for as long as the ring is registered with buffers in
     /// it: dropped after `ring` (field order), whatever order the loop drops its own fields
@@ -319,14 +324,14 @@ impl IoUringBackend {
                 .mode(*mode)
                 .build(),
             Args::Timeout { timeout_ns } => {
-                // Absolute: the deadline the kernel fires at is the one the loop orders by.
-                let expiry_ns = monotonic_ns().saturating_add(*timeout_ns);
-                self.expiry_ns[idx as usize] = expiry_ns;
+                // Relative, not `IORING_TIMEOUT_ABS`: the kernel does not translate an
+                // absolute time from a time namespace (`unshare --time`) to its own clock,
+                // so an absolute deadline would fire early or late there. The deadline kept
+                // is only the key the loop orders expiries by.
+                self.expiry_ns[idx as usize] = monotonic_ns().saturating_add(*timeout_ns);
                 let timespec = &mut self.timespecs[idx as usize];
-                *timespec = timespec_from_ns(expiry_ns);
-                opcode::Timeout::new(timespec)
-                    .flags(sys_uring::types::TimeoutFlags::ABS)
-                    .build()
+                *timespec = timespec_from_ns(*timeout_ns);
+                opcode::Timeout::new(timespec).build()
             }
             Args::Cancel { target } => opcode::AsyncCancel::new(target.user_data()).build(),
             Args::Nop => opcode::Nop::new().build(),
@@ -490,7 +495,7 @@ impl IoUringBackend {
         self.ring.reap_max(max, |cqe| {
             if matches!(
                 cqe.user_data,
-                USER_DATA_WAIT_TIMEOUT | USER_DATA_DROP_CANCEL
+                USER_DATA_WAIT_TIMEOUT | USER_DATA_DROP_CANCEL | USER_DATA_RESENT_CANCEL
             ) {
                 return;
             }
@@ -568,6 +573,16 @@ impl IoUringBackend {
         }
     }
 
+    /// Pushes a cancel of `user_data` whose result nobody receives (see
+    /// `Backend::resend_cancel`); `false` when the SQ is full (the loop tries again later).
+    pub(crate) fn resend_cancel(&mut self, user_data: u64, _: &mut Stats) -> bool {
+        let entry = opcode::AsyncCancel::new(user_data)
+            .build()
+            .user_data(USER_DATA_RESENT_CANCEL);
+        // SAFETY: a cancel references no memory.
+        unsafe { self.ring.push(&entry) }.is_ok()
+    }
+
     /// Asks the kernel to cancel the operation `user_data`; used only by `Io`'s drop.
     pub(crate) fn cancel_for_drop(&mut self, user_data: u64, stats: &mut Stats) -> io::Result<()> {
         if self.ring.sq_space() == 0 {
@@ -605,53 +620,103 @@ fn ring_options(options: &Options) -> RingOptions {
 }
 
 /// Creates a ring with `options`, stepping down where the kernel refuses the set-up
-/// (`EINVAL`: a flag newer than the kernel): the set-up flags are given up one at a time,
-/// newest kernel feature first (`DEFER_TASKRUN` 6.1, `SINGLE_ISSUER` 6.0, `COOP_TASKRUN`
-/// 5.19, `SUBMIT_ALL` 5.18), until the kernel accepts the ring. Every flag is an
-/// optimisation the loop does without, so a kernel that lacks one still runs io_uring.
-/// Returns the ring and the `UringFeatures::stepped_down` bits of the flags given up; the
-/// first loop of the process to step down says so on stderr, once. `create` is `Ring::new`
-/// (a test passes one that refuses like an older kernel).
+/// (`EINVAL`: a flag newer than the kernel): a plain ring first, then each set-up flag asked
+/// for added back, oldest kernel feature first (`SUBMIT_ALL` 5.18, `COOP_TASKRUN` 5.19,
+/// `SINGLE_ISSUER` 6.0, `DEFER_TASKRUN` 6.1, which needs `SINGLE_ISSUER`), keeping each the
+/// kernel accepts: a kernel that lacks one flag (a backport may lack an old one and have a
+/// newer one) loses only that one. Every flag is an optimisation the loop does without, so a
+/// kernel that lacks one still runs io_uring. Returns the ring and the
+/// `UringFeatures::stepped_down` bits of the flags given up; the first loop of the process to
+/// step down says so on stderr, once. `create` is `Ring::new` (a test passes one that
+/// refuses like an older kernel). Costs up to five `io_uring_setup` calls where the kernel
+/// refuses something, one elsewhere.
 fn ring_stepping_down(
     mut create: impl FnMut(&RingOptions) -> Result<Ring, SetupError>,
-    mut options: RingOptions,
+    options: RingOptions,
 ) -> Result<(Ring, u8), SetupError> {
+    let refused = |error: &SetupError| error.unavailable == Unavailable::InvalidSetup;
+    match create(&options) {
+        Ok(ring) => return Ok((ring, 0)),
+        Err(error) if refused(&error) => {}
+        Err(error) => return Err(error),
+    }
+    let mut accepted = RingOptions {
+        single_issuer: false,
+        defer_taskrun: false,
+        coop_taskrun: false,
+        submit_all: false,
+        ..options
+    };
+    // Refused with no flag at all: the sizes, or something else; not a step down.
+    let mut ring = create(&accepted)?;
     let mut stepped_down = 0;
-    let ring = loop {
-        match create(&options) {
-            Ok(ring) => break ring,
-            Err(error) if error.unavailable == Unavailable::InvalidSetup => {
-                let flags = [
-                    &mut options.defer_taskrun,
-                    &mut options.single_issuer,
-                    &mut options.coop_taskrun,
-                    &mut options.submit_all,
-                ];
-                let next = flags.into_iter().zip(SETUP_FLAG_NAMES).find(|(on, _)| **on);
-                let Some((flag, (bit, _))) = next else {
-                    // Not a flag: the size, or something else the kernel refuses.
-                    return Err(error);
-                };
-                *flag = false;
-                stepped_down |= bit;
-            }
+    let oldest_first = [
+        UringFeatures::STEPPED_DOWN_SUBMIT_ALL,
+        UringFeatures::STEPPED_DOWN_COOP_TASKRUN,
+        UringFeatures::STEPPED_DOWN_SINGLE_ISSUER,
+        UringFeatures::STEPPED_DOWN_DEFER_TASKRUN,
+    ];
+    for bit in oldest_first {
+        let (asked, with) = with_flag(options, accepted, bit);
+        if !asked {
+            continue;
+        }
+        if bit == UringFeatures::STEPPED_DOWN_DEFER_TASKRUN && !accepted.single_issuer {
+            stepped_down |= bit;
+            continue;
+        }
+        match create(&with) {
+            Ok(bigger) => (ring, accepted) = (bigger, with),
+            Err(error) if refused(&error) => stepped_down |= bit,
             Err(error) => return Err(error),
         }
-    };
-    assert!(!options.defer_taskrun || options.single_issuer);
-    if stepped_down != 0 {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        static LOGGED: AtomicBool = AtomicBool::new(false);
-        if !LOGGED.swap(true, Ordering::Relaxed) {
-            let names: Vec<&str> = setup_flag_names(stepped_down).collect();
-            eprintln!(
-                "dispatch-core: this kernel refuses io_uring set-up flag(s) {}: running \
-                 io_uring without them",
-                names.join(", ")
-            );
-        }
     }
+    assert_ne!(
+        stepped_down, 0,
+        "the full set was refused, so something was given up"
+    );
+    log_step_down(stepped_down);
     Ok((ring, stepped_down))
+}
+
+/// Whether `options` asks for the set-up flag `bit` (a `STEPPED_DOWN_*` bit), and
+/// `accepted` with that flag on.
+fn with_flag(options: RingOptions, accepted: RingOptions, bit: u8) -> (bool, RingOptions) {
+    let mut with = accepted;
+    let asked = match bit {
+        UringFeatures::STEPPED_DOWN_SUBMIT_ALL => {
+            with.submit_all = true;
+            options.submit_all
+        }
+        UringFeatures::STEPPED_DOWN_COOP_TASKRUN => {
+            with.coop_taskrun = true;
+            options.coop_taskrun
+        }
+        UringFeatures::STEPPED_DOWN_SINGLE_ISSUER => {
+            with.single_issuer = true;
+            options.single_issuer
+        }
+        UringFeatures::STEPPED_DOWN_DEFER_TASKRUN => {
+            with.defer_taskrun = true;
+            options.defer_taskrun
+        }
+        other => unreachable!("no set-up flag has bit {other}"),
+    };
+    (asked, with)
+}
+
+/// Says once per process which set-up flags the kernel refused.
+fn log_step_down(stepped_down: u8) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static LOGGED: AtomicBool = AtomicBool::new(false);
+    if !LOGGED.swap(true, Ordering::Relaxed) {
+        let names: Vec<&str> = setup_flag_names(stepped_down).collect();
+        eprintln!(
+            "dispatch-core: this kernel refuses io_uring set-up flag(s) {}: running io_uring \
+             without them",
+            names.join(", ")
+        );
+    }
 }
 
 /// Lends every pool buffer to a provided-buffer ring registered as `POOL_GROUP`; `false`
@@ -792,7 +857,7 @@ fn clamp_len(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
-/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `IORING_TIMEOUT_ABS` (vDSO, no syscall).
+/// `CLOCK_MONOTONIC` in nanoseconds (vDSO, no syscall).
 fn monotonic_ns() -> u64 {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     let secs = u64::try_from(now.tv_sec).expect("the monotonic clock is not negative");
@@ -840,34 +905,39 @@ mod tests {
         assert_eq!(address(&moved.wait_timespec), before, "and again");
     }
 
+    fn einval() -> SetupError {
+        SetupError::from_setup(io::Error::from_raw_os_error(libc::EINVAL))
+    }
+
+    /// Every set-up flag on.
+    const WANTED: RingOptions = RingOptions {
+        single_issuer: true,
+        defer_taskrun: true,
+        coop_taskrun: true,
+        submit_all: true,
+        ..RingOptions::new(8)
+    };
+
     /// A kernel that refuses the newer set-up flags (`EINVAL`, as 5.10 refuses
-    /// `SINGLE_ISSUER`, `DEFER_TASKRUN` and `SUBMIT_ALL`) still gets a ring: the flags are
-    /// given up newest first, and only those the kernel refuses.
+    /// `SINGLE_ISSUER`, `DEFER_TASKRUN` and `SUBMIT_ALL`) still gets a ring, with the flags
+    /// it has.
     #[test]
     fn a_refused_set_up_flag_is_given_up_not_io_uring() {
-        let wanted = RingOptions {
-            single_issuer: true,
-            defer_taskrun: true,
-            coop_taskrun: true,
-            submit_all: true,
-            ..RingOptions::new(8)
-        };
         // A 5.18 kernel, as far as flags go: SUBMIT_ALL only.
         let mut tries = Vec::new();
         let older = |options: &RingOptions| {
             tries.push(*options);
             match options.single_issuer || options.defer_taskrun || options.coop_taskrun {
-                true => Err(SetupError::from_setup(io::Error::from_raw_os_error(
-                    libc::EINVAL,
-                ))),
+                true => Err(einval()),
                 false => Ring::new(options),
             }
         };
-        let (ring, stepped_down) = match ring_stepping_down(older, wanted) {
+        let (ring, stepped_down) = match ring_stepping_down(older, WANTED) {
             Ok(created) => created,
             Err(error) => return eprintln!("skipped: {error}"),
         };
-        assert_eq!(tries.len(), 4, "three flags refused, one at a time");
+        // All, plain, +SUBMIT_ALL, +COOP_TASKRUN, +SINGLE_ISSUER (DEFER_TASKRUN needs it).
+        assert_eq!(tries.len(), 5);
         assert!(ring.options().submit_all, "the flag the kernel has is kept");
         assert!(!ring.options().single_issuer && !ring.options().defer_taskrun);
         let names: Vec<_> = setup_flag_names(stepped_down).collect();
@@ -885,7 +955,25 @@ mod tests {
                 libc::EPERM,
             )))
         };
-        assert!(ring_stepping_down(refuse, wanted).is_err());
+        assert!(ring_stepping_down(refuse, WANTED).is_err());
+    }
+
+    /// A kernel lacking an old flag but having the newer ones (a backport) loses only the
+    /// one it lacks.
+    #[test]
+    fn only_the_refused_flag_is_given_up() {
+        let backported = |options: &RingOptions| match options.submit_all {
+            true => Err(einval()),
+            false => Ring::new(options),
+        };
+        let (ring, stepped_down) = match ring_stepping_down(backported, WANTED) {
+            Ok(created) => created,
+            Err(error) => return eprintln!("skipped: {error}"),
+        };
+        assert_eq!(stepped_down, UringFeatures::STEPPED_DOWN_SUBMIT_ALL);
+        let kept = ring.options();
+        assert!(kept.single_issuer && kept.defer_taskrun && kept.coop_taskrun);
+        assert!(!kept.submit_all);
     }
 
     /// While the provided-buffer ring names the pool's buffers, the backend itself keeps the

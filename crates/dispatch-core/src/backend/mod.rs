@@ -407,4 +407,11 @@ impl Backend {
     pub(crate) fn cancel_for_drop(&mut self, user_data: u64, stats: &mut Stats) -> io::Result<()> {
         each!(self, backend => backend.cancel_for_drop(user_data, stats))
     }
+
+    /// Sends a cancel of `user_data` again, needing no slot: the loop holds the first
+    /// cancel's answer until the target's result, which the resend's own result cannot
+    /// change, so nobody receives it. `false` when it could not be sent now (a full SQ).
+    pub(crate) fn resend_cancel(&mut self, user_data: u64, stats: &mut Stats) -> bool {
+        each!(self, backend => backend.resend_cancel(user_data, stats))
+    }
 }

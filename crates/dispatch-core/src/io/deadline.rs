@@ -10,28 +10,34 @@
 //! cannot be attached after the operation's SQE is in the ring. The price: an expired
 //! operation is cancelled at the next turn, so it ends at or after its deadline, never
 //! before.
+//!
+//! The same heap times the resends of cancels the kernel may have lost. io_uring's kernel
+//! workers (io-wq) race with cancels: on kernels without the fix (seen on 6.1 and 6.12, not
+//! on 6.18) a worker takes a request off its queue, runs task work and `cond_resched()`, and
+//! only then records it as its current work, and (6.12) the task work it runs clears the
+//! interrupting signal a cancel has just sent. A cancel in those windows answers `ENOENT`
+//! (found neither queued nor running) or `EALREADY` (found running and signalled), and the
+//! request, an `openat` of a FIFO say, then blocks in the worker with nobody to interrupt
+//! it. So when a cancel answers either while its target is still in the kernel, the target
+//! goes into the heap under its own slot, and each time its entry comes due the loop has the
+//! backend cancel it again (1 ms, then 2, 4, ... at most a second apart) until its result
+//! arrives; its slot is marked `resending`, so that the entry is not taken for a deadline
+//! (a target whose cancel was answered has no use for one: the cancel decides how it ends).
+//! An `ENOENT` answer is also held (`Held`) until the target's result says whether it was
+//! cancelled.
 
 use super::Io;
+use crate::error::DeadlineError;
+use crate::operation::{Args, Callback, OpId};
+use crate::slots::{Budget, State};
+use crate::timer::TimerHeap;
 
 /// How long a held cancel waits for its target before the loop sends it again, the first
 /// time; each resend doubles it, up to `CANCEL_RESEND_MAX_NS`.
 const CANCEL_RESEND_NS: u64 = 1_000_000;
 /// The longest wait between two resends of a held cancel: one second.
 const CANCEL_RESEND_MAX_NS: u64 = 1_000_000_000;
-use crate::error::DeadlineError;
-use crate::operation::{Args, Callback, OpId};
-use crate::slots::{Budget, State};
-use crate::timer::TimerHeap;
 
-/// Why held cancels are sent again: on io_uring a cancel can miss its target. Kernels
-/// before the io-wq fix in 6.18's line (seen on 6.1 and 6.12) take a request off a worker's
-/// queue, then run task work and `cond_resched()`, and only then record it as the worker's
-/// current work: a cancel in that window finds the request neither queued nor running and
-/// answers `ENOENT`, and the request (an `openat` of a FIFO, say) then blocks in the worker
-/// with nobody to interrupt it. The loop holds such an answer while the target is still in
-/// the kernel, and sends the cancel again after 1 ms, 2 ms, 4 ms, ... (at most a second
-/// apart) until the target's result arrives; the first that finds it interrupts it.
-///
 /// The deadlines of operations in flight, by slot, in nanoseconds on the loop's clock.
 pub(super) struct Deadlines {
     heap: TimerHeap,
@@ -66,7 +72,10 @@ impl<C> Io<C> {
     /// Call it right after scheduling (a connect with a deadline), or again whenever the
     /// deadline should move (an idle timeout pushed back on every message). Deadlines cost
     /// no syscall unless they fire. A [`Io::cancel`] of an operation whose deadline has fired
-    /// but which has not completed yet answers `EALREADY`.
+    /// but which has not completed yet answers `EALREADY`. Once a cancel of the operation has
+    /// been answered while the operation goes on (the loop then sends the cancel again until
+    /// it ends: see [`Io::cancel`]), the cancel decides how it ends: `set_deadline` is
+    /// accepted and changes nothing, and [`Io::clear_deadline`] answers `false`.
     ///
     /// ```
     /// use std::os::fd::AsRawFd;
@@ -99,6 +108,11 @@ impl<C> Io<C> {
         ) {
             return Err(DeadlineError::NotCancellable);
         }
+        if self.slots[idx].resending {
+            // Cancelled already, and its entry times the cancel's resend: the cancel decides
+            // how it ends, and the resends must go on.
+            return Ok(());
+        }
         let deadline_ns = self.clock.now_ns().saturating_add(timeout_ns);
         self.deadlines.forget(idx);
         self.deadlines.heap.insert(idx, deadline_ns);
@@ -111,6 +125,17 @@ impl<C> Io<C> {
     /// [`DeadlineError::NotInFlight`] when `id` has completed (or is stale).
     pub fn clear_deadline(&mut self, id: OpId) -> Result<bool, DeadlineError> {
         let idx = self.live(id)?;
+        if matches!(
+            self.slots.args(idx),
+            Args::Close { .. } | Args::Cancel { .. }
+        ) {
+            // Never had one: `set_deadline` refuses them.
+            return Ok(false);
+        }
+        if self.slots[idx].resending {
+            // The entry times its cancel's resend, not a deadline: it stays.
+            return Ok(false);
+        }
         let had = self.deadlines.heap.contains(idx);
         self.deadlines.forget(idx);
         Ok(had)
@@ -126,53 +151,39 @@ impl<C> Io<C> {
         Ok(idx)
     }
 
-    /// Times the first resend of each cancel held in the reap just done (see the module's
-    /// docs on why). A held cancel sits in the deadline heap under its own slot: cancels
-    /// have no deadlines of their own, so the entry can only mean "send it again".
+    /// Times the first resend of the cancel of each target the reap just done found
+    /// unanswered (see the module's docs on why), replacing any deadline it had.
     #[cold]
-    pub(super) fn time_held_cancels(&mut self) {
+    pub(super) fn time_resends(&mut self) {
         let now_ns = self.clock.now_ns();
-        while let Some(idx) = self.held.pop(self.slots.as_mut_slice()) {
-            // Its target's result may have come in the same reap and decided it already.
-            if self.slots[idx].state == State::Held {
-                assert!(
-                    !self.deadlines.heap.contains(idx),
-                    "a cancel has no deadline"
-                );
+        while let Some(idx) = self.resend.pop(self.slots.as_mut_slice()) {
+            // Its result may have come in the same reap; a resend may be timed already.
+            let slot = &mut self.slots[idx];
+            if slot.state == State::Kernel && !slot.resending {
+                slot.resending = true;
+                self.deadlines.forget(idx);
                 self.deadlines.heap.insert(idx, now_ns + CANCEL_RESEND_NS);
             }
         }
     }
 
-    /// Sends the held cancel in slot `idx` again, as an internal cancel of the same target
-    /// (the held one keeps waiting for the target's result, which decides its answer), and
-    /// times the next resend. `false` when every cancel slot is in flight: it is timed for
-    /// the next turn, and the caller stops expiring for this one.
-    fn resend_held_cancel(&mut self, idx: u32, now_ns: u64) -> bool {
-        let Args::Cancel { target } = *self.slots.args(idx) else {
-            unreachable!("only cancels are held");
-        };
-        let target_idx = self
-            .slots
-            .lookup(target)
-            .expect("a held cancel's target is live");
-        assert_eq!(self.slots[target_idx].held_cancel, idx);
-        assert_eq!(self.slots[target_idx].state, State::Kernel);
-        let Some(resend) = self.slots.alloc(Budget::Cancel) else {
-            // Every cancel slot is in flight; they complete within a turn or two.
-            self.deadlines.heap.insert(idx, now_ns);
-            return false;
-        };
-        self.slots[resend].callback = Callback::Internal;
-        self.slots.set_args(resend, Args::Cancel { target });
-        self.enqueue(resend);
-        self.stats.cancels_resent += 1;
+    /// Has the backend cancel the operation in slot `idx` (being cancelled, still in the
+    /// kernel) again, with no slot (a loop whose every cancel slot is in flight must still
+    /// resend), and times the next resend. The cancel in flight keeps deciding the answer.
+    fn resend_cancel(&mut self, idx: u32, now_ns: u64) {
+        let target = self.slots.id(idx);
+        // A full SQ (io_uring): sent at the next resend instead.
+        if self
+            .backend
+            .resend_cancel(target.user_data(), &mut self.stats)
+        {
+            self.stats.cancels_resent += 1;
+        }
         let slot = &mut self.slots[idx];
         slot.resends = slot.resends.saturating_add(1);
         let wait_ns = CANCEL_RESEND_NS << slot.resends.min(10);
         let wait_ns = wait_ns.min(CANCEL_RESEND_MAX_NS);
         self.deadlines.heap.insert(idx, now_ns + wait_ns);
-        true
     }
 
     /// Cancels every operation whose deadline has passed: a parked one completes at once
@@ -183,12 +194,11 @@ impl<C> Io<C> {
             let slot = &self.slots[idx];
             match slot.state {
                 // Its result is known: the deadline no longer matters.
-                State::Completed => continue,
-                // Not an operation's deadline but a held cancel's time to be sent again.
-                State::Held => {
-                    if !self.resend_held_cancel(idx, now_ns) {
-                        return;
-                    }
+                State::Completed | State::Held => continue,
+                // Not a deadline: its cancel may have been lost (see the module's docs), and
+                // goes out again.
+                State::Kernel if slot.resending => {
+                    self.resend_cancel(idx, now_ns);
                     continue;
                 }
                 // Already being cancelled: that cancel decides the result.

@@ -127,19 +127,18 @@ impl<C> Io<C> {
 
     /// For `Drop`: cancels every operation the kernel holds and reaps until all have come
     /// back (their results discarded). `false` if the kernel kept some past the timeout.
+    /// The cancels go out again every `DROP_RESEND_NS` while operations remain: a kernel
+    /// may lose a cancel (see `io/deadline.rs`).
     fn drain_kernel(&mut self) -> bool {
-        for idx in 0..self.slots.capacity() {
-            if self.slots[idx].state != State::Kernel {
-                continue;
-            }
-            let user_data = self.slots.id(idx).user_data();
-            if let Err(error) = self.backend.cancel_for_drop(user_data, &mut self.stats) {
-                eprintln!("dispatch-core: cancel on drop failed: {error}");
-            }
-        }
+        self.cancel_for_drop();
+        let mut sent_ns = self.clock.now_ns();
         let timeout_ns = u64::try_from(DROP_REAP_TIMEOUT.as_nanos()).expect("10 s");
         let deadline_ns = self.clock.now_ns().saturating_add(timeout_ns);
         while self.in_kernel > 0 && self.clock.now_ns() < deadline_ns {
+            if self.clock.now_ns() - sent_ns >= DROP_RESEND_NS {
+                self.cancel_for_drop();
+                sent_ns = self.clock.now_ns();
+            }
             let args = self.slots.args_table();
             let wait = Wait::Within(100_000_000);
             let pool = self.pool.as_mut();
@@ -170,4 +169,20 @@ impl<C> Io<C> {
         }
         self.in_kernel == 0
     }
+
+    /// For `Drop`: asks the backend to cancel every operation the kernel holds.
+    fn cancel_for_drop(&mut self) {
+        for idx in 0..self.slots.capacity() {
+            if self.slots[idx].state != State::Kernel {
+                continue;
+            }
+            let user_data = self.slots.id(idx).user_data();
+            if let Err(error) = self.backend.cancel_for_drop(user_data, &mut self.stats) {
+                eprintln!("dispatch-core: cancel on drop failed: {error}");
+            }
+        }
+    }
 }
+
+/// How often `Io`'s drop sends its cancels again while the kernel still holds operations.
+const DROP_RESEND_NS: u64 = 100_000_000;

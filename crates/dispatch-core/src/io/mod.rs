@@ -27,7 +27,7 @@ use crate::error::InitError;
 use crate::operation::{Args, Callback, Shot, Tag};
 use crate::options::Options;
 use crate::pool::Pool;
-use crate::slots::{Completed, Done, Fifo, Slots, State};
+use crate::slots::{Completed, Done, Fifo, Order, Slots, State};
 use crate::stats::Stats;
 use crate::waker::Waker;
 
@@ -119,9 +119,10 @@ pub struct Io<C> {
     buffer_wait: Fifo,
     /// Operations reaped but not over, for the backend again with the next turn.
     again: Fifo,
-    /// Cancels held in the reap under way, until `reap` times their resends; always empty
-    /// between reaps.
-    held: Fifo,
+    /// Targets whose cancel the kernel may have lost (it answered "not found" or "already
+    /// running" while they were in flight), in the reap under way, until `reap` times the
+    /// resends of their cancels; always empty between reaps.
+    resend: Fifo,
     completed: Completed,
     /// The receive buffer pool, if `Options::pool` asked for one. Fields drop in declaration
     /// order, so this drops before `backend`: sound because the io_uring backend holds its
@@ -264,7 +265,7 @@ impl<C> Io<C> {
             overflow: Fifo::EMPTY,
             buffer_wait: Fifo::EMPTY,
             again: Fifo::EMPTY,
-            held: Fifo::EMPTY,
+            resend: Fifo::EMPTY,
             completed,
             pool,
             pool_lent: 0,
@@ -420,12 +421,14 @@ impl<C> Io<C> {
         // Park nothing longer than needed: while operations wait for SQ room, submit what fits
         // and refill, without blocking.
         self.refill();
+        let reaped_from = self.completed.filled();
+        let mut expired = 0;
         while !self.overflow.is_empty() {
             let args = self.slots.args_table();
             let pool = self.pool.as_mut();
             self.backend
                 .flush(Wait::Poll, self.in_kernel, args, pool, &mut self.stats)?;
-            self.reap();
+            expired += self.reap();
             self.refill();
             if self.reap_room() == 0 {
                 break;
@@ -456,7 +459,10 @@ impl<C> Io<C> {
         let pool = self.pool.as_mut();
         self.backend
             .flush(wait, self.in_kernel, args, pool, &mut self.stats)?;
-        self.reap();
+        expired += self.reap();
+        if expired > 1 {
+            self.order_expired(reaped_from);
+        }
         self.dispatch(ctx);
         Ok(())
     }
@@ -575,19 +581,16 @@ impl<C> Io<C> {
     /// callback. Decides here what each result means for its slot: final (the slot waits
     /// for its callback), intermediate (a multishot goes on, re-armed by the loop where the
     /// kernel ended it), or no result at all (EINTR: submit again; a pooled receive without
-    /// buffers: wait for some).
-    ///
-    /// Expired timeouts reaped together are put in deadline order: io_uring may post them
-    /// in another (Linux 6.1 posts completions its task work gathered latest first).
-    fn reap(&mut self) {
+    /// buffers: wait for some). Returns how many final results look like an expired
+    /// timeout's (`ETIME`), for `turn` to put expiries in order.
+    fn reap(&mut self) -> u32 {
         let room = self.reap_room();
-        let start = self.completed.filled();
         let mut reaper = Reaper {
             slots: &mut self.slots,
             completed: &mut self.completed,
             again: &mut self.again,
             buffer_wait: &mut self.buffer_wait,
-            held: &mut self.held,
+            resend: &mut self.resend,
             in_kernel: &mut self.in_kernel,
             stats: &mut self.stats,
             expired: 0,
@@ -596,23 +599,31 @@ impl<C> Io<C> {
             .reap(room, self.pool.as_mut(), |user_data, result, flags| {
                 reaper.result(user_data, result, flags)
             });
-        if reaper.expired > 1 {
-            self.order_expired(start);
+        let expired = reaper.expired;
+        if !self.resend.is_empty() {
+            self.time_resends();
         }
-        if !self.held.is_empty() {
-            self.time_held_cancels();
-        }
+        expired
     }
 
-    /// Puts the expired timeouts among the results since `start` in deadline order.
+    /// Puts the expired timeouts among the results reaped since `start` (this turn's) in
+    /// deadline order, where the backend may report them in another: io_uring may (Linux
+    /// 6.1 posts the completions its deferred task work gathered latest first). A cancel's
+    /// answer is a fence no expiry moves past, so that a timeout never runs after the
+    /// answer of a cancel that came too late for it.
     #[cold]
     fn order_expired(&mut self, start: usize) {
         let (slots, backend) = (&self.slots, &self.backend);
         self.completed.order_from(start, |done| {
-            let expired = done.result == TIMEOUT_EXPIRED && done.flags & F_MORE == 0;
+            if done.flags & F_MORE != 0 {
+                return Order::Stay;
+            }
             match slots.args(done.idx) {
-                Args::Timeout { .. } if expired => backend.expiry_ns(done.idx),
-                _ => None,
+                Args::Timeout { .. } if done.result == TIMEOUT_EXPIRED => {
+                    backend.expiry_ns(done.idx).map_or(Order::Stay, Order::At)
+                }
+                Args::Cancel { .. } => Order::Fence,
+                _ => Order::Stay,
             }
         });
     }

@@ -366,11 +366,14 @@ impl<C> Io<C> {
     /// Completes with `Ok(())` after `timeout_ns` nanoseconds (never earlier), or with
     /// `ECANCELED` if cancelled first.
     ///
-    /// The time counts from the moment the loop hands the timeout to its backend (the next
-    /// turn's submission), and expired timeouts run their callbacks in deadline order on
-    /// every backend, even when several expire within one turn: io_uring may post them in
-    /// another order (Linux 6.1 posts expiries gathered in one wait latest first), and the
-    /// loop sorts those. Timeouts with equal deadlines run in either order.
+    /// The time counts from the moment the loop hands the timeout to its backend: on io_uring
+    /// when its SQE is queued (at this call when the submission queue has room, else when
+    /// the overflow queue drains) and the kernel starts it at the next submission; on the
+    /// readiness backends and the simulator at the next turn's flush. Its deadline is that
+    /// moment plus `timeout_ns`, and expired timeouts run their callbacks in deadline order
+    /// on every backend, even when several expire within one turn: io_uring may post them
+    /// in another order (Linux 6.1 posts expiries gathered in one wait latest first), and
+    /// the loop sorts them. Timeouts with equal deadlines run in either order.
     ///
     /// # Errors
     /// When every slot is in flight.
@@ -400,13 +403,14 @@ impl<C> Io<C> {
     /// The answers are the same on every backend. Cancelling a cancel is allowed and
     /// pointless: it normally answers `ENOENT` and leaves the first cancel to do its work.
     ///
-    /// A cancel is never lost: on io_uring the kernel can answer "not found" for an
-    /// operation that is still in flight (kernels before the io-wq cancel fix, 6.1 and 6.12
-    /// among them, miss an operation a kernel worker is just taking up, such as an `openat`
-    /// of a FIFO that then blocks). The loop then holds the answer, sends the cancel again
-    /// after 1 ms, 2 ms, 4 ms, ... (at most a second apart) until the target's result comes,
-    /// and answers from that result (`Ok(())` if it was cancelled); `Stats::cancels_resent`
-    /// counts the resends.
+    /// A cancel is never lost: on io_uring the kernel can miss an operation a kernel worker
+    /// is just taking up (kernels with the io-wq cancel race, 6.1 and 6.12 among them: an
+    /// `openat` of a FIFO then blocks), answering "not found" or "already running" while
+    /// nothing interrupts the operation. Whenever a cancel answers either while its target
+    /// is still in flight, the loop sends the cancel again after 1 ms, 2 ms, 4 ms, ... (at
+    /// most a second apart) until the target's result comes (`Stats::cancels_resent` counts
+    /// the resends); a "not found" is held until then, and the answer follows the target's
+    /// result (`Ok(())` if it was cancelled).
     ///
     /// Cancels have a budget of their own, `Options::ops_max` beside the operations', so a
     /// loop whose every operation slot is in use can still cancel each of its operations.

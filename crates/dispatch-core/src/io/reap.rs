@@ -13,8 +13,10 @@ pub(super) struct Reaper<'io, C> {
     pub(super) completed: &'io mut Completed,
     pub(super) again: &'io mut Fifo,
     pub(super) buffer_wait: &'io mut Fifo,
-    /// Cancels held in this reap (`hold_answer`), for the loop to time their resends.
-    pub(super) held: &'io mut Fifo,
+    /// Targets still in flight whose cancel answered "not found" (held, `hold_answer`) or
+    /// "already running" in this reap: the kernel may have lost the cancel, so the loop
+    /// times resends (`Io::time_resends`).
+    pub(super) resend: &'io mut Fifo,
     pub(super) in_kernel: &'io mut u32,
     pub(super) stats: &'io mut Stats,
     /// Final results equal to an expired timeout's (`ETIME`) in this reap: with two or more,
@@ -97,8 +99,24 @@ impl<C> Reaper<'_, C> {
         }
         self.slots[target_idx].held_cancel = idx;
         self.slots[idx].state = State::Held;
-        self.held.push(self.slots.as_mut_slice(), idx);
+        self.resend.push(self.slots.as_mut_slice(), target_idx);
         true
+    }
+
+    /// The cancel in slot `idx` found its target running, and the kernel interrupts it; but
+    /// kernels with the io-wq race (see `io/deadline.rs`) can lose that interruption, so a
+    /// target still in flight gets its cancel sent again until it ends.
+    fn resend_if_in_flight(&mut self, idx: u32) {
+        let Args::Cancel { target } = *self.slots.args(idx) else {
+            unreachable!("a cancel's arguments");
+        };
+        let Some(target_idx) = self.slots.lookup(target) else {
+            return;
+        };
+        let slot = &self.slots[target_idx];
+        if slot.state == State::Kernel && slot.cancelling && slot.cancel_by == idx {
+            self.resend.push(self.slots.as_mut_slice(), target_idx);
+        }
     }
 
     /// What a final result from the backend means: the result the callback gets, or `None`
@@ -120,7 +138,7 @@ impl<C> Reaper<'_, C> {
         }
         let interrupted = (-516..=-512).contains(&result);
         if is_cancel {
-            return Some(match result {
+            let answer = match result {
                 // io_uring: the target is being performed and will complete on its own; the
                 // cancel was requested, as on readiness backends, and the target's callback
                 // tells the outcome.
@@ -129,7 +147,11 @@ impl<C> Reaper<'_, C> {
                 _ if result == -libc::ENOENT && slot.cancel_won => 0,
                 _ if interrupted => -libc::ECANCELED,
                 _ => result,
-            });
+            };
+            if result == -libc::EALREADY {
+                self.resend_if_in_flight(idx);
+            }
+            return Some(answer);
         }
         // EINTR never escapes the layer: the operation goes out again (so does a pooled
         // receive between its steps where io_uring has no provided-buffer ring). The pool is

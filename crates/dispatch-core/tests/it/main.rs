@@ -169,6 +169,17 @@ pub mod check {
         format!("{stdout}{stderr}")
     }
 
+    /// The lines of a child's `output` in which the loop complains (a `dispatch-core:` line:
+    /// a failed cancel, a leak on drop, ...). The one notice that is not a complaint, that
+    /// the kernel refused some io_uring set-up flags (an older kernel), is left out.
+    pub fn loop_complaints(output: &str) -> Vec<&str> {
+        output
+            .lines()
+            .filter(|line| line.contains("dispatch-core:"))
+            .filter(|line| !line.contains("refuses io_uring set-up flag"))
+            .collect()
+    }
+
     /// A connected loopback TCP pair: (client, server side).
     pub fn tcp_pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -671,3 +671,111 @@ fn a_lost_cancel_is_sent_again_until_it_lands() {
         io.run_until_idle(&mut seen).unwrap();
     }
 }
+
+/// A lost cancel on a loop whose only cancel slot is the held cancel itself: the resend
+/// needs no slot, so it lands instead of retrying every turn forever.
+#[test]
+fn a_lost_cancel_lands_when_its_own_slot_is_the_last_cancel_slot() {
+    let faults = Faults {
+        lost_cancel: 1_000_000,
+        ..Faults::NONE
+    };
+    let (sim, mut io) = check::<Vec<(Tag, i32)>>(3, faults, 1);
+    let (a, _peer) = sim.socket_pair().unwrap();
+    let recv = io
+        .recv(
+            1,
+            a.as_raw_fd(),
+            Vec::with_capacity(8),
+            |seen, _, tag, (n, _)| {
+                seen.push((tag, n.unwrap_err().raw_os_error().unwrap()));
+            },
+        )
+        .unwrap();
+    let mut seen = Vec::new();
+    io.run_for_ns(&mut seen, 1_000_000).unwrap();
+    io.cancel(2, recv, |seen, _, tag, result| {
+        seen.push((
+            tag,
+            result.map_or_else(|e| e.raw_os_error().unwrap(), |()| 0),
+        ));
+    })
+    .unwrap();
+    let turns_before = io.stats().syscalls;
+    io.run_for_ns(&mut seen, 2_000_000_000).unwrap();
+    seen.sort_unstable();
+    assert_eq!(seen, [(1, libc::ECANCELED), (2, 0)]);
+    assert!(io.stats().cancels_resent > 0, "the first cancel was lost");
+    assert_eq!(
+        io.stats().syscalls,
+        turns_before,
+        "the simulator makes no syscall"
+    );
+    io.close(3, a, |_, _, _, _| {}).unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+}
+
+/// `clear_deadline` and `set_deadline` on a cancel, or on its target while the loop resends
+/// a lost cancel, leave the resends alone: the target still ends cancelled.
+#[test]
+fn deadline_calls_do_not_stop_the_resends_of_a_lost_cancel() {
+    let faults = Faults {
+        lost_cancel: 1_000_000,
+        ..Faults::NONE
+    };
+    for seed in 0..8 {
+        let (sim, mut io) = check::<Vec<(Tag, i32)>>(seed, faults, 4);
+        let (a, _peer) = sim.socket_pair().unwrap();
+        let recv = io
+            .recv(
+                1,
+                a.as_raw_fd(),
+                Vec::with_capacity(8),
+                |seen, _, tag, (n, _)| {
+                    seen.push((tag, n.unwrap_err().raw_os_error().unwrap()));
+                },
+            )
+            .unwrap();
+        let mut seen = Vec::new();
+        io.run_for_ns(&mut seen, 1_000_000).unwrap();
+        let cancel = io
+            .cancel(2, recv, |seen, _, tag, result| {
+                seen.push((
+                    tag,
+                    result.map_or_else(|e| e.raw_os_error().unwrap(), |()| 0),
+                ));
+            })
+            .unwrap();
+        // The cancel is lost: "not found" (held) or "already running" (answered).
+        io.run_for_ns(&mut seen, 100_000).unwrap();
+        assert!(
+            !seen.iter().any(|&(tag, _)| tag == 1),
+            "seed {seed}: still waiting"
+        );
+        if let Ok(had) = io.clear_deadline(cancel) {
+            assert!(!had, "a cancel has no deadline");
+        }
+        assert_eq!(io.clear_deadline(recv), Ok(false), "seed {seed}");
+        io.set_deadline(recv, 3_600_000_000_000).unwrap();
+        io.run_for_ns(&mut seen, 2_000_000_000).unwrap();
+        seen.sort_unstable();
+        assert_eq!(seen, [(1, libc::ECANCELED), (2, 0)], "seed {seed}");
+        io.close(3, a, |_, _, _, _| {}).unwrap();
+        io.run_until_idle(&mut seen).unwrap();
+    }
+}
+
+/// Dropping a loop with a cancel in flight on the simulator: the cancel is answered like
+/// any operation, not cancelled itself (the drop once panicked on it).
+#[test]
+fn dropping_a_loop_with_a_cancel_in_flight() {
+    let (sim, mut io) = check::<()>(2, Faults::NONE, 4);
+    let (a, _peer) = sim.socket_pair().unwrap();
+    let recv = io
+        .recv(1, a.as_raw_fd(), Vec::with_capacity(8), |_, _, _, _| {})
+        .unwrap();
+    io.tick(&mut ()).unwrap();
+    io.cancel(2, recv, |_, _, _, _| {}).unwrap();
+    drop(io);
+    drop(a);
+}

@@ -332,3 +332,45 @@ fn a_lone_ping_pong_stops_paying_the_batch_wait() {
         assert_eq!(stats.batch_waits, 0, "{stats:?}");
     }
 }
+
+/// Timeouts in a time namespace (`unshare --time`, as containers may run), whose monotonic
+/// clock is offset from the kernel's: never early, never late by the offset. An absolute
+/// io_uring timeout read from the namespace's clock fired early (negative offset) or an
+/// hour late (positive) there, since the kernel does not translate it. Skips where
+/// unprivileged user and time namespaces are not allowed.
+#[cfg(target_os = "linux")]
+#[test]
+fn timeouts_keep_time_in_a_time_namespace() {
+    const TEST: &str = "timeout::timeouts_keep_time_in_a_time_namespace";
+    if check::child_role().as_deref() == Some("time-namespace") {
+        return ten_timeouts_all_fire_and_none_early(&Options::new(16));
+    }
+    for offset in ["-20", "3600"] {
+        let mut command = std::process::Command::new("unshare");
+        command.args(["--user", "--map-root-user", "--time", "--monotonic", offset]);
+        command.arg(std::env::current_exe().unwrap());
+        command.args(["--exact", TEST, "--test-threads", "1", "--nocapture"]);
+        command.env(check::CHILD_ENV, "time-namespace");
+        let Ok(mut child) = command.spawn() else {
+            return eprintln!("skipped: unshare(1) is not installed");
+        };
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                child.kill().unwrap();
+                panic!("offset {offset}: the timeouts did not fire within a minute");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let probe = std::process::Command::new("unshare")
+            .args(["--user", "--map-root-user", "--time", "true"])
+            .status();
+        if !status.success() && !probe.is_ok_and(|probe| probe.success()) {
+            return eprintln!("skipped: no unprivileged time namespaces here");
+        }
+        assert!(status.success(), "offset {offset}: the child failed");
+    }
+}

@@ -475,6 +475,14 @@ impl<P: Poller> Engine<P> {
         assert!(result == 0 || result == -libc::ENOENT);
         Ok(())
     }
+
+    /// Sends a held cancel of `user_data` again (see `Io::resend_held_cancel`): performed at
+    /// once.
+    pub(crate) fn resend_cancel(&mut self, user_data: u64, stats: &mut Stats) -> bool {
+        let result = self.cancel(user_data, stats);
+        assert!(result == 0 || result == -libc::ENOENT);
+        true
+    }
 }
 
 #[cfg(all(test, target_os = "linux"))]

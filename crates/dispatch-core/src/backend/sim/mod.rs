@@ -252,10 +252,14 @@ impl SimBackend {
                 unreachable!("only cancels are on the cancel list");
             };
             let result = match world.rng.chance(world.faults.lost_cancel) {
-                // The cancel misses a target that waits (see `Faults::lost_cancel`).
+                // The cancel misses a target that waits (see `Faults::lost_cancel`): "not
+                // found", or "found running" with the interruption lost.
                 true if self.is_waiting(target.user_data()) => {
                     world.fault(Fault::LostCancel);
-                    -libc::ENOENT
+                    match world.rng.below(2) {
+                        0 => -libc::ENOENT,
+                        _ => -libc::EALREADY,
+                    }
                 }
                 _ => self.cancel(target.user_data()),
             };
@@ -405,15 +409,22 @@ impl SimBackend {
         }
     }
 
-    /// Cancels the operation `user_data` if it has not completed: `0`, or `-ENOENT`.
-    /// Whether the operation `user_data` waits (for the world, or on a timer).
+    /// Whether the operation `user_data` waits for the world or on a timer (a pending
+    /// cancel, which is answered on its own, does not count).
     fn is_waiting(&self, user_data: u64) -> bool {
-        let i = OpId::idx_of_user_data(user_data) as usize;
+        let idx = OpId::idx_of_user_data(user_data);
+        let i = idx as usize;
         i < self.place.len()
             && self.user_data[i] == user_data
-            && matches!(self.place[i], Place::Waiting | Place::Timer)
+            && match self.place[i] {
+                Place::Timer => true,
+                Place::Waiting => self.waiting.contains(&idx),
+                _ => false,
+            }
     }
 
+    /// Cancels the operation `user_data` if it has not completed: `0`, or `-ENOENT` (also
+    /// for a pending cancel, which cannot be cancelled: it is answered on its own).
     fn cancel(&mut self, user_data: u64) -> i32 {
         let idx = OpId::idx_of_user_data(user_data);
         let i = idx as usize;
@@ -423,11 +434,10 @@ impl SimBackend {
         match self.place[i] {
             Place::Idle | Place::Done | Place::Late => return -libc::ENOENT,
             Place::Waiting => {
-                let at = self
-                    .waiting
-                    .iter()
-                    .position(|&w| w == idx)
-                    .expect("waiting");
+                let Some(at) = self.waiting.iter().position(|&w| w == idx) else {
+                    assert!(self.cancels.contains(&idx), "waiting, or a pending cancel");
+                    return -libc::ENOENT;
+                };
                 self.waiting.remove(at);
             }
             Place::Timer => self.timers.remove(idx),
@@ -487,6 +497,14 @@ impl SimBackend {
         let result = self.cancel(user_data);
         assert!(result == 0 || result == -libc::ENOENT);
         Ok(())
+    }
+
+    /// Sends a held cancel of `user_data` again (see `Io::resend_held_cancel`): performed at
+    /// once, and never lost (the `lost_cancel` fault strikes first cancels only).
+    pub(crate) fn resend_cancel(&mut self, user_data: u64, _: &mut Stats) -> bool {
+        let result = self.cancel(user_data);
+        assert!(result == 0 || result == -libc::ENOENT);
+        true
     }
 }
 
