@@ -335,7 +335,15 @@ fn job(
         words.extend(plan.envs.iter().map(|var| quote(var)));
         words.push(path.to_string_lossy().into_owned());
         if run.libtest {
-            words.extend(LIBTEST.iter().map(|arg| (*arg).to_owned()));
+            // `-- --test-threads=1` replaces the two threads (libtest refuses it twice).
+            let threads = plan
+                .test_args
+                .iter()
+                .any(|a| a.starts_with("--test-threads"));
+            let libtest = LIBTEST
+                .iter()
+                .filter(|a| !(threads && a.starts_with("--test-threads")));
+            words.extend(libtest.map(|arg| (*arg).to_owned()));
             words.extend(plan.test_args.iter().map(|arg| quote(arg)));
         }
         words.extend(run.args.iter().map(|arg| (*arg).to_owned()));
