@@ -13,7 +13,9 @@ fn main() {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     line("kernel", release.trim());
     let memlock = rustix::process::getrlimit(rustix::process::Resource::Memlock);
-    let memlock = memlock.current.map_or("unlimited".to_owned(), |n| n.to_string());
+    let memlock = memlock
+        .current
+        .map_or("unlimited".to_owned(), |n| n.to_string());
     line("rlimit.memlock", &memlock);
     match sys_uring::probe() {
         Ok(probe) => ring_lines(&probe),
