@@ -245,7 +245,13 @@ fn errors_say_what_was_wrong_and_exit_with_status_1() {
     ];
     for (args, backend, expected) in cases {
         let (code, stderr) = run_to_exit(args, *backend);
-        assert_eq!(stderr.trim_end(), expected, "args {args:?}");
+        // An older kernel's notice that io_uring runs without some set-up flags is not the
+        // example's to word.
+        let stderr: Vec<&str> = stderr
+            .lines()
+            .filter(|line| !line.contains("refuses io_uring set-up flag"))
+            .collect();
+        assert_eq!(stderr.join("\n").trim_end(), expected, "args {args:?}");
         assert_eq!(code, Some(1), "args {args:?}");
     }
     if cfg!(target_os = "linux") {
