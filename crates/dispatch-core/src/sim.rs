@@ -130,11 +130,13 @@ pub struct Faults {
     /// survives whole or is lost, even odds.
     pub torn_write: u32,
     /// A cancel misses the operation it targets, which goes on waiting: the cancel answers
-    /// `ENOENT` or `EALREADY` (even odds), as io_uring's can on kernels with the io-wq cancel
-    /// race (seen on 6.1 and 6.12) when a kernel worker is just taking the operation up. The
+    /// `ENOENT` and the target waits on; or `EALREADY` and the target waits on; or
+    /// `EALREADY` and the target ends with `EINTR` up to a millisecond later (even odds): the
+    /// last as io_uring does on 6.1 and 6.12 for an `openat` blocked in a kernel worker, the
+    /// others where a kernel worker is just taking the operation up. The
     /// loop sends the cancel again while the target waits (`Io::cancel`), so a program sees
-    /// the same results as without the fault. Never applied to resends or to the cancels of
-    /// a loop's drop.
+    /// the same results as without the fault. Resends are faulted alike; the cancels of a
+    /// loop's drop never are.
     pub lost_cancel: u32,
     /// Test only: a rare short receive also drops one byte, a bug planted so that the
     /// fuzzers can show they find it. Never set it outside such a test.

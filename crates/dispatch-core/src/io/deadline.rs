@@ -11,18 +11,20 @@
 //! operation is cancelled at the next turn, so it ends at or after its deadline, never
 //! before.
 //!
-//! The same heap times the resends of cancels the kernel may have lost. io_uring's kernel
-//! workers (io-wq) race with cancels: on kernels without the fix (seen on 6.1 and 6.12, not
-//! on 6.18) a worker takes a request off its queue, runs task work and `cond_resched()`, and
-//! only then records it as its current work, and (6.12) the task work it runs clears the
-//! interrupting signal a cancel has just sent. A cancel in those windows answers `ENOENT`
-//! (found neither queued nor running) or `EALREADY` (found running and signalled), and the
-//! request, an `openat` of a FIFO say, then blocks in the worker with nobody to interrupt
-//! it. So when a cancel answers either while its target is still in the kernel, the target
-//! goes into the heap under its own slot, and each time its entry comes due the loop has the
-//! backend cancel it again (1 ms, then 2, 4, ... at most a second apart) until its result
-//! arrives; its slot is marked `resending`, so that the entry is not taken for a deadline
-//! (a target whose cancel was answered has no use for one: the cancel decides how it ends).
+//! The same heap times the resends of cancels. A cancel that finds its target running in
+//! one of io_uring's kernel workers answers `EALREADY` and interrupts it; the target then
+//! ends with `EINTR` (`ERESTARTSYS` on some kernels), and on Linux 6.1 and 6.12 that came
+//! turns after the cancel's answer. The target therefore stays `cancelling` until it ends,
+//! so that its `EINTR` means "cancelled" (the loop once took it for a spurious `EINTR` and
+//! submitted the `openat` of a FIFO again, which then blocked for good). The kernel can
+//! also miss a target a worker is just taking up (by the kernel's source: a request is off
+//! the queue before it is the worker's current work, and the worker runs task work, which
+//! clears the interrupting signal, after a cancel can already see it), answering `ENOENT`,
+//! or `EALREADY` with nothing interrupted. So when a cancel answers either while its target
+//! is still in the kernel, the target goes into the heap under its own slot, marked
+//! `resending` (so that the entry is not taken for a deadline: a target whose cancel was
+//! answered has no use for one), and each time the entry comes due the loop has the backend
+//! cancel it again (1 ms, then 2, 4, ... at most a second apart) until its result arrives.
 //! An `ENOENT` answer is also held (`Held`) until the target's result says whether it was
 //! cancelled.
 

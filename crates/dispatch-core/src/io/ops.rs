@@ -403,14 +403,13 @@ impl<C> Io<C> {
     /// The answers are the same on every backend. Cancelling a cancel is allowed and
     /// pointless: it normally answers `ENOENT` and leaves the first cancel to do its work.
     ///
-    /// A cancel is never lost: on io_uring the kernel can miss an operation a kernel worker
-    /// is just taking up (kernels with the io-wq cancel race, 6.1 and 6.12 among them: an
-    /// `openat` of a FIFO then blocks), answering "not found" or "already running" while
-    /// nothing interrupts the operation. Whenever a cancel answers either while its target
-    /// is still in flight, the loop sends the cancel again after 1 ms, 2 ms, 4 ms, ... (at
-    /// most a second apart) until the target's result comes (`Stats::cancels_resent` counts
-    /// the resends); a "not found" is held until then, and the answer follows the target's
-    /// result (`Ok(())` if it was cancelled).
+    /// A cancel is never lost: on io_uring a target running in a kernel worker is
+    /// interrupted (its `EINTR`, which may come turns after the cancel's `Ok`, is reported as
+    /// `ECANCELED`), and where the kernel answers "not found" or "already running" while the
+    /// target goes on (a worker just taking it up can be missed), the loop sends the cancel
+    /// again after 1 ms, 2 ms, 4 ms, ... (at most a second apart) until the target's result
+    /// comes (`Stats::cancels_resent` counts the resends); a "not found" is held until then,
+    /// and the answer follows the target's result (`Ok(())` if it was cancelled).
     ///
     /// Cancels have a budget of their own, `Options::ops_max` beside the operations', so a
     /// loop whose every operation slot is in use can still cancel each of its operations.
@@ -471,7 +470,10 @@ impl<C> Io<C> {
     pub(super) fn end_cancelling(&mut self, target: OpId, cancel: u32) {
         if let Some(target_idx) = self.slots.lookup(target) {
             let slot = &mut self.slots[target_idx];
-            if !slot.timed_out && slot.cancel_by == cancel {
+            // A target the cancel found running (io_uring's `EALREADY`) is being interrupted:
+            // it stays cancelling until it ends, so that its `EINTR` (or `ERESTARTSYS`),
+            // which may come turns later, means "cancelled" and is not submitted again.
+            if !slot.timed_out && slot.cancel_by == cancel && !slot.resending {
                 slot.cancelling = false;
                 slot.cancel_by = u32::MAX;
             }

@@ -84,6 +84,9 @@ pub(crate) struct SimBackend {
     waiting: Vec<u32>,
     /// Cancels, answered in order at the end of the next try of the waiting operations.
     cancels: Vec<u32>,
+    /// Targets of cancels the loop sends again (`resend_cancel`), tried after the cancels,
+    /// under the same `lost_cancel` fault; their answers go to nobody.
+    resends: Vec<u64>,
     timers: TimerHeap,
     late: Vec<(u64, Completion)>,
     done: Vec<Completion>,
@@ -116,6 +119,7 @@ impl SimBackend {
             not_before_ns: vec![0; slots].into_boxed_slice(),
             waiting: Vec::with_capacity(slots),
             cancels: Vec::with_capacity(slots),
+            resends: Vec::with_capacity(slots),
             timers: TimerHeap::new(slots_max),
             late: Vec::new(),
             done: Vec::with_capacity(slots),
@@ -252,20 +256,65 @@ impl SimBackend {
                 unreachable!("only cancels are on the cancel list");
             };
             let result = match world.rng.chance(world.faults.lost_cancel) {
-                // The cancel misses a target that waits (see `Faults::lost_cancel`): "not
-                // found", or "found running" with the interruption lost.
                 true if self.is_waiting(target.user_data()) => {
                     world.fault(Fault::LostCancel);
-                    match world.rng.below(2) {
-                        0 => -libc::ENOENT,
-                        _ => -libc::EALREADY,
-                    }
+                    self.cancel_faulted(world, args, target.user_data())
                 }
                 _ => self.cancel(target.user_data()),
             };
             self.complete(world, idx, result, 0, NO_KEY);
         }
         self.cancels.clear();
+        for at in 0..self.resends.len() {
+            let user_data = self.resends[at];
+            if world.rng.chance(world.faults.lost_cancel) && self.is_waiting(user_data) {
+                world.fault(Fault::LostCancel);
+                self.cancel_faulted(world, args, user_data);
+            } else {
+                self.cancel(user_data);
+            }
+        }
+        self.resends.clear();
+    }
+
+    /// A cancel of the waiting operation `user_data` under the `lost_cancel` fault, as
+    /// io_uring's kernel workers answer: "not found" with the target waiting on; "found
+    /// running" with the interruption lost; or "found running" and interrupted, the target
+    /// ending with `EINTR` up to a millisecond later (what Linux 6.1 and 6.12 do, the later
+    /// result in a later reap). Timers are only missed, never interrupted.
+    fn cancel_faulted(&mut self, world: &mut World, args: &[Args], user_data: u64) -> i32 {
+        let idx = OpId::idx_of_user_data(user_data);
+        let on_timer = self.place[idx as usize] == Place::Timer;
+        match world.rng.below(3) {
+            0 => -libc::ENOENT,
+            1 => -libc::EALREADY,
+            _ if on_timer => -libc::EALREADY,
+            _ => {
+                let at = self
+                    .waiting
+                    .iter()
+                    .position(|&w| w == idx)
+                    .expect("waiting");
+                self.waiting.remove(at);
+                let key =
+                    direction(&args[idx as usize]).map_or(NO_KEY, |(fd, _)| key_of(world, fd));
+                let at_ns = world.now_ns() + world.rng.between(1, 1_000_000);
+                world.at(at_ns, Event::Wake);
+                self.place[idx as usize] = Place::Late;
+                let result = -libc::EINTR;
+                self.late.push((
+                    at_ns,
+                    Completion {
+                        user_data,
+                        result,
+                        flags: 0,
+                        key,
+                        traced: result as u64,
+                    },
+                ));
+                -libc::EALREADY
+            }
+        }
     }
 
     /// Late completions whose time has come join the others.
@@ -499,11 +548,16 @@ impl SimBackend {
         Ok(())
     }
 
-    /// Sends a held cancel of `user_data` again (see `Io::resend_held_cancel`): performed at
-    /// once, and never lost (the `lost_cancel` fault strikes first cancels only).
+    /// Sends a cancel of `user_data` again (see `io/deadline.rs`): tried with the next
+    /// flush, after the cancels, under the `lost_cancel` fault like them.
     pub(crate) fn resend_cancel(&mut self, user_data: u64, _: &mut Stats) -> bool {
-        let result = self.cancel(user_data);
-        assert!(result == 0 || result == -libc::ENOENT);
+        assert!(
+            self.resends.len() < self.resends.capacity(),
+            "resends never grow"
+        );
+        if !self.resends.contains(&user_data) {
+            self.resends.push(user_data);
+        }
         true
     }
 }
