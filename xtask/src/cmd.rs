@@ -3,7 +3,8 @@
 //! sets come first (`DISPATCH_BACKEND=epoll cargo test ...`), and a test variable inherited
 //! from the caller's shell that the step must not see is removed with `env -u`.
 
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use crate::project_root;
 
@@ -22,6 +23,8 @@ pub struct Cmd {
     program: String,
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    /// Where it runs, when not in the workspace root.
+    dir: Option<PathBuf>,
 }
 
 impl Cmd {
@@ -30,6 +33,7 @@ impl Cmd {
             program: program.to_owned(),
             args: args.iter().map(|&arg| arg.to_owned()).collect(),
             envs: Vec::new(),
+            dir: None,
         }
     }
 
@@ -48,6 +52,12 @@ impl Cmd {
         self
     }
 
+    /// Runs the command in `dir` (the echoed line starts with `cd DIR &&`).
+    pub fn dir(mut self, dir: &Path) -> Cmd {
+        self.dir = Some(dir.to_owned());
+        self
+    }
+
     /// The test variables set in xtask's environment that this cargo command does not set.
     fn removed(&self) -> Vec<&'static str> {
         if self.program != "cargo" {
@@ -63,6 +73,9 @@ impl Cmd {
     /// The command as a shell line that reproduces it.
     pub fn line(&self) -> String {
         let mut words = Vec::new();
+        if let Some(dir) = &self.dir {
+            words.push(format!("cd {} &&", quote(&dir.to_string_lossy())));
+        }
         let removed = self.removed();
         if !removed.is_empty() {
             words.push("env".to_owned());
@@ -88,7 +101,8 @@ impl Cmd {
             _ => self.program.clone(),
         };
         let mut command = Command::new(program);
-        command.args(&self.args).current_dir(project_root());
+        let dir = self.dir.clone().unwrap_or_else(project_root);
+        command.args(&self.args).current_dir(dir);
         for var in self.removed() {
             command.env_remove(var);
         }
@@ -124,6 +138,19 @@ impl Cmd {
             return Err(format!("`{line}` failed ({})", output.status));
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Echoes the line and starts the command with its standard input empty and its standard
+    /// output and error piped, for output the caller reads as it comes.
+    pub fn spawn_piped(&self) -> Result<Child, String> {
+        let line = self.line();
+        eprintln!("$ {line} </dev/null");
+        self.command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|error| format!("{line}: {error}"))
     }
 
     /// Runs without echoing and returns standard output, or `None` if it did not succeed: for

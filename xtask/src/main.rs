@@ -13,12 +13,17 @@
 //! - `cargo xtask msrv`      the workspace type-checked with its `rust-version`
 //! - `cargo xtask fuzz`      the seeded simulation fuzzers: `--seeds N`, or `--seed N` to
 //!   replay one
+//! - `cargo xtask kernel-test`  the suites on Linux 5.10, 6.1 and 6.12 under QEMU
 #![forbid(unsafe_code)]
 
 mod bench;
 mod cmd;
 mod deps;
 mod fuzz;
+mod kernel_host;
+mod kernel_report;
+mod kernel_test;
+mod kernel_vm;
 mod miri;
 mod msrv;
 mod rustup;
@@ -94,6 +99,53 @@ enum Command {
     /// every core and prints seeds per minute and virtual time per second; `--seed N` replays
     /// one, printing its trace hash. A failing seed prints the command that replays it.
     Fuzz(FuzzArgs),
+    /// The test suites on Linux 5.10, 6.1 and 6.12 (Debian's cloud kernels) under QEMU
+    ///
+    /// Installs what it needs where missing (qemu-system-x86 and busybox-static with apt, the
+    /// x86_64-unknown-linux-musl target with rustup), fetches each kernel once into
+    /// target/kernel-test/kernels/ (a private apt configuration; nothing is installed on the
+    /// host's boot), builds the suites statically, and boots each kernel once: the probe,
+    /// sys-uring's tests, dispatch-core's suite (automatic, io_uring, epoll, io_uring with its
+    /// extras masked), dispatch-net's, the examples' and echo-server's. Prints one table and
+    /// fails on any failed, hung or mostly skipped run, a missing result or a guest panic.
+    KernelTest(KernelTestArgs),
+}
+
+#[derive(Debug, Args)]
+struct KernelTestArgs {
+    /// Which kernel: 5.10, 6.1, 6.12 or all
+    #[arg(long, default_value = "all")]
+    kernel: String,
+    /// Also write the probe's table to docs/KERNELS.md
+    #[arg(long)]
+    write_docs: bool,
+    /// Build the binaries with --release (the default debug build runs the whole matrix
+    /// within its time)
+    #[arg(long)]
+    release: bool,
+    /// Ask apt for newer kernel packages even where a kernel is cached
+    #[arg(long)]
+    update_kernels: bool,
+    /// QEMU's accelerator: auto (KVM on an Intel or AMD KVM host, else tcg), tcg or kvm
+    #[arg(long, default_value = "auto")]
+    accel: String,
+    /// Every binary run's limit in the guest, in seconds (default: each run's own, about four
+    /// times what it takes); past it the run is killed as hung
+    #[arg(long)]
+    run_limit: Option<u64>,
+    /// Only this run (repeatable): sys-uring, core:auto, core:io_uring, core:epoll,
+    /// core:uring-extras, net:auto, net:epoll, examples, echo_minimal, echo-server
+    #[arg(long = "run", value_name = "RUN")]
+    runs: Vec<String>,
+    /// Each run this many times in the one VM (how often does a flaky test fail?)
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// A variable for every run in the guest, KEY=VALUE (repeatable; RUST_BACKTRACE=1)
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    envs: Vec<String>,
+    /// Arguments for every libtest run, after `--` (a test name, `--exact`)
+    #[arg(last = true)]
+    test_args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +212,18 @@ fn main() -> ExitCode {
             start: args.start,
             ops: args.ops,
             planted_bug: args.planted_bug,
+        }),
+        Command::KernelTest(args) => kernel_test::run_plan(&kernel_test::Plan {
+            kernel: args.kernel,
+            release: args.release,
+            write_docs: args.write_docs,
+            update_kernels: args.update_kernels,
+            accel: args.accel,
+            run_limit_s: args.run_limit,
+            runs: args.runs,
+            repeat: args.repeat,
+            test_args: args.test_args,
+            envs: args.envs,
         }),
     };
     match result {
