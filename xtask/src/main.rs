@@ -4,7 +4,7 @@
 //!
 //! - `cargo xtask test`      fmt check, clippy `-D warnings`, docs `-D warnings`, every test,
 //!   the dispatch-core suite again on each forced backend
-//! - `cargo xtask ci`        what `.ci/run` and CI's Linux job call: `test`
+//! - `cargo xtask ci`        what `.ci/run` calls: `test`, then `kernel-test --kernel all`
 //! - `cargo xtask bench`     criterion micro benchmarks, then echo servers under loadgen
 //!   (`--quick`: a smoke test of the macro harness)
 //! - `cargo xtask miri`      dispatch-core's pure-logic unit tests under Miri (nightly)
@@ -64,8 +64,12 @@ enum Command {
     /// epoll_pwait2. Installs the rustup components and targets it needs where missing. Miri,
     /// the sanitizer and the MSRV check are separate commands: each needs another toolchain.
     Test(TestArgs),
-    /// The same as `test`: what `.ci/run` and CI's Linux jobs run
-    Ci(TestArgs),
+    /// `test`, then `kernel-test --kernel all` on Linux: what `.ci/run` runs
+    ///
+    /// Every check of `test`, then dispatch-core's, dispatch-net's, the examples' and
+    /// echo-server's suites on Linux 5.10, 6.1 and 6.12 under QEMU (about 11 minutes on two
+    /// cores; `--no-kernels` leaves them out, as CI's macOS and FreeBSD jobs must).
+    Ci(CiArgs),
     /// Micro benchmarks (criterion), then echo servers under the project's load generator
     ///
     /// Micro: dispatch-core on io_uring (two ring set-ups) and on epoll against the raw
@@ -185,6 +189,15 @@ struct TestArgs {
     no_cross_targets: bool,
 }
 
+#[derive(Debug, Args)]
+struct CiArgs {
+    #[command(flatten)]
+    test: TestArgs,
+    /// Leave out the kernel matrix (Linux 5.10, 6.1 and 6.12 under QEMU)
+    #[arg(long)]
+    no_kernels: bool,
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -200,7 +213,8 @@ fn main() -> ExitCode {
         Err(error) => error.exit(),
     };
     let result = match cli.command {
-        Command::Test(args) | Command::Ci(args) => test::run(!args.no_cross_targets),
+        Command::Test(args) => test::run(!args.no_cross_targets),
+        Command::Ci(args) => ci(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Miri => miri::run(),
         Command::Sanitize(args) => sanitize::run(args.thread),
@@ -233,6 +247,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cargo xtask ci`: the tests, then on Linux every kernel of the matrix.
+fn ci(args: &CiArgs) -> Result<(), String> {
+    test::run(!args.test.no_cross_targets)?;
+    if args.no_kernels || !cfg!(target_os = "linux") {
+        eprintln!("xtask: ci: leaving out the kernel matrix");
+        return Ok(());
+    }
+    kernel_test::run_plan(&kernel_test::Plan {
+        kernel: "all".into(),
+        release: false,
+        write_docs: false,
+        update_kernels: false,
+        accel: "auto".into(),
+        run_limit_s: None,
+        runs: Vec::new(),
+        repeat: 1,
+        test_args: Vec::new(),
+        envs: Vec::new(),
+    })
 }
 
 /// The workspace root (the parent of `xtask/`).
