@@ -608,7 +608,7 @@ impl<C> Io<C> {
 
     /// Puts the expired timeouts among the results reaped since `start` (this turn's) in
     /// deadline order, where the backend may report them in another: io_uring may (Linux
-    /// 6.1 posts the completions its deferred task work gathered latest first). A cancel's
+    /// 6.1 posted two expiries reaped together latest first). A cancel's
     /// answer is a fence no expiry moves past, so that a timeout never runs after the
     /// answer of a cancel that came too late for it.
     #[cold]

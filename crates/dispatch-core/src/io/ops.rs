@@ -372,7 +372,7 @@ impl<C> Io<C> {
     /// readiness backends and the simulator at the next turn's flush. Its deadline is that
     /// moment plus `timeout_ns`, and expired timeouts run their callbacks in deadline order
     /// on every backend, even when several expire within one turn: io_uring may post them
-    /// in another order (Linux 6.1 posts expiries gathered in one wait latest first), and
+    /// in another order (on Linux 6.1, two expiries reaped together came latest first), and
     /// the loop sorts them. Timeouts with equal deadlines run in either order.
     ///
     /// # Errors
