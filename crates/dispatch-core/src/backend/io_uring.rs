@@ -102,8 +102,8 @@ pub(crate) struct IoUringBackend {
     /// `UringOptions::batch_wait_us` where the kernel has `IORING_FEAT_MIN_TIMEOUT`, `ext_arg`
     /// is on and `batch_events > 1`, else 0 (no batch wait).
     batch_wait_us: u32,
-    /// What the loop uses of what it asked for (`Stats::uring`).
-    features: UringFeatures,
+    /// The `UringFeatures::stepped_down` bits: set-up flags asked for that the kernel refused.
+    stepped_down: u8,
     /// Blocking waits left that skip the batch wait, after one that gathered no more than a
     /// single completion (see `batch_wait`).
     batch_skip: u32,
@@ -145,19 +145,8 @@ impl IoUringBackend {
             (true, Some(count)) => u32::from(*count),
             _ => 0,
         };
-        let set_up = *ring.options();
         Ok(IoUringBackend {
-            features: UringFeatures {
-                single_issuer: set_up.single_issuer,
-                defer_taskrun: set_up.defer_taskrun,
-                coop_taskrun: set_up.coop_taskrun,
-                submit_all: set_up.submit_all,
-                ext_arg,
-                pbuf_ring,
-                multishot,
-                min_timeout: batch_wait_us > 0,
-                stepped_down,
-            },
+            stepped_down,
             expiry_ns: vec![0; slots_max as usize].into_boxed_slice(),
             ring_free,
             pbuf_ring,
@@ -188,7 +177,18 @@ impl IoUringBackend {
 
     /// What the loop uses of what it asked for.
     pub(crate) fn features(&self) -> UringFeatures {
-        self.features
+        let set_up = self.ring.options();
+        UringFeatures {
+            single_issuer: set_up.single_issuer,
+            defer_taskrun: set_up.defer_taskrun,
+            coop_taskrun: set_up.coop_taskrun,
+            submit_all: set_up.submit_all,
+            ext_arg: self.ext_arg,
+            pbuf_ring: self.pbuf_ring,
+            multishot: self.multishot,
+            min_timeout: self.batch_wait_us > 0,
+            stepped_down: self.stepped_down,
+        }
     }
 
     /// The batch wait in effect, in microseconds (0: none).
@@ -619,6 +619,26 @@ fn ring_options(options: &Options) -> RingOptions {
     }
 }
 
+/// A set-up flag's field in `RingOptions`.
+type SetupFlag = fn(&mut RingOptions) -> &mut bool;
+
+/// The set-up flags a ring can ask for, oldest kernel feature first: each one's
+/// `UringFeatures::stepped_down` bit and its field in `RingOptions`.
+const SETUP_FLAGS_OLDEST_FIRST: [(u8, SetupFlag); 4] = [
+    (UringFeatures::STEPPED_DOWN_SUBMIT_ALL, |o| {
+        &mut o.submit_all
+    }),
+    (UringFeatures::STEPPED_DOWN_COOP_TASKRUN, |o| {
+        &mut o.coop_taskrun
+    }),
+    (UringFeatures::STEPPED_DOWN_SINGLE_ISSUER, |o| {
+        &mut o.single_issuer
+    }),
+    (UringFeatures::STEPPED_DOWN_DEFER_TASKRUN, |o| {
+        &mut o.defer_taskrun
+    }),
+];
+
 /// Creates a ring with `options`, stepping down where the kernel refuses the set-up
 /// (`EINVAL`: a flag newer than the kernel): a plain ring first, then each set-up flag asked
 /// for added back, oldest kernel feature first (`SUBMIT_ALL` 5.18, `COOP_TASKRUN` 5.19,
@@ -650,18 +670,15 @@ fn ring_stepping_down(
     // Refused with no flag at all: the sizes, or something else; not a step down.
     let mut ring = create(&accepted)?;
     let mut stepped_down = 0;
-    let oldest_first = [
-        UringFeatures::STEPPED_DOWN_SUBMIT_ALL,
-        UringFeatures::STEPPED_DOWN_COOP_TASKRUN,
-        UringFeatures::STEPPED_DOWN_SINGLE_ISSUER,
-        UringFeatures::STEPPED_DOWN_DEFER_TASKRUN,
-    ];
-    for bit in oldest_first {
-        let (asked, with) = with_flag(options, accepted, bit);
-        if !asked {
+    for (bit, flag) in SETUP_FLAGS_OLDEST_FIRST {
+        let mut wanted = options;
+        if !*flag(&mut wanted) {
             continue;
         }
-        if bit == UringFeatures::STEPPED_DOWN_DEFER_TASKRUN && !accepted.single_issuer {
+        let mut with = accepted;
+        *flag(&mut with) = true;
+        // DEFER_TASKRUN needs SINGLE_ISSUER: given up already if it is off by now.
+        if with.defer_taskrun && !with.single_issuer {
             stepped_down |= bit;
             continue;
         }
@@ -677,32 +694,6 @@ fn ring_stepping_down(
     );
     log_step_down(stepped_down);
     Ok((ring, stepped_down))
-}
-
-/// Whether `options` asks for the set-up flag `bit` (a `STEPPED_DOWN_*` bit), and
-/// `accepted` with that flag on.
-fn with_flag(options: RingOptions, accepted: RingOptions, bit: u8) -> (bool, RingOptions) {
-    let mut with = accepted;
-    let asked = match bit {
-        UringFeatures::STEPPED_DOWN_SUBMIT_ALL => {
-            with.submit_all = true;
-            options.submit_all
-        }
-        UringFeatures::STEPPED_DOWN_COOP_TASKRUN => {
-            with.coop_taskrun = true;
-            options.coop_taskrun
-        }
-        UringFeatures::STEPPED_DOWN_SINGLE_ISSUER => {
-            with.single_issuer = true;
-            options.single_issuer
-        }
-        UringFeatures::STEPPED_DOWN_DEFER_TASKRUN => {
-            with.defer_taskrun = true;
-            options.defer_taskrun
-        }
-        other => unreachable!("no set-up flag has bit {other}"),
-    };
-    (asked, with)
 }
 
 /// Says once per process which set-up flags the kernel refused.
