@@ -48,10 +48,9 @@ pub(crate) struct Slot<C> {
     pub(crate) cancel_won: bool,
     /// On a target's slot: its cancel (slot) whose answer is held until this result.
     pub(crate) held_cancel: u32,
-    /// A cancel of this operation may have been lost by the kernel: its heap entry times
-    /// the next resend of the cancel, not a deadline (see `io/deadline.rs`).
-    pub(crate) resending: bool,
-    /// How many times the loop has sent this operation's cancel again.
+    /// 0, or: a cancel of this operation may have been lost by the kernel, so its heap entry
+    /// times the next resend of the cancel, not a deadline (see `io/deadline.rs`), and it has
+    /// been sent again `resends - 1` times.
     pub(crate) resends: u8,
     /// The budget the slot was taken from, given back on release.
     budget: Budget,
@@ -59,6 +58,13 @@ pub(crate) struct Slot<C> {
     next: u32,
     pub(crate) tag: Tag,
     pub(crate) callback: Callback<C>,
+}
+
+impl<C> Slot<C> {
+    /// Whether the loop resends this operation's cancel (see `resends`).
+    pub(crate) fn resending(&self) -> bool {
+        self.resends > 0
+    }
 }
 
 const NONE: u32 = u32::MAX;
@@ -314,7 +320,6 @@ impl<C> Slots<C> {
                 cancel_by: NONE,
                 cancel_won: false,
                 held_cancel: NONE,
-                resending: false,
                 resends: 0,
                 budget: Budget::Op,
                 next: NONE,
@@ -389,7 +394,6 @@ impl<C> Slots<C> {
         slot.cancel_by = NONE;
         slot.cancel_won = false;
         slot.held_cancel = NONE;
-        slot.resending = false;
         slot.resends = 0;
         slot.generation += 1;
         slot.next = self.free_head;

@@ -25,7 +25,7 @@ use crate::waker::Waker;
 const USER_DATA_WAIT_TIMEOUT: u64 = u64::MAX;
 /// The `user_data` of cancellations issued by `Io`'s drop.
 const USER_DATA_DROP_CANCEL: u64 = u64::MAX - 1;
-/// The `user_data` of held cancels sent again (`resend_cancel`).
+/// The `user_data` of cancels sent again (`resend_cancel`).
 const USER_DATA_RESENT_CANCEL: u64 = u64::MAX - 2;
 
 const _: () = assert!(crate::options::OPS_MAX_LIMIT <= 1 << 24);

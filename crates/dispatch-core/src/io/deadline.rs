@@ -22,7 +22,7 @@
 //! clears the interrupting signal, after a cancel can already see it), answering `ENOENT`,
 //! or `EALREADY` with nothing interrupted. So when a cancel answers either while its target
 //! is still in the kernel, the target goes into the heap under its own slot, marked
-//! `resending` (so that the entry is not taken for a deadline: a target whose cancel was
+//! as resending (so that the entry is not taken for a deadline: a target whose cancel was
 //! answered has no use for one), and each time the entry comes due the loop has the backend
 //! cancel it again (1 ms, then 2, 4, ... at most a second apart) until its result arrives.
 //! An `ENOENT` answer is also held (`Held`) until the target's result says whether it was
@@ -34,10 +34,10 @@ use crate::operation::{Args, Callback, OpId};
 use crate::slots::{Budget, State};
 use crate::timer::TimerHeap;
 
-/// How long a held cancel waits for its target before the loop sends it again, the first
-/// time; each resend doubles it, up to `CANCEL_RESEND_MAX_NS`.
+/// How long a cancel that may be lost waits for its target before the loop sends it again,
+/// the first time; each resend doubles it, up to `CANCEL_RESEND_MAX_NS`.
 const CANCEL_RESEND_NS: u64 = 1_000_000;
-/// The longest wait between two resends of a held cancel: one second.
+/// The longest wait between two resends of a cancel: one second.
 const CANCEL_RESEND_MAX_NS: u64 = 1_000_000_000;
 
 /// The deadlines of operations in flight, by slot, in nanoseconds on the loop's clock.
@@ -110,7 +110,7 @@ impl<C> Io<C> {
         ) {
             return Err(DeadlineError::NotCancellable);
         }
-        if self.slots[idx].resending {
+        if self.slots[idx].resending() {
             // Cancelled already, and its entry times the cancel's resend: the cancel decides
             // how it ends, and the resends must go on.
             return Ok(());
@@ -134,7 +134,7 @@ impl<C> Io<C> {
             // Never had one: `set_deadline` refuses them.
             return Ok(false);
         }
-        if self.slots[idx].resending {
+        if self.slots[idx].resending() {
             // The entry times its cancel's resend, not a deadline: it stays.
             return Ok(false);
         }
@@ -161,8 +161,8 @@ impl<C> Io<C> {
         while let Some(idx) = self.resend.pop(self.slots.as_mut_slice()) {
             // Its result may have come in the same reap; a resend may be timed already.
             let slot = &mut self.slots[idx];
-            if slot.state == State::Kernel && !slot.resending {
-                slot.resending = true;
+            if slot.state == State::Kernel && !slot.resending() {
+                slot.resends = 1;
                 self.deadlines.forget(idx);
                 self.deadlines.heap.insert(idx, now_ns + CANCEL_RESEND_NS);
             }
@@ -182,9 +182,9 @@ impl<C> Io<C> {
             self.stats.cancels_resent += 1;
         }
         let slot = &mut self.slots[idx];
-        slot.resends = slot.resends.saturating_add(1);
         let wait_ns = CANCEL_RESEND_NS << slot.resends.min(10);
         let wait_ns = wait_ns.min(CANCEL_RESEND_MAX_NS);
+        slot.resends = slot.resends.saturating_add(1);
         self.deadlines.heap.insert(idx, now_ns + wait_ns);
     }
 
@@ -199,7 +199,7 @@ impl<C> Io<C> {
                 State::Completed | State::Held => continue,
                 // Not a deadline: its cancel may have been lost (see the module's docs), and
                 // goes out again.
-                State::Kernel if slot.resending => {
+                State::Kernel if slot.resending() => {
                     self.resend_cancel(idx, now_ns);
                     continue;
                 }

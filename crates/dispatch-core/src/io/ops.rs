@@ -473,7 +473,7 @@ impl<C> Io<C> {
             // A target the cancel found running (io_uring's `EALREADY`) is being interrupted:
             // it stays cancelling until it ends, so that its `EINTR` (or `ERESTARTSYS`),
             // which may come turns later, means "cancelled" and is not submitted again.
-            if !slot.timed_out && slot.cancel_by == cancel && !slot.resending {
+            if !slot.timed_out && slot.cancel_by == cancel && !slot.resending() {
                 slot.cancelling = false;
                 slot.cancel_by = u32::MAX;
             }
