@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use dispatch_core::sim::{Faults, Sim, SimOptions};
-use dispatch_core::{BackendKind, BufResult, Io, Options, PoolBuf, PoolOptions, Shot, Tag};
+use dispatch_core::{BackendKind, BufResult, Io, OpId, Options, PoolBuf, PoolOptions, Shot, Tag};
 
 /// A world with `seed` and `faults`, and a loop on it with room for `ops_max` operations
 /// and a small pool.
@@ -626,35 +626,58 @@ fn timeouts_expire_in_deadline_order_under_reorder_and_latency_faults() {
     }
 }
 
+/// What the lost-cancel tests record: each callback's tag and errno (0 for success).
+type Answers = Vec<(Tag, i32)>;
+
+fn errno<T>(result: &std::io::Result<T>) -> i32 {
+    result
+        .as_ref()
+        .map_or_else(|error| error.raw_os_error().expect("an OS error"), |_| 0)
+}
+
+fn on_recv_answer(seen: &mut Answers, _: &mut Io<Answers>, tag: Tag, (n, _): BufResult) {
+    seen.push((tag, errno(&n)));
+}
+
+fn on_cancel_answer(seen: &mut Answers, _: &mut Io<Answers>, tag: Tag, r: std::io::Result<()>) {
+    seen.push((tag, errno(&r)));
+}
+
+/// A loop on a world with every cancel lost at `lost_ppm`, and a receive (tag 1) waiting on
+/// a simulated socket pair whose peer never sends, in the kernel after a first turn.
+fn a_receive_nobody_answers(
+    seed: u64,
+    lost_ppm: u32,
+    ops_max: u32,
+) -> (Sim, Io<Answers>, OwnedFd, OwnedFd, OpId) {
+    let faults = Faults {
+        lost_cancel: lost_ppm,
+        ..Faults::NONE
+    };
+    let (sim, mut io) = check::<Answers>(seed, faults, ops_max);
+    let (socket, peer) = sim.socket_pair().unwrap();
+    let recv = io
+        .recv(1, socket.as_raw_fd(), Vec::with_capacity(8), on_recv_answer)
+        .unwrap();
+    io.run_for_ns(&mut Vec::new(), 1_000_000).unwrap();
+    (sim, io, socket, peer, recv)
+}
+
 /// A cancel the kernel loses (io_uring on 6.1 and 6.12 can answer `ENOENT` for an operation
 /// a kernel worker is just taking up, which then waits on): the loop sends it again until
 /// it lands, so a cancel and a deadline end their targets as they would without the fault.
 #[test]
 fn a_lost_cancel_is_sent_again_until_it_lands() {
-    let faults = Faults {
-        lost_cancel: 700_000,
-        ..Faults::NONE
-    };
     for seed in 0..10 {
-        let (sim, mut io) = check::<Vec<(Tag, i32)>>(seed, faults, 8);
-        let (a, _a_peer) = sim.socket_pair().unwrap();
+        let (sim, mut io, a, _a_peer, recv) = a_receive_nobody_answers(seed, 700_000, 8);
         let (b, _b_peer) = sim.socket_pair().unwrap();
-        let on_recv = |seen: &mut Vec<(Tag, i32)>, _: &mut Io<_>, tag, (n, _): BufResult| {
-            seen.push((tag, n.unwrap_err().raw_os_error().unwrap()));
-        };
-        let on_cancel = |seen: &mut Vec<(Tag, i32)>, _: &mut Io<_>, tag, r: std::io::Result<()>| {
-            seen.push((tag, r.map_or_else(|e| e.raw_os_error().unwrap(), |()| 0)));
-        };
-        let recv = io
-            .recv(1, a.as_raw_fd(), Vec::with_capacity(8), on_recv)
-            .unwrap();
         let timed = io
-            .recv(2, b.as_raw_fd(), Vec::with_capacity(8), on_recv)
+            .recv(2, b.as_raw_fd(), Vec::with_capacity(8), on_recv_answer)
             .unwrap();
         io.set_deadline(timed, 5_000_000).unwrap();
         let mut seen = Vec::new();
         io.run_for_ns(&mut seen, 1_000_000).unwrap();
-        io.cancel(3, recv, on_cancel).unwrap();
+        io.cancel(3, recv, on_cancel_answer).unwrap();
         io.run_until_idle(&mut seen).unwrap();
         seen.sort_unstable();
         assert_eq!(
@@ -676,31 +699,9 @@ fn a_lost_cancel_is_sent_again_until_it_lands() {
 /// needs no slot, so it lands instead of retrying every turn forever.
 #[test]
 fn a_lost_cancel_lands_when_its_own_slot_is_the_last_cancel_slot() {
-    let faults = Faults {
-        lost_cancel: 1_000_000,
-        ..Faults::NONE
-    };
-    let (sim, mut io) = check::<Vec<(Tag, i32)>>(3, faults, 1);
-    let (a, _peer) = sim.socket_pair().unwrap();
-    let recv = io
-        .recv(
-            1,
-            a.as_raw_fd(),
-            Vec::with_capacity(8),
-            |seen, _, tag, (n, _)| {
-                seen.push((tag, n.unwrap_err().raw_os_error().unwrap()));
-            },
-        )
-        .unwrap();
+    let (sim, mut io, a, _peer, recv) = a_receive_nobody_answers(3, 1_000_000, 1);
     let mut seen = Vec::new();
-    io.run_for_ns(&mut seen, 1_000_000).unwrap();
-    io.cancel(2, recv, |seen, _, tag, result| {
-        seen.push((
-            tag,
-            result.map_or_else(|e| e.raw_os_error().unwrap(), |()| 0),
-        ));
-    })
-    .unwrap();
+    io.cancel(2, recv, on_cancel_answer).unwrap();
     let turns_before = io.stats().syscalls;
     io.run_for_ns(&mut seen, 2_000_000_000).unwrap();
     seen.sort_unstable();
@@ -722,33 +723,10 @@ fn a_lost_cancel_lands_when_its_own_slot_is_the_last_cancel_slot() {
 /// a lost cancel, leave the resends alone: the target still ends cancelled.
 #[test]
 fn deadline_calls_do_not_stop_the_resends_of_a_lost_cancel() {
-    let faults = Faults {
-        lost_cancel: 1_000_000,
-        ..Faults::NONE
-    };
     for seed in 0..8 {
-        let (sim, mut io) = check::<Vec<(Tag, i32)>>(seed, faults, 4);
-        let (a, _peer) = sim.socket_pair().unwrap();
-        let recv = io
-            .recv(
-                1,
-                a.as_raw_fd(),
-                Vec::with_capacity(8),
-                |seen, _, tag, (n, _)| {
-                    seen.push((tag, n.unwrap_err().raw_os_error().unwrap()));
-                },
-            )
-            .unwrap();
+        let (_sim, mut io, a, _peer, recv) = a_receive_nobody_answers(seed, 1_000_000, 4);
         let mut seen = Vec::new();
-        io.run_for_ns(&mut seen, 1_000_000).unwrap();
-        let cancel = io
-            .cancel(2, recv, |seen, _, tag, result| {
-                seen.push((
-                    tag,
-                    result.map_or_else(|e| e.raw_os_error().unwrap(), |()| 0),
-                ));
-            })
-            .unwrap();
+        let cancel = io.cancel(2, recv, on_cancel_answer).unwrap();
         // The cancel is lost: "not found" (held) or "already running" (answered).
         io.run_for_ns(&mut seen, 100_000).unwrap();
         assert!(
