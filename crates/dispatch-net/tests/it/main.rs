@@ -33,6 +33,27 @@ impl Handler for Echo {
     }
 }
 
+/// An echo served on the simulated world `sim` at `addr` (8 connections, 8 pool buffers of
+/// 512 bytes), and the listener's address.
+fn sim_server(sim: &dispatch_core::sim::Sim, addr: &str) -> (Io<Echo>, Echo, SocketAddr) {
+    let net = NetOptions::new(8);
+    let mut options = Options::new(net.ops_max());
+    options.pool = PoolOptions {
+        buffers: 8,
+        buffer_size: 512,
+    };
+    let mut io = Io::new_sim(&options, sim).unwrap();
+    let mut echo = Echo {
+        net: Net::new(&net),
+        opened: 0,
+        closed: 0,
+    };
+    let listener = sim.listen(addr.parse().unwrap(), 16).unwrap();
+    let addr = listener.local_addr();
+    serve(&mut echo, &mut io, listener).unwrap();
+    (io, echo, addr)
+}
+
 /// A served echo on 127.0.0.1:0 with `net`'s limits, and its address.
 fn server(net: NetOptions) -> (Io<Echo>, Echo, SocketAddr) {
     server_with_pool(net, 32)
@@ -255,21 +276,7 @@ fn a_client_that_sends_without_reading_stops_being_read_and_others_are_served() 
 fn serve_and_connect_over_the_simulator() {
     use dispatch_core::sim::{Sim, SimOptions};
     let sim = Sim::new(&SimOptions::new(3)).unwrap();
-    let net = NetOptions::new(8);
-    let mut options = Options::new(net.ops_max());
-    options.pool = PoolOptions {
-        buffers: 8,
-        buffer_size: 512,
-    };
-    let mut io = Io::new_sim(&options, &sim).unwrap();
-    let mut echo = Echo {
-        net: Net::new(&net),
-        opened: 0,
-        closed: 0,
-    };
-    let listener = sim.listen("10.1.1.1:80".parse().unwrap(), 16).unwrap();
-    let addr = listener.local_addr();
-    serve(&mut echo, &mut io, listener).unwrap();
+    let (mut io, mut echo, addr) = sim_server(&sim, "10.1.1.1:80");
     let peers: Vec<_> = (0..4).map(|_| sim.peer_connect(addr)).collect();
     io.run_for_ns(&mut echo, 1_000_000).unwrap();
     for (i, peer) in peers.iter().enumerate() {
@@ -312,21 +319,7 @@ fn a_connection_accepted_while_stopping_is_closed_in_the_simulated_world() {
         ..SimOptions::new(5)
     })
     .unwrap();
-    let net = NetOptions::new(8);
-    let mut options = Options::new(net.ops_max());
-    options.pool = PoolOptions {
-        buffers: 8,
-        buffer_size: 512,
-    };
-    let mut io = Io::new_sim(&options, &sim).unwrap();
-    let mut echo = Echo {
-        net: Net::new(&net),
-        opened: 0,
-        closed: 0,
-    };
-    let listener = sim.listen("10.1.1.2:80".parse().unwrap(), 16).unwrap();
-    let addr = listener.local_addr();
-    serve(&mut echo, &mut io, listener).unwrap();
+    let (mut io, mut echo, addr) = sim_server(&sim, "10.1.1.2:80");
     io.tick(&mut echo).unwrap();
     // The stop and the connection come at the same virtual time: the timer's callback stops
     // the server, and the accept's completion is delivered after it, in the same turn.
