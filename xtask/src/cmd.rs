@@ -140,6 +140,31 @@ impl Cmd {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Echoes the line and runs it like [`Cmd::run`], handing each line of its standard
+    /// output to `line` as it comes, which says whether to show it.
+    pub fn run_filtered(&self, mut line: impl FnMut(&str) -> bool) -> Result<(), String> {
+        use std::io::BufRead;
+        let echoed = self.line();
+        eprintln!("$ {echoed}");
+        let mut child = self
+            .command()
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|error| format!("{echoed}: {error}"))?;
+        let stdout = child.stdout.take().expect("piped");
+        for text in std::io::BufReader::new(stdout).lines() {
+            let text = text.map_err(|error| format!("{echoed}: {error}"))?;
+            if line(&text) {
+                println!("{text}");
+            }
+        }
+        let status = child.wait().map_err(|error| format!("{echoed}: {error}"))?;
+        if !status.success() {
+            return Err(format!("`{echoed}` failed ({status})"));
+        }
+        Ok(())
+    }
+
     /// Echoes the line and starts the command with its standard input empty and its standard
     /// output and error piped, for output the caller reads as it comes.
     pub fn spawn_piped(&self) -> Result<Child, String> {

@@ -3,8 +3,15 @@
 //! (the simulation fuzzer's few hundred seeds and its planted bug among them:
 //! `crates/echo-server/tests/it/sim_fuzz.rs`), and the dispatch-core and dispatch-net suites
 //! again under each forced backend and with kernel features blocked or masked. Ends with the
-//! tests' results and a note on the checks it leaves to other commands. Installs the rustup
-//! components and targets it needs where missing, so it works on a fresh machine.
+//! tests' results, the tests that skipped themselves, and a note on the checks it leaves to
+//! other commands. Installs the rustup components and targets it needs where missing, so it
+//! works on a fresh machine.
+//!
+//! A test that cannot run here (a kernel feature missing, a tool not installed, a backend
+//! the test does not apply to) prints a `skipped:` line and returns, which libtest counts
+//! as a pass. So every test run here is made with `--show-output`, the `skipped:` lines of
+//! passing tests are collected, and the run ends by listing each skipped test with its
+//! reason and counting them in its last line: a skip is never a silent pass.
 
 use crate::cmd::Cmd;
 use crate::rustup;
@@ -79,24 +86,29 @@ pub fn run(cross_targets: bool) -> Result<(), String> {
     // every echoed byte checked. It judges no number; only wrong echoes or a server that
     // does not start or stop fail it.
     Cmd::cargo(&["xtask", "bench", "--quick"]).run()?;
-    Cmd::cargo(&["test", "--workspace"]).run()?;
+    let mut skips = Skips::default();
+    skips.run(Cmd::cargo(&["test", "--workspace"]), "workspace")?;
     // Last, so that the run's closing lines are the tests' results.
     if cfg!(target_os = "linux") {
         for (args, envs) in RERUNS {
             let mut rerun = Cmd::cargo(args);
+            let mut label = args[2].to_owned();
             for &(key, value) in envs {
                 rerun = rerun.env(key, value);
+                label.push_str(&format!(" {key}={value}"));
             }
-            rerun.run()?;
+            skips.run(rerun, &label)?;
         }
     }
+    skips.report();
     eprintln!(
-        "\ncargo xtask test: passed (with 300 seeds of the simulated echo fuzzer, and its \
+        "\ncargo xtask test: passed, {} (with 300 seeds of the simulated echo fuzzer, and its \
          planted bug found). More seeds: cargo xtask fuzz --seeds N. Not part of it, because \
          each needs another toolchain (installed on first use):\n  \
          cargo xtask miri      dispatch-core's pure-logic unit tests under Miri (nightly)\n  \
          cargo xtask sanitize  the dispatch-core suite under AddressSanitizer (nightly)\n  \
-         cargo xtask msrv      the workspace checked with its rust-version"
+         cargo xtask msrv      the workspace checked with its rust-version",
+        skips.summary()
     );
     Ok(())
 }
@@ -122,4 +134,152 @@ fn prepare(cross_targets: bool) -> Result<(), String> {
         eprintln!("xtask: --no-cross-targets: leaving out the FreeBSD and macOS checks");
     }
     Ok(())
+}
+
+/// The tests that skipped themselves, by run: (run, test, first reason).
+#[derive(Debug, Default)]
+struct Skips {
+    found: Vec<(String, String, String)>,
+}
+
+impl Skips {
+    /// Runs the cargo test command `test` with `--show-output`, showing its output but the
+    /// passing tests' own, from which it keeps the `skipped:` lines under `run`'s name.
+    fn run(&mut self, test: Cmd, run: &str) -> Result<(), String> {
+        let mut parser = Parser::default();
+        test.args(&["--", "--show-output"])
+            .run_filtered(|line| match parser.line(line) {
+                Seen::Show => true,
+                Seen::Hide => false,
+                Seen::Skip(test, reason) => {
+                    let known = self.found.iter().any(|(r, t, _)| r == run && *t == test);
+                    if !known {
+                        self.found.push((run.to_owned(), test, reason));
+                    }
+                    false
+                }
+            })
+    }
+
+    /// Lists every skipped test with its reason.
+    fn report(&self) {
+        if self.found.is_empty() {
+            return;
+        }
+        eprintln!("\nxtask: tests that skipped themselves (libtest counts each as passed):");
+        for (run, test, reason) in &self.found {
+            eprintln!("  [{run}] {test}: {reason}");
+        }
+    }
+
+    /// "no test skipped", or how many did (listed above).
+    fn summary(&self) -> String {
+        match self.found.len() {
+            0 => "no test skipped".to_owned(),
+            n => format!("{n} tests skipped (listed above)"),
+        }
+    }
+}
+
+/// What a line of `cargo test -- --show-output` is.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Show,
+    /// The output of a passing test, which `--show-output` adds.
+    Hide,
+    /// A passing test's `skipped: REASON` line: the test, and the reason.
+    Skip(String, String),
+}
+
+/// Follows libtest's output: the passing tests' output comes in a `successes:` section, as
+/// `---- NAME stdout ----` blocks, before the failures and the result line.
+#[derive(Debug, Default)]
+struct Parser {
+    in_successes: bool,
+    test: Option<String>,
+}
+
+impl Parser {
+    fn line(&mut self, line: &str) -> Seen {
+        if line == "successes:" {
+            self.in_successes = true;
+            return Seen::Hide;
+        }
+        if line == "failures:" || line.starts_with("test result:") {
+            (self.in_successes, self.test) = (false, None);
+        }
+        if !self.in_successes {
+            return Seen::Show;
+        }
+        if let Some(name) = line.strip_prefix("---- ") {
+            self.test = name.strip_suffix(" stdout ----").map(str::to_owned);
+        } else if let (Some(test), Some(reason)) = (&self.test, line.strip_prefix("skipped: ")) {
+            return Seen::Skip(test.clone(), reason.to_owned());
+        }
+        Seen::Hide
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A passing test's skip is found and its output hidden; a failing test's output and the
+    /// result lines are shown.
+    #[test]
+    fn skips_of_passing_tests_are_found_and_their_output_hidden() {
+        let output = [
+            "running 2 tests",
+            "test a::works ... ok",
+            "test a::skips ... ok",
+            "",
+            "successes:",
+            "",
+            "---- a::skips stdout ----",
+            "skipped: no unprivileged time namespaces here",
+            "skipped: no unprivileged time namespaces here",
+            "",
+            "---- a::works stdout ----",
+            "some output",
+            "",
+            "successes:",
+            "    a::skips",
+            "failures:",
+            "---- a::fails stdout ----",
+            "skipped: shown, since the test failed",
+            "test result: FAILED. 2 passed; 1 failed",
+        ];
+        let mut parser = Parser::default();
+        let seen: Vec<Seen> = output.iter().map(|line| parser.line(line)).collect();
+        let skips: Vec<&Seen> = seen
+            .iter()
+            .filter(|s| matches!(s, Seen::Skip(..)))
+            .collect();
+        assert_eq!(
+            skips,
+            [&Seen::Skip(
+                "a::skips".into(),
+                "no unprivileged time namespaces here".into()
+            ); 2]
+        );
+        let shown: Vec<&str> = output
+            .iter()
+            .zip(&seen)
+            .filter(|(_, seen)| **seen == Seen::Show)
+            .map(|(line, _)| *line)
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "running 2 tests",
+                "test a::works ... ok",
+                "test a::skips ... ok",
+                "",
+                "failures:",
+                "---- a::fails stdout ----",
+                "skipped: shown, since the test failed",
+                "test result: FAILED. 2 passed; 1 failed",
+            ]
+        );
+    }
 }
