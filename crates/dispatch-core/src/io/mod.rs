@@ -608,9 +608,9 @@ impl<C> Io<C> {
 
     /// Puts the expired timeouts among the results reaped since `start` (this turn's) in
     /// deadline order, where the backend may report them in another: io_uring may (Linux
-    /// 6.1 posted two expiries reaped together latest first). A cancel's
-    /// answer is a fence no expiry moves past, so that a timeout never runs after the
-    /// answer of a cancel that came too late for it.
+    /// 6.1 posted two expiries reaped together latest first). A cancel's answer is a fence
+    /// no expiry moves past, so that a timeout never runs after the answer of a cancel that
+    /// came too late for it.
     #[cold]
     fn order_expired(&mut self, start: usize) {
         let (slots, backend) = (&self.slots, &self.backend);

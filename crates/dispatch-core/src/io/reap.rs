@@ -99,8 +99,16 @@ impl<C> Reaper<'_, C> {
         }
         self.slots[target_idx].held_cancel = idx;
         self.slots[idx].state = State::Held;
-        self.resend.push(self.slots.as_mut_slice(), target_idx);
+        self.arm_resend(target_idx);
         true
+    }
+
+    /// Has the loop time resends of the cancel of the target in slot `idx` (once: a target
+    /// already resending keeps its schedule).
+    fn arm_resend(&mut self, idx: u32) {
+        if !self.slots[idx].resending() {
+            self.resend.push(self.slots.as_mut_slice(), idx);
+        }
     }
 
     /// The cancel in slot `idx` found its target running, and the kernel interrupts it; but
@@ -115,7 +123,7 @@ impl<C> Reaper<'_, C> {
         };
         let slot = &self.slots[target_idx];
         if slot.state == State::Kernel && slot.cancelling && slot.cancel_by == idx {
-            self.resend.push(self.slots.as_mut_slice(), target_idx);
+            self.arm_resend(target_idx);
         }
     }
 
