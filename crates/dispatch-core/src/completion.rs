@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
 use crate::operation::{Args, BufResult};
+use crate::outbuf::OutBuf;
 use std::rc::Rc;
 
 use crate::pool::{PoolBuf, PoolShared};
@@ -132,6 +133,14 @@ pub(crate) fn pool_send_value(args: Args, result: i32) -> (io::Result<usize>, Po
     (count(result), buf)
 }
 
+/// The value for a vectored send: the count and the buffers.
+pub(crate) fn vectored_value(args: Args, result: i32) -> (io::Result<usize>, Vec<OutBuf>) {
+    let Args::SendVectored { bufs, .. } = args else {
+        unreachable!("{} is not a vectored send", args.label())
+    };
+    (count(result), bufs)
+}
+
 /// Drops the value of one completion of a multishot operation whose callback will not run
 /// (the loop is being dropped): a pool buffer goes back, an accepted socket is closed.
 pub(crate) fn discard_shot(pool: Option<&Rc<PoolShared>>, result: i32, flags: u32) {
@@ -197,6 +206,7 @@ pub(crate) fn discard(args: Args, result: i32, flags: u32, pool: Option<&Rc<Pool
             drop(pooled_value(pool, result, flags));
         }
         Args::SendPooled { .. } => drop(pool_send_value(args, result)),
+        Args::SendVectored { .. } => drop(vectored_value(args, result)),
         Args::Accept { .. } | Args::Openat { .. } => drop(fd_value(args, result)),
         Args::Recv { .. } | Args::Read { .. } | Args::Send { .. } | Args::Write { .. } => {
             drop(buf_value(args, result))

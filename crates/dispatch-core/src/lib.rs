@@ -52,6 +52,7 @@ mod error;
 mod io;
 mod operation;
 mod options;
+mod outbuf;
 mod pool;
 pub mod sim;
 mod slots;
@@ -64,9 +65,10 @@ pub use crate::error::{DeadlineError, InitError};
 pub use crate::io::Io;
 pub use crate::operation::{
     AcceptCallback, BufCallback, BufResult, CountCallback, FdCallback, OpId, PoolSendCallback,
-    PooledCallback, ScheduleError, ScheduleErrorKind, Shot, Tag, UnitCallback,
+    PooledCallback, ScheduleError, ScheduleErrorKind, Shot, Tag, UnitCallback, VectoredCallback,
 };
 pub use crate::options::{Options, PoolOptions, UringOptions};
+pub use crate::outbuf::{OutBuf, GATHER_MAX};
 pub use crate::pool::PoolBuf;
 pub use crate::stats::{BackendKind, Fallback, Stats, UringFeatures};
 pub use crate::waker::Waker;

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
 
 use crate::io::Io;
+use crate::outbuf::OutBuf;
 use crate::pool::PoolBuf;
 
 /// The caller's word about an operation, handed back to its callback unchanged: a connection
@@ -62,6 +63,9 @@ pub type AcceptCallback<C> = fn(&mut C, &mut Io<C>, Tag, Shot<OwnedFd>);
 /// Callback of a send from a pool buffer ([`Io::send_pooled`]): the byte count sent (possibly
 /// short) and the buffer, whose view is unchanged.
 pub type PoolSendCallback<C> = fn(&mut C, &mut Io<C>, Tag, (io::Result<usize>, PoolBuf));
+/// Callback of a vectored send ([`Io::send_vectored`]): the byte count sent (possibly short)
+/// and the buffers, unchanged ([`OutBuf::consume`] drops what was sent).
+pub type VectoredCallback<C> = fn(&mut C, &mut Io<C>, Tag, (io::Result<usize>, Vec<OutBuf>));
 
 /// One completion of an operation that may complete several times (multishot).
 #[derive(Debug)]
@@ -93,6 +97,7 @@ pub(crate) enum Callback<C> {
     Pooled(PooledCallback<C>),
     Accepted(AcceptCallback<C>),
     PoolSend(PoolSendCallback<C>),
+    Vectored(VectoredCallback<C>),
     /// The loop's own operation (the cancel of an operation whose deadline passed): its
     /// result is dropped, no callback runs and it is not counted as completed.
     Internal,
@@ -202,6 +207,11 @@ pub(crate) enum Args {
         fd: RawFd,
         buf: Vec<u8>,
     },
+    /// Sends the first `GATHER_MAX` buffers of `bufs`, in order, as one message.
+    SendVectored {
+        fd: RawFd,
+        bufs: Vec<OutBuf>,
+    },
     /// Reads into `buf[len..capacity]` at file `offset`.
     Read {
         fd: RawFd,
@@ -270,6 +280,7 @@ impl Args {
             Args::Connect { .. } => "connect",
             Args::Recv { .. } => "recv",
             Args::Send { .. } => "send",
+            Args::SendVectored { .. } => "send_vectored",
             Args::Read { .. } => "read",
             Args::Write { .. } => "write",
             Args::Shutdown { .. } => "shutdown",

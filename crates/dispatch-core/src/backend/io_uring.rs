@@ -16,6 +16,7 @@ use super::{PushError, Wait};
 use crate::completion::{buffer_flags, F_BUFFER};
 use crate::operation::{Args, OpId};
 use crate::options::Options;
+use crate::outbuf::{OutBuf, GATHER_MAX};
 use crate::pool::{Pool, PoolShared};
 use crate::stats::{setup_flag_names, Stats, UringFeatures};
 use crate::waker::Waker;
@@ -68,6 +69,9 @@ pub(crate) struct IoUringBackend {
     pool_memory: Option<Rc<PoolShared>>,
     timespecs: Box<[Timespec]>,
     sockaddrs: Box<[RawSockAddr]>,
+    /// Per slot: the message header and iovecs of a vectored send, made the first time the
+    /// slot sends vectored and kept for its next ones (no allocation per send after that).
+    gathers: Box<[Option<Box<Gather>>]>,
     /// Per slot: the word a wake-up wait reads the eventfd counter into.
     wakeup_words: Box<[u64]>,
     /// Per slot: a wake-up wait is in the kernel (set only once its SQE is in the SQ, so a
@@ -158,6 +162,7 @@ impl IoUringBackend {
             pool_memory,
             timespecs: (0..slots_max).map(|_| Timespec::new()).collect(),
             sockaddrs: (0..slots_max).map(|_| RawSockAddr::UNSPECIFIED).collect(),
+            gathers: (0..slots_max).map(|_| None).collect(),
             wakeup_words: vec![0; slots_max as usize].into_boxed_slice(),
             wakeup_in_kernel: vec![false; slots_max as usize].into_boxed_slice(),
             wait_timespec: Box::new(Timespec::new()),
@@ -255,10 +260,12 @@ impl IoUringBackend {
         }
         .user_data(user_data);
         // SAFETY: the entry points into `args` (and the heap buffers it owns), into
-        // `self.timespecs[idx]`, `self.sockaddrs[idx]` or `self.wakeup_words[idx]`, or into
-        // the pool buffer lent to this slot; the caller keeps `args` in place until the
-        // completion is reaped, the three tables live as long as the ring and are never
-        // resized, and a lent pool buffer is nobody else's until the completion hands it on.
+        // `self.timespecs[idx]`, `self.sockaddrs[idx]`, `self.wakeup_words[idx]` or the boxed
+        // `self.gathers[idx]` (which points at `args`' buffers), or into the pool buffer lent
+        // to this slot; the caller keeps `args` in place until the completion is reaped, the
+        // tables live as long as the ring and are never resized (a gather's box, once made,
+        // stays until the backend drops), and a lent pool buffer is nobody else's until the
+        // completion hands it on.
         if unsafe { self.ring.push(&entry) }.is_err() {
             assert_eq!(self.lent[i], NO_BID, "the fallback checked for room");
             return Err(PushError::SqFull);
@@ -306,6 +313,13 @@ impl IoUringBackend {
                 opcode::Read::new(Fd(*fd), ptr, len).offset(*offset).build()
             }
             Args::Send { fd, buf } => send_entry(*fd, buf),
+            Args::SendVectored { fd, bufs } => {
+                let gather = self.gathers[idx as usize].get_or_insert_with(Gather::new);
+                let hdr = gather.point_at(bufs);
+                opcode::SendMsg::new(Fd(*fd), hdr)
+                    .flags(libc::MSG_NOSIGNAL as u32)
+                    .build()
+            }
             Args::Write { fd, buf, offset } => {
                 opcode::Write::new(Fd(*fd), buf.as_ptr(), clamp_len(buf.len()))
                     .offset(*offset)
@@ -835,6 +849,36 @@ fn send_entry(fd: RawFd, bytes: &[u8]) -> Entry {
     opcode::Send::new(Fd(fd), bytes.as_ptr(), clamp_len(bytes.len()))
         .flags(libc::MSG_NOSIGNAL)
         .build()
+}
+
+/// The `sendmsg` arguments of a vectored send: the header and the iovecs it points at, in
+/// one heap block that stays put while the kernel reads them.
+struct Gather {
+    hdr: libc::msghdr,
+    iov: [libc::iovec; GATHER_MAX],
+}
+
+impl Gather {
+    fn new() -> Box<Gather> {
+        // SAFETY: `msghdr` and `iovec` are plain C structs of pointers and integers, for
+        // which all zeroes is a valid value (null pointers, zero lengths).
+        Box::new(unsafe { std::mem::zeroed::<Gather>() })
+    }
+
+    /// Points the iovecs at the first `GATHER_MAX` buffers of `bufs` and the header at the
+    /// iovecs; the kernel only reads through them.
+    fn point_at(&mut self, bufs: &[OutBuf]) -> *const libc::msghdr {
+        let n = bufs.len().min(GATHER_MAX);
+        for (iov, buf) in self.iov.iter_mut().zip(&bufs[..n]) {
+            *iov = libc::iovec {
+                iov_base: buf.as_ptr().cast_mut().cast(),
+                iov_len: buf.len(),
+            };
+        }
+        self.hdr.msg_iov = self.iov.as_mut_ptr();
+        self.hdr.msg_iovlen = n;
+        &self.hdr
+    }
 }
 
 /// The spare capacity of `buf` as the kernel's (pointer, length).

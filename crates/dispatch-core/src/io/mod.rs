@@ -21,7 +21,7 @@ use crate::backend::{Backend, PushError, Wait};
 use crate::clock::Clock;
 use crate::completion::{
     buf_value, count_value, fd_value, flags_bid, new_fd, pool_send_value, pooled_value, unit_value,
-    F_MORE, TIMEOUT_EXPIRED,
+    vectored_value, F_MORE, TIMEOUT_EXPIRED,
 };
 use crate::error::InitError;
 use crate::operation::{Args, Callback, Shot, Tag};
@@ -702,6 +702,9 @@ impl<C> Io<C> {
             }
             Callback::PoolSend(callback) => {
                 callback(ctx, self, tag, pool_send_value(args, result));
+            }
+            Callback::Vectored(callback) => {
+                callback(ctx, self, tag, vectored_value(args, result));
             }
             Callback::None | Callback::Internal => {
                 unreachable!("slot {} completed without a callback", done.idx)

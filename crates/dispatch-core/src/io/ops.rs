@@ -8,8 +8,9 @@ use std::os::fd::{OwnedFd, RawFd};
 use super::Io;
 use crate::operation::{
     AcceptCallback, Args, BufCallback, Callback, CountCallback, FdCallback, OpId, PoolSendCallback,
-    PooledCallback, ScheduleError, ScheduleErrorKind, Tag, UnitCallback,
+    PooledCallback, ScheduleError, ScheduleErrorKind, Tag, UnitCallback, VectoredCallback,
 };
+use crate::outbuf::OutBuf;
 use crate::pool::PoolBuf;
 use crate::slots::{Budget, State};
 
@@ -205,6 +206,53 @@ impl<C> Io<C> {
         callback: BufCallback<C>,
     ) -> Result<OpId, ScheduleError<Vec<u8>>> {
         self.schedule_buf(tag, Args::Send { fd, buf }, callback)
+    }
+
+    /// Sends the bytes of `bufs`, in order, as one message (one `sendmsg`: a header, a body
+    /// and an echo gathered without a copy); the callback gets the byte count sent, possibly
+    /// short, and `bufs` unchanged: [`OutBuf::consume`] drops what was sent, and the rest is
+    /// sent by scheduling again. At most [`crate::GATHER_MAX`] buffers go out per send (the
+    /// count then covers those only). Empty buffers are allowed, and a send of no bytes
+    /// completes with 0. As for [`Io::send`], a reset peer is an error result, never a
+    /// signal. The buffers are dropped (a pool buffer goes back to its pool) when the
+    /// program drops the list it gets back.
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use std::os::fd::AsRawFd;
+    /// use std::os::unix::net::UnixStream;
+    /// use dispatch_core::{Io, Options, OutBuf, Tag};
+    ///
+    /// fn sent(n: &mut usize, _: &mut Io<usize>, _: Tag, (sent, _bufs): (std::io::Result<usize>, Vec<OutBuf>)) {
+    ///     *n = sent.expect("send");
+    /// }
+    ///
+    /// let mut io: Io<usize> = Io::new(&Options::new(8)).expect("a backend");
+    /// let (socket, mut peer) = UnixStream::pair().unwrap();
+    /// let reply = vec![OutBuf::from("HTTP/1.1 200 OK\r\n\r\n"), OutBuf::from(b"hi".to_vec())];
+    /// io.send_vectored(0, socket.as_raw_fd(), reply, sent).expect("a free slot");
+    /// let mut n = 0;
+    /// io.run_until_idle(&mut n).unwrap();
+    /// assert_eq!(n, 21);
+    /// let mut got = [0; 21];
+    /// peer.read_exact(&mut got).unwrap();
+    /// assert_eq!(&got, b"HTTP/1.1 200 OK\r\n\r\nhi");
+    /// ```
+    ///
+    /// # Errors
+    /// When every slot is in flight; the error returns `bufs`.
+    pub fn send_vectored(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        bufs: Vec<OutBuf>,
+        callback: VectoredCallback<C>,
+    ) -> Result<OpId, ScheduleError<Vec<OutBuf>>> {
+        let Some(idx) = self.slots.alloc(Budget::Op) else {
+            return Err(self.exhausted(bufs));
+        };
+        let args = Args::SendVectored { fd, bufs };
+        Ok(self.start(idx, tag, args, Callback::Vectored(callback)))
     }
 
     /// Reads into `buf`'s spare capacity from file offset `offset`; the callback gets the

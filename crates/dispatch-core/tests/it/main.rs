@@ -20,6 +20,7 @@ mod review;
 mod sim;
 mod sim_model;
 mod timeout;
+mod vectored;
 mod wakeup;
 
 /// Helpers every test module shares.

@@ -272,7 +272,10 @@ impl<P: Poller> Engine<P> {
             {
                 Some((fd, Dir::Read))
             }
-            Args::Connect { fd, .. } | Args::Send { fd, .. } | Args::SendPooled { fd, .. }
+            Args::Connect { fd, .. }
+            | Args::Send { fd, .. }
+            | Args::SendPooled { fd, .. }
+            | Args::SendVectored { fd, .. }
                 if fd >= 0 =>
             {
                 Some((fd, Dir::Write))

@@ -10,14 +10,16 @@
 #![allow(unsafe_code)]
 
 use std::ffi::CStr;
+use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, RawFd};
 
 use rustix::io::Errno;
-use rustix::net::{RecvFlags, SendFlags};
+use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags};
 
 use super::table::Dir;
 use crate::operation::Args;
+use crate::outbuf::{OutBuf, GATHER_MAX};
 use crate::stats::Stats;
 
 /// What trying an operation came to.
@@ -97,6 +99,7 @@ pub(crate) fn perform(args: &mut Args, connecting: &mut bool, stats: &mut Stats)
         Args::Connect { fd, addr } if *fd >= 0 => connect(borrow(*fd), addr, connecting, stats),
         Args::Recv { fd, buf } if *fd >= 0 => recv(borrow(*fd), buf, stats),
         Args::Send { fd, buf } if *fd >= 0 => send(borrow(*fd), buf, stats),
+        Args::SendVectored { fd, bufs } if *fd >= 0 => send_vectored(borrow(*fd), bufs, stats),
         Args::Read { fd, buf, offset } if *fd >= 0 => read(borrow(*fd), buf, *offset, stats),
         Args::Write { fd, buf, offset } if *fd >= 0 => write(borrow(*fd), buf, *offset, stats),
         Args::Shutdown { fd, how } if *fd >= 0 => shutdown(borrow(*fd), *how, stats),
@@ -126,6 +129,7 @@ pub(crate) fn perform(args: &mut Args, connecting: &mut bool, stats: &mut Stats)
         | Args::Connect { .. }
         | Args::Recv { .. }
         | Args::Send { .. }
+        | Args::SendVectored { .. }
         | Args::Read { .. }
         | Args::Write { .. }
         | Args::Shutdown { .. }
@@ -195,6 +199,23 @@ fn recv(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, stats: &mut Stats) -> Step {
 
 fn send(fd: BorrowedFd<'_>, buf: &[u8], stats: &mut Stats) -> Step {
     match retry(stats, || rustix::net::send(fd, filled(buf), send_flags())) {
+        Err(Errno::AGAIN) => Step::Wait(fd.as_raw_fd(), Dir::Write),
+        result => done(result),
+    }
+}
+
+/// One `sendmsg` of the first `GATHER_MAX` buffers, gathered from iovecs on the stack.
+fn send_vectored(fd: BorrowedFd<'_>, bufs: &[OutBuf], stats: &mut Stats) -> Step {
+    let mut slices = [IoSlice::new(&[]); GATHER_MAX];
+    let n = bufs.len().min(GATHER_MAX);
+    for (slice, buf) in slices.iter_mut().zip(bufs) {
+        *slice = IoSlice::new(filled(buf));
+    }
+    let send = || {
+        let mut control = SendAncillaryBuffer::default();
+        rustix::net::sendmsg(fd, &slices[..n], &mut control, send_flags())
+    };
+    match retry(stats, send) {
         Err(Errno::AGAIN) => Step::Wait(fd.as_raw_fd(), Dir::Write),
         result => done(result),
     }

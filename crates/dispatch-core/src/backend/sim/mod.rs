@@ -31,6 +31,7 @@ use super::Wait;
 use crate::clock::Clock;
 use crate::completion::{buffer_flags, TIMEOUT_EXPIRED};
 use crate::operation::{Args, OpId};
+use crate::outbuf::{OutBuf, GATHER_MAX};
 use crate::pool::Pool;
 use crate::sim::SimOptions;
 use crate::stats::Stats;
@@ -449,6 +450,7 @@ impl SimBackend {
             }
             Args::Send { fd, buf } => send(world, *fd, buf),
             Args::SendPooled { fd, buf } => send(world, *fd, buf),
+            Args::SendVectored { fd, bufs } => send_vectored(world, *fd, bufs),
             Args::Shutdown { fd, how } => match stream(world, *fd) {
                 Some(endpoint) => done(world.shutdown(endpoint, *how)),
                 None => done(bad(world, *fd)),
@@ -604,9 +606,10 @@ fn direction(args: &Args) -> Option<(RawFd, bool)> {
         Args::Accept { fd, .. } | Args::Recv { fd, .. } | Args::RecvPooled { fd, .. } => {
             Some((fd, false))
         }
-        Args::Connect { fd, .. } | Args::Send { fd, .. } | Args::SendPooled { fd, .. } => {
-            Some((fd, true))
-        }
+        Args::Connect { fd, .. }
+        | Args::Send { fd, .. }
+        | Args::SendPooled { fd, .. }
+        | Args::SendVectored { fd, .. } => Some((fd, true)),
         _ => None,
     }
 }
@@ -728,6 +731,31 @@ fn send(world: &mut World, fd: RawFd, bytes: &[u8]) -> Tried {
         Ok(None) => None,
         Err(errno) => Some((errno, 0)),
     }
+}
+
+/// A vectored send: the buffers in order, as one send would take them (up to the first that
+/// the connection takes only in part, or not at all).
+fn send_vectored(world: &mut World, fd: RawFd, bufs: &[OutBuf]) -> Tried {
+    let Some(endpoint) = stream(world, fd) else {
+        return Some((bad(world, fd), 0));
+    };
+    let mut sent = 0;
+    for buf in bufs.iter().take(GATHER_MAX).filter(|buf| !buf.is_empty()) {
+        let bytes = &buf[..buf.len().min(i32::MAX as usize - sent)];
+        match world.send(endpoint, bytes) {
+            Ok(Some(n)) => {
+                sent += n;
+                if n < bytes.len() {
+                    break;
+                }
+            }
+            // Nothing taken: the send waits, or fails, only if nothing went out before.
+            Ok(None) if sent == 0 => return None,
+            Err(errno) if sent == 0 => return Some((errno, 0)),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Some((i32::try_from(sent).expect("bounded above"), 0))
 }
 
 /// A close: the simulated object goes, then the real descriptor standing for it.
