@@ -55,11 +55,11 @@
 #![forbid(unsafe_code)]
 
 mod listen;
+mod send;
 mod server;
 mod table;
 
 pub use crate::listen::{connect, listen, ListenOptions, Listener};
-pub use crate::server::{
-    close, send, serve, stop, Handler, Net, NetOptions, NetStats, PENDING_MAX,
-};
+pub use crate::send::{send, SendError, SendErrorKind, SEND_QUEUE_MAX};
+pub use crate::server::{close, serve, stop, Handler, Net, NetOptions, NetStats, PENDING_MAX};
 pub use crate::table::{ConnId, Table};

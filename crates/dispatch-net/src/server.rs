@@ -12,9 +12,10 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use dispatch_core::{Io, OpId, PoolBuf, Shot, Tag};
+use dispatch_core::{Io, OpId, OutBuf, PoolBuf, Shot, Tag};
 
 use crate::listen::Listener;
+use crate::send::flush;
 use crate::table::{ConnId, Table};
 
 /// The tag of the accept operation and of its back-off timer; connections use their id.
@@ -28,8 +29,12 @@ pub struct NetOptions {
     /// Connections open at once; one more is accepted and closed at once (counted in
     /// [`NetStats::refused`]).
     pub connections_max: u32,
-    /// A connection with no progress (nothing received while it is read, nothing sent
-    /// while it waits to send) for this long is closed; 0: never.
+    /// A connection on which nothing moved either way for this long is closed (counted in
+    /// [`NetStats::idle_timeouts`]); 0: never. Progress is bytes received while the
+    /// connection is read, or bytes sent while replies wait to go out: a peer that keeps
+    /// sending keeps a stuck reply alive while it is read, but once it has sent so much that
+    /// reading stops ([`PENDING_MAX`]), only bytes sent count, and a peer that reads nothing
+    /// is closed after the timeout.
     pub idle_timeout_ns: u64,
     /// How long accepting pauses after the process or system ran out of descriptors or
     /// memory (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`), before it tries again.
@@ -76,6 +81,11 @@ pub struct NetStats {
     pub idle_timeouts: u64,
     /// Times accepting paused for want of descriptors or memory (each episode once).
     pub accept_pauses: u64,
+    /// Operations the server could not schedule for want of a free slot of the loop (the
+    /// program's own operations took more than the one [`NetOptions::ops_max`] keeps for
+    /// them): a connection that could not be read or sent to was closed, an accept that
+    /// could not be re-armed paused. Logged once; 0 in a loop sized as documented.
+    pub slot_shortages: u64,
 }
 
 /// Arrivals a connection keeps while a send to it is in flight before it stops being read
@@ -92,8 +102,8 @@ pub struct NetStats {
 pub const PENDING_MAX: usize = 4;
 
 /// One connection.
-struct Conn {
-    socket: OwnedFd,
+pub(crate) struct Conn {
+    pub(crate) socket: OwnedFd,
     /// The receive, while armed (for a multishot, until its final callback).
     recv: Option<OpId>,
     /// The armed receive is a multishot one.
@@ -105,13 +115,22 @@ struct Conn {
     /// Progress came after the receive's idle deadline had fired: its `ETIMEDOUT` is not
     /// idleness, and the connection reads on.
     revived: bool,
-    /// Arrivals waiting for the send in flight to finish, in stream order.
-    pending: VecDeque<PoolBuf>,
-    send: Option<OpId>,
+    /// Arrivals waiting for the sends to finish, in stream order.
+    pub(crate) pending: VecDeque<PoolBuf>,
+    /// The vectored send in flight: one at a time, with every buffer queued when it began.
+    pub(crate) send: Option<OpId>,
+    /// Buffers in the send in flight.
+    pub(crate) sending: usize,
+    /// Progress came after the send's idle deadline had fired (see `revived`).
+    pub(crate) send_revived: bool,
+    /// Buffers queued behind the send in flight, in order.
+    pub(crate) queue: Vec<OutBuf>,
+    /// An empty list kept for its capacity: the next send's (no allocation per send).
+    pub(crate) spare: Vec<OutBuf>,
     /// The peer finished sending (end of stream): close once the sends are done.
     read_closed: bool,
     /// Being closed: no new operations; closed once none is in flight.
-    closing: bool,
+    pub(crate) closing: bool,
 }
 
 /// The server's own state: the listener, the accept loop, the connection table, stats.
@@ -127,9 +146,14 @@ pub struct Net {
     accept_failures: u64,
     quiet_mark: Option<u64>,
     stopping: bool,
-    conns: Table<Conn>,
-    options: NetOptions,
-    stats: NetStats,
+    /// The connection whose handler callback runs now: its sends wait for it to return and
+    /// go out together.
+    pub(crate) handling: Option<ConnId>,
+    /// A slot shortage was logged.
+    shortage_logged: bool,
+    pub(crate) conns: Table<Conn>,
+    pub(crate) options: NetOptions,
+    pub(crate) stats: NetStats,
 }
 
 /// A program on top of a [`Net`]: the loop's context type implements it.
@@ -137,16 +161,26 @@ pub trait Handler: Sized + 'static {
     /// This layer's state inside the program's.
     fn net(&mut self) -> &mut Net;
 
-    /// A connection was accepted; it is being read.
+    /// A connection was accepted; it is being read. A greeting [`crate::send`] from here
+    /// goes out before any reply.
     fn on_open(&mut self, io: &mut Io<Self>, conn: ConnId) {
         let _ = (io, conn);
     }
 
-    /// Bytes arrived on `conn`, in stream order. Reply with [`send`] (one send in flight per
-    /// connection: `on_data` is not called for `conn` again until that send is done; what
-    /// arrives meanwhile waits, and a connection with [`PENDING_MAX`] arrivals waiting stops
-    /// being read), or drop `data` to give the buffer back.
+    /// Bytes arrived on `conn`, in stream order (a message may come in parts, and several
+    /// in one: framing is the program's). Reply with [`crate::send`], as many times as the
+    /// reply has parts (they go out together once this returns), keep `data`, or drop it to
+    /// give the buffer back. `on_data` is not called for `conn` again until everything sent
+    /// is out; what arrives meanwhile waits, and a connection with [`PENDING_MAX`] arrivals
+    /// waiting stops being read.
     fn on_data(&mut self, io: &mut Io<Self>, conn: ConnId, data: PoolBuf);
+
+    /// Everything sent on `conn` is out (the kernel took the last byte): the moment to send
+    /// what did not fit in the queue ([`crate::SEND_QUEUE_MAX`]). Waiting arrivals are handed
+    /// to `on_data` after this returns, unless this sent more.
+    fn on_drained(&mut self, io: &mut Io<Self>, conn: ConnId) {
+        let _ = (io, conn);
+    }
 
     /// `conn` is closed (its descriptor's close is under way); its id is stale from now on.
     fn on_close(&mut self, io: &mut Io<Self>, conn: ConnId) {
@@ -166,6 +200,8 @@ impl Net {
             accept_failures: 0,
             quiet_mark: None,
             stopping: false,
+            handling: None,
+            shortage_logged: false,
             conns: Table::with_capacity(options.connections_max),
             options: *options,
             stats: NetStats::default(),
@@ -192,16 +228,42 @@ impl Net {
 /// on a simulation: see [`Listener`]) on `io`: accepts connections until [`stop`].
 ///
 /// # Errors
-/// When the loop has no free slot for the accept.
+/// `InvalidInput`, naming the option to change, when the loop cannot serve this `Net`: it
+/// has no pool (`Options::pool.buffers` is 0: connections are read into pool buffers), or
+/// fewer operation slots than [`NetOptions::ops_max`] asks (`Options::ops_max`).
+/// `AlreadyExists` when this `Net` was served before. An error from scheduling the accept
+/// (no free slot: the program's own operations hold them).
 pub fn serve<H: Handler>(
     ctx: &mut H,
     io: &mut Io<H>,
     listener: impl Into<Listener>,
 ) -> io::Result<()> {
     let net = ctx.net();
-    assert!(net.listener.is_none(), "serve called twice");
+    if net.listener.is_some() || net.accept.is_some() || net.stopping {
+        let message = "serve was called before on this Net: a Net serves one listener";
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, message));
+    }
+    if io.pool_buffers() == 0 {
+        let message = "dispatch-net reads connections into the loop's pool, and this loop has \
+                       none: set Options::pool (its buffers are 0)";
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+    }
+    let needed = net.options.ops_max();
+    if io.ops_max() < needed {
+        let message = format!(
+            "serving {} connections needs Options::ops_max of at least {needed} \
+             (NetOptions::ops_max()), and the loop has {}",
+            net.options.connections_max,
+            io.ops_max()
+        );
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+    }
     net.listener = Some(listener.into());
-    arm_accept(ctx, io)
+    let result = arm_accept(ctx, io);
+    if result.is_err() {
+        ctx.net().listener = None;
+    }
+    result
 }
 
 fn arm_accept<H: Handler>(ctx: &mut H, io: &mut Io<H>) -> io::Result<()> {
@@ -213,6 +275,38 @@ fn arm_accept<H: Handler>(ctx: &mut H, io: &mut Io<H>) -> io::Result<()> {
     net.accept = Some(id);
     net.accept_paused = false;
     Ok(())
+}
+
+/// Re-arms the accept from a callback; without a free slot, pauses accepting instead (and
+/// without one for the pause timer either, accepting stops: both logged).
+fn rearm_accept<H: Handler>(ctx: &mut H, io: &mut Io<H>) {
+    if arm_accept(ctx, io).is_ok() {
+        return;
+    }
+    let net = ctx.net();
+    shortage(net, "the accept");
+    pause_accept(net, io);
+}
+
+fn pause_accept<H: Handler>(net: &mut Net, io: &mut Io<H>) {
+    net.accept_paused = true;
+    let pause = net.options.accept_pause_ns;
+    if io.timeout(ACCEPT_TAG, pause, on_accept_pause::<H>).is_err() {
+        net.accept_paused = false;
+        shortage(net, "the accept's back-off timer (accepting stopped)");
+    }
+}
+
+/// The loop had no free slot for an operation of the server's: counted, and logged once.
+pub(crate) fn shortage(net: &mut Net, what: &str) {
+    net.stats.slot_shortages += 1;
+    if !net.shortage_logged {
+        net.shortage_logged = true;
+        eprintln!(
+            "dispatch-net: no free operation slot for {what}: the program's own operations \
+             use more than NetOptions::ops_max() keeps for them; raise Options::ops_max"
+        );
+    }
 }
 
 fn on_accept<H: Handler>(ctx: &mut H, io: &mut Io<H>, _: Tag, shot: Shot<OwnedFd>) {
@@ -227,7 +321,7 @@ fn on_accept<H: Handler>(ctx: &mut H, io: &mut Io<H>, _: Tag, shot: Shot<OwnedFd
     let net = ctx.net();
     if net.accept.is_none() && !net.accept_paused && !net.stopping {
         // The kernel ended the multishot on a transient error (or with a connection): go on.
-        arm_accept(ctx, io).expect("a slot is kept for the accept");
+        rearm_accept(ctx, io);
     }
     if ctx.net().stopping && ctx.net().accept.is_none() {
         ctx.net().listener = None;
@@ -258,10 +352,7 @@ fn on_accept_error<H: Handler>(ctx: &mut H, io: &mut Io<H>, error: &io::Error) {
                     net.options.accept_pause_ns / 1_000_000
                 );
             }
-            net.accept_paused = true;
-            let pause = net.options.accept_pause_ns;
-            io.timeout(ACCEPT_TAG, pause, on_accept_pause::<H>)
-                .expect("a slot is kept for the accept's timer");
+            pause_accept(net, io);
         }
     }
 }
@@ -271,7 +362,7 @@ fn on_accept_pause<H: Handler>(ctx: &mut H, io: &mut Io<H>, _: Tag, _: io::Resul
         ctx.net().listener = None;
         return;
     }
-    arm_accept(ctx, io).expect("a slot is kept for the accept");
+    rearm_accept(ctx, io);
 }
 
 /// Starts the timer that ends an episode of accept failures if none follows for a pause.
@@ -279,9 +370,13 @@ fn check_quiet<H: Handler>(net: &mut Net, io: &mut Io<H>) {
     if !net.episode || net.quiet_mark.is_some() || net.stopping {
         return;
     }
-    net.quiet_mark = Some(net.accept_failures);
-    io.timeout(QUIET_TAG, net.options.accept_pause_ns, on_quiet::<H>)
-        .expect("a slot is kept for the quiet timer");
+    // Without a slot the episode goes on until a later accept finds one.
+    if io
+        .timeout(QUIET_TAG, net.options.accept_pause_ns, on_quiet::<H>)
+        .is_ok()
+    {
+        net.quiet_mark = Some(net.accept_failures);
+    }
 }
 
 fn on_quiet<H: Handler>(ctx: &mut H, _: &mut Io<H>, _: Tag, _: io::Result<()>) {
@@ -317,6 +412,10 @@ fn open<H: Handler>(ctx: &mut H, io: &mut Io<H>, socket: OwnedFd) {
         revived: false,
         pending: VecDeque::new(),
         send: None,
+        sending: 0,
+        send_revived: false,
+        queue: Vec::new(),
+        spare: Vec::new(),
         read_closed: false,
         closing: false,
     };
@@ -330,37 +429,56 @@ fn open<H: Handler>(ctx: &mut H, io: &mut Io<H>, socket: OwnedFd) {
         }
     };
     net.stats.accepted += 1;
-    arm_recv(ctx, io, id);
+    if !arm_recv(ctx, io, id) {
+        return;
+    }
+    let outer = ctx.net().handling.replace(id);
     ctx.on_open(io, id);
+    ctx.net().handling = outer;
+    flush(ctx, io, id);
 }
 
-fn arm_recv<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId) {
+/// Arms the receive of `id`; without a free slot, closes the connection and says `false`.
+fn arm_recv<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId) -> bool {
     let net = ctx.net();
     let idle = net.options.idle_timeout_ns;
     let conn = net.conns.get_mut(id).expect("an open connection");
     assert!(conn.recv.is_none(), "one receive at a time");
     let fd = conn.socket.as_raw_fd();
-    let recv = match conn.next_multishot {
+    let scheduled = match conn.next_multishot {
         true => io.recv_multishot(id.to_tag(), fd, on_recv::<H>),
         false => io.recv_pooled(id.to_tag(), fd, on_recv::<H>),
-    }
-    .expect("a slot is kept for each connection");
+    };
+    let Ok(recv) = scheduled else {
+        shortage(net, "a receive");
+        close(ctx, io, id);
+        return false;
+    };
     conn.recv_multishot = conn.next_multishot;
     conn.revived = false;
     if idle > 0 {
         io.set_deadline(recv, idle).expect("just scheduled");
     }
     conn.recv = Some(recv);
+    true
 }
 
-/// Progress on a connection: its idle deadline (on the receive, the one operation that
-/// waits on the peer's silence) starts again.
-fn progress<H>(io: &mut Io<H>, conn: &mut Conn, idle: u64) {
-    if let (Some(recv), true) = (conn.recv, idle > 0) {
-        // Refused once the receive's final result is decided: if that is its deadline (it
-        // fired in the turn that brought this progress), the connection was not idle.
+/// Progress on a connection, either way: the idle deadlines of its receive and of its send
+/// start again.
+pub(crate) fn progress<H>(io: &mut Io<H>, conn: &mut Conn, idle: u64) {
+    if idle == 0 {
+        return;
+    }
+    // Refused once the operation's final result is decided: if that is its deadline (it
+    // fired in the turn that brought this progress), the connection was not idle.
+    if let Some(recv) = conn.recv {
         if io.set_deadline(recv, idle).is_err() {
             conn.revived = true;
+        }
+    }
+    if let Some(send) = conn.send {
+        if io.set_deadline(send, idle).is_err() {
+            conn.send_revived = true;
         }
     }
 }
@@ -387,8 +505,8 @@ fn on_recv<H: Handler>(ctx: &mut H, io: &mut Io<H>, tag: Tag, shot: Shot<PoolBuf
             }
             if conn.closing {
                 // Dropped: the buffer goes back to the pool.
-            } else if conn.send.is_none() && conn.pending.is_empty() {
-                ctx.on_data(io, id, data);
+            } else if !conn.busy() && conn.pending.is_empty() {
+                deliver(ctx, io, id, data);
             } else {
                 conn.pending.push_back(data);
             }
@@ -404,22 +522,37 @@ fn on_recv<H: Handler>(ctx: &mut H, io: &mut Io<H>, tag: Tag, shot: Shot<PoolBuf
     pump(ctx, io, id);
 }
 
-/// Moves `id` on after an event: hands waiting arrivals to the program while no send is in
-/// flight, reads again or stops reading as the waiting arrivals allow, and closes the
+impl Conn {
+    /// Something is being sent, or waits to be.
+    fn busy(&self) -> bool {
+        self.send.is_some() || !self.queue.is_empty()
+    }
+}
+
+/// Hands `data` to the program; what it sends meanwhile goes out together afterwards.
+fn deliver<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId, data: PoolBuf) {
+    let outer = ctx.net().handling.replace(id);
+    ctx.on_data(io, id, data);
+    ctx.net().handling = outer;
+    flush(ctx, io, id);
+}
+
+/// Moves `id` on after an event: hands waiting arrivals to the program while nothing is
+/// being sent, reads again or stops reading as the waiting arrivals allow, and closes the
 /// connection once nothing is left to do.
-fn pump<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId) {
+pub(crate) fn pump<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId) {
     loop {
         // The handler may have closed the connection (then it may be gone already).
         let Some(conn) = ctx.net().conns.get_mut(id) else {
             return;
         };
-        if conn.closing || conn.send.is_some() {
+        if conn.closing || conn.busy() {
             break;
         }
         let Some(data) = conn.pending.pop_front() else {
             break;
         };
-        ctx.on_data(io, id, data);
+        deliver(ctx, io, id, data);
     }
     let conn = ctx.net().conns.get_mut(id).expect("checked above");
     if conn.closing || conn.read_closed {
@@ -445,9 +578,7 @@ fn pump<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId) {
         }
         // A multishot receive reads on while a send is in flight (up to the backlog); one
         // buffer at a time, only once everything received has been sent.
-        None if (conn.next_multishot && !backlog)
-            || (conn.send.is_none() && conn.pending.is_empty()) =>
-        {
+        None if (conn.next_multishot && !backlog) || (!conn.busy() && conn.pending.is_empty()) => {
             conn.pausing = false;
             arm_recv(ctx, io, id);
         }
@@ -455,81 +586,9 @@ fn pump<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId) {
     }
 }
 
-/// Sends `data` on `conn`, finishing short writes. Until the whole buffer is sent, arrivals on
-/// `conn` wait for [`Handler::on_data`] (a send may be made at any time, a greeting from
-/// `on_open` say).
-///
-/// # Errors
-/// Hands `data` back when `conn` is closed or closing, or already has a send in flight (one
-/// at a time: that is the backpressure).
-pub fn send<H: Handler>(
-    ctx: &mut H,
-    io: &mut Io<H>,
-    conn: ConnId,
-    data: PoolBuf,
-) -> Result<(), PoolBuf> {
-    let net = ctx.net();
-    let idle = net.options.idle_timeout_ns;
-    let Some(entry) = net.conns.get_mut(conn) else {
-        return Err(data);
-    };
-    if entry.closing || entry.send.is_some() {
-        return Err(data);
-    }
-    let fd = entry.socket.as_raw_fd();
-    let id = io
-        .send_pooled(conn.to_tag(), fd, data, on_sent::<H>)
-        .map_err(|error| error.value)?;
-    if idle > 0 {
-        io.set_deadline(id, idle).expect("just scheduled");
-    }
-    entry.send = Some(id);
-    Ok(())
-}
-
-fn on_sent<H: Handler>(
-    ctx: &mut H,
-    io: &mut Io<H>,
-    tag: Tag,
-    (sent, mut data): (io::Result<usize>, PoolBuf),
-) {
-    let id = ConnId::from_tag(tag);
-    let net = ctx.net();
-    let idle = net.options.idle_timeout_ns;
-    let conn = net
-        .conns
-        .get_mut(id)
-        .expect("a connection with a send is open");
-    conn.send = None;
-    match sent {
-        // Nothing sent of a non-empty buffer: the connection can take no more.
-        Ok(0) if !data.is_empty() => close(ctx, io, id),
-        Ok(n) => {
-            net.stats.bytes_sent += n as u64;
-            if n < data.len() && !conn.closing {
-                data.advance(n);
-                let fd = conn.socket.as_raw_fd();
-                let resend = io
-                    .send_pooled(tag, fd, data, on_sent::<H>)
-                    .map_err(|error| error.kind)
-                    .expect("the finished send's slot is free");
-                if idle > 0 {
-                    io.set_deadline(resend, idle).expect("just scheduled");
-                }
-                conn.send = Some(resend);
-                progress(io, conn, idle);
-                return;
-            }
-            progress(io, conn, idle);
-            pump(ctx, io, id);
-        }
-        Err(error) => fail(ctx, io, id, &error),
-    }
-}
-
 /// A receive or send on `id` failed: the connection is closed (an `ETIMEDOUT` is its idle
 /// deadline, and is counted).
-fn fail<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId, error: &io::Error) {
+pub(crate) fn fail<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId, error: &io::Error) {
     if error.raw_os_error() == Some(libc::ETIMEDOUT) {
         ctx.net().stats.idle_timeouts += 1;
     }
@@ -559,7 +618,8 @@ fn finish<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId) {
     if conn.recv.is_some() || conn.send.is_some() {
         return;
     }
-    let done = conn.closing || (conn.read_closed && conn.pending.is_empty());
+    let done =
+        conn.closing || (conn.read_closed && conn.pending.is_empty() && conn.queue.is_empty());
     if !done {
         return;
     }

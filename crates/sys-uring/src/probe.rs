@@ -15,6 +15,7 @@ pub const REQUIRED_OPCODES: &[(u8, &str)] = &[
     (opcode::Connect::CODE, "IORING_OP_CONNECT"),
     (opcode::Recv::CODE, "IORING_OP_RECV"),
     (opcode::Send::CODE, "IORING_OP_SEND"),
+    (opcode::SendMsg::CODE, "IORING_OP_SENDMSG"),
     (opcode::Shutdown::CODE, "IORING_OP_SHUTDOWN"),
     (opcode::Close::CODE, "IORING_OP_CLOSE"),
     (opcode::Read::CODE, "IORING_OP_READ"),

@@ -284,6 +284,12 @@ impl<C> Io<C> {
         self.stats
     }
 
+    /// The most operations in flight at once (`Options::ops_max`; cancels have as many
+    /// slots of their own).
+    pub fn ops_max(&self) -> u32 {
+        self.slots.ops_max()
+    }
+
     /// Operations (cancels included) scheduled whose callbacks have not run yet.
     pub fn in_flight(&self) -> u32 {
         self.slots.busy()
