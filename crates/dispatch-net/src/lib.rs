@@ -4,9 +4,12 @@
 //! generation-checked handles ([`Table`], [`ConnId`]), and a server ([`serve`]) whose accept
 //! loop survives running out of descriptors (it pauses, never spins, and logs once per
 //! episode), whose connections are read from pooled buffers (an idle connection pins none),
-//! get no new data while a reply is being sent, stop being read once a few arrivals wait
-//! for it (backpressure: see [`PENDING_MAX`]), finish short writes, time out
-//! when idle and close after a half-close once their replies are out.
+//! answer with replies of any shape ([`send`]: owned, static or pooled bytes, queued in
+//! order and gathered into one vectored send), get no new data while a reply is being sent,
+//! stop being read once a few arrivals wait for it (backpressure: see [`PENDING_MAX`]),
+//! finish short writes, time out when nothing moves either way, and close after a
+//! half-close once their replies are out. Misconfiguration is an error from [`serve`] that
+//! names the option, never a panic in a callback.
 //!
 //! The program's loop context implements [`Handler`]: `net()` hands this layer its own
 //! state, and `on_data` receives the bytes. A request/response server in a few lines (an

@@ -156,6 +156,7 @@ fn start<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId, bufs: Vec<OutBuf>)
             }
             conn.send = Some(op);
             conn.sending = count;
+            net.stats.sends += 1;
             conn.send_revived = false;
         }
         Err(error) => {

@@ -1,8 +1,8 @@
 //! A TCP server's connection handling on one loop: an accept loop that survives running out
 //! of descriptors, a fixed table of connections, multishot pooled receives with backpressure
 //! (data is not handed to the program while a send to its connection is in flight, and a
-//! connection with [`PENDING_MAX`] arrivals waiting is not read), sends that finish short
-//! writes, idle timeouts, half-close, and a stop that closes everything.
+//! connection with [`PENDING_MAX`] arrivals waiting is not read), idle timeouts, half-close,
+//! and a stop that closes everything. Sends are in `send.rs`.
 //!
 //! The program's state `H` implements [`Handler`]: [`Handler::net`] gives this layer its own
 //! state (the composition answer: one accessor, resolved at compile time), and the
@@ -77,6 +77,10 @@ pub struct NetStats {
     pub bytes_received: u64,
     /// Bytes sent.
     pub bytes_sent: u64,
+    /// Sends started: each one vectored send of everything queued on a connection (one
+    /// syscall on epoll and kqueue, one submission on io_uring), short sends finished
+    /// included.
+    pub sends: u64,
     /// Connections closed for their idle timeout.
     pub idle_timeouts: u64,
     /// Times accepting paused for want of descriptors or memory (each episode once).
@@ -587,10 +591,12 @@ pub(crate) fn pump<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId) {
 }
 
 /// A receive or send on `id` failed: the connection is closed (an `ETIMEDOUT` is its idle
-/// deadline, and is counted).
+/// deadline, and is counted once: the receive's and the send's may fire together).
 pub(crate) fn fail<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId, error: &io::Error) {
-    if error.raw_os_error() == Some(libc::ETIMEDOUT) {
-        ctx.net().stats.idle_timeouts += 1;
+    let net = ctx.net();
+    let closing = net.conns.get(id).is_some_and(|conn| conn.closing);
+    if error.raw_os_error() == Some(libc::ETIMEDOUT) && !closing {
+        net.stats.idle_timeouts += 1;
     }
     close(ctx, io, id);
 }

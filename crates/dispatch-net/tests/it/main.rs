@@ -8,6 +8,8 @@ use std::time::Duration;
 use dispatch_core::{Io, Options, PoolBuf, PoolOptions};
 use dispatch_net::{listen, send, serve, stop, ConnId, Handler, ListenOptions, Net, NetOptions};
 
+mod replies;
+
 struct Echo {
     net: Net,
     opened: u32,
