@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dispatch_core::{
-    BackendKind, BufResult, Io, OpId, Options, PoolBuf, PoolOptions, Shot, Stats, Tag, Waker,
+    BackendKind, BufResult, Io, OpId, Options, OutBuf, PoolBuf, PoolOptions, Shot, Stats, Tag,
+    Waker,
 };
 
 use crate::check;
@@ -437,7 +438,8 @@ fn a_hundred_thousand_waits_timeouts_cancels_and_wakeups_allocate_nothing() {
 
 /// A zero-copy echo over pooled multishot receives: the client sends from a `Vec`, the
 /// server's multishot receive lands in a pool buffer that is sent back as it is
-/// (`send_pooled`), and the client's own multishot receive gets the echo, whose callback
+/// (`send_pooled` every other round, a vectored send of it the others, from a list kept for
+/// its capacity), and the client's own multishot receive gets the echo, whose callback
 /// sends the next message. Four callbacks a round; buffers go back to the pool when their
 /// handles drop.
 struct PooledEcho {
@@ -448,6 +450,8 @@ struct PooledEcho {
     callbacks: u64,
     at_warm: Option<u64>,
     receives: [Option<OpId>; 2],
+    /// The vectored send's list, between sends.
+    spare: Vec<OutBuf>,
 }
 
 const POOLED_ROUNDS: u64 = 25_000;
@@ -466,9 +470,27 @@ fn on_server_data(e: &mut PooledEcho, io: &mut Io<PooledEcho>, tag: Tag, shot: S
         return;
     }
     let buf = shot.result.unwrap();
-    io.send_pooled(tag, e.server.as_raw_fd(), buf, on_server_sent)
-        .unwrap();
+    if e.rounds_left % 2 == 0 {
+        io.send_pooled(tag, e.server.as_raw_fd(), buf, on_server_sent)
+            .unwrap();
+    } else {
+        let mut bufs = std::mem::take(&mut e.spare);
+        bufs.push(OutBuf::from(buf));
+        io.send_vectored(tag, e.server.as_raw_fd(), bufs, on_server_gathered)
+            .unwrap();
+    }
 }
+
+fn on_server_gathered(e: &mut PooledEcho, _: &mut Io<PooledEcho>, _: Tag, sent: Gathered) {
+    let (sent, mut bufs) = sent;
+    assert_eq!(sent.unwrap(), MESSAGE, "loopback sends 64 bytes whole");
+    OutBuf::consume(&mut bufs, MESSAGE);
+    assert!(bufs.is_empty());
+    e.spare = bufs;
+    e.callbacks += 1;
+}
+
+type Gathered = (io::Result<usize>, Vec<OutBuf>);
 
 fn on_server_sent(e: &mut PooledEcho, _: &mut Io<PooledEcho>, _: Tag, (sent, buf): PoolSent) {
     assert_eq!(sent.unwrap(), buf.len(), "loopback sends 64 bytes whole");
@@ -520,6 +542,7 @@ fn a_pooled_multishot_echo_allocates_nothing() {
         callbacks: 0,
         at_warm: None,
         receives: [None; 2],
+        spare: Vec::new(),
     };
     e.receives[0] = Some(
         io.recv_multishot(1, e.server.as_raw_fd(), on_server_data)
