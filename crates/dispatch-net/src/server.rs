@@ -194,6 +194,9 @@ pub trait Handler: Sized + 'static {
 
 impl Net {
     /// A server with no listener yet; see [`serve`].
+    ///
+    /// # Panics
+    /// When `options.connections_max` is 0 (a server that could take no connection).
     pub fn new(options: &NetOptions) -> Net {
         assert!(options.connections_max > 0, "a server takes connections");
         Net {

@@ -313,6 +313,9 @@ impl IoUringBackend {
                 opcode::Read::new(Fd(*fd), ptr, len).offset(*offset).build()
             }
             Args::Send { fd, buf } => send_entry(*fd, buf),
+            // One buffer: a plain send, which the kernel prepares for less (no header to
+            // copy in).
+            Args::SendVectored { fd, bufs } if bufs.len() == 1 => send_entry(*fd, &bufs[0]),
             Args::SendVectored { fd, bufs } => {
                 let gather = self.gathers[idx as usize].get_or_insert_with(Gather::new);
                 let hdr = gather.point_at(bufs);

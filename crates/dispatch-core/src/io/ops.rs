@@ -212,7 +212,8 @@ impl<C> Io<C> {
     /// and an echo gathered without a copy); the callback gets the byte count sent, possibly
     /// short, and `bufs` unchanged: [`OutBuf::consume`] drops what was sent, and the rest is
     /// sent by scheduling again. At most [`crate::GATHER_MAX`] buffers go out per send (the
-    /// count then covers those only). Empty buffers are allowed, and a send of no bytes
+    /// count then covers those only). A list of one buffer is sent as [`Io::send`] would
+    /// (`send`, `IORING_OP_SEND`): as cheap as a plain send. Empty buffers are allowed, and a send of no bytes
     /// completes with 0. As for [`Io::send`], a reset peer is an error result, never a
     /// signal. The buffers are dropped (a pool buffer goes back to its pool) when the
     /// program drops the list it gets back.

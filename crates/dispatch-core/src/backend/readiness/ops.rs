@@ -204,8 +204,12 @@ fn send(fd: BorrowedFd<'_>, buf: &[u8], stats: &mut Stats) -> Step {
     }
 }
 
-/// One `sendmsg` of the first `GATHER_MAX` buffers, gathered from iovecs on the stack.
+/// One `sendmsg` of the first `GATHER_MAX` buffers, gathered from iovecs on the stack (a
+/// plain `send` for one buffer).
 fn send_vectored(fd: BorrowedFd<'_>, bufs: &[OutBuf], stats: &mut Stats) -> Step {
+    if let [buf] = bufs {
+        return send(fd, buf, stats);
+    }
     let mut slices = [IoSlice::new(&[]); GATHER_MAX];
     let n = bufs.len().min(GATHER_MAX);
     for (slice, buf) in slices.iter_mut().zip(bufs) {
