@@ -470,7 +470,7 @@ fn on_server_data(e: &mut PooledEcho, io: &mut Io<PooledEcho>, tag: Tag, shot: S
         return;
     }
     let buf = shot.result.unwrap();
-    if e.rounds_left % 2 == 0 {
+    if e.rounds_left.is_multiple_of(2) {
         io.send_pooled(tag, e.server.as_raw_fd(), buf, on_server_sent)
             .unwrap();
     } else {
