@@ -240,33 +240,47 @@ pub fn count_cpus(list: &str) -> Result<u32, String> {
 /// Where the binaries are, once built.
 #[derive(Debug, Clone)]
 pub struct Binaries {
-    /// `target/release/echo-server`.
+    /// `TARGET/release/echo-server` (TARGET: `target_dir()`).
     pub echo_server: PathBuf,
-    /// `target/release/loadgen`.
+    /// `TARGET/release/loadgen`.
     pub loadgen: PathBuf,
-    /// `target/peers/release/DIR`, for each peer that built.
+    /// `TARGET/peers/release/DIR`, for each peer that built.
     pub peers: Vec<(&'static str, PathBuf)>,
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` where set (relative to the workspace root,
+/// as cargo takes it), else `target/`. The built binaries are looked for there.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => project_root().join(dir),
+        _ => project_root().join("target"),
+    }
+}
+
+/// Builds the peer in `bench/peers/DIR` (release) in its own workspace, with
+/// `CARGO_TARGET_DIR=TARGET/peers`; returns its binary.
+pub fn build_peer(dir: &str) -> Result<PathBuf, String> {
+    let manifest = format!("bench/peers/{dir}/Cargo.toml");
+    let peers_dir = target_dir().join("peers");
+    Cmd::cargo(&["build", "--release", "--manifest-path", &manifest])
+        .env("CARGO_TARGET_DIR", &peers_dir.to_string_lossy())
+        .run()?;
+    Ok(peers_dir.join("release").join(dir))
+}
+
 /// Builds echo-server and loadgen (release), and each peer of the plan in its own workspace
-/// with `CARGO_TARGET_DIR=target/peers`. tokio must build; another peer that does not is
+/// with `CARGO_TARGET_DIR=TARGET/peers`. tokio must build; another peer that does not is
 /// left out of the run with a line saying so.
 pub fn build(plan: &Plan) -> Result<Binaries, String> {
-    let root = project_root();
     Cmd::cargo(&["build", "--release", "-p", "echo-server", "-p", "loadgen"]).run()?;
-    let target = root.join("target");
+    let target = target_dir();
     let mut peers = Vec::new();
     for server in &plan.servers {
         let ServerKind::Peer { dir, .. } = server.kind else {
             continue;
         };
-        let manifest = format!("bench/peers/{dir}/Cargo.toml");
-        let peers_dir = target.join("peers");
-        let built = Cmd::cargo(&["build", "--release", "--manifest-path", &manifest])
-            .env("CARGO_TARGET_DIR", &peers_dir.to_string_lossy())
-            .run();
-        match built {
-            Ok(()) => peers.push((dir, peers_dir.join("release").join(dir))),
+        match build_peer(dir) {
+            Ok(binary) => peers.push((dir, binary)),
             Err(error) if dir == "tokio-echo" => return Err(error),
             Err(error) => eprintln!("bench: {} left out: it does not build here: {error}", dir),
         }
