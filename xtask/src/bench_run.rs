@@ -431,6 +431,11 @@ impl Proc {
         Ok((lines, status))
     }
 
+    /// How it exited, if it has.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// The stdout lines until stdout closes; `None`, the process killed, if it is still open
     /// after `timeout`.
     fn drain(&mut self, timeout: Duration) -> Option<Vec<String>> {
