@@ -1,16 +1,28 @@
 //! `cargo xtask bench`: the criterion micro benchmarks of dispatch-core, then the macro
-//! benchmark: the project's load generator against `echo-server` on each backend and against
-//! peer echo servers (tokio, monoio, compio), interleaved, medians over rounds. Benchmarks
-//! report; they never pass or fail a build (a macro run whose echoes came back wrong is
-//! reported as FAILED, and the command then exits non-zero: the harness, not a number, is
-//! broken).
+//! benchmarks: the project's load generator against `echo-server` on each backend and against
+//! peer echo servers (tokio, monoio, compio), then wrk against the project's HTTP example on
+//! each backend and against a hyper server; interleaved, medians over rounds. Benchmarks
+//! report; they never pass or fail a build (a macro run whose echoes or responses came back
+//! wrong is reported as FAILED, and the command then exits non-zero: the harness, not a
+//! number, is broken).
 //!
 //! `docs/BENCHMARKS.md` says what each number means. The files:
 //! `bench_plan.rs` (scenarios, servers, CPUs, filter), `bench_run.rs` (one run: processes,
-//! `/proc`, `perf`), `bench_report.rs` (medians, table, JSON), `bench_chart.rs` (the SVG).
+//! `/proc`, `perf`), `bench_report.rs` (medians, table, JSON), `bench_chart.rs` (the SVG);
+//! the HTTP benchmark's `bench_http.rs` (scenarios, servers, build), `bench_http_run.rs` (one
+//! run under wrk), `bench_http_check.rs` (each server's answers checked byte by byte before
+//! wrk runs) and `bench_http_report.rs` (medians, ratios to hyper, table, JSON).
 
 #[path = "bench_chart.rs"]
 mod chart;
+#[path = "bench_http.rs"]
+mod http;
+#[path = "bench_http_check.rs"]
+mod http_check;
+#[path = "bench_http_report.rs"]
+mod http_report;
+#[path = "bench_http_run.rs"]
+mod http_run;
 #[path = "bench_plan.rs"]
 mod plan;
 #[path = "bench_report.rs"]
@@ -27,39 +39,51 @@ use crate::cmd::Cmd;
 /// `cargo xtask bench`'s options.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Every macro scenario briefly, once, against echo-server and tokio: a smoke test of
-    /// the harness (what `cargo xtask test` runs); its numbers are not to be judged
+    /// Every echo scenario briefly, once, against echo-server and tokio, and one HTTP
+    /// scenario (1 s) against the HTTP example and hyper: a smoke test of the harness (what
+    /// `cargo xtask test` runs); its numbers are not to be judged
     #[arg(long)]
     pub quick: bool,
     /// Only the criterion micro benchmarks
     #[arg(long, conflicts_with_all = ["macro_only", "quick"])]
     pub micro_only: bool,
-    /// Only the macro benchmark (load generator against echo servers)
+    /// Only the macro benchmarks (load generator against echo servers, wrk against HTTP
+    /// servers)
     #[arg(long)]
     pub macro_only: bool,
+    /// Only the HTTP benchmark: wrk against the HTTP example (io_uring, epoll) and hyper
+    #[arg(long, conflicts_with_all = ["micro_only", "no_http"])]
+    pub http_only: bool,
+    /// Leave out the HTTP benchmark (wrk)
+    #[arg(long, conflicts_with = "micro_only")]
+    pub no_http: bool,
     /// Macro runs whose scenario or server contains one of these words, comma-separated
     /// (`--filter d16,tokio,uring`: scenarios matching a word, each with the servers
-    /// matching a word; where no word names a scenario, every scenario, likewise servers);
-    /// only the macro benchmark runs then
+    /// matching a word; where no word names a scenario, every scenario, likewise servers;
+    /// the echo and HTTP benchmarks share the filter: `--filter plaintext` runs the HTTP
+    /// scenarios alone, `--filter hyper` the hyper server alone); only the macro benchmarks
+    /// run then
     #[arg(long, value_delimiter = ',', conflicts_with = "micro_only")]
     pub filter: Vec<String>,
     /// Rounds: each scenario runs every server once per round, interleaved (default 3;
     /// 1 with --quick)
     #[arg(long)]
     pub rounds: Option<u32>,
-    /// Seconds measured per run (default 3; 0.3 with --quick)
+    /// Seconds measured per run (default 3; 0.3 with --quick); wrk takes whole seconds, so
+    /// an HTTP run measures this rounded, at least 1
     #[arg(long)]
     pub duration: Option<f64>,
     /// CPUs the server is pinned to, as taskset takes them (`0`, `0-3`, `0,2`); default: CPU
     /// 0 (on a one-CPU machine, no pinning)
     #[arg(long)]
     pub server_cpus: Option<String>,
-    /// CPUs the load generator is pinned to (one client thread per CPU); default: every CPU
-    /// but the server's
+    /// CPUs the load generator and wrk are pinned to (one client thread per CPU); default:
+    /// every CPU but the server's
     #[arg(long)]
     pub client_cpus: Option<String>,
     /// echo-server's threads (SO_REUSEPORT, a loop each); the peers always run one, so
     /// more than 1 compares echo-server with itself across thread counts, not with peers
+    /// (the HTTP servers always run one)
     #[arg(long, default_value_t = 1)]
     pub server_threads: u32,
     /// Arguments for criterion after `--`: a group filter, `--measurement-time 6`, ...
@@ -68,7 +92,7 @@ pub struct BenchArgs {
     #[arg(
         last = true,
         value_name = "CRITERION",
-        conflicts_with_all = ["macro_only", "quick", "filter"]
+        conflicts_with_all = ["macro_only", "quick", "filter", "http_only", "no_http"]
     )]
     pub criterion_args: Vec<String>,
 }
@@ -82,7 +106,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             "bench --quick: the criterion micro benchmarks are left out (they take minutes; \
              `cargo xtask bench --micro-only` runs them)"
         );
-    } else if !args.macro_only && args.filter.is_empty() {
+    } else if !args.macro_only && args.filter.is_empty() && !args.http_only {
         micro(&args.criterion_args)?;
     }
     if micro_only {
@@ -90,8 +114,8 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     }
     if !cfg!(target_os = "linux") {
         eprintln!(
-            "bench: the macro benchmark is Linux only (it reads /proc, pins with taskset and \
-             counts syscalls with perf): left out"
+            "bench: the macro benchmarks are Linux only (they read /proc, pin with taskset \
+             and count syscalls with perf): left out"
         );
         return Ok(());
     }
@@ -99,22 +123,41 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
     if failed > 0 {
         return Err(format!(
-            "{failed} run(s) FAILED (wrong or missing echoes, or a process that did not start \
-             or stop): see the table and target/bench/logs/"
+            "{failed} run(s) FAILED (wrong or missing echoes or responses, or a process that \
+             did not start or stop): see the tables and target/bench/logs/"
         ));
     }
     Ok(())
 }
 
-/// The macro benchmark: builds, runs, reports; returns how many runs failed.
+/// The macro benchmarks, echo then HTTP: each builds, runs, reports; returns how many runs
+/// failed.
 fn macro_bench(args: &BenchArgs) -> Result<usize, String> {
     let plan = plan::Plan::from_args(args)?;
-    let binaries = plan::build(&plan)?;
-    let runs = run::run_all(&plan, &binaries)?;
-    let medians = report::medians(&plan, &runs);
-    report::write(&plan, &runs, &medians)?;
-    chart::draw(&plan, &medians)?;
-    Ok(runs.iter().filter(|run| run.failure.is_some()).count())
+    let http_plan = http::Plan::from_args(args, &plan);
+    if plan.is_empty() && http_plan.is_empty() {
+        return Err(format!(
+            "--filter {} leaves no scenario or no server; scenarios: {}, {}; servers: {}, {}",
+            args.filter.join(","),
+            plan::names(&plan::SCENARIOS, |s| s.name),
+            plan::names(&http::SCENARIOS, |s| s.name),
+            plan::names(&plan::SERVERS, |s| s.name),
+            plan::names(&http::SERVERS, |s| s.name),
+        ));
+    }
+    let mut failed = 0;
+    if !plan.is_empty() {
+        let binaries = plan::build(&plan)?;
+        let runs = run::run_all(&plan, &binaries)?;
+        let medians = report::medians(&plan, &runs);
+        report::write(&plan, &runs, &medians)?;
+        chart::draw(&plan, &medians)?;
+        failed += runs.iter().filter(|run| run.failure.is_some()).count();
+    }
+    if !http_plan.is_empty() {
+        failed += http::bench(&http_plan)?;
+    }
+    Ok(failed)
 }
 
 /// The criterion micro benchmarks, with short times unless `criterion_args` says otherwise.

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::BenchArgs;
+use super::{http, BenchArgs};
 use crate::cmd::Cmd;
 use crate::project_root;
 
@@ -123,11 +123,17 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The plan `args` asks for; says which peers `--quick` leaves out.
+    /// The plan `args` asks for; says which peers `--quick` leaves out. Its scenarios or its
+    /// servers are none where the filter names only the HTTP benchmark's, or `--http-only`.
     pub fn from_args(args: &BenchArgs) -> Result<Plan, String> {
-        let scenarios = filtered(&SCENARIOS, &args.filter, |s| s.name);
-        let mut servers = filtered(&SERVERS, &args.filter, |s| s.name);
-        if args.quick {
+        let http_scenarios: Vec<&str> = http::SCENARIOS.iter().map(|s| s.name).collect();
+        let http_servers: Vec<&str> = http::SERVERS.iter().map(|s| s.name).collect();
+        let mut scenarios = filtered(&SCENARIOS, &args.filter, |s| s.name, &http_scenarios);
+        let mut servers = filtered(&SERVERS, &args.filter, |s| s.name, &http_servers);
+        if args.http_only {
+            scenarios.clear();
+        }
+        if args.quick && !scenarios.is_empty() {
             servers.retain(|server| match server.kind {
                 ServerKind::Peer { quick: false, dir } => {
                     eprintln!(
@@ -139,14 +145,6 @@ impl Plan {
                 }
                 _ => true,
             });
-        }
-        if scenarios.is_empty() || servers.is_empty() {
-            return Err(format!(
-                "--filter {} leaves no scenario or no server; scenarios: {}; servers: {}",
-                args.filter.join(","),
-                names(&SCENARIOS, |s| s.name),
-                names(&SERVERS, |s| s.name)
-            ));
         }
         let (server_cpus, client_cpus) = cpus(args)?;
         let client_threads = client_cpus.as_deref().map_or(Ok(1), count_cpus)?;
@@ -173,6 +171,12 @@ impl Plan {
         })
     }
 
+    /// Whether there is nothing to run (the filter or `--http-only` left the echo benchmark
+    /// out).
+    pub fn is_empty(&self) -> bool {
+        self.scenarios.is_empty() || self.servers.is_empty()
+    }
+
     /// The runs, in order: scenario by scenario, and within one, round by round through every
     /// server (A B C A B C), so that a slow drift of the machine touches every server alike.
     pub fn runs(&self) -> Vec<(Scenario, Server, u32)> {
@@ -188,17 +192,25 @@ impl Plan {
     }
 }
 
-/// The items whose name contains a word of `filter`, or all of them where no word names any.
-fn filtered<T: Copy>(all: &[T], filter: &[String], name: fn(&T) -> &str) -> Vec<T> {
-    let hits = |item: &T| filter.iter().any(|word| name(item).contains(word.as_str()));
-    if all.iter().any(hits) {
-        all.iter().copied().filter(hits).collect()
+/// The items whose name contains a word of `filter`; all of them where no word names any item
+/// nor any of `others` (the other benchmark's scenarios, or servers): `--filter d16` runs no
+/// HTTP scenario, `--filter hyper` no echo server.
+pub fn filtered<T: Copy>(
+    all: &[T],
+    filter: &[String],
+    name: fn(&T) -> &str,
+    others: &[&str],
+) -> Vec<T> {
+    let hit = |text: &str| filter.iter().any(|word| text.contains(word.as_str()));
+    if all.iter().any(|item| hit(name(item))) || others.iter().any(|other| hit(other)) {
+        all.iter().copied().filter(|item| hit(name(item))).collect()
     } else {
         all.to_vec()
     }
 }
 
-fn names<T>(all: &[T], name: fn(&T) -> &str) -> String {
+/// Every name of `all`, comma-separated.
+pub fn names<T>(all: &[T], name: fn(&T) -> &str) -> String {
     all.iter().map(name).collect::<Vec<_>>().join(", ")
 }
 
@@ -240,33 +252,47 @@ pub fn count_cpus(list: &str) -> Result<u32, String> {
 /// Where the binaries are, once built.
 #[derive(Debug, Clone)]
 pub struct Binaries {
-    /// `target/release/echo-server`.
+    /// `TARGET/release/echo-server` (TARGET: `target_dir()`).
     pub echo_server: PathBuf,
-    /// `target/release/loadgen`.
+    /// `TARGET/release/loadgen`.
     pub loadgen: PathBuf,
-    /// `target/peers/release/DIR`, for each peer that built.
+    /// `TARGET/peers/release/DIR`, for each peer that built.
     pub peers: Vec<(&'static str, PathBuf)>,
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` where set (relative to the workspace root,
+/// as cargo takes it), else `target/`. The built binaries are looked for there.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => project_root().join(dir),
+        _ => project_root().join("target"),
+    }
+}
+
+/// Builds the peer in `bench/peers/DIR` (release) in its own workspace, with
+/// `CARGO_TARGET_DIR=TARGET/peers`; returns its binary.
+pub fn build_peer(dir: &str) -> Result<PathBuf, String> {
+    let manifest = format!("bench/peers/{dir}/Cargo.toml");
+    let peers_dir = target_dir().join("peers");
+    Cmd::cargo(&["build", "--release", "--manifest-path", &manifest])
+        .env("CARGO_TARGET_DIR", &peers_dir.to_string_lossy())
+        .run()?;
+    Ok(peers_dir.join("release").join(dir))
+}
+
 /// Builds echo-server and loadgen (release), and each peer of the plan in its own workspace
-/// with `CARGO_TARGET_DIR=target/peers`. tokio must build; another peer that does not is
+/// with `CARGO_TARGET_DIR=TARGET/peers`. tokio must build; another peer that does not is
 /// left out of the run with a line saying so.
 pub fn build(plan: &Plan) -> Result<Binaries, String> {
-    let root = project_root();
     Cmd::cargo(&["build", "--release", "-p", "echo-server", "-p", "loadgen"]).run()?;
-    let target = root.join("target");
+    let target = target_dir();
     let mut peers = Vec::new();
     for server in &plan.servers {
         let ServerKind::Peer { dir, .. } = server.kind else {
             continue;
         };
-        let manifest = format!("bench/peers/{dir}/Cargo.toml");
-        let peers_dir = target.join("peers");
-        let built = Cmd::cargo(&["build", "--release", "--manifest-path", &manifest])
-            .env("CARGO_TARGET_DIR", &peers_dir.to_string_lossy())
-            .run();
-        match built {
-            Ok(()) => peers.push((dir, peers_dir.join("release").join(dir))),
+        match build_peer(dir) {
+            Ok(binary) => peers.push((dir, binary)),
             Err(error) if dir == "tokio-echo" => return Err(error),
             Err(error) => eprintln!("bench: {} left out: it does not build here: {error}", dir),
         }
@@ -295,13 +321,24 @@ mod tests {
     fn a_filter_picks_scenarios_and_servers_separately() {
         let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let f = words(&["d16", "tokio"]);
-        let scenarios = filtered(&SCENARIOS, &f, |s| s.name);
-        let servers = filtered(&SERVERS, &f, |s| s.name);
+        let scenarios = filtered(&SCENARIOS, &f, |s| s.name, &[]);
+        let servers = filtered(&SERVERS, &f, |s| s.name, &[]);
         assert_eq!(scenarios.len(), 1);
         assert_eq!(scenarios[0].name, "c100-64B-d16");
         assert_eq!(servers.len(), 1);
         assert_eq!(servers[0].name, "tokio");
-        let all = filtered(&SERVERS, &words(&["churn"]), |s| s.name);
+        let all = filtered(&SERVERS, &words(&["churn"]), |s| s.name, &[]);
         assert_eq!(all.len(), SERVERS.len());
+    }
+
+    #[test]
+    fn a_word_naming_the_other_benchmark_leaves_this_one_out() {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let f = words(&["plaintext"]);
+        assert!(filtered(&SCENARIOS, &f, |s| s.name, &["plaintext-c100"]).is_empty());
+        let servers = filtered(&SERVERS, &f, |s| s.name, &["hyper"]);
+        assert_eq!(servers.len(), SERVERS.len());
+        let f = words(&["hyper"]);
+        assert!(filtered(&SERVERS, &f, |s| s.name, &["hyper"]).is_empty());
     }
 }

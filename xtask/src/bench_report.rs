@@ -198,7 +198,7 @@ fn cpu(m: &Median) -> String {
 }
 
 /// A JSON string literal.
-fn quoted(text: &str) -> String {
+pub fn quoted(text: &str) -> String {
     let mut out = String::from("\"");
     for c in text.chars() {
         match c {
@@ -215,7 +215,7 @@ fn quoted(text: &str) -> String {
 }
 
 /// A JSON number, or `null` for none (or a non-finite value).
-fn number(value: Option<f64>) -> String {
+pub fn number(value: Option<f64>) -> String {
     match value {
         Some(v) if v.is_finite() => format!("{v}"),
         _ => "null".into(),

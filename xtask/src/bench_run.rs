@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -309,7 +309,7 @@ fn loadgen_command(ctx: &RunCtx, addr: &str) -> Command {
 }
 
 /// `taskset -c CPUS PROGRAM ARGS` (taskset execs, so the child's pid is the program's).
-fn pinned(cpus: Option<&str>, program: &[String]) -> Command {
+pub fn pinned(cpus: Option<&str>, program: &[String]) -> Command {
     let mut command = match cpus {
         Some(cpus) => {
             let mut command = Command::new("taskset");
@@ -332,17 +332,20 @@ struct Mark {
 
 /// A child process whose stdout lines arrive on a channel (read by a thread of its own, so
 /// every wait for a line has a deadline).
-struct Proc {
+pub struct Proc {
     child: Child,
-    pid: u32,
+    /// The process id (the program's: taskset execs it).
+    pub pid: u32,
     stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
+    /// Its stdout, line by line; disconnected once it closed.
+    pub lines: Receiver<String>,
     /// The address a server listens on.
-    addr: String,
+    pub addr: String,
 }
 
 impl Proc {
-    fn spawn(mut command: Command, log: File, stdin: bool) -> Result<Proc, String> {
+    /// Starts `command`, its stderr to `log`, its stdin piped if `stdin`.
+    pub fn spawn(mut command: Command, log: File, stdin: bool) -> Result<Proc, String> {
         let what = format!("{command:?}");
         let mut child = command
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
@@ -370,7 +373,7 @@ impl Proc {
     }
 
     /// The next line starting with `prefix` (others are skipped), within `timeout`.
-    fn expect(&self, prefix: &str, timeout: Duration) -> Result<String, String> {
+    pub fn expect(&self, prefix: &str, timeout: Duration) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -406,26 +409,50 @@ impl Proc {
 
     /// Signals the process (`-TERM`, `-KILL`), waits up to 10 s for it to exit (then kills
     /// it), and returns the stdout lines it printed meanwhile.
-    fn stop_with(&mut self, signal: &str) -> Result<Vec<String>, String> {
+    pub fn stop_with(&mut self, signal: &str) -> Result<Vec<String>, String> {
         self.stdin = None;
         let pid = self.pid.to_string();
         let _ = Cmd::new("kill", &[signal, &pid]).query();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let lines = self
+            .drain(Duration::from_secs(10))
+            .ok_or_else(|| format!("did not exit within 10 s of SIGTERM ({signal})"))?;
+        let _ = self.child.wait();
+        Ok(lines)
+    }
+
+    /// Waits up to `timeout` for the process to end by itself (past that it is killed and the
+    /// wait fails); returns the stdout lines it printed and how it exited.
+    pub fn finish(&mut self, timeout: Duration) -> Result<(Vec<String>, ExitStatus), String> {
+        self.stdin = None;
+        let lines = self
+            .drain(timeout)
+            .ok_or_else(|| format!("did not end within {timeout:?}: killed"))?;
+        let status = self.child.wait().map_err(|e| e.to_string())?;
+        Ok((lines, status))
+    }
+
+    /// How it exited, if it has.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The stdout lines until stdout closes; `None`, the process killed, if it is still open
+    /// after `timeout`.
+    fn drain(&mut self, timeout: Duration) -> Option<Vec<String>> {
+        let deadline = Instant::now() + timeout;
         let mut lines = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => lines.push(line),
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => return Some(lines),
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = self.child.kill();
                     let _ = self.child.wait();
-                    return Err(format!("did not exit within 10 s of SIGTERM ({signal})"));
+                    return None;
                 }
             }
         }
-        let _ = self.child.wait();
-        Ok(lines)
     }
 }
 
@@ -437,7 +464,7 @@ fn kv<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 
 /// User and system CPU time of the whole process so far, in clock ticks (fields 14 and 15 of
 /// `/proc/PID/stat`, which sum every thread, live or exited).
-fn cpu_ticks(pid: u32) -> Result<(u64, u64), String> {
+pub fn cpu_ticks(pid: u32) -> Result<(u64, u64), String> {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
     // The command name (field 2) may hold spaces; the fields after its `)` do not.
@@ -451,7 +478,7 @@ fn cpu_ticks(pid: u32) -> Result<(u64, u64), String> {
 }
 
 /// `sysconf(_SC_CLK_TCK)`, through `getconf` (xtask has no libc); 100 where that fails.
-fn clock_ticks_per_s() -> f64 {
+pub fn clock_ticks_per_s() -> f64 {
     Cmd::new("getconf", &["CLK_TCK"])
         .query()
         .and_then(|out| out.trim().parse().ok())
@@ -459,7 +486,7 @@ fn clock_ticks_per_s() -> f64 {
 }
 
 /// VmHWM of `/proc/PID/status`, KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()

@@ -5,8 +5,8 @@
 //! - `cargo xtask test`      fmt check, clippy `-D warnings`, docs `-D warnings`, every test,
 //!   the dispatch-core suite again on each forced backend
 //! - `cargo xtask ci`        what `.ci/run` calls: `test`, then `kernel-test --kernel all`
-//! - `cargo xtask bench`     criterion micro benchmarks, then echo servers under loadgen
-//!   (`--quick`: a smoke test of the macro harness)
+//! - `cargo xtask bench`     criterion micro benchmarks, then echo servers under loadgen, then
+//!   HTTP servers under wrk (`--quick`: a smoke test of the macro harness)
 //! - `cargo xtask miri`      dispatch-core's pure-logic unit tests under Miri (nightly)
 //! - `cargo xtask sanitize`  the dispatch-core suite under AddressSanitizer (nightly);
 //!   `--thread`: its cross-thread tests under ThreadSanitizer
@@ -70,14 +70,20 @@ enum Command {
     /// echo-server's suites on Linux 5.10, 6.1 and 6.12 under QEMU (about 11 minutes on two
     /// cores; `--no-kernels` leaves them out, as CI's macOS and FreeBSD jobs must).
     Ci(CiArgs),
-    /// Micro benchmarks (criterion), then echo servers under the project's load generator
+    /// Micro benchmarks (criterion), then echo servers under the project's load generator,
+    /// then HTTP servers under wrk
     ///
     /// Micro: dispatch-core on io_uring (two ring set-ups) and on epoll against the raw
     /// io-uring crate, timer lateness and cross-thread wake-up latency. Macro: loadgen against
     /// echo-server (io_uring, epoll) and the tokio, monoio and compio peers, interleaved over
     /// rounds, medians; a markdown table on stdout, JSON and an SVG chart under target/bench/.
+    /// HTTP: wrk (GET /plaintext, 100 and 1,000 keep-alive connections, without and with 16
+    /// requests pipelined) against the `http` example of `examples` on io_uring and epoll and
+    /// against a hyper server, interleaved, medians: requests/s, server CPU per request, p99,
+    /// peak RSS and each ratio to hyper with a verdict; a table on stdout, target/bench/http.*.
+    /// Without wrk (`apt-get install wrk`) the HTTP benchmark says so and is left out.
     /// docs/BENCHMARKS.md says what each number means. Benchmarks report; they never pass or
-    /// fail, except that a run with wrong echoes is FAILED.
+    /// fail, except that a run with wrong echoes or answers is FAILED.
     Bench(bench::BenchArgs),
     /// dispatch-core's pure-logic unit tests under Miri (nightly)
     ///
@@ -314,5 +320,8 @@ mod tests {
         assert!(refused(&["--macro-only", "--", "nop"]));
         assert!(refused(&["--filter", "tokio", "--", "nop"]));
         assert!(refused(&["--micro-only", "--quick"]));
+        assert!(refused(&["--http-only", "--no-http"]));
+        assert!(refused(&["--http-only", "--", "nop"]));
+        assert!(bench_args(&["--http-only", "--quick"]).http_only);
     }
 }

@@ -82,9 +82,11 @@ pub fn run(cross_targets: bool) -> Result<(), String> {
     Cmd::cargo(&["doc", "--workspace", "--no-deps"])
         .env("RUSTDOCFLAGS", "-D warnings")
         .run()?;
-    // The macro benchmark's harness, briefly: every scenario against echo-server and tokio,
-    // every echoed byte checked. It judges no number; only wrong echoes or a server that
-    // does not start or stop fail it.
+    // The macro benchmarks' harness, briefly: every echo scenario against echo-server and
+    // tokio, every echoed byte checked, then one HTTP scenario under wrk against the http
+    // example and hyper, their answers checked (left out, saying why, without wrk or the
+    // example). It judges no number; only wrong echoes or answers, or a server that does not
+    // start or stop, fail it.
     Cmd::cargo(&["xtask", "bench", "--quick"]).run()?;
     let mut skips = Skips::default();
     skips.run(Cmd::cargo(&["test", "--workspace"]), "workspace")?;
