@@ -71,9 +71,17 @@ pub fn ensure_tools() -> Result<(), String> {
     }
     let packages = ["qemu-system-x86", "busybox-static"];
     let howto = "install qemu-system-x86 and busybox-static (Debian and Ubuntu package names)";
+    install_packages(&packages, howto)
+}
+
+/// Installs the Debian `packages` with apt (from the system's mirror and its backports),
+/// refusing where that would remove a package; `howto` says what to do by hand where this
+/// is not a root apt host.
+pub fn install_packages(packages: &[&str], howto: &str) -> Result<(), String> {
     if Cmd::new("apt-get", &["--version"]).query().is_none() || !is_root() {
         return Err(format!(
-            "QEMU or busybox is missing and this is not a root apt host: {howto}"
+            "{} missing and this is not a root apt host: {howto}",
+            packages.join(" and ")
         ));
     }
     let apt = private_apt(&work_dir().join("apt-host"), &backports_line()?, true)?;
@@ -82,7 +90,7 @@ pub fn ensure_tools() -> Result<(), String> {
     let simulated = apt_cmd("apt-get", &apt)
         .args(&install)
         .args(&["-s"])
-        .args(&packages)
+        .args(packages)
         .run_for_output()?;
     let removed: Vec<&str> = simulated
         .lines()
@@ -97,7 +105,7 @@ pub fn ensure_tools() -> Result<(), String> {
     }
     apt_cmd("apt-get", &apt)
         .args(&install)
-        .args(&packages)
+        .args(packages)
         .run()
 }
 

@@ -130,12 +130,38 @@ fn prepare(cross_targets: bool) -> Result<(), String> {
         return Ok(());
     }
     rustup::ensure_components(&["rustfmt", "clippy"])?;
+    ensure_clients()?;
     if cross_targets {
         rustup::ensure_targets(&CHECK_TARGETS)?;
     } else {
         eprintln!("xtask: --no-cross-targets: leaving out the FreeBSD and macOS checks");
     }
     Ok(())
+}
+
+/// Installs the real clients the HTTP tests and the benchmark's smoke test use (wrk, curl)
+/// where missing; without a root apt host it says so and goes on (those parts then skip,
+/// saying why).
+fn ensure_clients() -> Result<(), String> {
+    let missing: Vec<&str> = ["wrk", "curl"]
+        .into_iter()
+        .filter(|tool| !on_path(tool))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let howto = "install them (Debian and Ubuntu package names) to run the HTTP checks";
+    if let Err(error) = crate::kernel_host::install_packages(&missing, howto) {
+        eprintln!("xtask: {error}; the HTTP tests and benchmark will skip");
+    }
+    Ok(())
+}
+
+/// Whether an executable named `tool` is on `PATH` (`wrk --version` exits 1, so running it
+/// does not tell).
+fn on_path(tool: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
 }
 
 /// The tests that skipped themselves, by run: (run, test, first reason).
