@@ -103,10 +103,7 @@ pub fn install_packages(packages: &[&str], howto: &str) -> Result<(), String> {
             removed.join("; ")
         ));
     }
-    apt_cmd("apt-get", &apt)
-        .args(&install)
-        .args(packages)
-        .run()
+    apt_cmd("apt-get", &apt).args(&install).args(packages).run()
 }
 
 fn is_root() -> bool {

@@ -313,16 +313,7 @@ impl IoUringBackend {
                 opcode::Read::new(Fd(*fd), ptr, len).offset(*offset).build()
             }
             Args::Send { fd, buf } => send_entry(*fd, buf),
-            // One buffer: a plain send, which the kernel prepares for less (no header to
-            // copy in).
-            Args::SendVectored { fd, bufs } if bufs.len() == 1 => send_entry(*fd, &bufs[0]),
-            Args::SendVectored { fd, bufs } => {
-                let gather = self.gathers[idx as usize].get_or_insert_with(Gather::new);
-                let hdr = gather.point_at(bufs);
-                opcode::SendMsg::new(Fd(*fd), hdr)
-                    .flags(libc::MSG_NOSIGNAL as u32)
-                    .build()
-            }
+            Args::SendVectored { fd, bufs } => self.vectored_entry(idx, *fd, bufs),
             Args::Write { fd, buf, offset } => {
                 opcode::Write::new(Fd(*fd), buf.as_ptr(), clamp_len(buf.len()))
                     .offset(*offset)
@@ -359,6 +350,19 @@ impl IoUringBackend {
                 opcode::Read::new(Fd(self.wakeup_fd()), ptr.cast(), 8).build()
             }
         }
+    }
+
+    /// A vectored send: a `SENDMSG` from the slot's gather (made the first time), or a plain
+    /// send for one buffer, which the kernel prepares for less (no header to copy in).
+    fn vectored_entry(&mut self, idx: u32, fd: RawFd, bufs: &[OutBuf]) -> Entry {
+        if let [buf] = bufs {
+            return send_entry(fd, buf);
+        }
+        let gather = self.gathers[idx as usize].get_or_insert_with(Gather::new);
+        let hdr = gather.point_at(bufs);
+        opcode::SendMsg::new(Fd(fd), hdr)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
     }
 
     /// Submits everything pushed and waits as `wait` says, in one `io_uring_enter` (two on a

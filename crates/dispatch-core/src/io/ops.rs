@@ -213,10 +213,10 @@ impl<C> Io<C> {
     /// short, and `bufs` unchanged: [`OutBuf::consume`] drops what was sent, and the rest is
     /// sent by scheduling again. At most [`crate::GATHER_MAX`] buffers go out per send (the
     /// count then covers those only). A list of one buffer is sent as [`Io::send`] would
-    /// (`send`, `IORING_OP_SEND`): as cheap as a plain send. Empty buffers are allowed, and a send of no bytes
-    /// completes with 0. As for [`Io::send`], a reset peer is an error result, never a
-    /// signal. The buffers are dropped (a pool buffer goes back to its pool) when the
-    /// program drops the list it gets back.
+    /// (`send`, `IORING_OP_SEND`): as cheap as a plain send. Empty buffers are allowed, and
+    /// a send of no bytes completes with 0. As for [`Io::send`], a reset peer is an error
+    /// result, never a signal. The buffers are dropped (a pool buffer goes back to its pool)
+    /// when the program drops the list it gets back.
     ///
     /// ```
     /// use std::io::Read;
@@ -224,7 +224,9 @@ impl<C> Io<C> {
     /// use std::os::unix::net::UnixStream;
     /// use dispatch_core::{Io, Options, OutBuf, Tag};
     ///
-    /// fn sent(n: &mut usize, _: &mut Io<usize>, _: Tag, (sent, _bufs): (std::io::Result<usize>, Vec<OutBuf>)) {
+    /// type Sent = (std::io::Result<usize>, Vec<OutBuf>);
+    ///
+    /// fn sent(n: &mut usize, _: &mut Io<usize>, _: Tag, (sent, _bufs): Sent) {
     ///     *n = sent.expect("send");
     /// }
     ///
