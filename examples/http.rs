@@ -137,7 +137,11 @@ impl Replies {
         let refusal = |status, body| leak(reply(status, "text/plain", body, Persist::Close));
         Replies {
             plaintext: each("200 OK", "text/plain", "Hello, World!"),
-            json: each("200 OK", "application/json", r#"{"message":"Hello, World!"}"#),
+            json: each(
+                "200 OK",
+                "application/json",
+                r#"{"message":"Hello, World!"}"#,
+            ),
             not_found: each("404 Not Found", "text/plain", "Not Found\n"),
             bad_request: refusal("400 Bad Request", "Bad Request\n"),
             timeout: refusal("408 Request Timeout", "Request Timeout\n"),
@@ -231,7 +235,11 @@ impl Conn {
     fn reset(&mut self, id: Option<ConnId>, now: Instant) {
         let mut input = std::mem::take(&mut self.input);
         input.clear();
-        *self = Conn { id, input, ..Conn::free(now) };
+        *self = Conn {
+            id,
+            input,
+            ..Conn::free(now)
+        };
     }
 }
 
@@ -241,6 +249,8 @@ struct Counts {
     requests: u64,
     refused: u64,
     timeouts: u64,
+    /// Parses stopped for want of room in the send queue (and resumed by `on_drained`).
+    stalls: u64,
 }
 
 /// The program's state: the loop's context.
@@ -288,6 +298,7 @@ impl Http {
             if conn.phase == Phase::Head && !rest.is_empty() {
                 if conn.queued + SENDS_PER_REQUEST > SEND_QUEUE_MAX {
                     conn.stalled = true;
+                    self.counts.stalls += 1;
                     return used;
                 }
                 conn.started.get_or_insert(now);
@@ -318,7 +329,11 @@ impl Http {
         let conn = self.conn(id);
         conn.started = None;
         if request.persist == Persist::Close {
-            conn.closing = Some(if more { Closing::Linger } else { Closing::AtOnce });
+            conn.closing = Some(if more {
+                Closing::Linger
+            } else {
+                Closing::AtOnce
+            });
         }
         let persist = request.persist as usize;
         match request.route {
@@ -368,7 +383,10 @@ impl Http {
     /// Parses the entry's input buffer (with `arrival` appended), keeping what is left.
     fn process_input(&mut self, io: &mut Io<Http>, id: ConnId, arrival: &[u8], now: Instant) {
         let mut input = std::mem::take(&mut self.conn(id).input);
-        assert!(input.len() + arrival.len() <= INPUT_MAX, "the input buffer is bounded");
+        assert!(
+            input.len() + arrival.len() <= INPUT_MAX,
+            "the input buffer is bounded"
+        );
         input.extend_from_slice(arrival);
         let used = self.process(io, id, &input, now);
         input.drain(..used);
@@ -403,7 +421,10 @@ impl Handler for Http {
             let used = self.process(io, id, &data, now);
             self.keep(id, &data[used..]);
         } else {
-            assert!(conn.input.len() < HEAD_MAX, "only part of a request waits here");
+            assert!(
+                conn.input.len() < HEAD_MAX,
+                "only part of a request waits here"
+            );
             self.process_input(io, id, &data, now);
         }
     }
@@ -528,11 +549,12 @@ fn run(cli: &Cli) -> Result<(), Box<dyn Error>> {
     io.run_for_ns(&mut http, 0)?;
     let counts = &http.counts;
     eprintln!(
-        "http: stopped: {} connections, {} requests, {} refused ({} timed out)",
+        "http: stopped: {} connections, {} requests, {} refused ({} timed out), {} stalls",
         http.net.stats().accepted,
         counts.requests,
         counts.refused,
-        counts.timeouts
+        counts.timeouts,
+        counts.stalls
     );
     Ok(())
 }

@@ -112,7 +112,10 @@ pub fn step(phase: &mut Phase, bytes: &[u8]) -> Event {
                 *phase = Phase::Head;
                 return Event::Complete(taken as usize, request);
             }
-            *phase = Phase::Body { left: left - taken, request };
+            *phase = Phase::Body {
+                left: left - taken,
+                request,
+            };
             Event::Used(taken as usize)
         }
         Phase::ChunkSize { request } => chunk_size_step(phase, request, bytes),
@@ -120,7 +123,10 @@ pub fn step(phase: &mut Phase, bytes: &[u8]) -> Event {
             let (taken, request) = take(left, request, bytes);
             *phase = match taken == left {
                 true => Phase::ChunkEnd { request },
-                false => Phase::ChunkData { left: left - taken, request },
+                false => Phase::ChunkData {
+                    left: left - taken,
+                    request,
+                },
             };
             Event::Used(taken as usize)
         }
@@ -203,9 +209,18 @@ fn parse_head(bytes: &[u8]) -> Result<Option<Head>, Refusal> {
         ("POST", "/count") => Route::Count,
         _ => Route::NotFound,
     };
-    let request = Request { route, persist, body_len: 0 };
+    let request = Request {
+        route,
+        persist,
+        body_len: 0,
+    };
     let has_body = !matches!(framing, Framing::Length(0));
-    Ok(Some((n, request, framing, fields.expect_continue && has_body)))
+    Ok(Some((
+        n,
+        request,
+        framing,
+        fields.expect_continue && has_body,
+    )))
 }
 
 /// What the headers of one request say about its connection and body.
@@ -228,7 +243,10 @@ impl Fields {
             if name.eq_ignore_ascii_case("content-length") {
                 let length = decimal(value).ok_or(Refusal::BadRequest)?;
                 // Repeated with another value: which one is right cannot be known.
-                if fields.content_length.is_some_and(|earlier| earlier != length) {
+                if fields
+                    .content_length
+                    .is_some_and(|earlier| earlier != length)
+                {
                     return Err(Refusal::BadRequest);
                 }
                 fields.content_length = Some(length);
@@ -279,14 +297,15 @@ fn chunk_size_step(phase: &mut Phase, request: Request, bytes: &[u8]) -> Event {
             if request.body_len.saturating_add(size) > BODY_MAX {
                 return Event::Refuse(Refusal::BodyTooLarge);
             }
-            *phase = Phase::ChunkData { left: size, request };
+            *phase = Phase::ChunkData {
+                left: size,
+                request,
+            };
             Event::Used(n)
         }
         // A chunk extension may be long, not endless.
         Ok(Status::Partial) if bytes.len() < HEAD_MAX => Event::More,
-        Ok(Status::Partial) | Err(httparse::InvalidChunkSize) => {
-            Event::Refuse(Refusal::BadRequest)
-        }
+        Ok(Status::Partial) | Err(httparse::InvalidChunkSize) => Event::Refuse(Refusal::BadRequest),
     }
 }
 

@@ -28,7 +28,14 @@ fn check(arrivals: &[&[u8]]) -> Vec<Outcome> {
                     used += n;
                     outcomes.push(Outcome::Continue);
                 }
-                Event::Complete(n, Request { route, persist, body_len }) => {
+                Event::Complete(
+                    n,
+                    Request {
+                        route,
+                        persist,
+                        body_len,
+                    },
+                ) => {
                     used += n;
                     outcomes.push(Outcome::Answer(route, persist, body_len));
                 }
@@ -72,7 +79,11 @@ fn a_pipeline_in_one_arrival() {
 fn a_pipeline_split_anywhere() {
     for at in 0..=PIPELINE.len() {
         let (first, second) = PIPELINE.split_at(at);
-        assert_eq!(check(&[first, second]), pipeline_outcomes(), "split at {at}");
+        assert_eq!(
+            check(&[first, second]),
+            pipeline_outcomes(),
+            "split at {at}"
+        );
     }
     let bytes: Vec<&[u8]> = PIPELINE.chunks(1).collect();
     assert_eq!(check(&bytes), pipeline_outcomes());
@@ -128,10 +139,18 @@ fn heads_over_the_limits_are_too_large() {
 
 #[test]
 fn bodies_over_the_limit_are_too_large() {
-    let long = format!("POST /count HTTP/1.1\r\nContent-Length: {}\r\n\r\n", BODY_MAX + 1);
+    let long = format!(
+        "POST /count HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        BODY_MAX + 1
+    );
     assert_eq!(refusal(long.as_bytes()), Some(Refusal::BodyTooLarge));
-    let chunk = format!("POST /count HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{BODY_MAX:x}\r\n");
-    assert_eq!(check(&[chunk.as_bytes()]), [], "exactly the limit is allowed");
+    let chunk =
+        format!("POST /count HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{BODY_MAX:x}\r\n");
+    assert_eq!(
+        check(&[chunk.as_bytes()]),
+        [],
+        "exactly the limit is allowed"
+    );
     let over = format!("{:x}\r\n", BODY_MAX + 1);
     let over = format!("POST /count HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{over}");
     assert_eq!(refusal(over.as_bytes()), Some(Refusal::BodyTooLarge));
@@ -142,5 +161,8 @@ fn a_body_at_the_limit_is_counted() {
     let head = format!("POST /count HTTP/1.1\r\nContent-Length: {BODY_MAX}\r\n\r\n");
     let body = vec![b'x'; BODY_MAX as usize];
     let outcomes = check(&[head.as_bytes(), &body[..1000], &body[1000..]]);
-    assert_eq!(outcomes, [Outcome::Answer(Route::Count, Persist::KeepAlive, BODY_MAX)]);
+    assert_eq!(
+        outcomes,
+        [Outcome::Answer(Route::Count, Persist::KeepAlive, BODY_MAX)]
+    );
 }
