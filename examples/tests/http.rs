@@ -457,3 +457,22 @@ fn sigterm_and_sigint_close_connections_and_exit_0() {
         expect_closed(&mut half);
     }
 }
+
+/// The README's excerpt of the handler is part of `examples/http.rs`, verbatim, so it
+/// compiles and stays true.
+#[test]
+fn the_readme_excerpt_is_in_the_example() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let section = readme
+        .split_once("## An HTTP server")
+        .expect("the section")
+        .1;
+    let block = section.split_once("```rust\n").expect("a rust block").1;
+    let block = block.split_once("```").expect("a closed block").0;
+    let example = std::fs::read_to_string(format!("{root}/examples/http.rs")).unwrap();
+    assert!(
+        example.contains(block),
+        "README.md's http excerpt is not in examples/http.rs: change both together"
+    );
+}
