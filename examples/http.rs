@@ -32,14 +32,14 @@
 //!
 //! # Limits
 //! A head over 8 KiB or with more than 64 headers is answered `431`, a body over 1 MiB `413`,
-//! a request that cannot be parsed (or whose framing is ambiguous: both `Content-Length` and
-//! `Transfer-Encoding`) `400`, and each of these closes the connection. An idle connection
-//! is closed after `--idle-timeout-ms` (`dispatch-net`'s idle timeout). But any byte received
-//! is progress, so a slowloris client dripping one header byte every few seconds is never
-//! idle: a request must also be complete within `--request-timeout-ms` of its first byte,
-//! or it is answered `408` and closed. One periodic timer (a sweep) checks every connection's
-//! deadline; `NetOptions::ops_max` keeps one operation slot for the program (the wake-up wait
-//! that stops the loop), so the loop gets one more for the sweep.
+//! a request that cannot be parsed (or lacks a `Host`, or whose framing is ambiguous: both
+//! `Content-Length` and `Transfer-Encoding`) `400`, and each of these closes the connection.
+//! An idle connection is closed after `--idle-timeout-ms` (`dispatch-net`'s idle timeout).
+//! But any byte received is progress, so a slowloris client dripping one header byte every
+//! few seconds is never idle: a request must also be complete within `--request-timeout-ms`
+//! of its first byte, or it is answered `408` and closed. One periodic timer (a sweep) checks
+//! every connection's deadline; `NetOptions::ops_max` keeps one operation slot for the
+//! program (the wake-up wait that stops the loop), so the loop gets one more for the sweep.
 //!
 //! After a refusal the connection is not closed as soon as the reply is out: closing a socket
 //! with unread bytes in its receive buffer sends a reset, and a reset can destroy the reply

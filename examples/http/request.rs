@@ -42,7 +42,7 @@ pub enum Persist {
 /// The requests the server refuses, each answered and followed by a close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// `400`: the request cannot be parsed, or its framing is ambiguous.
+    /// `400`: the request cannot be parsed, its framing is ambiguous, or it lacks a `Host`.
     BadRequest,
     /// `408`: the request was not complete within the request timeout.
     Timeout,
@@ -184,6 +184,10 @@ fn parse_head(bytes: &[u8]) -> Result<Option<Head>, Refusal> {
     };
     let fields = Fields::read(parsed.headers)?;
     let http10 = parsed.version == Some(0);
+    // RFC 9112 section 3.2: an HTTP/1.1 request has exactly one Host (HTTP/1.0 at most one).
+    if fields.hosts > 1 || (fields.hosts == 0 && !http10) {
+        return Err(Refusal::BadRequest);
+    }
     let framing = match (fields.transfer_encoding, fields.content_length) {
         (None, length) => Framing::Length(length.unwrap_or(0)),
         // RFC 9112 section 6.1: only a final `chunked` delimits a request body; with a
@@ -232,6 +236,8 @@ struct Fields {
     close: bool,
     keep_alive: bool,
     expect_continue: bool,
+    /// `Host` headers seen.
+    hosts: u32,
 }
 
 impl Fields {
@@ -259,6 +265,8 @@ impl Fields {
                     fields.close |= token.eq_ignore_ascii_case(b"close");
                     fields.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
                 }
+            } else if name.eq_ignore_ascii_case("host") {
+                fields.hosts += 1;
             } else if name.eq_ignore_ascii_case("expect") {
                 fields.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
             }

@@ -53,11 +53,12 @@ fn check(arrivals: &[&[u8]]) -> Vec<Outcome> {
 }
 
 const PIPELINE: &[u8] = b"GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n\
-POST /count HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\
-POST /count HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nExpect: 100-continue\r\n\r\n\
+POST /count HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
+POST /count HTTP/1.1\r\nhost: a\r\nTransfer-Encoding: gzip, chunked\r\n\
+Expect: 100-continue\r\n\r\n\
 5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nTrailer: x\r\n\r\n\
 GET /json?x=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
-GET /nope HTTP/1.1\r\nConnection: Keep-Alive, close\r\n\r\n";
+GET /nope HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, close\r\n\r\n";
 
 fn pipeline_outcomes() -> Vec<Outcome> {
     vec![
@@ -106,15 +107,18 @@ fn refusal(input: &[u8]) -> Option<Refusal> {
 fn malformed_and_ambiguous_requests_are_bad() {
     let bad: &[&[u8]] = &[
         b"\x01\x02\x03 nonsense\r\n\r\n",
-        b"GET /plaintext HTTP/1.1\r\nNo colon here\r\n\r\n",
-        b"GET /plaintext HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
-        b"GET /plaintext HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-        b"POST /count HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-        b"POST /count HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        b"GET /plaintext HTTP/1.1\r\nHost: a\r\nNo colon here\r\n\r\n",
+        b"GET /plaintext HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+        b"GET /plaintext HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        b"POST /count HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\
+          Transfer-Encoding: chunked\r\n\r\n",
+        b"POST /count HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
         b"POST /count HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
-        b"POST /count HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-        b"POST /count HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\r\n",
-        b"POST /count HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\naXY",
+        b"POST /count HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"POST /count HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\r\n",
+        b"POST /count HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\naXY",
+        b"GET /plaintext HTTP/1.1\r\n\r\n",
+        b"GET /plaintext HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
     ];
     for input in bad {
         let shown = String::from_utf8_lossy(input);
@@ -125,40 +129,47 @@ fn malformed_and_ambiguous_requests_are_bad() {
 #[test]
 fn heads_over_the_limits_are_too_large() {
     let many: String = (0..65).map(|i| format!("X-{i}: y\r\n")).collect();
-    let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+    let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
     assert_eq!(refusal(many.as_bytes()), Some(Refusal::HeadTooLarge));
-    let long = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "y".repeat(HEAD_MAX));
+    let long = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+        "y".repeat(HEAD_MAX)
+    );
     assert_eq!(refusal(long.as_bytes()), Some(Refusal::HeadTooLarge));
     // Unfinished, and already past the limit.
-    let unfinished = format!("GET / HTTP/1.1\r\nX: {}", "y".repeat(HEAD_MAX));
+    let unfinished = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}", "y".repeat(HEAD_MAX));
     assert_eq!(refusal(unfinished.as_bytes()), Some(Refusal::HeadTooLarge));
     // Just under it, and unfinished: more is awaited.
-    let under = format!("GET / HTTP/1.1\r\nX: {}", "y".repeat(HEAD_MAX - 100));
+    let under = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX: {}",
+        "y".repeat(HEAD_MAX - 100)
+    );
     assert_eq!(check(&[under.as_bytes()]), []);
 }
+
+const CHUNKED: &str = "POST /count HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
 
 #[test]
 fn bodies_over_the_limit_are_too_large() {
     let long = format!(
-        "POST /count HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        "POST /count HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
         BODY_MAX + 1
     );
     assert_eq!(refusal(long.as_bytes()), Some(Refusal::BodyTooLarge));
-    let chunk =
-        format!("POST /count HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{BODY_MAX:x}\r\n");
+    let chunk = format!("{CHUNKED}{BODY_MAX:x}\r\n");
     assert_eq!(
         check(&[chunk.as_bytes()]),
         [],
         "exactly the limit is allowed"
     );
     let over = format!("{:x}\r\n", BODY_MAX + 1);
-    let over = format!("POST /count HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{over}");
+    let over = format!("{CHUNKED}{over}");
     assert_eq!(refusal(over.as_bytes()), Some(Refusal::BodyTooLarge));
 }
 
 #[test]
 fn a_body_at_the_limit_is_counted() {
-    let head = format!("POST /count HTTP/1.1\r\nContent-Length: {BODY_MAX}\r\n\r\n");
+    let head = format!("POST /count HTTP/1.1\r\nHost: a\r\nContent-Length: {BODY_MAX}\r\n\r\n");
     let body = vec![b'x'; BODY_MAX as usize];
     let outcomes = check(&[head.as_bytes(), &body[..1000], &body[1000..]]);
     assert_eq!(

@@ -169,8 +169,9 @@ def refused(data, status, trickle=None):
 def malformed():
     refused(b"\x01\x02 nonsense\r\n\r\n", 400)
     refused(b"GET /plaintext HTTP/1.1\r\nno colon here\r\n\r\n", 400)
-    both = b"POST /count HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+    both = b"POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
     refused(both, 400)
+    refused(b"GET /plaintext HTTP/1.1\r\n\r\n", 400)  # HTTP/1.1 without Host
     refused(chunked([b"abc"]).replace(b"3;ext", b"x;ext"), 400)
     # A good request ahead of a bad one in the same write is answered first.
     sock = connect()
