@@ -2,8 +2,9 @@
 //! kqueue-fake through `DISPATCH_BACKEND`), with real clients: `curl` for the routes,
 //! keep-alive and a chunked upload; Python's `http.client` and raw sockets
 //! (`http_client.py` beside this file) for pipelining, HTTP/1.0, and the refusals (400, 431,
-//! 413, a slowloris answered 408); plain sockets here for the idle timeout and the stop on
-//! SIGTERM and SIGINT. A test whose tool is missing says `skipped:` and passes, as does the
+//! 413, a slowloris answered 408), each delivered whole before the close, even to a client
+//! that reads late and keeps sending; plain sockets here for the idle timeout and the stop
+//! on SIGTERM and SIGINT. A test whose tool is missing says `skipped:` and passes, as does the
 //! io_uring run where io_uring is unavailable. Every wait is bounded; no test asserts a
 //! duration. The request framing's unit tests (`examples/http/request_tests.rs`) run here
 //! too: an example is built, not tested, by `cargo test`.

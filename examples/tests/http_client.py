@@ -180,6 +180,27 @@ def malformed():
     expect(shared, 200, PLAINTEXT)
     expect(shared, 400)
     expect_closed(shared)
+    slow_reader()
+
+
+def slow_reader():
+    """A client that reads late, through a small receive buffer, and sends more after a bad
+    request: the server's replies still sit in its send buffer when the 400 has been handed
+    to the kernel. A close then (with the extra bytes unread) would send a reset that
+    discards them; the lingering close delivers everything, then ends the stream."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(TIMEOUT)
+    sock.connect((HOST, PORT))
+    sock.sendall(get("/plaintext") * 300 + b"BAD\r\n\r\n")
+    time.sleep(0.1)
+    sock.sendall(b"more bytes after the bad request\r\n" * 100)
+    time.sleep(0.3)
+    shared = Shared(sock)
+    for _ in range(300):
+        expect(shared, 200, PLAINTEXT)
+    expect(shared, 400)
+    expect_closed(shared)
 
 
 def head_too_large():
