@@ -49,6 +49,9 @@
 //! assert_eq!(&reply, b"HELLO");
 //! ```
 //!
+//! A whole HTTP/1.1 server on this layer (keep-alive, pipelining, chunked bodies, limits, a
+//! request deadline swept by one timer) is `examples/http.rs` in the repository.
+//!
 //! Why a trait with an accessor, of the ways a library layer can reach its own state from a
 //! callback that only gets `&mut C`: it costs nothing (static dispatch, no lens to store,
 //! no second context parameter threaded through every callback), one program can run a
