@@ -67,5 +67,8 @@ mod table;
 
 pub use crate::listen::{connect, listen, ListenOptions, Listener};
 pub use crate::send::{send, SendError, SendErrorKind, SEND_QUEUE_MAX};
-pub use crate::server::{close, serve, stop, Handler, Net, NetOptions, NetStats, PENDING_MAX};
+pub use crate::server::{
+    close, close_gracefully, serve, stop, Handler, Net, NetOptions, NetStats, LINGER_BYTES_MAX,
+    PENDING_MAX,
+};
 pub use crate::table::{ConnId, Table};

@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 
 use dispatch_core::{Io, OutBuf, ScheduleErrorKind, Tag};
 
-use crate::server::{close, fail, progress, pump, shortage, Handler};
+use crate::server::{close, fail, progress, pump, shortage, shut_write, Conn, Handler};
 use crate::table::ConnId;
 
 /// Buffers that may wait to be sent on one connection, counting those in the send in flight:
@@ -31,7 +31,7 @@ pub struct SendError {
 /// The reasons a [`send`] fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SendErrorKind {
-    /// The connection is closed (a stale id) or being closed.
+    /// The connection is closed (a stale id) or being closed (gracefully too).
     Closed,
     /// [`SEND_QUEUE_MAX`] buffers already wait to be sent on the connection.
     QueueFull,
@@ -111,7 +111,8 @@ pub fn send<H: Handler>(
     let data = data.into();
     let net = ctx.net();
     let handling = net.handling;
-    let Some(entry) = net.conns.get_mut(conn).filter(|entry| !entry.closing) else {
+    let open = |entry: &&mut Conn| !entry.closing && !entry.lingering;
+    let Some(entry) = net.conns.get_mut(conn).filter(open) else {
         let kind = SendErrorKind::Closed;
         return Err(SendError { kind, data });
     };
@@ -210,6 +211,9 @@ fn on_sent<H: Handler>(
         return start(ctx, io, id, bufs);
     }
     conn.spare = bufs;
+    if conn.lingering {
+        return shut_write(ctx, io, id);
+    }
     let outer = ctx.net().handling.replace(id);
     ctx.on_drained(io, id);
     ctx.net().handling = outer;

@@ -135,6 +135,11 @@ pub(crate) struct Conn {
     read_closed: bool,
     /// Being closed: no new operations; closed once none is in flight.
     pub(crate) closing: bool,
+    /// Closing gracefully ([`close_gracefully`]): arrivals are dropped, and once the sends
+    /// are out the write side is shut down.
+    pub(crate) lingering: bool,
+    /// Bytes dropped while lingering.
+    dropped: u64,
 }
 
 /// The server's own state: the listener, the accept loop, the connection table, stats.
@@ -425,6 +430,8 @@ fn open<H: Handler>(ctx: &mut H, io: &mut Io<H>, socket: OwnedFd) {
         spare: Vec::new(),
         read_closed: false,
         closing: false,
+        lingering: false,
+        dropped: 0,
     };
     let id = match net.conns.insert(conn) {
         Ok(id) => id,
@@ -505,16 +512,23 @@ fn on_recv<H: Handler>(ctx: &mut H, io: &mut Io<H>, tag: Tag, shot: Shot<PoolBuf
         Ok(data) if !data.is_empty() => {
             net.stats.messages += 1;
             net.stats.bytes_received += data.len() as u64;
-            progress(io, conn, idle);
             if !conn.recv_multishot {
                 // Read one buffer at a time until the socket is found drained.
                 conn.next_multishot = data.len() < data.capacity();
             }
-            if conn.closing {
+            if conn.lingering {
+                // Dropped, and no progress: the idle timeout bounds the linger.
+                conn.dropped += data.len() as u64;
+                if conn.dropped > LINGER_BYTES_MAX {
+                    return close(ctx, io, id);
+                }
+            } else if conn.closing {
                 // Dropped: the buffer goes back to the pool.
             } else if !conn.busy() && conn.pending.is_empty() {
+                progress(io, conn, idle);
                 deliver(ctx, io, id, data);
             } else {
+                progress(io, conn, idle);
                 conn.pending.push_back(data);
             }
         }
@@ -602,6 +616,70 @@ pub(crate) fn fail<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId, error: &
         net.stats.idle_timeouts += 1;
     }
     close(ctx, io, id);
+}
+
+/// The most bytes a lingering connection ([`close_gracefully`]) reads and drops before it is
+/// closed at once.
+pub const LINGER_BYTES_MAX: u64 = 1 << 20;
+
+/// Closes `conn` without losing its replies: what is queued goes out first, then the write
+/// side is shut down (the peer reads every reply, then the end of the stream), and what the
+/// peer still sends is read and dropped until it closes its side; then the connection
+/// closes. Arrivals are no longer handed to the program, and [`crate::send`] refuses.
+///
+/// A plain [`close`] with bytes from the peer still unread makes the kernel reset the
+/// connection, and a reset discards the replies not yet delivered: an HTTP server answering
+/// a bad request with `400` and closing loses its answer that way, whenever the client sent
+/// more behind the bad request. Reading on until the peer's end of stream ("lingering
+/// close") is the remedy. The linger is bounded: by the idle timeout (what arrives is not
+/// progress; with no timeout, only the peer's close ends it) and by [`LINGER_BYTES_MAX`]
+/// bytes dropped, past which the connection is closed at once. Nothing happens for a stale
+/// id or a connection already closing.
+pub fn close_gracefully<H: Handler>(ctx: &mut H, io: &mut Io<H>, conn: ConnId) {
+    let Some(entry) = ctx.net().conns.get_mut(conn) else {
+        return;
+    };
+    if entry.closing || entry.lingering {
+        return;
+    }
+    entry.lingering = true;
+    entry.pending.clear();
+    if !entry.busy() {
+        shut_write(ctx, io, conn);
+    }
+}
+
+/// Shuts down the write side of a lingering connection whose sends are out: the shutdown
+/// takes the send's place (a close cancels it, `finish` waits for it).
+pub(crate) fn shut_write<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId) {
+    let net = ctx.net();
+    let conn = net.conns.get_mut(id).expect("an open connection");
+    assert!(
+        conn.lingering && !conn.busy(),
+        "shut down only once the sends are out"
+    );
+    let fd = conn.socket.as_raw_fd();
+    match io.shutdown(id.to_tag(), fd, std::net::Shutdown::Write, on_shut::<H>) {
+        Ok(op) => conn.send = Some(op),
+        Err(_) => {
+            shortage(net, "a shutdown");
+            close(ctx, io, id);
+        }
+    }
+}
+
+fn on_shut<H: Handler>(ctx: &mut H, io: &mut Io<H>, tag: Tag, result: io::Result<()>) {
+    let id = ConnId::from_tag(tag);
+    let conn = ctx
+        .net()
+        .conns
+        .get_mut(id)
+        .expect("a connection shutting down is open");
+    conn.send = None;
+    match result {
+        Ok(()) => pump(ctx, io, id),
+        Err(error) => fail(ctx, io, id, &error),
+    }
 }
 
 /// Closes `conn`: its operations are cancelled, then its descriptor closed and

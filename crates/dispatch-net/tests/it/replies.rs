@@ -23,6 +23,8 @@ enum Mode {
     Many,
     /// 64 MiB for a peer that does not read, on the first arrival; nothing after.
     Stuck,
+    /// 256 KiB on the first arrival, then a graceful close.
+    Refuse,
 }
 
 struct Replier {
@@ -68,6 +70,12 @@ impl Handler for Replier {
                 send(self, io, conn, vec![b'z'; 64 << 20]).unwrap();
             }
             Mode::Stuck => {}
+            Mode::Refuse => {
+                send(self, io, conn, vec![b'r'; REFUSAL]).unwrap();
+                dispatch_net::close_gracefully(self, io, conn);
+                let refused = send(self, io, conn, "more").unwrap_err();
+                assert_eq!(refused.kind(), SendErrorKind::Closed, "lingering");
+            }
         }
     }
 
@@ -85,6 +93,9 @@ impl Handler for Replier {
         assert_eq!(&refused.into_data()[..], b"late", "the bytes come back");
     }
 }
+
+/// The reply before a graceful close.
+const REFUSAL: usize = 256 * 1024;
 
 fn replier(net: &NetOptions, mode: Mode) -> Replier {
     Replier {
@@ -304,4 +315,52 @@ fn arrivals_keep_a_connection_with_a_stuck_reply_open_on_this_backend() {
         io.run_for_ns(&mut replier, 10_000_000).unwrap();
     }
     assert_eq!(replier.net.stats().idle_timeouts, 1, "then closed as idle");
+}
+
+/// A graceful close delivers every reply even when the peer sent more behind the request
+/// and reads late through a small receive buffer (a plain close would reset the connection
+/// with those bytes unread, discarding the reply): the peer reads the whole reply, then the
+/// end of the stream, and the server drops what it sent meanwhile.
+#[test]
+fn a_graceful_close_delivers_the_reply_to_a_peer_that_sent_more() {
+    let (mut io, mut replier, addr) = server(NetOptions::new(4), Mode::Refuse);
+    let peer = std::thread::spawn(move || {
+        let socket = rustix::net::socket(
+            rustix::net::AddressFamily::INET,
+            rustix::net::SocketType::STREAM,
+            None,
+        )
+        .unwrap();
+        rustix::net::sockopt::set_socket_recv_buffer_size(&socket, 4096).unwrap();
+        rustix::net::connect(&socket, &addr).unwrap();
+        let mut stream = TcpStream::from(socket);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut greeting = [0; 6];
+        stream.read_exact(&mut greeting).unwrap();
+        stream.write_all(b"bad request").unwrap();
+        // More behind it, arriving after the server decided to close.
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_millis(2));
+            stream.write_all(&[b'm'; 1024]).unwrap();
+        }
+        let mut got = Vec::new();
+        let end = stream.read_to_end(&mut got);
+        (end.map_err(|error| error.kind()), got.len())
+    });
+    let (end, len) = run_until_joined(&mut io, &mut replier, peer);
+    assert_eq!(
+        end,
+        Ok(REFUSAL),
+        "every byte of the reply, then the end, no reset"
+    );
+    assert_eq!(len, REFUSAL);
+    for _ in 0..300 {
+        if replier.closed == 1 {
+            break;
+        }
+        io.run_for_ns(&mut replier, 10_000_000).unwrap();
+    }
+    assert_eq!(replier.closed, 1, "closed after the peer's end of stream");
 }
