@@ -41,11 +41,11 @@
 //! every connection's deadline; `NetOptions::ops_max` keeps one operation slot for the
 //! program (the wake-up wait that stops the loop), so the loop gets one more for the sweep.
 //!
-//! After a refusal the connection is not closed as soon as the reply is out: closing a socket
-//! with unread bytes in its receive buffer sends a reset, and a reset can destroy the reply
-//! before the client reads it. So the connection lingers, dropping whatever arrives, until the
-//! client closes it, goes quiet for [`LINGER_QUIET`], or [`LINGER_MAX`] has passed. (A
-//! server-side half-close would end the client's wait sooner, but `dispatch-net` has none.)
+//! A connection that ends (a refusal, or `Connection: close`) is closed with
+//! `dispatch_net::close_gracefully`, not as soon as the reply is out: closing a socket with
+//! unread bytes in its receive buffer sends a reset, and a reset can destroy the reply before
+//! the client reads it. The graceful close sends the replies, shuts down the write side, and
+//! drops whatever still arrives until the client closes (or the idle timeout).
 //!
 //! Not done: a `Date` header (a per-second string in a reply made of static bytes would need
 //! a buffer per reply), `HEAD`, and more than one thread (see `echo-server` for one loop per
@@ -100,11 +100,6 @@ const BUFFER_SIZE: u32 = 16 * 1024;
 const INPUT_MAX: usize = HEAD_MAX + BUFFER_SIZE as usize;
 /// Sends one request may take: a `100 Continue`, then the reply.
 const SENDS_PER_REQUEST: usize = 2;
-/// A lingering connection (see the module docs) that received nothing for this long is
-/// closed.
-const LINGER_QUIET: Duration = Duration::from_millis(500);
-/// A lingering connection is closed after this long whatever it sends.
-const LINGER_MAX: Duration = Duration::from_secs(5);
 /// How long the stop waits for connections to close.
 const DRAIN: Duration = Duration::from_secs(1);
 /// Tags of the program's own operations (connections' operations are tagged by
@@ -182,16 +177,6 @@ fn leak(reply: String) -> &'static [u8] {
     Box::leak(reply.into_bytes().into_boxed_slice())
 }
 
-/// How a connection ends once its last reply is out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Closing {
-    /// Closed at once: the client asked for it and sent nothing after.
-    AtOnce,
-    /// Kept open, dropping what arrives, until the client closes or goes quiet (see the
-    /// module docs).
-    Linger,
-}
-
 /// One connection's HTTP state, one per table entry: the entry's next connection reuses it,
 /// input buffer included.
 struct Conn {
@@ -209,15 +194,13 @@ struct Conn {
     queued: usize,
     /// Parsing stopped for want of room in the send queue: `on_drained` goes on.
     stalled: bool,
-    /// The last reply is queued; what arrives from now on is dropped.
-    closing: Option<Closing>,
-    last_arrival: Instant,
-    /// When the last reply of a lingering connection was out.
-    linger_since: Option<Instant>,
+    /// The last reply is queued and the connection closes gracefully: what arrives from
+    /// now on is dropped.
+    closing: bool,
 }
 
 impl Conn {
-    fn free(now: Instant) -> Conn {
+    fn free() -> Conn {
         Conn {
             id: None,
             phase: Phase::Head,
@@ -225,20 +208,18 @@ impl Conn {
             started: None,
             queued: 0,
             stalled: false,
-            closing: None,
-            last_arrival: now,
-            linger_since: None,
+            closing: false,
         }
     }
 
     /// Makes the entry ready for `id` (or free, for `None`), keeping the input's capacity.
-    fn reset(&mut self, id: Option<ConnId>, now: Instant) {
+    fn reset(&mut self, id: Option<ConnId>) {
         let mut input = std::mem::take(&mut self.input);
         input.clear();
         *self = Conn {
             id,
             input,
-            ..Conn::free(now)
+            ..Conn::free()
         };
     }
 }
@@ -265,12 +246,11 @@ struct Http {
 
 impl Http {
     fn new(net: &NetOptions, request_timeout: Duration) -> Http {
-        let now = Instant::now();
-        // The sweep runs a few times per request timeout, often enough for the linger.
-        let sweep = (request_timeout / 8).clamp(Duration::from_millis(10), LINGER_QUIET / 2);
+        // The sweep runs a few times per request timeout.
+        let sweep = (request_timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(1));
         Http {
             net: Net::new(net),
-            conns: (0..net.connections_max).map(|_| Conn::free(now)).collect(),
+            conns: (0..net.connections_max).map(|_| Conn::free()).collect(),
             replies: Replies::new(),
             request_timeout,
             sweep_ns: sweep.as_nanos() as u64,
@@ -291,7 +271,7 @@ impl Http {
         let mut used = 0;
         loop {
             let conn = self.conn(id);
-            if conn.closing.is_some() {
+            if conn.closing {
                 return bytes.len();
             }
             let rest = &bytes[used..];
@@ -312,7 +292,7 @@ impl Http {
                 }
                 Event::Complete(n, request) => {
                     used += n;
-                    self.answer(io, id, request, used < bytes.len());
+                    self.answer(io, id, request);
                 }
                 Event::Refuse(refusal) => {
                     self.refuse(io, id, refusal);
@@ -322,19 +302,11 @@ impl Http {
         }
     }
 
-    /// Answers a complete request; `more`: bytes came after it (dropped if it asked for a
-    /// close, and then the connection lingers).
-    fn answer(&mut self, io: &mut Io<Http>, id: ConnId, request: Request, more: bool) {
+    /// Answers a complete request (bytes after one that asked for a close are dropped, and
+    /// the connection closes gracefully once the reply is out).
+    fn answer(&mut self, io: &mut Io<Http>, id: ConnId, request: Request) {
         self.counts.requests += 1;
-        let conn = self.conn(id);
-        conn.started = None;
-        if request.persist == Persist::Close {
-            conn.closing = Some(if more {
-                Closing::Linger
-            } else {
-                Closing::AtOnce
-            });
-        }
+        self.conn(id).started = None;
         let persist = request.persist as usize;
         match request.route {
             Route::Plaintext => self.reply(io, id, self.replies.plaintext[persist]),
@@ -346,16 +318,25 @@ impl Http {
                 self.reply(io, id, reply);
             }
         }
+        if request.persist == Persist::Close {
+            self.close(io, id);
+        }
     }
 
-    /// Answers a refused request; the connection lingers after the reply, then closes.
+    /// Closes `id` once its replies are out, without a reset that could destroy them.
+    fn close(&mut self, io: &mut Io<Http>, id: ConnId) {
+        self.conn(id).closing = true;
+        dispatch_net::close_gracefully(self, io, id);
+    }
+
+    /// Answers a refused request, then closes the connection gracefully.
     fn refuse(&mut self, io: &mut Io<Http>, id: ConnId, refusal: Refusal) {
         self.counts.refused += 1;
         let conn = self.conn(id);
         conn.started = None;
-        conn.closing = Some(Closing::Linger);
         conn.input.clear();
         self.reply(io, id, self.replies.refusal(refusal));
+        self.close(io, id);
     }
 
     fn reply(&mut self, io: &mut Io<Http>, id: ConnId, reply: impl Into<OutBuf>) {
@@ -370,7 +351,7 @@ impl Http {
     /// Keeps the bytes of `id` that `process` left, in the entry's input buffer.
     fn keep(&mut self, id: ConnId, rest: &[u8]) {
         let conn = self.conn(id);
-        if rest.is_empty() || conn.closing.is_some() {
+        if rest.is_empty() || conn.closing {
             return;
         }
         assert!(conn.input.is_empty());
@@ -403,7 +384,7 @@ impl Handler for Http {
     fn on_open(&mut self, _: &mut Io<Self>, id: ConnId) {
         let conn = &mut self.conns[id.index() as usize];
         assert_eq!(conn.id, None, "an entry serves one connection at a time");
-        conn.reset(Some(id), Instant::now());
+        conn.reset(Some(id));
     }
 
     fn on_data(&mut self, io: &mut Io<Self>, id: ConnId, data: PoolBuf) {
@@ -412,8 +393,7 @@ impl Handler for Http {
         // on_data comes once every reply is out: on_drained resumed a stalled parse first.
         assert!(!conn.stalled, "a stalled connection gets no data");
         conn.queued = 0;
-        conn.last_arrival = now;
-        if conn.closing.is_some() {
+        if conn.closing {
             return; // Dropped: the buffer goes back to the pool.
         }
         if conn.input.is_empty() {
@@ -433,26 +413,17 @@ impl Handler for Http {
         let now = Instant::now();
         let conn = self.conn(id);
         conn.queued = 0;
-        match conn.closing {
-            Some(Closing::AtOnce) => return dispatch_net::close(self, io, id),
-            Some(Closing::Linger) => {
-                conn.linger_since.get_or_insert(now);
-                return;
-            }
-            None => {}
-        }
         if std::mem::take(&mut conn.stalled) {
             self.process_input(io, id, &[], now);
         }
     }
 
     fn on_close(&mut self, _: &mut Io<Self>, id: ConnId) {
-        self.conn(id).reset(None, Instant::now());
+        self.conn(id).reset(None);
     }
 }
 
-/// The periodic sweep: answers `408` to requests past their deadline, and closes lingering
-/// connections that are done.
+/// The periodic sweep: answers `408` to requests past their deadline.
 fn on_sweep(http: &mut Http, io: &mut Io<Http>, _: Tag, _: io::Result<()>) {
     if http.net.is_stopping() {
         return;
@@ -471,17 +442,10 @@ fn sweep(http: &mut Http, io: &mut Io<Http>, idx: usize, now: Instant) {
     let Some(id) = conn.id else {
         return;
     };
-    if let Some(since) = conn.linger_since {
-        let quiet = now.saturating_duration_since(conn.last_arrival) >= LINGER_QUIET;
-        if quiet || now.saturating_duration_since(since) >= LINGER_MAX {
-            dispatch_net::close(http, io, id);
-        }
-        return;
-    }
     let late = conn
         .started
         .is_some_and(|started| now.saturating_duration_since(started) >= http.request_timeout);
-    if late && conn.closing.is_none() {
+    if late && !conn.closing {
         http.counts.timeouts += 1;
         http.refuse(io, id, Refusal::Timeout);
     }
