@@ -631,7 +631,8 @@ fn stop_from_a_callback_ends_the_run_after_the_turn() {
     }
 }
 
-/// Io::stop: "(or, called outside a run, the next run after its first turn ...)".
+/// Io::stop: "Called outside a run, it ends the next run after one turn that does not wait:
+/// that turn submits what is scheduled, reaps what is ready and runs those callbacks".
 #[test]
 fn stop_outside_a_run_ends_the_next_run_after_one_turn() {
     for (name, o) in variants(Options::new(8)) {
