@@ -21,8 +21,7 @@ pub(crate) enum State {
     /// provided-buffer ring). Until then a cancel takes it out at once.
     Again,
     /// A cancel the kernel answered "not found" while its target was still in the kernel:
-    /// its answer waits for the target's result (a target that then ends cancelled was
-    /// cancelled by it).
+    /// its answer (`Ok`) waits for the target's result, and the cancel is resent meanwhile.
     Held,
     /// Result known, waiting on the completed queue for its callback.
     Completed,
@@ -42,10 +41,6 @@ pub(crate) struct Slot<C> {
     pub(crate) timed_out: bool,
     /// The cancel in flight for this operation (its slot), while `cancelling`.
     pub(crate) cancel_by: u32,
-    /// On a cancel's slot: the loop ended its target as cancelled (the target was between
-    /// two submissions when the cancel came), so the cancel answers `Ok` whatever the kernel
-    /// says it found.
-    pub(crate) cancel_won: bool,
     /// On a target's slot: its cancel (slot) whose answer is held until this result.
     pub(crate) held_cancel: u32,
     /// 0, or: a cancel of this operation may have been lost by the kernel, so its heap entry
@@ -318,7 +313,6 @@ impl<C> Slots<C> {
                 cancelling: false,
                 timed_out: false,
                 cancel_by: NONE,
-                cancel_won: false,
                 held_cancel: NONE,
                 resends: 0,
                 budget: Budget::Op,
@@ -392,7 +386,6 @@ impl<C> Slots<C> {
         slot.cancelling = false;
         slot.timed_out = false;
         slot.cancel_by = NONE;
-        slot.cancel_won = false;
         slot.held_cancel = NONE;
         slot.resends = 0;
         slot.generation += 1;
