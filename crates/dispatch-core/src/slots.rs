@@ -47,6 +47,9 @@ pub(crate) struct Slot<C> {
     /// times the next resend of the cancel, not a deadline (see `io/deadline.rs`), and it has
     /// been sent again `resends - 1` times.
     pub(crate) resends: u8,
+    /// A pooled receive found the pool empty with data to read, and that wait is counted in
+    /// `Stats::pool_waits`: tries in vain until it gets a buffer count no more.
+    pub(crate) pool_waiting: bool,
     /// The budget the slot was taken from, given back on release.
     budget: Budget,
     /// Next slot on whichever list this slot is on; `NONE` at the tail.
@@ -315,6 +318,7 @@ impl<C> Slots<C> {
                 cancel_by: NONE,
                 held_cancel: NONE,
                 resends: 0,
+                pool_waiting: false,
                 budget: Budget::Op,
                 next: NONE,
                 tag: 0,
@@ -388,6 +392,7 @@ impl<C> Slots<C> {
         slot.cancel_by = NONE;
         slot.held_cancel = NONE;
         slot.resends = 0;
+        slot.pool_waiting = false;
         slot.generation += 1;
         slot.next = self.free_head;
         match slot.budget {

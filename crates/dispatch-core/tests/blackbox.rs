@@ -1346,8 +1346,9 @@ fn recv_multishot_small_buffers_stream_order_and_final_eos() {
     }
 }
 
-/// Io::recv_pooled / recv_multishot: "When the pool is empty the receive waits for a buffer
-/// to come back (counted in Stats::pool_waits); it does not fail."
+/// Io::recv_pooled / recv_multishot: "When the pool is empty, a receive with something to
+/// read waits for a buffer to come back (counted once per wait in Stats::pool_waits); it does
+/// not fail."
 #[test]
 fn empty_pool_makes_receives_wait_not_fail() {
     for (name, o) in variants(pooled(8, 1, 64)) {

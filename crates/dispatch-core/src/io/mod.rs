@@ -559,11 +559,12 @@ impl<C> Io<C> {
         self.stats.overflow_len_max = self.stats.overflow_len_max.max(self.overflow.len());
     }
 
-    /// Parks a pooled receive until buffers come back.
+    /// Parks a pooled receive, which has data to read, until buffers come back.
     fn wait_for_buffer(&mut self, idx: u32) {
         self.slots[idx].state = State::BufferWait;
         self.buffer_wait.push(self.slots.as_mut_slice(), idx);
-        self.stats.pool_waits += 1;
+        let slot = &mut self.slots[idx];
+        self.stats.pool_waits += u64::from(!std::mem::replace(&mut slot.pool_waiting, true));
     }
 
     /// Completes slot `idx` with `result` without the kernel (it never reached it).

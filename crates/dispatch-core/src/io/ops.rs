@@ -68,20 +68,21 @@ impl<C> Io<C> {
     /// Receives once into a buffer of the loop's pool (`Options::pool`), picked only when
     /// data arrives: a pending pooled receive pins no buffer. The callback gets the bytes as
     /// a [`PoolBuf`] (empty at end of stream), which goes back to the pool when dropped.
-    /// When the pool is empty the receive waits for a buffer to come back (counted in
-    /// `Stats::pool_waits`); it does not fail. It then sees the end of stream or an error
-    /// only once a buffer is back, as it would data: a program that holds every buffer
-    /// holds up its pooled receives.
+    /// When the pool is empty, a receive with something to read waits for a buffer to come
+    /// back (counted once per wait in `Stats::pool_waits`); it does not fail. An idle one
+    /// waits for data holding none, as it does when the pool has buffers. The end of stream
+    /// (and on io_uring an error) comes only once a buffer is back, as data would: a program
+    /// that holds every buffer holds up its pooled receives. (On epoll and kqueue an error
+    /// comes at once, and on the simulator the end of stream too.)
     ///
     /// On io_uring the buffers are lent to the kernel through a provided-buffer ring (5.19).
     /// Where that is missing or masked (`UringOptions::pbuf_ring`), the receive works as on
     /// the readiness backends, each step one submission: a non-blocking receive into a
-    /// buffer picked then; if nothing was there, a poll for readability holding no buffer,
-    /// then the receive again. Either way a pending receive holds no buffer. Measured with
-    /// 1,000 pending pooled receives on a 64-buffer pool: no memory beyond the pool on
-    /// io_uring (with and without the ring) and epoll; without the ring, 936 of them found
-    /// the pool taken by the others' first tries and waited in the loop for a buffer
-    /// (`Stats::pool_waits`), holding none.
+    /// buffer picked then (a poll for readability instead when none is free); if nothing
+    /// was there, a poll for readability holding no buffer, then the receive again. Either
+    /// way a pending receive holds no buffer. Measured with 1,000 pending pooled receives
+    /// on a 64-buffer pool: no memory beyond the pool on io_uring (with and without the
+    /// ring) and epoll, and no pool wait on any backend.
     ///
     /// # Errors
     /// When every slot is in flight, or the loop has no pool (`ScheduleErrorKind::NoPool`).

@@ -41,6 +41,11 @@ pub(super) struct Reaper<'io, C> {
 impl<C> Reaper<'_, C> {
     pub(super) fn result(&mut self, user_data: u64, result: i32, flags: u32) {
         let idx = self.slots.kernel_slot(user_data);
+        if result != -libc::ENOBUFS {
+            // A pooled receive that waited for a buffer has had one (or ended): its wait is
+            // over.
+            self.slots[idx].pool_waiting = false;
+        }
         let args = self.slots.args(idx);
         if flags & F_MORE != 0 {
             // The kernel's multishot goes on; the slot stays in the kernel.
@@ -197,7 +202,9 @@ impl<C> Reaper<'_, C> {
         if dry && !cancelling {
             self.slots[idx].state = State::BufferWait;
             self.buffer_wait.push(self.slots.as_mut_slice(), idx);
-            self.stats.pool_waits += 1;
+            // Once per wait, however often the receive is tried again in vain.
+            let slot = &mut self.slots[idx];
+            self.stats.pool_waits += u64::from(!std::mem::replace(&mut slot.pool_waiting, true));
             return None;
         }
         // ... but one being cancelled ends there, cancelled (a deadline's: timed out): its
