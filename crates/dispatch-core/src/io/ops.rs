@@ -420,9 +420,10 @@ impl<C> Io<C> {
     /// or the result that ended the multishot (the end of stream, an error) if that came
     /// first. What "already received" covers is the same on every backend: within one turn a
     /// multishot takes all that has arrived (a receive buffer after buffer while the pool
-    /// lasts, an accept every connection waiting), as the kernel's multishots do where
-    /// io_uring has them, so a burst that arrived before the turn reaches its callbacks
-    /// whole, before a cancel scheduled by the first of them takes effect.
+    /// lasts, an accept every connection waiting; where the loop re-arms it itself, up to 32
+    /// times a turn), as the kernel's multishots do where io_uring has them, so a burst that
+    /// arrived before the turn reaches its callbacks whole, before a cancel scheduled by the
+    /// first of them takes effect.
     ///
     /// A cancel is never lost: on io_uring a target running in a kernel worker is
     /// interrupted (its `EINTR`, which may come turns after the cancel's `Ok`, is reported as
