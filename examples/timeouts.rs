@@ -13,9 +13,11 @@
 //!   (an idle timeout pushed back on every message).
 //! - `io.cancel(tag, target, callback)` stops the operation whose scheduling returned the
 //!   `OpId` `target`. The target's callback still runs, exactly once: with `ECANCELED`, or
-//!   with its real result if it completed first. The cancel's own callback says which:
-//!   `Ok(())` (cancelled), `ENOENT` (nothing left to cancel: completed, or a stale id),
-//!   `EALREADY` (a close, which cannot be stopped). Cancels have a slot budget of their own.
+//!   with its real result if it completed first. The cancel's own callback answers from
+//!   what the target was when the cancel was scheduled: `Ok(())` (its callback had not run
+//!   yet: that callback says whether it was cancelled), `ENOENT` (nothing left to cancel:
+//!   its callback has run, the id is stale), `EALREADY` (a close, which cannot be stopped).
+//!   Cancels have a slot budget of their own.
 
 use std::io;
 use std::os::fd::AsRawFd;

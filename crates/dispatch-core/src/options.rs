@@ -71,9 +71,10 @@ pub struct UringOptions {
     /// fallback used on kernels before 5.11: a timeout SQE pushed with the wait.
     pub ext_arg: bool,
     /// Lend pool buffers to the kernel through a provided-buffer ring
-    /// (`IORING_REGISTER_PBUF_RING`, 5.19) where the kernel has it. `false` masks it: the
-    /// loop then picks a buffer when it submits a pooled receive, so an idle pooled receive
-    /// pins one buffer (as on kernels before 5.19).
+    /// (`IORING_REGISTER_PBUF_RING`, 5.19) where the kernel has it. `false` masks it (as on
+    /// kernels before 5.19): the loop then picks a buffer for a non-blocking receive that
+    /// returns at once, and waits for data with a poll holding none, so an idle pooled
+    /// receive pins no buffer here either; it costs a submission per step.
     pub pbuf_ring: bool,
     /// Multishot receive (`IORING_RECV_MULTISHOT`, 6.0) and accept (`IORING_ACCEPT_MULTISHOT`)
     /// where the kernel has them (probed at set-up). `false` masks them: the loop re-arms a

@@ -21,8 +21,7 @@ pub(crate) enum State {
     /// provided-buffer ring). Until then a cancel takes it out at once.
     Again,
     /// A cancel the kernel answered "not found" while its target was still in the kernel:
-    /// its answer waits for the target's result (a target that then ends cancelled was
-    /// cancelled by it).
+    /// its answer (`Ok`) waits for the target's result, and the cancel is resent meanwhile.
     Held,
     /// Result known, waiting on the completed queue for its callback.
     Completed,
@@ -42,16 +41,15 @@ pub(crate) struct Slot<C> {
     pub(crate) timed_out: bool,
     /// The cancel in flight for this operation (its slot), while `cancelling`.
     pub(crate) cancel_by: u32,
-    /// On a cancel's slot: the loop ended its target as cancelled (the target was between
-    /// two submissions when the cancel came), so the cancel answers `Ok` whatever the kernel
-    /// says it found.
-    pub(crate) cancel_won: bool,
     /// On a target's slot: its cancel (slot) whose answer is held until this result.
     pub(crate) held_cancel: u32,
     /// 0, or: a cancel of this operation may have been lost by the kernel, so its heap entry
     /// times the next resend of the cancel, not a deadline (see `io/deadline.rs`), and it has
     /// been sent again `resends - 1` times.
     pub(crate) resends: u8,
+    /// A pooled receive found the pool empty with data to read, and that wait is counted in
+    /// `Stats::pool_waits`: tries in vain until it gets a buffer count no more.
+    pub(crate) pool_waiting: bool,
     /// The budget the slot was taken from, given back on release.
     budget: Budget,
     /// Next slot on whichever list this slot is on; `NONE` at the tail.
@@ -318,9 +316,9 @@ impl<C> Slots<C> {
                 cancelling: false,
                 timed_out: false,
                 cancel_by: NONE,
-                cancel_won: false,
                 held_cancel: NONE,
                 resends: 0,
+                pool_waiting: false,
                 budget: Budget::Op,
                 next: NONE,
                 tag: 0,
@@ -392,9 +390,9 @@ impl<C> Slots<C> {
         slot.cancelling = false;
         slot.timed_out = false;
         slot.cancel_by = NONE;
-        slot.cancel_won = false;
         slot.held_cancel = NONE;
         slot.resends = 0;
+        slot.pool_waiting = false;
         slot.generation += 1;
         slot.next = self.free_head;
         match slot.budget {

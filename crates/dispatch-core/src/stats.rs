@@ -198,8 +198,13 @@ pub struct Stats {
     /// Cancels the loop sent again because the kernel answered "not found" while the target
     /// was still in flight (io_uring before the io-wq cancel fix; see [`crate::Io::cancel`]).
     pub cancels_resent: u64,
-    /// Times a pooled receive found the pool empty and waited for buffers to come back
-    /// (it is not failed). A steady count means the pool is too small for the load.
+    /// Waits of pooled receives for a buffer: a receive that had something to read found
+    /// the pool empty and waited for buffers to come back (it is not failed). Each wait
+    /// counts once, however often the receive is tried again before it gets a buffer; an
+    /// idle receive never counts, even on an empty pool (it waits for data holding none).
+    /// A count that keeps growing means the pool is too small for the load. (On io_uring
+    /// with a provided-buffer ring, a receive submitted just as others take the last
+    /// buffers of the ring may count without data: the kernel takes a buffer first.)
     pub pool_waits: u64,
     /// The batch wait in effect, in microseconds: `UringOptions::batch_wait_us` on io_uring
     /// where the kernel has `IORING_FEAT_MIN_TIMEOUT` (6.12); 0 where it is off (including

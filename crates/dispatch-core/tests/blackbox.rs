@@ -631,7 +631,8 @@ fn stop_from_a_callback_ends_the_run_after_the_turn() {
     }
 }
 
-/// Io::stop: "(or, called outside a run, the next run after its first turn ...)".
+/// Io::stop: "Called outside a run, it ends the next run after one turn that does not wait:
+/// that turn submits what is scheduled, reaps what is ready and runs those callbacks".
 #[test]
 fn stop_outside_a_run_ends_the_next_run_after_one_turn() {
     for (name, o) in variants(Options::new(8)) {
@@ -1345,8 +1346,9 @@ fn recv_multishot_small_buffers_stream_order_and_final_eos() {
     }
 }
 
-/// Io::recv_pooled / recv_multishot: "When the pool is empty the receive waits for a buffer
-/// to come back (counted in Stats::pool_waits); it does not fail."
+/// Io::recv_pooled / recv_multishot: "When the pool is empty, a receive with something to
+/// read waits for a buffer to come back (counted once per wait in Stats::pool_waits); it does
+/// not fail."
 #[test]
 fn empty_pool_makes_receives_wait_not_fail() {
     for (name, o) in variants(pooled(8, 1, 64)) {

@@ -85,8 +85,9 @@ pub(crate) struct IoUringBackend {
     /// The pool's buffers are lent to the kernel's provided-buffer ring. Without one, a
     /// pooled receive tries first, as the readiness backends do, so that a waiting receive
     /// holds no buffer: a non-blocking recv into a buffer picked at submission (recorded in
-    /// `lent`; it completes at once, with data, an error, or `EAGAIN`); after `EAGAIN`, a
-    /// poll for readability (`POLL_ADD`) holding no buffer; then the recv again.
+    /// `lent`; it completes at once, with data, an error, or `EAGAIN`); after `EAGAIN` (or
+    /// first, when no buffer is free), a poll for readability (`POLL_ADD`) holding no
+    /// buffer; then the recv again.
     pbuf_ring: bool,
     /// Per slot: the pool buffer a pooled receive was submitted with (fallback only).
     lent: Box<[u16]>,
@@ -94,8 +95,15 @@ pub(crate) struct IoUringBackend {
     /// push is the poll (fallback only; a stale value, from an operation cancelled between
     /// the steps, never matches a later operation's `user_data`).
     poll_next: Box<[u64]>,
-    /// Per slot: a fallback poll step is in the kernel.
+    /// Per slot: a poll step of a pooled receive is in the kernel (the fallback's, or one
+    /// with the ring empty).
     polling: Box<[bool]>,
+    /// Per slot: the `user_data` of the pooled receive whose poll found its socket readable,
+    /// until it takes a buffer. A pooled receive that finds no buffer free (the fallback's
+    /// pool, or the ring, empty) polls for readability first, holding none, and waits for a
+    /// buffer (`PushError::NoBuffer`, or the kernel's `ENOBUFS`, which the loop counts in
+    /// `Stats::pool_waits`) only once there is something to read: idle receives never wait.
+    readable: Box<[u64]>,
     /// Buffers in the kernel's provided-buffer ring, as far as the loop knows: lent at
     /// start, plus those recycled, less those completions carried out.
     ring_free: u32,
@@ -157,6 +165,7 @@ impl IoUringBackend {
             lent: vec![NO_BID; slots_max as usize].into_boxed_slice(),
             poll_next: vec![NO_POLL; slots_max as usize].into_boxed_slice(),
             polling: vec![false; slots_max as usize].into_boxed_slice(),
+            readable: vec![NO_POLL; slots_max as usize].into_boxed_slice(),
             multishot,
             ring,
             pool_memory,
@@ -225,40 +234,14 @@ impl IoUringBackend {
     ) -> Result<(), PushError> {
         let i = idx as usize;
         assert_eq!(self.lent[i], NO_BID, "slot {idx} pushed with a buffer lent");
-        let entry = match args {
-            Args::RecvPooled { fd, .. } if !self.pbuf_ring && self.poll_next[i] == user_data => {
-                // No provided-buffer ring, and the last try found nothing: wait for data
-                // holding no buffer.
-                self.poll_next[i] = NO_POLL;
-                opcode::PollAdd::new(Fd(*fd), libc::POLLIN as u32).build()
-            }
-            Args::RecvPooled { fd, .. } if !self.pbuf_ring => {
-                // No provided-buffer ring: pick the buffer now (given back if the push
-                // fails) and receive without waiting.
-                let pool = pool.expect("a pooled receive has a pool");
-                if self.ring.sq_space() == 0 {
-                    return Err(PushError::SqFull);
-                }
-                let bid = pool.take_free().ok_or(PushError::NoBuffer)?;
-                self.lent[i] = bid;
-                opcode::Recv::new(Fd(*fd), pool.buffer_ptr(bid), pool.buffer_size())
-                    .flags(libc::MSG_DONTWAIT)
-                    .build()
-            }
+        let (entry, polls) = match args {
             Args::RecvPooled { fd, multishot } => {
-                let size = pool.expect("a pooled receive has a pool").buffer_size();
-                if *multishot && self.multishot {
-                    opcode::RecvMulti::new(Fd(*fd), POOL_GROUP).build()
-                } else {
-                    opcode::Recv::new(Fd(*fd), std::ptr::null_mut(), size)
-                        .buf_group(POOL_GROUP)
-                        .build()
-                        .flags(sys_uring::squeue::Flags::BUFFER_SELECT)
-                }
+                let pool = pool.expect("a pooled receive has a pool");
+                self.pooled_entry(i, user_data, *fd, *multishot, pool)?
             }
-            _ => self.entry(idx, args),
-        }
-        .user_data(user_data);
+            _ => (self.entry(idx, args), false),
+        };
+        let entry = entry.user_data(user_data);
         // SAFETY: the entry points into `args` (and the heap buffers it owns), into
         // `self.timespecs[idx]`, `self.sockaddrs[idx]`, `self.wakeup_words[idx]` or the boxed
         // `self.gathers[idx]` (which points at `args`' buffers), or into the pool buffer lent
@@ -274,10 +257,67 @@ impl IoUringBackend {
             !self.wakeup_in_kernel[i] && !self.polling[i],
             "slot {idx} pushed while in the kernel"
         );
-        self.polling[i] =
-            !self.pbuf_ring && matches!(args, Args::RecvPooled { .. }) && self.lent[i] == NO_BID;
+        self.polling[i] = polls;
+        if !polls {
+            // A receive is on its way: what the poll said is used up.
+            self.readable[i] = NO_POLL;
+        }
         self.wakeup_in_kernel[i] = matches!(args, Args::Wakeup);
         Ok(())
+    }
+
+    /// Builds the SQE of the next step of the pooled receive in slot `i`, and whether it is a
+    /// poll for readability (which holds no buffer). With a provided-buffer ring: the
+    /// receive, unless the ring is empty and the socket not known to be readable. Without
+    /// (see `pbuf_ring`): the poll after a receive that found nothing, else a non-blocking
+    /// receive into a buffer picked now; with no buffer free, a poll, or, once the socket is
+    /// known to be readable, a wait for a buffer. The receive's pointer is only
+    /// dereferenced by the kernel, under `push`'s contract.
+    fn pooled_entry(
+        &mut self,
+        i: usize,
+        user_data: u64,
+        fd: RawFd,
+        multishot: bool,
+        pool: &mut Pool,
+    ) -> Result<(Entry, bool), PushError> {
+        let readable = self.readable[i] == user_data;
+        let poll = || opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32).build();
+        if self.pbuf_ring {
+            if self.ring_free == 0 && !readable {
+                return Ok((poll(), true));
+            }
+            let entry = if multishot && self.multishot {
+                opcode::RecvMulti::new(Fd(fd), POOL_GROUP).build()
+            } else {
+                opcode::Recv::new(Fd(fd), std::ptr::null_mut(), pool.buffer_size())
+                    .buf_group(POOL_GROUP)
+                    .build()
+                    .flags(sys_uring::squeue::Flags::BUFFER_SELECT)
+            };
+            return Ok((entry, false));
+        }
+        if self.poll_next[i] == user_data {
+            // The last try found nothing: wait for data holding no buffer.
+            self.poll_next[i] = NO_POLL;
+            return Ok((poll(), true));
+        }
+        // Pick the buffer now (given back if the push fails) and receive without waiting.
+        if self.ring.sq_space() == 0 {
+            return Err(PushError::SqFull);
+        }
+        let Some(bid) = pool.take_free() else {
+            return if readable {
+                Err(PushError::NoBuffer)
+            } else {
+                Ok((poll(), true))
+            };
+        };
+        self.lent[i] = bid;
+        let entry = opcode::Recv::new(Fd(fd), pool.buffer_ptr(bid), pool.buffer_size())
+            .flags(libc::MSG_DONTWAIT)
+            .build();
+        Ok((entry, false))
     }
 
     /// Builds the SQE for `args`. The pointers it takes are only dereferenced by the kernel,
@@ -512,6 +552,7 @@ impl IoUringBackend {
         let lent = &mut self.lent;
         let poll_next = &mut self.poll_next;
         let polling = &mut self.polling;
+        let readable = &mut self.readable;
         let ring_free = &mut self.ring_free;
         self.ring.reap_max(max, |cqe| {
             if matches!(
@@ -554,8 +595,9 @@ impl IoUringBackend {
                     result = -libc::EINTR;
                 }
             } else if std::mem::take(&mut polling[idx]) && result > 0 {
-                // The fallback's poll: readable (or hung up, or in error, which the recv
+                // A pooled receive's poll: readable (or hung up, or in error, which the recv
                 // reports). The loop submits the operation again: its recv.
+                readable[idx] = cqe.user_data;
                 result = -libc::EINTR;
             }
             f(cqe.user_data, result, flags);

@@ -25,8 +25,8 @@
 //! as resending (so that the entry is not taken for a deadline: a target whose cancel was
 //! answered has no use for one), and each time the entry comes due the loop has the backend
 //! cancel it again (1 ms, then 2, 4, ... at most a second apart) until its result arrives.
-//! An `ENOENT` answer is also held (`Held`) until the target's result says whether it was
-//! cancelled.
+//! An `ENOENT` answer is also held (`Held`) until the target's result comes, then answered
+//! `Ok` (see `Io::cancel`).
 
 use super::Io;
 use crate::error::DeadlineError;

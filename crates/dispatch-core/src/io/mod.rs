@@ -139,7 +139,8 @@ pub struct Io<C> {
     running: bool,
     /// Per-operation deadlines (`set_deadline`).
     deadlines: Deadlines,
-    /// `stop` was called: the run in progress (or the next) returns after its turn.
+    /// `stop` was called: the run in progress returns after its turn; the next run, if none
+    /// is in progress, after one turn that does not wait.
     stop_requested: bool,
     /// Operations handed to the backend whose completion has not been reaped.
     in_kernel: u32,
@@ -314,10 +315,12 @@ impl<C> Io<C> {
     }
 
     /// Ends the [`Io::run_for_ns`] or [`Io::run_until_idle`] in progress once the callbacks
-    /// of the current turn have run (or, called outside a run, the next run after its first
-    /// turn; a [`Io::tick`], being one turn, answers it). Operations in flight stay in
-    /// flight; run the loop again to complete them. A stop asked for by a callback whose run
-    /// a panic ended is forgotten.
+    /// of the current turn have run. Called outside a run, it ends the next run after one
+    /// turn that does not wait: that turn submits what is scheduled, reaps what is ready and
+    /// runs those callbacks, and the run returns even if nothing was ready (a [`Io::tick`],
+    /// being such a turn, answers it too). Operations in flight stay in flight; run the loop
+    /// again to complete them. A stop asked for by a callback whose run a panic ended is
+    /// forgotten.
     ///
     /// From a callback, this is how a server stops on a request. From another thread (a
     /// signal handler's thread, say), keep a [`Io::wait_wakeup`] pending whose callback
@@ -353,18 +356,23 @@ impl<C> Io<C> {
     /// When called from a callback: a callback may schedule, cancel and `stop`, but never
     /// drive the loop it runs in (nor replace it, as with `std::mem::swap`).
     pub fn tick(&mut self, ctx: &mut C) -> io::Result<()> {
-        let mut io = Running::enter(self);
-        io.turn(ctx, Until::Poll)?;
-        // A tick is a run of one turn: a stop asked for during it is answered.
-        io.take_stop();
+        Running::enter(self).poll_turn(ctx)
+    }
+
+    /// One turn that never blocks, then the stop asked for before or during it is answered:
+    /// a tick, and a run that a stop asked for before it ends at once.
+    fn poll_turn(&mut self, ctx: &mut C) -> io::Result<()> {
+        self.turn(ctx, Until::Poll)?;
+        self.take_stop();
         Ok(())
     }
 
     /// Runs the loop for `ns` nanoseconds: each turn submits everything scheduled in one
     /// syscall and blocks in the kernel until a completion or the deadline, then runs the
     /// callbacks. Returns at the deadline (an idle loop sleeps, it never spins), or after the
-    /// turn in which [`Io::stop`] was called; `ns == 0` is one non-blocking turn. `u64::MAX`
-    /// runs until `stop`. On `sim` the nanoseconds are virtual: the simulated clock jumps
+    /// turn in which [`Io::stop`] was called (after one turn that does not wait, when `stop`
+    /// was called before the run); `ns == 0` is one non-blocking turn. `u64::MAX` runs until
+    /// `stop`. On `sim` the nanoseconds are virtual: the simulated clock jumps
     /// from event to event and the call returns when it reaches the deadline, without
     /// sleeping (see [`crate::sim`]).
     ///
@@ -375,6 +383,9 @@ impl<C> Io<C> {
     /// As [`Io::tick`].
     pub fn run_for_ns(&mut self, ctx: &mut C, ns: u64) -> io::Result<()> {
         let mut io = Running::enter(self);
+        if io.stop_requested {
+            return io.poll_turn(ctx);
+        }
         // Never `Until::Forever`, even for `u64::MAX`: that means "until nothing is in
         // flight" (`run_until_idle`), and a loop with nothing in flight must still sleep here.
         let deadline_ns = io.clock.now_ns().saturating_add(ns);
@@ -387,8 +398,9 @@ impl<C> Io<C> {
     }
 
     /// Runs the loop until no operation is in flight (callbacks included: work they schedule
-    /// keeps it running), or until the turn in which [`Io::stop`] was called. Blocks as long
-    /// as operations are pending, however long that is.
+    /// keeps it running), or until the turn in which [`Io::stop`] was called (one turn that
+    /// does not wait, when `stop` was called before the run). Blocks as long as operations
+    /// are pending, however long that is.
     ///
     /// # Errors
     /// An unexpected error from the kernel's submit or wait call; the loop stays usable. On
@@ -399,6 +411,9 @@ impl<C> Io<C> {
     /// As [`Io::tick`].
     pub fn run_until_idle(&mut self, ctx: &mut C) -> io::Result<()> {
         let mut io = Running::enter(self);
+        if io.stop_requested {
+            return io.poll_turn(ctx);
+        }
         while io.slots.busy() > 0 || !io.completed.is_empty() {
             io.turn(ctx, Until::Forever)?;
             if io.take_stop() {
@@ -466,6 +481,7 @@ impl<C> Io<C> {
         self.backend
             .flush(wait, self.in_kernel, args, pool, &mut self.stats)?;
         expired += self.reap();
+        expired += self.drain()?;
         if expired > 1 {
             self.order_expired(reaped_from);
         }
@@ -549,11 +565,12 @@ impl<C> Io<C> {
         self.stats.overflow_len_max = self.stats.overflow_len_max.max(self.overflow.len());
     }
 
-    /// Parks a pooled receive until buffers come back.
+    /// Parks a pooled receive, which has data to read, until buffers come back.
     fn wait_for_buffer(&mut self, idx: u32) {
         self.slots[idx].state = State::BufferWait;
         self.buffer_wait.push(self.slots.as_mut_slice(), idx);
-        self.stats.pool_waits += 1;
+        let slot = &mut self.slots[idx];
+        self.stats.pool_waits += u64::from(!std::mem::replace(&mut slot.pool_waiting, true));
     }
 
     /// Completes slot `idx` with `result` without the kernel (it never reached it).
@@ -595,6 +612,8 @@ impl<C> Io<C> {
             slots: &mut self.slots,
             completed: &mut self.completed,
             again: &mut self.again,
+            overflow: &mut self.overflow,
+            buffer_size: self.pool.as_ref().map_or(0, Pool::buffer_size),
             buffer_wait: &mut self.buffer_wait,
             resend: &mut self.resend,
             in_kernel: &mut self.in_kernel,

@@ -46,8 +46,10 @@ impl<C> Io<C> {
     ///
     /// io_uring uses the kernel's multishot accept where it has it (6.0 and later here, and
     /// not masked by `UringOptions::multishot`); elsewhere the loop re-arms a single-shot
-    /// accept after each connection. The callbacks are the same either way. An error such
-    /// as `EMFILE` ends the operation (a server pauses, then accepts again).
+    /// accept after each connection, within the same turn, so that a turn accepts every
+    /// connection waiting, as the kernel's does. The callbacks are the same either way (see
+    /// [`Io::cancel`] for a cancel from one of them). An error such as `EMFILE` ends the
+    /// operation (a server pauses, then accepts again).
     ///
     /// # Errors
     /// When every slot is in flight.
@@ -67,20 +69,21 @@ impl<C> Io<C> {
     /// Receives once into a buffer of the loop's pool (`Options::pool`), picked only when
     /// data arrives: a pending pooled receive pins no buffer. The callback gets the bytes as
     /// a [`PoolBuf`] (empty at end of stream), which goes back to the pool when dropped.
-    /// When the pool is empty the receive waits for a buffer to come back (counted in
-    /// `Stats::pool_waits`); it does not fail. It then sees the end of stream or an error
-    /// only once a buffer is back, as it would data: a program that holds every buffer
-    /// holds up its pooled receives.
+    /// When the pool is empty, a receive with something to read waits for a buffer to come
+    /// back (counted once per wait in `Stats::pool_waits`); it does not fail. An idle one
+    /// waits for data holding none, as it does when the pool has buffers. The end of stream
+    /// (and on io_uring an error) comes only once a buffer is back, as data would: a program
+    /// that holds every buffer holds up its pooled receives. (On epoll and kqueue an error
+    /// comes at once, and on the simulator the end of stream too.)
     ///
     /// On io_uring the buffers are lent to the kernel through a provided-buffer ring (5.19).
     /// Where that is missing or masked (`UringOptions::pbuf_ring`), the receive works as on
     /// the readiness backends, each step one submission: a non-blocking receive into a
-    /// buffer picked then; if nothing was there, a poll for readability holding no buffer,
-    /// then the receive again. Either way a pending receive holds no buffer. Measured with
-    /// 1,000 pending pooled receives on a 64-buffer pool: no memory beyond the pool on
-    /// io_uring (with and without the ring) and epoll; without the ring, 936 of them found
-    /// the pool taken by the others' first tries and waited in the loop for a buffer
-    /// (`Stats::pool_waits`), holding none.
+    /// buffer picked then (a poll for readability instead when none is free); if nothing
+    /// was there, a poll for readability holding no buffer, then the receive again. Either
+    /// way a pending receive holds no buffer. Measured with 1,000 pending pooled receives
+    /// on a 64-buffer pool: no memory beyond the pool on io_uring (with and without the
+    /// ring) and epoll, and no pool wait on any backend.
     ///
     /// # Errors
     /// When every slot is in flight, or the loop has no pool (`ScheduleErrorKind::NoPool`).
@@ -103,8 +106,10 @@ impl<C> Io<C> {
     ///
     /// io_uring uses the kernel's multishot receive where it has it (6.0, not masked by
     /// `UringOptions::multishot`); elsewhere the loop re-arms a single-shot receive after
-    /// each arrival. The callbacks are the same either way. An idle timeout is a deadline
-    /// ([`Io::set_deadline`]) moved on every callback.
+    /// each arrival, within the same turn after one that filled its buffer (more may be
+    /// waiting), so that a turn takes all that has arrived, as the kernel's does. The
+    /// callbacks are the same either way (see [`Io::cancel`] for a cancel from one of them).
+    /// An idle timeout is a deadline ([`Io::set_deadline`]) moved on every callback.
     ///
     /// ```
     /// use std::io::Write;
@@ -442,17 +447,34 @@ impl<C> Io<C> {
         )
     }
 
-    /// Cancels the operation `target`. The target's callback still runs exactly once: with
-    /// `ECANCELED`, or with its real result if it completed first (an accepted socket or
-    /// opened file then reaches its callback and is never leaked). This callback gets:
-    /// - `Ok(())` when the target was cancelled (or its cancel was handed to the kernel and
-    ///   the target completed first anyway: then the target's callback says which);
-    /// - `ENOENT` when there was nothing to cancel (the target completed, or a stale id);
+    /// Cancels the operation `target`. The target's callback still runs exactly once (a
+    /// multishot's final callback: see below): with `ECANCELED`, or with its real result if it
+    /// completed first (an accepted socket or opened file then reaches its callback and is
+    /// never leaked). This callback's answer depends only on the target at the time of this
+    /// call, never on a race with the kernel, so it is the same on every backend:
+    /// - `Ok(())` when the target's final callback has not run yet: the target is cancelled,
+    ///   or it completed first and its callback says so (it may have completed already,
+    ///   its result waiting for its callback in this very turn);
+    /// - `ENOENT` when the target's final callback has already run (its id is stale: there
+    ///   is nothing to cancel);
     /// - `EALREADY` when the target is a close (which cannot be stopped), or a cancel of the
     ///   same target is already in flight (or its deadline fired).
     ///
-    /// The answers are the same on every backend. Cancelling a cancel is allowed and
-    /// pointless: it normally answers `ENOENT` and leaves the first cancel to do its work.
+    /// Cancelling a cancel is allowed and pointless: it normally answers `ENOENT` and leaves
+    /// the first cancel to do its work.
+    ///
+    /// # Multishot operations
+    /// A multishot ([`Io::recv_multishot`], [`Io::accept_multishot`]) cancelled before its
+    /// final callback ran, from one of its own callbacks say, answers `Ok(())` too. The
+    /// callbacks of the results it already received still run, in order (bytes received are
+    /// never dropped), and the last callback is the final one (`more == false`): `ECANCELED`,
+    /// or the result that ended the multishot (the end of stream, an error) if that came
+    /// first. What "already received" covers is the same on every backend: within one turn a
+    /// multishot takes all that has arrived (a receive buffer after buffer while the pool
+    /// lasts, an accept every connection waiting; where the loop re-arms it itself, up to 32
+    /// times a turn), as the kernel's multishots do where io_uring has them, so a burst that
+    /// arrived before the turn reaches its callbacks whole, before a cancel scheduled by the
+    /// first of them takes effect.
     ///
     /// A cancel is never lost: on io_uring a target running in a kernel worker is
     /// interrupted (its `EINTR`, which may come turns after the cancel's `Ok`, is reported as
@@ -460,7 +482,7 @@ impl<C> Io<C> {
     /// target goes on (a worker just taking it up can be missed), the loop sends the cancel
     /// again after 1 ms, 2 ms, 4 ms, ... (at most a second apart) until the target's result
     /// comes (`Stats::cancels_resent` counts the resends); a "not found" is held until then,
-    /// and the answer follows the target's result (`Ok(())` if it was cancelled).
+    /// so the answer (`Ok(())`) comes after the target's result.
     ///
     /// Cancels have a budget of their own, `Options::ops_max` beside the operations', so a
     /// loop whose every operation slot is in use can still cancel each of its operations.
@@ -487,13 +509,23 @@ impl<C> Io<C> {
         };
         assert_ne!(target_idx, idx, "a new cancel cannot target itself");
         let target_slot = &self.slots[target_idx];
-        let is_close = matches!(self.slots.args(target_idx), Args::Close { .. });
+        let target_args = self.slots.args(target_idx);
+        let is_close = matches!(target_args, Args::Close { .. });
+        let is_cancel = matches!(target_args, Args::Cancel { .. });
         match target_slot.state {
             // The same answer whether the first cancel is in the kernel or already took a
             // parked target out.
             _ if target_slot.cancelling => self.complete_now(idx, -libc::EALREADY),
-            State::Completed | State::Held => self.complete_now(idx, -libc::ENOENT),
             _ if is_close => self.complete_now(idx, -libc::EALREADY),
+            // A cancel handed to the backend is answered there, and nothing stops it.
+            State::Kernel | State::Held | State::Completed if is_cancel => {
+                self.complete_now(idx, -libc::ENOENT);
+            }
+            // The target's final result is reaped (a multishot's may follow results of its
+            // own still waiting for their callbacks): its callbacks run as they are, the
+            // last one final, and the cancel came before that one, so it answers `Ok`.
+            State::Completed => self.complete_now(idx, 0),
+            State::Held => unreachable!("only a cancel's answer is held"),
             State::Overflow | State::BufferWait | State::Again => {
                 // A parked cancel taken out never reaches its own target: that target can be
                 // cancelled again.

@@ -1,17 +1,31 @@
 //! What each result the backend reports means for its slot, decided while reaping (no
 //! callback runs here): final, intermediate (a multishot goes on), or no result at all
-//! (submit again after `EINTR`; wait for buffers after `ENOBUFS`).
+//! (submit again after `EINTR`; wait for buffers after `ENOBUFS`); and the drain, which
+//! sends a multishot that may find more waiting out again in the same turn.
 
+use std::io;
+
+use super::Io;
+use crate::backend::Wait;
 use crate::completion::{F_MORE, TIMEOUT_EXPIRED};
 use crate::operation::Args;
 use crate::slots::{Completed, Done, Fifo, Slots, State};
 use crate::stats::Stats;
+
+/// The most times one turn sends a multishot that keeps finding more out again (`Io::drain`),
+/// as Linux's multishot receive retries at most 32 times before it lets other work run.
+const DRAIN_ROUNDS_MAX: u32 = 32;
 
 /// The parts of `Io` that `reap` updates while the backend hands over results.
 pub(super) struct Reaper<'io, C> {
     pub(super) slots: &'io mut Slots<C>,
     pub(super) completed: &'io mut Completed,
     pub(super) again: &'io mut Fifo,
+    /// Where a multishot the loop re-arms goes when more may be waiting (a receive filled
+    /// its buffer, an accept succeeded): out again in this turn (`Io::drain`).
+    pub(super) overflow: &'io mut Fifo,
+    /// The pool's buffer size (0 without a pool).
+    pub(super) buffer_size: u32,
     pub(super) buffer_wait: &'io mut Fifo,
     /// Targets still in flight whose cancel answered "not found" (held, `hold_answer`) or
     /// "already running" in this reap: the kernel may have lost the cancel, so the loop
@@ -27,6 +41,11 @@ pub(super) struct Reaper<'io, C> {
 impl<C> Reaper<'_, C> {
     pub(super) fn result(&mut self, user_data: u64, result: i32, flags: u32) {
         let idx = self.slots.kernel_slot(user_data);
+        if result != -libc::ENOBUFS {
+            // A pooled receive that waited for a buffer has had one (or ended): its wait is
+            // over.
+            self.slots[idx].pool_waiting = false;
+        }
         let args = self.slots.args(idx);
         if flags & F_MORE != 0 {
             // The kernel's multishot goes on; the slot stays in the kernel.
@@ -45,15 +64,16 @@ impl<C> Reaper<'_, C> {
         let args = self.slots.args(idx);
         let slot = &self.slots[idx];
         // A multishot the kernel ended (or one the loop drives single-shot) after a result
-        // that is not its last: re-armed, unless a cancel is under way.
-        let goes_on = match args {
+        // that is not its last: re-armed, unless a cancel is under way; at once, in this
+        // turn, where more may be waiting (a receive that filled its buffer, an accept).
+        let (goes_on, more_waiting) = match args {
             Args::RecvPooled {
                 multishot: true, ..
-            } => result > 0,
+            } => (result > 0, result as u32 == self.buffer_size),
             Args::Accept {
                 multishot: true, ..
-            } => result >= 0,
-            _ => false,
+            } => (result >= 0, true),
+            _ => (false, false),
         };
         if goes_on && !slot.cancelling {
             self.completed.push(Done {
@@ -61,28 +81,39 @@ impl<C> Reaper<'_, C> {
                 result,
                 flags: flags | F_MORE,
             });
-            return self.again(idx);
+            return if more_waiting {
+                self.drain(idx)
+            } else {
+                self.again(idx)
+            };
         }
+        // The target of a cancel (which is in flight, so the target's final callback had
+        // not run when it was scheduled) completed before the kernel found it: the cancel
+        // still answers `Ok`, and the target's callback says how it ended.
+        let result = match args {
+            Args::Cancel { .. } if result == -libc::ENOENT => 0,
+            _ => result,
+        };
         self.slots[idx].state = State::Completed;
         self.completed.push(Done { idx, result, flags });
         self.expired += u32::from(result == TIMEOUT_EXPIRED);
-        // A cancel whose answer waited for this result gets it now.
+        // A cancel whose answer waited for this result gets it now: `Ok`, as above.
         let held = std::mem::replace(&mut self.slots[idx].held_cancel, u32::MAX);
         if held < self.slots.capacity() {
             assert_eq!(self.slots[held].state, State::Held);
-            let cancelled = result == -libc::ECANCELED || result == -libc::ETIMEDOUT;
             self.slots[held].state = State::Completed;
             self.completed.push(Done {
                 idx: held,
-                result: if cancelled { 0 } else { -libc::ENOENT },
+                result: 0,
                 flags: 0,
             });
         }
     }
 
     /// Holds the answer of a cancel that found nothing while its target is still in the
-    /// kernel (the kernel can post that before the target's own `ECANCELED`): the target's
-    /// result decides it. `true` when held.
+    /// kernel (the kernel can post that before the target's own `ECANCELED`, or have missed
+    /// the target): it comes after the target's result, and the cancel is resent until
+    /// then. `true` when held.
     fn hold_answer(&mut self, idx: u32, result: i32) -> bool {
         let Args::Cancel { target } = *self.slots.args(idx) else {
             return false;
@@ -151,8 +182,6 @@ impl<C> Reaper<'_, C> {
                 // cancel was requested, as on readiness backends, and the target's callback
                 // tells the outcome.
                 _ if result == -libc::EALREADY => 0,
-                // The loop ended this cancel's target itself (see `cancel_won`).
-                _ if result == -libc::ENOENT && slot.cancel_won => 0,
                 _ if interrupted => -libc::ECANCELED,
                 _ => result,
             };
@@ -173,19 +202,14 @@ impl<C> Reaper<'_, C> {
         if dry && !cancelling {
             self.slots[idx].state = State::BufferWait;
             self.buffer_wait.push(self.slots.as_mut_slice(), idx);
-            self.stats.pool_waits += 1;
+            // Once per wait, however often the receive is tried again in vain.
+            let slot = &mut self.slots[idx];
+            self.stats.pool_waits += u64::from(!std::mem::replace(&mut slot.pool_waiting, true));
             return None;
         }
         // ... but one being cancelled ends there, cancelled (a deadline's: timed out): its
-        // cancel, in flight, may find nothing in the kernel, and still succeeded.
-        let cancelled = if again || dry || interrupted {
-            if cancelling {
-                self.cancel_won(idx);
-            }
-            true
-        } else {
-            result == -libc::ECANCELED
-        };
+        // cancel, in flight, may find nothing in the kernel, and still answers `Ok`.
+        let cancelled = again || dry || interrupted || result == -libc::ECANCELED;
         Some(match (cancelled, timed_out) {
             (true, true) => -libc::ETIMEDOUT,
             (true, false) => -libc::ECANCELED,
@@ -193,22 +217,43 @@ impl<C> Reaper<'_, C> {
         })
     }
 
-    /// The loop ends the operation in slot `idx` as cancelled because a cancel of it is in
-    /// flight: that cancel succeeded, whatever the kernel will say it found.
-    fn cancel_won(&mut self, idx: u32) {
-        let by = self.slots[idx].cancel_by;
-        if by >= self.slots.capacity() {
-            return;
-        }
-        let target = self.slots.id(idx);
-        if matches!(self.slots.args(by), Args::Cancel { target: t } if *t == target) {
-            self.slots[by].cancel_won = true;
-        }
+    /// Sends the multishot in slot `idx`, which may find more waiting, to the backend again
+    /// in this very turn (see `Io::drain`).
+    fn drain(&mut self, idx: u32) {
+        self.slots[idx].state = State::Overflow;
+        self.overflow.push(self.slots.as_mut_slice(), idx);
     }
 
     /// Sends the operation in slot `idx` to the backend again with the next flush.
     fn again(&mut self, idx: u32) {
         self.slots[idx].state = State::Again;
         self.again.push(self.slots.as_mut_slice(), idx);
+    }
+}
+
+impl<C> Io<C> {
+    /// Sends the multishots the loop re-arms itself and that may find more waiting (the reap
+    /// put them back on the overflow queue: a receive that filled its buffer, an accept) to
+    /// the backend again, without blocking, until they come back short, would block or end,
+    /// at most `DRAIN_ROUNDS_MAX` times. A burst of data or connections is then reaped in
+    /// one turn, as the kernel's multishots reap it, so that a program sees the same
+    /// callbacks on every backend (a cancel from the first of them takes effect after all of
+    /// them). The operations would have been tried again at the next turn anyway: what this
+    /// adds is a non-blocking flush per round. Returns the expired timeouts reaped meanwhile.
+    /// Nothing else waits on the overflow queue at this point, but when the completed queue
+    /// has no room, and then nothing is sent.
+    pub(super) fn drain(&mut self) -> io::Result<u32> {
+        let mut expired = 0;
+        let mut rounds = 0;
+        while !self.overflow.is_empty() && self.reap_room() > 0 && rounds < DRAIN_ROUNDS_MAX {
+            rounds += 1;
+            self.refill();
+            let args = self.slots.args_table();
+            let pool = self.pool.as_mut();
+            self.backend
+                .flush(Wait::Poll, self.in_kernel, args, pool, &mut self.stats)?;
+            expired += self.reap();
+        }
+        Ok(expired)
     }
 }

@@ -2,6 +2,7 @@
 //! public API only. Each test builds its loop with `check::io`, which skips (saying why)
 //! where the backend cannot run on this machine.
 
+mod alike;
 mod alloc;
 mod cancel;
 mod chaos;

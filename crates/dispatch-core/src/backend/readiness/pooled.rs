@@ -1,7 +1,9 @@
 //! Pooled receives and sends for the readiness backends: a pooled receive takes a pool
 //! buffer only for the syscall that fills it, so one that would block gives the buffer back
 //! at once and waits for readability holding none; an empty pool is `ENOBUFS`, as io_uring
-//! answers (the loop then parks the receive until buffers come back).
+//! answers (the loop then parks the receive until buffers come back), but only for a socket
+//! with something to read: an idle receive on an empty pool waits for readability, as one
+//! on a full pool does.
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -30,7 +32,7 @@ pub(crate) fn recv(fd: RawFd, pool: &mut Pool, stats: &mut Stats) -> (Step, u32)
         return (Step::Done(-libc::EBADF), 0);
     }
     let Some(bid) = pool.take_free() else {
-        return (Step::Done(-libc::ENOBUFS), 0);
+        return (readable_or_wait(borrow(fd), stats), 0);
     };
     let len = pool.buffer_size().min(i32::MAX as u32) as usize;
     // SAFETY: buffer `bid` was free: nobody else reads or writes it until it is lent out
@@ -57,6 +59,26 @@ pub(crate) fn recv(fd: RawFd, pool: &mut Pool, stats: &mut Stats) -> (Step, u32)
                 Err(errno) => (Step::Done(-errno.raw_os_error()), 0),
             }
         }
+    }
+}
+
+/// With the pool empty: `ENOBUFS` (wait for a buffer) if the socket has bytes or the end of
+/// stream to read, a wait for readability if it has nothing; one `recv(MSG_PEEK)` of a byte
+/// says which. An error is the receive's result at once: on Linux a peek takes the socket's
+/// pending error (`ECONNRESET`), and the recv after it would see only the end of stream.
+fn readable_or_wait(fd: BorrowedFd<'_>, stats: &mut Stats) -> Step {
+    let mut byte = [0_u8; 1];
+    let peeked = loop {
+        stats.syscalls += 1;
+        match rustix::net::recv(fd, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+            Err(Errno::INTR) => continue,
+            other => break other,
+        }
+    };
+    match peeked {
+        Ok(_) => Step::Done(-libc::ENOBUFS),
+        Err(Errno::AGAIN) => Step::Wait(fd.as_raw_fd(), Dir::Read),
+        Err(errno) => Step::Done(-errno.raw_os_error()),
     }
 }
 
