@@ -481,7 +481,6 @@ impl<C> Io<C> {
         self.backend
             .flush(wait, self.in_kernel, args, pool, &mut self.stats)?;
         expired += self.reap();
-        expired += self.drain()?;
         if expired > 1 {
             self.order_expired(reaped_from);
         }
@@ -612,8 +611,6 @@ impl<C> Io<C> {
             slots: &mut self.slots,
             completed: &mut self.completed,
             again: &mut self.again,
-            overflow: &mut self.overflow,
-            buffer_size: self.pool.as_ref().map_or(0, Pool::buffer_size),
             buffer_wait: &mut self.buffer_wait,
             resend: &mut self.resend,
             in_kernel: &mut self.in_kernel,

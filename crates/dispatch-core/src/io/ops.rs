@@ -46,10 +46,10 @@ impl<C> Io<C> {
     ///
     /// io_uring uses the kernel's multishot accept where it has it (6.0 and later here, and
     /// not masked by `UringOptions::multishot`); elsewhere the loop re-arms a single-shot
-    /// accept after each connection, within the same turn, so that a turn accepts every
-    /// connection waiting, as the kernel's does. The callbacks are the same either way (see
-    /// [`Io::cancel`] for a cancel from one of them). An error such as `EMFILE` ends the
-    /// operation (a server pauses, then accepts again).
+    /// accept after each connection, for the next turn. The callbacks are the same either
+    /// way, except how many connections one turn takes (the kernel's takes every one
+    /// waiting; see [`Io::cancel`] for a cancel from a callback). An error such as `EMFILE`
+    /// ends the operation (a server pauses, then accepts again).
     ///
     /// # Errors
     /// When every slot is in flight.
@@ -106,10 +106,10 @@ impl<C> Io<C> {
     ///
     /// io_uring uses the kernel's multishot receive where it has it (6.0, not masked by
     /// `UringOptions::multishot`); elsewhere the loop re-arms a single-shot receive after
-    /// each arrival, within the same turn after one that filled its buffer (more may be
-    /// waiting), so that a turn takes all that has arrived, as the kernel's does. The
-    /// callbacks are the same either way (see [`Io::cancel`] for a cancel from one of them).
-    /// An idle timeout is a deadline ([`Io::set_deadline`]) moved on every callback.
+    /// each arrival, for the next turn. The callbacks are the same either way, except how
+    /// many arrivals one turn takes (the kernel's takes all that has arrived while the pool
+    /// lasts, the loop's one buffer; see [`Io::cancel`] for a cancel from a callback). An
+    /// idle timeout is a deadline ([`Io::set_deadline`]) moved on every callback.
     ///
     /// ```
     /// use std::io::Write;
@@ -469,12 +469,13 @@ impl<C> Io<C> {
     /// callbacks of the results it already received still run, in order (bytes received are
     /// never dropped), and the last callback is the final one (`more == false`): `ECANCELED`,
     /// or the result that ended the multishot (the end of stream, an error) if that came
-    /// first. What "already received" covers is the same on every backend: within one turn a
-    /// multishot takes all that has arrived (a receive buffer after buffer while the pool
-    /// lasts, an accept every connection waiting; where the loop re-arms it itself, up to 32
-    /// times a turn), as the kernel's multishots do where io_uring has them, so a burst that
-    /// arrived before the turn reaches its callbacks whole, before a cancel scheduled by the
-    /// first of them takes effect.
+    /// first. What "already received" covers differs by backend, and only that: io_uring's
+    /// kernel multishots take in one turn all that has arrived (buffer after buffer while
+    /// the pool lasts, every connection waiting), while the loop's own re-arming (epoll,
+    /// kqueue, the simulator, io_uring without kernel multishot) takes one arrival a turn.
+    /// So after a cancel from the first callback of a burst, io_uring may deliver more of
+    /// the burst before the final callback; elsewhere the rest stays in the socket (or the
+    /// backlog) for the next receive (or accept). Nothing is lost either way.
     ///
     /// A cancel is never lost: on io_uring a target running in a kernel worker is
     /// interrupted (its `EINTR`, which may come turns after the cancel's `Ok`, is reported as

@@ -1,31 +1,17 @@
 //! What each result the backend reports means for its slot, decided while reaping (no
 //! callback runs here): final, intermediate (a multishot goes on), or no result at all
-//! (submit again after `EINTR`; wait for buffers after `ENOBUFS`); and the drain, which
-//! sends a multishot that may find more waiting out again in the same turn.
+//! (submit again after `EINTR`; wait for buffers after `ENOBUFS`).
 
-use std::io;
-
-use super::Io;
-use crate::backend::Wait;
 use crate::completion::{F_MORE, TIMEOUT_EXPIRED};
 use crate::operation::Args;
 use crate::slots::{Completed, Done, Fifo, Slots, State};
 use crate::stats::Stats;
-
-/// The most times one turn sends a multishot that keeps finding more out again (`Io::drain`),
-/// as Linux's multishot receive retries at most 32 times before it lets other work run.
-const DRAIN_ROUNDS_MAX: u32 = 32;
 
 /// The parts of `Io` that `reap` updates while the backend hands over results.
 pub(super) struct Reaper<'io, C> {
     pub(super) slots: &'io mut Slots<C>,
     pub(super) completed: &'io mut Completed,
     pub(super) again: &'io mut Fifo,
-    /// Where a multishot the loop re-arms goes when more may be waiting (a receive filled
-    /// its buffer, an accept succeeded): out again in this turn (`Io::drain`).
-    pub(super) overflow: &'io mut Fifo,
-    /// The pool's buffer size (0 without a pool).
-    pub(super) buffer_size: u32,
     pub(super) buffer_wait: &'io mut Fifo,
     /// Targets still in flight whose cancel answered "not found" (held, `hold_answer`) or
     /// "already running" in this reap: the kernel may have lost the cancel, so the loop
@@ -64,16 +50,19 @@ impl<C> Reaper<'_, C> {
         let args = self.slots.args(idx);
         let slot = &self.slots[idx];
         // A multishot the kernel ended (or one the loop drives single-shot) after a result
-        // that is not its last: re-armed, unless a cancel is under way; at once, in this
-        // turn, where more may be waiting (a receive that filled its buffer, an accept).
-        let (goes_on, more_waiting) = match args {
+        // that is not its last: re-armed with the next turn, unless a cancel is under way.
+        // (Not in this turn: a receive tried again before this turn's callbacks have sent
+        // their replies finds nothing, and costs the readiness engine a receive, an arm and a
+        // wake-up that the next turn's try avoids; the price is that a burst the kernel's
+        // multishot reaps in one turn takes the loop's emulation several.)
+        let goes_on = match args {
             Args::RecvPooled {
                 multishot: true, ..
-            } => (result > 0, result as u32 == self.buffer_size),
+            } => result > 0,
             Args::Accept {
                 multishot: true, ..
-            } => (result >= 0, true),
-            _ => (false, false),
+            } => result >= 0,
+            _ => false,
         };
         if goes_on && !slot.cancelling {
             self.completed.push(Done {
@@ -81,11 +70,7 @@ impl<C> Reaper<'_, C> {
                 result,
                 flags: flags | F_MORE,
             });
-            return if more_waiting {
-                self.drain(idx)
-            } else {
-                self.again(idx)
-            };
+            return self.again(idx);
         }
         // The target of a cancel (which is in flight, so the target's final callback had
         // not run when it was scheduled) completed before the kernel found it: the cancel
@@ -217,43 +202,9 @@ impl<C> Reaper<'_, C> {
         })
     }
 
-    /// Sends the multishot in slot `idx`, which may find more waiting, to the backend again
-    /// in this very turn (see `Io::drain`).
-    fn drain(&mut self, idx: u32) {
-        self.slots[idx].state = State::Overflow;
-        self.overflow.push(self.slots.as_mut_slice(), idx);
-    }
-
     /// Sends the operation in slot `idx` to the backend again with the next flush.
     fn again(&mut self, idx: u32) {
         self.slots[idx].state = State::Again;
         self.again.push(self.slots.as_mut_slice(), idx);
-    }
-}
-
-impl<C> Io<C> {
-    /// Sends the multishots the loop re-arms itself and that may find more waiting (the reap
-    /// put them back on the overflow queue: a receive that filled its buffer, an accept) to
-    /// the backend again, without blocking, until they come back short, would block or end,
-    /// at most `DRAIN_ROUNDS_MAX` times. A burst of data or connections is then reaped in
-    /// one turn, as the kernel's multishots reap it, so that a program sees the same
-    /// callbacks on every backend (a cancel from the first of them takes effect after all of
-    /// them). The operations would have been tried again at the next turn anyway: what this
-    /// adds is a non-blocking flush per round. Returns the expired timeouts reaped meanwhile.
-    /// Nothing else waits on the overflow queue at this point, but when the completed queue
-    /// has no room, and then nothing is sent.
-    pub(super) fn drain(&mut self) -> io::Result<u32> {
-        let mut expired = 0;
-        let mut rounds = 0;
-        while !self.overflow.is_empty() && self.reap_room() > 0 && rounds < DRAIN_ROUNDS_MAX {
-            rounds += 1;
-            self.refill();
-            let args = self.slots.args_table();
-            let pool = self.pool.as_mut();
-            self.backend
-                .flush(Wait::Poll, self.in_kernel, args, pool, &mut self.stats)?;
-            expired += self.reap();
-        }
-        Ok(expired)
     }
 }
