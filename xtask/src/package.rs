@@ -32,7 +32,8 @@ pub fn run(members: &[Member]) -> Result<(), String> {
         let missing = missing_files(&list);
         if !missing.is_empty() {
             return Err(format!(
-                "the package of {name} lacks {}: link the root's copy into crates/{name}/",
+                "the package of {name} lacks {} (each crate has its own README.md and links \
+                 to the root's licence texts)",
                 missing.join(", ")
             ));
         }
