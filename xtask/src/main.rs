@@ -62,7 +62,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// fmt, clippy and docs with -D warnings, then every test on every backend here
+    /// fmt, clippy, docs, feature combinations, cargo package, then every test on every backend
     ///
     /// In order: `cargo fmt --check`; clippy -D warnings for the host and, type-checking only,
     /// for FreeBSD and macOS (sys-kqueue and dispatch-core); `cargo doc` with -D warnings;

@@ -38,7 +38,10 @@ pub fn run(members: &[Member]) -> Result<(), String> {
             ));
         }
     }
-    let mut package = Cmd::cargo(&["package", "--allow-dirty"]);
+    // `--offline`: the steps before resolved and downloaded every crate the packages need, and
+    // without it cargo would update the crates.io index, so `cargo xtask test` would need the
+    // network for this step alone.
+    let mut package = Cmd::cargo(&["package", "--allow-dirty", "--offline"]);
     for name in published {
         package = package.args(&["-p", name]);
     }

@@ -116,7 +116,9 @@ pub fn run(cross_targets: bool) -> Result<(), String> {
          each needs another toolchain (installed on first use):\n  \
          cargo xtask miri      dispatch-core's pure-logic unit tests under Miri (nightly)\n  \
          cargo xtask sanitize  the dispatch-core suite under AddressSanitizer (nightly)\n  \
-         cargo xtask msrv      the workspace checked with its rust-version",
+         cargo xtask msrv      the workspace checked with its rust-version\n\
+         And, because it needs the network, not this either (cargo xtask ci runs it):\n  \
+         cargo xtask audit     licences and security advisories (cargo-deny)",
         skips.summary()
     );
     Ok(())
