@@ -2,9 +2,13 @@
 //! run exactly the same steps. `cargo xtask --help` lists the subcommands; every command a
 //! subcommand runs is echoed as a line that reproduces it.
 //!
-//! - `cargo xtask test`      fmt check, clippy `-D warnings`, docs `-D warnings`, every test,
-//!   the dispatch-core suite again on each forced backend
-//! - `cargo xtask ci`        what `.ci/run` calls: `test`, then `kernel-test --kernel all`
+//! - `cargo xtask test`      fmt check, clippy `-D warnings`, docs `-D warnings`, every crate
+//!   with each feature combination, `cargo package`, every test, the dispatch-core suite again
+//!   on each forced backend
+//! - `cargo xtask ci`        what `.ci/run` calls: `test`, `audit`, then `kernel-test --kernel
+//!   all`
+//! - `cargo xtask audit`     cargo-deny: licences, security advisories, bans and sources for
+//!   the product (failing) and each benchmark peer (reported)
 //! - `cargo xtask bench`     criterion micro benchmarks, then echo servers under loadgen, then
 //!   HTTP servers under wrk (`--quick`: a smoke test of the macro harness)
 //! - `cargo xtask miri`      dispatch-core's pure-logic unit tests under Miri (nightly)
@@ -16,16 +20,20 @@
 //! - `cargo xtask kernel-test`  the suites on Linux 5.10, 6.1 and 6.12 under QEMU
 #![forbid(unsafe_code)]
 
+mod audit;
 mod bench;
 mod cmd;
 mod deps;
+mod features;
 mod fuzz;
 mod kernel_host;
 mod kernel_report;
 mod kernel_test;
 mod kernel_vm;
+mod metadata;
 mod miri;
 mod msrv;
+mod package;
 mod rustup;
 mod sanitize;
 mod test;
@@ -54,22 +62,33 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// fmt, clippy and docs with -D warnings, then every test on every backend here
+    /// fmt, clippy, docs, feature combinations, cargo package, then every test on every backend
     ///
     /// In order: `cargo fmt --check`; clippy -D warnings for the host and, type-checking only,
     /// for FreeBSD and macOS (sys-kqueue and dispatch-core); `cargo doc` with -D warnings;
-    /// `cargo xtask bench --quick` (the benchmark harness, briefly; judges no number);
+    /// each crate alone with its default features, none, each feature alone and all of them
+    /// (clippy -D warnings); `cargo package` of every published crate, each built from its
+    /// package; `cargo xtask bench --quick` (the benchmark harness, briefly; judges no number);
     /// `cargo test --workspace`; on Linux the dispatch-core suite again with
     /// DISPATCH_BACKEND=epoll, with kqueue-fake, and with epoll where the harness blocks
     /// epoll_pwait2. Installs the rustup components and targets it needs where missing. Miri,
     /// the sanitizer and the MSRV check are separate commands: each needs another toolchain.
     Test(TestArgs),
-    /// `test`, then `kernel-test --kernel all` on Linux: what `.ci/run` runs
+    /// `test`, `audit`, then `kernel-test --kernel all` on Linux: what `.ci/run` runs
     ///
-    /// Every check of `test`, then dispatch-core's, dispatch-net's, the examples' and
-    /// echo-server's suites on Linux 5.10, 6.1 and 6.12 under QEMU (about 11 minutes on two
-    /// cores; `--no-kernels` leaves them out, as CI's macOS and FreeBSD jobs must).
+    /// Every check of `test`, the dependency audit, then dispatch-core's, dispatch-net's, the
+    /// examples' and echo-server's suites on Linux 5.10, 6.1 and 6.12 under QEMU (about 11
+    /// minutes on two cores; `--no-kernels` leaves them out, as CI's macOS and FreeBSD jobs
+    /// must).
     Ci(CiArgs),
+    /// The dependency graph against deny.toml (cargo-deny): licences, advisories, bans, sources
+    ///
+    /// The product workspace's findings fail; each benchmark peer in bench/peers is checked
+    /// with the same policy and only reported. Installs cargo-deny (a pinned version) where
+    /// missing and fetches RustSec's advisory database from GitHub; where that cannot be
+    /// fetched the copy fetched before is used (refused past 90 days), and without one the
+    /// advisories are not checked, which the closing lines say.
+    Audit(AuditArgs),
     /// Micro benchmarks (criterion), then echo servers under the project's load generator,
     /// then HTTP servers under wrk
     ///
@@ -196,6 +215,14 @@ struct TestArgs {
 }
 
 #[derive(Debug, Args)]
+struct AuditArgs {
+    /// Fetch nothing: use the installed cargo-deny, the advisory database fetched before and
+    /// the crates already downloaded
+    #[arg(long)]
+    offline: bool,
+}
+
+#[derive(Debug, Args)]
 struct CiArgs {
     #[command(flatten)]
     test: TestArgs,
@@ -221,6 +248,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Test(args) => test::run(!args.no_cross_targets),
         Command::Ci(args) => ci(&args),
+        Command::Audit(args) => audit::run(args.offline),
         Command::Bench(args) => bench::run(&args),
         Command::Miri => miri::run(),
         Command::Sanitize(args) => sanitize::run(args.thread),
@@ -255,9 +283,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// `cargo xtask ci`: the tests, then on Linux every kernel of the matrix.
+/// `cargo xtask ci`: the tests, the dependency audit, then on Linux every kernel of the
+/// matrix.
 fn ci(args: &CiArgs) -> Result<(), String> {
     test::run(!args.test.no_cross_targets)?;
+    audit::run(false)?;
     if args.no_kernels || !cfg!(target_os = "linux") {
         eprintln!("xtask: ci: leaving out the kernel matrix");
         return Ok(());

@@ -1,5 +1,7 @@
 //! `cargo xtask test`: formatting, lints (for Linux and, type-checked, for FreeBSD and macOS),
-//! docs, the benchmark harness's smoke test (`cargo xtask bench --quick`), then every test
+//! docs, each crate alone under each feature combination (`features.rs`), `cargo package` of
+//! each published crate (`package.rs`), the benchmark harness's smoke test (`cargo xtask bench
+//! --quick`), then every test
 //! (the simulation fuzzer's few hundred seeds and its planted bug among them:
 //! `crates/echo-server/tests/it/sim_fuzz.rs`), and the dispatch-core and dispatch-net suites
 //! again under each forced backend and with kernel features blocked or masked. Ends with the
@@ -82,6 +84,11 @@ pub fn run(cross_targets: bool) -> Result<(), String> {
     Cmd::cargo(&["doc", "--workspace", "--no-deps"])
         .env("RUSTDOCFLAGS", "-D warnings")
         .run()?;
+    // Each crate alone under each feature combination, then each published crate packaged and
+    // built from its package: what a user of one crate, or of crates.io, gets.
+    let members = crate::metadata::members()?;
+    crate::features::run(&members)?;
+    crate::package::run(&members)?;
     // The macro benchmarks' harness, briefly: every echo scenario against echo-server and
     // tokio, every echoed byte checked, then one HTTP scenario under wrk against the http
     // example and hyper, their answers checked (left out, saying why, without wrk or the
@@ -109,7 +116,9 @@ pub fn run(cross_targets: bool) -> Result<(), String> {
          each needs another toolchain (installed on first use):\n  \
          cargo xtask miri      dispatch-core's pure-logic unit tests under Miri (nightly)\n  \
          cargo xtask sanitize  the dispatch-core suite under AddressSanitizer (nightly)\n  \
-         cargo xtask msrv      the workspace checked with its rust-version",
+         cargo xtask msrv      the workspace checked with its rust-version\n\
+         And, because it needs the network, not this either (cargo xtask ci runs it):\n  \
+         cargo xtask audit     licences and security advisories (cargo-deny)",
         skips.summary()
     );
     Ok(())

@@ -191,6 +191,15 @@ fn help_mentions_every_flag() {
     }
 }
 
+/// `--version` prints the name and the package's version, on stdout, and succeeds.
+#[test]
+fn version_prints_the_package_version() {
+    let (code, stdout, stderr) = run(&["--version"], None);
+    assert_eq!(code, Some(0), "--version failed: {stderr}");
+    let expected = concat!("echo-server ", env!("CARGO_PKG_VERSION"));
+    assert_eq!(stdout.trim_end(), expected);
+}
+
 /// `--backend kqueue` on Linux: a non-zero exit with a message naming kqueue, and no
 /// `listening on` line.
 #[test]

@@ -1,0 +1,70 @@
+//! `cargo xtask test`'s packaging check: every crate that is published (each member without
+//! `publish = false`, read from `cargo metadata`) is packaged as `cargo publish` would upload
+//! it, and each package is built alone from its own files. A file the build needs that the
+//! package leaves out, or a dependency declared only through the workspace, fails here rather
+//! than on the registry.
+//!
+//! `cargo package -p A -p B ...` packages the crates in dependency order and resolves the
+//! workspace crates they depend on from a temporary local registry of the packages just made,
+//! so nothing needs to be on crates.io first. `--allow-dirty`: the check is about what the
+//! package holds, not whether the work tree is committed. Each package must also hold both
+//! licence texts and its README (`license = "MIT OR Apache-2.0"`).
+
+use crate::cmd::Cmd;
+use crate::metadata::Member;
+
+/// The files every published crate's package holds.
+const REQUIRED_FILES: [&str; 3] = ["LICENSE-MIT", "LICENSE-APACHE", "README.md"];
+
+pub fn run(members: &[Member]) -> Result<(), String> {
+    let published: Vec<&str> = members
+        .iter()
+        .filter(|member| member.publish)
+        .map(|member| member.name.as_str())
+        .collect();
+    if published.is_empty() {
+        eprintln!("xtask: no crate is published: nothing to package");
+        return Ok(());
+    }
+    for &name in &published {
+        let list =
+            Cmd::cargo(&["package", "--list", "--allow-dirty", "-p", name]).run_for_output()?;
+        let missing = missing_files(&list);
+        if !missing.is_empty() {
+            return Err(format!(
+                "the package of {name} lacks {} (each crate has its own README.md and links \
+                 to the root's licence texts)",
+                missing.join(", ")
+            ));
+        }
+    }
+    // `--offline`: the steps before resolved and downloaded every crate the packages need, and
+    // without it cargo would update the crates.io index, so `cargo xtask test` would need the
+    // network for this step alone.
+    let mut package = Cmd::cargo(&["package", "--allow-dirty", "--offline"]);
+    for name in published {
+        package = package.args(&["-p", name]);
+    }
+    package.run()
+}
+
+/// The required files that `cargo package --list`'s output does not name.
+fn missing_files(list: &str) -> Vec<&'static str> {
+    REQUIRED_FILES
+        .into_iter()
+        .filter(|&file| !list.lines().any(|line| line == file))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_package_without_a_licence_text_is_caught() {
+        let full = "Cargo.toml\nLICENSE-APACHE\nLICENSE-MIT\nREADME.md\nsrc/lib.rs\n";
+        assert!(missing_files(full).is_empty());
+        let partial = "Cargo.toml\nLICENSE-MIT\nsrc/LICENSE-APACHE\n";
+        assert_eq!(missing_files(partial), ["LICENSE-APACHE", "README.md"]);
+    }
+}
