@@ -925,7 +925,10 @@ impl Gather {
             };
         }
         self.hdr.msg_iov = self.iov.as_mut_ptr();
-        self.hdr.msg_iovlen = n;
+        // `size_t` on glibc, `int` on musl: converted, the same code on both.
+        #[allow(clippy::useless_conversion)]
+        let iovlen = n.try_into().expect("GATHER_MAX fits msg_iovlen");
+        self.hdr.msg_iovlen = iovlen;
         &self.hdr
     }
 }
