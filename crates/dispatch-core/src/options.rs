@@ -24,7 +24,7 @@ pub struct Options {
     pub ops_max: u32,
     /// The backend to use; `None` selects automatically (the `DISPATCH_BACKEND` environment
     /// variable, else io_uring with a fallback to epoll on Linux, kqueue elsewhere; never
-    /// `sim`, which only this field, that variable or [`crate::Io::new_sim`] selects).
+    /// `sim`, which only this field, that variable or `Io::new_sim` selects; feature `sim`).
     pub backend: Option<BackendKind>,
     /// io_uring set-up, used when the io_uring backend runs.
     pub uring: UringOptions,

@@ -43,6 +43,7 @@ enum Signal {
     Notifier(sys_kqueue::Notifier),
     /// The simulator: wake-ups are only counted; the simulated loop looks at the count on
     /// every turn.
+    #[cfg(feature = "sim")]
     Simulated,
 }
 
@@ -70,6 +71,7 @@ impl Waker {
     }
 
     /// A waker for the simulator, which counts wake-ups and signals nothing.
+    #[cfg(feature = "sim")]
     pub(crate) fn simulated() -> Waker {
         Waker::from_signal(Signal::Simulated)
     }
@@ -89,7 +91,9 @@ impl Waker {
         match &self.shared.signal {
             #[cfg(target_os = "linux")]
             Signal::EventFd(fd) => Some(std::os::fd::AsRawFd::as_raw_fd(fd)),
-            Signal::Notifier(_) | Signal::Simulated => None,
+            Signal::Notifier(_) => None,
+            #[cfg(feature = "sim")]
+            Signal::Simulated => None,
         }
     }
 
@@ -120,6 +124,7 @@ impl Waker {
                 self.shared.count.fetch_add(1, Ordering::Release);
                 notifier.notify()
             }
+            #[cfg(feature = "sim")]
             Signal::Simulated => {
                 // Release pairs with the Acquire swap in `take_count`, as above.
                 self.shared.count.fetch_add(1, Ordering::Release);

@@ -58,6 +58,13 @@
 //! server and its own timers and files on one loop (its other callbacks simply ignore the
 //! `Net`), and the same handler runs unchanged on any backend, the simulator included. See
 //! `docs/ARCHITECTURE.md`.
+//!
+//! # Features
+//!
+//! - `sim` (off by default; turns on `dispatch-core/sim`): `Listener::Sim` (a listener on
+//!   dispatch-core's simulated network, which [`serve`] accepts from) and [`connect`] on a
+//!   loop that runs on a simulation. Meant for tests, as a dev-dependency with
+//!   `features = ["sim"]`.
 #![forbid(unsafe_code)]
 
 mod listen;
