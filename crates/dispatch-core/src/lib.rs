@@ -88,6 +88,21 @@ pub use crate::waker::Waker;
 /// and closes a file.
 pub const AT_FDCWD: std::os::fd::RawFd = libc::AT_FDCWD;
 
+// The error types are `Error + Send + Sync + 'static`, so that they box into
+// `Box<dyn Error + Send + Sync>` and cross threads (C-GOOD-ERR); `ScheduleError<T>` is when
+// the value it returns is (buffers, descriptors, paths; not a pool buffer, which belongs to
+// its thread's loop: `into_kind()` then gives `ScheduleErrorKind`, an error of its own).
+const _: () = {
+    const fn assert_error<E: std::error::Error + Send + Sync + 'static>() {}
+    assert_error::<InitError>();
+    assert_error::<DeadlineError>();
+    assert_error::<ScheduleError<Vec<u8>>>();
+    assert_error::<ScheduleError<std::os::fd::OwnedFd>>();
+    assert_error::<ScheduleError<std::ffi::CString>>();
+    assert_error::<ScheduleError<()>>();
+    assert_error::<ScheduleErrorKind>();
+};
+
 // One loop per thread: `Io` must not be `Send` (compile-time check).
 const _: fn() = || {
     trait AmbiguousIfSend<A> {

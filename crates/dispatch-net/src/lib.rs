@@ -79,3 +79,11 @@ pub use crate::server::{
     PENDING_MAX,
 };
 pub use crate::table::{ConnId, Table};
+
+// `SendErrorKind` is `Error + Send + Sync + 'static` (C-GOOD-ERR): it boxes into
+// `Box<dyn Error + Send + Sync>`. `SendError` is not `Send`: it hands back the bytes, which
+// may be a pool buffer of its thread's loop.
+const _: () = {
+    const fn assert_error<E: std::error::Error + Send + Sync + 'static>() {}
+    assert_error::<SendErrorKind>();
+};

@@ -26,6 +26,16 @@ pub struct Echo {
     refused: u64,
 }
 
+impl std::fmt::Debug for Echo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Echo")
+            .field("net", &self.net)
+            .field("open_max", &self.open_max)
+            .field("refused", &self.refused)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Echo {
     /// An echo server with `net`'s limits, sharing `open` (of at most `open_max`) with the
     /// other threads.
