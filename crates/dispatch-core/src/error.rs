@@ -9,6 +9,7 @@ use crate::stats::BackendKind;
 
 /// Why `Io::new` failed.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum InitError {
     /// The options break a limit; the message names the field.
     InvalidOptions(&'static str),
@@ -80,6 +81,7 @@ impl std::error::Error for InitError {
 
 /// Why [`crate::Io::set_deadline`] refused a deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DeadlineError {
     /// The operation already completed (or the id is stale): there is nothing to time out.
     NotInFlight,

@@ -123,6 +123,7 @@ pub struct ScheduleError<T> {
 
 /// The reasons an operation cannot be scheduled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ScheduleErrorKind {
     /// All `ops_max` slots hold operations in flight; complete some first, or raise
     /// `Options::ops_max`.

@@ -24,6 +24,9 @@ use std::sync::Arc;
 /// thread.join().unwrap();
 /// assert_eq!(woken, vec![1]);
 /// ```
+///
+/// `Waker` is `Send + Sync` (checked at compile time) and cheap to clone: hand a clone to
+/// each thread that needs to wake the loop. The loop itself, [`crate::Io`], is not `Send`.
 #[derive(Clone, Debug)]
 pub struct Waker {
     shared: Arc<Shared>,

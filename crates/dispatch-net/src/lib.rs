@@ -32,7 +32,7 @@
 //!
 //! let net_options = NetOptions::new(100);
 //! let mut options = Options::new(net_options.ops_max());
-//! options.pool = PoolOptions { buffers: 64, buffer_size: 4096 };
+//! options.pool = PoolOptions::new(64, 4096);
 //! let mut io: Io<Upper> = Io::new(&options).expect("a backend");
 //! let listener = listen("127.0.0.1:0".parse().unwrap(), &ListenOptions::new()).unwrap();
 //! let addr = listener.local_addr().unwrap();

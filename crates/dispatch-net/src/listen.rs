@@ -64,6 +64,7 @@ impl From<SimListener> for Listener {
 
 /// How [`listen`] sets up a listening socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListenOptions {
     /// The accept queue's length (`listen(2)`'s backlog; the kernel caps it at
     /// `net.core.somaxconn`, 4096 by default since Linux 5.4). std and tokio use 128, which

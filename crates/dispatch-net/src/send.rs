@@ -30,6 +30,7 @@ pub struct SendError {
 
 /// The reasons a [`send`] fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SendErrorKind {
     /// The connection is closed (a stale id) or being closed (gracefully too).
     Closed,

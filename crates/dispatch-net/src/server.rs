@@ -25,6 +25,7 @@ const QUIET_TAG: Tag = u64::MAX - 1;
 
 /// Limits and timeouts of a [`Net`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NetOptions {
     /// Connections open at once; one more is accepted and closed at once (counted in
     /// [`NetStats::refused`]).
@@ -64,6 +65,7 @@ impl NetOptions {
 
 /// What a [`Net`] did, since it was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NetStats {
     /// Connections accepted into the table.
     pub accepted: u64,

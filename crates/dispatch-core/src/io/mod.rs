@@ -44,8 +44,9 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The I/O loop, generic over the application's context `C`, which callbacks receive.
 ///
-/// `Io` is deliberately not `Send`: one loop per thread. Use [`Io::waker`] to reach it from
-/// other threads.
+/// `Io` is deliberately not `Send` (checked at compile time; nor is it `Sync`): one loop per
+/// thread, its pool buffers counted without atomics. Use [`Io::waker`] (a [`crate::Waker`],
+/// `Send + Sync`) to reach it from other threads.
 ///
 /// A receive and a send on a socket pair; the buffer moves into each operation and comes back
 /// with its result:
