@@ -460,10 +460,7 @@ fn on_stop(http: &mut Http, io: &mut Io<Http>, _: Tag, _: io::Result<u64>) {
 /// wake-up wait that stops the loop); the sweep timer takes one more.
 fn loop_options(net: &NetOptions) -> Options {
     let mut options = Options::new(net.ops_max() + 1);
-    options.pool = PoolOptions {
-        buffers: net.connections_max.clamp(64, 1024),
-        buffer_size: BUFFER_SIZE,
-    };
+    options.pool = PoolOptions::new(net.connections_max.clamp(64, 1024), BUFFER_SIZE);
     options
 }
 
@@ -482,10 +479,8 @@ fn watch_signals(waker: Waker) -> io::Result<()> {
 }
 
 fn run(cli: &Cli) -> Result<(), Box<dyn Error>> {
-    let net_options = NetOptions {
-        idle_timeout_ns: cli.idle_timeout_ms.saturating_mul(1_000_000),
-        ..NetOptions::new(cli.connections)
-    };
+    let mut net_options = NetOptions::new(cli.connections);
+    net_options.idle_timeout_ns = cli.idle_timeout_ms.saturating_mul(1_000_000);
     let mut io: Io<Http> = Io::new(&loop_options(&net_options))?;
     let stats = io.stats();
     match stats.fallback {

@@ -295,10 +295,7 @@ mod linux {
             for multishot in [false, true] {
                 let mut options = Options::new(64);
                 options.backend = Some(backend);
-                options.pool = PoolOptions {
-                    buffers: 64,
-                    buffer_size: 16 * 1024,
-                };
+                options.pool = PoolOptions::new(64, 16 * 1024);
                 let mut io: Io<Receiver> = Io::new(&options).expect("a backend");
                 let (mut client, socket) = tcp_pair();
                 let mut rx = Receiver {

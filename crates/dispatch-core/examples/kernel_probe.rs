@@ -89,10 +89,7 @@ fn loop_lines() {
 
     let mut options = Options::new(64);
     options.backend = None;
-    options.pool = PoolOptions {
-        buffers: 16,
-        buffer_size: 4096,
-    };
+    options.pool = PoolOptions::new(16, 4096);
     options.uring.batch_events = 16;
     options.uring.batch_wait_us = 50;
     match Io::<()>::new(&options) {

@@ -2,7 +2,9 @@
 //! on real backends and from the simulator's virtual clock on `sim`, where the wall clock is
 //! never read. Deadlines and `run_for_ns` measure time only through it.
 
+#[cfg(feature = "sim")]
 use std::cell::Cell;
+#[cfg(feature = "sim")]
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -12,6 +14,7 @@ pub(crate) enum Clock {
     Real { origin: Instant },
     /// The simulator's virtual clock, shared with its world (it moves only when the
     /// simulation advances it).
+    #[cfg(feature = "sim")]
     Sim(Rc<Cell<u64>>),
 }
 
@@ -30,6 +33,7 @@ impl Clock {
             Clock::Real { origin } => {
                 u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
             }
+            #[cfg(feature = "sim")]
             Clock::Sim(now_ns) => now_ns.get(),
         }
     }

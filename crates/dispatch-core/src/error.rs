@@ -9,6 +9,7 @@ use crate::stats::BackendKind;
 
 /// Why `Io::new` failed.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum InitError {
     /// The options break a limit; the message names the field.
     InvalidOptions(&'static str),
@@ -20,6 +21,14 @@ pub enum InitError {
     /// The backend asked for does not exist on this platform (kqueue on Linux, epoll or
     /// io_uring on macOS).
     UnsupportedBackend(BackendKind),
+    /// The backend asked for exists but was compiled out: `feature` of `dispatch-core` is
+    /// off (`sim`, without the `sim` feature).
+    FeatureDisabled {
+        /// The backend asked for.
+        backend: BackendKind,
+        /// The cargo feature of `dispatch-core` that builds it.
+        feature: &'static str,
+    },
     /// Creating the backend's descriptors (its epoll or kqueue instance, its wake-up
     /// descriptor) failed, for example with `EMFILE`.
     Os(io::Error),
@@ -46,6 +55,11 @@ impl fmt::Display for InitError {
                 }
                 Ok(())
             }
+            InitError::FeatureDisabled { backend, feature } => write!(
+                f,
+                "the {backend} backend is compiled out: turn on dispatch-core's `{feature}` \
+                 feature to use it"
+            ),
             InitError::Os(error) => write!(f, "creating the loop failed: {error}"),
         }
     }
@@ -56,7 +70,8 @@ impl std::error::Error for InitError {
         match self {
             InitError::InvalidOptions(_)
             | InitError::UnknownBackend(_)
-            | InitError::UnsupportedBackend(_) => None,
+            | InitError::UnsupportedBackend(_)
+            | InitError::FeatureDisabled { .. } => None,
             #[cfg(target_os = "linux")]
             InitError::Unavailable(error) => Some(error),
             InitError::Os(error) => Some(error),
@@ -66,6 +81,7 @@ impl std::error::Error for InitError {
 
 /// Why [`crate::Io::set_deadline`] refused a deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DeadlineError {
     /// The operation already completed (or the id is stale): there is nothing to time out.
     NotInFlight,

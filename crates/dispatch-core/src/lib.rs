@@ -1,8 +1,8 @@
 //! `dispatch-core`: a callback-based I/O loop that batches every operation scheduled since
 //! the last syscall into one, over io_uring (Linux), epoll (Linux, as a fallback) and kqueue
-//! (FreeBSD, macOS), and a deterministic simulator ([`sim`]: virtual time, a simulated
-//! network and disk, seeded faults) for testing programs built on the loop. See [`Io`]'s
-//! Portability section for how the backends differ.
+//! (FreeBSD, macOS), and a deterministic simulator (module `sim`, behind the `sim` feature:
+//! virtual time, a simulated network and disk, seeded faults) for testing programs built on
+//! the loop. See [`Io`]'s Portability section for how the backends differ.
 //!
 //! The application owns a context `C` and schedules operations on an [`Io<C>`] from anywhere,
 //! most often from inside a callback. Each operation carries a [`Tag`] and a plain function
@@ -44,6 +44,14 @@
 //! [`Io::accept_multishot`] and [`Io::set_deadline`].
 //!
 //! See `docs/ARCHITECTURE.md` for the life of one operation and the invariants.
+//!
+//! # Features
+//!
+//! - `sim` (off by default): the deterministic simulator, module `sim`, `Io::new_sim`
+//!   and `Io::sim`, and the `sim` backend ([`BackendKind::Sim`], `DISPATCH_BACKEND=sim`).
+//!   Meant for tests (a dev-dependency with `features = ["sim"]`), so that a production
+//!   build carries none of it. Without it, asking for `sim` through `DISPATCH_BACKEND` or
+//!   [`Options::backend`] is [`InitError::FeatureDisabled`].
 
 mod backend;
 mod clock;
@@ -54,6 +62,7 @@ mod operation;
 mod options;
 mod outbuf;
 mod pool;
+#[cfg(feature = "sim")]
 pub mod sim;
 mod slots;
 mod stats;
@@ -78,6 +87,21 @@ pub use crate::waker::Waker;
 /// the mode come from the `libc` crate; `examples/files.rs` opens, writes, flushes, reads
 /// and closes a file.
 pub const AT_FDCWD: std::os::fd::RawFd = libc::AT_FDCWD;
+
+// The error types are `Error + Send + Sync + 'static`, so that they box into
+// `Box<dyn Error + Send + Sync>` and cross threads (C-GOOD-ERR); `ScheduleError<T>` is when
+// the value it returns is (buffers, descriptors, paths; not a pool buffer, which belongs to
+// its thread's loop: `into_kind()` then gives `ScheduleErrorKind`, an error of its own).
+const _: () = {
+    const fn assert_error<E: std::error::Error + Send + Sync + 'static>() {}
+    assert_error::<InitError>();
+    assert_error::<DeadlineError>();
+    assert_error::<ScheduleError<Vec<u8>>>();
+    assert_error::<ScheduleError<std::os::fd::OwnedFd>>();
+    assert_error::<ScheduleError<std::ffi::CString>>();
+    assert_error::<ScheduleError<()>>();
+    assert_error::<ScheduleErrorKind>();
+};
 
 // One loop per thread: `Io` must not be `Send` (compile-time check).
 const _: fn() = || {

@@ -123,6 +123,7 @@ pub struct ScheduleError<T> {
 
 /// The reasons an operation cannot be scheduled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ScheduleErrorKind {
     /// All `ops_max` slots hold operations in flight; complete some first, or raise
     /// `Options::ops_max`.
@@ -154,7 +155,17 @@ impl<T> fmt::Debug for ScheduleError<T> {
 
 impl<T> fmt::Display for ScheduleError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
+        fmt::Display::fmt(&self.kind, f)
+    }
+}
+
+impl<T> std::error::Error for ScheduleError<T> {}
+
+/// The reason alone, as an error that is `Send + Sync` whatever the operation's value (a
+/// `ScheduleError<PoolBuf>` is not: the buffer belongs to its thread's loop).
+impl fmt::Display for ScheduleErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
             ScheduleErrorKind::SlotsExhausted { ops_max } => write!(
                 f,
                 "all {ops_max} operation slots are in flight (raise Options::ops_max)"
@@ -169,7 +180,7 @@ impl<T> fmt::Display for ScheduleError<T> {
     }
 }
 
-impl<T> std::error::Error for ScheduleError<T> {}
+impl std::error::Error for ScheduleErrorKind {}
 
 /// An operation's arguments, in the argument table beside its slot. Everything the kernel may
 /// read or write lives here (or on the heap behind it) and does not move until the completion

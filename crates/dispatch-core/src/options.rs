@@ -5,6 +5,7 @@ use crate::stats::BackendKind;
 /// Limits and knobs for one [`crate::Io`]. Fixed at construction; there is deliberately no
 /// `Default`: [`Options::new`] names the one required limit and documents the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Options {
     /// Operations in flight at once, counting each from its scheduling until its callback
     /// has started. Scheduling past it returns
@@ -24,7 +25,7 @@ pub struct Options {
     pub ops_max: u32,
     /// The backend to use; `None` selects automatically (the `DISPATCH_BACKEND` environment
     /// variable, else io_uring with a fallback to epoll on Linux, kqueue elsewhere; never
-    /// `sim`, which only this field, that variable or [`crate::Io::new_sim`] selects).
+    /// `sim`, which only this field, that variable or `Io::new_sim` selects; feature `sim`).
     pub backend: Option<BackendKind>,
     /// io_uring set-up, used when the io_uring backend runs.
     pub uring: UringOptions,
@@ -42,11 +43,22 @@ pub struct Options {
 /// data arrives, so idle connections pin none. `buffers == 0`: no pool (pooled receives are
 /// refused with [`crate::ScheduleErrorKind::NoPool`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PoolOptions {
     /// How many buffers (at most 32768).
     pub buffers: u32,
     /// Bytes per buffer (at least 1, at most 16 MiB): the most one receive delivers.
     pub buffer_size: u32,
+}
+
+impl PoolOptions {
+    /// `buffers` buffers of `buffer_size` bytes (`PoolOptions::new(0, 0)`: no pool).
+    pub const fn new(buffers: u32, buffer_size: u32) -> PoolOptions {
+        PoolOptions {
+            buffers,
+            buffer_size,
+        }
+    }
 }
 
 /// io_uring set-up knobs. Each is used where the kernel has it: a set-up flag the kernel
@@ -55,6 +67,7 @@ pub struct PoolOptions {
 /// first such loop of a process says so on stderr, and [`crate::Stats::uring`] says what
 /// each loop uses. On Linux 5.10, for example, none of the four set-up flags is accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UringOptions {
     /// Submission queue entries: the most operations one `io_uring_enter` submits. Operations
     /// scheduled past it wait in the overflow queue for the next batch. At least 1.
@@ -121,10 +134,7 @@ impl Options {
             ops_max,
             backend: None,
             epoll_pwait2: true,
-            pool: PoolOptions {
-                buffers: 0,
-                buffer_size: 0,
-            },
+            pool: PoolOptions::new(0, 0),
             uring: UringOptions {
                 sq_entries: if sq_entries == 0 { 1 } else { sq_entries },
                 single_issuer: true,

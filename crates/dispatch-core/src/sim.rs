@@ -20,8 +20,10 @@
 //! /// Sends "hello" over a simulated socket pair, receives it, and sleeps an hour: the
 //! /// world's trace hash.
 //! fn run(seed: u64) -> u64 {
-//!     let sim = Sim::new(&SimOptions { faults: Faults::NONE, ..SimOptions::new(seed) })
-//!         .unwrap();
+//!     // Options structs are `#[non_exhaustive]`: start from a constructor, then set fields.
+//!     let mut options = SimOptions::new(seed);
+//!     options.faults = Faults::NONE;
+//!     let sim = Sim::new(&options).unwrap();
 //!     let (a, b) = sim.socket_pair().unwrap();
 //!     let mut io: Io<Vec<u8>> = Io::new_sim(&Options::new(8), &sim).unwrap();
 //!     io.send(0, a.as_raw_fd(), b"hello".to_vec(), |_, _, _, (sent, _)| {
@@ -100,6 +102,7 @@ pub use crate::backend::sim::{Peer, Sim, SimListener};
 /// Per-fault probabilities, in parts per million of the occasions where each can happen,
 /// and their sizes. [`Faults::NONE`] turns every fault off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Faults {
     /// A segment, or a connection's first packet, takes up to `latency_max_ns` more; a
     /// completion reaches the loop up to `latency_max_ns` late (never before an earlier one
@@ -186,6 +189,7 @@ impl Faults {
 
 /// A simulated world's set-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SimOptions {
     /// The seed of every random choice: one seed, one trace.
     pub seed: u64,
@@ -228,6 +232,7 @@ impl SimOptions {
 
 /// Faults injected, by kind (see [`Faults`] for each).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FaultCounts {
     /// Segments, first packets and completions given extra latency.
     pub latency: u64,
@@ -255,6 +260,7 @@ pub struct FaultCounts {
 
 /// What a simulated world did, since it was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SimStats {
     /// Connections made (connects, accepted or not, and socket pairs).
     pub connections: u64,

@@ -4,6 +4,7 @@ use std::fmt;
 
 /// Which backend an `Io` runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BackendKind {
     /// Linux io_uring: operations are submitted in batches and performed by the kernel.
     IoUring,
@@ -54,6 +55,7 @@ impl BackendKind {
 
 /// Why the loop runs on a fallback backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Fallback {
     /// The backend that could not be used.
     pub from: BackendKind,
@@ -91,6 +93,7 @@ impl fmt::Display for BackendKind {
 /// wait was) and the kernel has it. Read it from [`Stats::uring`]; `cargo xtask kernel-test`
 /// tabulates it per kernel (docs/KERNELS.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UringFeatures {
     /// `IORING_SETUP_SINGLE_ISSUER` (6.0).
     pub single_issuer: bool,
@@ -162,6 +165,7 @@ pub(crate) const SETUP_FLAG_NAMES: [(u8, &str); 4] = [
 
 /// Counters since `Io::new`. Cheap to copy; read them with `Io::stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// The backend in use.
     pub backend: BackendKind,

@@ -24,6 +24,9 @@ use std::sync::Arc;
 /// thread.join().unwrap();
 /// assert_eq!(woken, vec![1]);
 /// ```
+///
+/// `Waker` is `Send + Sync` (checked at compile time) and cheap to clone: hand a clone to
+/// each thread that needs to wake the loop. The loop itself, [`crate::Io`], is not `Send`.
 #[derive(Clone, Debug)]
 pub struct Waker {
     shared: Arc<Shared>,
@@ -43,6 +46,7 @@ enum Signal {
     Notifier(sys_kqueue::Notifier),
     /// The simulator: wake-ups are only counted; the simulated loop looks at the count on
     /// every turn.
+    #[cfg(feature = "sim")]
     Simulated,
 }
 
@@ -70,6 +74,7 @@ impl Waker {
     }
 
     /// A waker for the simulator, which counts wake-ups and signals nothing.
+    #[cfg(feature = "sim")]
     pub(crate) fn simulated() -> Waker {
         Waker::from_signal(Signal::Simulated)
     }
@@ -89,7 +94,9 @@ impl Waker {
         match &self.shared.signal {
             #[cfg(target_os = "linux")]
             Signal::EventFd(fd) => Some(std::os::fd::AsRawFd::as_raw_fd(fd)),
-            Signal::Notifier(_) | Signal::Simulated => None,
+            Signal::Notifier(_) => None,
+            #[cfg(feature = "sim")]
+            Signal::Simulated => None,
         }
     }
 
@@ -120,6 +127,7 @@ impl Waker {
                 self.shared.count.fetch_add(1, Ordering::Release);
                 notifier.notify()
             }
+            #[cfg(feature = "sim")]
             Signal::Simulated => {
                 // Release pairs with the Acquire swap in `take_count`, as above.
                 self.shared.count.fetch_add(1, Ordering::Release);

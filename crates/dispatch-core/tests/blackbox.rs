@@ -68,10 +68,7 @@ fn variants(base: Options) -> Vec<(&'static str, Options)> {
 
 fn pooled(ops_max: u32, buffers: u32, buffer_size: u32) -> Options {
     let mut o = Options::new(ops_max);
-    o.pool = PoolOptions {
-        buffers,
-        buffer_size,
-    };
+    o.pool = PoolOptions::new(buffers, buffer_size);
     o
 }
 
@@ -1160,10 +1157,7 @@ fn cancel_racing_a_deadline_answers_consistently() {
 fn pooled_receives_without_pool_are_refused() {
     for (name, o) in variants(Options::new(4)) {
         let mut o = o;
-        o.pool = PoolOptions {
-            buffers: 0,
-            buffer_size: 4096,
-        };
+        o.pool = PoolOptions::new(0, 4096);
         let mut io: Io<()> = new(name, &o);
         let (sock, _peer) = UnixStream::pair().unwrap();
         let e = io

@@ -32,7 +32,7 @@
 //!
 //! let net_options = NetOptions::new(100);
 //! let mut options = Options::new(net_options.ops_max());
-//! options.pool = PoolOptions { buffers: 64, buffer_size: 4096 };
+//! options.pool = PoolOptions::new(64, 4096);
 //! let mut io: Io<Upper> = Io::new(&options).expect("a backend");
 //! let listener = listen("127.0.0.1:0".parse().unwrap(), &ListenOptions::new()).unwrap();
 //! let addr = listener.local_addr().unwrap();
@@ -58,6 +58,13 @@
 //! server and its own timers and files on one loop (its other callbacks simply ignore the
 //! `Net`), and the same handler runs unchanged on any backend, the simulator included. See
 //! `docs/ARCHITECTURE.md`.
+//!
+//! # Features
+//!
+//! - `sim` (off by default; turns on `dispatch-core/sim`): `Listener::Sim` (a listener on
+//!   dispatch-core's simulated network, which [`serve`] accepts from) and [`connect`] on a
+//!   loop that runs on a simulation. Meant for tests, as a dev-dependency with
+//!   `features = ["sim"]`.
 #![forbid(unsafe_code)]
 
 mod listen;
@@ -72,3 +79,11 @@ pub use crate::server::{
     PENDING_MAX,
 };
 pub use crate::table::{ConnId, Table};
+
+// `SendErrorKind` is `Error + Send + Sync + 'static` (C-GOOD-ERR): it boxes into
+// `Box<dyn Error + Send + Sync>`. `SendError` is not `Send`: it hands back the bytes, which
+// may be a pool buffer of its thread's loop.
+const _: () = {
+    const fn assert_error<E: std::error::Error + Send + Sync + 'static>() {}
+    assert_error::<SendErrorKind>();
+};

@@ -5,6 +5,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
+#[cfg(feature = "sim")]
 use dispatch_core::sim::SimListener;
 use dispatch_core::{Io, OpId, ScheduleError, Tag, UnitCallback};
 use rustix::net::{sockopt, AddressFamily, SocketType};
@@ -12,12 +13,15 @@ use rustix::net::{sockopt, AddressFamily, SocketType};
 /// What [`crate::serve`] accepts connections from: a TCP listener (from [`listen`], or any
 /// `std::net::TcpListener`), or a listener on a simulated network (from
 /// `dispatch_core::sim::Sim::listen`), for a loop on that simulation. Both convert with
-/// `into()`, so `serve(ctx, io, listener)` takes either.
+/// `into()`, so `serve(ctx, io, listener)` takes either. Non-exhaustive: the `Sim` variant
+/// exists only with the `sim` feature.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Listener {
     /// A real TCP listening socket.
     Tcp(TcpListener),
-    /// A simulated one.
+    /// A simulated one (feature `sim`).
+    #[cfg(feature = "sim")]
     Sim(SimListener),
 }
 
@@ -29,6 +33,7 @@ impl Listener {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
             Listener::Tcp(listener) => listener.local_addr(),
+            #[cfg(feature = "sim")]
             Listener::Sim(listener) => Ok(listener.local_addr()),
         }
     }
@@ -38,6 +43,7 @@ impl AsRawFd for Listener {
     fn as_raw_fd(&self) -> RawFd {
         match self {
             Listener::Tcp(listener) => listener.as_raw_fd(),
+            #[cfg(feature = "sim")]
             Listener::Sim(listener) => listener.as_raw_fd(),
         }
     }
@@ -49,6 +55,7 @@ impl From<TcpListener> for Listener {
     }
 }
 
+#[cfg(feature = "sim")]
 impl From<SimListener> for Listener {
     fn from(listener: SimListener) -> Listener {
         Listener::Sim(listener)
@@ -57,6 +64,7 @@ impl From<SimListener> for Listener {
 
 /// How [`listen`] sets up a listening socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListenOptions {
     /// The accept queue's length (`listen(2)`'s backlog; the kernel caps it at
     /// `net.core.somaxconn`, 4096 by default since Linux 5.4). std and tokio use 128, which
@@ -128,8 +136,9 @@ fn stream_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
 
 /// Connects a new socket to `addr` through the loop, giving up with `ETIMEDOUT` after
 /// `timeout_ns` (0: no deadline). Returns the socket, which the caller keeps open until the
-/// callback has run, and the connect's id. On a loop that runs on a simulation
-/// ([`Io::sim`]), the socket is the simulation's and `addr` an address on its network.
+/// callback has run, and the connect's id. On a loop that runs on a simulation (`Io::sim`,
+/// with the `sim` feature), the socket is the simulation's and `addr` an address on its
+/// network.
 ///
 /// # Errors
 /// Creating the socket failed, or the loop has no free slot (the socket is then closed).
@@ -140,10 +149,13 @@ pub fn connect<C>(
     timeout_ns: u64,
     callback: UnitCallback<C>,
 ) -> io::Result<(OwnedFd, OpId)> {
+    #[cfg(feature = "sim")]
     let socket = match io.sim() {
         Some(sim) => sim.socket()?,
         None => stream_socket(addr)?,
     };
+    #[cfg(not(feature = "sim"))]
+    let socket = stream_socket(addr)?;
     let id = io
         .connect(tag, socket.as_raw_fd(), addr, callback)
         .map_err(|error: ScheduleError<()>| io::Error::other(error.to_string()))?;

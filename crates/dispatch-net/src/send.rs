@@ -30,6 +30,7 @@ pub struct SendError {
 
 /// The reasons a [`send`] fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SendErrorKind {
     /// The connection is closed (a stale id) or being closed (gracefully too).
     Closed,
@@ -60,7 +61,17 @@ impl fmt::Debug for SendError {
 
 impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
+        fmt::Display::fmt(&self.kind, f)
+    }
+}
+
+impl Error for SendError {}
+
+/// The reason alone, as an error that is `Send + Sync` (a `SendError` is not: the bytes it
+/// hands back may be a pool buffer, which belongs to its thread's loop).
+impl fmt::Display for SendErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
             SendErrorKind::Closed => f.write_str("the connection is closed or closing"),
             SendErrorKind::QueueFull => write!(
                 f,
@@ -71,7 +82,7 @@ impl fmt::Display for SendError {
     }
 }
 
-impl Error for SendError {}
+impl Error for SendErrorKind {}
 
 /// Queues `data` to be sent on `conn`, after everything queued before it; it goes out once
 /// the sends ahead of it are done, gathered with the buffers queued beside it into one

@@ -25,6 +25,7 @@ const QUIET_TAG: Tag = u64::MAX - 1;
 
 /// Limits and timeouts of a [`Net`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NetOptions {
     /// Connections open at once; one more is accepted and closed at once (counted in
     /// [`NetStats::refused`]).
@@ -64,6 +65,7 @@ impl NetOptions {
 
 /// What a [`Net`] did, since it was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NetStats {
     /// Connections accepted into the table.
     pub accepted: u64,
@@ -143,6 +145,9 @@ pub(crate) struct Conn {
 }
 
 /// The server's own state: the listener, the accept loop, the connection table, stats.
+///
+/// Its `Debug` shows the listener, whether an accept is in flight or paused, the number of
+/// open connections and the stats.
 pub struct Net {
     listener: Option<Listener>,
     accept: Option<OpId>,
@@ -194,6 +199,19 @@ pub trait Handler: Sized + 'static {
     /// `conn` is closed (its descriptor's close is under way); its id is stale from now on.
     fn on_close(&mut self, io: &mut Io<Self>, conn: ConnId) {
         let _ = (io, conn);
+    }
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Net")
+            .field("listener", &self.listener)
+            .field("accept", &self.accept)
+            .field("accept_paused", &self.accept_paused)
+            .field("stopping", &self.stopping)
+            .field("connections", &self.conns.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
     }
 }
 

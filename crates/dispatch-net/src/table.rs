@@ -30,6 +30,16 @@ impl ConnId {
     }
 }
 
+/// Shows the length and capacity, not the entries (`T` need not be `Debug`).
+impl<T> std::fmt::Debug for Table<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("len", &self.len)
+            .field("capacity", &self.entries.len())
+            .finish()
+    }
+}
+
 struct Entry<T> {
     generation: u32,
     value: Option<T>,

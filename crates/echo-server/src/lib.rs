@@ -26,6 +26,16 @@ pub struct Echo {
     refused: u64,
 }
 
+impl std::fmt::Debug for Echo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Echo")
+            .field("net", &self.net)
+            .field("open_max", &self.open_max)
+            .field("refused", &self.refused)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Echo {
     /// An echo server with `net`'s limits, sharing `open` (of at most `open_max`) with the
     /// other threads.
@@ -112,10 +122,7 @@ pub struct ThreadSummary {
 pub fn loop_options(thread: &ThreadOptions, net: &NetOptions) -> Options {
     let mut options = Options::new(net.ops_max());
     options.backend = thread.backend;
-    options.pool = PoolOptions {
-        buffers: thread.connections_max.clamp(16, 1024),
-        buffer_size: thread.buffer_size,
-    };
+    options.pool = PoolOptions::new(thread.connections_max.clamp(16, 1024), thread.buffer_size);
     options.uring.pbuf_ring = !thread.mask_pbuf_ring;
     options.uring.multishot = !thread.mask_multishot;
     options.uring.ext_arg = !thread.mask_ext_arg;
@@ -135,10 +142,8 @@ pub fn new_loop(
     thread: &ThreadOptions,
     open: Arc<AtomicU32>,
 ) -> Result<(Io<Echo>, Echo), dispatch_core::InitError> {
-    let net = NetOptions {
-        idle_timeout_ns: thread.idle_timeout_ns,
-        ..NetOptions::new(thread.connections_max)
-    };
+    let mut net = NetOptions::new(thread.connections_max);
+    net.idle_timeout_ns = thread.idle_timeout_ns;
     let io: Io<Echo> = Io::new(&loop_options(thread, &net))?;
     let stats = io.stats();
     let masked: Vec<&str> = [

@@ -75,6 +75,15 @@ pub struct Fake {
     owners: Vec<usize>,
 }
 
+impl std::fmt::Debug for Fake {
+    /// The registrations (the scratch buffers are left out).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fake")
+            .field("registrations", &self.registrations.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Fake {
     /// A double that holds up to `registrations_max` registrations.
     ///

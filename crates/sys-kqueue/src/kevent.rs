@@ -115,6 +115,17 @@ mod system {
         events: Vec<kqueue::Event>,
     }
 
+    impl std::fmt::Debug for System {
+        /// The kqueue descriptor and the buffers' capacities.
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("System")
+                .field("kq", &self.kq)
+                .field("changes_max", &self.changes.capacity())
+                .field("events_max", &self.events.capacity())
+                .finish()
+        }
+    }
+
     impl System {
         /// `kqueue()`—a new kqueue whose calls take up to `changes_max` changes and return
         /// up to `events_max` events. Allocates its buffers here only.

@@ -10,6 +10,7 @@ use std::io;
 
 /// The class of reason io_uring is unusable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Unavailable {
     /// `kernel.io_uring_disabled` forbids this process (value 2, or 1 outside `io_uring_group`).
     DisabledBySysctl {

@@ -41,3 +41,11 @@ pub use io_uring::{opcode, squeue, types};
 pub use probe::{probe, Probe, REQUIRED_OPCODES};
 #[cfg(target_os = "linux")]
 pub use ring::{Cqe, Ring, RingOptions, SqFull, MIN_WAIT_TIMEOUT_CAP_NS};
+
+// The error types are `Error + Send + Sync + 'static` (C-GOOD-ERR).
+#[cfg(target_os = "linux")]
+const _: () = {
+    const fn assert_error<E: std::error::Error + Send + Sync + 'static>() {}
+    assert_error::<SetupError>();
+    assert_error::<SqFull>();
+};

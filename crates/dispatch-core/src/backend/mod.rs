@@ -34,6 +34,7 @@ compile_error!("dispatch-core runs on Linux (io_uring, epoll), FreeBSD and macOS
 #[cfg(target_os = "linux")]
 pub(crate) mod io_uring;
 pub(crate) mod readiness;
+#[cfg(feature = "sim")]
 pub(crate) mod sim;
 
 use std::io;
@@ -91,6 +92,7 @@ pub(crate) enum Backend {
     Kqueue(KqueueEngine),
     #[cfg(target_os = "linux")]
     KqueueFake(KqueueFakeEngine),
+    #[cfg(feature = "sim")]
     Sim(sim::SimBackend),
 }
 
@@ -106,6 +108,7 @@ macro_rules! each {
             Backend::Kqueue($backend) => $call,
             #[cfg(target_os = "linux")]
             Backend::KqueueFake($backend) => $call,
+            #[cfg(feature = "sim")]
             Backend::Sim($backend) => $call,
         }
     };
@@ -121,6 +124,7 @@ macro_rules! readiness {
         $sim:ident => $sim_call:expr
     ) => {
         match $self {
+            #[cfg(feature = "sim")]
             Backend::Sim($sim) => $sim_call,
             #[cfg(target_os = "linux")]
             Backend::IoUring($uring) => $uring_call,
@@ -228,6 +232,7 @@ impl Backend {
                     poller, slots_max,
                 )))
             }
+            #[cfg(feature = "sim")]
             BackendKind::Sim => {
                 use std::sync::atomic::{AtomicBool, Ordering};
                 static LOGGED: AtomicBool = AtomicBool::new(false);
@@ -240,6 +245,11 @@ impl Backend {
                 let backend = sim::SimBackend::new(None, slots_max).map_err(InitError::Os)?;
                 Ok(Backend::Sim(backend))
             }
+            #[cfg(not(feature = "sim"))]
+            BackendKind::Sim => Err(InitError::FeatureDisabled {
+                backend: BackendKind::Sim,
+                feature: "sim",
+            }),
             #[allow(unreachable_patterns)]
             other => Err(InitError::UnsupportedBackend(other)),
         }
@@ -255,11 +265,13 @@ impl Backend {
             Backend::Kqueue(_) => BackendKind::Kqueue,
             #[cfg(target_os = "linux")]
             Backend::KqueueFake(_) => BackendKind::KqueueFake,
+            #[cfg(feature = "sim")]
             Backend::Sim(_) => BackendKind::Sim,
         }
     }
 
     /// A loop on the simulated world `sim`.
+    #[cfg(feature = "sim")]
     pub(crate) fn new_sim(options: &Options, sim: &sim::Sim) -> Result<Backend, InitError> {
         sim::SimBackend::new(Some(sim), options.slots_max())
             .map(Backend::Sim)
@@ -269,18 +281,20 @@ impl Backend {
     /// The simulator's virtual clock, on `sim`; `None` elsewhere (the loop reads the
     /// monotonic clock).
     pub(crate) fn clock(&self) -> Option<Clock> {
-        match self {
-            Backend::Sim(sim) => Some(sim.clock()),
-            _ => None,
+        #[cfg(feature = "sim")]
+        if let Backend::Sim(sim) = self {
+            return Some(sim.clock());
         }
+        None
     }
 
     /// The simulated world, on `sim`.
+    #[cfg(feature = "sim")]
     pub(crate) fn sim(&self) -> Option<&sim::Sim> {
-        match self {
-            Backend::Sim(sim) => Some(sim.sim()),
-            _ => None,
+        if let Backend::Sim(sim) = self {
+            return Some(sim.sim());
         }
+        None
     }
 
     pub(crate) fn waker(&self) -> Waker {
@@ -400,9 +414,11 @@ impl Backend {
     /// `Io`'s drop closed descriptor `fd`, made by one of this backend's operations, without
     /// an operation (a result nobody will receive); only the simulator needs to know.
     pub(crate) fn closed_by_drop(&mut self, fd: std::os::fd::RawFd) {
+        #[cfg(feature = "sim")]
         if let Backend::Sim(sim) = self {
             sim.closed_by_drop(fd);
         }
+        let _ = fd;
     }
 
     pub(crate) fn cancel_for_drop(&mut self, user_data: u64, stats: &mut Stats) -> io::Result<()> {

@@ -31,14 +31,22 @@ use crate::slots::{Completed, Done, Fifo, Order, Slots, State};
 use crate::stats::Stats;
 use crate::waker::Waker;
 
+/// The simulated world a loop may be built on; without the `sim` feature, a type with no
+/// values, so that `build` has one shape either way.
+#[cfg(feature = "sim")]
+type SimWorld = crate::sim::Sim;
+#[cfg(not(feature = "sim"))]
+type SimWorld = std::convert::Infallible;
+
 /// How long `Io`'s drop waits for the kernel to give back operations it cancelled before it
 /// leaks their memory rather than free memory the kernel could still write.
 const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The I/O loop, generic over the application's context `C`, which callbacks receive.
 ///
-/// `Io` is deliberately not `Send`: one loop per thread. Use [`Io::waker`] to reach it from
-/// other threads.
+/// `Io` is deliberately not `Send` (checked at compile time; nor is it `Sync`): one loop per
+/// thread, its pool buffers counted without atomics. Use [`Io::waker`] (a [`crate::Waker`],
+/// `Send + Sync`) to reach it from other threads.
 ///
 /// A receive and a send on a socket pair; the buffer moves into each operation and comes back
 /// with its result:
@@ -107,11 +115,12 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 ///   differ as [`Io::read`], [`Io::write`] and [`Io::openat`] say.
 /// - Several sends in flight on one stream socket are served in order on readiness
 ///   backends; io_uring does not promise an order once they wait for buffer space.
-/// - **sim** ([`crate::sim`], only when asked for: [`Io::new_sim`], `Options::backend` or
-///   `DISPATCH_BACKEND=sim`): operations are performed on a simulated world in virtual time
-///   (`run_for_ns` returns without sleeping; `tick` never moves the clock), over simulated
-///   sockets and files only, with seeded faults; a run that could only wait forever returns
-///   an error instead of blocking. The module's documentation lists every difference.
+/// - **sim** (`dispatch_core::sim`, built with the `sim` feature; only when asked for:
+///   `Io::new_sim`, `Options::backend` or `DISPATCH_BACKEND=sim`): operations are performed
+///   on a simulated world in virtual time (`run_for_ns` returns without sleeping; `tick`
+///   never moves the clock), over simulated sockets and files only, with seeded faults; a
+///   run that could only wait forever returns an error instead of blocking. The module's
+///   documentation lists every difference.
 pub struct Io<C> {
     slots: Slots<C>,
     overflow: Fifo,
@@ -225,30 +234,33 @@ impl<C> Io<C> {
         Io::build(options, None)
     }
 
-    /// Creates a loop on the simulated world `sim` (see [`crate::sim`]), whatever
+    /// Creates a loop on the simulated world `sim` (see `dispatch_core::sim`), whatever
     /// `options.backend` and `DISPATCH_BACKEND` say: virtual time, simulated sockets and
     /// files, `sim`'s seed and faults. One loop at a time runs on a world.
     ///
     /// # Errors
     /// As [`Io::new`]; [`InitError::Os`] when a loop already runs on `sim`.
+    #[cfg(feature = "sim")]
     pub fn new_sim(options: &Options, sim: &crate::sim::Sim) -> Result<Io<C>, InitError> {
         Io::build(options, Some(sim))
     }
 
     /// The simulated world this loop runs on; `None` on every other backend.
+    #[cfg(feature = "sim")]
     pub fn sim(&self) -> Option<&crate::sim::Sim> {
         self.backend.sim()
     }
 
-    fn build(options: &Options, sim: Option<&crate::sim::Sim>) -> Result<Io<C>, InitError> {
+    fn build(options: &Options, sim: Option<&SimWorld>) -> Result<Io<C>, InitError> {
         options.validate().map_err(InitError::InvalidOptions)?;
         let mut pool = (options.pool.buffers > 0).then(|| {
             let count = u16::try_from(options.pool.buffers).expect("validated: at most 32768");
             Pool::new(count, options.pool.buffer_size)
         });
         let (backend, fallback) = match sim {
+            #[cfg(feature = "sim")]
             Some(sim) => (Backend::new_sim(options, sim)?, None),
-            None => Backend::new(options, pool.as_mut())?,
+            _ => Backend::new(options, pool.as_mut())?,
         };
         let mut stats = Stats::new(backend.kind(), fallback);
         stats.batch_wait_us = backend.batch_wait_us();
@@ -374,7 +386,7 @@ impl<C> Io<C> {
     /// was called before the run); `ns == 0` is one non-blocking turn. `u64::MAX` runs until
     /// `stop`. On `sim` the nanoseconds are virtual: the simulated clock jumps
     /// from event to event and the call returns when it reaches the deadline, without
-    /// sleeping (see [`crate::sim`]).
+    /// sleeping (see `dispatch_core::sim`).
     ///
     /// # Errors
     /// An unexpected error from the kernel's submit or wait call; the loop stays usable.

@@ -124,7 +124,7 @@ impl<C> Io<C> {
     /// }
     ///
     /// let mut options = Options::new(8);
-    /// options.pool = PoolOptions { buffers: 4, buffer_size: 4096 };
+    /// options.pool = PoolOptions::new(4, 4096);
     /// let mut io: Io<Vec<u8>> = Io::new(&options).expect("a backend");
     /// let (socket, mut peer) = UnixStream::pair().unwrap();
     /// io.recv_multishot(0, socket.as_raw_fd(), on_data).expect("a free slot");

@@ -269,10 +269,7 @@ fn a_multishot_cancelled_from_its_callback_reads_alike_everywhere() {
     // under the burst, which ends a kernel multishot).
     for (burst, buffers) in [(Burst::Open, 16), (Burst::Eof, 16), (Burst::Open, 2)] {
         let mut options = Options::new(8);
-        options.pool = PoolOptions {
-            buffers,
-            buffer_size: BUFFER as u32,
-        };
+        options.pool = PoolOptions::new(buffers, BUFFER as u32);
         let mut outcomes = Vec::new();
         for on in backends() {
             let Some(mut rig) = on.rig(&options) else {
@@ -561,10 +558,7 @@ fn count_pool_waits(rig: &mut Rig<Pooled>) -> [u64; 4] {
 #[test]
 fn pool_waits_count_receives_with_data_once_each() {
     let mut options = Options::new(64);
-    options.pool = PoolOptions {
-        buffers: 4,
-        buffer_size: 64,
-    };
+    options.pool = PoolOptions::new(4, 64);
     let mut seen = Vec::new();
     for on in backends() {
         let Some(mut rig) = on.rig(&options) else {

@@ -525,10 +525,7 @@ fn on_client_data(e: &mut PooledEcho, io: &mut Io<PooledEcho>, _: Tag, shot: Sho
 fn a_pooled_multishot_echo_allocates_nothing() {
     assert_counting();
     let mut options = Options::new(8);
-    options.pool = PoolOptions {
-        buffers: 8,
-        buffer_size: 256,
-    };
+    options.pool = PoolOptions::new(8, 256);
     let Some(mut io) = check::io::<PooledEcho>(&options) else {
         return;
     };

@@ -157,10 +157,7 @@ fn the_environment_variable_forces_a_backend_and_rejects_unknown_names() {
 #[test]
 fn stats_say_what_io_uring_uses_of_what_was_asked() {
     let mut options = Options::new(8);
-    options.pool = PoolOptions {
-        buffers: 4,
-        buffer_size: 64,
-    };
+    options.pool = PoolOptions::new(4, 64);
     let Some(io) = check::io::<()>(&options) else {
         return;
     };

@@ -69,10 +69,7 @@ fn loops(buffers: u32, buffer_size: u32) -> Vec<Io<Got>> {
     let mut loops = Vec::new();
     for masked in [false, true] {
         let mut options = Options::new(16);
-        options.pool = PoolOptions {
-            buffers,
-            buffer_size,
-        };
+        options.pool = PoolOptions::new(buffers, buffer_size);
         options.uring.pbuf_ring = !masked;
         options.uring.multishot = !masked;
         let Some(io) = check::io::<Got>(&options) else {

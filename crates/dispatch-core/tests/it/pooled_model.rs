@@ -116,10 +116,7 @@ fn on_cancel(_: &mut Model, _: &mut Io<Model>, _: Tag, result: std::io::Result<(
 
 fn check_sequence(steps: &[Step], masked: bool) -> Result<(), TestCaseError> {
     let mut options = Options::new(16);
-    options.pool = PoolOptions {
-        buffers: BUFFERS,
-        buffer_size: BUFFER_SIZE,
-    };
+    options.pool = PoolOptions::new(BUFFERS, BUFFER_SIZE);
     options.uring.pbuf_ring = !masked;
     options.uring.multishot = !masked;
     let Some(mut io) = check::io::<Model>(&options) else {
@@ -217,10 +214,7 @@ fn drain_and_check(
 /// The same steps, then the loop dropped with receives in flight and buffers held.
 fn drop_midway(steps: &[Step]) {
     let mut options = Options::new(16);
-    options.pool = PoolOptions {
-        buffers: BUFFERS,
-        buffer_size: BUFFER_SIZE,
-    };
+    options.pool = PoolOptions::new(BUFFERS, BUFFER_SIZE);
     let Some(mut io) = check::io::<Model>(&options) else {
         return;
     };

@@ -12,16 +12,11 @@ use dispatch_core::{BackendKind, BufResult, Io, OpId, Options, PoolBuf, PoolOpti
 /// A world with `seed` and `faults`, and a loop on it with room for `ops_max` operations
 /// and a small pool.
 fn check<C>(seed: u64, faults: Faults, ops_max: u32) -> (Sim, Io<C>) {
-    let sim = Sim::new(&SimOptions {
-        faults,
-        ..SimOptions::new(seed)
-    })
-    .expect("a world");
+    let mut sim_options = SimOptions::new(seed);
+    sim_options.faults = faults;
+    let sim = Sim::new(&sim_options).expect("a world");
     let mut options = Options::new(ops_max);
-    options.pool = PoolOptions {
-        buffers: 16,
-        buffer_size: 256,
-    };
+    options.pool = PoolOptions::new(16, 256);
     let io = Io::new_sim(&options, &sim).expect("a loop on the world");
     assert_eq!(io.stats().backend, BackendKind::Sim);
     (sim, io)
@@ -402,10 +397,8 @@ fn on_open(log: &mut Log, io: &mut Io<Log>, _: Tag, file: std::io::Result<OwnedF
 /// the file back. Whether unsynced bytes were lost or torn, how many were fsynced, and the
 /// disk faults injected (`EIO`s, torn writes).
 fn crash_seed(seed: u64) -> (bool, u64, (u64, u64)) {
-    let faults = Faults {
-        torn_write: 500_000,
-        ..Faults::standard()
-    };
+    let mut faults = Faults::standard();
+    faults.torn_write = 500_000;
     let (sim, mut io) = check::<Log>(seed, faults, 8);
     let mut log = Log {
         file: None,
@@ -479,12 +472,10 @@ fn what_was_fsynced_survives_every_simulated_crash() {
 
 #[test]
 fn reordering_crosses_descriptors_but_never_a_stream() {
-    let faults = Faults {
-        reorder: 1_000_000,
-        latency: 500_000,
-        latency_max_ns: 1_000_000,
-        ..Faults::NONE
-    };
+    let mut faults = Faults::NONE;
+    faults.reorder = 1_000_000;
+    faults.latency = 500_000;
+    faults.latency_max_ns = 1_000_000;
     let (sim, mut io) = check::<Vec<Tag>>(9, faults, 128);
     let pairs: Vec<(OwnedFd, OwnedFd)> = (0..4).map(|_| sim.socket_pair().unwrap()).collect();
     for round in 0..20 {
@@ -527,11 +518,9 @@ fn reordering_crosses_descriptors_but_never_a_stream() {
 /// and what its cancelled closes held: nothing is left open.
 #[test]
 fn dropping_the_loop_leaves_no_simulated_descriptor_open() {
-    let faults = Faults {
-        latency: 1_000_000,
-        latency_max_ns: 1_000_000,
-        ..Faults::NONE
-    };
+    let mut faults = Faults::NONE;
+    faults.latency = 1_000_000;
+    faults.latency_max_ns = 1_000_000;
     let (sim, mut io) = check::<()>(10, faults, 8);
     let path = std::ffi::CString::new("/f").unwrap();
     let flags = libc::O_CREAT | libc::O_RDWR;
@@ -599,12 +588,10 @@ fn dropping_a_loop_after_a_panic_closes_an_undelivered_accepted_connection() {
 /// reorder completions and deliver them late: timers expire as one object.
 #[test]
 fn timeouts_expire_in_deadline_order_under_reorder_and_latency_faults() {
-    let faults = Faults {
-        latency: 500_000,
-        latency_max_ns: 5_000_000,
-        reorder: 1_000_000,
-        ..Faults::NONE
-    };
+    let mut faults = Faults::NONE;
+    faults.latency = 500_000;
+    faults.latency_max_ns = 5_000_000;
+    faults.reorder = 1_000_000;
     for seed in 0..20 {
         let (sim, mut io) = check::<Vec<Tag>>(seed, faults, 64);
         // Deadlines 1 ms apart in a scrambled order, several due within one latency.
@@ -650,10 +637,8 @@ fn a_receive_nobody_answers(
     lost_ppm: u32,
     ops_max: u32,
 ) -> (Sim, Io<Answers>, OwnedFd, OwnedFd, OpId) {
-    let faults = Faults {
-        lost_cancel: lost_ppm,
-        ..Faults::NONE
-    };
+    let mut faults = Faults::NONE;
+    faults.lost_cancel = lost_ppm;
     let (sim, mut io) = check::<Answers>(seed, faults, ops_max);
     let (socket, peer) = sim.socket_pair().unwrap();
     let recv = io

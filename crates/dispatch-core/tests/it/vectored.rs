@@ -34,10 +34,7 @@ fn on_received(sent: &mut Sent, _: &mut Io<Sent>, _: Tag, shot: Shot<PoolBuf>) {
 
 fn options() -> Options {
     let mut options = Options::new(8);
-    options.pool = PoolOptions {
-        buffers: 4,
-        buffer_size: 4096,
-    };
+    options.pool = PoolOptions::new(4, 4096);
     options
 }
 
@@ -193,11 +190,9 @@ fn a_send_past_the_slots_hands_the_buffers_back() {
 
 #[test]
 fn the_simulator_gathers_and_stops_at_a_full_peer() {
-    let sim = Sim::new(&SimOptions {
-        faults: Faults::NONE,
-        ..SimOptions::new(7)
-    })
-    .unwrap();
+    let mut sim_options = SimOptions::new(7);
+    sim_options.faults = Faults::NONE;
+    let sim = Sim::new(&sim_options).unwrap();
     let mut io: Io<Sent> = Io::new_sim(&options(), &sim).unwrap();
     let (a, b) = sim.socket_pair().unwrap();
     let big: Vec<OutBuf> = (0..4).map(|_| OutBuf::from(vec![1; 1 << 20])).collect();

@@ -40,10 +40,7 @@ impl Handler for Echo {
 fn sim_server(sim: &dispatch_core::sim::Sim, addr: &str) -> (Io<Echo>, Echo, SocketAddr) {
     let net = NetOptions::new(8);
     let mut options = Options::new(net.ops_max());
-    options.pool = PoolOptions {
-        buffers: 8,
-        buffer_size: 512,
-    };
+    options.pool = PoolOptions::new(8, 512);
     let mut io = Io::new_sim(&options, sim).unwrap();
     let mut echo = Echo {
         net: Net::new(&net),
@@ -64,10 +61,7 @@ fn server(net: NetOptions) -> (Io<Echo>, Echo, SocketAddr) {
 /// [`server`] with `buffers` pool buffers of 1 KiB.
 fn server_with_pool(net: NetOptions, buffers: u32) -> (Io<Echo>, Echo, SocketAddr) {
     let mut options = Options::new(net.ops_max());
-    options.pool = PoolOptions {
-        buffers,
-        buffer_size: 1024,
-    };
+    options.pool = PoolOptions::new(buffers, 1024);
     let mut io = Io::new(&options).expect("a backend");
     let listener = listen("127.0.0.1:0".parse().unwrap(), &ListenOptions::new()).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -189,10 +183,8 @@ fn connections_past_the_limit_are_closed_at_once_and_the_others_served() {
 
 #[test]
 fn an_idle_connection_is_closed_after_its_timeout() {
-    let net = NetOptions {
-        idle_timeout_ns: 50_000_000,
-        ..NetOptions::new(4)
-    };
+    let mut net = NetOptions::new(4);
+    net.idle_timeout_ns = 50_000_000;
     let (mut io, mut echo, addr) = server(net);
     let idle = TcpStream::connect(addr).unwrap();
     run_until(&mut io, &mut echo, |echo| echo.closed == 1);
@@ -315,12 +307,10 @@ fn serve_and_connect_over_the_simulator() {
 fn a_connection_accepted_while_stopping_is_closed_in_the_simulated_world() {
     use dispatch_core::sim::{Sim, SimOptions};
     // A fixed latency: the connection arrives exactly when the timer below fires.
-    let sim = Sim::new(&SimOptions {
-        latency_min_ns: 1_000_000,
-        latency_max_ns: 1_000_000,
-        ..SimOptions::new(5)
-    })
-    .unwrap();
+    let mut sim_options = SimOptions::new(5);
+    sim_options.latency_min_ns = 1_000_000;
+    sim_options.latency_max_ns = 1_000_000;
+    let sim = Sim::new(&sim_options).unwrap();
     let (mut io, mut echo, addr) = sim_server(&sim, "10.1.1.2:80");
     io.tick(&mut echo).unwrap();
     // The stop and the connection come at the same virtual time: the timer's callback stops

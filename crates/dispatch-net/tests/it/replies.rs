@@ -112,10 +112,7 @@ fn replier(net: &NetOptions, mode: Mode) -> Replier {
 
 fn loop_options(net: &NetOptions) -> Options {
     let mut options = Options::new(net.ops_max());
-    options.pool = PoolOptions {
-        buffers: 32,
-        buffer_size: 1024,
-    };
+    options.pool = PoolOptions::new(32, 1024);
     options
 }
 
@@ -250,10 +247,8 @@ fn serve_names_the_option_a_loop_lacks_and_refuses_a_second_call() {
 #[test]
 fn a_stuck_reply_lives_while_the_peer_is_read_and_is_closed_once_nothing_moves() {
     let sim = Sim::new(&SimOptions::new(11)).unwrap();
-    let net = NetOptions {
-        idle_timeout_ns: 300_000_000,
-        ..NetOptions::new(4)
-    };
+    let mut net = NetOptions::new(4);
+    net.idle_timeout_ns = 300_000_000;
     let mut io = Io::new_sim(&loop_options(&net), &sim).unwrap();
     let listener = sim.listen("10.2.0.1:80".parse().unwrap(), 8).unwrap();
     let addr = listener.local_addr();
@@ -286,10 +281,8 @@ fn a_stuck_reply_lives_while_the_peer_is_read_and_is_closed_once_nothing_moves()
 /// once they stop, the timeout closes it.
 #[test]
 fn arrivals_keep_a_connection_with_a_stuck_reply_open_on_this_backend() {
-    let net = NetOptions {
-        idle_timeout_ns: 2_000_000_000,
-        ..NetOptions::new(4)
-    };
+    let mut net = NetOptions::new(4);
+    net.idle_timeout_ns = 2_000_000_000;
     let (mut io, mut replier, addr) = server(net, Mode::Stuck);
     let mut peer = TcpStream::connect(addr).unwrap();
     let started = std::time::Instant::now();

@@ -39,10 +39,8 @@ fn round_trip_16_mib(backend: Backend) {
 /// says whether the batch wait is in effect.
 fn batch_wait(backend: Backend) {
     let args = ["--batch-wait-us", "200", "--batch-events", "8"];
-    let options = Options {
-        args: &args,
-        ..Options::new(backend)
-    };
+    let mut options = Options::new(backend);
+    options.args = &args;
     let Some(server) = check::start(&options) else {
         return;
     };
@@ -239,11 +237,9 @@ fn garbage(backend: Backend) {
 /// `--buffer-size 7`: every receive takes at most 7 bytes, so each message is echoed in
 /// many pieces, from a pool of tiny buffers; a 256 KiB round trip still comes back whole.
 fn small_buffers(backend: Backend) {
-    let options = Options {
-        threads: 1,
-        args: &["--buffer-size", "7"],
-        ..Options::new(backend)
-    };
+    let mut options = Options::new(backend);
+    options.threads = 1;
+    options.args = &["--buffer-size", "7"];
     let Some(server) = check::start(&options) else {
         return;
     };

@@ -88,10 +88,8 @@ fn flood_bound() -> usize {
 /// memory stays below 200 MiB.
 fn non_reading_client(backend: Backend) {
     const RSS_MAX_KIB: u64 = 200 * 1024;
-    let options = Options {
-        threads: 1,
-        ..Options::new(backend)
-    };
+    let mut options = Options::new(backend);
+    options.threads = 1;
     let Some(mut server) = check::start(&options) else {
         return;
     };
@@ -172,10 +170,8 @@ fn fd_exhaustion(backend: Backend) {
     const LIMIT: u64 = 64;
     const EXTRAS: usize = 100;
     check::raise_nofile();
-    let options = Options {
-        nofile: Some(LIMIT),
-        ..Options::new(backend)
-    };
+    let mut options = Options::new(backend);
+    options.nofile = Some(LIMIT);
     let Some(mut server) = check::start(&options) else {
         return;
     };

@@ -13,11 +13,9 @@ every_backend!(max_connections, idle_timeout);
 /// `--max-connections 2`: a third connection is closed at once and counted as refused while
 /// the first two still echo; once one of them leaves, a new connection is served.
 fn max_connections(backend: Backend) {
-    let options = Options {
-        threads: 1,
-        args: &["--max-connections", "2"],
-        ..Options::new(backend)
-    };
+    let mut options = Options::new(backend);
+    options.threads = 1;
+    options.args = &["--max-connections", "2"];
     let Some(server) = check::start(&options) else {
         return;
     };
@@ -78,11 +76,9 @@ fn served(stream: &mut TcpStream, message: &[u8]) -> bool {
 /// while another that echoes every 100 ms for 2.5 s stays open; the summary counts exactly
 /// one idle timeout.
 fn idle_timeout(backend: Backend) {
-    let options = Options {
-        threads: 1,
-        args: &["--idle-timeout", "1"],
-        ..Options::new(backend)
-    };
+    let mut options = Options::new(backend);
+    options.threads = 1;
+    options.args = &["--idle-timeout", "1"];
     let Some(server) = check::start(&options) else {
         return;
     };

@@ -337,17 +337,12 @@ fn server(sim: &Sim) -> Result<(Io<Echo>, Echo, std::net::SocketAddr), String> {
         batch_events: 1,
         batch_wait_us: 0,
     };
-    let net = NetOptions {
-        idle_timeout_ns: thread.idle_timeout_ns,
-        accept_pause_ns: 1_000_000,
-        ..NetOptions::new(connections_max)
-    };
+    let mut net = NetOptions::new(connections_max);
+    net.idle_timeout_ns = thread.idle_timeout_ns;
+    net.accept_pause_ns = 1_000_000;
     let mut options = loop_options(&thread, &net);
     // Fewer buffers than connections: receives wait for buffers at times.
-    options.pool = PoolOptions {
-        buffers: 32,
-        buffer_size: thread.buffer_size,
-    };
+    options.pool = PoolOptions::new(32, thread.buffer_size);
     let mut io: Io<Echo> = Io::new_sim(&options, sim).map_err(|e| e.to_string())?;
     let mut echo = Echo::new(&net, Arc::new(AtomicU32::new(0)), thread.open_max);
     let listener = sim
@@ -360,17 +355,13 @@ fn server(sim: &Sim) -> Result<(Io<Echo>, Echo, std::net::SocketAddr), String> {
 
 /// Runs one seed: its outcome, or why it failed.
 pub fn run_seed(options: FuzzOptions) -> Result<Outcome, String> {
-    let faults = Faults {
-        planted_bug: options.planted_bug,
-        ..Faults::standard()
-    };
-    let sim = Sim::new(&SimOptions {
-        faults,
-        // Small buffers, so that slow readers stop their writers (backpressure) often.
-        socket_buffer_bytes: 4096 << (options.seed % 3),
-        ..SimOptions::new(options.seed)
-    })
-    .map_err(|e| e.to_string())?;
+    let mut faults = Faults::standard();
+    faults.planted_bug = options.planted_bug;
+    let mut sim_options = SimOptions::new(options.seed);
+    sim_options.faults = faults;
+    // Small buffers, so that slow readers stop their writers (backpressure) often.
+    sim_options.socket_buffer_bytes = 4096 << (options.seed % 3);
+    let sim = Sim::new(&sim_options).map_err(|e| e.to_string())?;
     drive(&sim, options).map_err(|failure| {
         format!(
             "{failure} (at {} ns, trace hash {:#018x})",
