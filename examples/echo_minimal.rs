@@ -1,4 +1,4 @@
-//! The minimal TCP echo server on `dispatch-core` alone.
+//! The minimal TCP echo server on `dispatch-loop` alone.
 //!
 //! ```text
 //! cargo run --release -p examples --example echo_minimal -- 127.0.0.1:7878
@@ -40,7 +40,7 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 
-use dispatch_core::{BackendKind, BufResult, Io, Options, Tag, UnitCallback, BACKEND_ENV};
+use dispatch_loop::{BackendKind, BufResult, Io, Options, Tag, UnitCallback, BACKEND_ENV};
 
 const ADDR_DEFAULT: &str = "127.0.0.1:7878";
 const CONNECTIONS_DEFAULT: u32 = 1024;
@@ -310,7 +310,7 @@ fn resolve(addr: &str) -> Result<Vec<SocketAddr>, String> {
     }
 }
 
-/// The backend `DISPATCH_BACKEND` names, read here rather than by `dispatch-core` so that
+/// The backend `DISPATCH_BACKEND` names, read here rather than by `dispatch-loop` so that
 /// case and surrounding spaces do not matter and a wrong value is reported in full.
 fn backend_from_env() -> Result<Option<BackendKind>, String> {
     let names = "use auto, io_uring, epoll, kqueue or kqueue-fake";
@@ -323,7 +323,7 @@ fn backend_from_env() -> Result<Option<BackendKind>, String> {
     };
     let name = value.trim().to_ascii_lowercase();
     if name.is_empty() || name == "auto" {
-        // dispatch-core would read the variable again, spelled as it was given.
+        // dispatch-loop would read the variable again, spelled as it was given.
         std::env::remove_var(BACKEND_ENV);
         return Ok(None);
     }

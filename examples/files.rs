@@ -7,7 +7,7 @@
 //!
 //! openat → write → fsync → read → close, each step a callback that schedules the next.
 //! What a file program needs to know:
-//! - `openat`'s `dir` is a directory descriptor; [`dispatch_core::AT_FDCWD`] opens relative to
+//! - `openat`'s `dir` is a directory descriptor; [`dispatch_loop::AT_FDCWD`] opens relative to
 //!   the working directory. The `O_*` flags and the mode are `open(2)`'s, from `libc`;
 //!   `O_CLOEXEC` is always added. The new descriptor arrives as an `OwnedFd`.
 //! - A write or a read may do less than asked: continue at `offset + n`, as below.
@@ -25,9 +25,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use dispatch_core::{BufResult, Io, Options, Tag, AT_FDCWD};
+use dispatch_loop::{BufResult, Io, Options, Tag, AT_FDCWD};
 
-const TEXT: &[u8] = b"Written, flushed and read back through dispatch-core.\n";
+const TEXT: &[u8] = b"Written, flushed and read back through dispatch-loop.\n";
 const FILE: Tag = 0;
 
 /// The one job this program does, as the loop's context.

@@ -62,7 +62,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use dispatch_core::{Io, Options, OutBuf, PoolBuf, PoolOptions, Tag, Waker};
+use dispatch_loop::{Io, Options, OutBuf, PoolBuf, PoolOptions, Tag, Waker};
 use dispatch_net::{
     ConnId, Handler, ListenOptions, Net, NetOptions, SendErrorKind, SEND_QUEUE_MAX,
 };

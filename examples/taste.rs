@@ -5,7 +5,7 @@
 //! cargo run -p examples --example taste
 //! ```
 
-use dispatch_core::{BufResult, Io, Options, Tag};
+use dispatch_loop::{BufResult, Io, Options, Tag};
 
 struct Ctx {
     socket: std::os::fd::RawFd,

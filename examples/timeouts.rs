@@ -24,7 +24,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use dispatch_core::{BufResult, Io, OpId, Options, Tag};
+use dispatch_loop::{BufResult, Io, OpId, Options, Tag};
 
 /// Any error, for `main` and its helpers.
 type BoxError = Box<dyn std::error::Error>;

@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: the criterion micro benchmarks of dispatch-core, then the macro
+//! `cargo xtask bench`: the criterion micro benchmarks of dispatch-loop, then the macro
 //! benchmarks: the project's load generator against `echo-server` on each backend and against
 //! peer echo servers (tokio, monoio, compio), then wrk against the project's HTTP example on
 //! each backend and against a hyper server; interleaved, medians over rounds. Benchmarks
@@ -166,7 +166,7 @@ fn micro(criterion_args: &[String]) -> Result<(), String> {
     if args.is_empty() {
         args = vec!["--warm-up-time", "1", "--measurement-time", "2"];
     }
-    Cmd::cargo(&["bench", "-p", "dispatch-core", "--bench", "dispatch", "--"])
+    Cmd::cargo(&["bench", "-p", "dispatch-loop", "--bench", "dispatch", "--"])
         .args(&args)
         .run()
 }

@@ -116,9 +116,9 @@ impl Plan {
     /// names only the echo benchmark's scenarios or servers, or `--no-http`.
     pub fn from_args(args: &BenchArgs, echo: &EchoPlan) -> Plan {
         let echo_scenarios: Vec<&str> = super::plan::SCENARIOS.iter().map(|s| s.name).collect();
-        let echo_servers: Vec<&str> = super::plan::SERVERS.iter().map(|s| s.name).collect();
+        let dispatch_echos: Vec<&str> = super::plan::SERVERS.iter().map(|s| s.name).collect();
         let mut scenarios = filtered(&SCENARIOS, &args.filter, |s| s.name, &echo_scenarios);
-        let servers = filtered(&SERVERS, &args.filter, |s| s.name, &echo_servers);
+        let servers = filtered(&SERVERS, &args.filter, |s| s.name, &dispatch_echos);
         if args.no_http {
             scenarios.clear();
         }

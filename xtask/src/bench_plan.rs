@@ -253,7 +253,7 @@ pub fn count_cpus(list: &str) -> Result<u32, String> {
 #[derive(Debug, Clone)]
 pub struct Binaries {
     /// `TARGET/release/echo-server` (TARGET: `target_dir()`).
-    pub echo_server: PathBuf,
+    pub dispatch_echo: PathBuf,
     /// `TARGET/release/loadgen`.
     pub loadgen: PathBuf,
     /// `TARGET/peers/release/DIR`, for each peer that built.
@@ -284,7 +284,7 @@ pub fn build_peer(dir: &str) -> Result<PathBuf, String> {
 /// with `CARGO_TARGET_DIR=TARGET/peers`. tokio must build; another peer that does not is
 /// left out of the run with a line saying so.
 pub fn build(plan: &Plan) -> Result<Binaries, String> {
-    Cmd::cargo(&["build", "--release", "-p", "echo-server", "-p", "loadgen"]).run()?;
+    Cmd::cargo(&["build", "--release", "-p", "dispatch-echo", "-p", "loadgen"]).run()?;
     let target = target_dir();
     let mut peers = Vec::new();
     for server in &plan.servers {
@@ -298,7 +298,7 @@ pub fn build(plan: &Plan) -> Result<Binaries, String> {
         }
     }
     Ok(Binaries {
-        echo_server: target.join("release/echo-server"),
+        dispatch_echo: target.join("release/echo-server"),
         loadgen: target.join("release/loadgen"),
         peers,
     })

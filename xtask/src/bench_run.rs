@@ -152,7 +152,7 @@ fn program(server: &Server, binaries: &Binaries, server_threads: u32) -> Option<
     match server.kind {
         ServerKind::Own { backend, args } => {
             let mut program = vec![
-                path(&binaries.echo_server),
+                path(&binaries.dispatch_echo),
                 "--listen=127.0.0.1:0".into(),
                 format!("--threads={server_threads}"),
                 format!("--backend={backend}"),

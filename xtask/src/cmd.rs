@@ -210,10 +210,10 @@ mod tests {
         assert!(doc
             .line()
             .ends_with("RUSTDOCFLAGS='-D warnings' cargo doc --workspace"));
-        let test = Cmd::cargo(&["test", "-p", "dispatch-core"]).env("DISPATCH_BACKEND", "epoll");
+        let test = Cmd::cargo(&["test", "-p", "dispatch-loop"]).env("DISPATCH_BACKEND", "epoll");
         assert!(test
             .line()
-            .ends_with("DISPATCH_BACKEND=epoll cargo test -p dispatch-core"));
+            .ends_with("DISPATCH_BACKEND=epoll cargo test -p dispatch-loop"));
         assert_eq!(quote("it's"), r"'it'\''s'");
         assert_eq!(quote(""), "''");
         assert_eq!(quote("-Zsanitizer=address"), "-Zsanitizer=address");

@@ -1,4 +1,4 @@
-//! Dependencies point only downward: `sys-*` ← `dispatch-core` ← `dispatch-net` ←
+//! Dependencies point only downward: `sys-*` ← `dispatch-loop` ← `dispatch-net` ←
 //! `echo-server`. Checked by reading each crate's manifest, so a wrong edge fails
 //! `cargo test`.
 
@@ -7,9 +7,9 @@
 const LAYERS: &[(&str, u32)] = &[
     ("sys-uring", 0),
     ("sys-kqueue", 0),
-    ("dispatch-core", 1),
+    ("dispatch-loop", 1),
     ("dispatch-net", 2),
-    ("echo-server", 3),
+    ("dispatch-echo", 3),
     ("loadgen", 3),
     ("examples", 4),
     ("xtask", 4),
@@ -49,20 +49,30 @@ mod tests {
         found
     }
 
+    /// The `name` of a manifest's `[package]` (its first `name = ` line).
+    fn package_name(manifest: &str) -> &str {
+        manifest
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("name = "))
+            .expect("a package name")
+            .trim_matches('"')
+    }
+
     #[test]
     fn dependencies_point_downward() {
         let root = project_root();
         let mut members = vec![("examples".to_owned(), root.join("examples/Cargo.toml"))];
         members.push(("xtask".to_owned(), root.join("xtask/Cargo.toml")));
         for entry in std::fs::read_dir(root.join("crates")).unwrap() {
-            let entry = entry.unwrap();
-            let name = entry.file_name().into_string().unwrap();
-            members.push((name, entry.path().join("Cargo.toml")));
+            // Named by its package (`crates/dispatch-core` holds `dispatch-loop`).
+            let manifest = entry.unwrap().path().join("Cargo.toml");
+            let text = std::fs::read_to_string(&manifest).unwrap();
+            members.push((package_name(&text).to_owned(), manifest));
         }
         for (name, manifest) in members {
             let text = std::fs::read_to_string(&manifest).unwrap();
             // A crate may dev-depend on itself to turn on its own features in its tests
-            // (dispatch-core's and dispatch-net's `sim`): that edge points nowhere.
+            // (dispatch-loop's and dispatch-net's `sim`): that edge points nowhere.
             for dep in workspace_deps(&text).into_iter().filter(|&dep| dep != name) {
                 assert!(
                     layer(dep) < layer(&name),
@@ -74,7 +84,7 @@ mod tests {
 
     #[test]
     fn the_checker_sees_a_dependency() {
-        let manifest = "[dependencies]\ndispatch-core.workspace = true\n[features]\nsys-uring = []";
-        assert_eq!(workspace_deps(manifest), vec!["dispatch-core"]);
+        let manifest = "[dependencies]\ndispatch-loop.workspace = true\n[features]\nsys-uring = []";
+        assert_eq!(workspace_deps(manifest), vec!["dispatch-loop"]);
     }
 }

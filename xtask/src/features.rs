@@ -1,7 +1,7 @@
 //! `cargo xtask test`'s feature check: every workspace crate, on its own (`-p`, so no other
 //! member's features are unified into it), builds and lints clean with no features, with its
 //! default features, with each feature alone, and with all features. The features come from
-//! `cargo metadata`, so a new one (dispatch-core's `sim`, say) is checked without anyone
+//! `cargo metadata`, so a new one (dispatch-loop's `sim`, say) is checked without anyone
 //! listing it here.
 //!
 //! Each combination is `cargo clippy -p CRATE ... -- -D warnings`: clippy is `cargo check`

@@ -15,12 +15,12 @@ struct Fuzzer {
     prefix: &'static str,
 }
 
-/// Every fuzzer. `echo`: the echo server's connection logic (`echo_server::Echo` served by
+/// Every fuzzer. `echo`: the echo server's connection logic (`dispatch_echo::Echo` served by
 /// `dispatch_net::serve`) under the `sim` backend with every fault on and many simulated
 /// clients (`crates/echo-server/tests/it/sim_fuzz.rs` says how it works).
 const FUZZERS: [Fuzzer; 1] = [Fuzzer {
     name: "echo",
-    package: "echo-server",
+    package: "dispatch-echo",
     test: "sim_fuzz::fuzz_from_env",
     prefix: "ECHO_FUZZ",
 }];

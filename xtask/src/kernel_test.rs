@@ -76,13 +76,13 @@ const LIBTEST: &[&str] = &[
     "--test-threads=2",
 ];
 
-/// Every run, in order. The dispatch-core suite runs on automatic selection, on each forced
+/// Every run, in order. The dispatch-loop suite runs on automatic selection, on each forced
 /// backend and with io_uring's optional features masked; the echo server's simulation fuzzer
 /// is left out (it never touches the kernel, and its seeds cost minutes under emulation).
 const RUNS: [Run; 11] = [
     Run {
         name: "probe",
-        package: "dispatch-core",
+        package: "dispatch-loop",
         target: "kernel_probe",
         env: &[],
         args: &[],
@@ -90,17 +90,17 @@ const RUNS: [Run; 11] = [
         limit_s: 30,
     },
     run("sys-uring", "sys-uring", "it", &[], 60),
-    run("core:auto", "dispatch-core", "it", &[], 120),
-    run("core:io_uring", "dispatch-core", "it", IO_URING, 120),
-    run("core:epoll", "dispatch-core", "it", EPOLL, 120),
-    run("core:uring-extras", "dispatch-core", "it", MASKED, 120),
+    run("core:auto", "dispatch-loop", "it", &[], 120),
+    run("core:io_uring", "dispatch-loop", "it", IO_URING, 120),
+    run("core:epoll", "dispatch-loop", "it", EPOLL, 120),
+    run("core:uring-extras", "dispatch-loop", "it", MASKED, 120),
     run("net:auto", "dispatch-net", "it", &[], 60),
     run("net:epoll", "dispatch-net", "it", EPOLL, 60),
     run("examples", "examples", "runnable", &[], 60),
     run("echo_minimal", "examples", "echo_minimal", &[], 60),
     Run {
         name: "echo-server",
-        package: "echo-server",
+        package: "dispatch-echo",
         target: "it",
         env: &[],
         args: &["--skip", "sim_fuzz::"],

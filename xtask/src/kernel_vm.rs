@@ -99,14 +99,14 @@ pub fn build(release: bool) -> Result<Vec<Built>, String> {
         "-p",
         "sys-uring",
         "-p",
-        "dispatch-core",
+        "dispatch-loop",
         "-p",
         "dispatch-net",
     ];
     let tests = Cmd::cargo(&["test", "--no-run"])
         .args(&common)
         .args(&packages)
-        .args(&["-p", "echo-server", "-p", "examples"])
+        .args(&["-p", "dispatch-echo", "-p", "examples"])
         .args(&[
             "--test",
             "it",
@@ -118,7 +118,7 @@ pub fn build(release: bool) -> Result<Vec<Built>, String> {
         .run_for_output()?;
     let examples = Cmd::cargo(&["build", "--examples"])
         .args(&common)
-        .args(&["-p", "dispatch-core", "-p", "examples"])
+        .args(&["-p", "dispatch-loop", "-p", "examples"])
         .run_for_output()?;
     let built: Vec<Built> = format!("{tests}{examples}")
         .lines()
@@ -388,11 +388,11 @@ mod tests {
     fn cargo_messages_name_each_executable_with_its_package_and_target() {
         let line = concat!(
             r#"{"reason":"compiler-artifact","package_id":"path+file:///w/crates/"#,
-            r#"dispatch-core#0.1.0","target":{"kind":["test"],"name":"it","src_path":"/w/x"},"#,
+            r#"dispatch-loop#0.1.0","target":{"kind":["test"],"name":"it","src_path":"/w/x"},"#,
             r#""executable":"/w/target/debug/deps/it-1","fresh":true}"#
         );
         let built = built(line).unwrap();
-        assert_eq!(built.package, "dispatch-core");
+        assert_eq!(built.package, "dispatch-loop");
         assert_eq!(built.target, "it");
         assert_eq!(built.path, Path::new("/w/target/debug/deps/it-1"));
         assert!(super::built(r#"{"reason":"build-finished","success":true}"#).is_none());

@@ -3,7 +3,7 @@
 //! subcommand runs is echoed as a line that reproduces it.
 //!
 //! - `cargo xtask test`      fmt check, clippy `-D warnings`, docs `-D warnings`, every crate
-//!   with each feature combination, `cargo package`, every test, the dispatch-core suite again
+//!   with each feature combination, `cargo package`, every test, the dispatch-loop suite again
 //!   on each forced backend
 //! - `cargo xtask ci`        what `.ci/run` calls: `test`, `audit`, then `kernel-test --kernel
 //!   all`
@@ -11,8 +11,8 @@
 //!   the product (failing) and each benchmark peer (reported)
 //! - `cargo xtask bench`     criterion micro benchmarks, then echo servers under loadgen, then
 //!   HTTP servers under wrk (`--quick`: a smoke test of the macro harness)
-//! - `cargo xtask miri`      dispatch-core's pure-logic unit tests under Miri (nightly)
-//! - `cargo xtask sanitize`  the dispatch-core suite under AddressSanitizer (nightly);
+//! - `cargo xtask miri`      dispatch-loop's pure-logic unit tests under Miri (nightly)
+//! - `cargo xtask sanitize`  the dispatch-loop suite under AddressSanitizer (nightly);
 //!   `--thread`: its cross-thread tests under ThreadSanitizer
 //! - `cargo xtask msrv`      the workspace type-checked with its `rust-version`
 //! - `cargo xtask fuzz`      the seeded simulation fuzzers: `--seeds N`, or `--seed N` to
@@ -65,18 +65,18 @@ enum Command {
     /// fmt, clippy, docs, feature combinations, cargo package, then every test on every backend
     ///
     /// In order: `cargo fmt --check`; clippy -D warnings for the host and, type-checking only,
-    /// for FreeBSD and macOS (sys-kqueue and dispatch-core); `cargo doc` with -D warnings;
+    /// for FreeBSD and macOS (sys-kqueue and dispatch-loop); `cargo doc` with -D warnings;
     /// each crate alone with its default features, none, each feature alone and all of them
     /// (clippy -D warnings); `cargo package` of every published crate, each built from its
     /// package; `cargo xtask bench --quick` (the benchmark harness, briefly; judges no number);
-    /// `cargo test --workspace`; on Linux the dispatch-core suite again with
+    /// `cargo test --workspace`; on Linux the dispatch-loop suite again with
     /// DISPATCH_BACKEND=epoll, with kqueue-fake, and with epoll where the harness blocks
     /// epoll_pwait2. Installs the rustup components and targets it needs where missing. Miri,
     /// the sanitizer and the MSRV check are separate commands: each needs another toolchain.
     Test(TestArgs),
     /// `test`, `audit`, then `kernel-test --kernel all` on Linux: what `.ci/run` runs
     ///
-    /// Every check of `test`, the dependency audit, then dispatch-core's, dispatch-net's, the
+    /// Every check of `test`, the dependency audit, then dispatch-loop's, dispatch-net's, the
     /// examples' and echo-server's suites on Linux 5.10, 6.1 and 6.12 under QEMU (about 11
     /// minutes on two cores; `--no-kernels` leaves them out, as CI's macOS and FreeBSD jobs
     /// must).
@@ -92,7 +92,7 @@ enum Command {
     /// Micro benchmarks (criterion), then echo servers under the project's load generator,
     /// then HTTP servers under wrk
     ///
-    /// Micro: dispatch-core on io_uring (two ring set-ups) and on epoll against the raw
+    /// Micro: dispatch-loop on io_uring (two ring set-ups) and on epoll against the raw
     /// io-uring crate, timer lateness and cross-thread wake-up latency. Macro: loadgen against
     /// echo-server (io_uring, epoll) and the tokio, monoio and compio peers, interleaved over
     /// rounds, medians; a markdown table on stdout, JSON and an SVG chart under target/bench/.
@@ -104,15 +104,15 @@ enum Command {
     /// docs/BENCHMARKS.md says what each number means. Benchmarks report; they never pass or
     /// fail, except that a run with wrong echoes or answers is FAILED.
     Bench(bench::BenchArgs),
-    /// dispatch-core's pure-logic unit tests under Miri (nightly)
+    /// dispatch-loop's pure-logic unit tests under Miri (nightly)
     ///
-    /// Runs every unit test of dispatch-core under Miri, with Stacked Borrows and then Tree
+    /// Runs every unit test of dispatch-loop under Miri, with Stacked Borrows and then Tree
     /// Borrows, except those that need real syscalls (named, each with its reason, in
     /// xtask/src/miri.rs). Installs nightly with miri and rust-src if missing.
     Miri,
-    /// The dispatch-core suite under AddressSanitizer on every backend (nightly)
+    /// The dispatch-loop suite under AddressSanitizer on every backend (nightly)
     ///
-    /// Runs `cargo test -p dispatch-core --test it` with -Zsanitizer=address and a sanitized
+    /// Runs `cargo test -p dispatch-loop --test it` with -Zsanitizer=address and a sanitized
     /// std (-Zbuild-std), once per backend: auto, epoll, kqueue-fake. Linux only; installs
     /// nightly with rust-src if missing. `--thread`: the tests where another thread wakes or
     /// stops the loop, under -Zsanitizer=thread instead, once per backend.
@@ -134,7 +134,7 @@ enum Command {
     /// x86_64-unknown-linux-musl target with rustup), fetches each kernel once into
     /// target/kernel-test/kernels/ (a private apt configuration; nothing is installed on the
     /// host's boot), builds the suites statically, and boots each kernel once: the probe,
-    /// sys-uring's tests, dispatch-core's suite (automatic, io_uring, epoll, io_uring with its
+    /// sys-uring's tests, dispatch-loop's suite (automatic, io_uring, epoll, io_uring with its
     /// extras masked), dispatch-net's, the examples' and echo-server's. Prints one table and
     /// fails on any failed, hung or mostly skipped run, a missing result or a guest panic.
     KernelTest(KernelTestArgs),

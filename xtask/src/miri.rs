@@ -1,4 +1,4 @@
-//! `cargo xtask miri`: dispatch-core's unit tests under Miri, the interpreter that checks
+//! `cargo xtask miri`: dispatch-loop's unit tests under Miri, the interpreter that checks
 //! unsafe code for undefined behaviour (aliasing under Stacked and under Tree Borrows,
 //! out-of-bounds and dangling accesses, uninitialised reads, leaks).
 //!
@@ -43,7 +43,7 @@ const MODELS: [(&str, &str); 2] = [
 
 pub fn run() -> Result<(), String> {
     rustup::ensure_toolchain("nightly", &["miri", "rust-src"])?;
-    let miri_test = ["+nightly", "miri", "test", "-p", "dispatch-core", "--lib"];
+    let miri_test = ["+nightly", "miri", "test", "-p", "dispatch-loop", "--lib"];
     let listed = Cmd::cargo(&miri_test)
         .args(&["--", "--list", "--format", "terse"])
         .run_for_output()?;
@@ -63,7 +63,7 @@ pub fn run() -> Result<(), String> {
         ));
     }
     eprintln!(
-        "xtask: Miri runs {} of dispatch-core's {} unit tests; skipped, needing real syscalls:",
+        "xtask: Miri runs {} of dispatch-loop's {} unit tests; skipped, needing real syscalls:",
         tests.len() - SKIP.len(),
         tests.len()
     );

@@ -1,4 +1,4 @@
-//! `cargo xtask sanitize`: the dispatch-core suite under AddressSanitizer (with its leak
+//! `cargo xtask sanitize`: the dispatch-loop suite under AddressSanitizer (with its leak
 //! checker), once per backend, so that a use-after-free, an overflow or a leak in the loop's
 //! unsafe code fails a test run instead of corrupting memory silently; with `--thread`, the
 //! tests that cross threads (the waker, a stop from another thread) under ThreadSanitizer,
@@ -32,7 +32,7 @@ pub fn run(thread: bool) -> Result<(), String> {
     };
     for backend in BACKENDS {
         Cmd::cargo(&["+nightly", "test", "-Zbuild-std", "--target", &host])
-            .args(&["-p", "dispatch-core", "--test", "it", "--"])
+            .args(&["-p", "dispatch-loop", "--test", "it", "--"])
             .args(filters)
             .env("RUSTFLAGS", flags)
             .env("DISPATCH_BACKEND", backend)

@@ -3,7 +3,7 @@
 //! each published crate (`package.rs`), the benchmark harness's smoke test (`cargo xtask bench
 //! --quick`), then every test
 //! (the simulation fuzzer's few hundred seeds and its planted bug among them:
-//! `crates/echo-server/tests/it/sim_fuzz.rs`), and the dispatch-core and dispatch-net suites
+//! `crates/echo-server/tests/it/sim_fuzz.rs`), and the dispatch-loop and dispatch-net suites
 //! again under each forced backend and with kernel features blocked or masked. Ends with the
 //! tests' results, the tests that skipped themselves, and a note on the checks it leaves to
 //! other commands. Installs the rustup components and targets it needs where missing, so it
@@ -22,8 +22,8 @@ use crate::rustup;
 const CHECK_TARGETS: [&str; 2] = ["x86_64-unknown-freebsd", "aarch64-apple-darwin"];
 
 /// The reruns on Linux, besides the automatic choice (io_uring, or epoll where io_uring is
-/// blocked): the dispatch-core and dispatch-net suites under each forced backend; the
-/// dispatch-core suite on epoll without `epoll_pwait2` (the test harness blocks the syscall
+/// blocked): the dispatch-loop and dispatch-net suites under each forced backend; the
+/// dispatch-loop suite on epoll without `epoll_pwait2` (the test harness blocks the syscall
 /// with a seccomp filter), as on the pre-5.11 hosts the epoll fallback exists for; and on
 /// io_uring with every optional kernel feature masked (provided-buffer rings, multishot,
 /// `EXT_ARG`), so each io_uring fallback runs on this kernel too. The echo-server's suite
@@ -55,7 +55,7 @@ type Rerun = (
     &'static [(&'static str, &'static str)],
 );
 
-const DISPATCH_CORE: &[&str] = &["test", "-p", "dispatch-core", "--test", "it"];
+const DISPATCH_CORE: &[&str] = &["test", "-p", "dispatch-loop", "--test", "it"];
 const DISPATCH_NET: &[&str] = &["test", "-p", "dispatch-net", "--test", "it"];
 
 /// `cross_targets`: also type-check and lint the kqueue code for FreeBSD and macOS.
@@ -73,11 +73,11 @@ pub fn run(cross_targets: bool) -> Result<(), String> {
                 "-p",
                 "sys-kqueue",
                 "-p",
-                "dispatch-core",
+                "dispatch-loop",
                 "-p",
                 "dispatch-net",
             ])
-            .args(&["-p", "echo-server"])
+            .args(&["-p", "dispatch-echo"])
             .args(&deny_warnings)
             .run()?;
     }
@@ -114,8 +114,8 @@ pub fn run(cross_targets: bool) -> Result<(), String> {
         "\ncargo xtask test: passed, {} (with 300 seeds of the simulated echo fuzzer, and its \
          planted bug found). More seeds: cargo xtask fuzz --seeds N. Not part of it, because \
          each needs another toolchain (installed on first use):\n  \
-         cargo xtask miri      dispatch-core's pure-logic unit tests under Miri (nightly)\n  \
-         cargo xtask sanitize  the dispatch-core suite under AddressSanitizer (nightly)\n  \
+         cargo xtask miri      dispatch-loop's pure-logic unit tests under Miri (nightly)\n  \
+         cargo xtask sanitize  the dispatch-loop suite under AddressSanitizer (nightly)\n  \
          cargo xtask msrv      the workspace checked with its rust-version\n\
          And, because it needs the network, not this either (cargo xtask ci runs it):\n  \
          cargo xtask audit     licences and security advisories (cargo-deny)",

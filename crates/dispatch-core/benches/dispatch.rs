@@ -1,6 +1,6 @@
-//! Cost per operation through `dispatch-core` against the raw `io-uring` crate doing the same
+//! Cost per operation through `dispatch-loop` against the raw `io-uring` crate doing the same
 //! work in the same run, for three ring set-ups (plain, `COOP_TASKRUN`, and
-//! `SINGLE_ISSUER | DEFER_TASKRUN`), and through `dispatch-core` on its epoll backend beside
+//! `SINGLE_ISSUER | DEFER_TASKRUN`), and through `dispatch-loop` on its epoll backend beside
 //! them.
 //!
 //! - `nop/*`: a batch of 32 nops, submitted together and reaped: the loop's own cost.
@@ -36,7 +36,7 @@ mod linux {
     use std::os::fd::AsRawFd;
 
     use criterion::{BenchmarkId, Criterion, Throughput};
-    use dispatch_core::{BackendKind, BufResult, Io, Options, PoolBuf, PoolOptions, Shot, Tag};
+    use dispatch_loop::{BackendKind, BufResult, Io, Options, PoolBuf, PoolOptions, Shot, Tag};
     use io_uring::{opcode, types, IoUring};
 
     const BATCH: u64 = 32;
@@ -109,7 +109,7 @@ mod linux {
     }
 
     /// A group that schedules `BATCH` operations together and reaps them all: through
-    /// dispatch-core with `schedule`, and through a raw ring with the SQE from `entry`, whose
+    /// dispatch-loop with `schedule`, and through a raw ring with the SQE from `entry`, whose
     /// completions carry `expected`. Generic, not `dyn`, so that the raw loop stays as tight
     /// as hand-written code.
     fn batch_group<S, E>(c: &mut Criterion, group_name: &str, schedule: S, entry: E, expected: i32)

@@ -1,7 +1,7 @@
 //! What this kernel's io_uring offers the loop, and what the loop picks: one `KM|key=value`
 //! line per fact, for `cargo xtask kernel-test`, which runs it first in each kernel's VM and
 //! turns the lines into its table and `docs/KERNELS.md`. Also runnable by hand:
-//! `cargo run -p dispatch-core --example kernel_probe`.
+//! `cargo run -p dispatch-loop --example kernel_probe`.
 //!
 //! The set-up flags and features come from `sys_uring::probe`; provided-buffer rings and
 //! multishot receive are asked the way the io_uring backend asks them (a registration, a
@@ -85,7 +85,7 @@ fn ring_lines(probe: &sys_uring::Probe) {
 /// then whether the default options run on forced io_uring.
 #[cfg(target_os = "linux")]
 fn loop_lines() {
-    use dispatch_core::{BackendKind, Io, Options, PoolOptions};
+    use dispatch_loop::{BackendKind, Io, Options, PoolOptions};
 
     let mut options = Options::new(64);
     options.backend = None;
@@ -116,7 +116,7 @@ fn loop_lines() {
 
 /// What the io_uring backend uses, from `Stats::uring`.
 #[cfg(target_os = "linux")]
-fn uring_lines(uring: &dispatch_core::UringFeatures) {
+fn uring_lines(uring: &dispatch_loop::UringFeatures) {
     line("loop.uses.single_issuer", yes(uring.single_issuer));
     line("loop.uses.defer_taskrun", yes(uring.defer_taskrun));
     line("loop.uses.coop_taskrun", yes(uring.coop_taskrun));

@@ -21,12 +21,12 @@ pub enum InitError {
     /// The backend asked for does not exist on this platform (kqueue on Linux, epoll or
     /// io_uring on macOS).
     UnsupportedBackend(BackendKind),
-    /// The backend asked for exists but was compiled out: `feature` of `dispatch-core` is
+    /// The backend asked for exists but was compiled out: `feature` of `dispatch-loop` is
     /// off (`sim`, without the `sim` feature).
     FeatureDisabled {
         /// The backend asked for.
         backend: BackendKind,
-        /// The cargo feature of `dispatch-core` that builds it.
+        /// The cargo feature of `dispatch-loop` that builds it.
         feature: &'static str,
     },
     /// Creating the backend's descriptors (its epoll or kqueue instance, its wake-up
@@ -57,7 +57,7 @@ impl fmt::Display for InitError {
             }
             InitError::FeatureDisabled { backend, feature } => write!(
                 f,
-                "the {backend} backend is compiled out: turn on dispatch-core's `{feature}` \
+                "the {backend} backend is compiled out: turn on dispatch-loop's `{feature}` \
                  feature to use it"
             ),
             InitError::Os(error) => write!(f, "creating the loop failed: {error}"),

@@ -1,4 +1,4 @@
-//! `dispatch-core`: a callback-based I/O loop that batches every operation scheduled since
+//! `dispatch-loop`: a callback-based I/O loop that batches every operation scheduled since
 //! the last syscall into one, over io_uring (Linux), epoll (Linux, as a fallback) and kqueue
 //! (FreeBSD, macOS), and a deterministic simulator (module `sim`, behind the `sim` feature:
 //! virtual time, a simulated network and disk, seeded faults) for testing programs built on
@@ -13,7 +13,7 @@
 //! is dropped.
 //!
 //! ```
-//! use dispatch_core::{Io, Options};
+//! use dispatch_loop::{Io, Options};
 //!
 //! #[derive(Default)]
 //! struct Ctx { fired: Vec<u64> }

@@ -17,7 +17,7 @@ pub const GATHER_MAX: usize = 64;
 /// [`OutBuf::advance`] narrows it past bytes already sent.
 ///
 /// ```
-/// use dispatch_core::OutBuf;
+/// use dispatch_loop::OutBuf;
 ///
 /// let mut reply = vec![OutBuf::from("HTTP/1.1 200 OK\r\n"), OutBuf::from(b"\r\n".to_vec())];
 /// assert_eq!(&reply[0][..4], b"HTTP");

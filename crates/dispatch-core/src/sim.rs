@@ -14,8 +14,8 @@
 //!
 //! ```
 //! use std::os::fd::AsRawFd;
-//! use dispatch_core::sim::{Faults, Sim, SimOptions};
-//! use dispatch_core::{BufResult, Io, Options};
+//! use dispatch_loop::sim::{Faults, Sim, SimOptions};
+//! use dispatch_loop::{BufResult, Io, Options};
 //!
 //! /// Sends "hello" over a simulated socket pair, receives it, and sleeps an hour: the
 //! /// world's trace hash.

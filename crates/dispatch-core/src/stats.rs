@@ -15,7 +15,7 @@ pub enum BackendKind {
     /// The kqueue backend's logic over `sys_kqueue::Fake`, a kevent double built on
     /// `poll(2)`: how the kqueue code runs and is tested on Linux. Not a production backend.
     KqueueFake,
-    /// The deterministic simulator (`dispatch_core::sim`): virtual time, an in-memory network
+    /// The deterministic simulator (`dispatch_loop::sim`): virtual time, an in-memory network
     /// and disk, seeded faults. Never chosen automatically; not a production backend.
     Sim,
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 /// touches nothing else.
 ///
 /// ```
-/// use dispatch_core::{Io, Options};
+/// use dispatch_loop::{Io, Options};
 ///
 /// let mut io: Io<Vec<u64>> = Io::new(&Options::new(4)).expect("a backend");
 /// let waker = io.waker();

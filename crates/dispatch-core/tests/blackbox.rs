@@ -1,4 +1,4 @@
-//! Black-box tests of dispatch-core, written from its public documentation only.
+//! Black-box tests of dispatch-loop, written from its public documentation only.
 //!
 //! Every test runs on the backend `DISPATCH_BACKEND` selects (run the binary once per
 //! backend), and on io_uring also with the provided-buffer ring, multishot and `EXT_ARG`
@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use dispatch_core::{
+use dispatch_loop::{
     BackendKind, DeadlineError, InitError, Io, OpId, Options, PoolBuf, PoolOptions,
     ScheduleErrorKind, Shot, Tag, AT_FDCWD, BACKEND_ENV,
 };
@@ -905,7 +905,7 @@ struct Timed {
     ends: Vec<(Tag, Answer, Duration)>,
 }
 
-fn timed_buf(c: &mut Timed, _: &mut Io<Timed>, tag: Tag, (r, _): dispatch_core::BufResult) {
+fn timed_buf(c: &mut Timed, _: &mut Io<Timed>, tag: Tag, (r, _): dispatch_loop::BufResult) {
     c.ends.push((tag, answer(&r), c.start.unwrap().elapsed()));
 }
 fn timed_unit(c: &mut Timed, _: &mut Io<Timed>, tag: Tag, r: io::Result<()>) {
@@ -1749,7 +1749,7 @@ fn accept_connect_send_recv_shutdown() {
         )
         .unwrap();
         io.run_until_idle(&mut c).unwrap();
-        fn on_recv(c: &mut C, io: &mut Io<C>, _: Tag, (r, buf): dispatch_core::BufResult) {
+        fn on_recv(c: &mut C, io: &mut Io<C>, _: Tag, (r, buf): dispatch_loop::BufResult) {
             let n = r.expect("recv");
             c.got = buf;
             if n > 0 {
@@ -1811,7 +1811,7 @@ fn connect_refused_and_send_to_closed_peer() {
 struct FileCtx {
     res: Vec<(Tag, Answer, usize, Vec<u8>)>,
 }
-fn on_file(c: &mut FileCtx, _: &mut Io<FileCtx>, tag: Tag, (r, buf): dispatch_core::BufResult) {
+fn on_file(c: &mut FileCtx, _: &mut Io<FileCtx>, tag: Tag, (r, buf): dispatch_loop::BufResult) {
     let n = *r.as_ref().unwrap_or(&0);
     c.res.push((tag, answer(&r), n, buf));
 }

@@ -1,4 +1,4 @@
-//! `dispatch-net`: TCP helpers on `dispatch-core` that every server on the loop would
+//! `dispatch-net`: TCP helpers on `dispatch-loop` that every server on the loop would
 //! otherwise rewrite: listening sockets ([`listen`], `SO_REUSEPORT`, a backlog chosen on
 //! purpose), connect with a deadline ([`connect`]), a fixed connection table with
 //! generation-checked handles ([`Table`], [`ConnId`]), and a server ([`serve`]) whose accept
@@ -17,7 +17,7 @@
 //!
 //! ```
 //! use std::net::TcpListener;
-//! use dispatch_core::{Io, Options, PoolBuf, PoolOptions};
+//! use dispatch_loop::{Io, Options, PoolBuf, PoolOptions};
 //! use dispatch_net::{listen, send, serve, ConnId, Handler, ListenOptions, Net, NetOptions};
 //!
 //! struct Upper { net: Net }
@@ -61,8 +61,8 @@
 //!
 //! # Features
 //!
-//! - `sim` (off by default; turns on `dispatch-core/sim`): `Listener::Sim` (a listener on
-//!   dispatch-core's simulated network, which [`serve`] accepts from) and [`connect`] on a
+//! - `sim` (off by default; turns on `dispatch-loop/sim`): `Listener::Sim` (a listener on
+//!   dispatch-loop's simulated network, which [`serve`] accepts from) and [`connect`] on a
 //!   loop that runs on a simulation. Meant for tests, as a dev-dependency with
 //!   `features = ["sim"]`.
 #![forbid(unsafe_code)]

@@ -1,18 +1,18 @@
 //! Listening and connecting sockets, set up the way a server on the loop wants them, on a
-//! real network or on a simulated one (`dispatch_core::sim`).
+//! real network or on a simulated one (`dispatch_loop::sim`).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 #[cfg(feature = "sim")]
-use dispatch_core::sim::SimListener;
-use dispatch_core::{Io, OpId, ScheduleError, Tag, UnitCallback};
+use dispatch_loop::sim::SimListener;
+use dispatch_loop::{Io, OpId, ScheduleError, Tag, UnitCallback};
 use rustix::net::{sockopt, AddressFamily, SocketType};
 
 /// What [`crate::serve`] accepts connections from: a TCP listener (from [`listen`], or any
 /// `std::net::TcpListener`), or a listener on a simulated network (from
-/// `dispatch_core::sim::Sim::listen`), for a loop on that simulation. Both convert with
+/// `dispatch_loop::sim::Sim::listen`), for a loop on that simulation. Both convert with
 /// `into()`, so `serve(ctx, io, listener)` takes either. Non-exhaustive: the `Sim` variant
 /// exists only with the `sim` feature.
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
 
-use dispatch_core::{Io, OutBuf, ScheduleErrorKind, Tag};
+use dispatch_loop::{Io, OutBuf, ScheduleErrorKind, Tag};
 
 use crate::server::{close, fail, progress, pump, shortage, shut_write, Conn, Handler};
 use crate::table::ConnId;
@@ -94,7 +94,7 @@ impl Error for SendErrorKind {}
 /// queue is empty again.
 ///
 /// ```
-/// # use dispatch_core::{Io, PoolBuf};
+/// # use dispatch_loop::{Io, PoolBuf};
 /// # use dispatch_net::{send, ConnId, Handler, Net};
 /// # struct Hello { net: Net }
 /// impl Handler for Hello {

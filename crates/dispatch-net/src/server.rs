@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use dispatch_core::{Io, OpId, OutBuf, PoolBuf, Shot, Tag};
+use dispatch_loop::{Io, OpId, OutBuf, PoolBuf, Shot, Tag};
 
 use crate::listen::Listener;
 use crate::send::flush;

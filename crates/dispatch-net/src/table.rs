@@ -3,7 +3,7 @@
 //! the entry that reuses its place.
 
 /// A handle to one entry of a [`Table`]: its place and the generation of the entry that was
-/// there when the handle was made. Fits a `dispatch_core::Tag` ([`ConnId::to_tag`]).
+/// there when the handle was made. Fits a `dispatch_loop::Tag` ([`ConnId::to_tag`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnId {
     idx: u32,

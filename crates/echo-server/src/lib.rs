@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use dispatch_core::{BackendKind, Io, Options, PoolBuf, PoolOptions, Stats, Tag, Waker};
+use dispatch_loop::{BackendKind, Io, Options, PoolBuf, PoolOptions, Stats, Tag, Waker};
 use dispatch_net::{ConnId, Handler, Net, NetOptions, NetStats};
 
 /// The echo: every byte received goes back on the same connection, in order, from the pool
@@ -141,7 +141,7 @@ const STOP_TAG: Tag = u64::MAX - 1;
 pub fn new_loop(
     thread: &ThreadOptions,
     open: Arc<AtomicU32>,
-) -> Result<(Io<Echo>, Echo), dispatch_core::InitError> {
+) -> Result<(Io<Echo>, Echo), dispatch_loop::InitError> {
     let mut net = NetOptions::new(thread.connections_max);
     net.idle_timeout_ns = thread.idle_timeout_ns;
     let io: Io<Echo> = Io::new(&loop_options(thread, &net))?;

@@ -4,7 +4,7 @@
 //! summary.
 //!
 //! ```text
-//! cargo run --release -p echo-server -- --listen 127.0.0.1:7878
+//! cargo run --release -p dispatch-echo -- --listen 127.0.0.1:7878
 //! nc 127.0.0.1 7878
 //! ```
 #![forbid(unsafe_code)]
@@ -14,9 +14,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
-use dispatch_core::BackendKind;
+use dispatch_echo::{ThreadOptions, ThreadSummary};
+use dispatch_loop::BackendKind;
 use dispatch_net::ListenOptions;
-use echo_server::{ThreadOptions, ThreadSummary};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 /// A TCP echo server on io_uring, epoll or kqueue: every byte a client sends comes back, in
@@ -162,15 +162,15 @@ fn serve_threads(
         let ready = ready_tx.clone();
         let open = std::sync::Arc::clone(&open);
         handles.push(std::thread::spawn(move || {
-            let (mut io, mut echo) = match echo_server::new_loop(&thread, open) {
+            let (mut io, mut echo) = match dispatch_echo::new_loop(&thread, open) {
                 Ok(pair) => pair,
                 Err(error) => {
                     let _ = ready.send(Err(format!("thread {}: {error}", thread.index)));
                     return None;
                 }
             };
-            let _ = ready.send(Ok(echo_server::stopper(&io)));
-            match echo_server::serve(&mut io, &mut echo, listener, 800_000_000) {
+            let _ = ready.send(Ok(dispatch_echo::stopper(&io)));
+            match dispatch_echo::serve(&mut io, &mut echo, listener, 800_000_000) {
                 Ok(summary) => Some(summary),
                 Err(error) => {
                     eprintln!("echo-server: thread {}: {error}", thread.index);

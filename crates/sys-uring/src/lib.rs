@@ -3,7 +3,7 @@
 //! visible.
 //!
 //! This crate is usable on its own by someone who only wants rings: it knows nothing of
-//! callbacks, slots or loops. `dispatch-core` builds its io_uring backend on top of it.
+//! callbacks, slots or loops. `dispatch-loop` builds its io_uring backend on top of it.
 //!
 //! ```no_run
 //! # #[cfg(target_os = "linux")] {

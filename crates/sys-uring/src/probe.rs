@@ -8,7 +8,7 @@ use io_uring::opcode;
 use crate::error::SetupError;
 use crate::ring::{Ring, RingOptions};
 
-/// The opcodes `dispatch-core` schedules, with their names from `io_uring_enter(2)`.
+/// The opcodes `dispatch-loop` schedules, with their names from `io_uring_enter(2)`.
 /// All exist from Linux 5.11.
 pub const REQUIRED_OPCODES: &[(u8, &str)] = &[
     (opcode::Accept::CODE, "IORING_OP_ACCEPT"),

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode};
-use dispatch_core::{BackendKind, Io, Options, Tag};
+use dispatch_loop::{BackendKind, Io, Options, Tag};
 
 const BACKENDS: [(&str, BackendKind); 2] = [
     ("io_uring", BackendKind::IoUring),

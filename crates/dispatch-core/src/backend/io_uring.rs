@@ -766,7 +766,7 @@ fn log_step_down(stepped_down: u8) {
     if !LOGGED.swap(true, Ordering::Relaxed) {
         let names: Vec<&str> = setup_flag_names(stepped_down).collect();
         eprintln!(
-            "dispatch-core: this kernel refuses io_uring set-up flag(s) {}: running io_uring \
+            "dispatch-loop: this kernel refuses io_uring set-up flag(s) {}: running io_uring \
              without them",
             names.join(", ")
         );

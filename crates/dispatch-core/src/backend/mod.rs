@@ -29,7 +29,7 @@
 #![allow(unsafe_code)]
 
 #[cfg(not(any(target_os = "linux", kqueue)))]
-compile_error!("dispatch-core runs on Linux (io_uring, epoll), FreeBSD and macOS (kqueue)");
+compile_error!("dispatch-loop runs on Linux (io_uring, epoll), FreeBSD and macOS (kqueue)");
 
 #[cfg(target_os = "linux")]
 pub(crate) mod io_uring;
@@ -173,7 +173,7 @@ impl Backend {
                 let fallback = Fallback::from_setup(&error);
                 static LOGGED: AtomicBool = AtomicBool::new(false);
                 if !LOGGED.swap(true, Ordering::Relaxed) {
-                    eprintln!("dispatch-core: {error}; falling back to epoll");
+                    eprintln!("dispatch-loop: {error}; falling back to epoll");
                 }
                 Ok((
                     Backend::create(BackendKind::Epoll, options, pool)?,
@@ -238,7 +238,7 @@ impl Backend {
                 static LOGGED: AtomicBool = AtomicBool::new(false);
                 if !LOGGED.swap(true, Ordering::Relaxed) {
                     eprintln!(
-                        "dispatch-core: backend sim: simulated I/O, virtual time, no real \
+                        "dispatch-loop: backend sim: simulated I/O, virtual time, no real \
                          sockets or files (a test backend)"
                     );
                 }

@@ -82,7 +82,7 @@ impl<C> Io<C> {
     /// ```
     /// use std::os::fd::AsRawFd;
     /// use std::os::unix::net::UnixStream;
-    /// use dispatch_core::{BufResult, Io, Options, Tag};
+    /// use dispatch_loop::{BufResult, Io, Options, Tag};
     ///
     /// fn on_recv(timed_out: &mut bool, _: &mut Io<bool>, _: Tag, (result, _buf): BufResult) {
     ///     let error = result.expect_err("nothing was sent");

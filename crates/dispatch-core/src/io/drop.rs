@@ -41,7 +41,7 @@ impl<C> Drop for Io<C> {
         closed.tell(&mut self.backend);
         if !self.drain_kernel() {
             eprintln!(
-                "dispatch-core: {} operations still in the kernel after \
+                "dispatch-loop: {} operations still in the kernel after \
                  {DROP_REAP_TIMEOUT:?}; \
                  leaking their memory rather than freeing it under the kernel",
                 self.in_kernel
@@ -146,7 +146,7 @@ impl<C> Io<C> {
                 .backend
                 .flush(wait, self.in_kernel, args, pool, &mut self.stats);
             if let Err(error) = flushed {
-                eprintln!("dispatch-core: reaping on drop failed: {error}");
+                eprintln!("dispatch-loop: reaping on drop failed: {error}");
                 return false;
             }
             let slots = &mut self.slots;
@@ -178,7 +178,7 @@ impl<C> Io<C> {
             }
             let user_data = self.slots.id(idx).user_data();
             if let Err(error) = self.backend.cancel_for_drop(user_data, &mut self.stats) {
-                eprintln!("dispatch-core: cancel on drop failed: {error}");
+                eprintln!("dispatch-loop: cancel on drop failed: {error}");
             }
         }
     }

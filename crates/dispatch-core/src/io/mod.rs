@@ -55,7 +55,7 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 /// use std::io::Write;
 /// use std::os::fd::AsRawFd;
 /// use std::os::unix::net::UnixStream;
-/// use dispatch_core::{BufResult, Io, Options, Tag};
+/// use dispatch_loop::{BufResult, Io, Options, Tag};
 ///
 /// struct Ctx { socket: UnixStream, got: Vec<u8> }
 ///
@@ -115,7 +115,7 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 ///   differ as [`Io::read`], [`Io::write`] and [`Io::openat`] say.
 /// - Several sends in flight on one stream socket are served in order on readiness
 ///   backends; io_uring does not promise an order once they wait for buffer space.
-/// - **sim** (`dispatch_core::sim`, built with the `sim` feature; only when asked for:
+/// - **sim** (`dispatch_loop::sim`, built with the `sim` feature; only when asked for:
 ///   `Io::new_sim`, `Options::backend` or `DISPATCH_BACKEND=sim`): operations are performed
 ///   on a simulated world in virtual time (`run_for_ns` returns without sleeping; `tick`
 ///   never moves the clock), over simulated sockets and files only, with seeded faults; a
@@ -234,7 +234,7 @@ impl<C> Io<C> {
         Io::build(options, None)
     }
 
-    /// Creates a loop on the simulated world `sim` (see `dispatch_core::sim`), whatever
+    /// Creates a loop on the simulated world `sim` (see `dispatch_loop::sim`), whatever
     /// `options.backend` and `DISPATCH_BACKEND` say: virtual time, simulated sockets and
     /// files, `sim`'s seed and faults. One loop at a time runs on a world.
     ///
@@ -340,7 +340,7 @@ impl<C> Io<C> {
     /// once, on every backend.
     ///
     /// ```
-    /// use dispatch_core::{Io, Options};
+    /// use dispatch_loop::{Io, Options};
     ///
     /// let mut io: Io<()> = Io::new(&Options::new(4)).expect("a backend");
     /// io.wait_wakeup(0, |_, io, _, _| io.stop()).expect("a free slot");
@@ -386,7 +386,7 @@ impl<C> Io<C> {
     /// was called before the run); `ns == 0` is one non-blocking turn. `u64::MAX` runs until
     /// `stop`. On `sim` the nanoseconds are virtual: the simulated clock jumps
     /// from event to event and the call returns when it reaches the deadline, without
-    /// sleeping (see `dispatch_core::sim`).
+    /// sleeping (see `dispatch_loop::sim`).
     ///
     /// # Errors
     /// An unexpected error from the kernel's submit or wait call; the loop stays usable.

@@ -115,7 +115,7 @@ impl<C> Io<C> {
     /// use std::io::Write;
     /// use std::os::fd::AsRawFd;
     /// use std::os::unix::net::UnixStream;
-    /// use dispatch_core::{Io, Options, PoolBuf, PoolOptions, Shot, Tag};
+    /// use dispatch_loop::{Io, Options, PoolBuf, PoolOptions, Shot, Tag};
     ///
     /// fn on_data(got: &mut Vec<u8>, _: &mut Io<Vec<u8>>, _: Tag, shot: Shot<PoolBuf>) {
     ///     let buf = shot.result.expect("recv");
@@ -227,7 +227,7 @@ impl<C> Io<C> {
     /// use std::io::Read;
     /// use std::os::fd::AsRawFd;
     /// use std::os::unix::net::UnixStream;
-    /// use dispatch_core::{Io, Options, OutBuf, Tag};
+    /// use dispatch_loop::{Io, Options, OutBuf, Tag};
     ///
     /// type Sent = (std::io::Result<usize>, Vec<OutBuf>);
     ///
@@ -383,7 +383,7 @@ impl<C> Io<C> {
     /// ```
     /// use std::ffi::CString;
     /// use std::os::fd::OwnedFd;
-    /// use dispatch_core::{Io, Options, AT_FDCWD};
+    /// use dispatch_loop::{Io, Options, AT_FDCWD};
     ///
     /// let mut io: Io<Option<OwnedFd>> = Io::new(&Options::new(4)).expect("a backend");
     /// let path = CString::new("/dev/null").unwrap();

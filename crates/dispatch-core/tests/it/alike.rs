@@ -9,8 +9,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use dispatch_core::sim::{Peer, Sim, SimListener, SimOptions};
-use dispatch_core::{BackendKind, Io, OpId, Options, PoolBuf, PoolOptions, Shot, Tag};
+use dispatch_loop::sim::{Peer, Sim, SimListener, SimOptions};
+use dispatch_loop::{BackendKind, Io, OpId, Options, PoolBuf, PoolOptions, Shot, Tag};
 
 /// A backend to build a loop on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +78,7 @@ impl On {
                 sim: None,
             }),
             #[cfg(target_os = "linux")]
-            Err(dispatch_core::InitError::Unavailable(error)) => {
+            Err(dispatch_loop::InitError::Unavailable(error)) => {
                 eprintln!("skipped: {self:?}: {error}");
                 None
             }
@@ -471,7 +471,7 @@ fn on_pooled(pooled: &mut Pooled, _: &mut Io<Pooled>, _: Tag, shot: Shot<PoolBuf
 /// Sends one byte on each socket of `theirs`.
 fn send_one_byte_each(io: &mut Io<Pooled>, theirs: &[OwnedFd]) {
     for socket in theirs {
-        let sent = |_: &mut Pooled, _: &mut Io<Pooled>, _, (n, _): dispatch_core::BufResult| {
+        let sent = |_: &mut Pooled, _: &mut Io<Pooled>, _, (n, _): dispatch_loop::BufResult| {
             assert_eq!(n.expect("send"), 1);
         };
         io.send(0, socket.as_raw_fd(), b"x".to_vec(), sent).unwrap();

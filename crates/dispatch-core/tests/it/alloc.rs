@@ -19,7 +19,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use dispatch_core::{
+use dispatch_loop::{
     BackendKind, BufResult, Io, OpId, Options, OutBuf, PoolBuf, PoolOptions, Shot, Stats, Tag,
     Waker,
 };
@@ -71,7 +71,7 @@ fn assert_counting() {
 /// The backend `DISPATCH_BACKEND` asks for; when unset (or `auto`), io_uring where it can be
 /// set up here, else epoll (kqueue off Linux).
 fn expected_backend() -> BackendKind {
-    if let Ok(name) = std::env::var(dispatch_core::BACKEND_ENV) {
+    if let Ok(name) = std::env::var(dispatch_loop::BACKEND_ENV) {
         if !name.is_empty() && name != "auto" {
             return BackendKind::from_name(&name).expect("DISPATCH_BACKEND names a backend");
         }

@@ -5,7 +5,7 @@ use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 
-use dispatch_core::{BufResult, Io, OpId, Options, Tag};
+use dispatch_loop::{BufResult, Io, OpId, Options, Tag};
 
 use crate::check;
 

@@ -38,7 +38,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 
-use dispatch_core::{BufResult, Io, OpId, Options, ScheduleError, ScheduleErrorKind, Tag};
+use dispatch_loop::{BufResult, Io, OpId, Options, ScheduleError, ScheduleErrorKind, Tag};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
@@ -725,7 +725,7 @@ impl Case {
         let path = CString::new(path.as_os_str().as_bytes()).unwrap();
         let flags = libc::O_RDWR | libc::O_CREAT;
         let _ = self.schedule(OpKind::Openat, 0, panics, |io, tag| {
-            io.openat(tag, dispatch_core::AT_FDCWD, path, flags, 0o600, on_fd)
+            io.openat(tag, dispatch_loop::AT_FDCWD, path, flags, 0o600, on_fd)
         });
     }
 
@@ -1123,7 +1123,7 @@ fn run_cases() {
     let seed = seed();
     let config = config();
     let cases = config.cases;
-    let backend = std::env::var(dispatch_core::BACKEND_ENV).unwrap_or_default();
+    let backend = std::env::var(dispatch_loop::BACKEND_ENV).unwrap_or_default();
     eprintln!("chaos: seed {seed} (replay: CHAOS_SEED={seed}), {cases} cases, backend {backend:?}");
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[seed.to_le_bytes(); 4].concat());
     let mut runner = TestRunner::new_with_rng(config, rng);

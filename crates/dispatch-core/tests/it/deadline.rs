@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use dispatch_core::{BufResult, DeadlineError, Io, Options, Tag};
+use dispatch_loop::{BufResult, DeadlineError, Io, Options, Tag};
 
 use crate::check;
 

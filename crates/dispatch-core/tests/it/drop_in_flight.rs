@@ -7,7 +7,7 @@ use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 
-use dispatch_core::{BufResult, Io, Options, Tag};
+use dispatch_loop::{BufResult, Io, Options, Tag};
 
 use crate::check;
 
@@ -80,6 +80,6 @@ fn drop_with_operations_in_flight_leaks_no_descriptor() {
         return drop_with_everything_in_flight();
     }
     let test = "drop_in_flight::drop_with_operations_in_flight_leaks_no_descriptor";
-    let backend = std::env::var(dispatch_core::BACKEND_ENV).ok();
+    let backend = std::env::var(dispatch_loop::BACKEND_ENV).ok();
     check::in_child(test, "drop", backend.as_deref());
 }

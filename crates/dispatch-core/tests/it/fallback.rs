@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 
-use dispatch_core::{
+use dispatch_loop::{
     BackendKind, BufResult, InitError, Io, Options, PoolOptions, Tag, UringFeatures,
 };
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};

@@ -1,4 +1,4 @@
-//! dispatch-core's integration suite: every operation over real sockets and files, through the
+//! dispatch-loop's integration suite: every operation over real sockets and files, through the
 //! public API only. Each test builds its loop with `check::io`, which skips (saying why)
 //! where the backend cannot run on this machine.
 
@@ -29,7 +29,7 @@ pub mod check {
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-    use dispatch_core::{Io, Options};
+    use dispatch_loop::{Io, Options};
 
     /// A loop for `options`, or `None` (after printing a `skipped:` line saying why) where a
     /// test asked for io_uring in its options and io_uring is unavailable. A run that forces
@@ -47,12 +47,12 @@ pub mod check {
         match Io::new(&options) {
             Ok(io) => Some(io),
             #[cfg(target_os = "linux")]
-            Err(dispatch_core::InitError::Unavailable(error)) => {
-                let forced = std::env::var(dispatch_core::BACKEND_ENV);
+            Err(dispatch_loop::InitError::Unavailable(error)) => {
+                let forced = std::env::var(dispatch_loop::BACKEND_ENV);
                 assert!(
                     !matches!(forced.as_deref(), Ok("io_uring" | "io-uring")),
                     "{}={} but io_uring cannot run here: {error}",
-                    dispatch_core::BACKEND_ENV,
+                    dispatch_loop::BACKEND_ENV,
                     forced.as_deref().unwrap_or_default(),
                 );
                 eprintln!("skipped: {error}");
@@ -134,7 +134,7 @@ pub mod check {
     /// through `stats()`; readiness backends have neither and perform one syscall per
     /// operation.
     pub fn on_io_uring<C>(io: &Io<C>) -> bool {
-        io.stats().backend == dispatch_core::BackendKind::IoUring
+        io.stats().backend == dispatch_loop::BackendKind::IoUring
     }
 
     /// The environment variable that tells a re-executed test binary it is the child.
@@ -154,8 +154,8 @@ pub mod check {
         command.args(["--exact", test, "--test-threads", "1", "--nocapture"]);
         command.env(CHILD_ENV, role);
         match backend {
-            Some(name) => command.env(dispatch_core::BACKEND_ENV, name),
-            None => command.env_remove(dispatch_core::BACKEND_ENV),
+            Some(name) => command.env(dispatch_loop::BACKEND_ENV, name),
+            None => command.env_remove(dispatch_loop::BACKEND_ENV),
         };
         let output = command.output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -171,13 +171,13 @@ pub mod check {
         format!("{stdout}{stderr}")
     }
 
-    /// The lines of a child's `output` in which the loop complains (a `dispatch-core:` line:
+    /// The lines of a child's `output` in which the loop complains (a `dispatch-loop:` line:
     /// a failed cancel, a leak on drop, ...). The one notice that is not a complaint, that
     /// the kernel refused some io_uring set-up flags (an older kernel), is left out.
     pub fn loop_complaints(output: &str) -> Vec<&str> {
         output
             .lines()
-            .filter(|line| line.contains("dispatch-core:"))
+            .filter(|line| line.contains("dispatch-loop:"))
             .filter(|line| !line.contains("refuses io_uring set-up flag"))
             .collect()
     }
@@ -213,6 +213,6 @@ pub mod check {
 
     /// A fresh path in the temporary directory, unique to this process and `name`.
     pub fn temp_path(name: &str) -> std::path::PathBuf {
-        std::env::temp_dir().join(format!("dispatch-core-it-{}-{name}", std::process::id()))
+        std::env::temp_dir().join(format!("dispatch-loop-it-{}-{name}", std::process::id()))
     }
 }

@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use dispatch_core::{BufResult, Io, OpId, Options, Tag, AT_FDCWD};
+use dispatch_loop::{BufResult, Io, OpId, Options, Tag, AT_FDCWD};
 
 use crate::check;
 use crate::drop_in_flight::open_fds;
@@ -155,7 +155,7 @@ fn a_panicking_callback_loses_nothing_and_closes_nothing_twice() {
         None => {}
     }
     let test = "misuse::a_panicking_callback_loses_nothing_and_closes_nothing_twice";
-    let backend = std::env::var(dispatch_core::BACKEND_ENV).ok();
+    let backend = std::env::var(dispatch_loop::BACKEND_ENV).ok();
     check::in_child(test, "panic-run", backend.as_deref());
     check::in_child(test, "panic-drop", backend.as_deref());
 }
@@ -203,7 +203,7 @@ fn a_descriptor_closed_under_a_pending_recv_is_an_error_never_a_hang() {
         None => {}
     }
     let test = "misuse::a_descriptor_closed_under_a_pending_recv_is_an_error_never_a_hang";
-    let backend = std::env::var(dispatch_core::BACKEND_ENV).ok();
+    let backend = std::env::var(dispatch_loop::BACKEND_ENV).ok();
     for role in ["close-cancel", "close-drop"] {
         let output = check::in_child(test, role, backend.as_deref());
         assert!(
@@ -226,7 +226,7 @@ fn a_full_loop_can_cancel_every_operation() {
     let full = io.nop(9, on_unit).unwrap_err();
     assert_eq!(
         full.kind,
-        dispatch_core::ScheduleErrorKind::SlotsExhausted { ops_max: 2 }
+        dispatch_loop::ScheduleErrorKind::SlotsExhausted { ops_max: 2 }
     );
     io.tick(&mut seen).unwrap();
     io.cancel(3, a, on_unit).unwrap();

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::time::{Duration, Instant};
 
-use dispatch_core::{Io, OpId, Options, ScheduleErrorKind, Tag};
+use dispatch_loop::{Io, OpId, Options, ScheduleErrorKind, Tag};
 use proptest::prelude::*;
 
 use crate::check;
@@ -220,7 +220,7 @@ mod sockets {
     use std::net::{Shutdown, TcpStream};
     use std::os::fd::AsRawFd;
 
-    use dispatch_core::{BufResult, Io, OpId, Options, Tag};
+    use dispatch_loop::{BufResult, Io, OpId, Options, Tag};
     use proptest::prelude::*;
 
     use crate::check;

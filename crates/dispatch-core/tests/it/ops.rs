@@ -6,7 +6,7 @@ use std::net::{Shutdown, TcpListener};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 
-use dispatch_core::{BufResult, Io, Options, ScheduleErrorKind, Tag, AT_FDCWD};
+use dispatch_loop::{BufResult, Io, Options, ScheduleErrorKind, Tag, AT_FDCWD};
 
 use crate::check;
 
@@ -87,7 +87,7 @@ fn file_errors_reach_the_callback_with_their_errno() {
     let Some(mut io) = check::io::<Seen>(&Options::new(8)) else {
         return;
     };
-    let missing = CString::new("/nonexistent/dispatch-core/file").unwrap();
+    let missing = CString::new("/nonexistent/dispatch-loop/file").unwrap();
     io.openat(1, AT_FDCWD, missing, libc::O_RDONLY, 0, on_fd)
         .unwrap();
     // Not a descriptor. (A number closed here could be reused at once by a test running

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use dispatch_core::{BufResult, Io, Options, Tag};
+use dispatch_loop::{BufResult, Io, Options, Tag};
 
 use crate::check;
 

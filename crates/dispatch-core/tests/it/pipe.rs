@@ -5,7 +5,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 
-use dispatch_core::{BufResult, Io, Options, Tag};
+use dispatch_loop::{BufResult, Io, Options, Tag};
 
 use crate::check;
 

@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-use dispatch_core::{Io, Options, PoolBuf, PoolOptions, ScheduleErrorKind, Shot, Tag};
+use dispatch_loop::{Io, Options, PoolBuf, PoolOptions, ScheduleErrorKind, Shot, Tag};
 
 use crate::check;
 

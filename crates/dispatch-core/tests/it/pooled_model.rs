@@ -9,7 +9,7 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
-use dispatch_core::{BufResult, Io, OpId, Options, PoolBuf, PoolOptions, Shot, Tag};
+use dispatch_loop::{BufResult, Io, OpId, Options, PoolBuf, PoolOptions, Shot, Tag};
 use proptest::prelude::*;
 
 use crate::check;
@@ -145,7 +145,7 @@ fn check_sequence(steps: &[Step], masked: bool) -> Result<(), TestCaseError> {
                     _ => io
                         .recv(tag, fd, Vec::with_capacity(24), on_plain)
                         .map_err(|error| error.kind)
-                        .map_err(|kind| dispatch_core::ScheduleError { kind, value: () }),
+                        .map_err(|kind| dispatch_loop::ScheduleError { kind, value: () }),
                 }
                 .unwrap();
                 model.active[pair] = Some(id);

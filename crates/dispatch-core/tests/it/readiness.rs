@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use dispatch_core::{BufResult, Io, OpId, Options, Tag, Waker};
+use dispatch_loop::{BufResult, Io, OpId, Options, Tag, Waker};
 
 use crate::check;
 
@@ -155,7 +155,7 @@ fn long_wait_configurations() -> Vec<(&'static str, Options, bool)> {
     let mut configurations = vec![("selected backend", Options::new(4), false)];
     if cfg!(target_os = "linux") {
         let mut epoll = Options::new(4);
-        epoll.backend = Some(dispatch_core::BackendKind::Epoll);
+        epoll.backend = Some(dispatch_loop::BackendKind::Epoll);
         configurations.push(("epoll without epoll_pwait2", epoll, true));
     }
     configurations

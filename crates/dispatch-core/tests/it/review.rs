@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use dispatch_core::{BufResult, Io, Options, Tag, AT_FDCWD};
+use dispatch_loop::{BufResult, Io, Options, Tag, AT_FDCWD};
 
 use crate::check;
 use crate::drop_in_flight::open_fds;
@@ -228,7 +228,7 @@ fn on_schedule_cancel_panic(seen: &mut Seen, io: &mut Io<Seen>, tag: Tag, result
 }
 
 thread_local! {
-    static TARGET: std::cell::Cell<Option<dispatch_core::OpId>> =
+    static TARGET: std::cell::Cell<Option<dispatch_loop::OpId>> =
         const { std::cell::Cell::new(None) };
 }
 
@@ -388,7 +388,7 @@ fn drop_releases_every_slot_state_exactly_once() {
         None => {}
     }
     let test = "review::drop_releases_every_slot_state_exactly_once";
-    let backend = std::env::var(dispatch_core::BACKEND_ENV).ok();
+    let backend = std::env::var(dispatch_loop::BACKEND_ENV).ok();
     let output = check::in_child(test, "drop-every-state", backend.as_deref());
     assert!(
         check::loop_complaints(&output).is_empty(),
@@ -437,7 +437,7 @@ fn dropping_a_loop_with_an_open_blocked_in_a_worker_is_prompt() {
         None => {}
     }
     let test = "review::dropping_a_loop_with_an_open_blocked_in_a_worker_is_prompt";
-    let backend = std::env::var(dispatch_core::BACKEND_ENV).ok();
+    let backend = std::env::var(dispatch_loop::BACKEND_ENV).ok();
     let output = check::in_child(test, "drop-blocked-open", backend.as_deref());
     assert!(
         check::loop_complaints(&output).is_empty(),
@@ -448,7 +448,7 @@ fn dropping_a_loop_with_an_open_blocked_in_a_worker_is_prompt() {
 #[derive(Default)]
 struct Accepts {
     panicked: bool,
-    stale: Option<dispatch_core::OpId>,
+    stale: Option<dispatch_loop::OpId>,
     accepted: Vec<OwnedFd>,
     finals: u32,
 }
@@ -459,7 +459,7 @@ fn on_accept_panic_then_cancel(
     ctx: &mut Accepts,
     io: &mut Io<Accepts>,
     _: Tag,
-    shot: dispatch_core::Shot<OwnedFd>,
+    shot: dispatch_loop::Shot<OwnedFd>,
 ) {
     if let Ok(fd) = shot.result {
         ctx.accepted.push(fd);

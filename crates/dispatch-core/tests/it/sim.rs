@@ -6,8 +6,8 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
-use dispatch_core::sim::{Faults, Sim, SimOptions};
-use dispatch_core::{BackendKind, BufResult, Io, OpId, Options, PoolBuf, PoolOptions, Shot, Tag};
+use dispatch_loop::sim::{Faults, Sim, SimOptions};
+use dispatch_loop::{BackendKind, BufResult, Io, OpId, Options, PoolBuf, PoolOptions, Shot, Tag};
 
 /// A world with `seed` and `faults`, and a loop on it with room for `ops_max` operations
 /// and a small pool.
@@ -297,7 +297,7 @@ fn the_environment_selects_sim_and_automatic_selection_never_does() {
     assert_eq!(io.stats().backend, BackendKind::Sim);
     assert!(io.sim().is_some());
     assert_eq!(BackendKind::from_name("sim"), Some(BackendKind::Sim));
-    if std::env::var(dispatch_core::BACKEND_ENV).is_err() {
+    if std::env::var(dispatch_loop::BACKEND_ENV).is_err() {
         let io: Io<()> = Io::new(&Options::new(4)).unwrap();
         assert_ne!(io.stats().backend, BackendKind::Sim);
         assert!(io.sim().is_none());
@@ -375,7 +375,7 @@ fn read_next(log: &mut Log, io: &mut Io<Log>) {
 
 fn open(io: &mut Io<Log>, flags: i32) {
     let path = std::ffi::CString::new("/data/log").unwrap();
-    io.openat(0, dispatch_core::AT_FDCWD, path, flags, 0o600, on_open)
+    io.openat(0, dispatch_loop::AT_FDCWD, path, flags, 0o600, on_open)
         .unwrap();
 }
 
@@ -524,7 +524,7 @@ fn dropping_the_loop_leaves_no_simulated_descriptor_open() {
     let (sim, mut io) = check::<()>(10, faults, 8);
     let path = std::ffi::CString::new("/f").unwrap();
     let flags = libc::O_CREAT | libc::O_RDWR;
-    io.openat(0, dispatch_core::AT_FDCWD, path, flags, 0, |_, _, _, _| {})
+    io.openat(0, dispatch_loop::AT_FDCWD, path, flags, 0, |_, _, _, _| {})
         .unwrap();
     // The open is performed; its completion is late (the latency fault), so it is not
     // delivered before the drop.

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use dispatch_core::sim::{Sim, SimOptions};
-use dispatch_core::{
+use dispatch_loop::sim::{Sim, SimOptions};
+use dispatch_loop::{
     BackendKind, BufResult, InitError, Io, OpId, Options, ScheduleError, ScheduleErrorKind, Tag,
 };
 use proptest::prelude::*;
@@ -125,7 +125,7 @@ fn run(mut io: Io<Seen>, pairs: &[(OwnedFd, OwnedFd)], path: &str, steps: &[Step
     let path = CString::new(path).unwrap();
     io.openat(
         0,
-        dispatch_core::AT_FDCWD,
+        dispatch_loop::AT_FDCWD,
         path,
         flags,
         0o600,
@@ -198,7 +198,7 @@ fn on_io_uring(steps: &[Step]) -> Option<Results> {
         Ok(io) => io,
         #[cfg(target_os = "linux")]
         Err(InitError::Unavailable(error)) => {
-            let forced = std::env::var(dispatch_core::BACKEND_ENV);
+            let forced = std::env::var(dispatch_loop::BACKEND_ENV);
             assert!(
                 !matches!(forced.as_deref(), Ok("io_uring" | "io-uring")),
                 "DISPATCH_BACKEND forces io_uring, which cannot run here: {error}"
@@ -241,7 +241,7 @@ proptest! {
     fn with_faults_off_sim_gives_the_same_results_as_io_uring(
         steps in proptest::collection::vec(step(), 1..25),
     ) {
-        if std::env::var(dispatch_core::BACKEND_ENV).is_ok_and(|b| !b.is_empty()) {
+        if std::env::var(dispatch_loop::BACKEND_ENV).is_ok_and(|b| !b.is_empty()) {
             // It picks its two backends itself: a rerun for another backend adds nothing.
             eprintln!("skipped: DISPATCH_BACKEND is set, and this test compares sim and io_uring");
             return Ok(());

@@ -4,7 +4,7 @@ use std::io;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use dispatch_core::{BufResult, Io, Options, Tag};
+use dispatch_loop::{BufResult, Io, Options, Tag};
 
 use crate::check;
 
@@ -72,7 +72,7 @@ fn ten_timeouts_with_the_pre_ext_arg_wait() {
 fn ten_timeouts_with_the_millisecond_epoll_wait() {
     // The epoll backend as on kernels before 5.11: epoll_wait rounds up, never early.
     let mut options = Options::new(16);
-    options.backend = Some(dispatch_core::BackendKind::Epoll);
+    options.backend = Some(dispatch_loop::BackendKind::Epoll);
     options.epoll_pwait2 = false;
     ten_timeouts_all_fire_and_none_early(&options);
     run_for_ns_returns_at_its_deadline_without_spinning(&options);
@@ -201,7 +201,7 @@ fn a_batch_wait_never_holds_a_lone_completion_past_its_bound() {
     let stats = io.stats();
     match stats.backend {
         // 0 where the kernel lacks IORING_FEAT_MIN_TIMEOUT (before 6.12) or EXT_ARG is masked.
-        dispatch_core::BackendKind::IoUring => {
+        dispatch_loop::BackendKind::IoUring => {
             assert!(matches!(stats.batch_wait_us, 0 | 100_000), "{stats:?}");
             if check::uring_extras_masked() {
                 assert_eq!(stats.batch_wait_us, 0, "no batch wait without EXT_ARG");

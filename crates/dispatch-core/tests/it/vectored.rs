@@ -6,8 +6,8 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
-use dispatch_core::sim::{Faults, Sim, SimOptions};
-use dispatch_core::{
+use dispatch_loop::sim::{Faults, Sim, SimOptions};
+use dispatch_loop::{
     Io, Options, OutBuf, PoolBuf, PoolOptions, ScheduleErrorKind, Shot, Tag, GATHER_MAX,
 };
 
@@ -217,7 +217,7 @@ fn the_simulator_gathers_and_stops_at_a_full_peer() {
 }
 
 /// Receives until 7 bytes are in (a stream may hand them over in parts).
-fn on_recv(sent: &mut Sent, io: &mut Io<Sent>, fd: Tag, (n, buf): dispatch_core::BufResult) {
+fn on_recv(sent: &mut Sent, io: &mut Io<Sent>, fd: Tag, (n, buf): dispatch_loop::BufResult) {
     assert!(n.expect("recv") > 0, "no end of stream before 7 bytes");
     if buf.len() < 7 {
         io.recv(fd, fd as i32, buf, on_recv).unwrap();

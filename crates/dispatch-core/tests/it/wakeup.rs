@@ -4,7 +4,7 @@ use std::io;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use dispatch_core::{Io, Options, Tag};
+use dispatch_loop::{Io, Options, Tag};
 
 use crate::check;
 

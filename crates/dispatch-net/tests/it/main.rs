@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use dispatch_core::{Io, Options, PoolBuf, PoolOptions};
+use dispatch_loop::{Io, Options, PoolBuf, PoolOptions};
 use dispatch_net::{listen, send, serve, stop, ConnId, Handler, ListenOptions, Net, NetOptions};
 
 mod replies;
@@ -37,7 +37,7 @@ impl Handler for Echo {
 
 /// An echo served on the simulated world `sim` at `addr` (8 connections, 8 pool buffers of
 /// 512 bytes), and the listener's address.
-fn sim_server(sim: &dispatch_core::sim::Sim, addr: &str) -> (Io<Echo>, Echo, SocketAddr) {
+fn sim_server(sim: &dispatch_loop::sim::Sim, addr: &str) -> (Io<Echo>, Echo, SocketAddr) {
     let net = NetOptions::new(8);
     let mut options = Options::new(net.ops_max());
     options.pool = PoolOptions::new(8, 512);
@@ -268,7 +268,7 @@ fn a_client_that_sends_without_reading_stops_being_read_and_others_are_served() 
 /// the simulated world; nothing is left open after a stop.
 #[test]
 fn serve_and_connect_over_the_simulator() {
-    use dispatch_core::sim::{Sim, SimOptions};
+    use dispatch_loop::sim::{Sim, SimOptions};
     let sim = Sim::new(&SimOptions::new(3)).unwrap();
     let (mut io, mut echo, addr) = sim_server(&sim, "10.1.1.1:80");
     let peers: Vec<_> = (0..4).map(|_| sim.peer_connect(addr)).collect();
@@ -305,7 +305,7 @@ fn serve_and_connect_over_the_simulator() {
 /// end of the stream and nothing is left open.
 #[test]
 fn a_connection_accepted_while_stopping_is_closed_in_the_simulated_world() {
-    use dispatch_core::sim::{Sim, SimOptions};
+    use dispatch_loop::sim::{Sim, SimOptions};
     // A fixed latency: the connection arrives exactly when the timer below fires.
     let mut sim_options = SimOptions::new(5);
     sim_options.latency_min_ns = 1_000_000;

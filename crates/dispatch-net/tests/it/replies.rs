@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use dispatch_core::sim::{Sim, SimOptions};
-use dispatch_core::{Io, Options, OutBuf, PoolBuf, PoolOptions};
+use dispatch_loop::sim::{Sim, SimOptions};
+use dispatch_loop::{Io, Options, OutBuf, PoolBuf, PoolOptions};
 use dispatch_net::{
     close, listen, send, serve, ConnId, Handler, ListenOptions, Net, NetOptions, SendErrorKind,
     SEND_QUEUE_MAX,

@@ -26,7 +26,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// second; the assertion is generous so that a loaded machine does not fail it.
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The environment variable dispatch-core reads to pick a backend under `--backend auto`.
+/// The environment variable dispatch-loop reads to pick a backend under `--backend auto`.
 const BACKEND_ENV: &str = "DISPATCH_BACKEND";
 
 /// A backend configuration the suite runs each behaviour on.

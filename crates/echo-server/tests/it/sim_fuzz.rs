@@ -1,8 +1,8 @@
 //! The echo server's connection logic under the deterministic simulator, as a seeded fuzzer.
 //!
-//! How it works: one seed builds one simulated world (`dispatch_core::sim`, every fault on)
-//! and runs on it the very code the binary runs for each connection: `echo_server::Echo`
-//! (with `echo_server::loop_options`) served by `dispatch_net::serve` from a simulated
+//! How it works: one seed builds one simulated world (`dispatch_loop::sim`, every fault on)
+//! and runs on it the very code the binary runs for each connection: `dispatch_echo::Echo`
+//! (with `dispatch_echo::loop_options`) served by `dispatch_net::serve` from a simulated
 //! listener. Simulated clients (the world's peers, driven here without a loop) connect,
 //! send a byte stream that is a function of their id and offset, read the echo and check
 //! every byte at its offset, half-close when done and wait for the end of the stream; a few
@@ -26,10 +26,10 @@ use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dispatch_core::sim::{FaultCounts, Faults, Peer, Sim, SimOptions};
-use dispatch_core::{Io, PoolOptions};
+use dispatch_echo::{loop_options, Echo, ThreadOptions};
+use dispatch_loop::sim::{FaultCounts, Faults, Peer, Sim, SimOptions};
+use dispatch_loop::{Io, PoolOptions};
 use dispatch_net::{Handler, NetOptions};
-use echo_server::{loop_options, Echo, ThreadOptions};
 
 /// One seed's set-up.
 #[derive(Debug, Clone, Copy)]

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 /// An echo server, a thread per connection. With `corrupt_at`, each connection's byte at
 /// that offset comes back with its lowest bit flipped.
-fn echo_server(corrupt_at: Option<usize>) -> SocketAddr {
+fn dispatch_echo(corrupt_at: Option<usize>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -59,7 +59,7 @@ const LOADS: [&[&str]; 4] = [
 
 #[test]
 fn a_faithful_echo_passes() {
-    let addr = echo_server(None);
+    let addr = dispatch_echo(None);
     for args in LOADS {
         let (ok, stdout, stderr) = check(addr, args);
         assert!(ok, "{args:?}: {stdout}{stderr}");
@@ -70,7 +70,7 @@ fn a_faithful_echo_passes() {
 
 #[test]
 fn a_wrong_byte_fails_the_run() {
-    let addr = echo_server(Some(1000));
+    let addr = dispatch_echo(Some(1000));
     for args in LOADS {
         let (ok, stdout, stderr) = check(addr, args);
         assert!(!ok, "{args:?}: {stdout}{stderr}");
@@ -81,7 +81,7 @@ fn a_wrong_byte_fails_the_run() {
 
 #[test]
 fn the_harness_times_the_window_through_stdin() {
-    let addr = echo_server(None);
+    let addr = dispatch_echo(None);
     let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args([&format!("--addr={addr}"), "--control", "--duration=30"])
         .stdin(Stdio::piped())

@@ -573,7 +573,7 @@ impl Drop for SimBackend {
         world.attached = false;
         if self.own_world {
             eprintln!(
-                "dispatch-core: sim seed {}: trace hash {:#018x} ({} events, {} ns of virtual \
+                "dispatch-loop: sim seed {}: trace hash {:#018x} ({} events, {} ns of virtual \
                  time; replay with DISPATCH_SIM_SEED={})",
                 world.options.seed,
                 world.trace.hash(),
