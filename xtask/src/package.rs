@@ -41,11 +41,47 @@ pub fn run(members: &[Member]) -> Result<(), String> {
     // `--offline`: the steps before resolved and downloaded every crate the packages need, and
     // without it cargo would update the crates.io index, so `cargo xtask test` would need the
     // network for this step alone.
+    forget_extracted(&published);
     let mut package = Cmd::cargo(&["package", "--allow-dirty", "--offline"]);
     for name in published {
         package = package.args(&["-p", name]);
     }
     package.run()
+}
+
+/// Removes cargo's extracted copies of earlier packages of `published` crates
+/// (`$CARGO_HOME/registry/src/*/NAME-VERSION`). The verify step unpacks each package from a
+/// temporary registry into that cache, and cargo reuses an unpacked copy of the same name and
+/// version without looking at the new package: after an edit (a rename of a crate this one
+/// uses, say), the check would build the old sources. Only a cache: cargo unpacks again.
+fn forget_extracted(published: &[&str]) {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cargo"))
+        });
+    let Some(src) = home.map(|home| home.join("registry/src")) else {
+        return;
+    };
+    let Ok(registries) = std::fs::read_dir(src) else {
+        return;
+    };
+    for registry in registries.flatten() {
+        let Ok(crates) = std::fs::read_dir(registry.path()) else {
+            continue;
+        };
+        for unpacked in crates.flatten() {
+            let name = unpacked.file_name().to_string_lossy().into_owned();
+            let ours = published.iter().any(|crate_name| {
+                name.strip_prefix(crate_name)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
+            });
+            if ours {
+                let _ = std::fs::remove_dir_all(unpacked.path());
+            }
+        }
+    }
 }
 
 /// The required files that `cargo package --list`'s output does not name.
