@@ -19,7 +19,11 @@ pub const MIN_WAIT_TIMEOUT_CAP_NS: u64 = 3_600_000_000_000;
 /// How to set up a ring. Every flag is probed by the kernel at set-up: a flag it does not know
 /// makes [`Ring::new`] fail with [`crate::Unavailable::InvalidSetup`]; [`crate::probe`] says
 /// beforehand which flags are accepted.
+///
+/// `#[non_exhaustive]`, so that a new set-up flag is not a breaking change: start from
+/// [`RingOptions::new`] and set fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RingOptions {
     /// Submission queue entries (rounded up to a power of two by the kernel).
     pub sq_entries: u32,

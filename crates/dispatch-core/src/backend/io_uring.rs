@@ -672,14 +672,13 @@ fn ring_options(options: &Options) -> RingOptions {
     let cq_wanted = (options.slots_max() + 8)
         .next_power_of_two()
         .clamp(uring.sq_entries * 2, 65536);
-    RingOptions {
-        sq_entries: uring.sq_entries,
-        cq_entries: cq_wanted.max(uring.sq_entries.next_power_of_two()),
-        single_issuer: uring.single_issuer,
-        defer_taskrun: uring.defer_taskrun,
-        coop_taskrun: uring.coop_taskrun,
-        submit_all: uring.submit_all,
-    }
+    let mut ring = RingOptions::new(uring.sq_entries);
+    ring.cq_entries = cq_wanted.max(uring.sq_entries.next_power_of_two());
+    ring.single_issuer = uring.single_issuer;
+    ring.defer_taskrun = uring.defer_taskrun;
+    ring.coop_taskrun = uring.coop_taskrun;
+    ring.submit_all = uring.submit_all;
+    ring
 }
 
 /// A set-up flag's field in `RingOptions`.
@@ -723,13 +722,10 @@ fn ring_stepping_down(
         Err(error) if refused(&error) => {}
         Err(error) => return Err(error),
     }
-    let mut accepted = RingOptions {
-        single_issuer: false,
-        defer_taskrun: false,
-        coop_taskrun: false,
-        submit_all: false,
-        ..options
-    };
+    let mut accepted = options;
+    for (_, flag) in SETUP_FLAGS_OLDEST_FIRST {
+        *flag(&mut accepted) = false;
+    }
     // Refused with no flag at all: the sizes, or something else; not a step down.
     let mut ring = create(&accepted)?;
     let mut stepped_down = 0;
@@ -997,13 +993,13 @@ mod tests {
     }
 
     /// Every set-up flag on.
-    const WANTED: RingOptions = RingOptions {
-        single_issuer: true,
-        defer_taskrun: true,
-        coop_taskrun: true,
-        submit_all: true,
-        ..RingOptions::new(8)
-    };
+    fn wanted() -> RingOptions {
+        let mut options = RingOptions::new(8);
+        for (_, flag) in SETUP_FLAGS_OLDEST_FIRST {
+            *flag(&mut options) = true;
+        }
+        options
+    }
 
     /// A kernel that refuses the newer set-up flags (`EINVAL`, as 5.10 refuses
     /// `SINGLE_ISSUER`, `DEFER_TASKRUN` and `SUBMIT_ALL`) still gets a ring, with the flags
@@ -1019,7 +1015,7 @@ mod tests {
                 false => Ring::new(options),
             }
         };
-        let (ring, stepped_down) = match ring_stepping_down(older, WANTED) {
+        let (ring, stepped_down) = match ring_stepping_down(older, wanted()) {
             Ok(created) => created,
             Err(error) => return eprintln!("skipped: {error}"),
         };
@@ -1042,7 +1038,7 @@ mod tests {
                 libc::EPERM,
             )))
         };
-        assert!(ring_stepping_down(refuse, WANTED).is_err());
+        assert!(ring_stepping_down(refuse, wanted()).is_err());
     }
 
     /// A kernel lacking an old flag but having the newer ones (a backport) loses only the
@@ -1053,7 +1049,7 @@ mod tests {
             true => Err(einval()),
             false => Ring::new(options),
         };
-        let (ring, stepped_down) = match ring_stepping_down(backported, WANTED) {
+        let (ring, stepped_down) = match ring_stepping_down(backported, wanted()) {
             Ok(created) => created,
             Err(error) => return eprintln!("skipped: {error}"),
         };

@@ -79,14 +79,12 @@ fn every_flag_combination_the_probe_accepts_builds() {
     let Ok(report) = probe() else {
         return eprintln!("skipped: io_uring unavailable");
     };
-    let options = RingOptions {
-        sq_entries: 4,
-        cq_entries: 64,
-        single_issuer: report.single_issuer,
-        defer_taskrun: report.defer_taskrun,
-        coop_taskrun: report.coop_taskrun,
-        submit_all: report.submit_all,
-    };
+    let mut options = RingOptions::new(4);
+    options.cq_entries = 64;
+    options.single_issuer = report.single_issuer;
+    options.defer_taskrun = report.defer_taskrun;
+    options.coop_taskrun = report.coop_taskrun;
+    options.submit_all = report.submit_all;
     let mut ring = Ring::new(&options).expect("probed flags build");
     assert_eq!(ring.cq_capacity(), 64);
     push_nop(&mut ring, 1).unwrap();
