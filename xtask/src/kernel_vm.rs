@@ -132,8 +132,13 @@ fn built(line: &str) -> Option<Built> {
     let path = json_str(line, "executable")?;
     let package_id = json_str(line, "package_id")?;
     let target = &line[line.find("\"target\":")?..];
-    // `path+file:///work/crates/dispatch-core#0.1.0`: the directory names the package.
-    let package = package_id.split('#').next()?.rsplit('/').next()?;
+    // `path+file:///work/crates/sys-uring#0.1.0`: the directory names the package, unless
+    // the package is named otherwise: `path+file:///work/crates/dispatch-core#dispatch-loop@0.1.0`.
+    let (url, fragment) = package_id.split_once('#')?;
+    let package = match fragment.split_once('@') {
+        Some((name, _version)) => name,
+        None => url.rsplit('/').next()?,
+    };
     Some(Built {
         package: package.to_owned(),
         target: json_str(target, "name")?.to_owned(),
@@ -396,6 +401,9 @@ mod tests {
         assert_eq!(built.target, "it");
         assert_eq!(built.path, Path::new("/w/target/debug/deps/it-1"));
         assert!(super::built(r#"{"reason":"build-finished","success":true}"#).is_none());
+        // A package named otherwise than its directory.
+        let renamed = line.replace("dispatch-loop#0.1.0", "dispatch-core#dispatch-loop@0.1.0");
+        assert_eq!(super::built(&renamed).unwrap().package, "dispatch-loop");
     }
 
     #[test]
