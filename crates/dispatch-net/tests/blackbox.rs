@@ -3,6 +3,13 @@
 //! `stop` before a run and `Stats::pool_waits`, written from the documentation alone.
 //! Real sockets on 127.0.0.1, every wait bounded.
 
+#![allow(
+    clippy::type_complexity,
+    clippy::field_reassign_with_default,
+    clippy::unnecessary_map_or,
+    clippy::manual_repeat_n
+)]
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -37,6 +44,7 @@ enum Mode {
     Graceful,
     BigOnOpen,
     Sink,
+    GracefulOnOpen,
     BigGraceful,
 }
 
@@ -79,6 +87,10 @@ impl Handler for Srv {
             }
             Mode::BigOnOpen => {
                 send(self, io, conn, vec![b'x'; BIG]).expect("big reply queued");
+            }
+            Mode::GracefulOnOpen => {
+                send(self, io, conn, "busy\n").expect("queued");
+                close_gracefully(self, io, conn);
             }
             _ => {}
         }
@@ -137,7 +149,7 @@ impl Handler for Srv {
                         .push((SendErrorKind::QueueFull, b"ACCEPTED".to_vec()));
                 }
             }
-            Mode::BigOnOpen | Mode::Sink => {}
+            Mode::BigOnOpen | Mode::Sink | Mode::GracefulOnOpen => {}
             Mode::BigGraceful => {
                 send(self, io, conn, vec![b'y'; BIG]).expect("big");
                 for _ in 0..8 {
@@ -1063,6 +1075,11 @@ fn on_drained_sending_more_defers_waiting_arrivals() {
         .filter(|s| s != "close") // the client closes after its last read
         .collect();
     assert_eq!(
+        srv.net.stats().sends,
+        3,
+        "one vectored send per callback's sends"
+    );
+    assert_eq!(
         shape,
         [
             "open",
@@ -1225,4 +1242,225 @@ fn send_vectored_of_pool_buffer_gives_it_back() {
     let mut got = [0; 6];
     a_peer.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"<echo>");
+}
+
+#[test]
+fn half_close_gets_replies_then_end_of_stream() {
+    let (mut io, mut srv, addr) = start(Mode::Echo, NetOptions::new(4));
+    let got = drive(
+        &mut io,
+        &mut srv,
+        thread::spawn(move || {
+            let mut c = client(addr);
+            c.write_all(b"ping").unwrap();
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut all = Vec::new();
+            let r = c.read_to_end(&mut all).map_err(|e| e.kind());
+            (all, r)
+        }),
+    );
+    assert_eq!(got.0, b"ping");
+    assert!(got.1.is_ok());
+    assert!(run_until(&mut io, &mut srv, |s| s.closes() == 1));
+    assert_eq!(srv.net.connections(), 0);
+}
+
+#[test]
+fn close_gracefully_from_on_open() {
+    let (mut io, mut srv, addr) = start(Mode::GracefulOnOpen, NetOptions::new(4));
+    let got = drive(
+        &mut io,
+        &mut srv,
+        thread::spawn(move || {
+            let mut c = client(addr);
+            let _ = c.write_all(&vec![b'q'; 50_000]);
+            let mut all = Vec::new();
+            let r = c.read_to_end(&mut all).map_err(|e| e.kind());
+            (all, r)
+        }),
+    );
+    assert_eq!(got.0, b"busy\n");
+    assert!(got.1.is_ok(), "{:?}", got.1);
+    assert!(run_until(&mut io, &mut srv, |s| s.closes() == 1));
+    assert_eq!(srv.datas(), 0);
+}
+
+#[test]
+fn pool_waits_counts_each_waiting_receive() {
+    let mut options = Options::new(8);
+    options.pool = PoolOptions::new(1, 64);
+    let mut io: Io<PwCtx> = Io::new(&options).unwrap();
+    let (a, mut a_peer) = UnixStream::pair().unwrap();
+    let (b, mut b_peer) = UnixStream::pair().unwrap();
+    let (c, mut c_peer) = UnixStream::pair().unwrap();
+    let mut ctx = PwCtx::default();
+    a_peer.write_all(b"A").unwrap();
+    io.recv_pooled(0, a.as_raw_fd(), pw_keep).unwrap();
+    let start = Instant::now();
+    while ctx.got.is_empty() && start.elapsed() < BOUND {
+        io.run_for_ns(&mut ctx, 1_000_000).unwrap();
+    }
+    io.recv_pooled(1, b.as_raw_fd(), pw_keep).unwrap();
+    io.recv_pooled(2, c.as_raw_fd(), pw_keep).unwrap();
+    for _ in 0..10 {
+        io.run_for_ns(&mut ctx, 1_000_000).unwrap();
+    }
+    b_peer.write_all(b"B").unwrap();
+    c_peer.write_all(b"C").unwrap();
+    for _ in 0..50 {
+        io.run_for_ns(&mut ctx, 1_000_000).unwrap();
+    }
+    assert_eq!(ctx.got.len(), 1);
+    assert_eq!(io.stats().pool_waits, 2, "two receives waited");
+    ctx.held.clear();
+    while ctx.got.len() < 2 && start.elapsed() < BOUND {
+        io.run_for_ns(&mut ctx, 1_000_000).unwrap();
+    }
+    ctx.held.clear();
+    while ctx.got.len() < 3 && start.elapsed() < BOUND {
+        io.run_for_ns(&mut ctx, 1_000_000).unwrap();
+    }
+    assert_eq!(ctx.got.len(), 3);
+    assert_eq!(io.stats().pool_waits, 2, "each wait once");
+}
+
+#[test]
+fn close_gracefully_drops_an_arrival_already_waiting() {
+    let (mut io, mut srv, addr) = start(Mode::BigFirst, NetOptions::new(4));
+    let (tx, rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let client = thread::spawn(move || {
+        let mut c = client(addr);
+        c.write_all(b"first").unwrap();
+        let _ = read_n(&mut c, 1);
+        c.write_all(b"second").unwrap();
+        tx.send(()).unwrap();
+        let _ = go_rx.recv_timeout(BOUND); // read the rest only after close_gracefully
+        let mut all = Vec::new();
+        let r = c.read_to_end(&mut all).map_err(|e| e.kind());
+        (all.len(), r)
+    });
+    let start = Instant::now();
+    while rx.try_recv().is_err() {
+        assert!(start.elapsed() < BOUND);
+        io.run_for_ns(&mut srv, 1_000_000).unwrap();
+    }
+    for _ in 0..20 {
+        io.run_for_ns(&mut srv, 1_000_000).unwrap();
+    }
+    let conn = open_conn(&srv);
+    let marker = srv.events.len();
+    let received_before = srv.net.stats().bytes_received;
+    let datas_before = srv.datas();
+    close_gracefully(&mut srv, &mut io, conn);
+    go_tx.send(()).unwrap();
+    let (len, r) = drive(&mut io, &mut srv, client);
+    assert_eq!(
+        datas_before, 1,
+        "the big reply was stuck: second still waiting"
+    );
+    assert!(run_until(&mut io, &mut srv, |s| s.closes() == 1));
+    let late: Vec<String> = srv.events[marker..]
+        .iter()
+        .map(|e| match e {
+            Ev::Data(_, d) => format!("data({})", String::from_utf8_lossy(d)),
+            other => format!("{:?}", std::mem::discriminant(other)),
+        })
+        .collect();
+    assert_eq!(
+        srv.datas(),
+        1,
+        "no arrival handed over after close_gracefully (bytes received before it: {received_before}); events after it: {late:?}"
+    );
+    assert_eq!(len + 1, BIG, "the reply in full, then the end of stream");
+    assert!(r.is_ok(), "{r:?}");
+}
+
+fn masked_options(buffers: u32, size: u32) -> Options {
+    let mut options = Options::new(8);
+    options.pool = PoolOptions::new(buffers, size);
+    options.uring.pbuf_ring = false;
+    options.uring.multishot = false;
+    options
+}
+
+#[test]
+fn cancel_multishot_masked_uring_loses_no_bytes() {
+    let mut io: Io<McCtx> = Io::new(&masked_options(8, 16)).unwrap();
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let sent: Vec<u8> = (0..100u8).collect();
+    b.write_all(&sent).unwrap();
+    let mut ctx = McCtx::default();
+    ctx.id = Some(io.recv_multishot(0, a.as_raw_fd(), mc_recv).unwrap());
+    let start = Instant::now();
+    while (ctx.shots.last().map_or(true, |s| s.1) || ctx.cancel_answers.is_empty())
+        && start.elapsed() < BOUND
+    {
+        io.run_for_ns(&mut ctx, 1_000_000).unwrap();
+    }
+    assert_eq!(ctx.cancel_answers, vec![Ok(())]);
+    assert_eq!(
+        ctx.shots.iter().filter(|s| !s.1).count(),
+        1,
+        "{:?}",
+        ctx.shots
+    );
+    let mut got: Vec<u8> = ctx
+        .shots
+        .iter()
+        .filter_map(|s| s.0.as_ref().ok())
+        .flatten()
+        .copied()
+        .collect();
+    a.set_nonblocking(true).unwrap();
+    let mut rest = [0; 256];
+    if let Ok(n) = (&a).read(&mut rest) {
+        got.extend_from_slice(&rest[..n]);
+    }
+    assert_eq!(got, sent);
+}
+
+#[test]
+fn pool_waits_masked_uring() {
+    let mut io: Io<PwCtx> = Io::new(&masked_options(1, 64)).unwrap();
+    let (a, mut a_peer) = UnixStream::pair().unwrap();
+    let (b, mut b_peer) = UnixStream::pair().unwrap();
+    let mut ctx = PwCtx::default();
+    a_peer.write_all(b"A").unwrap();
+    io.recv_pooled(0, a.as_raw_fd(), pw_keep).unwrap();
+    let start = Instant::now();
+    while ctx.got.is_empty() && start.elapsed() < BOUND {
+        io.run_for_ns(&mut ctx, 1_000_000).unwrap();
+    }
+    io.recv_pooled(1, b.as_raw_fd(), pw_drop).unwrap();
+    for _ in 0..20 {
+        io.run_for_ns(&mut ctx, 1_000_000).unwrap();
+    }
+    assert_eq!(io.stats().pool_waits, 0, "an idle receive never counts");
+    b_peer.write_all(b"B").unwrap();
+    for _ in 0..50 {
+        io.run_for_ns(&mut ctx, 1_000_000).unwrap();
+    }
+    assert_eq!(ctx.got.len(), 1);
+    assert_eq!(io.stats().pool_waits, 1);
+    ctx.held.clear();
+    while ctx.got.len() < 2 && start.elapsed() < BOUND {
+        io.run_for_ns(&mut ctx, 1_000_000).unwrap();
+    }
+    assert_eq!(ctx.got[1], b"B");
+    assert_eq!(io.stats().pool_waits, 1);
+}
+
+#[test]
+fn stop_before_run_for_zero_ns() {
+    let mut io: Io<StopCtx> = Io::new(&Options::new(4)).unwrap();
+    io.stop();
+    let mut ctx = StopCtx::default();
+    io.run_for_ns(&mut ctx, 0).unwrap();
+    io.timeout(0, 200_000_000, fire_and_stop).unwrap();
+    io.run_for_ns(&mut ctx, u64::MAX).unwrap();
+    assert!(
+        ctx.fired,
+        "a 0 ns run is a turn, which answers the earlier stop"
+    );
 }
