@@ -56,7 +56,16 @@ type Rerun = (
 );
 
 const DISPATCH_CORE: &[&str] = &["test", "-p", "dispatch-loop", "--test", "it"];
-const DISPATCH_NET: &[&str] = &["test", "-p", "dispatch-net", "--test", "it"];
+/// dispatch-net's suite and its black-box tests (written from the docs alone).
+const DISPATCH_NET: &[&str] = &[
+    "test",
+    "-p",
+    "dispatch-net",
+    "--test",
+    "it",
+    "--test",
+    "blackbox",
+];
 
 /// `cross_targets`: also type-check and lint the kqueue code for FreeBSD and macOS.
 pub fn run(cross_targets: bool) -> Result<(), String> {

@@ -1370,7 +1370,8 @@ fn close_gracefully_drops_an_arrival_already_waiting() {
     assert_eq!(
         srv.datas(),
         1,
-        "no arrival handed over after close_gracefully (bytes received before it: {received_before}); events after it: {late:?}"
+        "no arrival handed over after close_gracefully (bytes received before it: \
+         {received_before}); events after it: {late:?}"
     );
     assert_eq!(len + 1, BIG, "the reply in full, then the end of stream");
     assert!(r.is_ok(), "{r:?}");
