@@ -80,8 +80,9 @@ pub struct NetStats {
     /// Bytes sent.
     pub bytes_sent: u64,
     /// Sends started: each one vectored send of everything queued on a connection (one
-    /// syscall on epoll and kqueue, one submission on io_uring), short sends finished
-    /// included.
+    /// syscall on epoll and kqueue, one submission on io_uring). The send that finishes a
+    /// short one counts again (it is another syscall), so `sends` over messages is the
+    /// syscall cost of the replies.
     pub sends: u64,
     /// Connections closed for their idle timeout.
     pub idle_timeouts: u64,
