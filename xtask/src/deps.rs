@@ -15,9 +15,32 @@ const LAYERS: &[(&str, u32)] = &[
     ("xtask", 4),
 ];
 
+/// The layer of each top-level module of dispatch-loop (`crates/dispatch-core/src`): a module
+/// may import (`crate::name` outside comments and tests) only modules of a lower layer, so
+/// that every arrow between modules points down (issue 20 found two upward imports tying 13
+/// modules into one circle: the callback types, which name `Io`, now live beside it in `io/`,
+/// and `BACKEND_ENV` beside `Options`; the simulator's public options beside its backend).
+#[cfg(test)]
+const CORE_MODULES: &[(&str, u32)] = &[
+    ("pool", 0),
+    ("stats", 0),
+    ("clock", 0),
+    ("timer", 0),
+    ("waker", 0),
+    ("outbuf", 1),
+    ("options", 1),
+    ("operation", 2),
+    ("error", 2),
+    ("completion", 3),
+    ("slots", 3),
+    ("backend", 4),
+    ("sim", 5),
+    ("io", 6),
+];
+
 #[cfg(test)]
 mod tests {
-    use super::LAYERS;
+    use super::{CORE_MODULES, LAYERS};
     use crate::project_root;
 
     fn layer(name: &str) -> u32 {
@@ -86,5 +109,73 @@ mod tests {
     fn the_checker_sees_a_dependency() {
         let manifest = "[dependencies]\ndispatch-loop.workspace = true\n[features]\nsys-uring = []";
         assert_eq!(workspace_deps(manifest), vec!["dispatch-loop"]);
+    }
+
+    /// The modules a source file imports from its crate: `crate::name` on lines that are not
+    /// comments, before the file's `#[cfg(test)]` part.
+    fn crate_imports(source: &str) -> Vec<&str> {
+        let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+        let mut found = Vec::new();
+        for line in code.lines().map(str::trim).filter(|l| !l.starts_with("//")) {
+            for (at, _) in line.match_indices("crate::") {
+                let rest = &line[at + "crate::".len()..];
+                let mut words = rest.split(|c: char| !c.is_ascii_alphanumeric() && c != '_');
+                let name = words.next().unwrap_or_default();
+                let before = line[..at].chars().last();
+                let whole_word = before.is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_');
+                if whole_word && name.starts_with(|c: char| c.is_ascii_lowercase()) {
+                    found.push(name);
+                }
+            }
+        }
+        found
+    }
+
+    fn core_layer(module: &str) -> u32 {
+        CORE_MODULES
+            .iter()
+            .find(|(name, _)| *name == module)
+            .unwrap_or_else(|| panic!("dispatch-loop module {module} has no layer in deps.rs"))
+            .1
+    }
+
+    fn rust_files(dir: &std::path::Path, into: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, into);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                into.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn dispatch_loop_modules_import_only_downward() {
+        let src = project_root().join("crates/dispatch-core/src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        for file in files {
+            let relative = file.strip_prefix(&src).unwrap();
+            let first = relative.components().next().unwrap().as_os_str();
+            let module = first.to_str().unwrap().trim_end_matches(".rs");
+            if module == "lib" {
+                continue;
+            }
+            let source = std::fs::read_to_string(&file).unwrap();
+            for import in crate_imports(&source).into_iter().filter(|&m| m != module) {
+                assert!(
+                    core_layer(import) < core_layer(module),
+                    "{} imports crate::{import}: modules must import downward",
+                    relative.display()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_module_checker_sees_imports_not_comments() {
+        let source = "use crate::pool::Pool;\n// crate::io\nlet x = crate::Io::new();\n";
+        assert_eq!(crate_imports(source), vec!["pool"]);
     }
 }

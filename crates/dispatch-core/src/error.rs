@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io;
 
-use crate::backend::BACKEND_ENV;
+use crate::options::BACKEND_ENV;
 use crate::stats::BackendKind;
 
 /// Why `Io::new` failed.

@@ -69,14 +69,13 @@ mod stats;
 mod timer;
 mod waker;
 
-pub use crate::backend::BACKEND_ENV;
 pub use crate::error::{DeadlineError, InitError};
-pub use crate::io::Io;
-pub use crate::operation::{
-    AcceptCallback, BufCallback, BufResult, CountCallback, FdCallback, OpId, PoolSendCallback,
-    PooledCallback, ScheduleError, ScheduleErrorKind, Shot, Tag, UnitCallback, VectoredCallback,
+pub use crate::io::{
+    AcceptCallback, BufCallback, CountCallback, FdCallback, Io, PoolSendCallback, PooledCallback,
+    UnitCallback, VectoredCallback,
 };
-pub use crate::options::{Options, PoolOptions, UringOptions};
+pub use crate::operation::{BufResult, OpId, ScheduleError, ScheduleErrorKind, Shot, Tag};
+pub use crate::options::{Options, PoolOptions, UringOptions, BACKEND_ENV};
 pub use crate::outbuf::{OutBuf, GATHER_MAX};
 pub use crate::pool::PoolBuf;
 pub use crate::stats::{BackendKind, Fallback, Stats, UringFeatures};

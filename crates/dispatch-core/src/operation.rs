@@ -7,7 +7,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
 
-use crate::io::Io;
 use crate::outbuf::OutBuf;
 use crate::pool::PoolBuf;
 
@@ -15,10 +14,11 @@ use crate::pool::PoolBuf;
 /// index, a request id, whatever tells the callback which part of the context it is about.
 pub type Tag = u64;
 
-/// Names one scheduled operation, for [`Io::cancel`] and [`Io::set_deadline`]. Stale ids
-/// (the operation already completed) are detected by a 64-bit generation count, which never
-/// wraps in the life of a loop, and cancel nothing. An id belongs to the loop that returned
-/// it: given to another loop, it may name an unrelated operation there.
+/// Names one scheduled operation, for [`crate::Io::cancel`] and
+/// [`crate::Io::set_deadline`]. Stale ids (the operation already completed) are detected by
+/// a 64-bit generation count, which never wraps in the life of a loop, and cancel nothing.
+/// An id belongs to the loop that returned it: given to another loop, it may name an
+/// unrelated operation there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OpId {
     pub(crate) idx: u32,
@@ -44,29 +44,6 @@ impl OpId {
 /// while the kernel could touch it and returns it with the result.
 pub type BufResult = (io::Result<usize>, Vec<u8>);
 
-/// Callback of an operation that yields a new file descriptor (accept, openat). The
-/// descriptor is owned: dropping it closes it, so none leaks.
-pub type FdCallback<C> = fn(&mut C, &mut Io<C>, Tag, io::Result<OwnedFd>);
-/// Callback of an operation on a buffer (recv, send, read, write).
-pub type BufCallback<C> = fn(&mut C, &mut Io<C>, Tag, BufResult);
-/// Callback of an operation with no value (connect, shutdown, close, fsync, timeout, cancel,
-/// nop).
-pub type UnitCallback<C> = fn(&mut C, &mut Io<C>, Tag, io::Result<()>);
-/// Callback of a wake-up wait: how many wake-ups it coalesced.
-pub type CountCallback<C> = fn(&mut C, &mut Io<C>, Tag, io::Result<u64>);
-/// Callback of a pooled receive ([`Io::recv_pooled`], [`Io::recv_multishot`]): the bytes in a
-/// pool buffer (empty at end of stream), and whether more completions follow.
-pub type PooledCallback<C> = fn(&mut C, &mut Io<C>, Tag, Shot<PoolBuf>);
-/// Callback of a multishot accept ([`Io::accept_multishot`]): one accepted socket per call,
-/// and whether more follow.
-pub type AcceptCallback<C> = fn(&mut C, &mut Io<C>, Tag, Shot<OwnedFd>);
-/// Callback of a send from a pool buffer ([`Io::send_pooled`]): the byte count sent (possibly
-/// short) and the buffer, whose view is unchanged.
-pub type PoolSendCallback<C> = fn(&mut C, &mut Io<C>, Tag, (io::Result<usize>, PoolBuf));
-/// Callback of a vectored send ([`Io::send_vectored`]): the byte count sent (possibly short)
-/// and the buffers, unchanged ([`OutBuf::consume`] drops what was sent).
-pub type VectoredCallback<C> = fn(&mut C, &mut Io<C>, Tag, (io::Result<usize>, Vec<OutBuf>));
-
 /// One completion of an operation that may complete several times (multishot).
 #[derive(Debug)]
 pub struct Shot<T> {
@@ -86,31 +63,6 @@ impl<T> Shot<T> {
         }
     }
 }
-
-/// A callback, stored in the operation's slot: a plain function pointer, no allocation.
-pub(crate) enum Callback<C> {
-    None,
-    Fd(FdCallback<C>),
-    Buf(BufCallback<C>),
-    Unit(UnitCallback<C>),
-    Count(CountCallback<C>),
-    Pooled(PooledCallback<C>),
-    Accepted(AcceptCallback<C>),
-    PoolSend(PoolSendCallback<C>),
-    Vectored(VectoredCallback<C>),
-    /// The loop's own operation (the cancel of an operation whose deadline passed): its
-    /// result is dropped, no callback runs and it is not counted as completed.
-    Internal,
-}
-
-// Function pointers are `Copy` whatever `C` is; a derive would ask `C: Copy`.
-impl<C> Clone for Callback<C> {
-    fn clone(&self) -> Callback<C> {
-        *self
-    }
-}
-
-impl<C> Copy for Callback<C> {}
 
 /// Why an operation could not be scheduled. Nothing is lost: the error carries back the value
 /// the operation would have consumed (its buffer or descriptor).

@@ -2,6 +2,9 @@
 
 use crate::stats::BackendKind;
 
+/// The environment variable that forces a backend when `Options::backend` is `None`.
+pub const BACKEND_ENV: &str = "DISPATCH_BACKEND";
+
 /// Limits and knobs for one [`crate::Io`]. Fixed at construction; there is deliberately no
 /// `Default`: [`Options::new`] names the one required limit and documents the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

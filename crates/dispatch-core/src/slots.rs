@@ -1,7 +1,7 @@
 //! The fixed slot table, allocated once at `Io::new`, and the intrusive FIFOs threaded through
 //! it (free list, overflow queue, completed queue): no allocation after start-up.
 
-use crate::operation::{Args, Callback, OpId, Tag};
+use crate::operation::{Args, OpId, Tag};
 
 /// Where a slot's operation is in its life. A slot is on at most one list at a time, and
 /// which one follows from its state.
@@ -27,7 +27,17 @@ pub(crate) enum State {
     Completed,
 }
 
-/// One operation in flight.
+/// What a slot keeps of its operation's callback (the loop's `Callback<Ctx>`), and the value
+/// a free slot holds: the table knows callbacks only through this, so that it sits below the
+/// loop that defines them.
+pub(crate) trait Stored {
+    /// A free slot's callback.
+    const NONE: Self;
+    /// Whether this is [`Stored::NONE`].
+    fn is_none(&self) -> bool;
+}
+
+/// One operation in flight; `C` is what it keeps of its callback ([`Stored`]).
 pub(crate) struct Slot<C> {
     /// Counts the slot's reuses: 64 bits never wrap in the life of a loop, so an `OpId`
     /// names one operation unambiguously.
@@ -55,7 +65,8 @@ pub(crate) struct Slot<C> {
     /// Next slot on whichever list this slot is on; `NONE` at the tail.
     next: u32,
     pub(crate) tag: Tag,
-    pub(crate) callback: Callback<C>,
+    /// The operation's callback, as the loop keeps it (`C`: its `Callback<Ctx>`).
+    pub(crate) callback: C,
 }
 
 impl<C> Slot<C> {
@@ -302,7 +313,7 @@ pub(crate) enum Budget {
     Cancel,
 }
 
-impl<C> Slots<C> {
+impl<C: Stored> Slots<C> {
     /// Allocates all slots for `ops_max` operations and as many cancels; the only
     /// allocation the table ever makes.
     pub(crate) fn new(ops_max: u32) -> Slots<C> {
@@ -322,7 +333,7 @@ impl<C> Slots<C> {
                 budget: Budget::Op,
                 next: NONE,
                 tag: 0,
-                callback: Callback::None,
+                callback: C::NONE,
             })
             .collect();
         // Link every slot into the free stack, lowest index on top.
@@ -383,7 +394,7 @@ impl<C> Slots<C> {
         // two checks are debug-only.
         debug_assert!(matches!(self.args[idx as usize], Args::Empty));
         let slot = &mut self.slots[idx as usize];
-        debug_assert!(matches!(slot.callback, Callback::None));
+        debug_assert!(slot.callback.is_none());
         assert_eq!(slot.next, NONE, "slot {idx} released while on a list");
         assert_ne!(slot.state, State::Free, "slot {idx} released twice");
         slot.state = State::Free;
@@ -493,6 +504,13 @@ impl<C> std::ops::IndexMut<u32> for Slots<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Stored for () {
+        const NONE: () = ();
+        fn is_none(&self) -> bool {
+            true
+        }
+    }
 
     /// Releases `idx` as the loop does, once its callback ran.
     fn complete_and_release(slots: &mut Slots<()>, idx: u32) {

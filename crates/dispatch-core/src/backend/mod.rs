@@ -42,7 +42,7 @@ use std::io;
 use crate::clock::Clock;
 use crate::error::InitError;
 use crate::operation::Args;
-use crate::options::Options;
+use crate::options::{Options, BACKEND_ENV};
 use crate::pool::Pool;
 use crate::stats::{BackendKind, Fallback, Stats, UringFeatures};
 use crate::waker::Waker;
@@ -71,9 +71,6 @@ pub(crate) enum PushError {
     /// which picks the buffer at submission): wait for buffers to come back.
     NoBuffer,
 }
-
-/// The environment variable that forces a backend when `Options::backend` is `None`.
-pub const BACKEND_ENV: &str = "DISPATCH_BACKEND";
 
 #[cfg(target_os = "linux")]
 type EpollEngine = readiness::Engine<readiness::epoll::EpollPoller>;

@@ -28,9 +28,9 @@
 //! An `ENOENT` answer is also held (`Held`) until the target's result comes, then answered
 //! `Ok` (see `Io::cancel`).
 
-use super::Io;
+use super::{Callback, Io};
 use crate::error::DeadlineError;
-use crate::operation::{Args, Callback, OpId};
+use crate::operation::{Args, OpId};
 use crate::slots::{Budget, State};
 use crate::timer::TimerHeap;
 

@@ -4,6 +4,7 @@
 // One unsafe block: handing slot arguments to the backend, whose contract the slot table keeps.
 #![allow(unsafe_code)]
 
+mod callback;
 mod deadline;
 mod drop;
 mod ops;
@@ -15,6 +16,11 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
+pub(crate) use self::callback::Callback;
+pub use self::callback::{
+    AcceptCallback, BufCallback, CountCallback, FdCallback, PoolSendCallback, PooledCallback,
+    UnitCallback, VectoredCallback,
+};
 use self::deadline::Deadlines;
 use self::reap::Reaper;
 use crate::backend::{Backend, PushError, Wait};
@@ -24,7 +30,7 @@ use crate::completion::{
     vectored_value, F_MORE, TIMEOUT_EXPIRED,
 };
 use crate::error::InitError;
-use crate::operation::{Args, Callback, Shot, Tag};
+use crate::operation::{Args, Shot, Tag};
 use crate::options::Options;
 use crate::pool::Pool;
 use crate::slots::{Completed, Done, Fifo, Order, Slots, State};
@@ -122,7 +128,7 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 ///   run that could only wait forever returns an error instead of blocking. The module's
 ///   documentation lists every difference.
 pub struct Io<C> {
-    slots: Slots<C>,
+    slots: Slots<Callback<C>>,
     overflow: Fifo,
     /// Pooled receives that found the pool empty, waiting for buffers to come back.
     buffer_wait: Fifo,

@@ -5,11 +5,11 @@ use std::ffi::CString;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{OwnedFd, RawFd};
 
-use super::Io;
-use crate::operation::{
-    AcceptCallback, Args, BufCallback, Callback, CountCallback, FdCallback, OpId, PoolSendCallback,
-    PooledCallback, ScheduleError, ScheduleErrorKind, Tag, UnitCallback, VectoredCallback,
+use super::{
+    AcceptCallback, BufCallback, Callback, CountCallback, FdCallback, Io, PoolSendCallback,
+    PooledCallback, UnitCallback, VectoredCallback,
 };
+use crate::operation::{Args, OpId, ScheduleError, ScheduleErrorKind, Tag};
 use crate::outbuf::OutBuf;
 use crate::pool::PoolBuf;
 use crate::slots::{Budget, State};

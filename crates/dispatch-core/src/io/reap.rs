@@ -2,6 +2,7 @@
 //! callback runs here): final, intermediate (a multishot goes on), or no result at all
 //! (submit again after `EINTR`; wait for buffers after `ENOBUFS`).
 
+use super::Callback;
 use crate::completion::{F_MORE, TIMEOUT_EXPIRED};
 use crate::operation::Args;
 use crate::slots::{Completed, Done, Fifo, Slots, State};
@@ -9,7 +10,7 @@ use crate::stats::Stats;
 
 /// The parts of `Io` that `reap` updates while the backend hands over results.
 pub(super) struct Reaper<'io, C> {
-    pub(super) slots: &'io mut Slots<C>,
+    pub(super) slots: &'io mut Slots<Callback<C>>,
     pub(super) completed: &'io mut Completed,
     pub(super) again: &'io mut Fifo,
     pub(super) buffer_wait: &'io mut Fifo,

@@ -10,8 +10,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
 use super::net::{Recv, Reset, State};
+use super::options::{SimOptions, SimStats};
 use super::world::{Obj, World};
-use crate::sim::{SimOptions, SimStats};
 
 /// A simulated world: a virtual clock, a network of listeners and connections, a disk, a
 /// seeded generator and the trace. Cloning the handle shares the world. Not `Send`: a world

@@ -17,6 +17,7 @@
 mod disk;
 mod handle;
 mod net;
+mod options;
 mod rng;
 mod world;
 
@@ -26,6 +27,7 @@ use std::rc::Rc;
 
 pub use self::handle::{Peer, Sim, SimListener};
 use self::net::Recv;
+pub use self::options::{FaultCounts, Faults, SimOptions, SimStats};
 use self::world::{Event, Fault, Obj, World};
 use super::Wait;
 use crate::clock::Clock;
@@ -33,7 +35,6 @@ use crate::completion::{buffer_flags, TIMEOUT_EXPIRED};
 use crate::operation::{Args, OpId};
 use crate::outbuf::{OutBuf, GATHER_MAX};
 use crate::pool::Pool;
-use crate::sim::SimOptions;
 use crate::stats::Stats;
 use crate::timer::TimerHeap;
 use crate::waker::Waker;

@@ -12,8 +12,8 @@ use std::rc::Rc;
 
 use super::disk::Disk;
 use super::net::Net;
+use super::options::{Faults, SimOptions, SimStats};
 use super::rng::{Rng, Trace};
-use crate::sim::{Faults, SimOptions, SimStats};
 
 /// The kinds of fault, as counted in `SimStats::faults` and recorded in the trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
