@@ -12,8 +12,6 @@
 //! closing lines say so in capitals. The other checks need only the crates, from crates.io.
 //! Part of `cargo xtask ci`, not of `test`, so that `test` stays usable offline.
 
-use std::path::PathBuf;
-
 use crate::cmd::Cmd;
 use crate::project_root;
 
@@ -129,10 +127,7 @@ fn advisory_database(offline: bool) -> Database {
 /// Whether a copy of an advisory database is where cargo-deny keeps them
 /// (`$CARGO_HOME/advisory-dbs/advisory-db-HASH`, the default `db-path`).
 fn database_cached() -> bool {
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
-    let Some(dir) = cargo_home.map(|home| home.join("advisory-dbs")) else {
+    let Some(dir) = crate::cargo_home().map(|home| home.join("advisory-dbs")) else {
         return false;
     };
     let Ok(entries) = std::fs::read_dir(dir) else {

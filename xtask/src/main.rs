@@ -306,6 +306,14 @@ fn ci(args: &CiArgs) -> Result<(), String> {
     })
 }
 
+/// Cargo's home (`$CARGO_HOME`, else `~/.cargo`), where it keeps its registry caches and
+/// cargo-deny its advisory databases; `None` without either variable.
+pub fn cargo_home() -> Option<PathBuf> {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+}
+
 /// The workspace root (the parent of `xtask/`).
 pub fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -55,12 +55,7 @@ pub fn run(members: &[Member]) -> Result<(), String> {
 /// version without looking at the new package: after an edit (a rename of a crate this one
 /// uses, say), the check would build the old sources. Only a cache: cargo unpacks again.
 fn forget_extracted(published: &[&str]) {
-    let home = std::env::var_os("CARGO_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cargo"))
-        });
-    let Some(src) = home.map(|home| home.join("registry/src")) else {
+    let Some(src) = crate::cargo_home().map(|home| home.join("registry/src")) else {
         return;
     };
     let Ok(registries) = std::fs::read_dir(src) else {

@@ -70,6 +70,9 @@ const DISPATCH_NET: &[&str] = &[
 /// `cross_targets`: also type-check and lint the kqueue code for FreeBSD and macOS.
 pub fn run(cross_targets: bool) -> Result<(), String> {
     prepare(cross_targets)?;
+    // wrk and curl, installed where missing: any still missing is listed with the skipped
+    // tests at the end (the HTTP smoke test and the HTTP example's tests skip without them).
+    let clients_missing = ensure_clients();
     Cmd::cargo(&["fmt", "--all", "--check"]).run()?;
     let deny_warnings = ["--", "-D", "warnings"];
     Cmd::cargo(&["clippy", "--workspace", "--all-targets"])
@@ -105,6 +108,7 @@ pub fn run(cross_targets: bool) -> Result<(), String> {
     // start or stop, fail it.
     Cmd::cargo(&["xtask", "bench", "--quick"]).run()?;
     let mut skips = Skips::default();
+    skips.tools_missing(&clients_missing);
     skips.run(Cmd::cargo(&["test", "--workspace"]), "workspace")?;
     // Last, so that the run's closing lines are the tests' results.
     if cfg!(target_os = "linux") {
@@ -148,7 +152,6 @@ fn prepare(cross_targets: bool) -> Result<(), String> {
         return Ok(());
     }
     rustup::ensure_components(&["rustfmt", "clippy"])?;
-    ensure_clients()?;
     if cross_targets {
         rustup::ensure_targets(&CHECK_TARGETS)?;
     } else {
@@ -159,20 +162,20 @@ fn prepare(cross_targets: bool) -> Result<(), String> {
 
 /// Installs the real clients the HTTP tests and the benchmark's smoke test use (wrk, curl)
 /// where missing; without a root apt host it says so and goes on (those parts then skip,
-/// saying why).
-fn ensure_clients() -> Result<(), String> {
+/// saying why). Returns the tools still missing.
+fn ensure_clients() -> Vec<&'static str> {
     let missing: Vec<&str> = ["wrk", "curl"]
         .into_iter()
         .filter(|tool| !on_path(tool))
         .collect();
     if missing.is_empty() {
-        return Ok(());
+        return missing;
     }
     let howto = "install them (Debian and Ubuntu package names) to run the HTTP checks";
     if let Err(error) = crate::kernel_host::install_packages(&missing, howto) {
         eprintln!("xtask: {error}; the HTTP tests and benchmark will skip");
     }
-    Ok(())
+    missing.into_iter().filter(|tool| !on_path(tool)).collect()
 }
 
 /// Whether an executable named `tool` is on `PATH` (`wrk --version` exits 1, so running it
@@ -205,6 +208,16 @@ impl Skips {
                     false
                 }
             })
+    }
+
+    /// Counts what skips for want of a tool xtask could not install (`ensure_clients`).
+    fn tools_missing(&mut self, tools: &[&str]) {
+        for tool in tools {
+            let reason = format!("{tool} is missing and could not be installed");
+            let what = "the HTTP benchmark smoke test and the HTTP example's tests using it";
+            let run = "bench --quick, examples".to_owned();
+            self.found.push((run, what.to_owned(), reason));
+        }
     }
 
     /// Lists every skipped test with its reason.
