@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 
 use dispatch_loop::{Io, OutBuf, ScheduleErrorKind, Tag};
 
-use crate::server::{close, fail, progress, pump, shortage, shut_write, Conn, Handler};
+use crate::server::{close, fail, handle, progress, pump, shortage, shut_write, Conn, Handler};
 use crate::table::ConnId;
 
 /// Buffers that may wait to be sent on one connection, counting those in the send in flight:
@@ -191,6 +191,7 @@ fn on_sent<H: Handler>(
 ) {
     let id = ConnId::from_tag(tag);
     let net = ctx.net();
+    net.handling = None;
     let idle = net.options.idle_timeout_ns;
     let conn = net
         .conns
@@ -225,9 +226,6 @@ fn on_sent<H: Handler>(
     if conn.lingering {
         return shut_write(ctx, io, id);
     }
-    let outer = ctx.net().handling.replace(id);
-    ctx.on_drained(io, id);
-    ctx.net().handling = outer;
-    flush(ctx, io, id);
+    handle(ctx, io, id, |ctx, io| ctx.on_drained(io, id));
     pump(ctx, io, id);
 }

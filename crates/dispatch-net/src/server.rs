@@ -162,7 +162,7 @@ pub struct Net {
     quiet_mark: Option<u64>,
     stopping: bool,
     /// The connection whose handler callback runs now: its sends wait for it to return and
-    /// go out together.
+    /// go out together (see `handle`).
     pub(crate) handling: Option<ConnId>,
     /// A slot shortage was logged.
     shortage_logged: bool,
@@ -342,6 +342,7 @@ pub(crate) fn shortage(net: &mut Net, what: &str) {
 
 fn on_accept<H: Handler>(ctx: &mut H, io: &mut Io<H>, _: Tag, shot: Shot<OwnedFd>) {
     let net = ctx.net();
+    net.handling = None;
     if !shot.more {
         net.accept = None;
     }
@@ -465,10 +466,7 @@ fn open<H: Handler>(ctx: &mut H, io: &mut Io<H>, socket: OwnedFd) {
     if !arm_recv(ctx, io, id) {
         return;
     }
-    let outer = ctx.net().handling.replace(id);
-    ctx.on_open(io, id);
-    ctx.net().handling = outer;
-    flush(ctx, io, id);
+    handle(ctx, io, id, |ctx, io| ctx.on_open(io, id));
 }
 
 /// Arms the receive of `id`; without a free slot, closes the connection and says `false`.
@@ -519,6 +517,7 @@ pub(crate) fn progress<H>(io: &mut Io<H>, conn: &mut Conn, idle: u64) {
 fn on_recv<H: Handler>(ctx: &mut H, io: &mut Io<H>, tag: Tag, shot: Shot<PoolBuf>) {
     let id = ConnId::from_tag(tag);
     let net = ctx.net();
+    net.handling = None;
     let idle = net.options.idle_timeout_ns;
     let conn = net
         .conns
@@ -571,9 +570,23 @@ impl Conn {
 
 /// Hands `data` to the program; what it sends meanwhile goes out together afterwards.
 fn deliver<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId, data: PoolBuf) {
-    let outer = ctx.net().handling.replace(id);
-    ctx.on_data(io, id, data);
-    ctx.net().handling = outer;
+    handle(ctx, io, id, |ctx, io| ctx.on_data(io, id, data));
+}
+
+/// Runs one of `id`'s handler callbacks (`on_open`, `on_data`, `on_drained`), then sends
+/// what it queued, together. Handler callbacks never nest (none is called from a call the
+/// program makes), so `handling` is set and cleared, not saved. A callback that panics
+/// leaves it set: each of this layer's loop callbacks clears it on entry, and `pump` sends
+/// what the panicking callback queued, so the connection's next event moves it on.
+pub(crate) fn handle<H: Handler>(
+    ctx: &mut H,
+    io: &mut Io<H>,
+    id: ConnId,
+    callback: impl FnOnce(&mut H, &mut Io<H>),
+) {
+    ctx.net().handling = Some(id);
+    callback(ctx, io);
+    ctx.net().handling = None;
     flush(ctx, io, id);
 }
 
@@ -581,6 +594,8 @@ fn deliver<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId, data: PoolBuf) {
 /// being sent, reads again or stops reading as the waiting arrivals allow, and closes the
 /// connection once nothing is left to do.
 pub(crate) fn pump<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId) {
+    // What a handler callback that panicked queued (see `handle`); nothing otherwise.
+    flush(ctx, io, id);
     loop {
         // The handler may have closed the connection (then it may be gone already).
         let Some(conn) = ctx.net().conns.get_mut(id) else {
@@ -689,6 +704,7 @@ pub(crate) fn shut_write<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId) {
 
 fn on_shut<H: Handler>(ctx: &mut H, io: &mut Io<H>, tag: Tag, result: io::Result<()>) {
     let id = ConnId::from_tag(tag);
+    ctx.net().handling = None;
     let conn = ctx
         .net()
         .conns

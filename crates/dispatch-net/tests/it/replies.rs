@@ -25,6 +25,8 @@ enum Mode {
     Stuck,
     /// 256 KiB on the first arrival, then a graceful close.
     Refuse,
+    /// A reply, then a panic, on the first arrival; echoes after.
+    Panic,
 }
 
 struct Replier {
@@ -70,6 +72,14 @@ impl Handler for Replier {
                 send(self, io, conn, vec![b'z'; 64 << 20]).unwrap();
             }
             Mode::Stuck => {}
+            Mode::Panic if !self.stuck => {
+                self.stuck = true;
+                send(self, io, conn, "reply,").unwrap();
+                panic!("a handler bug");
+            }
+            Mode::Panic => {
+                let _ = send(self, io, conn, data);
+            }
             Mode::Refuse => {
                 send(self, io, conn, vec![b'r'; REFUSAL]).unwrap();
                 dispatch_net::close_gracefully(self, io, conn);
@@ -356,4 +366,38 @@ fn a_graceful_close_delivers_the_reply_to_a_peer_that_sent_more() {
         io.run_for_ns(&mut replier, 10_000_000).unwrap();
     }
     assert_eq!(replier.closed, 1, "closed after the peer's end of stream");
+}
+
+/// A handler that panics after queueing a reply leaves no connection stalled: the reply goes
+/// out with the connection's next event, and the connection is served on (the panic's
+/// sends were only queued, the callback never returning to flush them).
+#[test]
+fn a_reply_queued_before_a_handler_panicked_goes_out_with_the_next_event() {
+    let (mut io, mut replier, addr) = server(NetOptions::new(4), Mode::Panic);
+    let mut client = TcpStream::connect(addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut greeting = [0; 6];
+    let reader = std::thread::spawn(move || {
+        client.read_exact(&mut greeting).unwrap();
+        client.write_all(b"first").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        client.write_all(b"then").unwrap();
+        let mut got = [0; 10];
+        client.read_exact(&mut got).map(|()| got)
+    });
+    let mut panicked = false;
+    for _ in 0..3000 {
+        if reader.is_finished() {
+            break;
+        }
+        let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            io.run_for_ns(&mut replier, 10_000_000)
+        }));
+        panicked |= turn.is_err();
+    }
+    assert!(panicked, "the handler panicked");
+    let got = reader.join().unwrap().expect("the reply, then the echo");
+    assert_eq!(&got, b"reply,then");
 }
