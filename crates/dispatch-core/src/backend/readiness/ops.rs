@@ -47,7 +47,10 @@ fn done(result: Result<usize, Errno>) -> Step {
 }
 
 /// Runs `call`, repeating it on EINTR (which never escapes the layer), counting syscalls.
-fn retry<T>(stats: &mut Stats, mut call: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
+pub(super) fn retry<T>(
+    stats: &mut Stats,
+    mut call: impl FnMut() -> Result<T, Errno>,
+) -> Result<T, Errno> {
     loop {
         stats.syscalls += 1;
         match call() {
@@ -197,7 +200,7 @@ fn recv(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, stats: &mut Stats) -> Step {
     }
 }
 
-fn send(fd: BorrowedFd<'_>, buf: &[u8], stats: &mut Stats) -> Step {
+pub(super) fn send(fd: BorrowedFd<'_>, buf: &[u8], stats: &mut Stats) -> Step {
     match retry(stats, || rustix::net::send(fd, filled(buf), send_flags())) {
         Err(Errno::AGAIN) => Step::Wait(fd.as_raw_fd(), Dir::Write),
         result => done(result),

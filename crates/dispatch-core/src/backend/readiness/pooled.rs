@@ -9,9 +9,9 @@
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use rustix::io::Errno;
-use rustix::net::{RecvFlags, SendFlags};
+use rustix::net::RecvFlags;
 
-use super::ops::Step;
+use super::ops::{self, retry, Step};
 use super::table::Dir;
 use crate::completion::buffer_flags;
 use crate::pool::{Pool, PoolBuf};
@@ -39,13 +39,9 @@ pub(crate) fn recv(fd: RawFd, pool: &mut Pool, stats: &mut Stats) -> (Step, u32)
     // with this completion or put back below; it holds `buffer_size` bytes.
     let buf = unsafe { std::slice::from_raw_parts_mut(pool.buffer_ptr(bid), len) };
     let fd = borrow(fd);
-    let received = loop {
-        stats.syscalls += 1;
-        match rustix::net::recv(fd, &mut *buf, RecvFlags::DONTWAIT) {
-            Err(Errno::INTR) => continue,
-            other => break other,
-        }
-    };
+    let received = retry(stats, || {
+        rustix::net::recv(fd, &mut *buf, RecvFlags::DONTWAIT)
+    });
     match received {
         Ok((n, _)) if n > 0 => (
             Step::Done(i32::try_from(n).expect("at most i32::MAX bytes")),
@@ -68,13 +64,8 @@ pub(crate) fn recv(fd: RawFd, pool: &mut Pool, stats: &mut Stats) -> (Step, u32)
 /// pending error (`ECONNRESET`), and the recv after it would see only the end of stream.
 fn readable_or_wait(fd: BorrowedFd<'_>, stats: &mut Stats) -> Step {
     let mut byte = [0_u8; 1];
-    let peeked = loop {
-        stats.syscalls += 1;
-        match rustix::net::recv(fd, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
-            Err(Errno::INTR) => continue,
-            other => break other,
-        }
-    };
+    let peek = RecvFlags::PEEK | RecvFlags::DONTWAIT;
+    let peeked = retry(stats, || rustix::net::recv(fd, &mut byte, peek));
     match peeked {
         Ok(_) => Step::Done(-libc::ENOBUFS),
         Err(Errno::AGAIN) => Step::Wait(fd.as_raw_fd(), Dir::Read),
@@ -82,28 +73,10 @@ fn readable_or_wait(fd: BorrowedFd<'_>, stats: &mut Stats) -> Step {
     }
 }
 
-/// One non-blocking send of a pool buffer's view.
+/// One non-blocking send of a pool buffer's view: a plain send (`ops::send`).
 pub(crate) fn send(fd: RawFd, buf: &PoolBuf, stats: &mut Stats) -> Step {
     if fd < 0 {
         return Step::Done(-libc::EBADF);
     }
-    let fd = borrow(fd);
-    let bytes = &buf[..buf.len().min(i32::MAX as usize)];
-    #[cfg(not(target_vendor = "apple"))]
-    let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
-    // macOS has no MSG_NOSIGNAL; the sockets the loop accepts or connects get SO_NOSIGPIPE.
-    #[cfg(target_vendor = "apple")]
-    let flags = SendFlags::DONTWAIT;
-    let sent = loop {
-        stats.syscalls += 1;
-        match rustix::net::send(fd, bytes, flags) {
-            Err(Errno::INTR) => continue,
-            other => break other,
-        }
-    };
-    match sent {
-        Ok(n) => Step::Done(i32::try_from(n).expect("at most i32::MAX bytes")),
-        Err(Errno::AGAIN) => Step::Wait(fd.as_raw_fd(), Dir::Write),
-        Err(errno) => Step::Done(-errno.raw_os_error()),
-    }
+    ops::send(borrow(fd), buf, stats)
 }
