@@ -81,6 +81,9 @@ type KqueueEngine = readiness::Engine<readiness::kqueue::KqueuePoller<sys_kqueue
 type KqueueFakeEngine = readiness::Engine<readiness::kqueue::KqueuePoller<sys_kqueue::Fake>>;
 
 /// The backend an `Io` runs on, chosen at `Io::new`.
+// One per loop, made once and never moved on the hot path: boxing the big variant would only
+// add an indirection to every call.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Backend {
     #[cfg(target_os = "linux")]
     IoUring(io_uring::IoUringBackend),

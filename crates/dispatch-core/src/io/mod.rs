@@ -17,6 +17,7 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
+use self::callback::sealed::Sealed;
 pub(crate) use self::callback::Callback;
 pub use self::callback::{
     AcceptCallback, BufCallback, CountCallback, FdCallback, FileCallback, FileVectoredCallback,
@@ -747,12 +748,17 @@ impl<C> Io<C> {
             Callback::Vectored(callback) => {
                 callback(ctx, self, tag, vectored_value(args, result));
             }
-            Callback::Aligned(callback) => callback(ctx, self, tag, file_value(args, result)),
+            Callback::Aligned(callback) => {
+                let (count, buf) = file_value(args, result);
+                callback(ctx, self, tag, (count, Sealed::from_bytes(buf)));
+            }
             Callback::BufList(callback) => {
-                callback(ctx, self, tag, file_list_value(args, result));
+                let (count, bufs) = file_list_value(args, result);
+                callback(ctx, self, tag, (count, Sealed::from_list(bufs)));
             }
             Callback::AlignedList(callback) => {
-                callback(ctx, self, tag, file_list_value(args, result));
+                let (count, bufs) = file_list_value(args, result);
+                callback(ctx, self, tag, (count, Sealed::from_list(bufs)));
             }
             Callback::Stat(callback) => callback(ctx, self, tag, stat_value(args, result)),
             Callback::None | Callback::Internal => {
