@@ -15,6 +15,7 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::Duration;
 
 use self::callback::sealed::Sealed;
@@ -25,6 +26,7 @@ pub use self::callback::{
 };
 use self::deadline::Deadlines;
 use self::reap::Reaper;
+use crate::aligned::{AlignedBuf, RegisteredSet};
 use crate::backend::{Backend, PushError, Wait};
 use crate::clock::Clock;
 use crate::completion::{
@@ -146,6 +148,8 @@ pub struct Io<C> {
     /// own reference to the pool's memory while its provided-buffer ring names the buffers
     /// (and drop has taken every operation back from the kernel, or leaked the memory).
     pool: Option<Pool>,
+    /// The registered buffers (`Options::registered`), lent by `registered_buf`.
+    registered: Option<Arc<RegisteredSet>>,
     /// Pool buffers handed to callbacks (or to the kernel by a pooled send) and not taken
     /// back yet.
     pool_lent: u32,
@@ -265,11 +269,17 @@ impl<C> Io<C> {
             let count = u16::try_from(options.pool.buffers).expect("validated: at most 32768");
             Pool::new(count, options.pool.buffer_size)
         });
-        let (backend, fallback) = match sim {
+        let (mut backend, fallback) = match sim {
             #[cfg(feature = "sim")]
             Some(sim) => (Backend::new_sim(options, sim)?, None),
             _ => Backend::new(options, pool.as_mut())?,
         };
+        let registered = (options.registered.buffers > 0).then(|| {
+            let count = u16::try_from(options.registered.buffers).expect("validated: <= 16384");
+            let set = RegisteredSet::new(count, options.registered.buffer_size as usize);
+            backend.register_buffers(&set);
+            set
+        });
         let mut stats = Stats::new(backend.kind(), fallback);
         stats.batch_wait_us = backend.batch_wait_us();
         stats.uring = backend.uring_features();
@@ -289,6 +299,7 @@ impl<C> Io<C> {
             resend: Fifo::EMPTY,
             completed,
             pool,
+            registered,
             pool_lent: 0,
             backend,
             stats,
@@ -322,6 +333,18 @@ impl<C> Io<C> {
     /// not counted; `Stats::pool_waits` shows when the pool runs short.
     pub fn pool_buffers_lent(&self) -> u32 {
         self.pool_lent
+    }
+
+    /// Lends one of the loop's registered buffers (`Options::registered`): an empty
+    /// [`AlignedBuf`] of `registered.buffer_size` bytes, page-aligned, which goes back to the
+    /// loop's set when dropped (from any thread). Read into it or write from it with
+    /// [`Io::read`] and [`Io::write`] as with any aligned buffer: on io_uring, where the set
+    /// was registered with the kernel ([`crate::UringFeatures::registered_buffers`]), those
+    /// become `READ_FIXED` and `WRITE_FIXED`, which skip pinning the buffer's pages on each
+    /// operation; elsewhere they are plain reads and writes. `None` when every buffer is
+    /// lent, or the loop has none.
+    pub fn registered_buf(&mut self) -> Option<AlignedBuf> {
+        self.registered.as_ref()?.lend()
     }
 
     /// Buffers in the pool (`Options::pool.buffers`; 0 without a pool), lent or not.

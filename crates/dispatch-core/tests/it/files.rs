@@ -427,3 +427,59 @@ fn aligned_buffers_refuse_bad_layouts_and_never_grow() {
     buf.truncate(10);
     assert_eq!(buf.len(), 10);
 }
+
+#[test]
+fn registered_buffers_round_trip_come_back_when_dropped_and_are_plain_elsewhere() {
+    let mut options = Options::new(8);
+    options.registered = dispatch_loop::RegisteredOptions::new(2, 8192);
+    let mut seen = Vec::new();
+    for on in backends().into_iter().filter(|&on| on != On::Sim) {
+        let Some(mut rig) = on.rig::<Got>(&options) else {
+            continue;
+        };
+        let io = &mut rig.io;
+        if let On::Uring { .. } = on {
+            let features = io.stats().uring.expect("io_uring's features");
+            assert!(features.registered_buffers, "{on:?}: the kernel took them");
+        }
+        let (mut a, b) = (io.registered_buf().unwrap(), io.registered_buf().unwrap());
+        assert!(io.registered_buf().is_none(), "{on:?}: two buffers only");
+        assert!(a.is_registered() && b.is_registered());
+        assert_eq!((a.capacity(), a.as_ptr() as usize % 4096), (8192, 0));
+        drop(b);
+        let b = io.registered_buf().expect("the dropped buffer is back");
+        let dir = scratch("registered");
+        let path = dir.join("data");
+        let Some(fd) = open_direct(io, path.to_str().unwrap()) else {
+            eprintln!("skipped: {on:?}: no O_DIRECT in {}", dir.display());
+            return;
+        };
+        a.resize(8192, 0x5a);
+        io.write(0, fd.as_raw_fd(), a, 4096, on_aligned).unwrap();
+        let got = run(io);
+        let written = got.count.unwrap().expect("write from a registered buffer");
+        io.read(0, fd.as_raw_fd(), b, 0, on_aligned).unwrap();
+        let got = run(io);
+        let read = got.count.unwrap().expect("read into a registered buffer");
+        let b = got.buf.unwrap();
+        assert!(b.is_registered(), "{on:?}: the same buffer comes back");
+        assert_eq!(
+            (&b[..4096], &b[4096..]),
+            (&[0; 4096][..], &[0x5a; 4096][..])
+        );
+        // A registered buffer of another loop is a plain aligned buffer here.
+        let mut other = Io::<Got>::new(&options).expect("another loop");
+        let mut foreign = other.registered_buf().unwrap();
+        foreign.resize(4096, 7);
+        io.write(0, fd.as_raw_fd(), foreign, 0, on_aligned).unwrap();
+        let foreign = run(io)
+            .count
+            .unwrap()
+            .expect("write from another loop's buffer");
+        seen.push((on, (written, read, foreign)));
+        drop(fd);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    assert_eq!(seen[0].1, (8192, 8192, 4096));
+    all_alike(&seen);
+}

@@ -10,7 +10,10 @@ use sys_uring::types::{Fd, FsyncFlags};
 
 use super::{clamp_len, IoUringBackend};
 use crate::backend::file;
-use crate::filebuf::BytesList;
+use std::sync::Arc;
+
+use crate::aligned::RegisteredSet;
+use crate::filebuf::{Bytes, BytesList};
 use crate::operation::Args;
 use crate::outbuf::GATHER_MAX;
 use crate::stats::Stats;
@@ -80,6 +83,18 @@ impl FileOpcodes {
 pub(super) const NO_INLINE: i32 = i32::MIN;
 
 impl IoUringBackend {
+    /// Registers `set` with the kernel, once; where the kernel refuses (the locked-memory
+    /// limit, say) the buffers stay plain, and `UringFeatures::registered_buffers` says so.
+    pub(crate) fn register_buffers(&mut self, set: &Arc<RegisteredSet>) {
+        assert!(self.fixed.is_none(), "buffers registered twice");
+        // SAFETY: the backend keeps an `Arc` of the set, so its memory outlives the ring;
+        // fixed operations name a buffer's own index with its own range (`file_entry`).
+        match unsafe { self.ring.register_buffers(&set.iovecs()) } {
+            Ok(()) => self.fixed = Some(Arc::clone(set)),
+            Err(error) => eprintln!("dispatch-loop: registered buffers stay plain: {error}"),
+        }
+    }
+
     /// The SQE of a file operation; one the kernel lacks runs now, and a `NOP` stands in for
     /// it (its result kept in `inline_results[idx]` for the reap).
     pub(super) fn file_entry(&mut self, idx: u32, args: &mut Args) -> Entry {
@@ -93,16 +108,28 @@ impl IoUringBackend {
         }
         match args {
             Args::Read { fd, buf, offset } => {
+                let index = self.fixed_index(buf);
                 let (ptr, len) = buf.spare_raw();
-                opcode::Read::new(Fd(*fd), ptr, clamp_len(len))
-                    .offset(*offset)
-                    .build()
+                let len = clamp_len(len);
+                match index {
+                    Some(index) => opcode::ReadFixed::new(Fd(*fd), ptr, len, index)
+                        .offset(*offset)
+                        .build(),
+                    None => opcode::Read::new(Fd(*fd), ptr, len).offset(*offset).build(),
+                }
             }
             Args::Write { fd, buf, offset } => {
+                let index = self.fixed_index(buf);
                 let (ptr, len) = buf.filled_raw();
-                opcode::Write::new(Fd(*fd), ptr, clamp_len(len))
-                    .offset(*offset)
-                    .build()
+                let len = clamp_len(len);
+                match index {
+                    Some(index) => opcode::WriteFixed::new(Fd(*fd), ptr, len, index)
+                        .offset(*offset)
+                        .build(),
+                    None => opcode::Write::new(Fd(*fd), ptr, len)
+                        .offset(*offset)
+                        .build(),
+                }
             }
             Args::ReadV {
                 fd,
@@ -136,6 +163,16 @@ impl IoUringBackend {
                 opcode::Fsync::new(Fd(*fd)).flags(flags).build()
             }
             _ => metadata_entry(args),
+        }
+    }
+
+    /// The registered index of `buf`, if it is one of this loop's registered buffers (the
+    /// kernel checks the address range against that buffer's; one of another loop's set is
+    /// a plain buffer here).
+    fn fixed_index(&self, buf: &Bytes) -> Option<u16> {
+        match (buf, &self.fixed) {
+            (Bytes::Aligned(buf), Some(set)) => buf.index_in(set),
+            _ => None,
         }
     }
 

@@ -6,6 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use sys_uring::opcode;
 use sys_uring::squeue::Entry;
@@ -14,6 +15,7 @@ use sys_uring::{Ring, RingOptions, SetupError, Unavailable};
 
 use self::file::{FileOpcodes, NO_INLINE};
 use super::{PushError, Wait};
+use crate::aligned::RegisteredSet;
 use crate::completion::{buffer_flags, F_BUFFER};
 use crate::operation::{Args, OpId};
 use crate::options::Options;
@@ -87,6 +89,9 @@ pub(crate) struct IoUringBackend {
     inline_syscalls: u64,
     /// The optional file opcodes the kernel runs (`UringOptions::file_opcodes`).
     file_opcodes: FileOpcodes,
+    /// The loop's registered buffers, once the kernel took them: reads and writes from
+    /// them are `READ_FIXED` and `WRITE_FIXED`. Held so that the memory outlives the ring.
+    fixed: Option<Arc<RegisteredSet>>,
     /// The wait timeout's timespec on kernels without `EXT_ARG` (see the struct's docs for
     /// why it is boxed).
     wait_timespec: Box<Timespec>,
@@ -195,6 +200,7 @@ impl IoUringBackend {
             inline_results: vec![NO_INLINE; slots_max as usize].into_boxed_slice(),
             inline_syscalls: 0,
             file_opcodes,
+            fixed: None,
             wait_timespec: Box::new(Timespec::new()),
             ext_arg,
             batch_events: uring.batch_events,
@@ -223,6 +229,7 @@ impl IoUringBackend {
             multishot: self.multishot,
             min_timeout: self.batch_wait_us > 0,
             file_opcodes: self.file_opcodes.count(),
+            registered_buffers: self.fixed.is_some(),
             stepped_down: self.stepped_down,
         }
     }
