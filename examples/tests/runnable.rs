@@ -1,4 +1,4 @@
-//! The small examples (`taste`, `files`, `timeouts`) run to success on every backend: each
+//! The small examples (`taste`, `files`, `direct`, `timeouts`) run to success on every backend: each
 //! checks its own results and exits non-zero if one is wrong, so running it is its test.
 //! `cargo test` builds examples before running tests; this finds them beside its own binary.
 #![forbid(unsafe_code)]
@@ -55,6 +55,25 @@ fn taste_echoes_over_a_socket_pair() {
 fn files_writes_flushes_reads_back_and_closes() {
     for stdout in run("files") {
         assert!(stdout.contains("read them back and closed it"), "{stdout}");
+    }
+}
+
+#[test]
+fn direct_replaces_a_file_atomically_with_direct_io() {
+    for stdout in run("direct") {
+        if stdout.contains("skipped") {
+            // Only a file system without O_DIRECT may skip: tmpfs before Linux 6.6 (the
+            // kernel matrix's VMs), never the disks this suite runs on elsewhere.
+            let fs = Command::new("stat").args(["-f", "-c", "%T", "."]).output();
+            let fs = fs.map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+            let fs = fs.unwrap_or_default();
+            assert!(
+                !matches!(fs.as_str(), "ext2/ext3" | "xfs" | "btrfs"),
+                "{fs}: {stdout}"
+            );
+            continue;
+        }
+        assert!(stdout.contains("with one"), "{stdout}");
     }
 }
 
