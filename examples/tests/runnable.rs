@@ -1,6 +1,7 @@
 //! The small examples (`taste`, `files`, `direct`, `timeouts`) run to success on every
 //! backend: each checks its own results and exits non-zero if one is wrong, so running it is
-//! its test. `cargo test` builds examples before running tests; this finds them beside its own binary.
+//! its test. `cargo test` builds examples before running tests; this finds them beside its
+//! own binary.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
