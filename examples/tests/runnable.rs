@@ -1,7 +1,7 @@
-//! The small examples (`taste`, `files`, `direct`, `timeouts`) run to success on every
-//! backend: each checks its own results and exits non-zero if one is wrong, so running it is
-//! its test. `cargo test` builds examples before running tests; this finds them beside its
-//! own binary.
+//! The small examples (`taste`, `files`, `direct`, `storage_taste`, `timeouts`) run to
+//! success on every backend: each checks its own results and exits non-zero if one is wrong,
+//! so running it is its test. `cargo test` builds examples before running tests; this finds
+//! them beside its own binary.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -76,6 +76,29 @@ fn direct_replaces_a_file_atomically_with_direct_io() {
         }
         assert!(stdout.contains("with one"), "{stdout}");
     }
+}
+
+#[test]
+fn storage_taste_appends_durable_records() {
+    for stdout in run("storage_taste") {
+        if stdout.contains("skipped") {
+            assert!(!on_a_disk(), "{stdout}");
+            continue;
+        }
+        assert!(stdout.contains("appended two durable records"), "{stdout}");
+    }
+}
+
+/// Whether the working directory is on a file system known to take `O_DIRECT` (ext4, XFS,
+/// Btrfs): an example may skip direct I/O only elsewhere (tmpfs before Linux 6.6, as in the
+/// kernel matrix's VMs).
+fn on_a_disk() -> bool {
+    let fs = Command::new("stat").args(["-f", "-c", "%T", "."]).output();
+    let fs = fs.map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    matches!(
+        fs.unwrap_or_default().as_str(),
+        "ext2/ext3" | "xfs" | "btrfs"
+    )
 }
 
 #[test]
