@@ -28,6 +28,9 @@ const RENAMEAT: u16 = 1 << 5;
 const UNLINKAT: u16 = 1 << 6;
 const MKDIRAT: u16 = 1 << 7;
 
+/// Every optional file opcode.
+const ALL: u16 = (1 << 8) - 1;
+
 /// Each optional file opcode and its bit.
 const OPTIONAL: [(u8, u16); 8] = [
     (opcode::Readv::CODE, READV),
@@ -55,6 +58,11 @@ impl FileOpcodes {
             .filter(|(code, _)| supports(*code))
             .fold(0, |bits, (_, bit)| bits | bit);
         FileOpcodes(bits)
+    }
+
+    /// Whether some optional file opcode runs inline (a kernel that lacks one, or the mask).
+    pub(super) fn any_inline(self) -> bool {
+        self.0 != ALL
     }
 
     /// How many of the optional file opcodes the kernel runs (for `UringFeatures`).
@@ -97,13 +105,19 @@ impl IoUringBackend {
 
     /// The SQE of a file operation; one the kernel lacks runs now, and a `NOP` stands in for
     /// it (its result kept in `inline_results[idx]` for the reap).
+    // Kept out of `entry`'s body: the network operations' SQEs are built without its code
+    // in the way (inlined, it doubled the SQE copies of every push).
+    #[inline(never)]
     pub(super) fn file_entry(&mut self, idx: u32, args: &mut Args) -> Entry {
         if self.file_opcodes.inline(args) {
             let mut stats = Stats::new(crate::stats::BackendKind::IoUring, None);
             let result = file::perform(args, &mut stats);
             self.inline_syscalls += stats.syscalls;
             assert_ne!(result, NO_INLINE);
-            self.inline_results[idx as usize] = result;
+            let slot = &mut self.inline_results[idx as usize];
+            assert_eq!(*slot, NO_INLINE, "slot {idx} ran inline twice");
+            *slot = result;
+            self.inline_pending += 1;
             return opcode::Nop::new().build();
         }
         match args {
