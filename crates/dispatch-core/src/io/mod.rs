@@ -114,7 +114,9 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 /// how many syscalls that costs (see [`crate::Stats::syscalls`]):
 /// - **io_uring** (Linux, the default): the kernel performs each operation; one
 ///   `io_uring_enter` per turn submits the whole batch and waits. Sockets may be blocking or
-///   not (tested on Linux 6.18).
+///   not (tested on Linux 6.18). A file operation whose opcode the kernel lacks (`FTRUNCATE`
+///   before 6.9, `MKDIRAT` before 5.15, ...) runs as a syscall in the loop's thread, with
+///   the same callback ([`crate::UringFeatures::file_opcodes`]).
 /// - **epoll** (Linux, when io_uring is blocked or missing) and **kqueue** (FreeBSD, macOS):
 ///   the loop tries each operation with a non-blocking syscall and waits for readiness only
 ///   when it would block; recv and send use `MSG_DONTWAIT`, and accept and connect switch the
@@ -122,7 +124,10 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 ///   openat, close) run inline, blocking the loop for their duration.
 /// - Sockets the loop accepts are non-blocking and close-on-exec on every backend.
 /// - Cancel answers alike everywhere (see [`Io::cancel`]); file offsets and blocking opens
-///   differ as [`Io::read`], [`Io::write`] and [`Io::openat`] say.
+///   differ as [`Io::read`], [`Io::write`] and [`Io::openat`] say; `RWF_*` flags exist on
+///   Linux only ([`Io::read_vectored`]), `RENAME_NOREPLACE` not on FreeBSD
+///   ([`Io::renameat`]), `fdatasync` is `fsync` on macOS, and [`crate::FileStat`]'s
+///   direct-I/O alignment is reported on Linux only.
 /// - Several sends in flight on one stream socket are served in order on readiness
 ///   backends; io_uring does not promise an order once they wait for buffer space.
 /// - **sim** (`dispatch_loop::sim`, built with the `sim` feature; only when asked for:
