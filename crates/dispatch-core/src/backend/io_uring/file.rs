@@ -115,8 +115,9 @@ impl IoUringBackend {
             self.inline_syscalls += stats.syscalls;
             assert_ne!(result, NO_INLINE);
             let slot = &mut self.inline_results[idx as usize];
-            assert_eq!(*slot, NO_INLINE, "slot {idx} ran inline twice");
-            *slot = result;
+            assert_eq!(*slot, 0, "slot {idx} ran inline twice");
+            // Stored with its top bit flipped, so that "none" is 0 (a zeroed table).
+            *slot = result ^ NO_INLINE;
             self.inline_pending += 1;
             return opcode::Nop::new().build();
         }
@@ -198,7 +199,8 @@ impl IoUringBackend {
         bufs: &mut BytesList,
         read: bool,
     ) -> (*const libc::iovec, u32) {
-        let gather = self.gathers[idx as usize].get_or_insert_with(super::Gather::new);
+        let gather = super::slot_entry(&mut self.gathers, idx, || None)
+            .get_or_insert_with(super::Gather::new);
         let n = bufs.len().min(GATHER_MAX);
         for (i, iov) in gather.iov.iter_mut().enumerate().take(n) {
             let (base, len) = match read {

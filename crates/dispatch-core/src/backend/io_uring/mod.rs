@@ -47,6 +47,10 @@ const BATCH_BACKOFF_MAX: u32 = 1024;
 /// No pool buffer lent to a slot (the fallback without a provided-buffer ring).
 const NO_BID: u16 = u16::MAX;
 
+/// Buffers the kernel's provided-buffer ring holds at first (fewer with a smaller pool): it
+/// grows, doubling, each turn pooled receives wait for buffers (see `ring_target`).
+const RING_START: u32 = 64;
+
 /// No poll step done for a slot (no slot's `user_data` has this value: internal ones only).
 const NO_POLL: u64 = u64::MAX;
 
@@ -72,11 +76,11 @@ pub(crate) struct IoUringBackend {
     /// in. `None` without a provided-buffer ring.
     #[expect(dead_code, reason = "held for its drop, never read")]
     pool_memory: Option<Rc<PoolShared>>,
-    timespecs: Box<[Timespec]>,
-    sockaddrs: Box<[RawSockAddr]>,
+    timespecs: Vec<Timespec>,
+    sockaddrs: Vec<RawSockAddr>,
     /// Per slot: the message header and iovecs of a vectored send, made the first time the
     /// slot sends vectored and kept for its next ones (no allocation per send after that).
-    gathers: Box<[Option<Box<Gather>>]>,
+    gathers: Vec<Option<Box<Gather>>>,
     /// Per slot: the word a wake-up wait reads the eventfd counter into.
     wakeup_words: Box<[u64]>,
     /// Per slot: a wake-up wait is in the kernel (set only once its SQE is in the SQ, so a
@@ -125,6 +129,12 @@ pub(crate) struct IoUringBackend {
     /// Buffers in the kernel's provided-buffer ring, as far as the loop knows: lent at
     /// start, plus those recycled, less those completions carried out.
     ring_free: u32,
+    /// How many buffers the loop keeps in the kernel's ring: `RING_START` at first, doubled
+    /// (up to the pool) each turn pooled receives wait for buffers. The others stay on the
+    /// pool's free stack, last returned on top, so the buffers the kernel writes into are
+    /// the ones just used: memory follows the load (a ring holding all 1,024 buffers cycled
+    /// through every one of them, 4 MiB touched for 64-byte messages).
+    ring_target: u32,
     /// The kernel has multishot receive and accept, and they are not masked.
     multishot: bool,
     /// `UringOptions::batch_events`.
@@ -174,33 +184,38 @@ impl IoUringBackend {
         let file_opcodes = FileOpcodes::probed(supports, uring.file_opcodes);
         let pool_count = pool.as_ref().map(|pool| pool.count());
         let pool_shared = pool.as_ref().map(|pool| Rc::clone(pool.shared()));
+        let ring_start = pool_count.map_or(0, |count| u32::from(count).min(RING_START));
         let pbuf_ring = match pool {
-            Some(pool) if uring.pbuf_ring => lend_pool(&mut ring, pool),
+            Some(pool) if uring.pbuf_ring => lend_pool(&mut ring, pool, ring_start),
             _ => false,
         };
         let pool_memory = pool_shared.filter(|_| pbuf_ring);
-        let ring_free = match (pbuf_ring, &pool_count) {
-            (true, Some(count)) => u32::from(*count),
-            _ => 0,
-        };
+        let ring_free = if pbuf_ring { ring_start } else { 0 };
         Ok(IoUringBackend {
             stepped_down,
             expiry_ns: vec![0; slots_max as usize].into_boxed_slice(),
             ring_free,
+            ring_target: ring_free,
             pbuf_ring,
-            lent: vec![NO_BID; slots_max as usize].into_boxed_slice(),
-            poll_next: vec![NO_POLL; slots_max as usize].into_boxed_slice(),
+            // The per-slot tables start all zero, so that they are allocated zeroed (pages the
+            // kernel backs only once written: memory follows the load) and never swept: each
+            // "none" is stored as 0 (`lent` keeps a buffer id plus one, `poll_next` and
+            // `readable` a `user_data`'s complement).
+            lent: vec![0; slots_max as usize].into_boxed_slice(),
+            poll_next: vec![0; slots_max as usize].into_boxed_slice(),
             polling: vec![false; slots_max as usize].into_boxed_slice(),
-            readable: vec![NO_POLL; slots_max as usize].into_boxed_slice(),
+            readable: vec![0; slots_max as usize].into_boxed_slice(),
             multishot,
             ring,
             pool_memory,
-            timespecs: (0..slots_max).map(|_| Timespec::new()).collect(),
-            sockaddrs: (0..slots_max).map(|_| RawSockAddr::UNSPECIFIED).collect(),
-            gathers: (0..slots_max).map(|_| None).collect(),
+            // These three are filled when an operation first needs its slot's entry
+            // (`slot_entry`): the capacity reserved here never moves one.
+            timespecs: Vec::with_capacity(slots_max as usize),
+            sockaddrs: Vec::with_capacity(slots_max as usize),
+            gathers: Vec::with_capacity(slots_max as usize),
             wakeup_words: vec![0; slots_max as usize].into_boxed_slice(),
             wakeup_in_kernel: vec![false; slots_max as usize].into_boxed_slice(),
-            inline_results: vec![NO_INLINE; slots_max as usize].into_boxed_slice(),
+            inline_results: vec![0; slots_max as usize].into_boxed_slice(),
             inline_syscalls: 0,
             inline_pending: 0,
             file_opcodes,
@@ -266,7 +281,7 @@ impl IoUringBackend {
         pool: Option<&mut Pool>,
     ) -> Result<(), PushError> {
         let i = idx as usize;
-        assert_eq!(self.lent[i], NO_BID, "slot {idx} pushed with a buffer lent");
+        assert_eq!(self.lent[i], 0, "slot {idx} pushed with a buffer lent");
         let mut polls = false;
         let mut entry = match args {
             Args::RecvPooled { fd, multishot } => {
@@ -295,7 +310,7 @@ impl IoUringBackend {
         // stays until the backend drops), and a lent pool buffer is nobody else's until the
         // completion hands it on.
         if unsafe { self.ring.push(&entry) }.is_err() {
-            assert_eq!(self.lent[i], NO_BID, "the fallback checked for room");
+            assert_eq!(self.lent[i], 0, "the fallback checked for room");
             return Err(PushError::SqFull);
         }
         assert!(
@@ -305,7 +320,7 @@ impl IoUringBackend {
         self.polling[i] = polls;
         if !polls {
             // A receive is on its way: what the poll said is used up.
-            self.readable[i] = NO_POLL;
+            self.readable[i] = !NO_POLL;
         }
         self.wakeup_in_kernel[i] = matches!(args, Args::Wakeup);
         Ok(())
@@ -326,7 +341,7 @@ impl IoUringBackend {
         multishot: bool,
         pool: &mut Pool,
     ) -> Result<(Entry, bool), PushError> {
-        let readable = self.readable[i] == user_data;
+        let readable = self.readable[i] == !user_data;
         let poll = || opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32).build();
         if self.pbuf_ring {
             if self.ring_free == 0 && !readable {
@@ -342,9 +357,9 @@ impl IoUringBackend {
             };
             return Ok((entry, false));
         }
-        if self.poll_next[i] == user_data {
+        if self.poll_next[i] == !user_data {
             // The last try found nothing: wait for data holding no buffer.
-            self.poll_next[i] = NO_POLL;
+            self.poll_next[i] = !NO_POLL;
             return Ok((poll(), true));
         }
         // Pick the buffer now (given back if the push fails) and receive without waiting.
@@ -358,7 +373,7 @@ impl IoUringBackend {
                 Ok((poll(), true))
             };
         };
-        self.lent[i] = bid;
+        self.lent[i] = bid + 1;
         let entry = opcode::Recv::new(Fd(fd), pool.buffer_ptr(bid), pool.buffer_size())
             .flags(libc::MSG_DONTWAIT)
             .build();
@@ -384,7 +399,7 @@ impl IoUringBackend {
             Args::RecvPooled { .. } => unreachable!("built by push"),
             Args::SendPooled { fd, buf } => send_entry(*fd, buf),
             Args::Connect { fd, addr } => {
-                let raw = &mut self.sockaddrs[idx as usize];
+                let raw = slot_entry(&mut self.sockaddrs, idx, || RawSockAddr::UNSPECIFIED);
                 *raw = RawSockAddr::new(*addr);
                 let (ptr, len) = raw.as_ptr();
                 opcode::Connect::new(Fd(*fd), ptr, len).build()
@@ -415,7 +430,7 @@ impl IoUringBackend {
                 // so an absolute deadline would fire early or late there. The deadline kept
                 // is only the key the loop orders expiries by.
                 self.expiry_ns[idx as usize] = monotonic_ns().saturating_add(*timeout_ns);
-                let timespec = &mut self.timespecs[idx as usize];
+                let timespec = slot_entry(&mut self.timespecs, idx, Timespec::new);
                 *timespec = timespec_from_ns(*timeout_ns);
                 opcode::Timeout::new(timespec).build()
             }
@@ -436,7 +451,7 @@ impl IoUringBackend {
         if let [buf] = bufs {
             return send_entry(fd, buf);
         }
-        let gather = self.gathers[idx as usize].get_or_insert_with(Gather::new);
+        let gather = slot_entry(&mut self.gathers, idx, || None).get_or_insert_with(Gather::new);
         let hdr = gather.point_at(bufs);
         opcode::SendMsg::new(Fd(fd), hdr)
             .flags(libc::MSG_NOSIGNAL as u32)
@@ -613,7 +628,7 @@ impl IoUringBackend {
             // A file operation run inline: its `NOP` brings the result it had.
             let mut result = result;
             if *inline_pending > 0 {
-                let inline = std::mem::replace(&mut inline_results[idx], NO_INLINE);
+                let inline = std::mem::replace(&mut inline_results[idx], 0) ^ NO_INLINE;
                 if inline != NO_INLINE {
                     result = inline;
                     *inline_pending -= 1;
@@ -627,7 +642,7 @@ impl IoUringBackend {
                 // A buffer out of the kernel's ring.
                 *ring_free = ring_free.saturating_sub(1);
             }
-            let bid = std::mem::replace(&mut lent[idx], NO_BID);
+            let bid = std::mem::replace(&mut lent[idx], 0).wrapping_sub(1);
             if bid != NO_BID {
                 // The fallback's recv: the completion carries the buffer only if bytes
                 // landed; one that found nothing polls next (EINTR: the loop submits it
@@ -640,13 +655,13 @@ impl IoUringBackend {
                         .put_free(bid);
                 }
                 if result == -libc::EAGAIN {
-                    poll_next[idx] = cqe.user_data;
+                    poll_next[idx] = !cqe.user_data;
                     result = -libc::EINTR;
                 }
             } else if std::mem::take(&mut polling[idx]) && result > 0 {
                 // A pooled receive's poll: readable (or hung up, or in error, which the recv
                 // reports). The loop submits the operation again: its recv.
-                readable[idx] = cqe.user_data;
+                readable[idx] = !cqe.user_data;
                 result = -libc::EINTR;
             }
             f(cqe.user_data, result, flags);
@@ -664,16 +679,39 @@ impl IoUringBackend {
         if !self.pbuf_ring {
             return pool.take_returned_into_free();
         }
+        let count = pool.take_returned_into_free();
+        self.top_up(pool);
+        count
+    }
+
+    /// Pooled receives wait for buffers: the ring keeps twice as many from now on (up to the
+    /// pool), which the top-up lends at once if they are free.
+    pub(crate) fn pool_starved(&mut self, pool: &mut Pool) {
+        if self.pbuf_ring && self.ring_target < u32::from(pool.count()) {
+            self.ring_target = (self.ring_target * 2).min(u32::from(pool.count()));
+            self.top_up(pool);
+        }
+    }
+
+    /// Lends free buffers to the kernel's ring until it holds `ring_target` (one release store
+    /// for all of them), the most recently returned first.
+    fn top_up(&mut self, pool: &mut Pool) {
+        if self.ring_free >= self.ring_target || !pool.has_free() {
+            return;
+        }
         let mut buf_ring = self.ring.buf_ring(POOL_GROUP).expect("the pool's ring");
         let size = pool.buffer_size();
-        let count = pool.take_returned(|bid, ptr| {
-            // SAFETY: the buffer came back from its handle: nobody else touches it until
-            // the kernel hands it out again; the pool's memory lives as long as the loop.
-            unsafe { buf_ring.push(bid, ptr, size) };
-        });
+        while self.ring_free < self.ring_target {
+            let Some(bid) = pool.take_free() else {
+                break;
+            };
+            // SAFETY: the buffer is free (taken off the pool's free stack): nobody else
+            // touches it until the kernel hands it out again; the pool's memory lives as
+            // long as the loop.
+            unsafe { buf_ring.push(bid, pool.buffer_ptr(bid), size) };
+            self.ring_free += 1;
+        }
         buf_ring.publish();
-        self.ring_free += count;
-        count
     }
 
     /// Whether a pooled receive could find a buffer now.
@@ -820,15 +858,17 @@ fn log_step_down(stepped_down: u8) {
 
 /// Lends every pool buffer to a provided-buffer ring registered as `POOL_GROUP`; `false`
 /// (nothing lent) where the kernel has no such rings.
-fn lend_pool(ring: &mut Ring, pool: &mut Pool) -> bool {
+fn lend_pool(ring: &mut Ring, pool: &mut Pool, start: u32) -> bool {
     let entries =
         u16::try_from(u32::from(pool.count()).next_power_of_two()).expect("at most 32768 buffers");
     let Ok(mut buf_ring) = sys_uring::BufRing::new(entries) else {
         return false;
     };
     let size = pool.buffer_size();
-    let mut bids = Vec::with_capacity(usize::from(pool.count()));
-    pool.take_all_free(|bid| bids.push(bid));
+    let mut bids = Vec::with_capacity(start as usize);
+    while bids.len() < start as usize {
+        bids.push(pool.take_free().expect("a new pool has every buffer free"));
+    }
     for &bid in &bids {
         // SAFETY: every buffer is free and, from now on, the kernel's until a completion
         // hands it out; the pool's memory outlives the ring's registration: the backend holds
@@ -982,6 +1022,21 @@ impl Gather {
 fn spare_capacity(buf: &mut Vec<u8>) -> (*mut u8, u32) {
     let spare = buf.spare_capacity_mut();
     (spare.as_mut_ptr().cast(), clamp_len(spare.len()))
+}
+
+/// Slot `idx`'s entry in a per-slot table that grows as slots are first used (memory
+/// follows the load), filling the entries up to it with `empty()`. The table's capacity was
+/// reserved for every slot, so a push never moves an entry the kernel points into.
+fn slot_entry<T>(table: &mut Vec<T>, idx: u32, empty: impl Fn() -> T) -> &mut T {
+    let idx = idx as usize;
+    while table.len() <= idx {
+        assert!(
+            table.len() < table.capacity(),
+            "a per-slot table never reallocates"
+        );
+        table.push(empty());
+    }
+    &mut table[idx]
 }
 
 /// io_uring lengths are `u32`; a longer buffer is a short operation, which callers handle.
