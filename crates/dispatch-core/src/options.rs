@@ -39,6 +39,31 @@ pub struct Options {
     /// forces `epoll_wait`, whose millisecond timeouts are rounded up (never early), as on
     /// kernels before 5.11.
     pub epoll_pwait2: bool,
+    /// epoll and kqueue: how many worker threads perform file operations (read and write,
+    /// plain and vectored, fsync and fdatasync, fallocate, ftruncate, statx, openat,
+    /// renameat, unlinkat, mkdirat) off the loop's thread; `0` runs them inline, in the
+    /// loop's thread. At most 64. The threads start at `Io::new` and stop when the `Io` is
+    /// dropped; their queues are allocated then, so nothing is allocated per operation.
+    /// io_uring ignores it (the kernel performs file operations, in its own workers where
+    /// they would block) and so does the simulator (its disk is in memory).
+    /// [`crate::Stats::file_workers`] says how many a loop runs.
+    ///
+    /// FILE_WORKERS_DEFAULT_DOC
+    ///
+    /// Inline, a slow file operation stalls every socket of the loop for its whole duration:
+    /// an `fsync` of a few hundred MiB of dirty pages takes seconds on an ordinary disk.
+    /// With workers, the loop hands the operation over (two thread hand-offs per operation,
+    /// a few microseconds) and goes on serving its sockets. Close is not a file operation
+    /// here: it stays inline on every descriptor.
+    ///
+    /// Cancels and deadlines work as for every operation: one still queued for a worker is
+    /// taken back and ends `ECANCELED` (`ETIMEDOUT` for a deadline); one a worker is
+    /// performing cannot be interrupted and ends with its real result, as an operation the
+    /// kernel is performing does on io_uring. Dropping the `Io` waits for the operations the
+    /// workers are performing (each worker runs one syscall at a time), up to the 10 s it
+    /// waits for the kernel on io_uring; past that it leaves those workers to finish alone,
+    /// each owning the buffer it writes into, so nothing is freed under it.
+    pub file_workers: u32,
 }
 
 /// The receive buffer pool: `buffers` buffers of `buffer_size` bytes, allocated once at
@@ -131,6 +156,7 @@ impl Options {
     /// - `pool: PoolOptions { buffers: 0, buffer_size: 0 }`: no pool, so pooled receives are
     ///   refused until one is configured;
     /// - `epoll_pwait2: true`;
+    /// - `file_workers: FILE_WORKERS_DEFAULT` (see [`Options::file_workers`]);
     /// - `uring`: an SQ of `min(ops_max, 256)` entries; `single_issuer`, `defer_taskrun` and
     ///   `submit_all` on (the flags measured fastest here: see `cargo xtask bench`);
     ///   `coop_taskrun` off; `ext_arg`, `pbuf_ring` and `multishot` on (each used only where
@@ -144,6 +170,7 @@ impl Options {
             ops_max,
             backend: None,
             epoll_pwait2: true,
+            file_workers: FILE_WORKERS_DEFAULT,
             pool: PoolOptions::new(0, 0),
             uring: UringOptions {
                 sq_entries: if sq_entries == 0 { 1 } else { sq_entries },
@@ -193,12 +220,21 @@ impl Options {
         if self.uring.batch_wait_us > 1_000_000 {
             return Err("uring.batch_wait_us must be at most 1000000 (one second)");
         }
+        if self.file_workers > FILE_WORKERS_MAX {
+            return Err("file_workers must be at most 64");
+        }
         if self.uring.defer_taskrun && !self.uring.single_issuer {
             return Err("uring.defer_taskrun requires uring.single_issuer");
         }
         Ok(())
     }
 }
+
+/// The most file workers one loop may have (`Options::file_workers`).
+pub(crate) const FILE_WORKERS_MAX: u32 = 64;
+
+/// `Options::new`'s `file_workers`, chosen from the measurement in docs/BENCHMARKS.md.
+const FILE_WORKERS_DEFAULT: u32 = 0;
 
 /// Exclusive upper bound on `ops_max`: slot indices stay far from the internal `user_data`
 /// values, and the CQ (sized from `ops_max`) stays within the kernel's limit.

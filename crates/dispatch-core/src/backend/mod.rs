@@ -207,7 +207,9 @@ impl Backend {
             BackendKind::Epoll => {
                 let poller = readiness::epoll::EpollPoller::new(options.epoll_pwait2)
                     .map_err(InitError::Os)?;
-                Ok(Backend::Epoll(readiness::Engine::new(poller, slots_max)))
+                readiness::Engine::new(poller, slots_max, options.file_workers)
+                    .map(Backend::Epoll)
+                    .map_err(InitError::Os)
             }
             #[cfg(kqueue)]
             BackendKind::Kqueue => {
@@ -218,7 +220,9 @@ impl Backend {
                 .map_err(InitError::Os)?;
                 let poller =
                     readiness::kqueue::KqueuePoller::new(kq, slots_max).map_err(InitError::Os)?;
-                Ok(Backend::Kqueue(readiness::Engine::new(poller, slots_max)))
+                readiness::Engine::new(poller, slots_max, options.file_workers)
+                    .map(Backend::Kqueue)
+                    .map_err(InitError::Os)
             }
             #[cfg(target_os = "linux")]
             BackendKind::KqueueFake => {
@@ -226,9 +230,9 @@ impl Backend {
                     .map_err(InitError::Os)?;
                 let poller =
                     readiness::kqueue::KqueuePoller::new(kq, slots_max).map_err(InitError::Os)?;
-                Ok(Backend::KqueueFake(readiness::Engine::new(
-                    poller, slots_max,
-                )))
+                readiness::Engine::new(poller, slots_max, options.file_workers)
+                    .map(Backend::KqueueFake)
+                    .map_err(InitError::Os)
             }
             #[cfg(feature = "sim")]
             BackendKind::Sim => {
@@ -363,6 +367,18 @@ impl Backend {
             Backend::IoUring(uring) => Some(uring.expiry_ns(idx)),
             _ => None,
         }
+    }
+
+    /// How many file workers perform file operations (epoll and kqueue with
+    /// `Options::file_workers`); 0 where they run inline, in the kernel or on the simulator.
+    pub(crate) fn file_workers(&self) -> u32 {
+        readiness!(self, engine => engine.file_workers(), uring => {
+            let _ = uring;
+            0
+        }, sim => {
+            let _ = sim;
+            0
+        })
     }
 
     /// On io_uring, what the loop uses of what it asked for; `None` elsewhere.

@@ -272,6 +272,7 @@ impl<C> Io<C> {
         let mut stats = Stats::new(backend.kind(), fallback);
         stats.batch_wait_us = backend.batch_wait_us();
         stats.uring = backend.uring_features();
+        stats.file_workers = backend.file_workers();
         let clock = backend.clock().unwrap_or_else(Clock::real);
         let slots = Slots::new(options.ops_max);
         // Room for one final result per slot, one result per pool buffer (each intermediate
