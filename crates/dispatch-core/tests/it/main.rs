@@ -23,6 +23,7 @@ mod sim_model;
 mod timeout;
 mod vectored;
 mod wakeup;
+mod workers;
 
 /// Helpers every test module shares.
 pub mod check {
