@@ -697,7 +697,7 @@ fn on_file_bufs(
 fn on_file_unit(f: &mut Files, io: &mut Io<Files>, tag: Tag, result: io::Result<()>) {
     result.unwrap_or_else(|error| panic!("tag {tag}: {error}"));
     f.ops += 1;
-    let every_50th = f.round % 50 == 0;
+    let every_50th = f.round.is_multiple_of(50);
     match tag {
         F_TRUNCATE => drop(io.fallocate(F_ALLOCATE, f.fd, 0, 0, 16 * 4096, on_file_unit)),
         F_ALLOCATE if every_50th => drop(io.fdatasync(F_SYNC, f.fd, on_file_unit)),

@@ -286,10 +286,10 @@ impl<P: Poller> Engine<P> {
     }
 
     /// Hands the file operation in slot `idx` to the workers; its arguments go with it.
-    fn to_worker(&mut self, idx: u32, args: &mut [Args]) {
+    fn hand_to_workers(&mut self, idx: u32, args: &mut [Args]) {
         let i = idx as usize;
         let Some(workers) = self.workers.as_ref() else {
-            unreachable!("to_worker without workers");
+            unreachable!("hand_to_workers without workers");
         };
         let job_args = std::mem::replace(&mut args[i], Args::Empty);
         self.place[i] = Place::Worker;
@@ -327,7 +327,7 @@ impl<P: Poller> Engine<P> {
     fn start(&mut self, idx: u32, args: &mut [Args], pool: Option<&mut Pool>, stats: &mut Stats) {
         let i = idx as usize;
         if self.workers.is_some() && file::is_file(&args[i]) {
-            return self.to_worker(idx, args);
+            return self.hand_to_workers(idx, args);
         }
         match &mut args[i] {
             Args::Nop => self.complete(idx, 0),
