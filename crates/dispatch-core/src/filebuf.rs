@@ -34,13 +34,15 @@ impl Bytes {
         }
     }
 
-    /// The spare capacity as the kernel takes it: start and length.
+    /// The spare capacity as the kernel takes it: start and length (io_uring's SQEs).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn spare_raw(&mut self) -> (*mut u8, usize) {
         let spare = self.spare();
         (spare.as_mut_ptr().cast(), spare.len())
     }
 
-    /// The bytes as the kernel takes them: start and length.
+    /// The bytes as the kernel takes them: start and length (io_uring's SQEs).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn filled_raw(&self) -> (*const u8, usize) {
         let filled = self.filled();
         (filled.as_ptr(), filled.len())
@@ -112,12 +114,13 @@ impl BytesList {
         for i in 0..count {
             let (_, spare) = self.spare_raw(i);
             let take = spare.min(n);
-            // SAFETY: the caller's contract: these bytes were written, in order.
             match self {
+                // SAFETY: the caller's contract: these bytes were written, in order.
                 BytesList::Vec(bufs) => unsafe {
                     let len = bufs[i].len();
                     bufs[i].set_len(len + take);
                 },
+                // SAFETY: as above.
                 BytesList::Aligned(bufs) => unsafe { bufs[i].grow(take) },
             }
             n -= take;

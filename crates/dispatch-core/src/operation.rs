@@ -173,6 +173,8 @@ pub struct FileStat {
     pub dio_offset_align: u32,
 }
 
+// `mode_t` is `u32` on Linux and FreeBSD but `u16` on macOS: the casts are needed there.
+#[allow(clippy::unnecessary_cast)]
 impl FileStat {
     /// Whether this is a directory.
     pub fn is_dir(&self) -> bool {

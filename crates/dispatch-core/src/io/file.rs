@@ -374,6 +374,7 @@ impl<C> Io<C> {
     ///
     /// # Errors
     /// When every slot is in flight; the error returns both paths.
+    #[allow(clippy::too_many_arguments)]
     pub fn renameat(
         &mut self,
         tag: Tag,
