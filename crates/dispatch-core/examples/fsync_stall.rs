@@ -17,6 +17,9 @@
 //! was due in. The file (`--file`, default `fsync-stall.tmp` in the working directory: run
 //! it on the disk to measure, not on tmpfs) is synced before the run, so that no earlier
 //! dirty pages join in, and removed after.
+//!
+//! Then the other side of the trade: what a hand-off to a worker costs a fast operation,
+//! `--reads` (20,000) 4 KiB reads of a cached file, one at a time, timed per read.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -36,6 +39,7 @@ struct Args {
     mib: u64,
     interval_us: u64,
     file: String,
+    reads: u32,
 }
 
 fn parse_args() -> Args {
@@ -45,6 +49,7 @@ fn parse_args() -> Args {
         mib: 400,
         interval_us: 1000,
         file: "fsync-stall.tmp".to_owned(),
+        reads: 20_000,
     };
     let mut words = std::env::args().skip(1);
     while let Some(flag) = words.next() {
@@ -57,6 +62,7 @@ fn parse_args() -> Args {
             "--mib" => args.mib = value.parse().expect("--mib N"),
             "--interval-us" => args.interval_us = value.parse().expect("--interval-us N"),
             "--file" => args.file = value,
+            "--reads" => args.reads = value.parse().expect("--reads N"),
             other => {
                 panic!("unknown flag {other} (--backend --workers --mib --interval-us --file)")
             }
@@ -192,8 +198,45 @@ fn main() {
     io.timeout(0, 1_000_000_000, on_baseline_over).unwrap();
     run(&mut io, &mut ctx, &stop);
     let samples = thread.join().unwrap();
-    std::fs::remove_file(&args.file).expect("remove the file");
     report(&args, &io, &ctx, &samples);
+    let file = std::fs::File::open(&args.file).expect("the file");
+    read_cost(&args, &options, &file);
+    std::fs::remove_file(&args.file).expect("remove the file");
+}
+
+/// Cached 4 KiB reads, one at a time: what one read costs, inline or through a worker.
+struct Reads {
+    fd: std::os::fd::RawFd,
+    left: u32,
+}
+
+fn on_read(r: &mut Reads, io: &mut Io<Reads>, _: Tag, (result, mut buf): BufResult) {
+    assert_eq!(result.expect("read"), 4096);
+    r.left -= 1;
+    if r.left > 0 {
+        buf.clear();
+        let offset = u64::from(r.left % 256) * 4096;
+        io.read(0, r.fd, buf, offset, on_read).unwrap();
+    }
+}
+
+fn read_cost(args: &Args, options: &Options, file: &std::fs::File) {
+    let mut io: Io<Reads> = Io::new(options).expect("the backend");
+    let mut reads = Reads {
+        fd: file.as_raw_fd(),
+        left: args.reads,
+    };
+    let started = Instant::now();
+    io.read(0, reads.fd, Vec::with_capacity(4096), 0, on_read)
+        .unwrap();
+    io.run_until_idle(&mut reads).unwrap();
+    let per_read = started.elapsed() / args.reads;
+    let stats = io.stats();
+    println!(
+        "cached 4 KiB reads, one at a time: {:.1} us each ({:.2} loop syscalls per read)",
+        per_read.as_secs_f64() * 1e6,
+        stats.syscalls as f64 / f64::from(args.reads),
+    );
 }
 
 /// Runs the loop until the fsync is done and half a second has passed, then stops the

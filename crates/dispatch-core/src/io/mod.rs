@@ -136,9 +136,12 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 /// - inline, in the loop's thread, when [`Options::file_workers`] is 0: no thread hand-off,
 ///   but the loop serves nothing else until the syscall returns (an `fsync` of a few hundred
 ///   MiB of dirty pages stalls every socket of the loop for as long as it takes);
-/// - on `file_workers` threads started by `Io::new`, otherwise: the operation is queued for a
-///   worker, and its result comes back through the loop's wait like any other completion,
-///   so the sockets are served meanwhile. What a callback receives is the same either way.
+/// - on `file_workers` threads started by `Io::new` (one by default), otherwise: the
+///   operation is queued for a worker, and its result comes back through the loop's wait
+///   like any other completion, so the sockets are served meanwhile. What a callback
+///   receives is the same either way; one worker also keeps inline's order (one operation
+///   at a time, in scheduling order), while several run operations in flight together
+///   concurrently, as io_uring does.
 ///   Cancels and deadlines take back an operation no worker has started (`ECANCELED`,
 ///   `ETIMEDOUT`); one a worker is performing ends with its real result, as an operation the
 ///   kernel is performing does on io_uring. Dropping the `Io` waits for the operations the
