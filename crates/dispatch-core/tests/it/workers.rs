@@ -569,3 +569,51 @@ fn drop_with_file_operations_in_workers_waits_and_leaks_nothing() {
         );
     }
 }
+
+/// The environment variable that lets the slow tests run (they are skipped, saying so,
+/// without it).
+const SLOW_ENV: &str = "DISPATCH_CORE_TEST_SLOW";
+
+fn drop_past_its_wait(backend: BackendKind) {
+    let threads_before = threads();
+    let mut io = io_on::<Seen>(backend, 1);
+    let mut seen = Seen::default();
+    let blocked = block_a_worker(&mut io, &mut seen);
+    // Waits 10 s for the worker, then gives up and leaves it to finish alone.
+    drop(io);
+    // The worker finishes the write from the buffer it owns, then exits.
+    blocked.drain().join().unwrap();
+    for _ in 0..10_000 {
+        if threads() == threads_before {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(threads(), threads_before, "{backend}: the worker exited");
+}
+
+/// Dropping the loop while a worker is stuck in a syscall for longer than the drop waits
+/// (10 s): the drop says so and returns, the worker finishes later from the buffer it owns
+/// (no use-after-free: run it under `cargo xtask sanitize`) and exits. Slow: runs only with
+/// `DISPATCH_CORE_TEST_SLOW=1`, alone in a child.
+#[test]
+fn a_worker_stuck_past_the_drop_finishes_alone() {
+    if let Some(role) = check::child_role() {
+        let backend = BackendKind::from_name(&role).expect("a backend name");
+        return drop_past_its_wait(backend);
+    }
+    if std::env::var_os(SLOW_ENV).is_none() {
+        eprintln!("skipped: a_worker_stuck_past_the_drop_finishes_alone takes 10 s ({SLOW_ENV}=1)");
+        return;
+    }
+    let test = "workers::a_worker_stuck_past_the_drop_finishes_alone";
+    let backend = backends()[0];
+    let output = check::in_child(test, backend.name(), None);
+    let complaints = check::loop_complaints(&output);
+    assert!(
+        complaints
+            .iter()
+            .any(|line| line.contains("leaving their threads to finish")),
+        "{output}"
+    );
+}
