@@ -369,6 +369,24 @@ impl Backend {
         }
     }
 
+    /// Whether operations still in flight may write into the loop's tables (the argument
+    /// table, pool buffers) from outside the loop's thread, so that a drop that could not
+    /// reap them must leak the tables rather than free them: io_uring's kernel does (and the
+    /// simulator is treated alike). The readiness engines do not: what they hold is performed
+    /// by the loop's thread, and a file worker owns the arguments of the job it performs.
+    pub(crate) fn writes_tables_after_drop(&self) -> bool {
+        readiness!(self, engine => {
+            let _ = engine;
+            false
+        }, uring => {
+            let _ = uring;
+            true
+        }, sim => {
+            let _ = sim;
+            true
+        })
+    }
+
     /// How many file workers perform file operations (epoll and kqueue with
     /// `Options::file_workers`); 0 where they run inline, in the kernel or on the simulator.
     pub(crate) fn file_workers(&self) -> u32 {
