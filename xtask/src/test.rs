@@ -26,10 +26,18 @@ const CHECK_TARGETS: [&str; 2] = ["x86_64-unknown-freebsd", "aarch64-apple-darwi
 /// dispatch-loop suite on epoll without `epoll_pwait2` (the test harness blocks the syscall
 /// with a seccomp filter), as on the pre-5.11 hosts the epoll fallback exists for; and on
 /// io_uring with every optional kernel feature masked (provided-buffer rings, multishot,
-/// `EXT_ARG`), so each io_uring fallback runs on this kernel too. The echo-server's suite
-/// runs every backend and the masked io_uring itself.
-const RERUNS: [Rerun; 6] = [
+/// `EXT_ARG`), so each io_uring fallback runs on this kernel too; and on epoll with file
+/// operations inline (`file_workers: 0`; the default runs them on one worker). The
+/// echo-server's suite runs every backend and the masked io_uring itself.
+const RERUNS: [Rerun; 7] = [
     (DISPATCH_CORE, &[("DISPATCH_BACKEND", "epoll")]),
+    (
+        DISPATCH_CORE,
+        &[
+            ("DISPATCH_BACKEND", "epoll"),
+            ("DISPATCH_CORE_TEST_FILE_WORKERS", "0"),
+        ],
+    ),
     (DISPATCH_CORE, &[("DISPATCH_BACKEND", "kqueue-fake")]),
     (
         DISPATCH_CORE,

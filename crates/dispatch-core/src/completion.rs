@@ -177,7 +177,10 @@ fn file_stat(raw: &RawStat) -> FileStat {
     }
 }
 
+// The field types differ between FreeBSD and macOS (`ino_t`, `nlink_t`): a cast that is
+// needed on one is the identity on the other.
 #[cfg(not(target_os = "linux"))]
+#[allow(clippy::unnecessary_cast)]
 fn file_stat(raw: &RawStat) -> FileStat {
     FileStat {
         // The widths differ between FreeBSD and macOS: converted, the same code on both.

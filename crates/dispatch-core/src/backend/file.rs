@@ -1,6 +1,7 @@
 //! File operations as plain syscalls in the calling thread: how the readiness backends run
-//! them (readiness cannot wait on regular files), and how io_uring runs an opcode the kernel
-//! lacks. Each returns the result as the kernel's completion would: `>= 0`, or `-errno`.
+//! them, inline in the loop's thread or in a file worker (`readiness/workers.rs`; readiness
+//! cannot wait on regular files), and how io_uring runs an opcode the kernel lacks. Each
+//! returns the result as the kernel's completion would: `>= 0`, or `-errno`.
 //!
 //! Two of io_uring's conventions hold here too: offset `u64::MAX` (-1) reads or writes at
 //! the file position, and `openat` ignores `dir` for an absolute path, as openat(2) does.

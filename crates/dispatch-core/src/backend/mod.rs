@@ -213,7 +213,9 @@ impl Backend {
             BackendKind::Epoll => {
                 let poller = readiness::epoll::EpollPoller::new(options.epoll_pwait2)
                     .map_err(InitError::Os)?;
-                Ok(Backend::Epoll(readiness::Engine::new(poller, slots_max)))
+                readiness::Engine::new(poller, slots_max, options.file_workers)
+                    .map(Backend::Epoll)
+                    .map_err(InitError::Os)
             }
             #[cfg(kqueue)]
             BackendKind::Kqueue => {
@@ -224,7 +226,9 @@ impl Backend {
                 .map_err(InitError::Os)?;
                 let poller =
                     readiness::kqueue::KqueuePoller::new(kq, slots_max).map_err(InitError::Os)?;
-                Ok(Backend::Kqueue(readiness::Engine::new(poller, slots_max)))
+                readiness::Engine::new(poller, slots_max, options.file_workers)
+                    .map(Backend::Kqueue)
+                    .map_err(InitError::Os)
             }
             #[cfg(target_os = "linux")]
             BackendKind::KqueueFake => {
@@ -232,9 +236,9 @@ impl Backend {
                     .map_err(InitError::Os)?;
                 let poller =
                     readiness::kqueue::KqueuePoller::new(kq, slots_max).map_err(InitError::Os)?;
-                Ok(Backend::KqueueFake(readiness::Engine::new(
-                    poller, slots_max,
-                )))
+                readiness::Engine::new(poller, slots_max, options.file_workers)
+                    .map(Backend::KqueueFake)
+                    .map_err(InitError::Os)
             }
             #[cfg(feature = "sim")]
             BackendKind::Sim => {
@@ -380,6 +384,36 @@ impl Backend {
             Backend::IoUring(uring) => Some(uring.expiry_ns(idx)),
             _ => None,
         }
+    }
+
+    /// Whether operations still in flight may write into the loop's tables (the argument
+    /// table, pool buffers) from outside the loop's thread, so that a drop that could not
+    /// reap them must leak the tables rather than free them: io_uring's kernel does (and the
+    /// simulator is treated alike). The readiness engines do not: what they hold is performed
+    /// by the loop's thread, and a file worker owns the arguments of the job it performs.
+    pub(crate) fn writes_tables_after_drop(&self) -> bool {
+        readiness!(self, engine => {
+            let _ = engine;
+            false
+        }, uring => {
+            let _ = uring;
+            true
+        }, sim => {
+            let _ = sim;
+            true
+        })
+    }
+
+    /// How many file workers perform file operations (epoll and kqueue with
+    /// `Options::file_workers`); 0 where they run inline, in the kernel or on the simulator.
+    pub(crate) fn file_workers(&self) -> u32 {
+        readiness!(self, engine => engine.file_workers(), uring => {
+            let _ = uring;
+            0
+        }, sim => {
+            let _ = sim;
+            0
+        })
     }
 
     /// On io_uring, what the loop uses of what it asked for; `None` elsewhere.

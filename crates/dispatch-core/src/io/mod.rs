@@ -120,8 +120,8 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 /// - **epoll** (Linux, when io_uring is blocked or missing) and **kqueue** (FreeBSD, macOS):
 ///   the loop tries each operation with a non-blocking syscall and waits for readiness only
 ///   when it would block; recv and send use `MSG_DONTWAIT`, and accept and connect switch the
-///   socket to non-blocking mode. File operations (read and write at an offset, fsync,
-///   openat, close) run inline, blocking the loop for their duration.
+///   socket to non-blocking mode. File operations run as syscalls, inline in the loop's
+///   thread or on worker threads: see Files below.
 /// - Sockets the loop accepts are non-blocking and close-on-exec on every backend.
 /// - Cancel answers alike everywhere (see [`Io::cancel`]); file offsets and blocking opens
 ///   differ as [`Io::read`], [`Io::write`] and [`Io::openat`] say; `RWF_*` flags exist on
@@ -136,6 +136,29 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 ///   never moves the clock), over simulated sockets and files only, with seeded faults; a
 ///   run that could only wait forever returns an error instead of blocking. The module's
 ///   documentation lists every difference.
+///
+/// # Files
+/// Readiness cannot wait on regular files, so on epoll and kqueue the loop performs each file
+/// operation (reads and writes at an offset, plain and vectored, fsync and fdatasync,
+/// fallocate, ftruncate, statx, openat, renameat, unlinkat, mkdirat) as a syscall:
+/// - inline, in the loop's thread, when [`Options::file_workers`] is 0: no thread hand-off,
+///   but the loop serves nothing else until the syscall returns (an `fsync` of a few hundred
+///   MiB of dirty pages stalls every socket of the loop for as long as it takes);
+/// - on `file_workers` threads started by `Io::new` (one by default), otherwise: the
+///   operation is queued for a worker, and its result comes back through the loop's wait
+///   like any other completion, so the sockets are served meanwhile. What a callback
+///   receives is the same either way; one worker also keeps inline's order (one operation
+///   at a time, in scheduling order), while several run operations in flight together
+///   concurrently, as io_uring does.
+///   Cancels and deadlines take back an operation no worker has started (`ECANCELED`,
+///   `ETIMEDOUT`); one a worker is performing ends with its real result, as an operation the
+///   kernel is performing does on io_uring. Dropping the `Io` waits for the operations the
+///   workers are performing (one syscall per worker), up to 10 s.
+///
+/// `close` runs inline on every descriptor. io_uring performs file operations in the kernel
+/// (in its own workers where they would block) and ignores `file_workers`; so does the
+/// simulator, whose disk is in memory. See [`Options::file_workers`] for the default and the
+/// measurement behind it.
 pub struct Io<C> {
     slots: Slots<Callback<C>>,
     overflow: Fifo,
@@ -288,6 +311,7 @@ impl<C> Io<C> {
         let mut stats = Stats::new(backend.kind(), fallback);
         stats.batch_wait_us = backend.batch_wait_us();
         stats.uring = backend.uring_features();
+        stats.file_workers = backend.file_workers();
         let clock = backend.clock().unwrap_or_else(Clock::real);
         let slots = Slots::new(options.ops_max);
         // Room for one final result per slot, one result per pool buffer (each intermediate

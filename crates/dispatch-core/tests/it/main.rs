@@ -24,6 +24,7 @@ mod sim_model;
 mod timeout;
 mod vectored;
 mod wakeup;
+mod workers;
 
 /// Helpers every test module shares.
 pub mod check {
@@ -36,7 +37,8 @@ pub mod check {
     /// test asked for io_uring in its options and io_uring is unavailable. A run that forces
     /// io_uring through `DISPATCH_BACKEND` fails instead: every test would skip, and a run
     /// that tested nothing must not pass. First blocks, in this thread, the syscalls
-    /// [`BLOCK_ENV`] names, and masks the kernel features [`MASK_ENV`] names.
+    /// [`BLOCK_ENV`] names, and masks the kernel features [`MASK_ENV`] names; sets
+    /// `file_workers` to what [`FILE_WORKERS_ENV`] says, if it is set.
     pub fn io<C>(options: &Options) -> Option<Io<C>> {
         block_from_env();
         let mut options = *options;
@@ -45,6 +47,9 @@ pub mod check {
             options.uring.multishot = false;
             options.uring.ext_arg = false;
             options.uring.file_opcodes = false;
+        }
+        if let Some(workers) = file_workers_from_env() {
+            options.file_workers = workers;
         }
         match Io::new(&options) {
             Ok(io) => Some(io),
@@ -62,6 +67,20 @@ pub mod check {
             }
             Err(error) => panic!("Io::new: {error}"),
         }
+    }
+
+    /// The environment variable that sets `Options::file_workers` for every loop [`io`]
+    /// builds (`0`: file operations inline on epoll and kqueue, where the default is one
+    /// worker), so that the suite runs both ways.
+    pub const FILE_WORKERS_ENV: &str = "DISPATCH_CORE_TEST_FILE_WORKERS";
+
+    /// The file workers [`FILE_WORKERS_ENV`] asks for, if it is set.
+    pub fn file_workers_from_env() -> Option<u32> {
+        let value = std::env::var(FILE_WORKERS_ENV)
+            .ok()
+            .filter(|v| !v.is_empty())?;
+        let workers = value.parse();
+        Some(workers.unwrap_or_else(|_| panic!("{FILE_WORKERS_ENV}={value:?}: a number")))
     }
 
     /// The environment variable that masks kernel features the loop would otherwise use,
