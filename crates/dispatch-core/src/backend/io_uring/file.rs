@@ -124,7 +124,7 @@ impl IoUringBackend {
     pub(super) fn file_entry(&mut self, idx: u32, args: &mut Args) -> Entry {
         if self.file_opcodes.inline(args) {
             let mut stats = Stats::new(crate::stats::BackendKind::IoUring, None);
-            let result = file::perform(args, &mut stats);
+            let result = file::perform_as_uring(args, &mut stats);
             self.inline_syscalls += stats.syscalls;
             assert_ne!(result, NO_INLINE);
             let slot = &mut self.inline_results[idx as usize];
