@@ -321,8 +321,8 @@ fn on_commit_synced(bench: &mut Bench, io: &mut Io<Bench>, _tag: Tag, result: io
     if bench.window_start <= now && now < bench.window_end {
         bench.log.commits += 1;
     }
-    bench.log.busy = false;
-    // Taken out (no allocation: the vector is put back) so that `start` may queue.
+    // Taken out (no allocation: the vector is put back) so that `start` may queue. The log
+    // stays busy meanwhile, so every caller acknowledged here queues for the next commit.
     let mut acked = std::mem::take(&mut bench.log.committing);
     for &caller in &acked {
         bench.count(bench.issued[caller as usize], now);
@@ -330,7 +330,8 @@ fn on_commit_synced(bench: &mut Bench, io: &mut Io<Bench>, _tag: Tag, result: io
     }
     acked.clear();
     bench.log.committing = acked;
-    if !bench.log.busy && !bench.log.queued.is_empty() {
+    bench.log.busy = false;
+    if !bench.log.queued.is_empty() {
         commit(bench, io);
     }
 }
@@ -490,16 +491,17 @@ fn run(args: &Args) -> Result<String, String> {
         ));
     }
     let (file, blocks) = open(&args.file)?;
-    let mut options = Options::new(args.depth + 1);
-    // Wire-up point for file workers (issue 18, part 4), once `Options::file_workers` exists:
+    let options = Options::new(args.depth + 1);
+    // WIRE-UP (file workers, issue 18 part 4): once `Options::file_workers` exists, make
+    // `options` mutable, uncomment the next line and drop the `--workers` refusal above.
     // options.file_workers = args.workers;
-    options.backend = None;
     let mut io: Io<Bench> = Io::new(&options).map_err(|e| e.to_string())?;
     let mut bench = bench_for(args, file.as_raw_fd(), blocks)?;
     for tag in 0..Tag::from(args.depth) {
         start(&mut bench, &mut io, tag);
     }
-    run_until(&mut io, &mut bench, bench.window_start)?;
+    let window_start = bench.window_start;
+    run_until(&mut io, &mut bench, window_start)?;
     let cpu_start = cpu_now()?;
     let window_end = bench.window_end;
     run_until(&mut io, &mut bench, window_end)?;
