@@ -5,7 +5,9 @@
 use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
-use crate::operation::{Args, BufResult};
+use crate::filebuf::{Bytes, BytesList};
+use crate::io::IoBuf;
+use crate::operation::{Args, BufResult, FileStat, RawStat};
 use crate::outbuf::OutBuf;
 use std::rc::Rc;
 
@@ -95,13 +97,95 @@ pub(crate) fn new_fd(result: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(result) })
 }
 
-/// The value for a buffer callback (recv, read, send, write): the buffer moves out with the
-/// byte count.
+/// The value for a buffer callback (recv, send, and read and write of a `Vec<u8>`): the
+/// buffer moves out with the byte count.
 pub(crate) fn buf_value(args: Args, result: i32) -> BufResult {
     match args {
-        Args::Recv { buf, .. } | Args::Read { buf, .. } => filled(buf, result),
-        Args::Send { buf, .. } | Args::Write { buf, .. } => (count(result), buf),
+        Args::Recv { buf, .. } => filled(buf, result),
+        Args::Send { buf, .. } => (count(result), buf),
+        Args::Read { .. } | Args::Write { .. } => file_value(args, result),
         other => unreachable!("{} is not a buffer operation", other.label()),
+    }
+}
+
+/// The value for a file read or write: the buffer, of the kind that went in, with the byte
+/// count (a read's bytes taken into its length).
+pub(crate) fn file_value<B: IoBuf>(args: Args, result: i32) -> (io::Result<usize>, B) {
+    let (count, bytes): (io::Result<usize>, Bytes) = match args {
+        Args::Read { mut buf, .. } => {
+            let n = count(result);
+            if let Ok(n) = n {
+                // SAFETY: the read reported writing `n` bytes at the start of the spare
+                // capacity (`grow` asserts they fit), and it is over.
+                unsafe { buf.grow(n) };
+            }
+            (n, buf)
+        }
+        Args::Write { buf, .. } => (count(result), buf),
+        other => unreachable!("{} is not a file read or write", other.label()),
+    };
+    (count, B::from_bytes(bytes))
+}
+
+/// The value for a vectored file read or write: the buffers, with the byte count (a read's
+/// spread over them in order).
+pub(crate) fn file_list_value<B: IoBuf>(args: Args, result: i32) -> (io::Result<usize>, Vec<B>) {
+    let (count, list): (io::Result<usize>, BytesList) = match args {
+        Args::ReadV { mut bufs, .. } => {
+            let n = count(result);
+            if let Ok(n) = n {
+                // SAFETY: the read reported writing `n` bytes over the buffers' spare
+                // capacities in order (`grow` asserts they fit), and it is over.
+                unsafe { bufs.grow(n) };
+            }
+            (n, bufs)
+        }
+        Args::WriteV { bufs, .. } => (count(result), bufs),
+        other => unreachable!("{} is not a vectored file operation", other.label()),
+    };
+    (count, B::from_list(list))
+}
+
+/// The value for a statx: the fields of the buffer the operation filled in.
+pub(crate) fn stat_value(args: Args, result: i32) -> io::Result<FileStat> {
+    let Args::Statx { out, .. } = args else {
+        unreachable!("{} is not a statx", args.label())
+    };
+    unit(result)?;
+    Ok(file_stat(&out))
+}
+
+#[cfg(target_os = "linux")]
+fn file_stat(raw: &RawStat) -> FileStat {
+    FileStat {
+        size: raw.stx_size,
+        mode: u32::from(raw.stx_mode),
+        ino: raw.stx_ino,
+        nlink: u64::from(raw.stx_nlink),
+        blocks: raw.stx_blocks,
+        block_size: raw.stx_blksize,
+        dio_mem_align: match raw.stx_mask & libc::STATX_DIOALIGN {
+            0 => 0,
+            _ => raw.stx_dio_mem_align,
+        },
+        dio_offset_align: match raw.stx_mask & libc::STATX_DIOALIGN {
+            0 => 0,
+            _ => raw.stx_dio_offset_align,
+        },
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn file_stat(raw: &RawStat) -> FileStat {
+    FileStat {
+        size: raw.st_size as u64,
+        mode: u32::from(raw.st_mode),
+        ino: raw.st_ino as u64,
+        nlink: raw.st_nlink as u64,
+        blocks: raw.st_blocks as u64,
+        block_size: raw.st_blksize as u32,
+        dio_mem_align: 0,
+        dio_offset_align: 0,
     }
 }
 
@@ -165,6 +249,13 @@ pub(crate) fn unit_value(args: Args, result: i32) -> io::Result<()> {
         }
         return unit(result);
     }
+    if matches!(
+        args,
+        Args::Renameat { .. } | Args::Unlinkat { .. } | Args::Mkdirat { .. }
+    ) {
+        // These own paths, which drop here.
+        return unit(result);
+    }
     let value = match &args {
         // A timeout that expired reports ETIME: for the caller that is success.
         Args::Timeout { .. } if result == TIMEOUT_EXPIRED => Ok(()),
@@ -172,6 +263,8 @@ pub(crate) fn unit_value(args: Args, result: i32) -> io::Result<()> {
         | Args::Connect { .. }
         | Args::Shutdown { .. }
         | Args::Fsync { .. }
+        | Args::Fallocate { .. }
+        | Args::Ftruncate { .. }
         | Args::Cancel { .. }
         | Args::Nop => unit(result),
         other => unreachable!("{} is not a unit operation", other.label()),
@@ -209,9 +302,41 @@ pub(crate) fn discard(args: Args, result: i32, flags: u32, pool: Option<&Rc<Pool
         Args::SendVectored { .. } => drop(vectored_value(args, result)),
         Args::Accept { .. } | Args::Openat { .. } => drop(fd_value(args, result)),
         Args::Recv { .. } | Args::Read { .. } | Args::Send { .. } | Args::Write { .. } => {
-            drop(buf_value(args, result))
+            drop(buf_value_any(args, result))
         }
+        Args::ReadV { .. } | Args::WriteV { .. } => drop(list_value_any(args, result)),
+        Args::Statx { .. } => drop(stat_value(args, result)),
         Args::Wakeup => drop(count_value(args, result)),
         _ => drop(unit_value(args, result)),
+    }
+}
+
+/// [`buf_value`] whatever the buffer's kind (for a result no callback takes).
+fn buf_value_any(args: Args, result: i32) -> io::Result<usize> {
+    match &args {
+        Args::Read {
+            buf: Bytes::Aligned(_),
+            ..
+        }
+        | Args::Write {
+            buf: Bytes::Aligned(_),
+            ..
+        } => file_value::<crate::AlignedBuf>(args, result).0,
+        _ => buf_value(args, result).0,
+    }
+}
+
+/// [`file_list_value`] whatever the buffers' kind (for a result no callback takes).
+fn list_value_any(args: Args, result: i32) -> io::Result<usize> {
+    match &args {
+        Args::ReadV {
+            bufs: BytesList::Aligned(_),
+            ..
+        }
+        | Args::WriteV {
+            bufs: BytesList::Aligned(_),
+            ..
+        } => file_list_value::<crate::AlignedBuf>(args, result).0,
+        _ => file_list_value::<Vec<u8>>(args, result).0,
     }
 }

@@ -53,10 +53,12 @@
 //!   build carries none of it. Without it, asking for `sim` through `DISPATCH_BACKEND` or
 //!   [`Options::backend`] is [`InitError::FeatureDisabled`].
 
+mod aligned;
 mod backend;
 mod clock;
 mod completion;
 mod error;
+mod filebuf;
 mod io;
 mod operation;
 mod options;
@@ -69,12 +71,15 @@ mod stats;
 mod timer;
 mod waker;
 
+pub use crate::aligned::AlignedBuf;
 pub use crate::error::{DeadlineError, InitError};
 pub use crate::io::{
-    AcceptCallback, BufCallback, CountCallback, FdCallback, Io, PoolSendCallback, PooledCallback,
-    UnitCallback, VectoredCallback,
+    AcceptCallback, BufCallback, CountCallback, FdCallback, FileCallback, FileVectoredCallback, Io,
+    IoBuf, PoolSendCallback, PooledCallback, StatCallback, UnitCallback, VectoredCallback,
 };
-pub use crate::operation::{BufResult, OpId, ScheduleError, ScheduleErrorKind, Shot, Tag};
+pub use crate::operation::{
+    BufResult, FileStat, OpId, ScheduleError, ScheduleErrorKind, Shot, Tag,
+};
 pub use crate::options::{Options, PoolOptions, UringOptions, BACKEND_ENV};
 pub use crate::outbuf::{OutBuf, GATHER_MAX};
 pub use crate::pool::PoolBuf;
@@ -86,6 +91,10 @@ pub use crate::waker::Waker;
 /// the mode come from the `libc` crate; `examples/files.rs` opens, writes, flushes, reads
 /// and closes a file.
 pub const AT_FDCWD: std::os::fd::RawFd = libc::AT_FDCWD;
+
+/// [`Io::renameat`]'s flag that makes the rename fail with `EEXIST` rather than replace an
+/// existing target (Linux's `RENAME_NOREPLACE`; macOS's `RENAME_EXCL`; not on FreeBSD).
+pub const RENAME_NOREPLACE: u32 = 1;
 
 // The error types are `Error + Send + Sync + 'static`, so that they box into
 // `Box<dyn Error + Send + Sync>` and cross threads (C-GOOD-ERR); `ScheduleError<T>` is when

@@ -7,6 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
 
+use crate::filebuf::{Bytes, BytesList};
 use crate::outbuf::OutBuf;
 use crate::pool::PoolBuf;
 
@@ -134,6 +135,56 @@ impl fmt::Display for ScheduleErrorKind {
 
 impl std::error::Error for ScheduleErrorKind {}
 
+/// What `statx(2)` fills in (on Linux); `stat` elsewhere, which `fstatat(2)` fills in.
+#[cfg(target_os = "linux")]
+pub(crate) type RawStat = libc::statx;
+#[cfg(not(target_os = "linux"))]
+pub(crate) type RawStat = libc::stat;
+
+/// A fresh, zeroed [`RawStat`] for an operation to fill in.
+#[allow(unsafe_code)]
+pub(crate) fn raw_stat() -> Box<RawStat> {
+    // SAFETY: `statx` and `stat` are plain C structs of integers, for which all-zero bytes
+    // are a valid value.
+    Box::new(unsafe { std::mem::zeroed() })
+}
+
+/// What [`crate::Io::statx`] reports about a file: the fields every backend fills in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct FileStat {
+    /// Size in bytes.
+    pub size: u64,
+    /// File type and permissions (`st_mode`: `libc::S_IFMT` masks the type).
+    pub mode: u32,
+    /// Inode number.
+    pub ino: u64,
+    /// Hard links.
+    pub nlink: u64,
+    /// Space allocated, in 512-byte units (what `fallocate` reserves shows here).
+    pub blocks: u64,
+    /// The preferred block size for I/O.
+    pub block_size: u32,
+    /// Direct I/O: the alignment a buffer's address needs (`STATX_DIOALIGN`, Linux 6.1
+    /// and later, on file systems that report it); 0 where the kernel does not say (then
+    /// the logical block size of the device, usually 512 or 4096, is the safe choice).
+    pub dio_mem_align: u32,
+    /// Direct I/O: the alignment file offsets and lengths need; 0 where not reported.
+    pub dio_offset_align: u32,
+}
+
+impl FileStat {
+    /// Whether this is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.mode & (libc::S_IFMT as u32) == libc::S_IFDIR as u32
+    }
+
+    /// Whether this is a regular file.
+    pub fn is_file(&self) -> bool {
+        self.mode & (libc::S_IFMT as u32) == libc::S_IFREG as u32
+    }
+}
+
 /// An operation's arguments, in the argument table beside its slot. Everything the kernel may
 /// read or write lives here (or on the heap behind it) and does not move until the completion
 /// is reaped: the table is allocated once and never resized.
@@ -178,14 +229,29 @@ pub(crate) enum Args {
     /// Reads into `buf[len..capacity]` at file `offset`.
     Read {
         fd: RawFd,
-        buf: Vec<u8>,
+        buf: Bytes,
         offset: u64,
     },
     /// Writes `buf[..]` at file `offset`.
     Write {
         fd: RawFd,
-        buf: Vec<u8>,
+        buf: Bytes,
         offset: u64,
+    },
+    /// Reads into the spare capacities of the first `GATHER_MAX` of `bufs`, in order, at
+    /// `offset`, with `RWF_*` `flags`.
+    ReadV {
+        fd: RawFd,
+        bufs: BytesList,
+        offset: u64,
+        flags: i32,
+    },
+    /// Writes the first `GATHER_MAX` of `bufs`, in order, at `offset`, with `RWF_*` `flags`.
+    WriteV {
+        fd: RawFd,
+        bufs: BytesList,
+        offset: u64,
+        flags: i32,
     },
     Shutdown {
         fd: RawFd,
@@ -196,8 +262,45 @@ pub(crate) enum Args {
     Close {
         fd: OwnedFd,
     },
+    /// `fsync`, or `fdatasync` when `datasync`.
     Fsync {
         fd: RawFd,
+        datasync: bool,
+    },
+    Fallocate {
+        fd: RawFd,
+        mode: i32,
+        offset: u64,
+        len: u64,
+    },
+    Ftruncate {
+        fd: RawFd,
+        len: u64,
+    },
+    /// `statx` (`fstatat` off Linux) into `out`, boxed so that it stays put while the
+    /// kernel writes it.
+    Statx {
+        dir: RawFd,
+        path: CString,
+        flags: i32,
+        out: Box<RawStat>,
+    },
+    Renameat {
+        old_dir: RawFd,
+        old_path: CString,
+        new_dir: RawFd,
+        new_path: CString,
+        flags: u32,
+    },
+    Unlinkat {
+        dir: RawFd,
+        path: CString,
+        flags: i32,
+    },
+    Mkdirat {
+        dir: RawFd,
+        path: CString,
+        mode: u32,
     },
     Openat {
         dir: RawFd,
@@ -248,7 +351,18 @@ impl Args {
             Args::Write { .. } => "write",
             Args::Shutdown { .. } => "shutdown",
             Args::Close { .. } => "close",
-            Args::Fsync { .. } => "fsync",
+            Args::ReadV { .. } => "read_vectored",
+            Args::WriteV { .. } => "write_vectored",
+            Args::Fsync {
+                datasync: false, ..
+            } => "fsync",
+            Args::Fsync { datasync: true, .. } => "fdatasync",
+            Args::Fallocate { .. } => "fallocate",
+            Args::Ftruncate { .. } => "ftruncate",
+            Args::Statx { .. } => "statx",
+            Args::Renameat { .. } => "renameat",
+            Args::Unlinkat { .. } => "unlinkat",
+            Args::Mkdirat { .. } => "mkdirat",
             Args::Openat { .. } => "openat",
             Args::Timeout { .. } => "timeout",
             Args::Cancel { .. } => "cancel",

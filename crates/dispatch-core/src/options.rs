@@ -96,6 +96,13 @@ pub struct UringOptions {
     /// where the kernel has them (probed at set-up). `false` masks them: the loop re-arms a
     /// single-shot operation after each completion instead, with the same results.
     pub multishot: bool,
+    /// Submit the optional file operations to the kernel with their own opcodes where it
+    /// has them (probed at set-up: vectored read and write, fallocate, statx, renameat,
+    /// unlinkat, mkdirat, ftruncate; see [`crate::UringFeatures::file_opcodes`]). `false`
+    /// masks them, as on a kernel that lacks them all: each then runs as a syscall in the
+    /// loop's thread when it is submitted, its result delivered through the ring, with the
+    /// same callbacks.
+    pub file_opcodes: bool,
     /// Batch waiting: a turn that blocks waits for up to `batch_events` completions (fewer if
     /// fewer operations are in the kernel), for at most `batch_wait_us` microseconds from
     /// the start of the wait; then it returns with whatever is ready, or, with nothing
@@ -147,6 +154,7 @@ impl Options {
                 ext_arg: true,
                 pbuf_ring: true,
                 multishot: true,
+                file_opcodes: true,
                 batch_events: 1,
                 batch_wait_us: 0,
             },

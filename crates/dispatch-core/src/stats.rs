@@ -113,6 +113,11 @@ pub struct UringFeatures {
     pub multishot: bool,
     /// `IORING_FEAT_MIN_TIMEOUT` (6.12) for the batch wait; else no batch wait.
     pub min_timeout: bool,
+    /// How many of the optional file opcodes the kernel runs for the loop (of 8: `READV`,
+    /// `WRITEV` 5.1; `FALLOCATE`, `STATX` 5.6; `RENAMEAT`, `UNLINKAT` 5.11; `MKDIRAT` 5.15;
+    /// `FTRUNCATE` 6.9); the others run in the loop's thread. 0 when masked
+    /// (`UringOptions::file_opcodes`).
+    pub file_opcodes: u32,
     /// Set-up flags asked for that the kernel refused (`EINVAL`), dropped one at a time,
     /// newest kernel feature first, until a ring could be created; 0 when none was. A bit
     /// set per flag: `STEPPED_DOWN_*`.

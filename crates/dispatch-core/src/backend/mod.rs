@@ -31,6 +31,7 @@
 #[cfg(not(any(target_os = "linux", kqueue)))]
 compile_error!("dispatch-loop runs on Linux (io_uring, epoll), FreeBSD and macOS (kqueue)");
 
+pub(crate) mod file;
 #[cfg(target_os = "linux")]
 pub(crate) mod io_uring;
 pub(crate) mod readiness;

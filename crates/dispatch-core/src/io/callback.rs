@@ -6,7 +6,9 @@ use std::io;
 use std::os::fd::OwnedFd;
 
 use super::Io;
-use crate::operation::{BufResult, Shot, Tag};
+use crate::aligned::AlignedBuf;
+use crate::filebuf::{Bytes, BytesList};
+use crate::operation::{BufResult, FileStat, Shot, Tag};
 use crate::outbuf::OutBuf;
 use crate::pool::PoolBuf;
 use crate::slots::Stored;
@@ -16,6 +18,15 @@ use crate::slots::Stored;
 pub type FdCallback<C> = fn(&mut C, &mut Io<C>, Tag, io::Result<OwnedFd>);
 /// Callback of an operation on a buffer (recv, send, read, write).
 pub type BufCallback<C> = fn(&mut C, &mut Io<C>, Tag, BufResult);
+/// Callback of a file read or write ([`Io::read`], [`Io::write`]) on a buffer of kind `B`
+/// (`Vec<u8>`, the default, or [`AlignedBuf`]): the byte count and the buffer.
+pub type FileCallback<C, B = Vec<u8>> = fn(&mut C, &mut Io<C>, Tag, (io::Result<usize>, B));
+/// Callback of a vectored file read or write ([`Io::read_vectored`],
+/// [`Io::write_vectored`]): the byte count and the buffers.
+pub type FileVectoredCallback<C, B = Vec<u8>> =
+    fn(&mut C, &mut Io<C>, Tag, (io::Result<usize>, Vec<B>));
+/// Callback of [`Io::statx`]: what it found out about the file.
+pub type StatCallback<C> = fn(&mut C, &mut Io<C>, Tag, io::Result<FileStat>);
 /// Callback of an operation with no value (connect, shutdown, close, fsync, timeout, cancel,
 /// nop).
 pub type UnitCallback<C> = fn(&mut C, &mut Io<C>, Tag, io::Result<()>);
@@ -35,7 +46,9 @@ pub type PoolSendCallback<C> = fn(&mut C, &mut Io<C>, Tag, (io::Result<usize>, P
 pub type VectoredCallback<C> = fn(&mut C, &mut Io<C>, Tag, (io::Result<usize>, Vec<OutBuf>));
 
 /// A callback, stored in the operation's slot: a plain function pointer, no allocation.
-pub(crate) enum Callback<C> {
+/// (`pub` only for the sealed [`IoBuf`]'s methods; the module is private.)
+#[allow(missing_debug_implementations)]
+pub enum Callback<C> {
     None,
     Fd(FdCallback<C>),
     Buf(BufCallback<C>),
@@ -45,6 +58,10 @@ pub(crate) enum Callback<C> {
     Accepted(AcceptCallback<C>),
     PoolSend(PoolSendCallback<C>),
     Vectored(VectoredCallback<C>),
+    Aligned(FileCallback<C, AlignedBuf>),
+    BufList(FileVectoredCallback<C, Vec<u8>>),
+    AlignedList(FileVectoredCallback<C, AlignedBuf>),
+    Stat(StatCallback<C>),
     /// The loop's own operation (the cancel of an operation whose deadline passed): its
     /// result is dropped, no callback runs and it is not counted as completed.
     Internal,
@@ -64,5 +81,87 @@ impl<C> Stored for Callback<C> {
 
     fn is_none(&self) -> bool {
         matches!(self, Callback::None)
+    }
+}
+
+/// The buffers file reads and writes take ([`Io::read`], [`Io::write`],
+/// [`Io::read_vectored`], [`Io::write_vectored`]): `Vec<u8>` and [`AlignedBuf`] (for
+/// `O_DIRECT`). Sealed: the loop must know how to hold each kind while the kernel uses it.
+pub trait IoBuf: sealed::Sealed {}
+
+impl IoBuf for Vec<u8> {}
+impl IoBuf for AlignedBuf {}
+
+pub(crate) mod sealed {
+    use super::{AlignedBuf, Bytes, BytesList, Callback, FileCallback, FileVectoredCallback};
+
+    /// How the loop holds a kind of buffer, and gets it back out.
+    pub trait Sealed: Sized {
+        /// Into the shape the backends use.
+        fn into_bytes(self) -> Bytes;
+        /// Back out of it: the kind that went in.
+        fn from_bytes(bytes: Bytes) -> Self;
+        /// A list, into the shape the backends use.
+        fn into_list(bufs: Vec<Self>) -> BytesList;
+        /// A list, back out.
+        fn from_list(list: BytesList) -> Vec<Self>;
+        /// The callback as a slot keeps it.
+        fn callback<C>(callback: FileCallback<C, Self>) -> Callback<C>;
+        /// A vectored callback as a slot keeps it.
+        fn list_callback<C>(callback: FileVectoredCallback<C, Self>) -> Callback<C>;
+    }
+
+    impl Sealed for Vec<u8> {
+        fn into_bytes(self) -> Bytes {
+            Bytes::Vec(self)
+        }
+        fn from_bytes(bytes: Bytes) -> Self {
+            let Bytes::Vec(buf) = bytes else {
+                unreachable!("a Vec<u8> operation holds a Vec<u8>")
+            };
+            buf
+        }
+        fn into_list(bufs: Vec<Self>) -> BytesList {
+            BytesList::Vec(bufs)
+        }
+        fn from_list(list: BytesList) -> Vec<Self> {
+            let BytesList::Vec(bufs) = list else {
+                unreachable!("a Vec<u8> operation holds Vec<u8>s")
+            };
+            bufs
+        }
+        fn callback<C>(callback: FileCallback<C, Self>) -> Callback<C> {
+            Callback::Buf(callback)
+        }
+        fn list_callback<C>(callback: FileVectoredCallback<C, Self>) -> Callback<C> {
+            Callback::BufList(callback)
+        }
+    }
+
+    impl Sealed for AlignedBuf {
+        fn into_bytes(self) -> Bytes {
+            Bytes::Aligned(self)
+        }
+        fn from_bytes(bytes: Bytes) -> Self {
+            let Bytes::Aligned(buf) = bytes else {
+                unreachable!("an AlignedBuf operation holds an AlignedBuf")
+            };
+            buf
+        }
+        fn into_list(bufs: Vec<Self>) -> BytesList {
+            BytesList::Aligned(bufs)
+        }
+        fn from_list(list: BytesList) -> Vec<Self> {
+            let BytesList::Aligned(bufs) = list else {
+                unreachable!("an AlignedBuf operation holds AlignedBufs")
+            };
+            bufs
+        }
+        fn callback<C>(callback: FileCallback<C, Self>) -> Callback<C> {
+            Callback::Aligned(callback)
+        }
+        fn list_callback<C>(callback: FileVectoredCallback<C, Self>) -> Callback<C> {
+            Callback::AlignedList(callback)
+        }
     }
 }

@@ -7,6 +7,7 @@
 mod callback;
 mod deadline;
 mod drop;
+mod file;
 mod ops;
 mod reap;
 
@@ -18,16 +19,16 @@ use std::time::Duration;
 
 pub(crate) use self::callback::Callback;
 pub use self::callback::{
-    AcceptCallback, BufCallback, CountCallback, FdCallback, PoolSendCallback, PooledCallback,
-    UnitCallback, VectoredCallback,
+    AcceptCallback, BufCallback, CountCallback, FdCallback, FileCallback, FileVectoredCallback,
+    IoBuf, PoolSendCallback, PooledCallback, StatCallback, UnitCallback, VectoredCallback,
 };
 use self::deadline::Deadlines;
 use self::reap::Reaper;
 use crate::backend::{Backend, PushError, Wait};
 use crate::clock::Clock;
 use crate::completion::{
-    buf_value, count_value, fd_value, flags_bid, new_fd, pool_send_value, pooled_value, unit_value,
-    vectored_value, F_MORE, TIMEOUT_EXPIRED,
+    buf_value, count_value, fd_value, file_list_value, file_value, flags_bid, new_fd,
+    pool_send_value, pooled_value, stat_value, unit_value, vectored_value, F_MORE, TIMEOUT_EXPIRED,
 };
 use crate::error::InitError;
 use crate::operation::{Args, Shot, Tag};
@@ -746,6 +747,14 @@ impl<C> Io<C> {
             Callback::Vectored(callback) => {
                 callback(ctx, self, tag, vectored_value(args, result));
             }
+            Callback::Aligned(callback) => callback(ctx, self, tag, file_value(args, result)),
+            Callback::BufList(callback) => {
+                callback(ctx, self, tag, file_list_value(args, result));
+            }
+            Callback::AlignedList(callback) => {
+                callback(ctx, self, tag, file_list_value(args, result));
+            }
+            Callback::Stat(callback) => callback(ctx, self, tag, stat_value(args, result)),
             Callback::None | Callback::Internal => {
                 unreachable!("slot {} completed without a callback", done.idx)
             }

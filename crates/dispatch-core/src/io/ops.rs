@@ -1,7 +1,6 @@
 //! The public operations of `Io`: each one takes a slot, stores its arguments and callback,
 //! and hands it to the backend (or parks it in the overflow queue).
 
-use std::ffi::CString;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{OwnedFd, RawFd};
 
@@ -263,50 +262,6 @@ impl<C> Io<C> {
         Ok(self.start(idx, tag, args, Callback::Vectored(callback)))
     }
 
-    /// Reads into `buf`'s spare capacity from file offset `offset`; the callback gets the
-    /// byte count (0 at end of file) and `buf` with its length extended by it. `offset`
-    /// `u64::MAX` reads at the file's current position and advances it, on every backend.
-    ///
-    /// Offsets belong to seekable files. On a pipe io_uring ignores any other `offset` and
-    /// reads, while epoll and kqueue fail with `ESPIPE`; at `u64::MAX` every backend reads
-    /// the pipe. Use [`Io::recv`] for sockets. On epoll and kqueue the read runs inline: on
-    /// an empty blocking pipe it blocks the whole loop until data arrives, and on an empty
-    /// non-blocking pipe it fails with `EAGAIN`; io_uring waits for the data without blocking
-    /// the loop.
-    ///
-    /// # Errors
-    /// When every slot is in flight, or `buf` has no spare capacity; the error returns `buf`.
-    pub fn read(
-        &mut self,
-        tag: Tag,
-        fd: RawFd,
-        buf: Vec<u8>,
-        offset: u64,
-        callback: BufCallback<C>,
-    ) -> Result<OpId, ScheduleError<Vec<u8>>> {
-        self.schedule_receive(tag, Args::Read { fd, buf, offset }, callback)
-    }
-
-    /// Writes `buf[..]` at file offset `offset`; the callback gets the byte count written.
-    /// `offset` `u64::MAX` writes at the file's current position and advances it, on every
-    /// backend. As with [`Io::read`], offsets belong to seekable files: on a pipe io_uring
-    /// ignores any other `offset` while epoll and kqueue fail with `ESPIPE`; at `u64::MAX`
-    /// every backend writes. On epoll and kqueue the write runs inline, so a write to a full
-    /// blocking pipe blocks the whole loop until there is room.
-    ///
-    /// # Errors
-    /// When every slot is in flight; the error returns `buf`.
-    pub fn write(
-        &mut self,
-        tag: Tag,
-        fd: RawFd,
-        buf: Vec<u8>,
-        offset: u64,
-        callback: BufCallback<C>,
-    ) -> Result<OpId, ScheduleError<Vec<u8>>> {
-        self.schedule_buf(tag, Args::Write { fd, buf, offset }, callback)
-    }
-
     /// Shuts down the reading side, writing side, or both of the socket `fd`.
     ///
     /// # Errors
@@ -350,73 +305,6 @@ impl<C> Io<C> {
             return Err(self.exhausted(fd));
         };
         Ok(self.start(idx, tag, Args::Close { fd }, Callback::Unit(callback)))
-    }
-
-    /// Flushes `fd`'s data and metadata to stable storage (`fsync`).
-    ///
-    /// # Errors
-    /// When every slot is in flight.
-    pub fn fsync(
-        &mut self,
-        tag: Tag,
-        fd: RawFd,
-        callback: UnitCallback<C>,
-    ) -> Result<OpId, ScheduleError<()>> {
-        self.schedule(tag, Args::Fsync { fd }, Callback::Unit(callback), ())
-    }
-
-    /// Opens `path` relative to the directory `dir` ([`crate::AT_FDCWD`] for the working
-    /// directory; ignored, as by `openat(2)`, when `path` is absolute) with `open(2)`
-    /// `flags` (`libc::O_RDONLY`, `O_WRONLY`, `O_RDWR`, `O_CREAT`, `O_TRUNC`, `O_APPEND`,
-    /// ... from the `libc` crate) and `mode` (permissions for `O_CREAT`, such as `0o644`);
-    /// `O_CLOEXEC` is always added. The new descriptor is owned by the callback's
-    /// `OwnedFd`.
-    ///
-    /// On epoll and kqueue the open runs inline: opening a FIFO that has no peer (or a file
-    /// on a slow network file system) blocks the whole loop until the peer opens it.
-    /// io_uring never blocks the loop, but it first tries the open without blocking, so for
-    /// a FIFO without a peer `O_RDONLY` opens at once, `O_WRONLY` fails at once with
-    /// `ENXIO`, and with `O_CREAT` or `O_TRUNC` the open waits in a kernel worker until the
-    /// peer opens it (and can be cancelled). Open FIFOs with `O_NONBLOCK` to get the same
-    /// answer on every backend.
-    ///
-    /// ```
-    /// use std::ffi::CString;
-    /// use std::os::fd::OwnedFd;
-    /// use dispatch_loop::{Io, Options, AT_FDCWD};
-    ///
-    /// let mut io: Io<Option<OwnedFd>> = Io::new(&Options::new(4)).expect("a backend");
-    /// let path = CString::new("/dev/null").unwrap();
-    /// io.openat(0, AT_FDCWD, path, libc::O_RDONLY, 0, |opened, _io, _tag, result| {
-    ///     *opened = Some(result.expect("open /dev/null"));
-    /// })
-    /// .expect("a free slot");
-    /// let mut opened = None;
-    /// io.run_until_idle(&mut opened).expect("run");
-    /// assert!(opened.is_some());
-    /// ```
-    ///
-    /// # Errors
-    /// When every slot is in flight; the error returns `path`.
-    pub fn openat(
-        &mut self,
-        tag: Tag,
-        dir: RawFd,
-        path: CString,
-        flags: i32,
-        mode: u32,
-        callback: FdCallback<C>,
-    ) -> Result<OpId, ScheduleError<CString>> {
-        let Some(idx) = self.slots.alloc(Budget::Op) else {
-            return Err(self.exhausted(path));
-        };
-        let args = Args::Openat {
-            dir,
-            path,
-            flags,
-            mode,
-        };
-        Ok(self.start(idx, tag, args, Callback::Fd(callback)))
     }
 
     /// Completes with `Ok(())` after `timeout_ns` nanoseconds (never earlier), or with
@@ -590,7 +478,7 @@ impl<C> Io<C> {
         self.schedule(tag, args, Callback::Count(callback), ())
     }
 
-    fn schedule<T>(
+    pub(super) fn schedule<T>(
         &mut self,
         tag: Tag,
         args: Args,
@@ -611,10 +499,7 @@ impl<C> Io<C> {
     ) -> Result<OpId, ScheduleError<Vec<u8>>> {
         let Some(idx) = self.slots.alloc(Budget::Op) else {
             let buf = match args {
-                Args::Recv { buf, .. }
-                | Args::Send { buf, .. }
-                | Args::Read { buf, .. }
-                | Args::Write { buf, .. } => buf,
+                Args::Recv { buf, .. } | Args::Send { buf, .. } => buf,
                 _ => unreachable!("schedule_buf takes buffer operations only"),
             };
             return Err(self.exhausted(buf));
@@ -630,11 +515,11 @@ impl<C> Io<C> {
         args: Args,
         callback: BufCallback<C>,
     ) -> Result<OpId, ScheduleError<Vec<u8>>> {
-        let (Args::Recv { buf, .. } | Args::Read { buf, .. }) = &args else {
-            unreachable!("schedule_receive takes recv and read only")
+        let Args::Recv { buf, .. } = &args else {
+            unreachable!("schedule_receive takes recv only")
         };
         if buf.len() == buf.capacity() {
-            let (Args::Recv { buf, .. } | Args::Read { buf, .. }) = args else {
+            let Args::Recv { buf, .. } = args else {
                 unreachable!()
             };
             return Err(ScheduleError {
@@ -662,7 +547,7 @@ impl<C> Io<C> {
         self.schedule(tag, args, Callback::Pooled(callback), ())
     }
 
-    fn exhausted<T>(&self, value: T) -> ScheduleError<T> {
+    pub(super) fn exhausted<T>(&self, value: T) -> ScheduleError<T> {
         ScheduleError {
             kind: ScheduleErrorKind::SlotsExhausted {
                 ops_max: self.slots.ops_max(),
@@ -671,7 +556,7 @@ impl<C> Io<C> {
         }
     }
 
-    fn start(&mut self, idx: u32, tag: Tag, args: Args, callback: Callback<C>) -> OpId {
+    pub(super) fn start(&mut self, idx: u32, tag: Tag, args: Args, callback: Callback<C>) -> OpId {
         // `alloc` asserted the slot free; `set_args` asserts it held no arguments.
         let slot = &mut self.slots[idx];
         slot.tag = tag;

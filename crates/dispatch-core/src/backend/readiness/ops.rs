@@ -9,7 +9,6 @@
 //! ignores `dir` for an absolute path, as openat(2) does.
 #![allow(unsafe_code)]
 
-use std::ffi::CStr;
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, RawFd};
@@ -18,6 +17,7 @@ use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags};
 
 use super::table::Dir;
+use crate::backend::file;
 use crate::operation::Args;
 use crate::outbuf::{OutBuf, GATHER_MAX};
 use crate::stats::Stats;
@@ -46,19 +46,7 @@ fn done(result: Result<usize, Errno>) -> Step {
     }
 }
 
-/// Runs `call`, repeating it on EINTR (which never escapes the layer), counting syscalls.
-pub(super) fn retry<T>(
-    stats: &mut Stats,
-    mut call: impl FnMut() -> Result<T, Errno>,
-) -> Result<T, Errno> {
-    loop {
-        stats.syscalls += 1;
-        match call() {
-            Err(Errno::INTR) => continue,
-            other => return other,
-        }
-    }
-}
+pub(super) use crate::backend::file::retry;
 
 /// Puts `fd` in non-blocking mode if it is not already (one `fcntl`, two if it changes).
 fn ensure_nonblocking(fd: BorrowedFd<'_>, stats: &mut Stats) -> Result<(), Errno> {
@@ -103,28 +91,8 @@ pub(crate) fn perform(args: &mut Args, connecting: &mut bool, stats: &mut Stats)
         Args::Recv { fd, buf } if *fd >= 0 => recv(borrow(*fd), buf, stats),
         Args::Send { fd, buf } if *fd >= 0 => send(borrow(*fd), buf, stats),
         Args::SendVectored { fd, bufs } if *fd >= 0 => send_vectored(borrow(*fd), bufs, stats),
-        Args::Read { fd, buf, offset } if *fd >= 0 => read(borrow(*fd), buf, *offset, stats),
-        Args::Write { fd, buf, offset } if *fd >= 0 => write(borrow(*fd), buf, *offset, stats),
         Args::Shutdown { fd, how } if *fd >= 0 => shutdown(borrow(*fd), *how, stats),
-        Args::Fsync { fd } if *fd >= 0 => {
-            let fd = borrow(*fd);
-            done(retry(stats, || rustix::fs::fsync(fd)).map(|()| 0))
-        }
-        Args::Openat {
-            dir,
-            path,
-            flags,
-            mode,
-        } if *dir >= 0 || *dir == libc::AT_FDCWD || is_absolute(path) => {
-            // openat(2) ignores `dir` for an absolute path, whatever it holds (io_uring
-            // passes it through and opens): the working directory stands in for it.
-            let dir = if is_absolute(path) {
-                libc::AT_FDCWD
-            } else {
-                *dir
-            };
-            openat(borrow(dir), path, *flags, *mode, stats)
-        }
+        _ if file::is_file(args) => Step::Done(file::perform(args, stats)),
         Args::Close { fd } => close(fd.as_raw_fd(), stats),
         // A negative descriptor (other than AT_FDCWD, or any with an absolute path, for
         // openat) is never open.
@@ -133,60 +101,29 @@ pub(crate) fn perform(args: &mut Args, connecting: &mut bool, stats: &mut Stats)
         | Args::Recv { .. }
         | Args::Send { .. }
         | Args::SendVectored { .. }
-        | Args::Read { .. }
-        | Args::Write { .. }
-        | Args::Shutdown { .. }
-        | Args::Fsync { .. }
-        | Args::Openat { .. } => Step::Done(-libc::EBADF),
+        | Args::Shutdown { .. } => Step::Done(-libc::EBADF),
         Args::Empty
         | Args::Timeout { .. }
         | Args::Cancel { .. }
         | Args::Nop
         | Args::Wakeup
         | Args::RecvPooled { .. }
-        | Args::SendPooled { .. } => {
+        | Args::SendPooled { .. }
+        | Args::Read { .. }
+        | Args::Write { .. }
+        | Args::ReadV { .. }
+        | Args::WriteV { .. }
+        | Args::Fsync { .. }
+        | Args::Fallocate { .. }
+        | Args::Ftruncate { .. }
+        | Args::Statx { .. }
+        | Args::Openat { .. }
+        | Args::Renameat { .. }
+        | Args::Unlinkat { .. }
+        | Args::Mkdirat { .. } => {
             unreachable!("{} is handled by the engine, not performed", args.label())
         }
     }
-}
-
-/// The offset that means "the file position": `pread`/`pwrite` take no -1, so `read(2)` and
-/// `write(2)` stand in, using and advancing the position as io_uring does for an offset of
-/// -1 (`u64::MAX`).
-const OFFSET_CURRENT: u64 = u64::MAX;
-
-/// `pread` at `offset`, or `read` at the file position for [`OFFSET_CURRENT`].
-fn read(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, offset: u64, stats: &mut Stats) -> Step {
-    let spare = spare(buf);
-    let len_max = spare.len();
-    let read = if offset == OFFSET_CURRENT {
-        retry(stats, || {
-            rustix::io::read(fd, &mut *spare).map(|(init, _)| init.len())
-        })
-    } else {
-        retry(stats, || {
-            rustix::io::pread(fd, &mut *spare, offset).map(|(init, _)| init.len())
-        })
-    };
-    assert!(read.is_err() || read.is_ok_and(|n| n <= len_max));
-    done(read)
-}
-
-/// `pwrite` at `offset`, or `write` at the file position for [`OFFSET_CURRENT`].
-fn write(fd: BorrowedFd<'_>, buf: &[u8], offset: u64, stats: &mut Stats) -> Step {
-    let filled = filled(buf);
-    let written = if offset == OFFSET_CURRENT {
-        retry(stats, || rustix::io::write(fd, filled))
-    } else {
-        retry(stats, || rustix::io::pwrite(fd, filled, offset))
-    };
-    assert!(written.is_err() || written.is_ok_and(|n| n <= filled.len()));
-    done(written)
-}
-
-/// Whether `path` is absolute, which makes openat(2) ignore its directory.
-fn is_absolute(path: &CStr) -> bool {
-    path.to_bytes().first() == Some(&b'/')
 }
 
 fn recv(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, stats: &mut Stats) -> Step {
@@ -235,13 +172,6 @@ fn shutdown(fd: BorrowedFd<'_>, how: i32, stats: &mut Stats) -> Step {
         _ => rustix::net::Shutdown::Both,
     };
     done(retry(stats, || rustix::net::shutdown(fd, how)).map(|()| 0))
-}
-
-fn openat(dir: BorrowedFd<'_>, path: &CStr, flags: i32, mode: u32, stats: &mut Stats) -> Step {
-    let flags = rustix::fs::OFlags::from_bits_retain(flags as _) | rustix::fs::OFlags::CLOEXEC;
-    let mode = rustix::fs::Mode::from_bits_retain(mode as _);
-    let opened = retry(stats, || rustix::fs::openat(dir, path, flags, mode));
-    done(opened.map(|fd| fd.into_raw_fd() as usize))
 }
 
 fn close(fd: RawFd, stats: &mut Stats) -> Step {

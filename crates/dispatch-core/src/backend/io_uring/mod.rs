@@ -12,6 +12,7 @@ use sys_uring::squeue::Entry;
 use sys_uring::types::{Fd, Timespec};
 use sys_uring::{Ring, RingOptions, SetupError, Unavailable};
 
+use self::file::{FileOpcodes, NO_INLINE};
 use super::{PushError, Wait};
 use crate::completion::{buffer_flags, F_BUFFER};
 use crate::operation::{Args, OpId};
@@ -23,6 +24,8 @@ use crate::waker::Waker;
 
 /// `user_data` values a backend uses for itself; no slot's `user_data` can equal them,
 /// since slot indices are below 2^24 (`OPS_MAX_LIMIT`).
+mod file;
+
 const USER_DATA_WAIT_TIMEOUT: u64 = u64::MAX;
 /// The `user_data` of cancellations issued by `Io`'s drop.
 const USER_DATA_DROP_CANCEL: u64 = u64::MAX - 1;
@@ -77,6 +80,13 @@ pub(crate) struct IoUringBackend {
     /// Per slot: a wake-up wait is in the kernel (set only once its SQE is in the SQ, so a
     /// push that failed leaves no trace), and `reap` turns its 8-byte read into the count.
     wakeup_in_kernel: Box<[bool]>,
+    /// Per slot: the result of a file operation the loop ran itself (its opcode missing or
+    /// masked), which the `NOP` standing in for it reports; `NO_INLINE` otherwise.
+    inline_results: Box<[i32]>,
+    /// Syscalls made running file operations inline, not yet added to `Stats::syscalls`.
+    inline_syscalls: u64,
+    /// The optional file opcodes the kernel runs (`UringOptions::file_opcodes`).
+    file_opcodes: FileOpcodes,
     /// The wait timeout's timespec on kernels without `EXT_ARG` (see the struct's docs for
     /// why it is boxed).
     wait_timespec: Box<Timespec>,
@@ -146,6 +156,14 @@ impl IoUringBackend {
         // Probed before anything else is submitted: the probe needs an idle ring. Multishot
         // accept (5.19) is older than multishot receive (6.0), so one probe answers both.
         let multishot = uring.multishot && ring.probe_recv_multishot().unwrap_or(false);
+        // A kernel that cannot say (before 5.6) has none but the vectored pair: all inline.
+        let opcodes = ring.opcodes().ok();
+        let supports = |code| {
+            opcodes
+                .as_ref()
+                .is_some_and(|probe| probe.is_supported(code))
+        };
+        let file_opcodes = FileOpcodes::probed(supports, uring.file_opcodes);
         let pool_count = pool.as_ref().map(|pool| pool.count());
         let pool_shared = pool.as_ref().map(|pool| Rc::clone(pool.shared()));
         let pbuf_ring = match pool {
@@ -174,6 +192,9 @@ impl IoUringBackend {
             gathers: (0..slots_max).map(|_| None).collect(),
             wakeup_words: vec![0; slots_max as usize].into_boxed_slice(),
             wakeup_in_kernel: vec![false; slots_max as usize].into_boxed_slice(),
+            inline_results: vec![NO_INLINE; slots_max as usize].into_boxed_slice(),
+            inline_syscalls: 0,
+            file_opcodes,
             wait_timespec: Box::new(Timespec::new()),
             ext_arg,
             batch_events: uring.batch_events,
@@ -201,6 +222,7 @@ impl IoUringBackend {
             pbuf_ring: self.pbuf_ring,
             multishot: self.multishot,
             min_timeout: self.batch_wait_us > 0,
+            file_opcodes: self.file_opcodes.count(),
             stepped_down: self.stepped_down,
         }
     }
@@ -238,6 +260,11 @@ impl IoUringBackend {
             Args::RecvPooled { fd, multishot } => {
                 let pool = pool.expect("a pooled receive has a pool");
                 self.pooled_entry(i, user_data, *fd, *multishot, pool)?
+            }
+            // An operation run inline must find room for its `NOP` first: run, then refused,
+            // it would run again when pushed again.
+            _ if self.file_opcodes.inline(args) && self.ring.sq_space() == 0 => {
+                return Err(PushError::SqFull);
             }
             _ => (self.entry(idx, args), false),
         };
@@ -348,29 +375,22 @@ impl IoUringBackend {
                 let (ptr, len) = spare_capacity(buf);
                 opcode::Recv::new(Fd(*fd), ptr, len).build()
             }
-            Args::Read { fd, buf, offset } => {
-                let (ptr, len) = spare_capacity(buf);
-                opcode::Read::new(Fd(*fd), ptr, len).offset(*offset).build()
-            }
             Args::Send { fd, buf } => send_entry(*fd, buf),
             Args::SendVectored { fd, bufs } => self.vectored_entry(idx, *fd, bufs),
-            Args::Write { fd, buf, offset } => {
-                opcode::Write::new(Fd(*fd), buf.as_ptr(), clamp_len(buf.len()))
-                    .offset(*offset)
-                    .build()
-            }
             Args::Shutdown { fd, how } => opcode::Shutdown::new(Fd(*fd), *how).build(),
             Args::Close { fd } => opcode::Close::new(Fd(fd.as_raw_fd())).build(),
-            Args::Fsync { fd } => opcode::Fsync::new(Fd(*fd)).build(),
-            Args::Openat {
-                dir,
-                path,
-                flags,
-                mode,
-            } => opcode::OpenAt::new(Fd(*dir), path.as_ptr())
-                .flags(*flags | libc::O_CLOEXEC)
-                .mode(*mode)
-                .build(),
+            Args::Read { .. }
+            | Args::Write { .. }
+            | Args::ReadV { .. }
+            | Args::WriteV { .. }
+            | Args::Fsync { .. }
+            | Args::Fallocate { .. }
+            | Args::Ftruncate { .. }
+            | Args::Statx { .. }
+            | Args::Openat { .. }
+            | Args::Renameat { .. }
+            | Args::Unlinkat { .. }
+            | Args::Mkdirat { .. } => self.file_entry(idx, args),
             Args::Timeout { timeout_ns } => {
                 // Relative, not `IORING_TIMEOUT_ABS`: the kernel does not translate an
                 // absolute time from a time namespace (`unshare --time`) to its own clock,
@@ -415,6 +435,7 @@ impl IoUringBackend {
         in_kernel: u32,
         stats: &mut Stats,
     ) -> io::Result<()> {
+        stats.syscalls += std::mem::take(&mut self.inline_syscalls);
         let overflow = self.ring.cq_overflow();
         if overflow {
             stats.cq_overflows += 1;
@@ -549,6 +570,7 @@ impl IoUringBackend {
     ) {
         let words = &self.wakeup_words;
         let wakeup_in_kernel = &mut self.wakeup_in_kernel;
+        let inline_results = &mut self.inline_results;
         let lent = &mut self.lent;
         let poll_next = &mut self.poll_next;
         let polling = &mut self.polling;
@@ -569,6 +591,9 @@ impl IoUringBackend {
                 n if wakeup && n >= 0 => panic!("eventfd read of {n} bytes"),
                 n => kernel_result(n),
             };
+            // A file operation run inline: its `NOP` brings the result it had.
+            let inline = std::mem::replace(&mut inline_results[idx], NO_INLINE);
+            let result = if inline == NO_INLINE { result } else { inline };
             // Only the buffer and more-to-come flags mean anything to the loop.
             let mut flags = cqe.flags & (F_BUFFER | crate::completion::F_MORE | 0xFFFF_0000);
             if flags & F_BUFFER == 0 {
