@@ -16,6 +16,7 @@
 //! ```text
 //! result backend=io_uring mode=randread depth=32 ops=262144 window_ns=3000000000
 //!        p50_ns=351000 p99_ns=480000 cpu_ns=1200000000 user_ns=100000000 commits=0
+//!        syscalls=20000
 //! ```
 //!
 //! (on one line). `ops` counts the operations (records, for the log modes) whose callback
@@ -24,7 +25,9 @@
 //! callback of the `fdatasync` that made the record durable, for the log modes); `cpu_ns` is
 //! the process's CPU time over the window, user and system, every thread counted
 //! (`CLOCK_PROCESS_CPUTIME_ID`), of which `user_ns` is the user part (split by the ratio of
-//! `/proc/self/stat`'s user and system ticks); `commits` counts a group commit's writes.
+//! `/proc/self/stat`'s user and system ticks); `commits` counts a group commit's writes;
+//! `syscalls` is the loop's count over the window (`Stats::syscalls`: on io_uring its
+//! `io_uring_enter` calls; on epoll its waits and every file operation run inline).
 //!
 //! # Modes
 //! - `randread`, `randwrite`: `--depth` operations always in flight, each a 4 KiB read or
@@ -503,9 +506,11 @@ fn run(args: &Args) -> Result<String, String> {
     let window_start = bench.window_start;
     run_until(&mut io, &mut bench, window_start)?;
     let cpu_start = cpu_now()?;
+    let syscalls_start = io.stats().syscalls;
     let window_end = bench.window_end;
     run_until(&mut io, &mut bench, window_end)?;
     let cpu_end = cpu_now()?;
+    let syscalls = io.stats().syscalls - syscalls_start;
     // What is in flight ends now (nothing more is scheduled past the window).
     if bench.error.is_none() {
         io.run_until_idle(&mut bench)
@@ -514,15 +519,16 @@ fn run(args: &Args) -> Result<String, String> {
     if let Some(error) = bench.error {
         return Err(error);
     }
-    Ok(result_line(args, &io, &bench, cpu_start, cpu_end))
+    let cpu = [cpu_start, cpu_end];
+    Ok(result_line(args, &io, &bench, cpu, syscalls))
 }
 
 fn result_line(
     args: &Args,
     io: &Io<Bench>,
     bench: &Bench,
-    cpu_start: (u64, u64, u64),
-    cpu_end: (u64, u64, u64),
+    [cpu_start, cpu_end]: [(u64, u64, u64); 2],
+    syscalls: u64,
 ) -> String {
     let cpu_ns = cpu_end.0.saturating_sub(cpu_start.0);
     let user_ticks = cpu_end.1.saturating_sub(cpu_start.1);
@@ -535,7 +541,7 @@ fn result_line(
         .as_nanos();
     format!(
         "result backend={} mode={:?} depth={} ops={} window_ns={window_ns} p50_ns={} \
-         p99_ns={} cpu_ns={cpu_ns} user_ns={user_ns} commits={}",
+         p99_ns={} cpu_ns={cpu_ns} user_ns={user_ns} commits={} syscalls={syscalls}",
         io.stats().backend,
         args.mode,
         args.depth,

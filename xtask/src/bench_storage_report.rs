@@ -35,6 +35,8 @@ pub struct Median {
     pub failure: Option<String>,
     /// Operations (records) per second.
     pub ops_per_s: f64,
+    /// The lowest and highest rate over the rounds: the spread a virtual disk gives.
+    pub ops_range: (f64, f64),
     /// Latency percentiles, µs.
     pub p50_us: Option<f64>,
     /// 99th.
@@ -49,6 +51,8 @@ pub struct Median {
     pub records_per_commit: Option<f64>,
     /// fio's appends: the `fdatasync` p50, µs.
     pub sync_p50_us: Option<f64>,
+    /// The loop's syscalls per operation.
+    pub syscalls_per_op: Option<f64>,
 }
 
 /// The medians, in the plan's order (scenario, then engine).
@@ -68,12 +72,15 @@ pub fn medians(plan: &Plan, runs: &[RunResult]) -> Vec<Median> {
                 let values: Option<Vec<f64>> = mine.iter().map(|r| f(r)).collect();
                 values.map(median)
             };
+            let rates = mine.iter().map(|r| r.ops_per_s);
+            let low = rates.clone().fold(f64::INFINITY, f64::min);
             medians.push(Median {
                 scenario: scenario.name,
                 engine: engine.name,
                 rounds: mine.len() as u32,
                 failure: mine.iter().find_map(|r| r.failure.clone()),
                 ops_per_s: of(|r| r.ops_per_s),
+                ops_range: (low, rates.fold(0.0, f64::max)),
                 p50_us: of_opt(|r| r.p50_us),
                 p99_us: of_opt(|r| r.p99_us),
                 cpu_us: of(|r| r.user_us + r.sys_us),
@@ -81,6 +88,7 @@ pub fn medians(plan: &Plan, runs: &[RunResult]) -> Vec<Median> {
                 sys_us: of(|r| r.sys_us),
                 records_per_commit: of_opt(|r| r.records_per_commit),
                 sync_p50_us: of_opt(|r| r.sync_p50_us),
+                syscalls_per_op: of_opt(|r| r.syscalls_per_op),
             });
         }
     }
@@ -151,21 +159,22 @@ fn table(plan: &Plan, setup: &Setup, medians: &[Median]) -> String {
         out.push_str("**--quick: a smoke test of the harness; do not judge these numbers.**  \n");
     }
     out.push_str(
-        "Medians over rounds. IOPS: operations, or durable records for appends, per second. \
+        "Medians over rounds (min–max: the lowest and highest round). IOPS: operations, or \
+         durable records for appends, per second. \
          Latency: schedule to callback (the loop), fio's total latency (fio); fio times an \
          append's write and its fdatasync apart, so its append rows show the fdatasync's p50 \
          in the last column instead.\n\n",
     );
     out.push_str(
-        "| scenario | engine | IOPS | p50 µs | p99 µs | CPU µs/op (user+sys) | note |\n\
-         |---|---|--:|--:|--:|--:|---|\n",
+        "| scenario | engine | IOPS | IOPS min–max | p50 µs | p99 µs | CPU µs/op (user+sys) \
+         | syscalls/op | note |\n|---|---|--:|--:|--:|--:|--:|--:|---|\n",
     );
     let opt = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1}"));
     for m in medians {
         if let Some(failure) = &m.failure {
             let _ = writeln!(
                 out,
-                "| {} | {} | FAILED: {failure} ||||| ",
+                "| {} | {} | FAILED: {failure} ||||||| ",
                 m.scenario, m.engine
             );
             continue;
@@ -175,12 +184,18 @@ fn table(plan: &Plan, setup: &Setup, medians: &[Median]) -> String {
             (None, Some(sync)) => format!("fdatasync p50 {sync:.1} µs"),
             _ => String::new(),
         };
+        let syscalls = m
+            .syscalls_per_op
+            .map_or("n/a".to_owned(), |v| format!("{v:.2}"));
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {} | {} | {:.2} ({:.2}+{:.2}) | {note} |",
+            "| {} | {} | {:.0} | {:.0}–{:.0} | {} | {} | {:.2} ({:.2}+{:.2}) | {syscalls} \
+             | {note} |",
             m.scenario,
             m.engine,
             m.ops_per_s,
+            m.ops_range.0,
+            m.ops_range.1,
             opt(m.p50_us),
             opt(m.p99_us),
             m.cpu_us,
@@ -262,7 +277,8 @@ fn fields(m: &Median) -> String {
         "\"scenario\": {}, \"engine\": {}, \"rounds\": {}, \"failed\": {}, \"failure\": {}, \
          \"ops_per_s\": {}, \"p50_us\": {}, \"p99_us\": {}, \"cpu_us_per_op\": {}, \
          \"user_us_per_op\": {}, \"sys_us_per_op\": {}, \"records_per_commit\": {}, \
-         \"fio_fdatasync_p50_us\": {}",
+         \"fio_fdatasync_p50_us\": {}, \"syscalls_per_op\": {}, \"ops_per_s_min\": {}, \
+         \"ops_per_s_max\": {}",
         quoted(m.scenario),
         quoted(m.engine),
         m.rounds,
@@ -276,6 +292,9 @@ fn fields(m: &Median) -> String {
         number(Some(m.sys_us)),
         number(m.records_per_commit),
         number(m.sync_p50_us),
+        number(m.syscalls_per_op),
+        number(Some(m.ops_range.0)),
+        number(Some(m.ops_range.1)),
     )
 }
 
@@ -300,6 +319,7 @@ fn json(plan: &Plan, setup: &Setup, runs: &[RunResult], medians: &[Median]) -> S
                 rounds: 1,
                 failure: r.failure.clone(),
                 ops_per_s: r.ops_per_s,
+                ops_range: (r.ops_per_s, r.ops_per_s),
                 p50_us: r.p50_us,
                 p99_us: r.p99_us,
                 cpu_us: r.user_us + r.sys_us,
@@ -307,6 +327,7 @@ fn json(plan: &Plan, setup: &Setup, runs: &[RunResult], medians: &[Median]) -> S
                 sys_us: r.sys_us,
                 records_per_commit: r.records_per_commit,
                 sync_p50_us: r.sync_p50_us,
+                syscalls_per_op: r.syscalls_per_op,
             };
             let common = fields(&as_median);
             format!(

@@ -45,6 +45,8 @@ pub struct RunResult {
     pub records_per_commit: Option<f64>,
     /// fio's append: the median `fdatasync` latency, µs, timed apart from the write.
     pub sync_p50_us: Option<f64>,
+    /// The loop's syscalls per operation (`Stats::syscalls`); `None` for fio.
+    pub syscalls_per_op: Option<f64>,
 }
 
 /// Runs the plan, printing progress on stderr; engines that cannot run here (fio missing,
@@ -285,6 +287,7 @@ fn parse_program(stdout: &str, backend: &str) -> Result<RunResult, String> {
         user_us: user_ns / ops / 1e3,
         sys_us: (cpu_ns - user_ns) / ops / 1e3,
         records_per_commit: (commits > 0.0).then(|| ops / commits),
+        syscalls_per_op: Some(field("syscalls")? / ops),
         ..RunResult::default()
     })
 }
@@ -328,7 +331,8 @@ mod tests {
     #[test]
     fn program_line_is_read() {
         let line = "result backend=io_uring mode=group depth=4 ops=3000 window_ns=1000000000 \
-                    p50_ns=400000 p99_ns=900000 cpu_ns=30000000 user_ns=6000000 commits=750";
+                    p50_ns=400000 p99_ns=900000 cpu_ns=30000000 user_ns=6000000 commits=750 \
+                    syscalls=1500";
         let run = parse_program(line, "io_uring").unwrap();
         assert_eq!(run.ops, 3000);
         assert_eq!(run.ops_per_s, 3000.0);
@@ -336,6 +340,7 @@ mod tests {
         assert_eq!(run.user_us, 2.0);
         assert_eq!(run.sys_us, 8.0);
         assert_eq!(run.records_per_commit, Some(4.0));
+        assert_eq!(run.syscalls_per_op, Some(0.5));
         let fallback = parse_program(line, "epoll").unwrap_err();
         assert!(fallback.contains("fallback"), "{fallback}");
         assert!(parse_program("nothing", "epoll").is_err());
