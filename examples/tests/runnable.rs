@@ -1,7 +1,8 @@
-//! The small examples (`taste`, `files`, `timeouts`) run to success on every backend: each
-//! checks its own results and exits non-zero if one is wrong, so running it is its test.
-//! `storage_bench` runs each of its modes briefly on every backend (its figures unjudged).
-//! `cargo test` builds examples before running tests; this finds them beside its own binary.
+//! The small examples (`taste`, `files`, `direct`, `storage_taste`, `timeouts`) run to
+//! success on every backend: each checks its own results and exits non-zero if one is wrong,
+//! so running it is its test. `storage_bench` runs each of its modes briefly on every
+//! backend (its figures unjudged). `cargo test` builds examples before running tests; this
+//! finds them beside its own binary.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -57,6 +58,48 @@ fn files_writes_flushes_reads_back_and_closes() {
     for stdout in run("files") {
         assert!(stdout.contains("read them back and closed it"), "{stdout}");
     }
+}
+
+#[test]
+fn direct_replaces_a_file_atomically_with_direct_io() {
+    for stdout in run("direct") {
+        if stdout.contains("skipped") {
+            // Only a file system without O_DIRECT may skip: tmpfs before Linux 6.6 (the
+            // kernel matrix's VMs), never the disks this suite runs on elsewhere.
+            let fs = Command::new("stat").args(["-f", "-c", "%T", "."]).output();
+            let fs = fs.map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+            let fs = fs.unwrap_or_default();
+            assert!(
+                !matches!(fs.as_str(), "ext2/ext3" | "xfs" | "btrfs"),
+                "{fs}: {stdout}"
+            );
+            continue;
+        }
+        assert!(stdout.contains("with one"), "{stdout}");
+    }
+}
+
+#[test]
+fn storage_taste_appends_durable_records() {
+    for stdout in run("storage_taste") {
+        if stdout.contains("skipped") {
+            assert!(!on_a_disk(), "{stdout}");
+            continue;
+        }
+        assert!(stdout.contains("appended two durable records"), "{stdout}");
+    }
+}
+
+/// Whether the working directory is on a file system known to take `O_DIRECT` (ext4, XFS,
+/// Btrfs): an example may skip direct I/O only elsewhere (tmpfs before Linux 6.6, as in the
+/// kernel matrix's VMs).
+fn on_a_disk() -> bool {
+    let fs = Command::new("stat").args(["-f", "-c", "%T", "."]).output();
+    let fs = fs.map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    matches!(
+        fs.unwrap_or_default().as_str(),
+        "ext2/ext3" | "xfs" | "btrfs"
+    )
 }
 
 #[test]

@@ -27,6 +27,8 @@ const CORE_MODULES: &[(&str, u32)] = &[
     ("clock", 0),
     ("timer", 0),
     ("waker", 0),
+    ("aligned", 0),
+    ("filebuf", 1),
     ("outbuf", 1),
     ("options", 1),
     ("operation", 2),

@@ -35,6 +35,8 @@ pub struct Options {
     /// The receive buffer pool of [`crate::Io::recv_pooled`] and
     /// [`crate::Io::recv_multishot`].
     pub pool: PoolOptions,
+    /// Registered buffers for file I/O (default: none).
+    pub registered: RegisteredOptions,
     /// epoll: wait with `epoll_pwait2` (nanosecond timeouts) where the kernel has it. `false`
     /// forces `epoll_wait`, whose millisecond timeouts are rounded up (never early), as on
     /// kernels before 5.11.
@@ -58,6 +60,30 @@ impl PoolOptions {
     /// `buffers` buffers of `buffer_size` bytes (`PoolOptions::new(0, 0)`: no pool).
     pub const fn new(buffers: u32, buffer_size: u32) -> PoolOptions {
         PoolOptions {
+            buffers,
+            buffer_size,
+        }
+    }
+}
+
+/// Registered buffers for file I/O ([`crate::Io::registered_buf`]): `buffers` page-aligned
+/// buffers of `buffer_size` bytes, allocated once at `Io::new` and, on io_uring, registered
+/// with the kernel once, so that a read or write from one skips pinning its pages on every
+/// operation (`READ_FIXED`, `WRITE_FIXED`). On epoll, kqueue and the simulator they are
+/// plain aligned buffers, and the same program runs. `buffers == 0` (the default): none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RegisteredOptions {
+    /// How many buffers (at most 16384, the kernel's limit).
+    pub buffers: u32,
+    /// Bytes per buffer: a multiple of 4096, at most 1 GiB.
+    pub buffer_size: u32,
+}
+
+impl RegisteredOptions {
+    /// `buffers` buffers of `buffer_size` bytes (`RegisteredOptions::new(0, 0)`: none).
+    pub const fn new(buffers: u32, buffer_size: u32) -> RegisteredOptions {
+        RegisteredOptions {
             buffers,
             buffer_size,
         }
@@ -128,6 +154,7 @@ pub struct UringOptions {
 impl Options {
     /// `ops_max` operations in flight and these defaults:
     /// - `backend: None` (automatic selection);
+    /// - `registered: RegisteredOptions { buffers: 0, buffer_size: 0 }`: no registered buffers;
     /// - `pool: PoolOptions { buffers: 0, buffer_size: 0 }`: no pool, so pooled receives are
     ///   refused until one is configured;
     /// - `epoll_pwait2: true`;
@@ -145,6 +172,7 @@ impl Options {
             backend: None,
             epoll_pwait2: true,
             pool: PoolOptions::new(0, 0),
+            registered: RegisteredOptions::new(0, 0),
             uring: UringOptions {
                 sq_entries: if sq_entries == 0 { 1 } else { sq_entries },
                 single_issuer: true,
@@ -180,6 +208,15 @@ impl Options {
         }
         if self.uring.sq_entries > 32_768 {
             return Err("uring.sq_entries must be at most 32768 (the kernel's limit)");
+        }
+        if self.registered.buffers > 16_384 {
+            return Err("registered.buffers must be at most 16384");
+        }
+        let size = self.registered.buffer_size;
+        if self.registered.buffers > 0
+            && (size == 0 || !size.is_multiple_of(4096) || size > 1 << 30)
+        {
+            return Err("registered.buffer_size must be a multiple of 4096, at most 1 GiB");
         }
         if self.pool.buffers > 32_768 {
             return Err("pool.buffers must be at most 32768");

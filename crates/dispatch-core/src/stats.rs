@@ -118,6 +118,10 @@ pub struct UringFeatures {
     /// `FTRUNCATE` 6.9); the others run in the loop's thread. 0 when masked
     /// (`UringOptions::file_opcodes`).
     pub file_opcodes: u32,
+    /// The loop's registered buffers (`Options::registered`) were registered with the
+    /// kernel (`IORING_REGISTER_BUFFERS`): reads and writes from them are `READ_FIXED` and
+    /// `WRITE_FIXED`. `false` without any, or where the kernel refused them.
+    pub registered_buffers: bool,
     /// Set-up flags asked for that the kernel refused (`EINVAL`), dropped one at a time,
     /// newest kernel feature first, until a ring could be created; 0 when none was. A bit
     /// set per flag: `STEPPED_DOWN_*`.

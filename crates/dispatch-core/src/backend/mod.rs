@@ -40,6 +40,9 @@ pub(crate) mod sim;
 
 use std::io;
 
+use std::sync::Arc;
+
+use crate::aligned::RegisteredSet;
 use crate::clock::Clock;
 use crate::error::InitError;
 use crate::operation::Args;
@@ -81,6 +84,9 @@ type KqueueEngine = readiness::Engine<readiness::kqueue::KqueuePoller<sys_kqueue
 type KqueueFakeEngine = readiness::Engine<readiness::kqueue::KqueuePoller<sys_kqueue::Fake>>;
 
 /// The backend an `Io` runs on, chosen at `Io::new`.
+// One per loop, made once and never moved on the hot path: boxing the big variant would only
+// add an indirection to every call.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Backend {
     #[cfg(target_os = "linux")]
     IoUring(io_uring::IoUringBackend),
@@ -251,6 +257,17 @@ impl Backend {
             #[allow(unreachable_patterns)]
             other => Err(InitError::UnsupportedBackend(other)),
         }
+    }
+
+    /// Registers the loop's registered buffers with the kernel (io_uring); elsewhere they
+    /// stay plain aligned buffers.
+    pub(crate) fn register_buffers(&mut self, set: &Arc<RegisteredSet>) {
+        #[cfg(target_os = "linux")]
+        if let Backend::IoUring(backend) = self {
+            backend.register_buffers(set);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = set;
     }
 
     pub(crate) fn kind(&self) -> BackendKind {

@@ -1,6 +1,6 @@
 //! The file operations of `Io`: reads and writes at an offset (plain and vectored, into
-//! `Vec<u8>` or [`AlignedBuf`](crate::AlignedBuf) for direct I/O), the flushes, and the metadata steps a storage
-//! engine takes (preallocate, truncate, stat, open, rename, unlink, make a directory).
+//! `Vec<u8>` or [`crate::AlignedBuf`] for direct I/O), the flushes, and the metadata steps a
+//! storage engine takes (preallocate, truncate, stat, open, rename, unlink, make a directory).
 //!
 //! On io_uring each is one SQE of its own opcode where the kernel has it; the ones a kernel
 //! lacks (probed at `Io::new`, or masked by `UringOptions::file_opcodes`) run as a syscall
@@ -20,15 +20,15 @@ impl<C> Io<C> {
     /// Reads into `buf`'s spare capacity (`buf[len..capacity]`) from file offset `offset`;
     /// the callback gets the byte count (0 at end of file) and `buf` with its length extended
     /// by it. `offset` `u64::MAX` reads at the file's current position and advances it, on
-    /// every backend. `buf` is a `Vec<u8>` or an [`AlignedBuf`](crate::AlignedBuf) ([`IoBuf`]), and comes back as
-    /// it went in.
+    /// every backend. `buf` is a `Vec<u8>` or an [`crate::AlignedBuf`] ([`IoBuf`]), and
+    /// comes back as it went in.
     ///
     /// # Direct I/O
     /// On a file opened with `O_DIRECT` the kernel moves the bytes between the device and
     /// `buf` without the page cache, and asks that the spare capacity's address, `offset`
     /// and the length all be multiples of the device's block size ([`Io::statx`] reports
     /// what the file system asks: [`crate::FileStat::dio_mem_align`] and
-    /// `dio_offset_align`). Use an [`AlignedBuf`](crate::AlignedBuf) of a block-multiple capacity, cleared
+    /// `dio_offset_align`). Use an [`crate::AlignedBuf`] of a block-multiple capacity, cleared
     /// before each read. A misaligned request is not fixed up: the kernel's `EINVAL` comes
     /// to the callback as it is, on every backend, because quietly bouncing through an
     /// aligned copy would hide the cost the program chose direct I/O to avoid.
@@ -89,7 +89,7 @@ impl<C> Io<C> {
 
     /// Writes `buf[..]` at file offset `offset`; the callback gets the byte count written
     /// (possibly short) and `buf`. `offset` `u64::MAX` writes at the file's current position
-    /// and advances it, on every backend. `buf` is a `Vec<u8>` or an [`AlignedBuf`](crate::AlignedBuf); for
+    /// and advances it, on every backend. `buf` is a `Vec<u8>` or an [`crate::AlignedBuf`]; for
     /// `O_DIRECT` see "Direct I/O" on [`Io::read`]. As with [`Io::read`], offsets belong to
     /// seekable files: on a pipe io_uring ignores any other `offset` while epoll and kqueue
     /// fail with `ESPIPE`; at `u64::MAX` every backend writes. On epoll and kqueue the write
@@ -374,6 +374,8 @@ impl<C> Io<C> {
     ///
     /// # Errors
     /// When every slot is in flight; the error returns both paths.
+    // The arguments of renameat2(2), in its order.
+    #[allow(clippy::too_many_arguments)]
     pub fn renameat(
         &mut self,
         tag: Tag,

@@ -9,6 +9,7 @@ mod chaos;
 mod deadline;
 mod drop_in_flight;
 mod fallback;
+mod files;
 mod misuse;
 mod model;
 mod ops;
@@ -43,6 +44,7 @@ pub mod check {
             options.uring.pbuf_ring = false;
             options.uring.multishot = false;
             options.uring.ext_arg = false;
+            options.uring.file_opcodes = false;
         }
         match Io::new(&options) {
             Ok(io) => Some(io),
@@ -64,8 +66,9 @@ pub mod check {
 
     /// The environment variable that masks kernel features the loop would otherwise use,
     /// so that the whole suite runs its fallbacks on this kernel: `uring-extras` makes the
-    /// io_uring backend do without provided-buffer rings, multishot receive and accept, and
-    /// `EXT_ARG` wait timeouts, as on kernels before 5.19 (before 5.11 for `EXT_ARG`).
+    /// io_uring backend do without provided-buffer rings, multishot receive and accept,
+    /// `EXT_ARG` wait timeouts and the optional file opcodes (run in the loop's thread), as
+    /// on kernels before 5.19 (before 5.11 for `EXT_ARG`, 5.1 for the file opcodes).
     pub const MASK_ENV: &str = "DISPATCH_CORE_TEST_MASK";
 
     /// Whether [`MASK_ENV`] masks io_uring's extras; any other value is a mistake.

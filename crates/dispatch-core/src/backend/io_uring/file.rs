@@ -10,7 +10,10 @@ use sys_uring::types::{Fd, FsyncFlags};
 
 use super::{clamp_len, IoUringBackend};
 use crate::backend::file;
-use crate::filebuf::BytesList;
+use std::sync::Arc;
+
+use crate::aligned::RegisteredSet;
+use crate::filebuf::{Bytes, BytesList};
 use crate::operation::Args;
 use crate::outbuf::GATHER_MAX;
 use crate::stats::Stats;
@@ -24,6 +27,9 @@ const STATX: u16 = 1 << 4;
 const RENAMEAT: u16 = 1 << 5;
 const UNLINKAT: u16 = 1 << 6;
 const MKDIRAT: u16 = 1 << 7;
+
+/// Every optional file opcode.
+const ALL: u16 = (1 << 8) - 1;
 
 /// Each optional file opcode and its bit.
 const OPTIONAL: [(u8, u16); 8] = [
@@ -54,6 +60,11 @@ impl FileOpcodes {
         FileOpcodes(bits)
     }
 
+    /// Whether some optional file opcode runs inline (a kernel that lacks one, or the mask).
+    pub(super) fn any_inline(self) -> bool {
+        self.0 != ALL
+    }
+
     /// How many of the optional file opcodes the kernel runs (for `UringFeatures`).
     pub(super) fn count(self) -> u32 {
         self.0.count_ones()
@@ -80,29 +91,59 @@ impl FileOpcodes {
 pub(super) const NO_INLINE: i32 = i32::MIN;
 
 impl IoUringBackend {
+    /// Registers `set` with the kernel, once; where the kernel refuses (the locked-memory
+    /// limit, say) the buffers stay plain, and `UringFeatures::registered_buffers` says so.
+    pub(crate) fn register_buffers(&mut self, set: &Arc<RegisteredSet>) {
+        assert!(self.fixed.is_none(), "buffers registered twice");
+        // SAFETY: the backend keeps an `Arc` of the set, so its memory outlives the ring;
+        // fixed operations name a buffer's own index with its own range (`file_entry`).
+        match unsafe { self.ring.register_buffers(&set.iovecs()) } {
+            Ok(()) => self.fixed = Some(Arc::clone(set)),
+            Err(error) => eprintln!("dispatch-loop: registered buffers stay plain: {error}"),
+        }
+    }
+
     /// The SQE of a file operation; one the kernel lacks runs now, and a `NOP` stands in for
     /// it (its result kept in `inline_results[idx]` for the reap).
+    // Kept out of `entry`'s body: the network operations' SQEs are built without its code
+    // in the way (inlined, it doubled the SQE copies of every push).
+    #[inline(never)]
     pub(super) fn file_entry(&mut self, idx: u32, args: &mut Args) -> Entry {
         if self.file_opcodes.inline(args) {
             let mut stats = Stats::new(crate::stats::BackendKind::IoUring, None);
             let result = file::perform(args, &mut stats);
             self.inline_syscalls += stats.syscalls;
             assert_ne!(result, NO_INLINE);
-            self.inline_results[idx as usize] = result;
+            let slot = &mut self.inline_results[idx as usize];
+            assert_eq!(*slot, NO_INLINE, "slot {idx} ran inline twice");
+            *slot = result;
+            self.inline_pending += 1;
             return opcode::Nop::new().build();
         }
         match args {
             Args::Read { fd, buf, offset } => {
+                let index = self.fixed_index(buf);
                 let (ptr, len) = buf.spare_raw();
-                opcode::Read::new(Fd(*fd), ptr, clamp_len(len))
-                    .offset(*offset)
-                    .build()
+                let len = clamp_len(len);
+                match index {
+                    Some(index) => opcode::ReadFixed::new(Fd(*fd), ptr, len, index)
+                        .offset(*offset)
+                        .build(),
+                    None => opcode::Read::new(Fd(*fd), ptr, len).offset(*offset).build(),
+                }
             }
             Args::Write { fd, buf, offset } => {
+                let index = self.fixed_index(buf);
                 let (ptr, len) = buf.filled_raw();
-                opcode::Write::new(Fd(*fd), ptr, clamp_len(len))
-                    .offset(*offset)
-                    .build()
+                let len = clamp_len(len);
+                match index {
+                    Some(index) => opcode::WriteFixed::new(Fd(*fd), ptr, len, index)
+                        .offset(*offset)
+                        .build(),
+                    None => opcode::Write::new(Fd(*fd), ptr, len)
+                        .offset(*offset)
+                        .build(),
+                }
             }
             Args::ReadV {
                 fd,
@@ -136,6 +177,16 @@ impl IoUringBackend {
                 opcode::Fsync::new(Fd(*fd)).flags(flags).build()
             }
             _ => metadata_entry(args),
+        }
+    }
+
+    /// The registered index of `buf`, if it is one of this loop's registered buffers (the
+    /// kernel checks the address range against that buffer's; one of another loop's set is
+    /// a plain buffer here).
+    fn fixed_index(&self, buf: &Bytes) -> Option<u16> {
+        match (buf, &self.fixed) {
+            (Bytes::Aligned(buf), Some(set)) => buf.index_in(set),
+            _ => None,
         }
     }
 
