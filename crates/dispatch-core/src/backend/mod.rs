@@ -421,6 +421,16 @@ impl Backend {
         })
     }
 
+    /// Pooled receives wait for buffers: io_uring lends the kernel more of the pool.
+    pub(crate) fn pool_starved(&mut self, pool: &mut Pool) {
+        #[cfg(target_os = "linux")]
+        if let Backend::IoUring(backend) = self {
+            backend.pool_starved(pool);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = pool;
+    }
+
     /// Takes back the pool buffers whose handles were dropped; how many.
     pub(crate) fn recycle(&mut self, pool: &mut Pool) -> u32 {
         each!(self, backend => backend.recycle(pool))

@@ -52,7 +52,7 @@ impl<C> Drop for Io<C> {
             }
             return;
         }
-        for idx in 0..self.slots.capacity() {
+        for idx in 0..self.slots.touched() {
             if self.slots[idx].state == State::Held {
                 // A cancel whose target came back in the drain: nothing to answer.
                 self.slots[idx].state = State::Free;
@@ -172,7 +172,7 @@ impl<C> Io<C> {
 
     /// For `Drop`: asks the backend to cancel every operation the kernel holds.
     fn cancel_for_drop(&mut self) {
-        for idx in 0..self.slots.capacity() {
+        for idx in 0..self.slots.touched() {
             if self.slots[idx].state != State::Kernel {
                 continue;
             }

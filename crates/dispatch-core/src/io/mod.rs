@@ -544,6 +544,9 @@ impl<C> Io<C> {
         let Some(pool) = self.pool.as_mut() else {
             return;
         };
+        if !self.buffer_wait.is_empty() {
+            self.backend.pool_starved(pool);
+        }
         let recycled = self.backend.recycle(pool);
         assert!(recycled <= self.pool_lent, "more buffers back than lent");
         self.pool_lent -= recycled;

@@ -8,7 +8,8 @@ use sys_uring::opcode;
 use sys_uring::squeue::Entry;
 use sys_uring::types::{Fd, FsyncFlags};
 
-use super::{clamp_len, IoUringBackend};
+use super::sqe::{clamp_len, slot_entry, Gather};
+use super::IoUringBackend;
 use crate::backend::file;
 use std::sync::Arc;
 
@@ -48,8 +49,20 @@ const OPTIONAL: [(u8, u16); 8] = [
 pub(super) struct FileOpcodes(u16);
 
 impl FileOpcodes {
+    /// The opcodes `ring`'s kernel has; none when `enabled` is off (the mask). A kernel that
+    /// cannot say (before 5.6) has none but the vectored pair: all run inline there.
+    pub(super) fn probe(ring: &sys_uring::Ring, enabled: bool) -> FileOpcodes {
+        let opcodes = ring.opcodes().ok();
+        let supports = |code| {
+            opcodes
+                .as_ref()
+                .is_some_and(|probe| probe.is_supported(code))
+        };
+        FileOpcodes::probed(supports, enabled)
+    }
+
     /// The opcodes the kernel `supports`; none when `enabled` is off (the mask).
-    pub(super) fn probed(supports: impl Fn(u8) -> bool, enabled: bool) -> FileOpcodes {
+    fn probed(supports: impl Fn(u8) -> bool, enabled: bool) -> FileOpcodes {
         if !enabled {
             return FileOpcodes(0);
         }
@@ -115,36 +128,14 @@ impl IoUringBackend {
             self.inline_syscalls += stats.syscalls;
             assert_ne!(result, NO_INLINE);
             let slot = &mut self.inline_results[idx as usize];
-            assert_eq!(*slot, NO_INLINE, "slot {idx} ran inline twice");
-            *slot = result;
+            assert_eq!(*slot, 0, "slot {idx} ran inline twice");
+            // Stored with its top bit flipped, so that "none" is 0 (a zeroed table).
+            *slot = result ^ NO_INLINE;
             self.inline_pending += 1;
             return opcode::Nop::new().build();
         }
         match args {
-            Args::Read { fd, buf, offset } => {
-                let index = self.fixed_index(buf);
-                let (ptr, len) = buf.spare_raw();
-                let len = clamp_len(len);
-                match index {
-                    Some(index) => opcode::ReadFixed::new(Fd(*fd), ptr, len, index)
-                        .offset(*offset)
-                        .build(),
-                    None => opcode::Read::new(Fd(*fd), ptr, len).offset(*offset).build(),
-                }
-            }
-            Args::Write { fd, buf, offset } => {
-                let index = self.fixed_index(buf);
-                let (ptr, len) = buf.filled_raw();
-                let len = clamp_len(len);
-                match index {
-                    Some(index) => opcode::WriteFixed::new(Fd(*fd), ptr, len, index)
-                        .offset(*offset)
-                        .build(),
-                    None => opcode::Write::new(Fd(*fd), ptr, len)
-                        .offset(*offset)
-                        .build(),
-                }
-            }
+            Args::Read { .. } | Args::Write { .. } => self.rw_entry(args),
             Args::ReadV {
                 fd,
                 bufs,
@@ -180,6 +171,38 @@ impl IoUringBackend {
         }
     }
 
+    /// A read or write: `READ_FIXED`/`WRITE_FIXED` from one of this loop's registered
+    /// buffers, else `READ`/`WRITE`.
+    fn rw_entry(&self, args: &mut Args) -> Entry {
+        match args {
+            Args::Read { fd, buf, offset } => {
+                let index = self.fixed_index(buf);
+                let (ptr, len) = buf.spare_raw();
+                let len = clamp_len(len);
+                match index {
+                    Some(index) => opcode::ReadFixed::new(Fd(*fd), ptr, len, index)
+                        .offset(*offset)
+                        .build(),
+                    None => opcode::Read::new(Fd(*fd), ptr, len).offset(*offset).build(),
+                }
+            }
+            Args::Write { fd, buf, offset } => {
+                let index = self.fixed_index(buf);
+                let (ptr, len) = buf.filled_raw();
+                let len = clamp_len(len);
+                match index {
+                    Some(index) => opcode::WriteFixed::new(Fd(*fd), ptr, len, index)
+                        .offset(*offset)
+                        .build(),
+                    None => opcode::Write::new(Fd(*fd), ptr, len)
+                        .offset(*offset)
+                        .build(),
+                }
+            }
+            other => unreachable!("{} is not a read or write", other.label()),
+        }
+    }
+
     /// The registered index of `buf`, if it is one of this loop's registered buffers (the
     /// kernel checks the address range against that buffer's; one of another loop's set is
     /// a plain buffer here).
@@ -198,7 +221,7 @@ impl IoUringBackend {
         bufs: &mut BytesList,
         read: bool,
     ) -> (*const libc::iovec, u32) {
-        let gather = self.gathers[idx as usize].get_or_insert_with(super::Gather::new);
+        let gather = slot_entry(&mut self.gathers, idx, || None).get_or_insert_with(Gather::new);
         let n = bufs.len().min(GATHER_MAX);
         for (i, iov) in gather.iov.iter_mut().enumerate().take(n) {
             let (base, len) = match read {
