@@ -1,7 +1,8 @@
 //! The small examples (`taste`, `files`, `direct`, `storage_taste`, `timeouts`) run to
 //! success on every backend: each checks its own results and exits non-zero if one is wrong,
-//! so running it is its test. `cargo test` builds examples before running tests; this finds
-//! them beside its own binary.
+//! so running it is its test. `storage_bench` runs each of its modes briefly on every
+//! backend (its figures unjudged). `cargo test` builds examples before running tests; this
+//! finds them beside its own binary.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -106,4 +107,37 @@ fn timeouts_fire_in_order_and_deadlines_cancel() {
     for stdout in run("timeouts") {
         assert!(stdout.contains("cancelling it afterwards"), "{stdout}");
     }
+}
+
+/// Each mode of the storage benchmark, briefly, on every backend, on a 1 MiB file in cargo's
+/// temporary directory for tests (under the target directory: a disk, where `O_DIRECT`
+/// works; where the filesystem refuses it, the test says so and skips). It checks that each
+/// run ends well and prints its `result` line; how many operations fit in the window is not
+/// judged.
+#[test]
+fn storage_bench_runs_every_mode() {
+    let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("storage_bench.file");
+    std::fs::write(&file, vec![0x5a; 1 << 20]).unwrap();
+    for backend in backends() {
+        for mode in ["randread", "randwrite", "append", "group"] {
+            let output = Command::new(example_path("storage_bench"))
+                .env("DISPATCH_BACKEND", backend)
+                .arg(format!("--file={}", file.display()))
+                .args([&format!("--mode={mode}"), "--depth=4"])
+                .args(["--seconds=0.05", "--warmup=0"])
+                .output()
+                .expect("the examples are built by cargo test");
+            let stdout = String::from_utf8(output.stdout).unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if !output.status.success() && stderr.contains("Invalid argument") {
+                let dir = file.parent().unwrap().display();
+                return eprintln!("skipped: {dir} refuses O_DIRECT: {stderr}");
+            }
+            assert!(output.status.success(), "{mode} on {backend}: {stderr}");
+            let line = format!("mode={mode} depth=4 ops=");
+            assert!(stdout.starts_with("result backend="), "{stdout}");
+            assert!(stdout.contains(&line), "{mode} on {backend}: {stdout}");
+        }
+    }
+    std::fs::remove_file(&file).unwrap();
 }
