@@ -46,8 +46,9 @@
 //! size. A short read or write, or any error, ends the run with a message and exit status 1:
 //! its figures are not printed.
 //!
-//! `--workers N` asks for file worker threads on epoll (`Options::file_workers`, being built
-//! in another branch); until this branch has that field, `N > 0` is refused.
+//! `--workers N` sets `Options::file_workers` (epoll and kqueue: file operations on `N`
+//! worker threads; 0, this program's default, runs them inline; io_uring ignores it), and
+//! `syscalls` then counts the workers' too (`Stats::worker_syscalls`).
 #![forbid(unsafe_code)]
 
 use std::ffi::CString;
@@ -487,17 +488,9 @@ fn run(args: &Args) -> Result<String, String> {
     if !(args.seconds > 0.0 && args.warmup >= 0.0) {
         return Err("--seconds must be above 0 and --warmup at least 0".into());
     }
-    if args.workers > 0 {
-        return Err(format!(
-            "--workers {}: file worker threads (Options::file_workers) are not in this build",
-            args.workers
-        ));
-    }
     let (file, blocks) = open(&args.file)?;
-    let options = Options::new(args.depth + 1);
-    // WIRE-UP (file workers, issue 18 part 4): once `Options::file_workers` exists, make
-    // `options` mutable, uncomment the next line and drop the `--workers` refusal above.
-    // options.file_workers = args.workers;
+    let mut options = Options::new(args.depth + 1);
+    options.file_workers = args.workers;
     let mut io: Io<Bench> = Io::new(&options).map_err(|e| e.to_string())?;
     let mut bench = bench_for(args, file.as_raw_fd(), blocks)?;
     for tag in 0..Tag::from(args.depth) {
@@ -506,11 +499,11 @@ fn run(args: &Args) -> Result<String, String> {
     let window_start = bench.window_start;
     run_until(&mut io, &mut bench, window_start)?;
     let cpu_start = cpu_now()?;
-    let syscalls_start = io.stats().syscalls;
+    let syscalls_start = io.stats().syscalls + io.stats().worker_syscalls;
     let window_end = bench.window_end;
     run_until(&mut io, &mut bench, window_end)?;
     let cpu_end = cpu_now()?;
-    let syscalls = io.stats().syscalls - syscalls_start;
+    let syscalls = io.stats().syscalls + io.stats().worker_syscalls - syscalls_start;
     // What is in flight ends now (nothing more is scheduled past the window).
     if bench.error.is_none() {
         io.run_until_idle(&mut bench)

@@ -71,10 +71,11 @@ pub enum EngineKind {
     /// loop on epoll, whose file operations run inline), `depth` jobs for appends (one per
     /// caller, each syncing its own records).
     FioPsync,
-    /// The program, one record per `fdatasync` for appends, on `backend`.
-    Loop { backend: &'static str },
-    /// The program's group commit (appends only), on `backend`.
-    Group { backend: &'static str },
+    /// The program, one record per `fdatasync` for appends, on `backend`, with `workers`
+    /// file worker threads (`Options::file_workers`; epoll only, 0: inline).
+    Loop { backend: &'static str, workers: u32 },
+    /// The program's group commit (appends only), on `backend`, with `workers`.
+    Group { backend: &'static str, workers: u32 },
 }
 
 /// An engine measured.
@@ -92,23 +93,44 @@ pub const FIO_URING: &str = "fio-uring";
 pub const FIO_PSYNC: &str = "fio-psync";
 
 /// Every engine, in the order each round runs them.
-pub const ENGINES: [Engine; 6] = [
+pub const ENGINES: [Engine; 7] = [
     engine(FIO_URING, EngineKind::FioUring),
     engine(FIO_PSYNC, EngineKind::FioPsync),
     engine(
         "loop-uring",
         EngineKind::Loop {
             backend: "io_uring",
+            workers: 0,
         },
     ),
-    engine("loop-epoll", EngineKind::Loop { backend: "epoll" }),
+    engine(
+        "loop-epoll",
+        EngineKind::Loop {
+            backend: "epoll",
+            workers: 0,
+        },
+    ),
+    engine(
+        "loop-epoll-w1",
+        EngineKind::Loop {
+            backend: "epoll",
+            workers: 1,
+        },
+    ),
     engine(
         "group-uring",
         EngineKind::Group {
             backend: "io_uring",
+            workers: 0,
         },
     ),
-    engine("group-epoll", EngineKind::Group { backend: "epoll" }),
+    engine(
+        "group-epoll",
+        EngineKind::Group {
+            backend: "epoll",
+            workers: 1,
+        },
+    ),
 ];
 
 const fn engine(name: &'static str, kind: EngineKind) -> Engine {
@@ -124,7 +146,7 @@ impl Engine {
         match self.kind {
             EngineKind::FioUring => !append,
             EngineKind::FioPsync => true,
-            EngineKind::Loop { backend } => backend == "io_uring" || !append,
+            EngineKind::Loop { backend, .. } => backend == "io_uring" || !append,
             EngineKind::Group { .. } => append,
         }
     }

@@ -256,6 +256,9 @@ fn verdicts(plan: &Plan, medians: &[Median]) -> String {
             let iops = ratio(s, "loop-epoll", FIO_PSYNC, |m| Some(m.ops_per_s));
             let target = format!("loop-epoll (inline, 1 thread) IOPS ≥ {FIO_PSYNC} (1 job)");
             line(target, verdict(iops, |r| 1.0 <= r));
+            let iops = ratio(s, "loop-epoll-w1", FIO_PSYNC, |m| Some(m.ops_per_s));
+            let target = format!("loop-epoll-w1 (1 file worker) IOPS ≥ {FIO_PSYNC} (1 job)");
+            line(target, verdict(iops, |r| 1.0 <= r));
             continue;
         }
         for mine in ["group-uring", "group-epoll", "loop-uring"] {

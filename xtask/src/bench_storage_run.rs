@@ -101,8 +101,12 @@ fn run_one(
         .map_err(|e| format!("{}: {e}", log.display()))
         .and_then(|log| match kind {
             EngineKind::FioUring | EngineKind::FioPsync => fio(plan, setup, scenario, kind, log),
-            EngineKind::Loop { backend } => program(plan, setup, scenario, backend, false, log),
-            EngineKind::Group { backend } => program(plan, setup, scenario, backend, true, log),
+            EngineKind::Loop { backend, workers } => {
+                program(plan, setup, scenario, (backend, workers), false, log)
+            }
+            EngineKind::Group { backend, workers } => {
+                program(plan, setup, scenario, (backend, workers), true, log)
+            }
         });
     measured.unwrap_or_else(|failure| RunResult {
         failure: Some(failure),
@@ -228,7 +232,7 @@ fn program(
     plan: &Plan,
     setup: &Setup,
     scenario: Scenario,
-    backend: &str,
+    (backend, workers): (&str, u32),
     group: bool,
     log: File,
 ) -> Result<RunResult, String> {
@@ -246,6 +250,7 @@ fn program(
         .arg(format!("--depth={}", scenario.depth))
         .arg(format!("--seconds={}", plan.duration_s))
         .arg(format!("--warmup={}", plan.warmup_s))
+        .arg(format!("--workers={workers}"))
         .env("DISPATCH_BACKEND", backend);
     let stdout = finish(plan, command, log)?;
     parse_program(&stdout, backend)
