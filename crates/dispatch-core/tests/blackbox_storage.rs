@@ -2919,3 +2919,241 @@ fn linux_flags_pass_through_alike() {
         )
     });
 }
+
+/// Io::read: "Reads into buf's spare capacity (buf[len..capacity])": a spare capacity past
+/// 4 GiB (only its first bytes touched) reads the whole small file, not a length cut to 32
+/// bits. The same for AlignedBuf and for the vectored form.
+#[test]
+fn read_into_a_spare_capacity_past_4_gib() {
+    each("read_into_a_spare_capacity_past_4_gib", |case| {
+        let f = case.file("f", &[b'q'; 100]);
+        let mut lp = case.lp();
+        let huge = (1usize << 32) + 8;
+        let (n, v) = lp.read(f.as_raw_fd(), Vec::with_capacity(huge), 0);
+        assert_eq!((n, v.len()), (Ok(100), 100), "Vec");
+        drop(v);
+        let (n, a) = lp.read(f.as_raw_fd(), AlignedBuf::new(huge, 4096).unwrap(), 0);
+        assert_eq!((n, a.len()), (Ok(100), 100), "AlignedBuf");
+        drop(a);
+        let (n, v) = lp.readv(f.as_raw_fd(), vec![Vec::with_capacity(huge)], 0, 0);
+        assert_eq!((n, v[0].len()), (Ok(100), 100), "vectored");
+    });
+}
+
+/// Io::read_vectored: "At most GATHER_MAX buffers take part ...; buffers without spare capacity
+/// take nothing": with the first GATHER_MAX full, nothing is read, on every backend alike; and
+/// write_vectored with GATHER_MAX empty buffers first writes nothing.
+#[test]
+fn gather_max_counts_buffers_not_bytes() {
+    alike("gather_max_counts_buffers_not_bytes", |case| {
+        let f = case.file("f", b"0123456789");
+        let mut lp = case.lp();
+        let mut bufs: Vec<Vec<u8>> = (0..GATHER_MAX).map(|_| vec_with(b"x", 1)).collect();
+        bufs.push(Vec::with_capacity(4));
+        let (n, bufs) = lp.readv(f.as_raw_fd(), bufs, 0, 0);
+        let last = bufs[GATHER_MAX].clone();
+        let mut out: Vec<Vec<u8>> = (0..GATHER_MAX).map(|_| Vec::new()).collect();
+        out.push(b"late".to_vec());
+        let (m, _) = lp.writev(f.as_raw_fd(), out, 0, 0);
+        assert_eq!((n, m), (Ok(0), Ok(0)), "the 65th buffer takes no part");
+        (n, last, m, contents(&case.path("f")))
+    });
+}
+
+/// Registered buffers at offset u64::MAX: "offset u64::MAX reads [writes] at the file's
+/// current position and advances it, on every backend" (READ_FIXED/WRITE_FIXED on io_uring).
+#[test]
+fn registered_bufs_at_the_file_position() {
+    each("registered_bufs_at_the_file_position", |case| {
+        let f = case.file("f", b"0123456789");
+        (&f).seek(SeekFrom::Start(2)).unwrap();
+        let mut lp = case.lp_with(&registered(case, 2, 4096));
+        let r = lp.io.registered_buf().unwrap();
+        let (n, r) = lp.read(f.as_raw_fd(), r, u64::MAX);
+        assert_eq!((n, &r[..], position(&f)), (Ok(8), &b"23456789"[..], 10));
+        let mut w = lp.io.registered_buf().unwrap();
+        w.extend_from_slice(b"ab");
+        (&f).seek(SeekFrom::Start(4)).unwrap();
+        let (n, _) = lp.write(f.as_raw_fd(), w, u64::MAX);
+        assert_eq!((n, position(&f)), (Ok(2), 6));
+        assert_eq!(contents(&case.path("f")), b"0123ab6789");
+    });
+}
+
+/// ARCHITECTURE, Cancellation: "a target parked in the overflow queue ... is unlinked and
+/// completed with ECANCELED without the kernel"; masked io_uring performs a file operation
+/// "when it is pushed ... after checking the SQ has room". Either way a cancelled storage
+/// operation whose callback says ECANCELED left no trace, and one with a result did its work.
+#[test]
+fn cancel_of_storage_operations_parked_past_the_submission_queue() {
+    alike("cancel_of_storage_operations_parked", |case| {
+        let mut o = case.options(16);
+        o.uring.sq_entries = 1;
+        let mut lp = case.lp_with(&o);
+        let ids: Vec<OpId> = (0..6u64)
+            .map(|i| {
+                let p = case.cpath(&format!("d{i}"));
+                lp.io.mkdirat(i, AT_FDCWD, p, 0o755, on_unit).unwrap()
+            })
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            lp.io.cancel(100 + i as u64, *id, on_unit).unwrap();
+        }
+        lp.settle();
+        let mut answers = Vec::new();
+        for i in 0..6u64 {
+            let r = lp.take(i).unit();
+            let made = case.path(&format!("d{i}")).exists();
+            assert!(
+                r == Err(libc::ECANCELED) && !made || r.is_ok() && made,
+                "d{i}: {r:?}"
+            );
+            answers.push(lp.take(100 + i).unit());
+        }
+        answers
+    });
+}
+
+/// Paths are handed to the kernel as they are: empty, non-UTF-8, too long, "." and "..": every
+/// path operation answers alike everywhere (the docs name no difference).
+#[test]
+fn path_edge_cases_are_alike() {
+    alike("path_edge_cases_are_alike", |case| {
+        let d = case.dir_fd("d");
+        let dfd = d.as_raw_fd();
+        let mut lp = case.lp();
+        let odd = CString::new(&b"\xff\xfe-odd"[..]).unwrap();
+        let long = CString::new(vec![b'n'; 300]).unwrap();
+        let deep = CString::new(vec![b'a'; 5000]).unwrap();
+        let mut got = Vec::new();
+        for p in [c(""), c("."), c(".."), odd.clone(), long, deep] {
+            let m = lp.mkdirat(dfd, p.clone(), 0o755);
+            let s = lp.statx(dfd, p.clone(), 0).map(|s| s.is_dir());
+            let o = lp.openat(dfd, p.clone(), libc::O_RDONLY, 0).map(|_| ());
+            let r = lp.renameat(dfd, p.clone(), dfd, c("moved"), RENAME_NOREPLACE);
+            let r2 = lp.renameat(dfd, c("moved"), dfd, p.clone(), 0);
+            let u = lp.unlinkat(dfd, p.clone(), libc::AT_REMOVEDIR);
+            got.push((m, s, o, r, r2, u));
+        }
+        assert_eq!(
+            got[3],
+            (Ok(()), Ok(true), Ok(()), Ok(()), Ok(()), Ok(())),
+            "non-UTF-8"
+        );
+        got
+    });
+}
+
+/// examples/files.rs's flow ("opens, writes, flushes, reads and closes a file"), through the
+/// loop only: the close releases the descriptor openat created.
+#[test]
+fn open_write_flush_read_close() {
+    each("open_write_flush_read_close", |case| {
+        let mut lp = case.lp();
+        let flags = libc::O_CREAT | libc::O_RDWR | libc::O_TRUNC;
+        let fd = lp.openat(AT_FDCWD, case.cpath("f"), flags, 0o600).unwrap();
+        let raw = fd.as_raw_fd();
+        assert_eq!(open_on(&case.path("f")), 1);
+        assert_eq!(lp.write(raw, b"hello, disk".to_vec(), 0).0, Ok(11));
+        assert_eq!(lp.fsync(raw), Ok(()));
+        let (n, got) = lp.read(raw, Vec::with_capacity(64), 7);
+        assert_eq!((n, &got[..]), (Ok(4), &b"disk"[..]));
+        assert_eq!(lp.ftruncate(raw, 5), Ok(()));
+        let st = lp.statx(raw, c(""), libc::AT_EMPTY_PATH).unwrap();
+        assert_eq!((st.size, st.mode & 0o777), (5, 0o600));
+        lp.io.close(9, fd, on_unit).unwrap();
+        assert_eq!(lp.done(9).unit(), Ok(()));
+        assert_eq!(open_on(&case.path("f")), 0, "closed");
+        assert_eq!(contents(&case.path("f")), b"hello");
+    });
+}
+
+/// Options::new's documented defaults for the storage fields: "registered: RegisteredOptions
+/// { buffers: 0, buffer_size: 0 }: no registered buffers"; UringOptions::file_opcodes, whose
+/// default Options::new does not list, is on (every opcode the kernel has is used).
+#[test]
+fn options_new_storage_defaults() {
+    let o = Options::new(4);
+    assert_eq!(o.registered, RegisteredOptions::new(0, 0));
+    assert!(o.uring.file_opcodes, "file opcodes used by default");
+}
+
+/// Options: "Every field is checked by Io::new, whichever backend runs": the same registered
+/// options are accepted or refused alike, the kernel's limit of 16384 buffers included.
+#[test]
+fn registered_options_are_checked_alike() {
+    alike("registered_options_are_checked_alike", |case| {
+        let sets = [
+            (0, 1000),
+            (0, 4096),
+            (16384, 4096),
+            (16384, 4095),
+            (2, 1 << 20),
+        ];
+        sets.map(|(buffers, size)| {
+            let o = registered(case, buffers, size);
+            match Io::<Ctx>::new(&o) {
+                Ok(mut io) => {
+                    let lent = (0..buffers.min(3)).filter_map(|_| io.registered_buf());
+                    Ok(lent.map(|b| b.capacity()).collect::<Vec<_>>())
+                }
+                Err(InitError::InvalidOptions(m)) => Err(m.contains("registered")),
+                Err(e) => panic!("{e}"),
+            }
+        })
+    });
+}
+
+/// Io::set_deadline: "NotCancellable for a close or a cancel" (a close of a file opened by the
+/// loop), and a cancel of the close answers EALREADY ("A close cannot be cancelled").
+#[test]
+fn close_of_a_file_takes_no_deadline() {
+    each("close_of_a_file_takes_no_deadline", |case| {
+        let mut lp = case.lp();
+        let flags = libc::O_CREAT | libc::O_RDWR;
+        let fd = lp.openat(AT_FDCWD, case.cpath("f"), flags, 0o600).unwrap();
+        let id = lp.io.close(1, fd, on_unit).unwrap();
+        assert_eq!(
+            lp.io.set_deadline(id, MS),
+            Err(DeadlineError::NotCancellable)
+        );
+        lp.io.cancel(2, id, on_unit).unwrap();
+        lp.settle();
+        assert_eq!(
+            (lp.take(1).unit(), lp.take(2).unit()),
+            (Ok(()), Err(libc::EALREADY))
+        );
+        assert_eq!(open_on(&case.path("f")), 0);
+    });
+}
+
+/// A vectored read on an empty non-blocking pipe, by who performs it (Portability: "A file
+/// operation whose opcode the kernel lacks ... runs as a syscall in the loop's thread"; on
+/// epoll and kqueue file operations "run inline"): io_uring's READV waits for the data like its
+/// read, the others answer EAGAIN at once as Io::read does there.
+#[test]
+fn read_vectored_of_empty_nonblocking_pipe() {
+    each("read_vectored_of_empty_nonblocking_pipe", |case| {
+        let (r, w) = pipe(rustix::pipe::PipeFlags::NONBLOCK);
+        let mut lp = case.lp();
+        let bufs = vec![Vec::with_capacity(8)];
+        let cb = on_files::<Vec<u8>>;
+        lp.io
+            .read_vectored(1, r.as_raw_fd(), bufs, u64::MAX, 0, cb)
+            .unwrap();
+        lp.io.run_for_ns(&mut lp.ctx, 2 * MS).unwrap();
+        if case.v == Variant::Uring {
+            assert!(
+                lp.ctx.ev.is_empty(),
+                "READV waits for the data: {:?}",
+                lp.ctx
+            );
+            rustix::io::write(&w, b"late").unwrap();
+            let (n, bufs) = Vec::<u8>::take_many(lp.done(1));
+            assert_eq!((n, &bufs[0][..]), (Ok(4), &b"late"[..]));
+        } else {
+            let (n, bufs) = Vec::<u8>::take_many(lp.done(1));
+            assert_eq!((n, bufs[0].len()), (Err(libc::EAGAIN), 0));
+        }
+    });
+}
