@@ -3464,3 +3464,200 @@ fn warm_every_slot(lp: &mut Lp, f: &File) {
         lp.ctx.ev.clear();
     }
 }
+
+/// Io's Drop: "parked operations are dropped (buffers freed ...)": on io_uring, storage
+/// operations waiting in the overflow queue for room in the submission queue are never
+/// performed by the drop (masked io_uring performs one "when it is pushed", so only what
+/// reached the queue can have run).
+#[test]
+fn uring_drop_never_performs_parked_storage_operations() {
+    let variants = [Variant::Uring, Variant::UringMasked];
+    each_of("uring_drop_never_performs_parked", &variants, |case| {
+        let mut o = case.options(16);
+        o.uring.sq_entries = 1;
+        let mut io: Io<Ctx> = Io::new(&o).unwrap();
+        for i in 0..6u64 {
+            let p = case.cpath(&format!("d{i}"));
+            io.mkdirat(i, AT_FDCWD, p, 0o755, on_unit).unwrap();
+        }
+        assert!(io.stats().overflow_parked >= 5, "{:?}", io.stats());
+        drop(io);
+        for i in 1..6 {
+            assert!(
+                !case.path(&format!("d{i}")).exists(),
+                "parked d{i} was performed"
+            );
+        }
+    });
+}
+
+/// Many storage operations of different kinds in one batch (on masked io_uring the optional
+/// ones performed by the loop, the rest by the kernel): each callback gets its own operation's
+/// result, matched by its tag.
+#[test]
+fn results_reach_their_own_callbacks_in_a_mixed_batch() {
+    each("results_reach_their_own_callbacks", |case| {
+        let files: Vec<File> = (0..12u64)
+            .map(|i| {
+                case.file(
+                    &format!("f{i}"),
+                    &vec![b'a' + i as u8; 100 * i as usize + 1],
+                )
+            })
+            .collect();
+        let mut lp = case.lp_with(&case.options(64));
+        for (i, f) in files.iter().enumerate() {
+            let (i, fd) = (i as u64, f.as_raw_fd());
+            let cb = on_file::<Vec<u8>>;
+            lp.io
+                .statx(i, fd, c(""), libc::AT_EMPTY_PATH, on_stat)
+                .unwrap();
+            lp.io
+                .read(100 + i, fd, Vec::with_capacity(1000), 0, cb)
+                .unwrap();
+            let bufs = vec![Vec::with_capacity(2)];
+            let vcb = on_files::<Vec<u8>>;
+            lp.io
+                .read_vectored(200 + i, fd, bufs, i * 100, 0, vcb)
+                .unwrap();
+            let missing = case.cpath(&format!("nothing{i}"));
+            lp.io
+                .unlinkat(300 + i, AT_FDCWD, missing, 0, on_unit)
+                .unwrap();
+            lp.io.fsync(400 + i, fd, on_unit).unwrap();
+        }
+        lp.settle();
+        for i in 0..12u64 {
+            let want = 100 * i as usize + 1;
+            assert_eq!(lp.take(i).stat().unwrap().size, want as u64, "statx {i}");
+            let (n, buf) = Vec::<u8>::take_one(lp.take(100 + i));
+            assert_eq!(
+                (n, buf[0]),
+                (Ok(want.min(1000)), b'a' + i as u8),
+                "read {i}"
+            );
+            let (n, bufs) = Vec::<u8>::take_many(lp.take(200 + i));
+            assert_eq!(
+                (n, bufs[0][0]),
+                (Ok(1), b'a' + i as u8),
+                "read_vectored {i}"
+            );
+            assert_eq!(lp.take(300 + i).unit(), Err(libc::ENOENT), "unlinkat {i}");
+            assert_eq!(lp.take(400 + i).unit(), Ok(()), "fsync {i}");
+        }
+    });
+}
+
+/// The context of a chain of storage operations, each scheduled by the callback before it.
+#[derive(Default)]
+struct Chain {
+    fd: RawFd,
+    dir: PathBuf,
+    step: u64,
+    seen: Vec<(u64, Res<u64>)>,
+}
+
+fn chain_next(ch: &mut Chain, io: &mut Io<Chain>) {
+    let s = ch.step;
+    ch.step += 1;
+    if s == 240 {
+        return;
+    }
+    let r = match s % 4 {
+        0 => io.ftruncate(s, ch.fd, s, chain_unit).map_err(|e| e.kind),
+        1 => io
+            .statx(s, ch.fd, c(""), libc::AT_EMPTY_PATH, chain_stat)
+            .map_err(|e| e.kind),
+        2 => io
+            .mkdirat(
+                s,
+                AT_FDCWD,
+                cstr(&ch.dir.join(s.to_string())),
+                0o755,
+                chain_unit,
+            )
+            .map_err(|e| e.kind),
+        _ => io
+            .fallocate(s, ch.fd, 0, 0, s + 1, chain_unit)
+            .map_err(|e| e.kind),
+    };
+    r.expect("the slot just freed");
+}
+
+fn chain_unit(ch: &mut Chain, io: &mut Io<Chain>, t: Tag, r: io::Result<()>) {
+    ch.seen.push((t, errno(r).map(|()| 0)));
+    chain_next(ch, io);
+}
+
+fn chain_stat(ch: &mut Chain, io: &mut Io<Chain>, t: Tag, r: io::Result<FileStat>) {
+    ch.seen.push((t, errno(r).map(|st| st.size)));
+    chain_next(ch, io);
+}
+
+/// Io's Callbacks: "A callback may schedule operations": a chain of 240 storage operations of
+/// four kinds on a loop of one slot, each scheduled by the callback before it in the slot that
+/// callback's operation freed; every link sees the ones before it.
+#[test]
+fn storage_operations_chained_from_callbacks() {
+    each("storage_operations_chained_from_callbacks", |case| {
+        let f = case.file("f", b"");
+        let mut io: Io<Chain> = Io::new(&case.options(1)).unwrap();
+        let mut ch = Chain {
+            fd: f.as_raw_fd(),
+            dir: case.dir.clone(),
+            ..Chain::default()
+        };
+        chain_next(&mut ch, &mut io);
+        let start = Instant::now();
+        while io.in_flight() > 0 {
+            assert!(start.elapsed() < HANG, "the chain stalled at {}", ch.step);
+            io.run_for_ns(&mut ch, MS).unwrap();
+        }
+        assert_eq!(ch.seen.len(), 240);
+        for (i, (t, r)) in ch.seen.iter().enumerate() {
+            let i = i as u64;
+            let want = if i % 4 == 1 { Ok(i - 1) } else { Ok(0) };
+            assert_eq!(
+                (*t, *r),
+                (i, want),
+                "link {i} (statx sees the truncate before it)"
+            );
+        }
+    });
+}
+
+/// Io's Descriptors: "If a program does close one early (a bug), the loop still answers every
+/// operation exactly once when it is cancelled, and never hangs on cancel or drop ... on
+/// io_uring the kernel holds the file until the pending operations finish or are cancelled":
+/// a read waiting on a pipe whose descriptor is closed under it.
+#[test]
+fn uring_read_on_a_descriptor_closed_under_it() {
+    let variants = [Variant::Uring, Variant::UringMasked];
+    each_of(
+        "uring_read_on_a_descriptor_closed_under_it",
+        &variants,
+        |case| {
+            let (r, _w) = pipe(rustix::pipe::PipeFlags::empty());
+            let mut lp = case.lp();
+            let mut buf = AlignedBuf::new(64, 64).unwrap();
+            buf.extend_from_slice(b"kept");
+            let id = lp
+                .io
+                .read(1, r.as_raw_fd(), buf, 0, on_file::<AlignedBuf>)
+                .unwrap();
+            lp.io.run_for_ns(&mut lp.ctx, MS).unwrap();
+            drop(r);
+            lp.io.run_for_ns(&mut lp.ctx, MS).unwrap();
+            assert!(
+                lp.ctx.ev.is_empty(),
+                "the kernel holds the pipe: {:?}",
+                lp.ctx
+            );
+            lp.io.cancel(2, id, on_unit).unwrap();
+            lp.settle();
+            assert_eq!(lp.take(2).unit(), Ok(()));
+            let (n, buf) = AlignedBuf::take_one(lp.take(1));
+            assert_eq!((n, &buf[..]), (Err(libc::ECANCELED), &b"kept"[..]));
+        },
+    );
+}
