@@ -2645,24 +2645,38 @@ fn drop_with_storage_operations_in_flight() {
 }
 
 /// Io's Drop: "operations the kernel holds are cancelled and reaped until it has given all of
-/// them back": a FIFO open waiting in an io_uring kernel worker does not keep the drop waiting.
+/// them back": a FIFO open waiting in an io_uring kernel worker, and a read into a registered
+/// buffer waiting on a pipe, do not keep the drop waiting; a buffer of the set still lent
+/// stays usable after it.
 #[test]
 fn uring_drop_with_an_open_waiting_in_the_kernel() {
     let variants = [Variant::Uring, Variant::UringMasked];
     each_of(
-        "uring_drop_with_an_open_waiting_in_the_kernel",
+        "uring_drop_with_operations_in_the_kernel",
         &variants,
         |case| {
             let path = fifo(case, "fifo");
-            let o = case.options(4);
+            let mut o = case.options(4);
+            o.registered = RegisteredOptions::new(2, 4096);
+            let (r, w) = pipe(rustix::pipe::PipeFlags::empty());
             bounded("drop", move || {
                 let mut io: Io<Ctx> = Io::new(&o).unwrap();
                 let flags = libc::O_WRONLY | libc::O_CREAT;
                 io.openat(1, AT_FDCWD, path, flags, 0o600, on_fd).unwrap();
+                // A READ_FIXED into a registered buffer the kernel holds while the loop drops.
+                let reg = io.registered_buf().unwrap();
+                io.read(2, r.as_raw_fd(), reg, 0, on_file::<AlignedBuf>)
+                    .unwrap();
+                let mut kept = io.registered_buf().unwrap();
                 let mut ctx = Ctx::default();
                 io.run_for_ns(&mut ctx, 3 * MS).unwrap();
-                assert!(ctx.ev.is_empty(), "waits for a peer");
+                assert!(ctx.ev.is_empty(), "both wait");
                 drop(io);
+                rustix::io::write(&w, b"after the drop").unwrap();
+                kept.extend_from_slice(b"still usable");
+                assert_eq!(&kept[..], b"still usable");
+                drop(kept);
+                drop(r);
             });
         },
     );
