@@ -63,7 +63,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use dispatch_loop::{AlignedBuf, Io, Options, Tag, AT_FDCWD};
+use dispatch_loop::{AlignedBuf, Io, Options, RegisteredOptions, Tag, AT_FDCWD};
 use rustix::time::{clock_gettime, ClockId};
 
 use histogram::Histogram;
@@ -106,6 +106,11 @@ struct Args {
     /// File worker threads on epoll (0: file operations inline).
     #[arg(long, default_value_t = 0)]
     workers: u32,
+    /// Reads and writes from the loop's registered buffers (`Options::registered`,
+    /// `Io::registered_buf`: `READ_FIXED`/`WRITE_FIXED` on io_uring) instead of plain
+    /// aligned ones; random modes only.
+    #[arg(long)]
+    registered: bool,
 }
 
 /// The benchmark's state: the loop's context.
@@ -385,11 +390,19 @@ fn open(path: &PathBuf) -> Result<(OwnedFd, u64), String> {
     Ok((file, blocks))
 }
 
-fn bench_for(args: &Args, fd: RawFd, blocks: u64) -> Result<Bench, String> {
+fn bench_for(args: &Args, io: &mut Io<Bench>, fd: RawFd, blocks: u64) -> Result<Bench, String> {
     let depth = args.depth as usize;
     let mut bufs = Vec::with_capacity(depth);
     for caller in 0..depth {
-        let mut buf = AlignedBuf::zeroed(BLOCK, BLOCK).map_err(|e| e.to_string())?;
+        let mut buf = if args.registered {
+            let mut buf = io
+                .registered_buf()
+                .ok_or("a registered buffer per caller")?;
+            buf.resize(BLOCK, 0);
+            buf
+        } else {
+            AlignedBuf::zeroed(BLOCK, BLOCK).map_err(|e| e.to_string())?
+        };
         buf[..4].copy_from_slice(&(caller as u32).to_le_bytes());
         bufs.push(Some(buf));
     }
@@ -438,8 +451,14 @@ fn run(args: &Args) -> Result<String, String> {
     let (file, blocks) = open(&args.file)?;
     let mut options = Options::new(args.depth + 1);
     options.file_workers = args.workers;
+    if args.registered {
+        if args.mode == Mode::Append || args.mode == Mode::Group {
+            return Err("--registered: random modes only".into());
+        }
+        options.registered = RegisteredOptions::new(args.depth, BLOCK as u32);
+    }
     let mut io: Io<Bench> = Io::new(&options).map_err(|e| e.to_string())?;
-    let mut bench = bench_for(args, file.as_raw_fd(), blocks)?;
+    let mut bench = bench_for(args, &mut io, file.as_raw_fd(), blocks)?;
     for tag in 0..Tag::from(args.depth) {
         start(&mut bench, &mut io, tag);
     }
@@ -481,7 +500,8 @@ fn result_line(
         .as_nanos();
     format!(
         "result backend={} mode={:?} depth={} ops={} window_ns={window_ns} p50_ns={} \
-         p99_ns={} cpu_ns={cpu_ns} user_ns={user_ns} commits={} syscalls={syscalls}",
+         p99_ns={} cpu_ns={cpu_ns} user_ns={user_ns} commits={} syscalls={syscalls} \
+         fixed={}",
         io.stats().backend,
         args.mode,
         args.depth,
@@ -489,6 +509,9 @@ fn result_line(
         bench.latency.percentile(50.0),
         bench.latency.percentile(99.0),
         bench.log.commits,
+        // Whether the kernel took the registered buffers (io_uring), so that reads and writes
+        // from them were READ_FIXED/WRITE_FIXED.
+        io.stats().uring.is_some_and(|u| u.registered_buffers),
     )
     .to_lowercase()
 }

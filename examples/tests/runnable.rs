@@ -119,11 +119,14 @@ fn storage_bench_runs_every_mode() {
     let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("storage_bench.file");
     std::fs::write(&file, vec![0x5a; 1 << 20]).unwrap();
     for backend in backends() {
-        for mode in ["randread", "randwrite", "append", "group"] {
+        let runs = ["randread", "randwrite", "append", "group"].map(|mode| (mode, ""));
+        let registered = [("randread", "--registered"), ("randwrite", "--registered")];
+        for (mode, flag) in runs.into_iter().chain(registered) {
             let output = Command::new(example_path("storage_bench"))
                 .env("DISPATCH_BACKEND", backend)
                 .arg(format!("--file={}", file.display()))
                 .args([&format!("--mode={mode}"), "--depth=4"])
+                .args((!flag.is_empty()).then_some(flag))
                 .args(["--seconds=0.05", "--warmup=0"])
                 .output()
                 .expect("the examples are built by cargo test");

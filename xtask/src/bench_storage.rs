@@ -73,7 +73,12 @@ pub enum EngineKind {
     FioPsync,
     /// The program, one record per `fdatasync` for appends, on `backend`, with `workers`
     /// file worker threads (`Options::file_workers`; epoll only, 0: inline).
-    Loop { backend: &'static str, workers: u32 },
+    Loop {
+        backend: &'static str,
+        workers: u32,
+        /// From the loop's registered buffers (`--registered`).
+        registered: bool,
+    },
     /// The program's group commit (appends only), on `backend`, with `workers`.
     Group { backend: &'static str, workers: u32 },
 }
@@ -93,7 +98,7 @@ pub const FIO_URING: &str = "fio-uring";
 pub const FIO_PSYNC: &str = "fio-psync";
 
 /// Every engine, in the order each round runs them.
-pub const ENGINES: [Engine; 7] = [
+pub const ENGINES: [Engine; 8] = [
     engine(FIO_URING, EngineKind::FioUring),
     engine(FIO_PSYNC, EngineKind::FioPsync),
     engine(
@@ -101,6 +106,15 @@ pub const ENGINES: [Engine; 7] = [
         EngineKind::Loop {
             backend: "io_uring",
             workers: 0,
+            registered: false,
+        },
+    ),
+    engine(
+        "loop-uring-fixed",
+        EngineKind::Loop {
+            backend: "io_uring",
+            workers: 0,
+            registered: true,
         },
     ),
     engine(
@@ -108,6 +122,7 @@ pub const ENGINES: [Engine; 7] = [
         EngineKind::Loop {
             backend: "epoll",
             workers: 0,
+            registered: false,
         },
     ),
     engine(
@@ -115,6 +130,7 @@ pub const ENGINES: [Engine; 7] = [
         EngineKind::Loop {
             backend: "epoll",
             workers: 1,
+            registered: false,
         },
     ),
     engine(
@@ -146,7 +162,11 @@ impl Engine {
         match self.kind {
             EngineKind::FioUring => !append,
             EngineKind::FioPsync => true,
-            EngineKind::Loop { backend, .. } => backend == "io_uring" || !append,
+            EngineKind::Loop {
+                backend,
+                registered,
+                ..
+            } => !append || (backend == "io_uring" && !registered),
             EngineKind::Group { .. } => append,
         }
     }

@@ -101,11 +101,20 @@ fn run_one(
         .map_err(|e| format!("{}: {e}", log.display()))
         .and_then(|log| match kind {
             EngineKind::FioUring | EngineKind::FioPsync => fio(plan, setup, scenario, kind, log),
-            EngineKind::Loop { backend, workers } => {
-                program(plan, setup, scenario, (backend, workers), false, log)
-            }
+            EngineKind::Loop {
+                backend,
+                workers,
+                registered,
+            } => program(
+                plan,
+                setup,
+                scenario,
+                (backend, workers, registered),
+                false,
+                log,
+            ),
             EngineKind::Group { backend, workers } => {
-                program(plan, setup, scenario, (backend, workers), true, log)
+                program(plan, setup, scenario, (backend, workers, false), true, log)
             }
         });
     measured.unwrap_or_else(|failure| RunResult {
@@ -232,7 +241,7 @@ fn program(
     plan: &Plan,
     setup: &Setup,
     scenario: Scenario,
-    (backend, workers): (&str, u32),
+    (backend, workers, registered): (&str, u32, bool),
     group: bool,
     log: File,
 ) -> Result<RunResult, String> {
@@ -251,6 +260,7 @@ fn program(
         .arg(format!("--seconds={}", plan.duration_s))
         .arg(format!("--warmup={}", plan.warmup_s))
         .arg(format!("--workers={workers}"))
+        .args(registered.then_some("--registered"))
         .env("DISPATCH_BACKEND", backend);
     let stdout = finish(plan, command, log)?;
     parse_program(&stdout, backend)
