@@ -97,7 +97,8 @@ pub fn run(cross_targets: bool) -> Result<(), String> {
                 "-p",
                 "dispatch-net",
             ])
-            .args(&["-p", "dispatch-echo"])
+            // The examples too: the README's programs must build where the crates do.
+            .args(&["-p", "dispatch-echo", "-p", "examples"])
             .args(&deny_warnings)
             .run()?;
     }

@@ -9,6 +9,10 @@
 //! every variant it happened on. Files live under `CARGO_TARGET_TMPDIR` (a disk-backed file
 //! system: direct I/O and `STATX_DIOALIGN` need one). Waits are bounded by a generous
 //! wall-clock limit that only a hung operation reaches; nothing is timed.
+//!
+//! Linux only: the tests use Linux's flags (`RWF_*`, `FALLOC_FL_*`, `O_TMPFILE`, `statx`'s
+//! `AT_*`) and compare io_uring with epoll; FreeBSD and macOS build without them.
+#![cfg(target_os = "linux")]
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};

@@ -9,6 +9,8 @@ mod chaos;
 mod deadline;
 mod drop_in_flight;
 mod fallback;
+// Linux's storage flags and io_uring's file opcodes; FreeBSD and macOS build without it.
+#[cfg(target_os = "linux")]
 mod files;
 mod misuse;
 mod model;
