@@ -371,7 +371,7 @@ fn on_synced(log: &mut Log, io: &mut Io<Log>, covered: Tag, result: std::io::Res
 }
 
 /// Makes the file's name durable (an fsync of its directory, `/`), then writes.
-fn sync_dir_then_write(log: &mut Log, io: &mut Io<Log>) {
+fn sync_dir_then_write(io: &mut Io<Log>) {
     let root = std::ffi::CString::new("/").unwrap();
     let flags = libc::O_RDONLY | libc::O_DIRECTORY;
     let on_dir = |log: &mut Log, io: &mut Io<Log>, _: Tag, dir: std::io::Result<OwnedFd>| {
@@ -425,7 +425,7 @@ fn on_open(log: &mut Log, io: &mut Io<Log>, _: Tag, file: std::io::Result<OwnedF
     if log.reading {
         read_next(log, io);
     } else {
-        sync_dir_then_write(log, io);
+        sync_dir_then_write(io);
     }
 }
 
