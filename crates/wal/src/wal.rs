@@ -358,8 +358,16 @@ fn read_next<C: WalHost>(c: &mut C, io: &mut Io<C>) {
         |c: &mut C, io: &mut Io<C>, _: Tag, (n, buf): (io::Result<usize>, AlignedBuf)| match n {
             Ok(0) => recovered(c, io),
             Ok(_) => {
-                c.wal().image.extend_from_slice(&buf);
-                read_next(c, io);
+                let image = &mut c.wal().image;
+                image.extend_from_slice(&buf);
+                // A read that ends off a sector boundary ended at the end of the file (a
+                // torn write can leave any size): another direct read there would be
+                // misaligned (`EINVAL`), and there is nothing more to read.
+                if image.len().is_multiple_of(512) {
+                    read_next(c, io);
+                } else {
+                    recovered(c, io);
+                }
             }
             Err(error) => open_failed(c, io, &error),
         };

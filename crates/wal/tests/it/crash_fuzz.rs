@@ -315,7 +315,7 @@ fn final_recovery(sim: &Sim, h: &mut Harness, planted_bug: bool) -> Result<(), S
             return Ok(());
         }
     }
-    Err("the log never opened again".to_owned())
+    Err(format!("the log never opened again: {:?}", h.wal.failed()))
 }
 
 /// `run`, with a failure reported with its replay command.
