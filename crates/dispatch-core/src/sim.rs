@@ -90,8 +90,8 @@
 //!   `O_EXCL`, `O_TRUNC`, `O_DIRECTORY`, `O_DIRECT`, `O_DSYNC`/`O_SYNC`, the access mode and
 //!   the permission bits of `mode` (no umask); offset `u64::MAX` reads and writes at the
 //!   file position.
-//! - Multishot receives//! - Multishot receives and accepts are re-armed by the loop, as on epoll and kqueue; a pooled
-//!   receive takes a pool buffer only when bytes are there.
+//! - Multishot receives and accepts are re-armed by the loop, as on epoll and kqueue; a
+//!   pooled receive takes a pool buffer only when bytes are there.
 //! - `Stats::syscalls` stays 0: nothing reaches the kernel.
 //! - One loop at a time runs on a world. A world is not `Send`.
 //!
@@ -127,11 +127,12 @@
 //!   and write it again. A directory's fsync never fails.
 //!
 //! **Direct I/O**: on a file opened `O_DIRECT`, a read or write whose buffer address,
-//! offset or length is not a multiple of 512 fails with `EINVAL` (as [`Io::statx`](crate::Io::statx)
-//! reports: `dio_mem_align` and `dio_offset_align` 512), and a short transfer is whole
-//! sectors. **Space**: files take whole 4 KiB blocks up to their size or reservation; past
-//! `SimOptions::disk_capacity_bytes` a write is short or fails with `ENOSPC`, and a
-//! `fallocate` fails with `ENOSPC`; writes into space `fallocate` reserved never fail.
+//! offset or length is not a multiple of 512 fails with `EINVAL` (as
+//! [`Io::statx`](crate::Io::statx) reports: `dio_mem_align` and `dio_offset_align` 512),
+//! and a short transfer is whole sectors. **Space**: files take whole 4 KiB blocks up to
+//! their size or reservation; past `SimOptions::disk_capacity_bytes` a write is short or
+//! fails with `ENOSPC`, and a `fallocate` fails with `ENOSPC`; writes into space
+//! `fallocate` reserved never fail.
 //! `fallocate` models mode 0 and `FALLOC_FL_KEEP_SIZE`; other modes are `EOPNOTSUPP`.
 //! `RWF_*` flags other than `RWF_DSYNC` and `RWF_SYNC` are `EOPNOTSUPP`. `statx` reports
 //! the size, type and permissions, links, blocks of 512 bytes, a block size of 4096 and

@@ -537,10 +537,7 @@ fn creates_mkdirs_and_unlinks_are_durable_only_after_the_directory_fsync() {
         before.iter().any(|names| names.2),
         "an unsynced unlink can be undone"
     );
-    assert!(
-        before.iter().any(|names| *names == (true, true, false)),
-        "or all kept"
-    );
+    assert!(before.contains(&(true, true, false)), "or all kept");
     for seed in 0..64 {
         assert_eq!(
             names_then_crash(seed, true),
