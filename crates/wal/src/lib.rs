@@ -3,11 +3,11 @@
 //! `fdatasync` (group commit), and each is acknowledged only once that `fdatasync`
 //! completed. Recovery reads the log back and stops at the first group that is not whole
 //! (checksums, CRC-32C). The byte format and why it never overwrites an acknowledged byte
-//! are in [`format`]; the life of an append in `wal.rs` ([`Wal`]).
+//! are in [`format`](mod@format); the life of an append in `wal.rs` ([`Wal`]).
 //!
 //! It is crash-fuzzed on the simulator (`cargo xtask fuzz --fuzzer wal`,
 //! `tests/it/crash_fuzz.rs`): over every seed, every acknowledged record survives every
-//! crash, and no torn record is ever returned. [`bench`] runs it on a real file for the
+//! crash, and no torn record is ever returned. [`bench`](mod@bench) runs it on a real file for the
 //! storage benchmark (`cargo run --release -p dispatch-wal --bin wal-bench -- --help`).
 //!
 //! ```no_run
