@@ -712,3 +712,99 @@ fn one_seed_gives_one_disk_trace() {
     assert_eq!(run(11), run(11));
     assert_ne!(run(11).0, run(12).0);
 }
+
+#[test]
+fn names_relative_to_a_directory_descriptor() {
+    let mut disk = Disk::new(7);
+    disk.mkdir("/base").unwrap();
+    let base = disk.open("/base", DIRECTORY).unwrap();
+    let dir = base.as_raw_fd();
+    disk.io()
+        .mkdirat(0, dir, c("sub"), 0o700, Disk::on_unit)
+        .unwrap();
+    assert_eq!(disk.unit(), Ok(()));
+    let file = disk.open_at(&base, "sub/f", CREATE).unwrap();
+    let (old, new) = (c("sub/f"), c("g"));
+    disk.io()
+        .renameat(0, dir, old, dir, new, 0, Disk::on_unit)
+        .unwrap();
+    assert_eq!(disk.unit(), Ok(()));
+    assert!(disk.sim.file_contents("/base/g").is_some());
+    assert_eq!(disk.statx(dir, "g", 0).map(|stat| stat.is_file()), Ok(true));
+    assert_eq!(disk.statx(dir, "../base/g", 0).map(|stat| stat.size), Ok(0));
+    disk.io()
+        .unlinkat(0, dir, c("g"), 0, Disk::on_unit)
+        .unwrap();
+    assert_eq!(disk.unit(), Ok(()));
+    disk.io()
+        .unlinkat(0, dir, c("sub"), libc::AT_REMOVEDIR, Disk::on_unit)
+        .unwrap();
+    assert_eq!(disk.unit(), Ok(()));
+    // A file descriptor is not a directory; a closed one is no descriptor at all.
+    disk.io()
+        .mkdirat(0, file.as_raw_fd(), c("x"), 0o700, Disk::on_unit)
+        .unwrap();
+    assert_eq!(disk.unit(), Err(libc::ENOTDIR));
+    disk.finish(vec![base, file]);
+}
+
+#[test]
+fn vectored_reads_refuse_unknown_flags_and_direct_reads_check_alignment() {
+    let mut disk = Disk::new(8);
+    let file = disk.open("/r", CREATE | libc::O_DIRECT).unwrap();
+    assert_eq!(disk.write_aligned(&file, 0, &[3; 4096]), Ok(4096));
+    let on_read = |got: &mut Vec<Answer>, _: &mut Io<_>, _, (n, bufs)| {
+        got.push(errno(n).map(|n| Value::Vectored(n, bufs)));
+    };
+    let bufs = vec![Vec::with_capacity(512)];
+    disk.io()
+        .read_vectored(0, file.as_raw_fd(), bufs, 0, 8, on_read)
+        .unwrap();
+    assert!(matches!(disk.run(), Err(libc::EOPNOTSUPP)));
+    // 100 bytes of spare capacity: not a multiple of the sector.
+    let bufs = vec![Vec::with_capacity(100)];
+    disk.io()
+        .read_vectored(0, file.as_raw_fd(), bufs, 0, 0, on_read)
+        .unwrap();
+    assert!(matches!(disk.run(), Err(libc::EINVAL)));
+    let on_aligned = |got: &mut Vec<Answer>, _: &mut Io<_>, _, (n, buf): (_, AlignedBuf)| {
+        got.push(errno(n).map(|_| Value::Count(buf.len(), buf.to_vec())));
+    };
+    let buf = AlignedBuf::new(4096, 4096).unwrap();
+    disk.io()
+        .read(0, file.as_raw_fd(), buf, 0, on_aligned)
+        .unwrap();
+    let Ok(Value::Count(4096, bytes)) = disk.run() else {
+        panic!("an aligned direct read");
+    };
+    assert_eq!(bytes, [3; 4096]);
+    disk.finish(vec![file]);
+}
+
+/// One seed: an fsynced file reopened with `O_TRUNC`, crashed with or without a flush of
+/// the truncation; the size that survived.
+fn truncated_then_crash(seed: u64, sync: bool) -> u64 {
+    let mut disk = Disk::new(seed);
+    let file = disk.open("/t", CREATE).unwrap();
+    disk.sync_dir("/");
+    disk.write(&file, 0, &[1; 8192]).unwrap();
+    disk.fsync(&file).unwrap();
+    let again = disk.open("/t", libc::O_RDWR | libc::O_TRUNC).unwrap();
+    assert_eq!(disk.statx(AT_FDCWD, "/t", 0).unwrap().size, 0);
+    if sync {
+        disk.fsync(&again).unwrap();
+    }
+    disk.crash(vec![file, again]);
+    let size = disk.statx(AT_FDCWD, "/t", 0).unwrap().size;
+    disk.finish(Vec::new());
+    size
+}
+
+#[test]
+fn o_trunc_is_durable_after_a_flush_like_ftruncate() {
+    let sizes: Vec<u64> = (0..32)
+        .map(|seed| truncated_then_crash(seed, false))
+        .collect();
+    assert!(sizes.contains(&0) && sizes.contains(&8192), "{sizes:?}");
+    assert!((0..32).all(|seed| truncated_then_crash(seed, true) == 0));
+}
