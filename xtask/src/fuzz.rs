@@ -46,6 +46,10 @@ const FUZZERS: [Fuzzer; 2] = [
     },
 ];
 
+/// Seeds of a self-test at most: the log's planted bug is caught by about one seed in four,
+/// so 200 seeds miss it with a probability far below one in a billion, in a few seconds.
+const SELF_TEST_SEEDS: u64 = 200;
+
 /// What to run.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan<'a> {
@@ -87,11 +91,12 @@ pub fn run(plan: &Plan<'_>) -> Result<(), String> {
     run_one(fuzzer, plan, start, plan.planted_bug, false)?;
     if fuzzer.self_test && !plan.planted_bug && plan.seed.is_none() {
         eprintln!(
-            "xtask: {} passed; now its self-test: the same seeds with the planted bug, which \
-             must be caught",
+            "xtask: {} passed; now its self-test: the first {SELF_TEST_SEEDS} of those seeds \
+             (at most) with the planted bug, which must be caught",
             fuzzer.name
         );
-        run_one(fuzzer, plan, start, true, true)?;
+        let seeds = plan.seeds.min(SELF_TEST_SEEDS);
+        run_one(fuzzer, &Plan { seeds, ..*plan }, start, true, true)?;
     }
     Ok(())
 }

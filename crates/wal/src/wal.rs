@@ -141,6 +141,9 @@ pub struct Wal<C> {
     group_in_flight: bool,
     /// The length of the group on its way, padding included.
     group_bytes: u64,
+    /// After a failure: the end of the last group flushed, past which a reopen by this
+    /// `Wal` does not trust what it reads (see `recovered`).
+    trusted_end: Option<u64>,
     stats: WalStats,
 }
 
@@ -189,6 +192,7 @@ impl<C: WalHost> Wal<C> {
             nop_scheduled: false,
             group_in_flight: false,
             group_bytes: 0,
+            trusted_end: None,
             stats: WalStats::default(),
         })
     }
@@ -289,6 +293,11 @@ impl<C: WalHost> Wal<C> {
 
     /// Closes the log's descriptors (also those a simulated crash killed). Call it when no
     /// group is on its way, or on a new loop after the old one was dropped.
+    ///
+    /// After a failure, close and [`Wal::open`] this same `Wal` to go on: it remembers where
+    /// the last successful flush ended and cuts the log there, whatever the file reads back
+    /// beyond (after a failed `fdatasync` Linux may return bytes that are not on disk). A new
+    /// `Wal` in the same boot cannot know that; after a real crash it does not matter.
     pub fn close(&mut self, io: &mut Io<C>) {
         for fd in [self.file.take(), self.dir.take()].into_iter().flatten() {
             // A close that cannot be scheduled closes when the `OwnedFd` drops.
@@ -380,7 +389,11 @@ fn read_next<C: WalHost>(c: &mut C, io: &mut Io<C>) {
 /// (so that no stale group past the end can ever follow a new one).
 fn recovered<C: WalHost>(c: &mut C, io: &mut Io<C>) {
     let wal = c.wal();
-    let parsed = format::parse(&wal.image);
+    // After a failed write or flush in this process, what the file reads back past the last
+    // good flush may be only in the page cache (Linux keeps the pages, marked clean, after a
+    // writeback error): none of it was acknowledged, so the log ends there at the latest.
+    let trusted = wal.trusted_end.map_or(wal.image.len(), |end| end as usize);
+    let parsed = format::parse(&wal.image[..trusted.min(wal.image.len())]);
     wal.image = Vec::new();
     wal.end = parsed.end;
     wal.next_lsn = parsed.records.len() as u64 + 1;
@@ -537,6 +550,7 @@ fn acknowledge<C: WalHost>(c: &mut C, io: &mut Io<C>) {
 fn fail<C: WalHost>(c: &mut C, io: &mut Io<C>, errno: i32) {
     let wal = c.wal();
     wal.state = State::Failed(errno);
+    wal.trusted_end = Some(wal.end);
     wal.group_in_flight = false;
     let mut failed = std::mem::take(&mut wal.flying);
     failed.append(&mut wal.staged);

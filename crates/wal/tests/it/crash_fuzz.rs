@@ -65,6 +65,7 @@ pub struct Outcome {
     pub appended: u64,
     pub acked: u64,
     pub failed: u64,
+    pub reopens: u64,
     pub recovered: u64,
     pub torn_writes: u64,
     pub eio: u64,
@@ -90,6 +91,10 @@ struct Harness {
     counter: u64,
     acked: u64,
     failed: u64,
+    /// Reopens after a failure without a crash.
+    reopens: u64,
+    /// This life reopened the log already.
+    reopened: bool,
 }
 
 impl WalHost for Harness {
@@ -143,8 +148,18 @@ fn on_tick(h: &mut Harness, io: &mut Io<Harness>, _: Tag, _: io::Result<()>) {
                 h.history.entry(lsn).or_default().push(bytes.clone());
                 h.pending.insert(lsn, bytes);
             }
-            // The log failed: it stays so until the next life reopens it.
-            Err(AppendError::Failed(_)) => return,
+            // The log failed: half the time it stays so until the next life (after the
+            // crash), half the time it is reopened at once, without a crash (recovery then
+            // must not trust what the failed flush left in the page cache); once a life.
+            Err(AppendError::Failed(_)) => {
+                if !h.reopened && h.rng.below(2) == 0 {
+                    h.reopened = true;
+                    h.reopens += 1;
+                    h.wal.close(io);
+                    h.wal.open(io, on_open).expect("a closed log opens");
+                }
+                return;
+            }
             Err(AppendError::Full | AppendError::NoSlot) => {}
             Err(other) => return fail(h, format!("append refused: {other:?}")),
         }
@@ -238,6 +253,7 @@ fn live(sim: &Sim, h: &mut Harness, planted_bug: bool) -> Result<bool, String> {
     old.close(&mut io);
     h.pending.clear();
     h.opened = false;
+    h.reopened = false;
     h.wal.open(&mut io, on_open).expect("a closed log opens");
     let slice_ns = 1 + h.rng.below(60_000_000);
     io.run_for_ns(h, slice_ns).map_err(|e| e.to_string())?;
@@ -266,6 +282,8 @@ pub fn run(options: FuzzOptions) -> Result<Outcome, String> {
         counter: 0,
         acked: 0,
         failed: 0,
+        reopens: 0,
+        reopened: false,
     };
     let mut lives = 0;
     while lives < LIVES || h.appended < options.ops {
@@ -284,6 +302,7 @@ pub fn run(options: FuzzOptions) -> Result<Outcome, String> {
         appended: h.appended,
         acked: h.acked,
         failed: h.failed,
+        reopens: h.reopens,
         recovered: h.durable.len() as u64,
         torn_writes: stats.faults.torn_write,
         eio: stats.faults.disk_eio,
@@ -397,6 +416,7 @@ fn summary(results: &[(u64, Result<Outcome, String>)]) -> Outcome {
             total.appended += o.appended;
             total.acked += o.acked;
             total.failed += o.failed;
+            total.reopens += o.reopens;
             total.recovered += o.recovered;
             total.torn_writes += o.torn_writes;
             total.eio += o.eio;
