@@ -234,6 +234,14 @@ impl Disk {
     }
 }
 
+/// `AT_EMPTY_PATH` where the system has it (macOS has none: there no flag asks for it).
+const fn at_empty_path() -> i32 {
+    #[cfg(not(target_vendor = "apple"))]
+    return libc::AT_EMPTY_PATH;
+    #[cfg(target_vendor = "apple")]
+    return 0;
+}
+
 /// The access flags that write.
 fn writes(flags: i32) -> bool {
     let access = flags & libc::O_ACCMODE;
@@ -410,7 +418,7 @@ impl World {
     /// The inode `statx(2)` describes: `path` from `dir`, or with `AT_EMPTY_PATH` and an
     /// empty path the descriptor `dir` itself.
     pub(crate) fn stat_inode(&self, dir: RawFd, path: &[u8], flags: i32) -> Result<u32, i32> {
-        if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
+        if path.is_empty() && flags & at_empty_path() != 0 {
             return match self.obj(dir) {
                 _ if dir == libc::AT_FDCWD => Ok(0),
                 Some(Obj::File(file)) => Ok(self.disk.files[file as usize].inode),
