@@ -107,9 +107,11 @@
 //!   counted from the start of the file, so a sector-aligned `O_DIRECT` write tears on its
 //!   own sectors. A torn write never keeps all of itself.
 //! - **`fsync` and `fdatasync`** keep the data written before them and the file's size
-//!   (Linux's `fdatasync` also flushes a size that changed); they differ on Linux only in
-//!   timestamps, which the simulator does not model, so here they keep the same. They do
-//!   not make the file's name durable.
+//!   (Linux's `fdatasync` also flushes a size that changed). `fdatasync` leaves out the
+//!   metadata reading the data back does not need: of what the simulator models, space
+//!   `fallocate` reserved past the end of the file (`FALLOC_FL_KEEP_SIZE`), which only an
+//!   `fsync` makes durable (timestamps are not modelled). Neither makes the file's name
+//!   durable.
 //! - **`ftruncate`, `O_TRUNC` and `fallocate`** change the size (and, for `fallocate`, the
 //!   space reserved) at once for readers, durably after the file's next `fsync` or
 //!   `fdatasync`; a crash before keeps or drops each such change at random.

@@ -828,3 +828,33 @@ fn o_trunc_is_durable_after_a_flush_like_ftruncate() {
     assert!(sizes.contains(&0) && sizes.contains(&8192), "{sizes:?}");
     assert!((0..32).all(|seed| truncated_then_crash(seed, true) == 0));
 }
+
+/// One seed: space reserved past the end of the file (`FALLOC_FL_KEEP_SIZE`), flushed by
+/// `fdatasync` or `fsync`, then a crash; the blocks that survived.
+fn reserved_after_crash(seed: u64, fsync: bool) -> u64 {
+    let mut disk = Disk::new(seed);
+    let file = disk.open("/k", CREATE).unwrap();
+    disk.sync_dir("/");
+    disk.write(&file, 0, &[1; 4096]).unwrap();
+    disk.fallocate(&file, FALLOC_FL_KEEP_SIZE, 0, 1 << 16)
+        .unwrap();
+    if fsync {
+        disk.fsync(&file).unwrap();
+    } else {
+        disk.fdatasync(&file).unwrap();
+    }
+    disk.crash(vec![file]);
+    let stat = disk.statx(AT_FDCWD, "/k", 0).unwrap();
+    assert_eq!(stat.size, 4096, "the data and size survive either flush");
+    disk.finish(Vec::new());
+    stat.blocks
+}
+
+#[test]
+fn fdatasync_leaves_a_reservation_past_the_end_to_fsync() {
+    let blocks: Vec<u64> = (0..32)
+        .map(|seed| reserved_after_crash(seed, false))
+        .collect();
+    assert!(blocks.contains(&8) && blocks.contains(&128), "{blocks:?}");
+    assert!((0..32).all(|seed| reserved_after_crash(seed, true) == 128));
+}

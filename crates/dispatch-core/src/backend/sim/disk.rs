@@ -4,10 +4,12 @@
 //! - A file has the bytes a reader sees now (`data`, the page cache) and the bytes a crash
 //!   starts from (`durable`); every change since the last flush (a write, a resize by
 //!   `ftruncate` or `O_TRUNC`, a reservation by `fallocate`) waits in `unsynced`, in order.
-//!   `fsync` and `fdatasync` apply them to `durable`: the data and the size (the simulator
-//!   models no timestamps, the only metadata `fdatasync` may leave behind, so the two keep
-//!   the same here). A crash applies each unsynced change or not at random, and tears a
-//!   write now and then (`Faults::torn_write`, see [`torn_ranges`]).
+//!   `fsync` applies them all to `durable`; `fdatasync` all but what reading the data back
+//!   does not need, as on Linux: it keeps the data and the size, and leaves space reserved
+//!   past the end of the file (`FALLOC_FL_KEEP_SIZE`) for an `fsync` (the simulator models
+//!   no timestamps, the other metadata `fdatasync` skips). A crash applies each unsynced
+//!   change or not at random, and tears a write now and then (`Faults::torn_write`, see
+//!   [`torn_ranges`]).
 //! - A failed `fsync` (`EIO`) settles the unsynced changes as a crash would (each kept,
 //!   lost or torn) and forgets them, as Linux marks the pages clean after a writeback error:
 //!   a later `fsync` succeeds without writing them again, and readers still see them until
@@ -112,7 +114,7 @@ impl Inode {
         };
         self.unsynced.push(change);
         if dsync {
-            self.sync();
+            self.sync(true);
         }
     }
 
@@ -128,11 +130,28 @@ impl Inode {
         self.unsynced.push(Change::Reserve { end });
     }
 
-    /// `fsync`/`fdatasync` succeeded: every change so far is durable.
-    pub(crate) fn sync(&mut self) {
-        for change in std::mem::take(&mut self.unsynced) {
-            apply(&mut self.durable, &mut self.durable_reserved, &change);
+    /// `fsync` (`datasync` false) succeeded: every change so far is durable. `fdatasync`
+    /// leaves out what reading the data back does not need: space reserved past the end
+    /// of the file (`FALLOC_FL_KEEP_SIZE`), unless a later resize depends on it.
+    pub(crate) fn sync(&mut self, datasync: bool) {
+        let size = self.data.len() as u64;
+        let changes = std::mem::take(&mut self.unsynced);
+        let resized_after = |at: usize| {
+            let later = &changes[at + 1..];
+            later
+                .iter()
+                .any(|change| matches!(change, Change::Resize { .. }))
+        };
+        let mut kept = Vec::new();
+        for (at, change) in changes.iter().enumerate() {
+            match *change {
+                Change::Reserve { end } if datasync && end > size && !resized_after(at) => {
+                    kept.push(Change::Reserve { end });
+                }
+                _ => apply(&mut self.durable, &mut self.durable_reserved, change),
+            }
         }
+        self.unsynced = kept;
     }
 
     /// `fsync` failed: the unsynced changes reach the disk or not as at a crash, and are

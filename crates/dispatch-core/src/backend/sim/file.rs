@@ -148,10 +148,10 @@ impl World {
         n as i32
     }
 
-    /// `fsync`/`fdatasync` (the same on the simulated disk: see `disk.rs`): `0` or `-errno`.
-    /// On a directory, makes its changes of names durable. A failed flush (`EIO`) settles
-    /// the file's unsynced changes as a crash would, and forgets them.
-    pub(crate) fn sync_file(&mut self, file: u32) -> i32 {
+    /// `fsync` or `fdatasync` (`datasync`; see `disk.rs` for the difference): `0` or
+    /// `-errno`. On a directory, makes its changes of names durable. A failed flush (`EIO`)
+    /// settles the file's unsynced changes as a crash would, and forgets them.
+    pub(crate) fn sync_file(&mut self, file: u32, datasync: bool) -> i32 {
         if !self.disk.files[file as usize].open {
             return -libc::EBADF;
         }
@@ -168,7 +168,7 @@ impl World {
             }
             return -libc::EIO;
         }
-        self.disk.inodes[inode as usize].sync();
+        self.disk.inodes[inode as usize].sync(datasync);
         0
     }
 
@@ -316,7 +316,7 @@ fn data_op(world: &mut World, args: &mut Args) -> Result<i32, i32> {
             let dsync = rwf_check(*flags)?;
             write_vectored(world, file, bufs, *offset, dsync)
         }
-        Args::Fsync { fd, .. } => world.sync_file(file_of(world, *fd)?),
+        Args::Fsync { fd, datasync } => world.sync_file(file_of(world, *fd)?, *datasync),
         Args::Fallocate {
             fd,
             mode,
