@@ -858,3 +858,26 @@ fn fdatasync_leaves_a_reservation_past_the_end_to_fsync() {
     assert!(blocks.contains(&8) && blocks.contains(&128), "{blocks:?}");
     assert!((0..32).all(|seed| reserved_after_crash(seed, true) == 128));
 }
+
+#[test]
+fn offset_u64_max_reads_and_writes_at_the_position_and_pread_leaves_it() {
+    let mut disk = Disk::new(9);
+    let file = disk.open("/p", CREATE).unwrap();
+    assert_eq!(disk.write(&file, u64::MAX, b"abc"), Ok(3));
+    assert_eq!(
+        disk.write(&file, 100, b"far"),
+        Ok(3),
+        "pwrite: the position stays"
+    );
+    assert_eq!(disk.write(&file, u64::MAX, b"def"), Ok(3));
+    assert_eq!(disk.read(&file, 0, 6).unwrap(), b"abcdef");
+    let reader = disk.open("/p", libc::O_RDONLY).unwrap();
+    assert_eq!(disk.read(&reader, u64::MAX, 2).unwrap(), b"ab");
+    assert_eq!(
+        disk.read(&reader, 4, 2).unwrap(),
+        b"ef",
+        "pread: the position stays"
+    );
+    assert_eq!(disk.read(&reader, u64::MAX, 2).unwrap(), b"cd");
+    disk.finish(vec![file, reader]);
+}

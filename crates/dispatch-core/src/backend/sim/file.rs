@@ -98,6 +98,7 @@ impl World {
         (address, offset, len): (usize, u64, usize),
         sink: &mut dyn FnMut(&[u8]),
     ) -> i32 {
+        let at_position = offset == OFFSET_CURRENT;
         let offset = match self.data_checks(file, false, (address, offset, len)) {
             Ok(offset) => offset,
             Err(errno) => return errno,
@@ -107,7 +108,9 @@ impl World {
         let n = (size - start).min(len).min(i32::MAX as usize);
         let n = self.short(n, self.disk.files[file as usize].direct);
         sink(&self.disk.inode(file).data[start..start + n]);
-        self.disk.files[file as usize].position = (start + n) as u64;
+        if at_position {
+            self.disk.files[file as usize].position = (start + n) as u64;
+        }
         n as i32
     }
 
@@ -120,6 +123,7 @@ impl World {
         bytes: &[u8],
         dsync: bool,
     ) -> i32 {
+        let at_position = at.1 == OFFSET_CURRENT;
         let offset = match self.data_checks(file, true, (at.0, at.1, bytes.len())) {
             Ok(offset) => offset,
             Err(errno) => return errno,
@@ -144,7 +148,10 @@ impl World {
         }
         let dsync = dsync || self.disk.files[file as usize].dsync;
         self.disk.inode_mut(file).write(offset, &bytes[..n], dsync);
-        self.disk.files[file as usize].position = offset + n as u64;
+        // `pwrite` leaves the position alone; a write at the position moves it.
+        if at_position {
+            self.disk.files[file as usize].position = offset + n as u64;
+        }
         n as i32
     }
 
