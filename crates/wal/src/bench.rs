@@ -19,8 +19,9 @@ use crate::wal::{Wal, WalHost, WalOptions};
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct BenchOptions {
-    /// A directory on the disk to measure (not tmpfs, which has no `O_DIRECT` and no
-    /// disk); the log is `wal-bench.log` in it, removed before and after.
+    /// A directory on the disk to measure (not tmpfs: before Linux 6.6 it refuses
+    /// `O_DIRECT`, and its flush costs nothing; [`BenchReport::memory_fs`] says so); the
+    /// log is `wal-bench.log` in it, removed before and after.
     pub dir: PathBuf,
     /// Callers appending at once.
     pub callers: u32,
@@ -67,6 +68,28 @@ pub struct BenchReport {
     pub p50_us: f64,
     /// See `p50_us`.
     pub p99_us: f64,
+    /// The directory is on a memory file system (tmpfs, ramfs): no disk was measured.
+    pub memory_fs: bool,
+}
+
+/// Whether `dir` is on a file system in memory (Linux's tmpfs or ramfs), where a flush
+/// costs nothing and the figures say nothing about a disk.
+fn memory_fs(dir: &std::path::Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        const TMPFS_MAGIC: u64 = 0x0102_1994;
+        const RAMFS_MAGIC: u64 = 0x8584_58f6;
+        let Ok(found) = rustix::fs::statfs(dir) else {
+            return false;
+        };
+        let kind = found.f_type as u64;
+        kind == TMPFS_MAGIC || kind == RAMFS_MAGIC
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        false
+    }
 }
 
 impl BenchReport {
@@ -75,7 +98,7 @@ impl BenchReport {
         format!(
             "{{\"backend\":\"{}\",\"callers\":{},\"record_bytes\":{},\"records\":{},\
              \"seconds\":{:.3},\"records_per_s\":{:.1},\"groups\":{},\"records_per_group\":{:.2},\
-             \"p50_us\":{:.1},\"p99_us\":{:.1}}}",
+             \"p50_us\":{:.1},\"p99_us\":{:.1},\"memory_fs\":{}}}",
             self.backend,
             self.callers,
             self.record_bytes,
@@ -85,7 +108,8 @@ impl BenchReport {
             self.groups,
             self.records as f64 / self.groups.max(1) as f64,
             self.p50_us,
-            self.p99_us
+            self.p99_us,
+            self.memory_fs
         )
     }
 }
@@ -106,7 +130,11 @@ impl std::fmt::Display for BenchReport {
             self.records as f64 / self.groups.max(1) as f64,
             self.p50_us,
             self.p99_us
-        )
+        )?;
+        if self.memory_fs {
+            write!(f, " (a file system in memory: no disk was measured)")?;
+        }
+        Ok(())
     }
 }
 
@@ -235,5 +263,6 @@ pub fn run(options: &BenchOptions) -> io::Result<BenchReport> {
         groups: bench.wal.stats().groups,
         p50_us: percentile_us(&bench.latencies_ns, 0.50),
         p99_us: percentile_us(&bench.latencies_ns, 0.99),
+        memory_fs: memory_fs(&options.dir),
     })
 }

@@ -46,7 +46,8 @@ pub struct WalOptions {
     pub dir: CString,
     /// The log file's name in `dir`.
     pub name: CString,
-    /// Open with `O_DIRECT` (a disk-backed file system: tmpfs refuses it with `EINVAL`).
+    /// Open with `O_DIRECT` (a disk-backed file system: tmpfs before Linux 6.6 refuses it
+    /// with `EINVAL`).
     pub direct: bool,
     /// The most bytes one group may take (a multiple of 4 KiB): the size of each of the two
     /// group buffers. An append that does not fit waits for the caller to try again.
