@@ -129,6 +129,8 @@ pub struct Wal<C> {
     on_open: Option<OpenCallback<C>>,
     /// Recovery: the file's bytes read so far.
     image: Vec<u8>,
+    /// Recovery: the records found, handed to `on_open` once the cut is durable.
+    recovered: Vec<Vec<u8>>,
     /// The group being filled; `spare` is the other buffer, away while a group is written.
     staging: Option<AlignedBuf>,
     spare: Option<AlignedBuf>,
@@ -183,6 +185,7 @@ impl<C: WalHost> Wal<C> {
             file: None,
             on_open: None,
             image: Vec::new(),
+            recovered: Vec::new(),
             staging: Some(AlignedBuf::new(size, BLOCK)?),
             spare: Some(AlignedBuf::new(size, BLOCK)?),
             staged: Vec::new(),
@@ -214,6 +217,12 @@ impl<C: WalHost> Wal<C> {
             State::Failed(errno) => Some(errno),
             _ => None,
         }
+    }
+
+    /// Whether nothing is on its way: no group written or flushed, no record waiting. A
+    /// log closes cleanly only then.
+    pub fn is_idle(&self) -> bool {
+        !self.group_in_flight && !self.nop_scheduled && self.staged.is_empty()
     }
 
     /// The sequence number the next record will get.
@@ -408,51 +417,34 @@ fn recovered<C: WalHost>(c: &mut C, io: &mut Io<C>) {
             if let Err(error) = synced {
                 return open_failed(c, io, &error);
             }
-            let records = std::mem::take(&mut c.wal().image);
+            let records = std::mem::take(&mut c.wal().recovered);
             opened(c, io, records);
         };
         if io.fdatasync(0, fd, on_synced).is_err() {
             open_failed(c, io, &io::Error::from_raw_os_error(libc::ENOBUFS));
         }
     };
-    // The records wait in `image`'s place, flattened, until the flush completes.
-    wal.image = flatten(&parsed.records);
+    wal.recovered = parsed.records;
     if io.ftruncate(0, fd, parsed.end, on_cut).is_err() {
         open_failed(c, io, &io::Error::from_raw_os_error(libc::ENOBUFS));
     }
 }
 
-/// Records as `len u32 | bytes` pairs, one buffer (see `unflatten`).
-fn flatten(records: &[Vec<u8>]) -> Vec<u8> {
-    let mut flat = Vec::new();
-    for record in records {
-        flat.extend_from_slice(&(record.len() as u32).to_le_bytes());
-        flat.extend_from_slice(record);
-    }
-    flat
-}
-
-fn unflatten(mut flat: &[u8]) -> Vec<Vec<u8>> {
-    let mut records = Vec::new();
-    while !flat.is_empty() {
-        let len = u32::from_le_bytes(flat[..4].try_into().expect("4 bytes")) as usize;
-        records.push(flat[4..4 + len].to_vec());
-        flat = &flat[4 + len..];
-    }
-    records
-}
-
-fn opened<C: WalHost>(c: &mut C, io: &mut Io<C>, flat: Vec<u8>) {
+fn opened<C: WalHost>(c: &mut C, io: &mut Io<C>, records: Vec<Vec<u8>>) {
     let wal = c.wal();
     wal.state = State::Ready;
+    // The cut is durable: everything up to `end` is on disk, and the file is trusted again
+    // (a stale limit would cut acknowledged groups at the next reopen).
+    wal.trusted_end = None;
     let on_open = wal.on_open.take().expect("an open under way");
-    on_open(c, io, Ok(unflatten(&flat)));
+    on_open(c, io, Ok(records));
 }
 
 fn open_failed<C: WalHost>(c: &mut C, io: &mut Io<C>, error: &io::Error) {
     let wal = c.wal();
     wal.state = State::Failed(errno(error));
     wal.image = Vec::new();
+    wal.recovered = Vec::new();
     let on_open = wal.on_open.take().expect("an open under way");
     on_open(c, io, Err(io::Error::from_raw_os_error(errno(error))));
 }

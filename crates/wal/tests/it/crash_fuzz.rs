@@ -6,7 +6,8 @@
 //! starts a loop, opens the log (recovery), checks what it recovered, then appends: a timer
 //! fires at random moments and each time several callers append records of random lengths
 //! in the same turn (so groups hold many records and span blocks). After a random slice of
-//! virtual time the world crashes (`Sim::crash`: unsynced writes kept, lost or torn, the
+//! virtual time the world crashes (a life may also close and reopen its log, healthy or
+//! failed, without a crash) (`Sim::crash`: unsynced writes kept, lost or torn, the
 //! log's own directory changes undone unless fsynced) and the next life begins.
 //!
 //! The checks, at every recovery: every record ever acknowledged is there, at its sequence
@@ -91,7 +92,7 @@ struct Harness {
     counter: u64,
     acked: u64,
     failed: u64,
-    /// Reopens after a failure without a crash.
+    /// Reopens without a crash (after a failure, or of a healthy idle log).
     reopens: u64,
     /// This life reopened the log already.
     reopened: bool,
@@ -135,6 +136,14 @@ fn fail(h: &mut Harness, failure: String) {
 
 /// A turn of callers: several appends in one turn, then the next turn at a random time.
 fn on_tick(h: &mut Harness, io: &mut Io<Harness>, _: Tag, _: io::Result<()>) {
+    // Now and then a healthy, idle log is closed and opened again, without a crash: what it
+    // recovers must be everything acknowledged.
+    if h.wal.is_ready() && h.wal.is_idle() && h.rng.below(40) == 0 {
+        h.reopens += 1;
+        h.wal.close(io);
+        h.wal.open(io, on_open).expect("a closed log opens");
+        return;
+    }
     let callers = 1 + h.rng.below(6);
     for caller in 0..callers {
         if h.appended >= h.ops {
