@@ -1,6 +1,8 @@
-//! The small examples (`taste`, `files`, `timeouts`) run to success on every backend: each
-//! checks its own results and exits non-zero if one is wrong, so running it is its test.
-//! `cargo test` builds examples before running tests; this finds them beside its own binary.
+//! The small examples (`taste`, `files`, `direct`, `storage_taste`, `timeouts`) run to
+//! success on every backend: each checks its own results and exits non-zero if one is wrong,
+//! so running it is its test. `storage_bench` runs each of its modes briefly on every
+//! backend (its figures unjudged). `cargo test` builds examples before running tests; this
+//! finds them beside its own binary.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -59,8 +61,83 @@ fn files_writes_flushes_reads_back_and_closes() {
 }
 
 #[test]
+fn direct_replaces_a_file_atomically_with_direct_io() {
+    for stdout in run("direct") {
+        if stdout.contains("skipped") {
+            // Only a file system without O_DIRECT may skip: tmpfs before Linux 6.6 (the
+            // kernel matrix's VMs), never the disks this suite runs on elsewhere.
+            let fs = Command::new("stat").args(["-f", "-c", "%T", "."]).output();
+            let fs = fs.map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+            let fs = fs.unwrap_or_default();
+            assert!(
+                !matches!(fs.as_str(), "ext2/ext3" | "xfs" | "btrfs"),
+                "{fs}: {stdout}"
+            );
+            continue;
+        }
+        assert!(stdout.contains("with one"), "{stdout}");
+    }
+}
+
+#[test]
+fn storage_taste_appends_durable_records() {
+    for stdout in run("storage_taste") {
+        if stdout.contains("skipped") {
+            assert!(!on_a_disk(), "{stdout}");
+            continue;
+        }
+        assert!(stdout.contains("appended two durable records"), "{stdout}");
+    }
+}
+
+/// Whether the working directory is on a file system known to take `O_DIRECT` (ext4, XFS,
+/// Btrfs): an example may skip direct I/O only elsewhere (tmpfs before Linux 6.6, as in the
+/// kernel matrix's VMs).
+fn on_a_disk() -> bool {
+    let fs = Command::new("stat").args(["-f", "-c", "%T", "."]).output();
+    let fs = fs.map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    matches!(
+        fs.unwrap_or_default().as_str(),
+        "ext2/ext3" | "xfs" | "btrfs"
+    )
+}
+
+#[test]
 fn timeouts_fire_in_order_and_deadlines_cancel() {
     for stdout in run("timeouts") {
         assert!(stdout.contains("cancelling it afterwards"), "{stdout}");
     }
+}
+
+/// Each mode of the storage benchmark, briefly, on every backend, on a 1 MiB file in cargo's
+/// temporary directory for tests (under the target directory: a disk, where `O_DIRECT`
+/// works; where the filesystem refuses it, the test says so and skips). It checks that each
+/// run ends well and prints its `result` line; how many operations fit in the window is not
+/// judged.
+#[test]
+fn storage_bench_runs_every_mode() {
+    let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("storage_bench.file");
+    std::fs::write(&file, vec![0x5a; 1 << 20]).unwrap();
+    for backend in backends() {
+        for mode in ["randread", "randwrite", "append", "group"] {
+            let output = Command::new(example_path("storage_bench"))
+                .env("DISPATCH_BACKEND", backend)
+                .arg(format!("--file={}", file.display()))
+                .args([&format!("--mode={mode}"), "--depth=4"])
+                .args(["--seconds=0.05", "--warmup=0"])
+                .output()
+                .expect("the examples are built by cargo test");
+            let stdout = String::from_utf8(output.stdout).unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if !output.status.success() && stderr.contains("Invalid argument") {
+                let dir = file.parent().unwrap().display();
+                return eprintln!("skipped: {dir} refuses O_DIRECT: {stderr}");
+            }
+            assert!(output.status.success(), "{mode} on {backend}: {stderr}");
+            let line = format!("mode={mode} depth=4 ops=");
+            assert!(stdout.starts_with("result backend="), "{stdout}");
+            assert!(stdout.contains(&line), "{mode} on {backend}: {stdout}");
+        }
+    }
+    std::fs::remove_file(&file).unwrap();
 }

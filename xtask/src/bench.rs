@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: the criterion micro benchmarks of dispatch-loop, then the macro
 //! benchmarks: the project's load generator against `echo-server` on each backend and against
 //! peer echo servers (tokio, monoio, compio), then wrk against the project's HTTP example on
-//! each backend and against a hyper server; interleaved, medians over rounds. Benchmarks
+//! each backend and against a hyper server, then the storage program on io_uring and epoll
+//! against fio on a file on the disk; interleaved, medians over rounds. Benchmarks
 //! report; they never pass or fail a build (a macro run whose echoes or responses came back
 //! wrong is reported as FAILED, and the command then exits non-zero: the harness, not a
 //! number, is broken).
@@ -11,7 +12,10 @@
 //! `/proc`, `perf`), `bench_report.rs` (medians, table, JSON), `bench_chart.rs` (the SVG);
 //! the HTTP benchmark's `bench_http.rs` (scenarios, servers, build), `bench_http_run.rs` (one
 //! run under wrk), `bench_http_check.rs` (each server's answers checked byte by byte before
-//! wrk runs) and `bench_http_report.rs` (medians, ratios to hyper, table, JSON).
+//! wrk runs) and `bench_http_report.rs` (medians, ratios to hyper, table, JSON); the storage
+//! benchmark's `bench_storage.rs` (scenarios, engines, the bench file, fio),
+//! `bench_storage_run.rs` (one run of fio or of the program) and `bench_storage_report.rs`
+//! (medians, verdicts against the targets, table, JSON).
 
 #[path = "bench_chart.rs"]
 mod chart;
@@ -29,6 +33,12 @@ mod plan;
 mod report;
 #[path = "bench_run.rs"]
 mod run;
+#[path = "bench_storage.rs"]
+mod storage;
+#[path = "bench_storage_report.rs"]
+mod storage_report;
+#[path = "bench_storage_run.rs"]
+mod storage_run;
 
 use std::time::Instant;
 
@@ -39,9 +49,10 @@ use crate::cmd::Cmd;
 /// `cargo xtask bench`'s options.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Every echo scenario briefly, once, against echo-server and tokio, and one HTTP
-    /// scenario (1 s) against the HTTP example and hyper: a smoke test of the harness (what
-    /// `cargo xtask test` runs); its numbers are not to be judged
+    /// Every echo scenario briefly, once, against echo-server and tokio, one HTTP scenario
+    /// (1 s) against the HTTP example and hyper, and one storage scenario (0.3 s, a 64 MiB
+    /// file) against fio: a smoke test of the harness (what `cargo xtask test` runs); its
+    /// numbers are not to be judged
     #[arg(long)]
     pub quick: bool,
     /// Only the criterion micro benchmarks
@@ -52,11 +63,18 @@ pub struct BenchArgs {
     #[arg(long)]
     pub macro_only: bool,
     /// Only the HTTP benchmark: wrk against the HTTP example (io_uring, epoll) and hyper
-    #[arg(long, conflicts_with_all = ["micro_only", "no_http"])]
+    #[arg(long, conflicts_with_all = ["micro_only", "no_http", "storage_only"])]
     pub http_only: bool,
     /// Leave out the HTTP benchmark (wrk)
     #[arg(long, conflicts_with = "micro_only")]
     pub no_http: bool,
+    /// Only the storage benchmark: the storage program (io_uring, epoll) against fio on a
+    /// file on the disk
+    #[arg(long, conflicts_with_all = ["micro_only", "no_storage"])]
+    pub storage_only: bool,
+    /// Leave out the storage benchmark (fio)
+    #[arg(long, conflicts_with = "micro_only")]
+    pub no_storage: bool,
     /// Macro runs whose scenario or server contains one of these words, comma-separated
     /// (`--filter d16,tokio,uring`: scenarios matching a word, each with the servers
     /// matching a word; where no word names a scenario, every scenario, likewise servers;
@@ -92,7 +110,15 @@ pub struct BenchArgs {
     #[arg(
         last = true,
         value_name = "CRITERION",
-        conflicts_with_all = ["macro_only", "quick", "filter", "http_only", "no_http"]
+        conflicts_with_all = [
+            "macro_only",
+            "quick",
+            "filter",
+            "http_only",
+            "no_http",
+            "storage_only",
+            "no_storage"
+        ]
     )]
     pub criterion_args: Vec<String>,
 }
@@ -106,7 +132,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             "bench --quick: the criterion micro benchmarks are left out (they take minutes; \
              `cargo xtask bench --micro-only` runs them)"
         );
-    } else if !args.macro_only && args.filter.is_empty() && !args.http_only {
+    } else if !args.macro_only && args.filter.is_empty() && !args.http_only && !args.storage_only {
         micro(&args.criterion_args)?;
     }
     if micro_only {
@@ -123,26 +149,31 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
     if failed > 0 {
         return Err(format!(
-            "{failed} run(s) FAILED (wrong or missing echoes or responses, or a process that \
-             did not start or stop): see the tables and target/bench/logs/"
+            "{failed} run(s) FAILED (wrong or missing echoes or responses, a process that did \
+             not start or stop, or a storage run that failed): see the tables and \
+             target/bench/logs/"
         ));
     }
     Ok(())
 }
 
-/// The macro benchmarks, echo then HTTP: each builds, runs, reports; returns how many runs
-/// failed.
+/// The macro benchmarks, echo, HTTP, then storage: each builds, runs, reports; returns how
+/// many runs failed.
 fn macro_bench(args: &BenchArgs) -> Result<usize, String> {
     let plan = plan::Plan::from_args(args)?;
     let http_plan = http::Plan::from_args(args, &plan);
-    if plan.is_empty() && http_plan.is_empty() {
+    let storage_plan = storage::Plan::from_args(args, &plan);
+    if plan.is_empty() && http_plan.is_empty() && storage_plan.is_empty() {
         return Err(format!(
-            "--filter {} leaves no scenario or no server; scenarios: {}, {}; servers: {}, {}",
+            "--filter {} leaves no scenario or no server; scenarios: {}, {}, {}; servers: \
+             {}, {}, {}",
             args.filter.join(","),
             plan::names(&plan::SCENARIOS, |s| s.name),
             plan::names(&http::SCENARIOS, |s| s.name),
+            plan::names(&storage::SCENARIOS, |s| s.name),
             plan::names(&plan::SERVERS, |s| s.name),
             plan::names(&http::SERVERS, |s| s.name),
+            plan::names(&storage::ENGINES, |e| e.name),
         ));
     }
     let mut failed = 0;
@@ -156,6 +187,9 @@ fn macro_bench(args: &BenchArgs) -> Result<usize, String> {
     }
     if !http_plan.is_empty() {
         failed += http::bench(&http_plan)?;
+    }
+    if !storage_plan.is_empty() {
+        failed += storage::bench(&storage_plan)?;
     }
     Ok(failed)
 }

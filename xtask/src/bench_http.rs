@@ -113,13 +113,16 @@ pub struct Plan {
 
 impl Plan {
     /// The plan `args` asks for, with the echo plan's CPUs and rounds; empty where the filter
-    /// names only the echo benchmark's scenarios or servers, or `--no-http`.
+    /// names only the echo or storage benchmark's scenarios or servers, or `--no-http`, or
+    /// `--storage-only`.
     pub fn from_args(args: &BenchArgs, echo: &EchoPlan) -> Plan {
-        let echo_scenarios: Vec<&str> = super::plan::SCENARIOS.iter().map(|s| s.name).collect();
-        let dispatch_echos: Vec<&str> = super::plan::SERVERS.iter().map(|s| s.name).collect();
+        let mut echo_scenarios: Vec<&str> = super::plan::SCENARIOS.iter().map(|s| s.name).collect();
+        let mut dispatch_echos: Vec<&str> = super::plan::SERVERS.iter().map(|s| s.name).collect();
+        echo_scenarios.extend(super::storage::names());
+        dispatch_echos.extend(super::storage::names());
         let mut scenarios = filtered(&SCENARIOS, &args.filter, |s| s.name, &echo_scenarios);
         let servers = filtered(&SERVERS, &args.filter, |s| s.name, &dispatch_echos);
-        if args.no_http {
+        if args.no_http || args.storage_only {
             scenarios.clear();
         }
         if echo.quick && scenarios.len() > 1 {
@@ -274,6 +277,7 @@ mod tests {
         all.extend(SERVERS.iter().map(|s| s.name));
         all.extend(super::super::plan::SCENARIOS.iter().map(|s| s.name));
         all.extend(super::super::plan::SERVERS.iter().map(|s| s.name));
+        all.extend(super::super::storage::names());
         let count = all.len();
         all.sort_unstable();
         all.dedup();

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::{http, BenchArgs};
+use super::{http, storage, BenchArgs};
 use crate::cmd::Cmd;
 use crate::project_root;
 
@@ -124,13 +124,17 @@ pub struct Plan {
 
 impl Plan {
     /// The plan `args` asks for; says which peers `--quick` leaves out. Its scenarios or its
-    /// servers are none where the filter names only the HTTP benchmark's, or `--http-only`.
+    /// servers are none where the filter names only the HTTP or storage benchmark's, or
+    /// `--http-only`, or `--storage-only`.
     pub fn from_args(args: &BenchArgs) -> Result<Plan, String> {
-        let http_scenarios: Vec<&str> = http::SCENARIOS.iter().map(|s| s.name).collect();
-        let http_servers: Vec<&str> = http::SERVERS.iter().map(|s| s.name).collect();
-        let mut scenarios = filtered(&SCENARIOS, &args.filter, |s| s.name, &http_scenarios);
-        let mut servers = filtered(&SERVERS, &args.filter, |s| s.name, &http_servers);
-        if args.http_only {
+        // The other benchmarks' names: a filter naming only those leaves this one out.
+        let mut other_scenarios: Vec<&str> = http::SCENARIOS.iter().map(|s| s.name).collect();
+        let mut other_servers: Vec<&str> = http::SERVERS.iter().map(|s| s.name).collect();
+        other_scenarios.extend(storage::names());
+        other_servers.extend(storage::names());
+        let mut scenarios = filtered(&SCENARIOS, &args.filter, |s| s.name, &other_scenarios);
+        let mut servers = filtered(&SERVERS, &args.filter, |s| s.name, &other_servers);
+        if args.http_only || args.storage_only {
             scenarios.clear();
         }
         if args.quick && !scenarios.is_empty() {

@@ -10,10 +10,11 @@ use crate::project_root;
 
 /// Variables that change what the test suites do. A step that does not set one runs without
 /// it, so that `cargo xtask test` tests the same things in every shell.
-const TEST_VARS: [&str; 4] = [
+const TEST_VARS: [&str; 5] = [
     "DISPATCH_BACKEND",
     "DISPATCH_CORE_TEST_BLOCK",
     "DISPATCH_CORE_TEST_CHILD",
+    "DISPATCH_CORE_TEST_FILE_WORKERS",
     "DISPATCH_CORE_TEST_MASK",
 ];
 

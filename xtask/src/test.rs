@@ -26,10 +26,18 @@ const CHECK_TARGETS: [&str; 2] = ["x86_64-unknown-freebsd", "aarch64-apple-darwi
 /// dispatch-loop suite on epoll without `epoll_pwait2` (the test harness blocks the syscall
 /// with a seccomp filter), as on the pre-5.11 hosts the epoll fallback exists for; and on
 /// io_uring with every optional kernel feature masked (provided-buffer rings, multishot,
-/// `EXT_ARG`), so each io_uring fallback runs on this kernel too. The echo-server's suite
-/// runs every backend and the masked io_uring itself.
-const RERUNS: [Rerun; 6] = [
+/// `EXT_ARG`), so each io_uring fallback runs on this kernel too; and on epoll with file
+/// operations inline (`file_workers: 0`; the default runs them on one worker). The
+/// echo-server's suite runs every backend and the masked io_uring itself.
+const RERUNS: [Rerun; 7] = [
     (DISPATCH_CORE, &[("DISPATCH_BACKEND", "epoll")]),
+    (
+        DISPATCH_CORE,
+        &[
+            ("DISPATCH_BACKEND", "epoll"),
+            ("DISPATCH_CORE_TEST_FILE_WORKERS", "0"),
+        ],
+    ),
     (DISPATCH_CORE, &[("DISPATCH_BACKEND", "kqueue-fake")]),
     (
         DISPATCH_CORE,
@@ -70,8 +78,8 @@ const DISPATCH_NET: &[&str] = &[
 /// `cross_targets`: also type-check and lint the kqueue code for FreeBSD and macOS.
 pub fn run(cross_targets: bool) -> Result<(), String> {
     prepare(cross_targets)?;
-    // wrk and curl, installed where missing: any still missing is listed with the skipped
-    // tests at the end (the HTTP smoke test and the HTTP example's tests skip without them).
+    // wrk, curl and fio, installed where missing: any still missing is listed with the skipped
+    // tests at the end (what needs it skips: `ensure_clients`).
     let clients_missing = ensure_clients();
     Cmd::cargo(&["fmt", "--all", "--check"]).run()?;
     let deny_warnings = ["--", "-D", "warnings"];
@@ -104,8 +112,10 @@ pub fn run(cross_targets: bool) -> Result<(), String> {
     // The macro benchmarks' harness, briefly: every echo scenario against echo-server and
     // tokio, every echoed byte checked, then one HTTP scenario under wrk against the http
     // example and hyper, their answers checked (left out, saying why, without wrk or the
-    // example). It judges no number; only wrong echoes or answers, or a server that does not
-    // start or stop, fail it.
+    // example), then one storage scenario, the storage program beside fio on a file on the
+    // disk (fio's engines skipped, saying why, without fio). It judges no number; only wrong
+    // echoes or answers, a server that does not start or stop, or a storage run that fails,
+    // fail it.
     Cmd::cargo(&["xtask", "bench", "--quick"]).run()?;
     let mut skips = Skips::default();
     skips.tools_missing(&clients_missing);
@@ -160,20 +170,21 @@ fn prepare(cross_targets: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Installs the real clients the HTTP tests and the benchmark's smoke test use (wrk, curl)
-/// where missing; without a root apt host it says so and goes on (those parts then skip,
+/// Installs the real clients the HTTP tests and the benchmark's smoke test use (wrk, curl,
+/// fio) where missing; without a root apt host it says so and goes on (those parts then skip,
 /// saying why). Returns the tools still missing.
 fn ensure_clients() -> Vec<&'static str> {
-    let missing: Vec<&str> = ["wrk", "curl"]
+    let missing: Vec<&str> = ["wrk", "curl", "fio"]
         .into_iter()
         .filter(|tool| !on_path(tool))
         .collect();
     if missing.is_empty() {
         return missing;
     }
-    let howto = "install them (Debian and Ubuntu package names) to run the HTTP checks";
+    let howto = "install them (Debian and Ubuntu package names) to run the HTTP checks and \
+                 the storage benchmark's fio side";
     if let Err(error) = crate::kernel_host::install_packages(&missing, howto) {
-        eprintln!("xtask: {error}; the HTTP tests and benchmark will skip");
+        eprintln!("xtask: {error}; what needs them will skip");
     }
     missing.into_iter().filter(|tool| !on_path(tool)).collect()
 }
@@ -212,9 +223,12 @@ impl Skips {
 
     /// Counts what skips for want of a tool xtask could not install (`ensure_clients`).
     fn tools_missing(&mut self, tools: &[&str]) {
-        for tool in tools {
+        for &tool in tools {
             let reason = format!("{tool} is missing and could not be installed");
-            let what = "the HTTP benchmark smoke test and the HTTP example's tests using it";
+            let what = match tool {
+                "fio" => "the storage benchmark smoke test's fio engines",
+                _ => "the HTTP benchmark smoke test and the HTTP example's tests using it",
+            };
             let run = "bench --quick, examples".to_owned();
             self.found.push((run, what.to_owned(), reason));
         }

@@ -57,6 +57,24 @@ mod tests {
         );
     }
 
+    /// The README's taste of storage is part of `examples/storage_taste.rs`, verbatim.
+    #[test]
+    fn the_readme_storage_taste_is_the_compiled_example() {
+        let root = project_root();
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let taste = readme
+            .split_once("### A taste of storage")
+            .expect("README has ### A taste of storage")
+            .1;
+        let block = taste.split_once("```rust\n").expect("a rust block").1;
+        let block = block.split_once("```").expect("a closed block").0;
+        let example = std::fs::read_to_string(root.join("examples/storage_taste.rs")).unwrap();
+        assert!(
+            example.contains(block),
+            "README.md's taste of storage is not in examples/storage_taste.rs: change both"
+        );
+    }
+
     #[test]
     fn every_file_opens_with_a_doc_comment() {
         for (path, text) in sources() {

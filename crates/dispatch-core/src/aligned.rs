@@ -15,6 +15,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
 
 /// A heap buffer with a fixed capacity and the alignment asked for at [`AlignedBuf::new`],
 /// for reads and writes with `O_DIRECT` ([`crate::Io::read`], [`crate::Io::write`] and the
@@ -36,6 +37,9 @@ pub struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
     layout: Layout,
+    /// The registered set the memory belongs to, and its index there (`Io::registered_buf`);
+    /// `None` for memory of its own.
+    home: Option<(Arc<RegisteredSet>, u16)>,
 }
 
 // SAFETY: the buffer owns its allocation exclusively (no aliasing pointer survives outside
@@ -76,6 +80,7 @@ impl AlignedBuf {
             ptr,
             len: 0,
             layout,
+            home: None,
         })
     }
 
@@ -107,6 +112,21 @@ impl AlignedBuf {
     /// The alignment the buffer was made with (its address is a multiple of it).
     pub fn align(&self) -> usize {
         self.layout.align()
+    }
+
+    /// Whether the buffer is one of its loop's registered buffers (`Io::registered_buf`),
+    /// which goes back to its set when dropped.
+    pub fn is_registered(&self) -> bool {
+        self.home.is_some()
+    }
+
+    /// The buffer's index in `set`, if it is one of that set's.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn index_in(&self, set: &Arc<RegisteredSet>) -> Option<u16> {
+        match &self.home {
+            Some((home, index)) if Arc::ptr_eq(home, set) => Some(*index),
+            _ => None,
+        }
     }
 
     /// Empties the buffer (its capacity stays).
@@ -186,9 +206,101 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        if let Some((set, index)) = self.home.take() {
+            set.put_back(index);
+            return;
+        }
         // SAFETY: allocated in `new` with this layout; the loop hands a buffer back (and so
         // lets it drop) only once the kernel can no longer touch it.
         unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+/// A set of equal buffers in one page-aligned allocation, made at `Io::new`
+/// (`Options::registered`) and on io_uring registered with the kernel once
+/// (`IORING_REGISTER_BUFFERS`), so that reads and writes from them skip pinning their pages
+/// on every operation (`READ_FIXED`, `WRITE_FIXED`). Lent out as [`AlignedBuf`]s that come
+/// back when dropped, from any thread (hence a mutex, taken once per lend and return).
+pub(crate) struct RegisteredSet {
+    base: NonNull<u8>,
+    layout: Layout,
+    buffer_size: usize,
+    free: Mutex<Vec<u16>>,
+}
+
+// SAFETY: the memory is only reached through the `AlignedBuf`s lent out, each owning its
+// part exclusively, and the free list is behind a mutex.
+unsafe impl Send for RegisteredSet {}
+// SAFETY: as above; `&RegisteredSet` reads only immutable fields or locks the list.
+unsafe impl Sync for RegisteredSet {}
+
+/// The alignment of registered buffers: a page, which suits direct I/O on every device.
+pub(crate) const REGISTERED_ALIGN: usize = 4096;
+
+impl RegisteredSet {
+    /// `count` buffers of `buffer_size` bytes (a multiple of [`REGISTERED_ALIGN`]).
+    pub(crate) fn new(count: u16, buffer_size: usize) -> Arc<RegisteredSet> {
+        assert!(count > 0 && buffer_size > 0 && buffer_size.is_multiple_of(REGISTERED_ALIGN));
+        let size = buffer_size * usize::from(count);
+        let layout = Layout::from_size_align(size, REGISTERED_ALIGN).expect("validated size");
+        // SAFETY: the size is not zero (asserted above).
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let Some(base) = NonNull::new(ptr) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        Arc::new(RegisteredSet {
+            base,
+            layout,
+            buffer_size,
+            // Lent lowest index first: a small load touches few pages.
+            free: Mutex::new((0..count).rev().collect()),
+        })
+    }
+
+    /// The buffers as the kernel registers them: one iovec each, in index order.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn iovecs(&self) -> Vec<libc::iovec> {
+        let count = self.layout.size() / self.buffer_size;
+        (0..count)
+            .map(|i| libc::iovec {
+                // SAFETY: `i * buffer_size` lies within the allocation.
+                iov_base: unsafe { self.base.as_ptr().add(i * self.buffer_size) }.cast(),
+                iov_len: self.buffer_size,
+            })
+            .collect()
+    }
+
+    /// Lends a free buffer, empty, or `None` when all are lent.
+    pub(crate) fn lend(self: &Arc<Self>) -> Option<AlignedBuf> {
+        let index = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+        let offset = usize::from(index) * self.buffer_size;
+        // SAFETY: the offset lies within the allocation; buffer `index` was free, so nothing
+        // else refers to its bytes until this handle comes back.
+        let ptr = unsafe { NonNull::new_unchecked(self.base.as_ptr().add(offset)) };
+        let layout = Layout::from_size_align(self.buffer_size, REGISTERED_ALIGN)
+            .expect("a part of a valid layout");
+        Some(AlignedBuf {
+            ptr,
+            len: 0,
+            layout,
+            home: Some((Arc::clone(self), index)),
+        })
+    }
+
+    fn put_back(&self, index: u16) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        // Each index has one handle at a time: the list never outgrows the set (and so
+        // never reallocates: it was made holding every index).
+        assert!(free.len() < free.capacity() || free.len() < self.layout.size() / self.buffer_size);
+        free.push(index);
+    }
+}
+
+impl Drop for RegisteredSet {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout; the last `Arc` is gone, so no buffer
+        // is lent, and the loop (whose ring registered the memory) held one until dropped.
+        unsafe { std::alloc::dealloc(self.base.as_ptr(), self.layout) };
     }
 }
 

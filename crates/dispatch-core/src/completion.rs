@@ -6,7 +6,6 @@ use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
 use crate::filebuf::{Bytes, BytesList};
-use crate::io::IoBuf;
 use crate::operation::{Args, BufResult, FileStat, RawStat};
 use crate::outbuf::OutBuf;
 use std::rc::Rc;
@@ -103,14 +102,17 @@ pub(crate) fn buf_value(args: Args, result: i32) -> BufResult {
     match args {
         Args::Recv { buf, .. } => filled(buf, result),
         Args::Send { buf, .. } => (count(result), buf),
-        Args::Read { .. } | Args::Write { .. } => file_value(args, result),
+        Args::Read { .. } | Args::Write { .. } => match file_value(args, result) {
+            (count, Bytes::Vec(buf)) => (count, buf),
+            (_, Bytes::Aligned(_)) => unreachable!("a Vec<u8> callback for an AlignedBuf"),
+        },
         other => unreachable!("{} is not a buffer operation", other.label()),
     }
 }
 
 /// The value for a file read or write: the buffer, of the kind that went in, with the byte
 /// count (a read's bytes taken into its length).
-pub(crate) fn file_value<B: IoBuf>(args: Args, result: i32) -> (io::Result<usize>, B) {
+pub(crate) fn file_value(args: Args, result: i32) -> (io::Result<usize>, Bytes) {
     let (count, bytes): (io::Result<usize>, Bytes) = match args {
         Args::Read { mut buf, .. } => {
             let n = count(result);
@@ -124,12 +126,12 @@ pub(crate) fn file_value<B: IoBuf>(args: Args, result: i32) -> (io::Result<usize
         Args::Write { buf, .. } => (count(result), buf),
         other => unreachable!("{} is not a file read or write", other.label()),
     };
-    (count, B::from_bytes(bytes))
+    (count, bytes)
 }
 
 /// The value for a vectored file read or write: the buffers, with the byte count (a read's
 /// spread over them in order).
-pub(crate) fn file_list_value<B: IoBuf>(args: Args, result: i32) -> (io::Result<usize>, Vec<B>) {
+pub(crate) fn file_list_value(args: Args, result: i32) -> (io::Result<usize>, BytesList) {
     let (count, list): (io::Result<usize>, BytesList) = match args {
         Args::ReadV { mut bufs, .. } => {
             let n = count(result);
@@ -143,7 +145,7 @@ pub(crate) fn file_list_value<B: IoBuf>(args: Args, result: i32) -> (io::Result<
         Args::WriteV { bufs, .. } => (count(result), bufs),
         other => unreachable!("{} is not a vectored file operation", other.label()),
     };
-    (count, B::from_list(list))
+    (count, list)
 }
 
 /// The value for a statx: the fields of the buffer the operation filled in.
@@ -175,15 +177,20 @@ fn file_stat(raw: &RawStat) -> FileStat {
     }
 }
 
+// The field types differ between FreeBSD and macOS (`ino_t`, `nlink_t`): a cast that is
+// needed on one is the identity on the other.
 #[cfg(not(target_os = "linux"))]
+#[allow(clippy::unnecessary_cast)]
 fn file_stat(raw: &RawStat) -> FileStat {
     FileStat {
-        size: raw.st_size as u64,
+        // The widths differ between FreeBSD and macOS: converted, the same code on both.
+        size: u64::try_from(raw.st_size).unwrap_or(0),
         mode: u32::from(raw.st_mode),
-        ino: raw.st_ino as u64,
-        nlink: raw.st_nlink as u64,
-        blocks: raw.st_blocks as u64,
-        block_size: raw.st_blksize as u32,
+        ino: raw.st_ino,
+        #[allow(clippy::useless_conversion)]
+        nlink: u64::from(raw.st_nlink),
+        blocks: u64::try_from(raw.st_blocks).unwrap_or(0),
+        block_size: u32::try_from(raw.st_blksize).unwrap_or(0),
         dio_mem_align: 0,
         dio_offset_align: 0,
     }
@@ -301,42 +308,11 @@ pub(crate) fn discard(args: Args, result: i32, flags: u32, pool: Option<&Rc<Pool
         Args::SendPooled { .. } => drop(pool_send_value(args, result)),
         Args::SendVectored { .. } => drop(vectored_value(args, result)),
         Args::Accept { .. } | Args::Openat { .. } => drop(fd_value(args, result)),
-        Args::Recv { .. } | Args::Read { .. } | Args::Send { .. } | Args::Write { .. } => {
-            drop(buf_value_any(args, result))
-        }
-        Args::ReadV { .. } | Args::WriteV { .. } => drop(list_value_any(args, result)),
+        Args::Recv { .. } | Args::Send { .. } => drop(buf_value(args, result)),
+        Args::Read { .. } | Args::Write { .. } => drop(file_value(args, result)),
+        Args::ReadV { .. } | Args::WriteV { .. } => drop(file_list_value(args, result)),
         Args::Statx { .. } => drop(stat_value(args, result)),
         Args::Wakeup => drop(count_value(args, result)),
         _ => drop(unit_value(args, result)),
-    }
-}
-
-/// [`buf_value`] whatever the buffer's kind (for a result no callback takes).
-fn buf_value_any(args: Args, result: i32) -> io::Result<usize> {
-    match &args {
-        Args::Read {
-            buf: Bytes::Aligned(_),
-            ..
-        }
-        | Args::Write {
-            buf: Bytes::Aligned(_),
-            ..
-        } => file_value::<crate::AlignedBuf>(args, result).0,
-        _ => buf_value(args, result).0,
-    }
-}
-
-/// [`file_list_value`] whatever the buffers' kind (for a result no callback takes).
-fn list_value_any(args: Args, result: i32) -> io::Result<usize> {
-    match &args {
-        Args::ReadV {
-            bufs: BytesList::Aligned(_),
-            ..
-        }
-        | Args::WriteV {
-            bufs: BytesList::Aligned(_),
-            ..
-        } => file_list_value::<crate::AlignedBuf>(args, result).0,
-        _ => file_list_value::<Vec<u8>>(args, result).0,
     }
 }

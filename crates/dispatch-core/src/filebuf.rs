@@ -35,12 +35,14 @@ impl Bytes {
     }
 
     /// The spare capacity as the kernel takes it: start and length.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn spare_raw(&mut self) -> (*mut u8, usize) {
         let spare = self.spare();
         (spare.as_mut_ptr().cast(), spare.len())
     }
 
     /// The bytes as the kernel takes them: start and length.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn filled_raw(&self) -> (*const u8, usize) {
         let filled = self.filled();
         (filled.as_ptr(), filled.len())
@@ -112,12 +114,15 @@ impl BytesList {
         for i in 0..count {
             let (_, spare) = self.spare_raw(i);
             let take = spare.min(n);
-            // SAFETY: the caller's contract: these bytes were written, in order.
             match self {
-                BytesList::Vec(bufs) => unsafe {
+                BytesList::Vec(bufs) => {
                     let len = bufs[i].len();
-                    bufs[i].set_len(len + take);
-                },
+                    // SAFETY: the caller's contract: the first `take` bytes of this
+                    // buffer's spare capacity were written (the read fills in order), and
+                    // `take` is at most the spare capacity.
+                    unsafe { bufs[i].set_len(len + take) };
+                }
+                // SAFETY: as above.
                 BytesList::Aligned(bufs) => unsafe { bufs[i].grow(take) },
             }
             n -= take;

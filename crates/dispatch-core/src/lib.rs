@@ -80,7 +80,7 @@ pub use crate::io::{
 pub use crate::operation::{
     BufResult, FileStat, OpId, ScheduleError, ScheduleErrorKind, Shot, Tag,
 };
-pub use crate::options::{Options, PoolOptions, UringOptions, BACKEND_ENV};
+pub use crate::options::{Options, PoolOptions, RegisteredOptions, UringOptions, BACKEND_ENV};
 pub use crate::outbuf::{OutBuf, GATHER_MAX};
 pub use crate::pool::PoolBuf;
 pub use crate::stats::{BackendKind, Fallback, Stats, UringFeatures};

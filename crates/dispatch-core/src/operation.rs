@@ -173,15 +173,21 @@ pub struct FileStat {
     pub dio_offset_align: u32,
 }
 
+// The file type bits of `st_mode`, the same on Linux, FreeBSD and macOS (whose `mode_t`
+// widths differ, hence constants of one type).
+const S_IFMT: u32 = 0o170000;
+const S_IFDIR: u32 = 0o040000;
+const S_IFREG: u32 = 0o100000;
+
 impl FileStat {
     /// Whether this is a directory.
     pub fn is_dir(&self) -> bool {
-        self.mode & (libc::S_IFMT as u32) == libc::S_IFDIR as u32
+        self.mode & S_IFMT == S_IFDIR
     }
 
     /// Whether this is a regular file.
     pub fn is_file(&self) -> bool {
-        self.mode & (libc::S_IFMT as u32) == libc::S_IFREG as u32
+        self.mode & S_IFMT == S_IFREG
     }
 }
 

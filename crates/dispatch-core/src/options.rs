@@ -35,10 +35,52 @@ pub struct Options {
     /// The receive buffer pool of [`crate::Io::recv_pooled`] and
     /// [`crate::Io::recv_multishot`].
     pub pool: PoolOptions,
+    /// Registered buffers for file I/O (default: none).
+    pub registered: RegisteredOptions,
     /// epoll: wait with `epoll_pwait2` (nanosecond timeouts) where the kernel has it. `false`
     /// forces `epoll_wait`, whose millisecond timeouts are rounded up (never early), as on
     /// kernels before 5.11.
     pub epoll_pwait2: bool,
+    /// epoll and kqueue: how many worker threads perform file operations (read and write,
+    /// plain and vectored, fsync and fdatasync, fallocate, ftruncate, statx, openat,
+    /// renameat, unlinkat, mkdirat) off the loop's thread; `0` runs them inline, in the
+    /// loop's thread. At most 64. The threads start at `Io::new` and stop when the `Io` is
+    /// dropped; their queues are allocated then, so nothing is allocated per operation.
+    /// io_uring ignores it (the kernel performs file operations, in its own workers where
+    /// they would block) and so does the simulator (its disk is in memory).
+    /// [`crate::Stats::file_workers`] says how many a loop runs.
+    ///
+    /// The default, [`Options::new`]'s, is **1**, chosen from a measurement
+    /// (`examples/fsync_stall.rs`, docs/BENCHMARKS.md): one loop on epoll serving an echo
+    /// client that pings every millisecond while the same loop writes 400 MiB to a file and
+    /// fsyncs it. Inline, the client's p99 over that window was the fsync's own duration
+    /// (median of 6 runs: 131 ms; up to 1.3 s when the writes themselves were slow), since
+    /// no ping is answered while the loop is inside `fsync`; with one worker it was 10 ms,
+    /// with two 4 ms, both within the noise of the shared 2-vCPU machine measured on (its
+    /// idle baseline's p99 ranged from 0.2 to 28 ms), against a fast virtual disk on which
+    /// the fsync took about 120 ms: a real disk's seconds would stall an inline loop for
+    /// seconds. The price is a hand-off per operation: a cached 4 KiB read, one at a time,
+    /// took 0.8 µs inline and about 10 µs through a worker. One worker rather than more
+    /// because one runs file operations exactly as inline does, one at a time in the order
+    /// they were scheduled, so a program gets the same results with the default whatever
+    /// it assumed; with more, operations in flight together run concurrently, in any order,
+    /// as on io_uring (schedule an `fsync` from its write's callback, not beside it), which
+    /// pays off only for a program with several independent file operations in flight.
+    /// `0` suits a program whose file operations are few, fast and on a local disk (as
+    /// TigerBeetle runs them on macOS), where 10 µs each matters more than a stall.
+    ///
+    /// Inline, a slow file operation stalls every socket of the loop for its whole duration;
+    /// with workers, the loop hands the operation over and goes on serving its sockets.
+    /// Close is not a file operation here: it stays inline on every descriptor.
+    ///
+    /// Cancels and deadlines work as for every operation: one still queued for a worker is
+    /// taken back and ends `ECANCELED` (`ETIMEDOUT` for a deadline); one a worker is
+    /// performing cannot be interrupted and ends with its real result, as an operation the
+    /// kernel is performing does on io_uring. Dropping the `Io` waits for the operations the
+    /// workers are performing (each worker runs one syscall at a time), up to the 10 s it
+    /// waits for the kernel on io_uring; past that it leaves those workers to finish alone,
+    /// each owning the buffer it writes into, so nothing is freed under it.
+    pub file_workers: u32,
 }
 
 /// The receive buffer pool: `buffers` buffers of `buffer_size` bytes, allocated once at
@@ -58,6 +100,30 @@ impl PoolOptions {
     /// `buffers` buffers of `buffer_size` bytes (`PoolOptions::new(0, 0)`: no pool).
     pub const fn new(buffers: u32, buffer_size: u32) -> PoolOptions {
         PoolOptions {
+            buffers,
+            buffer_size,
+        }
+    }
+}
+
+/// Registered buffers for file I/O ([`crate::Io::registered_buf`]): `buffers` page-aligned
+/// buffers of `buffer_size` bytes, allocated once at `Io::new` and, on io_uring, registered
+/// with the kernel once, so that a read or write from one skips pinning its pages on every
+/// operation (`READ_FIXED`, `WRITE_FIXED`). On epoll, kqueue and the simulator they are
+/// plain aligned buffers, and the same program runs. `buffers == 0` (the default): none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RegisteredOptions {
+    /// How many buffers (at most 16384, the kernel's limit).
+    pub buffers: u32,
+    /// Bytes per buffer: a multiple of 4096, at most 1 GiB.
+    pub buffer_size: u32,
+}
+
+impl RegisteredOptions {
+    /// `buffers` buffers of `buffer_size` bytes (`RegisteredOptions::new(0, 0)`: none).
+    pub const fn new(buffers: u32, buffer_size: u32) -> RegisteredOptions {
+        RegisteredOptions {
             buffers,
             buffer_size,
         }
@@ -128,9 +194,12 @@ pub struct UringOptions {
 impl Options {
     /// `ops_max` operations in flight and these defaults:
     /// - `backend: None` (automatic selection);
+    /// - `registered: RegisteredOptions { buffers: 0, buffer_size: 0 }`: no registered buffers;
     /// - `pool: PoolOptions { buffers: 0, buffer_size: 0 }`: no pool, so pooled receives are
     ///   refused until one is configured;
     /// - `epoll_pwait2: true`;
+    /// - `file_workers: 1`: file operations on one worker thread on epoll and kqueue (see
+    ///   [`Options::file_workers`] for the measurement behind it);
     /// - `uring`: an SQ of `min(ops_max, 256)` entries; `single_issuer`, `defer_taskrun` and
     ///   `submit_all` on (the flags measured fastest here: see `cargo xtask bench`);
     ///   `coop_taskrun` off; `ext_arg`, `pbuf_ring` and `multishot` on (each used only where
@@ -144,7 +213,9 @@ impl Options {
             ops_max,
             backend: None,
             epoll_pwait2: true,
+            file_workers: FILE_WORKERS_DEFAULT,
             pool: PoolOptions::new(0, 0),
+            registered: RegisteredOptions::new(0, 0),
             uring: UringOptions {
                 sq_entries: if sq_entries == 0 { 1 } else { sq_entries },
                 single_issuer: true,
@@ -181,6 +252,15 @@ impl Options {
         if self.uring.sq_entries > 32_768 {
             return Err("uring.sq_entries must be at most 32768 (the kernel's limit)");
         }
+        if self.registered.buffers > 16_384 {
+            return Err("registered.buffers must be at most 16384");
+        }
+        let size = self.registered.buffer_size;
+        if self.registered.buffers > 0
+            && (size == 0 || !size.is_multiple_of(4096) || size > 1 << 30)
+        {
+            return Err("registered.buffer_size must be a multiple of 4096, at most 1 GiB");
+        }
         if self.pool.buffers > 32_768 {
             return Err("pool.buffers must be at most 32768");
         }
@@ -193,12 +273,21 @@ impl Options {
         if self.uring.batch_wait_us > 1_000_000 {
             return Err("uring.batch_wait_us must be at most 1000000 (one second)");
         }
+        if self.file_workers > FILE_WORKERS_MAX {
+            return Err("file_workers must be at most 64");
+        }
         if self.uring.defer_taskrun && !self.uring.single_issuer {
             return Err("uring.defer_taskrun requires uring.single_issuer");
         }
         Ok(())
     }
 }
+
+/// The most file workers one loop may have (`Options::file_workers`).
+pub(crate) const FILE_WORKERS_MAX: u32 = 64;
+
+/// `Options::new`'s `file_workers`, chosen from the measurement in docs/BENCHMARKS.md.
+const FILE_WORKERS_DEFAULT: u32 = 1;
 
 /// Exclusive upper bound on `ops_max`: slot indices stay far from the internal `user_data`
 /// values, and the CQ (sized from `ops_max`) stays within the kernel's limit.

@@ -162,9 +162,10 @@ impl fmt::Debug for PoolBuf {
     }
 }
 
-/// The loop's side of the pool: the shared memory, and the buffers it holds itself (the
-/// readiness backends pick from `free`; io_uring lends all of them to the kernel's
-/// provided-buffer ring instead).
+/// The loop's side of the pool: the shared memory, and the buffers it holds itself, a stack
+/// with the last returned on top (the readiness backends pick from it; io_uring lends from
+/// it to the kernel's provided-buffer ring as much as the ring should hold). Reusing the
+/// buffers just returned keeps the memory touched to what the load needs.
 pub(crate) struct Pool {
     shared: Rc<PoolShared>,
     free: Vec<u16>,
@@ -235,26 +236,6 @@ impl Pool {
             "buffer {bid} freed twice"
         );
         self.free.push(bid);
-    }
-
-    /// Takes every free buffer (io_uring lends them all to the kernel at start-up).
-    #[cfg(target_os = "linux")]
-    pub(crate) fn take_all_free(&mut self, mut f: impl FnMut(u16)) {
-        while let Some(bid) = self.free.pop() {
-            f(bid);
-        }
-    }
-
-    /// Hands every buffer returned by a dropped handle to `f`, with its address; how many
-    /// there were. io_uring's: it hands them to the kernel's provided-buffer ring.
-    #[cfg(target_os = "linux")]
-    pub(crate) fn take_returned(&mut self, mut f: impl FnMut(u16, *mut u8)) -> u32 {
-        let mut returned = self.shared.returned.borrow_mut();
-        let count = returned.len() as u32;
-        for bid in returned.drain(..) {
-            f(bid, self.buffer_ptr(bid));
-        }
-        count
     }
 
     /// Moves every buffer returned by a dropped handle among the free ones (readiness

@@ -118,6 +118,10 @@ pub struct UringFeatures {
     /// `FTRUNCATE` 6.9); the others run in the loop's thread. 0 when masked
     /// (`UringOptions::file_opcodes`).
     pub file_opcodes: u32,
+    /// The loop's registered buffers (`Options::registered`) were registered with the
+    /// kernel (`IORING_REGISTER_BUFFERS`): reads and writes from them are `READ_FIXED` and
+    /// `WRITE_FIXED`. `false` without any, or where the kernel refused them.
+    pub registered_buffers: bool,
     /// Set-up flags asked for that the kernel refused (`EINVAL`), dropped one at a time,
     /// newest kernel feature first, until a ring could be created; 0 when none was. A bit
     /// set per flag: `STEPPED_DOWN_*`.
@@ -225,6 +229,18 @@ pub struct Stats {
     /// a ping-pong, whose next message waits for this reply): the next 16 blocking waits
     /// skip the batch wait, and each further miss in a row doubles that, up to 1024.
     pub batch_waits: u64,
+    /// The file workers performing file operations off the loop's thread: epoll and kqueue
+    /// with [`crate::Options::file_workers`] above 0. 0 where file operations run inline in
+    /// the loop's thread (`file_workers: 0`), in the kernel (io_uring, which ignores the
+    /// option) or on the simulator (which ignores it too).
+    pub file_workers: u32,
+    /// Syscalls the file workers made: each operation's own (`pread`, `fsync`, ...) and the
+    /// signal that wakes the loop when a worker finishes and the loop had nothing from the
+    /// workers left to collect. Not in [`Stats::syscalls`], which counts the loop's thread
+    /// only (its read of that signal included), as io_uring's count leaves out what its
+    /// kernel workers do; the lock and condition variable the loop and the workers share
+    /// (std's futex calls, when one has to sleep or wake the other) are not counted.
+    pub worker_syscalls: u64,
 }
 
 impl Stats {
@@ -245,6 +261,8 @@ impl Stats {
             pool_waits: 0,
             batch_wait_us: 0,
             batch_waits: 0,
+            file_workers: 0,
+            worker_syscalls: 0,
         }
     }
 

@@ -2,8 +2,10 @@
 //! timer leaves it at once. The readiness engine keeps its timeouts in one; the loop keeps
 //! per-operation deadlines in another, on every backend. Allocated once.
 
-/// No position: the slot has no timer.
-const NONE: u32 = u32::MAX;
+/// No position: the slot has no timer. Positions are stored plus one, so that a table
+/// allocated zeroed means "no timers" and is never swept (its pages are backed only once a
+/// slot's timer is written: memory follows the load).
+const NONE: u32 = 0;
 
 /// A binary min-heap of slot indices by deadline, with each slot's position kept so that a
 /// cancelled timeout is removed in O(log n).
@@ -40,7 +42,7 @@ impl TimerHeap {
         );
         self.deadline_ns[idx as usize] = deadline_ns;
         self.heap.push(idx);
-        self.position[idx as usize] = (self.heap.len() - 1) as u32;
+        self.position[idx as usize] = self.heap.len() as u32;
         self.sift_up(self.heap.len() - 1);
     }
 
@@ -57,7 +59,7 @@ impl TimerHeap {
     pub(crate) fn remove(&mut self, idx: u32) {
         let at = self.position[idx as usize];
         assert_ne!(at, NONE, "slot {idx} has no timer");
-        let at = at as usize;
+        let at = at as usize - 1;
         let last = self.heap.len() - 1;
         self.swap(at, last);
         self.heap.pop();
@@ -74,8 +76,8 @@ impl TimerHeap {
 
     fn swap(&mut self, a: usize, b: usize) {
         self.heap.swap(a, b);
-        self.position[self.heap[a] as usize] = a as u32;
-        self.position[self.heap[b] as usize] = b as u32;
+        self.position[self.heap[a] as usize] = a as u32 + 1;
+        self.position[self.heap[b] as usize] = b as u32 + 1;
     }
 
     fn sift_up(&mut self, mut at: usize) {

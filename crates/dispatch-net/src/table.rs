@@ -35,7 +35,7 @@ impl<T> std::fmt::Debug for Table<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Table")
             .field("len", &self.len)
-            .field("capacity", &self.entries.len())
+            .field("capacity", &self.capacity)
             .finish()
     }
 }
@@ -49,9 +49,14 @@ struct Entry<T> {
 const NONE: u32 = u32::MAX;
 
 /// A fixed-capacity table. `insert` fails (handing the value back) when it is full; nothing
-/// allocates after [`Table::with_capacity`].
+/// allocates after [`Table::with_capacity`]. Memory follows the load: the entries are
+/// reserved at full capacity (address space the kernel backs only once written) and an
+/// entry is first written when a place is first needed, so a table sized for 10,000
+/// connections that holds 100 touches about 100 entries.
 pub struct Table<T> {
-    entries: Box<[Entry<T>]>,
+    /// The places ever used; at most `capacity`, never reallocated.
+    entries: Vec<Entry<T>>,
+    capacity: u32,
     free_head: u32,
     len: u32,
 }
@@ -63,16 +68,11 @@ impl<T> Table<T> {
             capacity > 0 && capacity < NONE,
             "a table holds 1 to 2^32 - 2 entries"
         );
-        let entries = (0..capacity)
-            .map(|idx| Entry {
-                generation: 0,
-                value: None,
-                next_free: if idx + 1 < capacity { idx + 1 } else { NONE },
-            })
-            .collect();
         Table {
-            entries,
-            free_head: 0,
+            entries: Vec::with_capacity(capacity as usize),
+            capacity,
+            // Empty: places come from the untouched end until one is removed.
+            free_head: NONE,
             len: 0,
         }
     }
@@ -89,18 +89,32 @@ impl<T> Table<T> {
 
     /// The most entries the table holds.
     pub fn capacity(&self) -> u32 {
-        self.entries.len() as u32
+        self.capacity
     }
 
     /// Stores `value`, or hands it back when the table is full.
     pub fn insert(&mut self, value: T) -> Result<ConnId, T> {
-        if self.free_head == NONE {
-            return Err(value);
-        }
-        let idx = self.free_head;
+        let idx = if self.free_head == NONE {
+            if self.len == self.capacity {
+                return Err(value);
+            }
+            // A place never used: every used one is in use (the free list is empty), and
+            // the push stays within the reserved capacity.
+            assert_eq!(self.entries.len() as u32, self.len);
+            self.entries.push(Entry {
+                generation: 0,
+                value: None,
+                next_free: NONE,
+            });
+            self.len
+        } else {
+            self.free_head
+        };
         let entry = &mut self.entries[idx as usize];
         assert!(entry.value.is_none(), "a free entry holds no value");
-        self.free_head = std::mem::replace(&mut entry.next_free, NONE);
+        if idx == self.free_head {
+            self.free_head = std::mem::replace(&mut entry.next_free, NONE);
+        }
         entry.value = Some(value);
         self.len += 1;
         Ok(ConnId {

@@ -165,6 +165,21 @@ impl Ring {
         Ok(())
     }
 
+    /// Registers `buffers` as the ring's fixed buffers (`IORING_REGISTER_BUFFERS`, 5.1), for
+    /// `READ_FIXED` and `WRITE_FIXED` by index. The kernel pins their pages.
+    ///
+    /// # Safety
+    /// The memory the iovecs describe must stay allocated until the ring is dropped, and a
+    /// fixed operation must only name an index with an address range inside that buffer.
+    ///
+    /// # Errors
+    /// `ENOMEM` (the locked-memory limit, on kernels before 5.12 counted against
+    /// `RLIMIT_MEMLOCK`), `EBUSY` if buffers are already registered, `EINVAL`, ...
+    pub unsafe fn register_buffers(&mut self, buffers: &[libc::iovec]) -> io::Result<()> {
+        // SAFETY: the caller's contract: the memory outlives the ring.
+        unsafe { self.uring.submitter().register_buffers(buffers) }
+    }
+
     /// The provided-buffer ring registered as group `bgid`, as a handle that pushes and
     /// publishes buffers and can do nothing else: the ring itself stays this `Ring`'s until
     /// it is dropped, so the memory the kernel reads is never freed while registered.

@@ -1,6 +1,7 @@
 //! File operations as plain syscalls in the calling thread: how the readiness backends run
-//! them (readiness cannot wait on regular files), and how io_uring runs an opcode the kernel
-//! lacks. Each returns the result as the kernel's completion would: `>= 0`, or `-errno`.
+//! them, inline in the loop's thread or in a file worker (`readiness/workers.rs`; readiness
+//! cannot wait on regular files), and how io_uring runs an opcode the kernel lacks. Each
+//! returns the result as the kernel's completion would: `>= 0`, or `-errno`.
 //!
 //! Two of io_uring's conventions hold here too: offset `u64::MAX` (-1) reads or writes at
 //! the file position, and `openat` ignores `dir` for an absolute path, as openat(2) does.
@@ -86,6 +87,30 @@ pub(crate) fn retry<T>(
             Err(Errno::INTR) => continue,
             other => return other,
         }
+    }
+}
+
+/// Performs the file operation `args` as io_uring's opcode would, for an opcode the kernel
+/// lacks: the same as [`perform`], except that a vectored read or write on a descriptor
+/// without offsets (a pipe, a socket) ignores the offset, as the kernel's `READV`/`WRITEV`
+/// do, where `preadv2`/`pwritev2` answer `ESPIPE`.
+#[cfg(target_os = "linux")]
+pub(crate) fn perform_as_uring(args: &mut Args, stats: &mut Stats) -> i32 {
+    let result = perform(args, stats);
+    if result != -libc::ESPIPE {
+        return result;
+    }
+    match args {
+        Args::ReadV { offset, .. } | Args::WriteV { offset, .. } if *offset != OFFSET_CURRENT => {
+            let asked = std::mem::replace(offset, OFFSET_CURRENT);
+            let result = perform(args, stats);
+            let (Args::ReadV { offset, .. } | Args::WriteV { offset, .. }) = args else {
+                unreachable!("the same operation")
+            };
+            *offset = asked;
+            result
+        }
+        _ => result,
     }
 }
 
@@ -342,7 +367,22 @@ fn fallocate(fd: BorrowedFd<'_>, mode: i32, offset: u64, len: u64, stats: &mut S
     }))
 }
 
-#[cfg(any(target_os = "linux", target_vendor = "apple"))]
+/// `renameat2(2)` with the caller's flags as they are (`RENAME_NOREPLACE`,
+/// `RENAME_EXCHANGE`, `RENAME_WHITEOUT`): the kernel judges them, as io_uring's opcode does.
+#[cfg(target_os = "linux")]
+fn rename(
+    old_dir: BorrowedFd<'_>,
+    old_path: &CStr,
+    new_dir: BorrowedFd<'_>,
+    new_path: &CStr,
+    flags: u32,
+) -> Result<(), Errno> {
+    let flags = rustix::fs::RenameFlags::from_bits_retain(flags);
+    rustix::fs::renameat_with(old_dir, old_path, new_dir, new_path, flags)
+}
+
+/// `renameatx_np`: `RENAME_NOREPLACE` is its `RENAME_EXCL`; other flags are Linux's.
+#[cfg(target_vendor = "apple")]
 fn rename(
     old_dir: BorrowedFd<'_>,
     old_path: &CStr,

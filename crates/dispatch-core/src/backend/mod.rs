@@ -40,6 +40,9 @@ pub(crate) mod sim;
 
 use std::io;
 
+use std::sync::Arc;
+
+use crate::aligned::RegisteredSet;
 use crate::clock::Clock;
 use crate::error::InitError;
 use crate::operation::Args;
@@ -81,6 +84,9 @@ type KqueueEngine = readiness::Engine<readiness::kqueue::KqueuePoller<sys_kqueue
 type KqueueFakeEngine = readiness::Engine<readiness::kqueue::KqueuePoller<sys_kqueue::Fake>>;
 
 /// The backend an `Io` runs on, chosen at `Io::new`.
+// One per loop, made once and never moved on the hot path: boxing the big variant would only
+// add an indirection to every call.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Backend {
     #[cfg(target_os = "linux")]
     IoUring(io_uring::IoUringBackend),
@@ -207,7 +213,9 @@ impl Backend {
             BackendKind::Epoll => {
                 let poller = readiness::epoll::EpollPoller::new(options.epoll_pwait2)
                     .map_err(InitError::Os)?;
-                Ok(Backend::Epoll(readiness::Engine::new(poller, slots_max)))
+                readiness::Engine::new(poller, slots_max, options.file_workers)
+                    .map(Backend::Epoll)
+                    .map_err(InitError::Os)
             }
             #[cfg(kqueue)]
             BackendKind::Kqueue => {
@@ -218,7 +226,9 @@ impl Backend {
                 .map_err(InitError::Os)?;
                 let poller =
                     readiness::kqueue::KqueuePoller::new(kq, slots_max).map_err(InitError::Os)?;
-                Ok(Backend::Kqueue(readiness::Engine::new(poller, slots_max)))
+                readiness::Engine::new(poller, slots_max, options.file_workers)
+                    .map(Backend::Kqueue)
+                    .map_err(InitError::Os)
             }
             #[cfg(target_os = "linux")]
             BackendKind::KqueueFake => {
@@ -226,9 +236,9 @@ impl Backend {
                     .map_err(InitError::Os)?;
                 let poller =
                     readiness::kqueue::KqueuePoller::new(kq, slots_max).map_err(InitError::Os)?;
-                Ok(Backend::KqueueFake(readiness::Engine::new(
-                    poller, slots_max,
-                )))
+                readiness::Engine::new(poller, slots_max, options.file_workers)
+                    .map(Backend::KqueueFake)
+                    .map_err(InitError::Os)
             }
             #[cfg(feature = "sim")]
             BackendKind::Sim => {
@@ -251,6 +261,17 @@ impl Backend {
             #[allow(unreachable_patterns)]
             other => Err(InitError::UnsupportedBackend(other)),
         }
+    }
+
+    /// Registers the loop's registered buffers with the kernel (io_uring); elsewhere they
+    /// stay plain aligned buffers.
+    pub(crate) fn register_buffers(&mut self, set: &Arc<RegisteredSet>) {
+        #[cfg(target_os = "linux")]
+        if let Backend::IoUring(backend) = self {
+            backend.register_buffers(set);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = set;
     }
 
     pub(crate) fn kind(&self) -> BackendKind {
@@ -365,6 +386,36 @@ impl Backend {
         }
     }
 
+    /// Whether operations still in flight may write into the loop's tables (the argument
+    /// table, pool buffers) from outside the loop's thread, so that a drop that could not
+    /// reap them must leak the tables rather than free them: io_uring's kernel does (and the
+    /// simulator is treated alike). The readiness engines do not: what they hold is performed
+    /// by the loop's thread, and a file worker owns the arguments of the job it performs.
+    pub(crate) fn writes_tables_after_drop(&self) -> bool {
+        readiness!(self, engine => {
+            let _ = engine;
+            false
+        }, uring => {
+            let _ = uring;
+            true
+        }, sim => {
+            let _ = sim;
+            true
+        })
+    }
+
+    /// How many file workers perform file operations (epoll and kqueue with
+    /// `Options::file_workers`); 0 where they run inline, in the kernel or on the simulator.
+    pub(crate) fn file_workers(&self) -> u32 {
+        readiness!(self, engine => engine.file_workers(), uring => {
+            let _ = uring;
+            0
+        }, sim => {
+            let _ = sim;
+            0
+        })
+    }
+
     /// On io_uring, what the loop uses of what it asked for; `None` elsewhere.
     pub(crate) fn uring_features(&self) -> Option<UringFeatures> {
         readiness!(self, engine => {
@@ -402,6 +453,16 @@ impl Backend {
             let _ = sim;
             pool.has_free()
         })
+    }
+
+    /// Pooled receives wait for buffers: io_uring lends the kernel more of the pool.
+    pub(crate) fn pool_starved(&mut self, pool: &mut Pool) {
+        #[cfg(target_os = "linux")]
+        if let Backend::IoUring(backend) = self {
+            backend.pool_starved(pool);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = pool;
     }
 
     /// Takes back the pool buffers whose handles were dropped; how many.

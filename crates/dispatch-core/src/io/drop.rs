@@ -40,6 +40,16 @@ impl<C> Drop for Io<C> {
         }
         closed.tell(&mut self.backend);
         if !self.drain_kernel() {
+            if !self.backend.writes_tables_after_drop() {
+                // File workers still inside syscalls: each owns its job's arguments (see
+                // `backend/readiness/workers.rs`), so the tables can go.
+                eprintln!(
+                    "dispatch-loop: {} file operations still running after \
+                     {DROP_REAP_TIMEOUT:?}; their workers finish them alone",
+                    self.in_kernel
+                );
+                return;
+            }
             eprintln!(
                 "dispatch-loop: {} operations still in the kernel after \
                  {DROP_REAP_TIMEOUT:?}; \
@@ -52,7 +62,7 @@ impl<C> Drop for Io<C> {
             }
             return;
         }
-        for idx in 0..self.slots.capacity() {
+        for idx in 0..self.slots.touched() {
             if self.slots[idx].state == State::Held {
                 // A cancel whose target came back in the drain: nothing to answer.
                 self.slots[idx].state = State::Free;
@@ -172,7 +182,7 @@ impl<C> Io<C> {
 
     /// For `Drop`: asks the backend to cancel every operation the kernel holds.
     fn cancel_for_drop(&mut self) {
-        for idx in 0..self.slots.capacity() {
+        for idx in 0..self.slots.touched() {
             if self.slots[idx].state != State::Kernel {
                 continue;
             }

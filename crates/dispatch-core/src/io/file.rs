@@ -1,11 +1,13 @@
 //! The file operations of `Io`: reads and writes at an offset (plain and vectored, into
-//! `Vec<u8>` or [`AlignedBuf`](crate::AlignedBuf) for direct I/O), the flushes, and the metadata steps a storage
-//! engine takes (preallocate, truncate, stat, open, rename, unlink, make a directory).
+//! `Vec<u8>` or [`AlignedBuf`](crate::AlignedBuf) for direct I/O), the flushes, and the
+//! metadata steps a storage engine takes (preallocate, truncate, stat, open, rename, unlink,
+//! make a directory).
 //!
 //! On io_uring each is one SQE of its own opcode where the kernel has it; the ones a kernel
 //! lacks (probed at `Io::new`, or masked by `UringOptions::file_opcodes`) run as a syscall
 //! in the loop's thread, their result reported through the ring like any other, so the
-//! callback cannot tell. On epoll and kqueue they run as syscalls (see "Files" on [`Io`]).
+//! callback cannot tell. On epoll and kqueue they run as syscalls, in the loop's thread
+//! (inline) or on the loop's file workers (`Options::file_workers`); see "Files" on [`Io`].
 
 use std::ffi::CString;
 use std::os::fd::RawFd;
@@ -20,18 +22,19 @@ impl<C> Io<C> {
     /// Reads into `buf`'s spare capacity (`buf[len..capacity]`) from file offset `offset`;
     /// the callback gets the byte count (0 at end of file) and `buf` with its length extended
     /// by it. `offset` `u64::MAX` reads at the file's current position and advances it, on
-    /// every backend. `buf` is a `Vec<u8>` or an [`AlignedBuf`](crate::AlignedBuf) ([`IoBuf`]), and comes back as
-    /// it went in.
+    /// every backend. `buf` is a `Vec<u8>` or an [`AlignedBuf`](crate::AlignedBuf)
+    /// ([`IoBuf`]), and comes back as it went in.
     ///
     /// # Direct I/O
     /// On a file opened with `O_DIRECT` the kernel moves the bytes between the device and
     /// `buf` without the page cache, and asks that the spare capacity's address, `offset`
     /// and the length all be multiples of the device's block size ([`Io::statx`] reports
     /// what the file system asks: [`crate::FileStat::dio_mem_align`] and
-    /// `dio_offset_align`). Use an [`AlignedBuf`](crate::AlignedBuf) of a block-multiple capacity, cleared
-    /// before each read. A misaligned request is not fixed up: the kernel's `EINVAL` comes
-    /// to the callback as it is, on every backend, because quietly bouncing through an
-    /// aligned copy would hide the cost the program chose direct I/O to avoid.
+    /// `dio_offset_align`). Use an [`AlignedBuf`](crate::AlignedBuf) of a block-multiple
+    /// capacity, cleared before each read. A misaligned request is not fixed up: the
+    /// kernel's `EINVAL` comes to the callback as it is, on every backend, because quietly
+    /// bouncing through an aligned copy would hide the cost the program chose direct I/O to
+    /// avoid.
     ///
     /// ```
     /// use std::io::Write;
@@ -58,10 +61,11 @@ impl<C> Io<C> {
     /// # Backends
     /// Offsets belong to seekable files. On a pipe io_uring ignores any other `offset` and
     /// reads, while epoll and kqueue fail with `ESPIPE`; at `u64::MAX` every backend reads
-    /// the pipe. Use [`Io::recv`] for sockets. On epoll and kqueue the read runs inline: on
-    /// an empty blocking pipe it blocks the whole loop until data arrives, and on an empty
-    /// non-blocking pipe it fails with `EAGAIN`; io_uring waits for the data without blocking
-    /// the loop.
+    /// the pipe. Use [`Io::recv`] for sockets. On epoll and kqueue the read is one `read`
+    /// syscall: inline, on an empty blocking pipe it blocks the whole loop until data
+    /// arrives; with file workers ([`crate::Options::file_workers`]) it blocks one worker
+    /// (and the `Io`'s drop, for up to 10 s); on an empty non-blocking pipe it fails with
+    /// `EAGAIN` either way. io_uring waits for the data without blocking the loop.
     ///
     /// # Errors
     /// When every slot is in flight, or `buf` has no spare capacity; the error returns `buf`.
@@ -89,12 +93,13 @@ impl<C> Io<C> {
 
     /// Writes `buf[..]` at file offset `offset`; the callback gets the byte count written
     /// (possibly short) and `buf`. `offset` `u64::MAX` writes at the file's current position
-    /// and advances it, on every backend. `buf` is a `Vec<u8>` or an [`AlignedBuf`](crate::AlignedBuf); for
-    /// `O_DIRECT` see "Direct I/O" on [`Io::read`]. As with [`Io::read`], offsets belong to
-    /// seekable files: on a pipe io_uring ignores any other `offset` while epoll and kqueue
-    /// fail with `ESPIPE`; at `u64::MAX` every backend writes. On epoll and kqueue the write
-    /// runs inline, so a write to a full blocking pipe blocks the whole loop until there is
-    /// room.
+    /// and advances it, on every backend. `buf` is a `Vec<u8>` or an
+    /// [`AlignedBuf`](crate::AlignedBuf); for `O_DIRECT` see "Direct I/O" on [`Io::read`].
+    /// As with [`Io::read`], offsets belong to seekable files: on a pipe io_uring ignores any
+    /// other `offset` while epoll and kqueue fail with `ESPIPE`; at `u64::MAX` every backend
+    /// writes. On epoll and kqueue a write to a full blocking pipe blocks until there is
+    /// room: the whole loop when file operations run inline, one worker with
+    /// [`crate::Options::file_workers`].
     ///
     /// # Errors
     /// When every slot is in flight; the error returns `buf`.
@@ -318,8 +323,10 @@ impl<C> Io<C> {
     /// `O_CLOEXEC` is always added. The new descriptor is owned by the callback's
     /// `OwnedFd`.
     ///
-    /// On epoll and kqueue the open runs inline: opening a FIFO that has no peer (or a file
-    /// on a slow network file system) blocks the whole loop until the peer opens it.
+    /// On epoll and kqueue the open is one `openat` syscall: opening a FIFO that has no peer
+    /// (or a file on a slow network file system) blocks until the peer opens it, the whole
+    /// loop when file operations run inline, one worker with
+    /// [`crate::Options::file_workers`].
     /// io_uring never blocks the loop, but it first tries the open without blocking, so for
     /// a FIFO without a peer `O_RDONLY` opens at once, `O_WRONLY` fails at once with
     /// `ENXIO`, and with `O_CREAT` or `O_TRUNC` the open waits in a kernel worker until the
@@ -374,6 +381,8 @@ impl<C> Io<C> {
     ///
     /// # Errors
     /// When every slot is in flight; the error returns both paths.
+    // The arguments of renameat2(2), in its order.
+    #[allow(clippy::too_many_arguments)]
     pub fn renameat(
         &mut self,
         tag: Tag,

@@ -15,8 +15,10 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::Duration;
 
+use self::callback::sealed::Sealed;
 pub(crate) use self::callback::Callback;
 pub use self::callback::{
     AcceptCallback, BufCallback, CountCallback, FdCallback, FileCallback, FileVectoredCallback,
@@ -24,6 +26,7 @@ pub use self::callback::{
 };
 use self::deadline::Deadlines;
 use self::reap::Reaper;
+use crate::aligned::{AlignedBuf, RegisteredSet};
 use crate::backend::{Backend, PushError, Wait};
 use crate::clock::Clock;
 use crate::completion::{
@@ -111,15 +114,20 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 /// how many syscalls that costs (see [`crate::Stats::syscalls`]):
 /// - **io_uring** (Linux, the default): the kernel performs each operation; one
 ///   `io_uring_enter` per turn submits the whole batch and waits. Sockets may be blocking or
-///   not (tested on Linux 6.18).
+///   not (tested on Linux 6.18). A file operation whose opcode the kernel lacks (`FTRUNCATE`
+///   before 6.9, `MKDIRAT` before 5.15, ...) runs as a syscall in the loop's thread, with
+///   the same callback ([`crate::UringFeatures::file_opcodes`]).
 /// - **epoll** (Linux, when io_uring is blocked or missing) and **kqueue** (FreeBSD, macOS):
 ///   the loop tries each operation with a non-blocking syscall and waits for readiness only
 ///   when it would block; recv and send use `MSG_DONTWAIT`, and accept and connect switch the
-///   socket to non-blocking mode. File operations (read and write at an offset, fsync,
-///   openat, close) run inline, blocking the loop for their duration.
+///   socket to non-blocking mode. File operations run as syscalls, inline in the loop's
+///   thread or on worker threads: see Files below.
 /// - Sockets the loop accepts are non-blocking and close-on-exec on every backend.
 /// - Cancel answers alike everywhere (see [`Io::cancel`]); file offsets and blocking opens
-///   differ as [`Io::read`], [`Io::write`] and [`Io::openat`] say.
+///   differ as [`Io::read`], [`Io::write`] and [`Io::openat`] say; `RWF_*` flags exist on
+///   Linux only ([`Io::read_vectored`]), `RENAME_NOREPLACE` not on FreeBSD
+///   ([`Io::renameat`]), `fdatasync` is `fsync` on macOS, and [`crate::FileStat`]'s
+///   direct-I/O alignment is reported on Linux only.
 /// - Several sends in flight on one stream socket are served in order on readiness
 ///   backends; io_uring does not promise an order once they wait for buffer space.
 /// - **sim** (`dispatch_loop::sim`, built with the `sim` feature; only when asked for:
@@ -128,6 +136,29 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 ///   never moves the clock), over simulated sockets and files only, with seeded faults; a
 ///   run that could only wait forever returns an error instead of blocking. The module's
 ///   documentation lists every difference.
+///
+/// # Files
+/// Readiness cannot wait on regular files, so on epoll and kqueue the loop performs each file
+/// operation (reads and writes at an offset, plain and vectored, fsync and fdatasync,
+/// fallocate, ftruncate, statx, openat, renameat, unlinkat, mkdirat) as a syscall:
+/// - inline, in the loop's thread, when [`Options::file_workers`] is 0: no thread hand-off,
+///   but the loop serves nothing else until the syscall returns (an `fsync` of a few hundred
+///   MiB of dirty pages stalls every socket of the loop for as long as it takes);
+/// - on `file_workers` threads started by `Io::new` (one by default), otherwise: the
+///   operation is queued for a worker, and its result comes back through the loop's wait
+///   like any other completion, so the sockets are served meanwhile. What a callback
+///   receives is the same either way; one worker also keeps inline's order (one operation
+///   at a time, in scheduling order), while several run operations in flight together
+///   concurrently, as io_uring does.
+///   Cancels and deadlines take back an operation no worker has started (`ECANCELED`,
+///   `ETIMEDOUT`); one a worker is performing ends with its real result, as an operation the
+///   kernel is performing does on io_uring. Dropping the `Io` waits for the operations the
+///   workers are performing (one syscall per worker), up to 10 s.
+///
+/// `close` runs inline on every descriptor. io_uring performs file operations in the kernel
+/// (in its own workers where they would block) and ignores `file_workers`; so does the
+/// simulator, whose disk is in memory. See [`Options::file_workers`] for the default and the
+/// measurement behind it.
 pub struct Io<C> {
     slots: Slots<Callback<C>>,
     overflow: Fifo,
@@ -145,6 +176,8 @@ pub struct Io<C> {
     /// own reference to the pool's memory while its provided-buffer ring names the buffers
     /// (and drop has taken every operation back from the kernel, or leaked the memory).
     pool: Option<Pool>,
+    /// The registered buffers (`Options::registered`), lent by `registered_buf`.
+    registered: Option<Arc<RegisteredSet>>,
     /// Pool buffers handed to callbacks (or to the kernel by a pooled send) and not taken
     /// back yet.
     pool_lent: u32,
@@ -264,14 +297,21 @@ impl<C> Io<C> {
             let count = u16::try_from(options.pool.buffers).expect("validated: at most 32768");
             Pool::new(count, options.pool.buffer_size)
         });
-        let (backend, fallback) = match sim {
+        let (mut backend, fallback) = match sim {
             #[cfg(feature = "sim")]
             Some(sim) => (Backend::new_sim(options, sim)?, None),
             _ => Backend::new(options, pool.as_mut())?,
         };
+        let registered = (options.registered.buffers > 0).then(|| {
+            let count = u16::try_from(options.registered.buffers).expect("validated: <= 16384");
+            let set = RegisteredSet::new(count, options.registered.buffer_size as usize);
+            backend.register_buffers(&set);
+            set
+        });
         let mut stats = Stats::new(backend.kind(), fallback);
         stats.batch_wait_us = backend.batch_wait_us();
         stats.uring = backend.uring_features();
+        stats.file_workers = backend.file_workers();
         let clock = backend.clock().unwrap_or_else(Clock::real);
         let slots = Slots::new(options.ops_max);
         // Room for one final result per slot, one result per pool buffer (each intermediate
@@ -288,6 +328,7 @@ impl<C> Io<C> {
             resend: Fifo::EMPTY,
             completed,
             pool,
+            registered,
             pool_lent: 0,
             backend,
             stats,
@@ -321,6 +362,18 @@ impl<C> Io<C> {
     /// not counted; `Stats::pool_waits` shows when the pool runs short.
     pub fn pool_buffers_lent(&self) -> u32 {
         self.pool_lent
+    }
+
+    /// Lends one of the loop's registered buffers (`Options::registered`): an empty
+    /// [`AlignedBuf`] of `registered.buffer_size` bytes, page-aligned, which goes back to the
+    /// loop's set when dropped (from any thread). Read into it or write from it with
+    /// [`Io::read`] and [`Io::write`] as with any aligned buffer: on io_uring, where the set
+    /// was registered with the kernel ([`crate::UringFeatures::registered_buffers`]), those
+    /// become `READ_FIXED` and `WRITE_FIXED`, which skip pinning the buffer's pages on each
+    /// operation; elsewhere they are plain reads and writes. `None` when every buffer is
+    /// lent, or the loop has none.
+    pub fn registered_buf(&mut self) -> Option<AlignedBuf> {
+        self.registered.as_ref()?.lend()
     }
 
     /// Buffers in the pool (`Options::pool.buffers`; 0 without a pool), lent or not.
@@ -515,6 +568,9 @@ impl<C> Io<C> {
         let Some(pool) = self.pool.as_mut() else {
             return;
         };
+        if !self.buffer_wait.is_empty() {
+            self.backend.pool_starved(pool);
+        }
         let recycled = self.backend.recycle(pool);
         assert!(recycled <= self.pool_lent, "more buffers back than lent");
         self.pool_lent -= recycled;
@@ -747,12 +803,17 @@ impl<C> Io<C> {
             Callback::Vectored(callback) => {
                 callback(ctx, self, tag, vectored_value(args, result));
             }
-            Callback::Aligned(callback) => callback(ctx, self, tag, file_value(args, result)),
+            Callback::Aligned(callback) => {
+                let (count, buf) = file_value(args, result);
+                callback(ctx, self, tag, (count, Sealed::from_bytes(buf)));
+            }
             Callback::BufList(callback) => {
-                callback(ctx, self, tag, file_list_value(args, result));
+                let (count, bufs) = file_list_value(args, result);
+                callback(ctx, self, tag, (count, Sealed::from_list(bufs)));
             }
             Callback::AlignedList(callback) => {
-                callback(ctx, self, tag, file_list_value(args, result));
+                let (count, bufs) = file_list_value(args, result);
+                callback(ctx, self, tag, (count, Sealed::from_list(bufs)));
             }
             Callback::Stat(callback) => callback(ctx, self, tag, stat_value(args, result)),
             Callback::None | Callback::Internal => {

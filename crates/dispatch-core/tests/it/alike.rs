@@ -14,9 +14,9 @@ use dispatch_loop::{BackendKind, Io, OpId, Options, PoolBuf, PoolOptions, Shot, 
 
 /// A backend to build a loop on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum On {
-    /// io_uring; `masked`: without provided-buffer rings, multishot and `EXT_ARG`, as on
-    /// kernels before 5.19 (the loop's own fallbacks run).
+pub(crate) enum On {
+    /// io_uring; `masked`: without provided-buffer rings, multishot, `EXT_ARG` and the
+    /// optional file opcodes, as on kernels before 5.1 (the loop's own fallbacks run).
     Uring {
         masked: bool,
     },
@@ -27,7 +27,7 @@ enum On {
 }
 
 /// Every backend of this platform, io_uring twice.
-fn backends() -> Vec<On> {
+pub(crate) fn backends() -> Vec<On> {
     if cfg!(target_os = "linux") {
         vec![
             On::Uring { masked: false },
@@ -42,22 +42,23 @@ fn backends() -> Vec<On> {
 }
 
 /// A loop on one backend, and the simulated world under it on `On::Sim`.
-struct Rig<C> {
-    on: On,
-    io: Io<C>,
-    sim: Option<Sim>,
+pub(crate) struct Rig<C> {
+    pub(crate) on: On,
+    pub(crate) io: Io<C>,
+    pub(crate) sim: Option<Sim>,
 }
 
 impl On {
     /// A loop with `options` on this backend, or `None` (saying why on stderr, as a
     /// `skipped:` line) where io_uring cannot run here.
-    fn rig<C>(self, options: &Options) -> Option<Rig<C>> {
+    pub(crate) fn rig<C>(self, options: &Options) -> Option<Rig<C>> {
         let mut options = *options;
         let kind = match self {
             On::Uring { masked } => {
                 options.uring.pbuf_ring = !masked;
                 options.uring.multishot = !masked;
                 options.uring.ext_arg = !masked;
+                options.uring.file_opcodes = !masked;
                 BackendKind::IoUring
             }
             On::Epoll => BackendKind::Epoll,
@@ -101,7 +102,7 @@ impl<C> Rig<C> {
 }
 
 /// Checks that every backend saw what the first one saw (and that at least two ran).
-fn all_alike<T: PartialEq + std::fmt::Debug>(seen: &[(On, T)]) {
+pub(crate) fn all_alike<T: PartialEq + std::fmt::Debug>(seen: &[(On, T)]) {
     assert!(
         seen.len() >= 2,
         "only {} backends ran: {seen:?}",

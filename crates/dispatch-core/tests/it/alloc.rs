@@ -2,7 +2,9 @@
 //!
 //! The count is per thread (other tests run concurrently on their own threads, and the wide
 //! test's waking thread allocates as it likes), kept in a const-initialised thread-local that
-//! itself never allocates: only what the loop's thread allocates is counted.
+//! itself never allocates: only what the loop's thread allocates is counted. Beside it, the
+//! file workers' allocations (threads named `dispatch-file-N`, `Options::file_workers`) are
+//! counted together in an atomic, for the file workload through workers.
 //!
 //! Two workloads: a ping-pong whose sends and receives all complete on their first try, and
 //! a wide one that counts every other path a steady-state loop takes (a receive armed before
@@ -30,13 +32,48 @@ struct Counting;
 
 thread_local! {
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    /// Whether this thread is a file worker: unknown until its first allocation.
+    static IS_WORKER: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Allocations made by file workers, of every loop in the process.
+static WORKER_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one allocation of the calling thread.
+fn count_allocation() {
+    ALLOCATIONS.with(|count| count.set(count.get() + 1));
+    let is_worker = IS_WORKER.with(|known| {
+        let is_worker = known.get().unwrap_or_else(is_file_worker);
+        known.set(Some(is_worker));
+        is_worker
+    });
+    if is_worker {
+        WORKER_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether the calling thread is a file worker, from the name the kernel keeps for it (read
+/// without allocating: this runs inside the allocator).
+#[allow(unsafe_code)]
+fn is_file_worker() -> bool {
+    let mut name = [0 as libc::c_char; 64];
+    // SAFETY: `name` has room for the longest thread name (16 bytes on Linux, 64 on macOS
+    // and FreeBSD) and its terminating zero.
+    let rc = unsafe { libc::pthread_getname_np(libc::pthread_self(), name.as_mut_ptr(), 64) };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: on success the name is zero-terminated within `name`.
+    let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+    name.to_bytes().starts_with(b"dispatch-file-")
 }
 
 #[allow(unsafe_code)]
-// SAFETY: every method forwards to `System` unchanged; counting touches only a thread-local.
+// SAFETY: every method forwards to `System` unchanged; counting touches only thread-locals
+// and an atomic, and asks the thread's name without allocating.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
+        count_allocation();
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, forwarded as is.
         unsafe { System.alloc(layout) }
     }
@@ -47,7 +84,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
+        count_allocation();
         // SAFETY: forwarded unchanged under the caller's contract.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -565,4 +602,168 @@ fn a_pooled_multishot_echo_allocates_nothing() {
     io.tick(&mut e).unwrap();
     assert_eq!(io.pool_buffers_lent(), 0, "every buffer back");
     eprintln!("{:?}", io.stats());
+}
+
+/// Allocations made by file workers so far, in the whole process.
+fn worker_allocations() -> u64 {
+    WORKER_ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+/// The file workload: one operation at a time, each scheduled from the previous one's
+/// callback, every buffer going back and forth between the context and the loop: a 4 KiB
+/// write and read at an offset, a vectored write and read of two 2 KiB buffers, a truncate
+/// and a preallocation; every 50th round also an `fdatasync`. Not `statx`: it boxes the
+/// `statx` record it hands the kernel (`operation::raw_stat`), one allocation per call in the
+/// loop's thread on every backend, workers or not: a known gap of the storage API.
+struct Files {
+    fd: std::os::fd::RawFd,
+    buf: Option<Vec<u8>>,
+    bufs: Option<Vec<Vec<u8>>>,
+    round: u64,
+    ops: u64,
+    at_warm: Option<(u64, u64)>,
+}
+
+const FILE_ROUNDS: u64 = 4_000;
+const FILE_WARM_ROUNDS: u64 = 50;
+const F_WRITE: Tag = 0;
+const F_READ: Tag = 1;
+const F_WRITEV: Tag = 2;
+const F_READV: Tag = 3;
+const F_TRUNCATE: Tag = 4;
+const F_ALLOCATE: Tag = 5;
+const F_SYNC: Tag = 6;
+
+fn file_round(f: &mut Files, io: &mut Io<Files>) {
+    f.round += 1;
+    if f.round == FILE_WARM_ROUNDS {
+        f.at_warm = Some((allocations(), worker_allocations()));
+    }
+    if f.round > FILE_ROUNDS {
+        return;
+    }
+    let mut buf = f.buf.take().unwrap();
+    buf.clear();
+    buf.resize(4096, f.round as u8);
+    let offset = (f.round % 16) * 4096;
+    io.write(F_WRITE, f.fd, buf, offset, on_file_buf).unwrap();
+}
+
+fn on_file_buf(f: &mut Files, io: &mut Io<Files>, tag: Tag, (result, mut buf): BufResult) {
+    assert_eq!(result.unwrap(), 4096, "tag {tag}");
+    f.ops += 1;
+    let offset = (f.round % 16) * 4096;
+    match tag {
+        F_WRITE => {
+            buf.clear();
+            io.read(F_READ, f.fd, buf, offset, on_file_buf).unwrap();
+        }
+        F_READ => {
+            assert!(buf.iter().all(|&byte| byte == f.round as u8));
+            f.buf = Some(buf);
+            let mut bufs = f.bufs.take().unwrap();
+            bufs.iter_mut().for_each(|buf| buf.resize(2048, 3));
+            io.write_vectored(F_WRITEV, f.fd, bufs, offset, 0, on_file_bufs)
+                .unwrap();
+        }
+        _ => unreachable!(),
+    }
+}
+
+fn on_file_bufs(
+    f: &mut Files,
+    io: &mut Io<Files>,
+    tag: Tag,
+    (result, mut bufs): (io::Result<usize>, Vec<Vec<u8>>),
+) {
+    assert_eq!(result.unwrap(), 4096, "tag {tag}");
+    f.ops += 1;
+    let offset = (f.round % 16) * 4096;
+    match tag {
+        F_WRITEV => {
+            bufs.iter_mut().for_each(Vec::clear);
+            io.read_vectored(F_READV, f.fd, bufs, offset, 0, on_file_bufs)
+                .unwrap();
+        }
+        F_READV => {
+            f.bufs = Some(bufs);
+            io.ftruncate(F_TRUNCATE, f.fd, 16 * 4096, on_file_unit)
+                .unwrap();
+        }
+        _ => unreachable!(),
+    }
+}
+
+fn on_file_unit(f: &mut Files, io: &mut Io<Files>, tag: Tag, result: io::Result<()>) {
+    result.unwrap_or_else(|error| panic!("tag {tag}: {error}"));
+    f.ops += 1;
+    let every_50th = f.round.is_multiple_of(50);
+    match tag {
+        F_TRUNCATE => drop(io.fallocate(F_ALLOCATE, f.fd, 0, 0, 16 * 4096, on_file_unit)),
+        F_ALLOCATE if every_50th => drop(io.fdatasync(F_SYNC, f.fd, on_file_unit)),
+        F_SYNC | F_ALLOCATE => file_round(f, io),
+        _ => unreachable!(),
+    }
+}
+
+/// File operations through workers allocate nothing in steady state, neither in the loop's
+/// thread nor in the workers, on every readiness backend. Re-run alone in a child: the
+/// workers' count is process-wide, and the loops of the tests beside it have workers too.
+#[test]
+fn file_operations_through_workers_allocate_nothing() {
+    if check::child_role().is_none() {
+        let test = "alloc::file_operations_through_workers_allocate_nothing";
+        check::in_child(test, "alloc-files", None);
+        return;
+    }
+    assert_counting();
+    let backends = if cfg!(target_os = "linux") {
+        vec![BackendKind::Epoll, BackendKind::KqueueFake]
+    } else {
+        vec![BackendKind::Kqueue]
+    };
+    for backend in backends {
+        let mut options = Options::new(8);
+        options.backend = Some(backend);
+        options.file_workers = 2;
+        let mut io: Io<Files> = Io::new(&options).unwrap();
+        let path = check::temp_path(&format!("alloc-{backend}"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let mut f = Files {
+            fd: file.as_raw_fd(),
+            buf: Some(Vec::with_capacity(4096)),
+            bufs: Some(vec![Vec::with_capacity(2048), Vec::with_capacity(2048)]),
+            round: 0,
+            ops: 0,
+            at_warm: None,
+        };
+        file_round(&mut f, &mut io);
+        io.run_until_idle(&mut f).unwrap();
+        let (loop_after, workers_after) = (allocations(), worker_allocations());
+        let (loop_warm, workers_warm) = f.at_warm.expect("warm-up finished");
+        assert!(f.ops > 6 * (FILE_ROUNDS - 1), "{} operations", f.ops);
+        assert!(
+            io.stats().worker_syscalls > f.ops,
+            "the workers performed them"
+        );
+        assert_eq!(
+            loop_after - loop_warm,
+            0,
+            "{backend}: loop's allocations, {} ops",
+            f.ops
+        );
+        assert_eq!(
+            workers_after - workers_warm,
+            0,
+            "{backend}: workers' allocations"
+        );
+        drop(io);
+        std::fs::remove_file(&path).unwrap();
+    }
 }

@@ -9,6 +9,7 @@ mod chaos;
 mod deadline;
 mod drop_in_flight;
 mod fallback;
+mod files;
 mod misuse;
 mod model;
 mod ops;
@@ -24,6 +25,7 @@ mod sim_model;
 mod timeout;
 mod vectored;
 mod wakeup;
+mod workers;
 
 /// Helpers every test module shares.
 pub mod check {
@@ -36,7 +38,8 @@ pub mod check {
     /// test asked for io_uring in its options and io_uring is unavailable. A run that forces
     /// io_uring through `DISPATCH_BACKEND` fails instead: every test would skip, and a run
     /// that tested nothing must not pass. First blocks, in this thread, the syscalls
-    /// [`BLOCK_ENV`] names, and masks the kernel features [`MASK_ENV`] names.
+    /// [`BLOCK_ENV`] names, and masks the kernel features [`MASK_ENV`] names; sets
+    /// `file_workers` to what [`FILE_WORKERS_ENV`] says, if it is set.
     pub fn io<C>(options: &Options) -> Option<Io<C>> {
         block_from_env();
         let mut options = *options;
@@ -44,6 +47,10 @@ pub mod check {
             options.uring.pbuf_ring = false;
             options.uring.multishot = false;
             options.uring.ext_arg = false;
+            options.uring.file_opcodes = false;
+        }
+        if let Some(workers) = file_workers_from_env() {
+            options.file_workers = workers;
         }
         match Io::new(&options) {
             Ok(io) => Some(io),
@@ -63,10 +70,25 @@ pub mod check {
         }
     }
 
+    /// The environment variable that sets `Options::file_workers` for every loop [`io`]
+    /// builds (`0`: file operations inline on epoll and kqueue, where the default is one
+    /// worker), so that the suite runs both ways.
+    pub const FILE_WORKERS_ENV: &str = "DISPATCH_CORE_TEST_FILE_WORKERS";
+
+    /// The file workers [`FILE_WORKERS_ENV`] asks for, if it is set.
+    pub fn file_workers_from_env() -> Option<u32> {
+        let value = std::env::var(FILE_WORKERS_ENV)
+            .ok()
+            .filter(|v| !v.is_empty())?;
+        let workers = value.parse();
+        Some(workers.unwrap_or_else(|_| panic!("{FILE_WORKERS_ENV}={value:?}: a number")))
+    }
+
     /// The environment variable that masks kernel features the loop would otherwise use,
     /// so that the whole suite runs its fallbacks on this kernel: `uring-extras` makes the
-    /// io_uring backend do without provided-buffer rings, multishot receive and accept, and
-    /// `EXT_ARG` wait timeouts, as on kernels before 5.19 (before 5.11 for `EXT_ARG`).
+    /// io_uring backend do without provided-buffer rings, multishot receive and accept,
+    /// `EXT_ARG` wait timeouts and the optional file opcodes (run in the loop's thread), as
+    /// on kernels before 5.19 (before 5.11 for `EXT_ARG`, 5.1 for the file opcodes).
     pub const MASK_ENV: &str = "DISPATCH_CORE_TEST_MASK";
 
     /// Whether [`MASK_ENV`] masks io_uring's extras; any other value is a mistake.

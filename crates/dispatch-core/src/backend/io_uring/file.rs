@@ -8,9 +8,13 @@ use sys_uring::opcode;
 use sys_uring::squeue::Entry;
 use sys_uring::types::{Fd, FsyncFlags};
 
-use super::{clamp_len, IoUringBackend};
+use super::sqe::{clamp_len, slot_entry, Gather};
+use super::IoUringBackend;
 use crate::backend::file;
-use crate::filebuf::BytesList;
+use std::sync::Arc;
+
+use crate::aligned::RegisteredSet;
+use crate::filebuf::{Bytes, BytesList};
 use crate::operation::Args;
 use crate::outbuf::GATHER_MAX;
 use crate::stats::Stats;
@@ -24,6 +28,9 @@ const STATX: u16 = 1 << 4;
 const RENAMEAT: u16 = 1 << 5;
 const UNLINKAT: u16 = 1 << 6;
 const MKDIRAT: u16 = 1 << 7;
+
+/// Every optional file opcode.
+const ALL: u16 = (1 << 8) - 1;
 
 /// Each optional file opcode and its bit.
 const OPTIONAL: [(u8, u16); 8] = [
@@ -42,8 +49,20 @@ const OPTIONAL: [(u8, u16); 8] = [
 pub(super) struct FileOpcodes(u16);
 
 impl FileOpcodes {
+    /// The opcodes `ring`'s kernel has; none when `enabled` is off (the mask). A kernel that
+    /// cannot say (before 5.6) has none but the vectored pair: all run inline there.
+    pub(super) fn probe(ring: &sys_uring::Ring, enabled: bool) -> FileOpcodes {
+        let opcodes = ring.opcodes().ok();
+        let supports = |code| {
+            opcodes
+                .as_ref()
+                .is_some_and(|probe| probe.is_supported(code))
+        };
+        FileOpcodes::probed(supports, enabled)
+    }
+
     /// The opcodes the kernel `supports`; none when `enabled` is off (the mask).
-    pub(super) fn probed(supports: impl Fn(u8) -> bool, enabled: bool) -> FileOpcodes {
+    fn probed(supports: impl Fn(u8) -> bool, enabled: bool) -> FileOpcodes {
         if !enabled {
             return FileOpcodes(0);
         }
@@ -52,6 +71,11 @@ impl FileOpcodes {
             .filter(|(code, _)| supports(*code))
             .fold(0, |bits, (_, bit)| bits | bit);
         FileOpcodes(bits)
+    }
+
+    /// Whether some optional file opcode runs inline (a kernel that lacks one, or the mask).
+    pub(super) fn any_inline(self) -> bool {
+        self.0 != ALL
     }
 
     /// How many of the optional file opcodes the kernel runs (for `UringFeatures`).
@@ -80,30 +104,38 @@ impl FileOpcodes {
 pub(super) const NO_INLINE: i32 = i32::MIN;
 
 impl IoUringBackend {
+    /// Registers `set` with the kernel, once; where the kernel refuses (the locked-memory
+    /// limit, say) the buffers stay plain, and `UringFeatures::registered_buffers` says so.
+    pub(crate) fn register_buffers(&mut self, set: &Arc<RegisteredSet>) {
+        assert!(self.fixed.is_none(), "buffers registered twice");
+        // SAFETY: the backend keeps an `Arc` of the set, so its memory outlives the ring;
+        // fixed operations name a buffer's own index with its own range (`file_entry`).
+        match unsafe { self.ring.register_buffers(&set.iovecs()) } {
+            Ok(()) => self.fixed = Some(Arc::clone(set)),
+            Err(error) => eprintln!("dispatch-loop: registered buffers stay plain: {error}"),
+        }
+    }
+
     /// The SQE of a file operation; one the kernel lacks runs now, and a `NOP` stands in for
     /// it (its result kept in `inline_results[idx]` for the reap).
+    // Kept out of `entry`'s body: the network operations' SQEs are built without its code
+    // in the way (inlined, it doubled the SQE copies of every push).
+    #[inline(never)]
     pub(super) fn file_entry(&mut self, idx: u32, args: &mut Args) -> Entry {
         if self.file_opcodes.inline(args) {
             let mut stats = Stats::new(crate::stats::BackendKind::IoUring, None);
-            let result = file::perform(args, &mut stats);
+            let result = file::perform_as_uring(args, &mut stats);
             self.inline_syscalls += stats.syscalls;
             assert_ne!(result, NO_INLINE);
-            self.inline_results[idx as usize] = result;
+            let slot = &mut self.inline_results[idx as usize];
+            assert_eq!(*slot, 0, "slot {idx} ran inline twice");
+            // Stored with its top bit flipped, so that "none" is 0 (a zeroed table).
+            *slot = result ^ NO_INLINE;
+            self.inline_pending += 1;
             return opcode::Nop::new().build();
         }
         match args {
-            Args::Read { fd, buf, offset } => {
-                let (ptr, len) = buf.spare_raw();
-                opcode::Read::new(Fd(*fd), ptr, clamp_len(len))
-                    .offset(*offset)
-                    .build()
-            }
-            Args::Write { fd, buf, offset } => {
-                let (ptr, len) = buf.filled_raw();
-                opcode::Write::new(Fd(*fd), ptr, clamp_len(len))
-                    .offset(*offset)
-                    .build()
-            }
+            Args::Read { .. } | Args::Write { .. } => self.rw_entry(args),
             Args::ReadV {
                 fd,
                 bufs,
@@ -139,6 +171,48 @@ impl IoUringBackend {
         }
     }
 
+    /// A read or write: `READ_FIXED`/`WRITE_FIXED` from one of this loop's registered
+    /// buffers, else `READ`/`WRITE`.
+    fn rw_entry(&self, args: &mut Args) -> Entry {
+        match args {
+            Args::Read { fd, buf, offset } => {
+                let index = self.fixed_index(buf);
+                let (ptr, len) = buf.spare_raw();
+                let len = clamp_len(len);
+                match index {
+                    Some(index) => opcode::ReadFixed::new(Fd(*fd), ptr, len, index)
+                        .offset(*offset)
+                        .build(),
+                    None => opcode::Read::new(Fd(*fd), ptr, len).offset(*offset).build(),
+                }
+            }
+            Args::Write { fd, buf, offset } => {
+                let index = self.fixed_index(buf);
+                let (ptr, len) = buf.filled_raw();
+                let len = clamp_len(len);
+                match index {
+                    Some(index) => opcode::WriteFixed::new(Fd(*fd), ptr, len, index)
+                        .offset(*offset)
+                        .build(),
+                    None => opcode::Write::new(Fd(*fd), ptr, len)
+                        .offset(*offset)
+                        .build(),
+                }
+            }
+            other => unreachable!("{} is not a read or write", other.label()),
+        }
+    }
+
+    /// The registered index of `buf`, if it is one of this loop's registered buffers (the
+    /// kernel checks the address range against that buffer's; one of another loop's set is
+    /// a plain buffer here).
+    fn fixed_index(&self, buf: &Bytes) -> Option<u16> {
+        match (buf, &self.fixed) {
+            (Bytes::Aligned(buf), Some(set)) => buf.index_in(set),
+            _ => None,
+        }
+    }
+
     /// Points slot `idx`'s iovecs (the vectored send's box, made the first time) at the
     /// first `GATHER_MAX` buffers: their spare capacity for a read, their bytes for a write.
     fn point_iovecs(
@@ -147,7 +221,7 @@ impl IoUringBackend {
         bufs: &mut BytesList,
         read: bool,
     ) -> (*const libc::iovec, u32) {
-        let gather = self.gathers[idx as usize].get_or_insert_with(super::Gather::new);
+        let gather = slot_entry(&mut self.gathers, idx, || None).get_or_insert_with(Gather::new);
         let n = bufs.len().min(GATHER_MAX);
         for (i, iov) in gather.iov.iter_mut().enumerate().take(n) {
             let (base, len) = match read {

@@ -11,7 +11,7 @@ use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
 use rustix::io::Errno;
 
 use super::table::{Dir, Dirs};
-use super::{Poller, Readiness, EVENTS_MAX};
+use super::{Poller, Readiness, EVENTS_MAX, WORKERS_FD};
 use crate::stats::Stats;
 use crate::waker::Waker;
 
@@ -20,6 +20,8 @@ pub(crate) struct EpollPoller {
     epoll: OwnedFd,
     events: Vec<Event>,
     waker: Waker,
+    /// The file workers' eventfd, registered level-triggered (read when reported).
+    workers_signal: Option<Waker>,
     pwait2: bool,
 }
 
@@ -33,6 +35,7 @@ impl EpollPoller {
             epoll,
             events: Vec::with_capacity(EVENTS_MAX),
             waker,
+            workers_signal: None,
             pwait2: false,
         };
         poller.pwait2 = use_pwait2 && poller.probe_pwait2();
@@ -234,24 +237,51 @@ impl Poller for EpollPoller {
     }
 
     fn take_wakeups(&mut self, stats: &mut Stats) -> io::Result<Option<u64>> {
-        let fd = self.wakeup_fd();
-        // SAFETY: the eventfd is owned by `self.waker`, which outlives this call.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        let mut count = [0_u8; 8];
-        loop {
-            stats.syscalls += 1;
-            return match rustix::io::read(fd, &mut count) {
-                Ok(8) => Ok(Some(u64::from_ne_bytes(count))),
-                Ok(n) => panic!("eventfd read returned {n} bytes, not 8"),
-                Err(Errno::AGAIN) => Ok(None),
-                Err(Errno::INTR) => continue,
-                Err(errno) => Err(errno.into()),
-            };
-        }
+        read_eventfd(&self.waker, stats)
     }
 
     fn waker(&self) -> Waker {
         self.waker.clone()
+    }
+
+    fn workers_signal(&mut self) -> io::Result<Waker> {
+        assert!(
+            self.workers_signal.is_none(),
+            "one workers signal per poller"
+        );
+        let signal = Waker::with_eventfd(true)?;
+        let fd = signal.eventfd().expect("an eventfd waker");
+        // SAFETY: the eventfd is owned by `signal`, kept in `self` for the poller's life.
+        let source = unsafe { BorrowedFd::borrow_raw(fd) };
+        // Level-triggered and persistent: reported on every wait until read.
+        let data = EventData::new_u64(WORKERS_FD as u64);
+        epoll::add(&self.epoll, source, data, EventFlags::IN)?;
+        self.workers_signal = Some(signal.clone());
+        Ok(signal)
+    }
+
+    fn take_workers_signal(&mut self, stats: &mut Stats) -> io::Result<()> {
+        let signal = self.workers_signal.as_ref().expect("a workers signal");
+        read_eventfd(signal, stats).map(|_| ())
+    }
+}
+
+/// Reads (and so resets) the counter of the non-blocking eventfd behind `waker`: `None` when
+/// it was zero.
+fn read_eventfd(waker: &Waker, stats: &mut Stats) -> io::Result<Option<u64>> {
+    let fd = waker.eventfd().expect("an eventfd waker");
+    // SAFETY: the eventfd is owned by `waker`, which outlives this call.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let mut count = [0_u8; 8];
+    loop {
+        stats.syscalls += 1;
+        return match rustix::io::read(fd, &mut count) {
+            Ok(8) => Ok(Some(u64::from_ne_bytes(count))),
+            Ok(n) => panic!("eventfd read returned {n} bytes, not 8"),
+            Err(Errno::AGAIN) => Ok(None),
+            Err(Errno::INTR) => continue,
+            Err(errno) => Err(errno.into()),
+        };
     }
 }
 

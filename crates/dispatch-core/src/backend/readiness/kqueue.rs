@@ -11,12 +11,15 @@ use std::time::Duration;
 use sys_kqueue::{Change, Changelist, Event, Filter, Flags, Kevent};
 
 use super::table::{Dir, Dirs};
-use super::{Poller, Readiness, EVENTS_MAX, WAKE_FD};
+use super::{Poller, Readiness, EVENTS_MAX, WAKE_FD, WORKERS_FD};
 use crate::stats::Stats;
 use crate::waker::Waker;
 
 /// The identifier of the wake-up user event.
 const WAKE_IDENT: usize = 1;
+
+/// The identifier of the file workers' user event.
+const WORKERS_IDENT: usize = 2;
 
 /// The changelist's capacity: each operation started or cancelled in a turn changes at most
 /// one filter, and each harvested event re-arms at most two.
@@ -35,29 +38,33 @@ pub(crate) struct KqueuePoller<K> {
     changes: Changelist,
     events: Box<[Event]>,
     waker: Waker,
+    /// The file workers' user event, if the loop has workers.
+    workers_signal: Option<Waker>,
+}
+
+/// Registers the user event `ident` (`EV_CLEAR`: reported once per trigger) at once, and
+/// returns the waker that triggers it.
+fn register_user_event<K: Kevent>(kq: &mut K, ident: usize) -> io::Result<Waker> {
+    let change = Change::new(ident, Filter::User, Flags::ADD | Flags::CLEAR, ident as u64);
+    let mut events = [Event::EMPTY; 1];
+    let n = kq.kevent(&[change], &mut events, Some(Duration::ZERO))?;
+    if n == 1 && events[0].flags.contains(Flags::ERROR) {
+        return Err(io::Error::from_raw_os_error(events[0].data as i32));
+    }
+    Ok(Waker::with_notifier(kq.notifier(ident)))
 }
 
 impl<K: Kevent> KqueuePoller<K> {
     /// Registers the wake-up user event and sizes the changelist for `ops_max` operations
     /// (each changes at most two filters between waits).
     pub(crate) fn new(mut kq: K, ops_max: u32) -> io::Result<KqueuePoller<K>> {
-        let wake = Change::new(
-            WAKE_IDENT,
-            Filter::User,
-            Flags::ADD | Flags::CLEAR,
-            WAKE_IDENT as u64,
-        );
-        let mut events = [Event::EMPTY; 1];
-        let n = kq.kevent(&[wake], &mut events, Some(Duration::ZERO))?;
-        if n == 1 && events[0].flags.contains(Flags::ERROR) {
-            return Err(io::Error::from_raw_os_error(events[0].data as i32));
-        }
-        let waker = Waker::with_notifier(kq.notifier(WAKE_IDENT));
+        let waker = register_user_event(&mut kq, WAKE_IDENT)?;
         Ok(KqueuePoller {
             kq,
             changes: Changelist::with_capacity(changes_max(ops_max)),
             events: vec![Event::EMPTY; events_max(ops_max)].into_boxed_slice(),
             waker,
+            workers_signal: None,
         })
     }
 
@@ -122,8 +129,13 @@ impl<K: Kevent> Poller for KqueuePoller<K> {
         self.changes.clear();
         for event in &self.events[..n] {
             if event.filter == Filter::User {
+                let fd = if event.ident == WORKERS_IDENT {
+                    WORKERS_FD
+                } else {
+                    WAKE_FD
+                };
                 ready.push(Readiness {
-                    fd: WAKE_FD,
+                    fd,
                     dirs: Dirs::NONE.with(Dir::Read),
                     error: None,
                 });
@@ -171,5 +183,23 @@ impl<K: Kevent> Poller for KqueuePoller<K> {
 
     fn waker(&self) -> Waker {
         self.waker.clone()
+    }
+
+    fn workers_signal(&mut self) -> io::Result<Waker> {
+        assert!(
+            self.workers_signal.is_none(),
+            "one workers signal per poller"
+        );
+        let signal = register_user_event(&mut self.kq, WORKERS_IDENT)?;
+        self.workers_signal = Some(signal.clone());
+        Ok(signal)
+    }
+
+    fn take_workers_signal(&mut self, _stats: &mut Stats) -> io::Result<()> {
+        // `EV_CLEAR` reset the event when it was reported; the count beside it means nothing
+        // here and is only kept from growing.
+        let signal = self.workers_signal.as_ref().expect("a workers signal");
+        signal.take_count();
+        Ok(())
     }
 }

@@ -9,10 +9,16 @@
 //! the same descriptor and direction, so that order is kept), waits once in the kernel, then
 //! performs what became ready and expires timers; results go to `done`, which `reap` hands
 //! to the loop.
+//!
+//! File operations run inline (`file::perform` from `ops::perform`), or, with
+//! `Options::file_workers`, on worker threads (`workers.rs`): `start` hands the operation to
+//! them (place `Worker`), and every flush collects what they finished, after consuming the
+//! workers signal that woke the wait.
 
 pub(crate) mod ops;
 mod pooled;
 pub(crate) mod table;
+pub(crate) mod workers;
 
 #[cfg(target_os = "linux")]
 pub(crate) mod epoll;
@@ -24,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use self::ops::{perform, Step};
 use self::table::{Dir, Dirs, FdTable, Queue, NONE};
-use super::Wait;
+use self::workers::Workers;
+use super::{file, Wait};
 use crate::completion::TIMEOUT_EXPIRED;
 use crate::operation::{Args, OpId};
 use crate::pool::Pool;
@@ -44,6 +51,9 @@ pub(crate) struct Readiness {
 /// The pseudo-descriptor that stands for "the waker fired" where the waker is not a
 /// descriptor (kqueue's `EVFILT_USER`).
 pub(crate) const WAKE_FD: RawFd = -2;
+
+/// The pseudo-descriptor that stands for "the file workers finished jobs".
+pub(crate) const WORKERS_FD: RawFd = -3;
 
 /// The backend-specific half of a readiness backend.
 pub(crate) trait Poller {
@@ -84,6 +94,14 @@ pub(crate) trait Poller {
 
     /// A waker for this poller's loop.
     fn waker(&self) -> Waker;
+
+    /// Registers a second signal, for the file workers, apart from the program's waker (whose
+    /// count `wait_wakeup` reports), and returns the handle that triggers it. Its readiness
+    /// is reported as [`WORKERS_FD`] until `take_workers_signal`.
+    fn workers_signal(&mut self) -> io::Result<Waker>;
+
+    /// Consumes the workers signal after a wait reported [`WORKERS_FD`].
+    fn take_workers_signal(&mut self, stats: &mut Stats) -> io::Result<()>;
 }
 
 /// Where an operation is inside the engine.
@@ -93,6 +111,8 @@ enum Place {
     Submitted,
     Waiting(RawFd, Dir),
     Timer,
+    /// Handed to the file workers (queued or running).
+    Worker,
     Done,
 }
 
@@ -111,16 +131,28 @@ pub(crate) struct Engine<P> {
     /// Results not yet reaped: `(user_data, result, flags)`.
     done: Vec<(u64, i32, u32)>,
     ready: Vec<Readiness>,
+    /// The file workers, if the loop has any.
+    workers: Option<Workers>,
+    /// Operations handed to the workers and not yet collected.
+    in_workers: u32,
 }
 
 /// The most readiness events harvested by one wait.
 pub(crate) const EVENTS_MAX: usize = 256;
 
 impl<P: Poller> Engine<P> {
-    pub(crate) fn new(poller: P, ops_max: u32) -> Engine<P> {
+    /// An engine for `ops_max` slots over `poller`, performing file operations on
+    /// `file_workers` threads (0: inline).
+    pub(crate) fn new(mut poller: P, ops_max: u32, file_workers: u32) -> io::Result<Engine<P>> {
         let slots = ops_max as usize;
         let events_max = poller.events_max();
-        Engine {
+        let workers = if file_workers > 0 {
+            let signal = poller.workers_signal()?;
+            Some(Workers::start(file_workers, ops_max, signal)?)
+        } else {
+            None
+        };
+        Ok(Engine {
             poller,
             origin: Instant::now(),
             user_data: vec![0; slots].into_boxed_slice(),
@@ -132,7 +164,14 @@ impl<P: Poller> Engine<P> {
             timers: TimerHeap::new(ops_max),
             done: Vec::with_capacity(slots),
             ready: Vec::with_capacity(events_max),
-        }
+            workers,
+            in_workers: 0,
+        })
+    }
+
+    /// How many file workers the engine has (0: file operations run inline).
+    pub(crate) fn file_workers(&self) -> u32 {
+        self.workers.as_ref().map_or(0, |workers| workers.count())
     }
 
     pub(crate) fn waker(&self) -> Waker {
@@ -158,7 +197,7 @@ impl<P: Poller> Engine<P> {
         let i = idx as usize;
         assert!(matches!(
             self.place[i],
-            Place::Submitted | Place::Waiting(..) | Place::Timer
+            Place::Submitted | Place::Waiting(..) | Place::Timer | Place::Worker
         ));
         self.place[i] = Place::Done;
         assert!(
@@ -186,6 +225,8 @@ impl<P: Poller> Engine<P> {
             self.start(idx, args, pool.as_deref_mut(), stats);
         }
         stats.batch_max = stats.batch_max.max(started);
+        // Jobs finished meanwhile (or taken back by a cancel) make the wait a poll.
+        self.collect(args, stats);
         let timeout = self.timeout(wait);
         let idle = timeout == Some(Duration::ZERO)
             && !self.poller.has_pending_changes()
@@ -195,8 +236,15 @@ impl<P: Poller> Engine<P> {
             self.poller.wait(timeout, &mut self.ready, stats)?;
             for event in 0..self.ready.len() {
                 let readiness = self.ready[event];
+                if readiness.fd == WORKERS_FD {
+                    // Consumed before collecting: a job finished after `collect` signals
+                    // again, so none waits unseen while the loop sleeps.
+                    self.poller.take_workers_signal(stats)?;
+                    continue;
+                }
                 self.on_ready(readiness, args, pool.as_deref_mut(), stats);
             }
+            self.collect(args, stats);
         }
         let now_ns = self.now_ns();
         while let Some(idx) = self.timers.pop_expired(now_ns) {
@@ -204,6 +252,49 @@ impl<P: Poller> Engine<P> {
             self.complete(idx, TIMEOUT_EXPIRED);
         }
         Ok(())
+    }
+
+    /// Takes back what the file workers finished: each job's arguments go back to their
+    /// slot, and the operation completes with the job's result.
+    fn collect(&mut self, args: &mut [Args], stats: &mut Stats) {
+        if self.in_workers == 0 {
+            return;
+        }
+        let Some(workers) = self.workers.as_ref() else {
+            unreachable!("operations in workers without workers");
+        };
+        let mut finished = 0;
+        let done = &mut self.done;
+        let (place, user_data) = (&mut self.place, &self.user_data);
+        workers.collect(|job| {
+            let i = OpId::idx_of_user_data(job.user_data) as usize;
+            assert_eq!(place[i], Place::Worker);
+            assert_eq!(user_data[i], job.user_data);
+            assert!(
+                matches!(args[i], Args::Empty),
+                "a slot out in a worker holds nothing"
+            );
+            args[i] = job.args;
+            place[i] = Place::Done;
+            stats.worker_syscalls += job.syscalls;
+            assert!(done.len() < done.capacity(), "done list never grows");
+            done.push((job.user_data, job.result, 0));
+            finished += 1;
+        });
+        assert!(finished <= self.in_workers);
+        self.in_workers -= finished;
+    }
+
+    /// Hands the file operation in slot `idx` to the workers; its arguments go with it.
+    fn hand_to_workers(&mut self, idx: u32, args: &mut [Args]) {
+        let i = idx as usize;
+        let Some(workers) = self.workers.as_ref() else {
+            unreachable!("hand_to_workers without workers");
+        };
+        let job_args = std::mem::replace(&mut args[i], Args::Empty);
+        self.place[i] = Place::Worker;
+        self.in_workers += 1;
+        workers.submit(self.user_data[i], job_args);
     }
 
     /// The table holds exactly the descriptors with waiters, and those are armed.
@@ -235,6 +326,9 @@ impl<P: Poller> Engine<P> {
     /// operation's result, so that no operation taken off a queue is ever abandoned.
     fn start(&mut self, idx: u32, args: &mut [Args], pool: Option<&mut Pool>, stats: &mut Stats) {
         let i = idx as usize;
+        if self.workers.is_some() && file::is_file(&args[i]) {
+            return self.hand_to_workers(idx, args);
+        }
         match &mut args[i] {
             Args::Nop => self.complete(idx, 0),
             Args::Timeout { timeout_ns } => {
@@ -445,6 +539,13 @@ impl<P: Poller> Engine<P> {
                 self.rearm(at, stats);
             }
             Place::Timer => self.timers.remove(idx),
+            Place::Worker => {
+                // Queued: it comes back with `ECANCELED` at the next collect. Running: it
+                // ends with its real result, as an operation the kernel is performing does.
+                let workers = self.workers.as_ref().expect("a worker's operation");
+                workers.take_back(user_data);
+                return 0;
+            }
         }
         self.complete(idx, -libc::ECANCELED);
         0
@@ -502,7 +603,7 @@ mod tests {
         // Room for the wake-up user event only.
         let kq = sys_kqueue::Fake::new(1).unwrap();
         let poller = KqueuePoller::new(kq, 4).unwrap();
-        let mut engine = Engine::new(poller, 4);
+        let mut engine = Engine::new(poller, 4, 0).unwrap();
         let mut stats = Stats::new(BackendKind::KqueueFake, None);
         let (_client, server) = std::os::unix::net::UnixStream::pair().unwrap();
         let mut args: Vec<Args> = (0..4).map(|_| Args::Empty).collect();

@@ -3,10 +3,9 @@
 //!
 //! Sockets are driven without blocking whatever their mode: recv and send pass
 //! `MSG_DONTWAIT`; accept and connect, which have no such flag, first put the socket in
-//! non-blocking mode. File operations (read and write at an offset, fsync, openat, close)
-//! run inline: readiness cannot wait on regular files. Two of io_uring's conventions hold
-//! here too: offset `u64::MAX` (-1) reads or writes at the file position, and `openat`
-//! ignores `dir` for an absolute path, as openat(2) does.
+//! non-blocking mode. File operations (`backend/file.rs`) run here, inline, when the loop
+//! has no file workers (with workers the engine hands them over before they get here), and
+//! so does close, always: readiness cannot wait on regular files.
 #![allow(unsafe_code)]
 
 use std::io::IoSlice;
