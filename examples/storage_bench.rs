@@ -51,6 +51,9 @@
 //! `syscalls` then counts the workers' too (`Stats::worker_syscalls`).
 #![forbid(unsafe_code)]
 
+#[path = "storage_bench/histogram.rs"]
+mod histogram;
+
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -63,15 +66,14 @@ use clap::{Parser, ValueEnum};
 use dispatch_loop::{AlignedBuf, Io, Options, Tag, AT_FDCWD};
 use rustix::time::{clock_gettime, ClockId};
 
+use histogram::Histogram;
+
 /// Bytes per operation and per record, and the alignment of every buffer and offset.
 const BLOCK: usize = 4096;
 /// The most operations in flight, or callers.
 const DEPTH_MAX: u32 = 1024;
 /// The tag of the group commit's write and `fdatasync` (callers use 0..depth).
 const COMMIT: Tag = DEPTH_MAX as Tag;
-/// Sub-buckets per power of two in the latency histogram: 2^6, so a percentile is off by at
-/// most 1/64 of its value (fio's histogram has the same resolution).
-const SUB_BITS: u32 = 6;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -340,61 +342,6 @@ fn on_commit_synced(bench: &mut Bench, io: &mut Io<Bench>, _tag: Tag, result: io
     }
 }
 
-/// Latencies in nanoseconds: a log-linear histogram (2^SUB_BITS buckets per power of two),
-/// allocated once.
-struct Histogram {
-    counts: Vec<u64>,
-    total: u64,
-}
-
-impl Histogram {
-    fn new() -> Histogram {
-        Histogram {
-            counts: vec![0; (64 << SUB_BITS) as usize],
-            total: 0,
-        }
-    }
-
-    fn bucket(value: u64) -> usize {
-        if value < (1 << SUB_BITS) {
-            return value as usize;
-        }
-        let power = 63 - value.leading_zeros();
-        let sub = (value >> (power - SUB_BITS)) & ((1 << SUB_BITS) - 1);
-        (((power - SUB_BITS + 1) << SUB_BITS) as u64 + sub) as usize
-    }
-
-    /// The middle of bucket `index`'s range.
-    fn value(index: usize) -> u64 {
-        let index = index as u64;
-        if index < (1 << SUB_BITS) {
-            return index;
-        }
-        let power = (index >> SUB_BITS) + u64::from(SUB_BITS) - 1;
-        let sub = index & ((1 << SUB_BITS) - 1);
-        let low = (1 << power) | (sub << (power - u64::from(SUB_BITS)));
-        low + (1 << (power - u64::from(SUB_BITS))) / 2
-    }
-
-    fn record(&mut self, value: u64) {
-        self.counts[Histogram::bucket(value)] += 1;
-        self.total += 1;
-    }
-
-    /// The `p`-th percentile (0 < p ≤ 100); 0 for an empty histogram.
-    fn percentile(&self, p: f64) -> u64 {
-        let rank = ((p / 100.0) * self.total as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (index, &count) in self.counts.iter().enumerate() {
-            seen += count;
-            if rank <= seen {
-                return Histogram::value(index);
-            }
-        }
-        0
-    }
-}
-
 /// The process's CPU time, all threads, user and system together, and its user and system
 /// clock ticks (`/proc/self/stat` fields 14 and 15).
 fn cpu_now() -> Result<(u64, u64, u64), String> {
@@ -557,27 +504,5 @@ fn main() -> ExitCode {
             eprintln!("storage_bench: {error}");
             ExitCode::FAILURE
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_buckets_round_trip_within_a_sixty_fourth() {
-        for value in [0, 1, 63, 64, 65, 100, 4096, 350_000, 1 << 40, u64::MAX >> 1] {
-            let back = Histogram::value(Histogram::bucket(value));
-            let error = back.abs_diff(value) as f64;
-            assert!(error <= value as f64 / 64.0, "{value} -> {back}");
-        }
-        let mut histogram = Histogram::new();
-        for value in 1..=100 {
-            histogram.record(value * 1000);
-        }
-        let p50 = histogram.percentile(50.0) as f64;
-        assert!((p50 - 50_000.0).abs() <= 50_000.0 / 64.0, "{p50}");
-        let p99 = histogram.percentile(99.0) as f64;
-        assert!((p99 - 99_000.0).abs() <= 99_000.0 / 64.0, "{p99}");
     }
 }

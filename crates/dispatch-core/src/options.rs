@@ -116,7 +116,8 @@ impl PoolOptions {
 pub struct RegisteredOptions {
     /// How many buffers (at most 16384, the kernel's limit).
     pub buffers: u32,
-    /// Bytes per buffer: a multiple of 4096, at most 1 GiB.
+    /// Bytes per buffer: a multiple of 4096, at most 1 GiB (checked only when `buffers` is
+    /// not 0).
     pub buffer_size: u32,
 }
 
@@ -166,8 +167,14 @@ pub struct UringOptions {
     /// has them (probed at set-up: vectored read and write, fallocate, statx, renameat,
     /// unlinkat, mkdirat, ftruncate; see [`crate::UringFeatures::file_opcodes`]). `false`
     /// masks them, as on a kernel that lacks them all: each then runs as a syscall in the
-    /// loop's thread when it is submitted, its result delivered through the ring, with the
-    /// same callbacks.
+    /// loop's thread when the loop hands it to the ring (at scheduling when the submission
+    /// queue has room, else when the overflow queue drains), and a `NOP` delivers its result
+    /// through the ring, with the same callbacks. Two consequences: a cancel scheduled after
+    /// it finds it already done (its callback has its real result, the cancel answers `Ok`,
+    /// as the cancel contract allows); and a vectored read or write on a pipe or socket
+    /// behaves as on epoll with file operations inline: it blocks the loop's thread on a
+    /// blocking descriptor, and answers `EAGAIN` on a non-blocking one, where the kernel's
+    /// opcode waits.
     pub file_opcodes: bool,
     /// Batch waiting: a turn that blocks waits for up to `batch_events` completions (fewer if
     /// fewer operations are in the kernel), for at most `batch_wait_us` microseconds from
@@ -202,11 +209,13 @@ impl Options {
     ///   [`Options::file_workers`] for the measurement behind it);
     /// - `uring`: an SQ of `min(ops_max, 256)` entries; `single_issuer`, `defer_taskrun` and
     ///   `submit_all` on (the flags measured fastest here: see `cargo xtask bench`);
-    ///   `coop_taskrun` off; `ext_arg`, `pbuf_ring` and `multishot` on (each used only where
-    ///   the kernel has it); no batch wait (`batch_events: 1`, `batch_wait_us: 0`).
+    ///   `coop_taskrun` off; `ext_arg`, `pbuf_ring`, `multishot` and `file_opcodes` on (each
+    ///   used only where the kernel has it); no batch wait (`batch_events: 1`,
+    ///   `batch_wait_us: 0`).
     ///
     /// Every field is checked by `Io::new`, whichever backend runs (`uring.sq_entries` 0 is
-    /// refused even on epoll); `pool.buffer_size` only when `pool.buffers > 0`.
+    /// refused even on epoll); `pool.buffer_size` only when `pool.buffers > 0`, and
+    /// `registered.buffer_size` only when `registered.buffers > 0`.
     pub const fn new(ops_max: u32) -> Options {
         let sq_entries = if ops_max < 256 { ops_max } else { 256 };
         Options {

@@ -7,8 +7,9 @@ use std::ops::Deref;
 
 use crate::pool::PoolBuf;
 
-/// The most buffers one vectored send hands the kernel (`IOV_MAX` is 1,024 on Linux and the
-/// BSDs; a send of more sends the first `GATHER_MAX` and reports that count).
+/// The most buffers one vectored operation hands the kernel: a vectored send, and a vectored
+/// file read or write (`IOV_MAX` is 1,024 on Linux and the BSDs; an operation given more
+/// uses the first `GATHER_MAX` and reports that count).
 pub const GATHER_MAX: usize = 64;
 
 /// Bytes to send, owned (so they stay put while the kernel reads them): made from a

@@ -185,8 +185,11 @@ pub struct Stats {
     /// On io_uring, what the loop uses of what it asked for on this kernel; `None` on the
     /// other backends.
     pub uring: Option<UringFeatures>,
-    /// Syscalls the loop made: `io_uring_enter` on io_uring; on readiness backends every
-    /// wait, interest change and operation syscall (recv, send, accept, ...).
+    /// Syscalls the loop's thread made: `io_uring_enter` on io_uring, plus the syscalls of
+    /// file operations it performs itself there (an opcode the kernel lacks, or
+    /// `UringOptions::file_opcodes` off); on readiness backends every wait, interest change
+    /// and operation syscall (recv, send, accept, ..., and file operations run inline). File
+    /// workers' syscalls are counted apart, in [`Stats::worker_syscalls`].
     pub syscalls: u64,
     /// Operations handed to the backend (the kernel's queue on io_uring, the readiness
     /// engine on epoll and kqueue). A multishot the loop re-arms counts once per arming, so

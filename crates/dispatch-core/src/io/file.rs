@@ -31,10 +31,13 @@ impl<C> Io<C> {
     /// and the length all be multiples of the device's block size ([`Io::statx`] reports
     /// what the file system asks: [`crate::FileStat::dio_mem_align`] and
     /// `dio_offset_align`). Use an [`AlignedBuf`](crate::AlignedBuf) of a block-multiple
-    /// capacity, cleared before each read. A misaligned request is not fixed up: the
-    /// kernel's `EINVAL` comes to the callback as it is, on every backend, because quietly
-    /// bouncing through an aligned copy would hide the cost the program chose direct I/O to
-    /// avoid.
+    /// capacity, cleared before each read. A misaligned request is not fixed up: the loop
+    /// passes it to the kernel as it is, on every backend, and the kernel's answer comes to
+    /// the callback, because quietly bouncing through an aligned copy would hide the cost the
+    /// program chose direct I/O to avoid. What the kernel answers is the file system's
+    /// choice: a misaligned write's offset or length is `EINVAL`, while ext4 (Linux 6.18)
+    /// serves some misaligned direct reads, and small misaligned writes, through the page
+    /// cache instead.
     ///
     /// ```
     /// use std::io::Write;
@@ -65,7 +68,8 @@ impl<C> Io<C> {
     /// syscall: inline, on an empty blocking pipe it blocks the whole loop until data
     /// arrives; with file workers ([`crate::Options::file_workers`]) it blocks one worker
     /// (and the `Io`'s drop, for up to 10 s); on an empty non-blocking pipe it fails with
-    /// `EAGAIN` either way. io_uring waits for the data without blocking the loop.
+    /// `EAGAIN` either way. io_uring waits for the data without blocking the loop, on a
+    /// blocking and a non-blocking (`O_NONBLOCK`) pipe alike.
     ///
     /// # Errors
     /// When every slot is in flight, or `buf` has no spare capacity; the error returns `buf`.
@@ -130,9 +134,14 @@ impl<C> Io<C> {
     /// without spare capacity take nothing. `offset` `u64::MAX` reads at the file position.
     ///
     /// `flags` are Linux's (`preadv2(2)`): io_uring and epoll pass them to the kernel,
-    /// which answers `EOPNOTSUPP` (or `EINVAL`) for one it lacks; kqueue's systems have no
-    /// such flags, so any but 0 fails there with `EOPNOTSUPP`; the simulator accepts
-    /// `RWF_DSYNC` and `RWF_SYNC` (see `sim`) and 0.
+    /// which answers `EOPNOTSUPP` (or `EINVAL`) for one it lacks; FreeBSD and macOS have no
+    /// such flags, so any but 0 fails there with `EOPNOTSUPP` (the kqueue backend over the
+    /// kevent double, on Linux, passes them to Linux); the simulator accepts `RWF_DSYNC` and
+    /// `RWF_SYNC` (see `sim`) and 0.
+    ///
+    /// Offsets belong to seekable files, as for [`Io::read`]: on a pipe or socket io_uring
+    /// ignores an offset other than `u64::MAX` (also where the loop performs the operation
+    /// itself, `UringOptions::file_opcodes`), while epoll and kqueue fail with `ESPIPE`.
     ///
     /// # Errors
     /// When every slot is in flight; the error returns `bufs`.
@@ -231,8 +240,8 @@ impl<C> Io<C> {
     /// `FALLOC_FL_PUNCH_HOLE`). With mode 0 the file grows to `offset + len` if shorter and
     /// later writes there cannot fail for want of space. On FreeBSD it is
     /// `posix_fallocate` and on macOS `F_PREALLOCATE` plus a truncate to the new size; there
-    /// any `mode` but 0 is `EOPNOTSUPP`. A file system that cannot preallocate answers
-    /// `EOPNOTSUPP`.
+    /// any `mode` but 0 is `EOPNOTSUPP` (the kqueue backend over the kevent double, on Linux,
+    /// passes modes to Linux). A file system that cannot preallocate answers `EOPNOTSUPP`.
     ///
     /// # Errors
     /// When every slot is in flight.

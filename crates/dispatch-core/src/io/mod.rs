@@ -258,8 +258,11 @@ impl<C> Drop for Running<'_, C> {
 }
 
 impl<C> Io<C> {
-    /// Creates a loop with `options`' fixed limits. Every allocation the loop makes happens
-    /// here.
+    /// Creates a loop with `options`' fixed limits. Every table the loop uses is allocated
+    /// here, at full size (its pages are backed only as slots are first used); afterwards
+    /// the loop allocates only once per slot the first time that slot sends or writes
+    /// vectored on io_uring (its gather of iovecs, kept for reuse), and once per
+    /// [`Io::statx`] (the kernel's answer, freed before its callback runs).
     ///
     /// # Errors
     /// - [`InitError::InvalidOptions`]: a limit is broken; the message names the field.
