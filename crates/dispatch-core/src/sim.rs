@@ -87,9 +87,9 @@
 //!   component but the last must exist and be a directory (`ENOENT`, `ENOTDIR`). A new
 //!   world's disk holds the root and the directories of `std::env::temp_dir()`, so a
 //!   program that keeps its files there runs unchanged. `openat` honours `O_CREAT`,
-//!   `O_EXCL`, `O_TRUNC`, `O_DIRECTORY`, `O_DIRECT`, `O_DSYNC`/`O_SYNC`, the access mode and
-//!   the permission bits of `mode` (no umask); offset `u64::MAX` reads and writes at the
-//!   file position.
+//!   `O_EXCL`, `O_TRUNC`, `O_DIRECTORY`, `O_APPEND` (every write at the end, as Linux
+//!   does), `O_DIRECT`, `O_DSYNC`/`O_SYNC`, the access mode and the permission bits of
+//!   `mode` (no umask); offset `u64::MAX` reads and writes at the file position.
 //! - Multishot receives and accepts are re-armed by the loop, as on epoll and kqueue; a
 //!   pooled receive takes a pool buffer only when bytes are there.
 //! - `Stats::syscalls` stays 0: nothing reaches the kernel.

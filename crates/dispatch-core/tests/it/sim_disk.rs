@@ -881,3 +881,15 @@ fn offset_u64_max_reads_and_writes_at_the_position_and_pread_leaves_it() {
     assert_eq!(disk.read(&reader, u64::MAX, 2).unwrap(), b"cd");
     disk.finish(vec![file, reader]);
 }
+
+#[test]
+fn o_append_writes_at_the_end_whatever_the_offset() {
+    let mut disk = Disk::new(10);
+    let file = disk.open("/a", CREATE).unwrap();
+    disk.write(&file, 0, b"first").unwrap();
+    let append = disk.open("/a", libc::O_WRONLY | libc::O_APPEND).unwrap();
+    assert_eq!(disk.write(&append, 0, b"+more"), Ok(5));
+    assert_eq!(disk.write(&append, u64::MAX, b"!"), Ok(1));
+    assert_eq!(disk.read(&file, 0, 64).unwrap(), b"first+more!");
+    disk.finish(vec![file, append]);
+}

@@ -275,8 +275,8 @@ impl World {
     }
 
     /// `openat(2)`: the new open file description, or `-errno`. Honours `O_CREAT`,
-    /// `O_EXCL`, `O_TRUNC`, `O_DIRECTORY`, `O_DIRECT`, `O_DSYNC`/`O_SYNC`, the access mode,
-    /// and `mode`'s permission bits (no umask).
+    /// `O_EXCL`, `O_TRUNC`, `O_DIRECTORY`, `O_APPEND`, `O_DIRECT`, `O_DSYNC`/`O_SYNC`, the
+    /// access mode, and `mode`'s permission bits (no umask).
     pub(crate) fn open_file(
         &mut self,
         dir: RawFd,

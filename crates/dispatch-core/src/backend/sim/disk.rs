@@ -287,6 +287,8 @@ pub(crate) struct OpenFile {
     pub(crate) open: bool,
     /// The file position (for offset `u64::MAX`).
     pub(crate) position: u64,
+    /// `O_APPEND`: writes go to the end of the file.
+    pub(crate) append: bool,
 }
 
 /// The disk's state. Inode 0 is the root directory.
@@ -339,6 +341,7 @@ impl Disk {
             dsync: flags & (libc::O_DSYNC | libc::O_SYNC) != 0,
             open: true,
             position: 0,
+            append: flags & libc::O_APPEND != 0,
         });
         file
     }

@@ -53,9 +53,10 @@ impl World {
         self.rng.between(1, (n / unit - 1) as u64) as usize * unit
     }
 
-    /// The checks every read and write makes: the description is open for `access` (else
-    /// `EBADF`), a file (`EISDIR`), aligned for direct I/O (`EINVAL`); then the `EIO` fault.
-    /// The offset to use (the file position for `OFFSET_CURRENT`).
+    /// The checks every read and write makes: the description is open for reading or
+    /// `writing` (else `EBADF`), a file (`EISDIR`), aligned for direct I/O (`EINVAL`); then
+    /// the `EIO` fault. The offset to use (the file position for `OFFSET_CURRENT`, the end
+    /// for a write with `O_APPEND`).
     fn data_checks(
         &mut self,
         file: u32,
@@ -63,23 +64,24 @@ impl World {
         at: (usize, u64, usize),
     ) -> Result<u64, i32> {
         let open = &self.disk.files[file as usize];
-        if !open.open
-            || !(if writing {
-                open.writable
-            } else {
-                open.readable
-            })
-        {
+        let allowed = if writing {
+            open.writable
+        } else {
+            open.readable
+        };
+        if !open.open || !allowed {
             return Err(-libc::EBADF);
         }
         if self.disk.inode(file).kind == Kind::Dir {
             return Err(-libc::EISDIR);
         }
         let (address, offset, len) = at;
-        let offset = if offset == OFFSET_CURRENT {
-            open.position
-        } else {
-            offset
+        let offset = match offset {
+            // `O_APPEND`: every write goes to the end, whatever the offset (as Linux does,
+            // `pwrite` included).
+            _ if writing && open.append => self.disk.inode(file).data.len() as u64,
+            OFFSET_CURRENT => open.position,
+            offset => offset,
         };
         if open.direct && !aligned(address, offset, len) {
             return Err(-libc::EINVAL);
