@@ -11,6 +11,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("dispatch-net", 2),
     ("dispatch-echo", 3),
     ("loadgen", 3),
+    ("dispatch-wal", 2),
     ("examples", 4),
     ("xtask", 4),
 ];

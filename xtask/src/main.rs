@@ -195,13 +195,14 @@ struct FuzzArgs {
     /// The first seed (default: picked from the time, and printed)
     #[arg(long)]
     start: Option<u64>,
-    /// Simulated operations per seed
-    #[arg(long, default_value_t = 10_000)]
-    ops: u64,
-    /// Turn on the planted bug (a byte dropped on a rare short read), to see it found
+    /// Simulated operations per seed (echo: 10,000 by default; wal: appends, 1,000)
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Turn on the planted bug (echo: a byte dropped on a rare short read; wal: a group
+    /// acknowledged before its fdatasync), to see it found
     #[arg(long)]
     planted_bug: bool,
-    /// Which fuzzer (the table is in xtask/src/fuzz.rs)
+    /// Which fuzzer: echo, wal, or all (the table is in xtask/src/fuzz.rs)
     #[arg(long, default_value = "echo")]
     fuzzer: String,
 }

@@ -81,20 +81,71 @@
 //!   connection, as TCP does; a reset is `ECONNRESET` once, then end of stream for receives
 //!   and `EPIPE` for sends. Operations on one socket and direction are served in order, as
 //!   on epoll and kqueue.
-//! - **Files** live in one flat namespace of paths (the directory descriptor and the mode are
-//!   ignored; `O_CREAT`, `O_EXCL`, `O_TRUNC` and the access mode are honoured). Creating and
-//!   truncating a file survive a crash at once; written bytes survive only once fsynced
-//!   ([`Sim::crash`]).
-//! - Multishot receives and accepts are re-armed by the loop, as on epoll and kqueue; a pooled
-//!   receive takes a pool buffer only when bytes are there.
+//! - **Files and directories** live on a simulated disk (below). Paths resolve from `/`
+//!   (for an absolute path or `AT_FDCWD`: the simulated working directory is the root) or
+//!   from a directory descriptor (opened with `O_DIRECTORY`, or `O_RDONLY`); every
+//!   component but the last must exist and be a directory (`ENOENT`, `ENOTDIR`). A new
+//!   world's disk holds the root and the directories of `std::env::temp_dir()`, so a
+//!   program that keeps its files there runs unchanged. `openat` honours `O_CREAT`,
+//!   `O_EXCL`, `O_TRUNC`, `O_DIRECTORY`, `O_APPEND` (every write at the end, as Linux
+//!   does), `O_DIRECT`, `O_DSYNC`/`O_SYNC`, the access mode and the permission bits of
+//!   `mode` (no umask); offset `u64::MAX` reads and writes at the file position.
+//! - Multishot receives and accepts are re-armed by the loop, as on epoll and kqueue; a
+//!   pooled receive takes a pool buffer only when bytes are there.
 //! - `Stats::syscalls` stays 0: nothing reaches the kernel.
 //! - One loop at a time runs on a world. A world is not `Send`.
+//!
+//! # The disk, and what a crash keeps
+//! [`Sim::crash`] is a power loss. What survives it, operation by operation:
+//! - **Writes** (`write`, `write_vectored`) change what readers see at once and reach the
+//!   durable image only when flushed: by `fsync` or `fdatasync` on the file, or at once for
+//!   a write with `RWF_DSYNC` or `RWF_SYNC` or on a descriptor opened `O_DSYNC`/`O_SYNC`
+//!   (the simulator then flushes the whole file; Linux flushes the written range). A crash
+//!   keeps or loses each unflushed write at even odds, or tears it (`Faults::torn_write`):
+//!   a prefix cut at a 512-byte sector boundary, a prefix cut anywhere, or a random subset
+//!   of its sectors (a device that writes one request's sectors in any order), sectors
+//!   counted from the start of the file, so a sector-aligned `O_DIRECT` write tears on its
+//!   own sectors. A torn write never keeps all of itself.
+//! - **`fsync` and `fdatasync`** keep the data written before them and the file's size
+//!   (Linux's `fdatasync` also flushes a size that changed). `fdatasync` leaves out the
+//!   metadata reading the data back does not need: of what the simulator models, space
+//!   `fallocate` reserved past the end of the file (`FALLOC_FL_KEEP_SIZE`), which only an
+//!   `fsync` makes durable (timestamps are not modelled). Neither makes the file's name
+//!   durable.
+//! - **`ftruncate`, `O_TRUNC` and `fallocate`** change the size (and, for `fallocate`, the
+//!   space reserved) at once for readers, durably after the file's next `fsync` or
+//!   `fdatasync`; a crash before keeps or drops each such change at random.
+//! - **Names** (`openat` with `O_CREAT`, `mkdirat`, `unlinkat`, `renameat`): each change
+//!   is atomic (a rename moves the name or does not) and durable only once a directory it
+//!   touches is fsynced (open it with `O_DIRECTORY` and [`Io::fsync`](crate::Io::fsync)
+//!   it), together with the earlier changes of the same names. A crash keeps or drops each
+//!   change not yet durable at even odds (a change to a name whose earlier change was
+//!   dropped is dropped too): a created and fsynced file whose directory was not fsynced
+//!   may vanish, a rename may be undone, an unlinked file may come back.
+//! - **A failed `fsync`** (`EIO`, `Faults::disk_eio`) settles the file's unflushed writes as
+//!   a crash would (each kept, lost or torn) and forgets them, as Linux marks pages clean
+//!   after a writeback error: readers still see the bytes, a later `fsync` succeeds, and
+//!   a crash may still lose them. A program must treat data behind a failed fsync as lost
+//!   and write it again. A directory's fsync never fails.
+//!
+//! **Direct I/O**: on a file opened `O_DIRECT`, a read or write whose buffer address,
+//! offset or length is not a multiple of 512 fails with `EINVAL` (as
+//! [`Io::statx`](crate::Io::statx) reports: `dio_mem_align` and `dio_offset_align` 512),
+//! and a short transfer is whole sectors. **Space**: files take whole 4 KiB blocks up to
+//! their size or reservation; past `SimOptions::disk_capacity_bytes` a write is short or
+//! fails with `ENOSPC`, and a `fallocate` fails with `ENOSPC`; writes into space
+//! `fallocate` reserved never fail.
+//! `fallocate` models mode 0 and `FALLOC_FL_KEEP_SIZE`; other modes are `EOPNOTSUPP`.
+//! `RWF_*` flags other than `RWF_DSYNC` and `RWF_SYNC` are `EOPNOTSUPP`. `statx` reports
+//! the size, type and permissions, links, blocks of 512 bytes, a block size of 4096 and
+//! the direct I/O alignment.
 //!
 //! # Faults
 //! [`Faults`] sets a probability (parts per million) for each: extra latency for segments
 //! and completions, completions of different descriptors reordered (never two of one
 //! descriptor), short sends, receives, reads and writes, resets, refused connects, operations
 //! delayed before their first try (an `EAGAIN` storm), `EMFILE` on accept, `EIO` from the
-//! disk, and writes torn by a crash. Every fault drawn is in the trace.
+//! disk (reads, writes, fsyncs), and writes torn by a crash. `ENOSPC` is not drawn: it
+//! comes from the disk's capacity. Every fault drawn is in the trace.
 
 pub use crate::backend::sim::{FaultCounts, Faults, Peer, Sim, SimListener, SimOptions, SimStats};

@@ -22,6 +22,7 @@ mod pooled_model;
 mod readiness;
 mod review;
 mod sim;
+mod sim_disk;
 mod sim_model;
 mod timeout;
 mod vectored;

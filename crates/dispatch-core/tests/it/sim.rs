@@ -308,10 +308,14 @@ fn the_environment_selects_sim_and_automatic_selection_never_does() {
 /// last successful fsync covered.
 struct Log {
     file: Option<OwnedFd>,
+    /// The root directory, open while its fsync runs.
+    dir: Option<OwnedFd>,
     written: u64,
     goal: u64,
     syncing: bool,
     durable: u64,
+    /// An fsync failed while a write was in flight: write again from `durable` next.
+    rewind: bool,
     /// After the restart: reading the file back.
     reading: bool,
     read_back: Vec<u8>,
@@ -338,19 +342,51 @@ fn on_written(log: &mut Log, io: &mut Io<Log>, _: Tag, (result, _): BufResult) {
         Ok(n) => log.written += n as u64,
         Err(error) => assert_eq!(error.raw_os_error(), Some(libc::EIO)),
     }
+    if log.rewind {
+        // A failed fsync may have lost what was written since the last good one (as on
+        // Linux): write it again.
+        log.rewind = false;
+        log.written = log.durable;
+    }
     if log.written.is_multiple_of(RECORD * 8) && !log.syncing && log.written > log.durable {
         log.syncing = true;
         let covered = log.written;
         let fd = log.file.as_ref().unwrap().as_raw_fd();
-        io.fsync(covered, fd, |log: &mut Log, _, covered, result| {
-            log.syncing = false;
-            if result.is_ok() {
-                log.durable = log.durable.max(covered);
-            }
-        })
-        .unwrap();
+        io.fsync(covered, fd, on_synced).unwrap();
     }
     write_next(log, io);
+}
+
+fn on_synced(log: &mut Log, io: &mut Io<Log>, covered: Tag, result: std::io::Result<()>) {
+    log.syncing = false;
+    match result {
+        Ok(()) => log.durable = log.durable.max(covered),
+        // No write in flight: start again from the last good fsync.
+        Err(_) if log.written == log.goal => {
+            log.written = log.durable;
+            write_next(log, io);
+        }
+        Err(_) => log.rewind = true,
+    }
+}
+
+/// Makes the file's name durable (an fsync of its directory, `/`), then writes.
+fn sync_dir_then_write(io: &mut Io<Log>) {
+    let root = std::ffi::CString::new("/").unwrap();
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+    let on_dir = |log: &mut Log, io: &mut Io<Log>, _: Tag, dir: std::io::Result<OwnedFd>| {
+        let dir = log.dir.insert(dir.expect("the root opens"));
+        let on_synced = |log: &mut Log, io: &mut Io<Log>, _: Tag, synced: std::io::Result<()>| {
+            synced.expect("a directory syncs");
+            let dir = log.dir.take().expect("open");
+            io.close(0, dir, |_, _, _, closed| closed.expect("close"))
+                .unwrap();
+            write_next(log, io);
+        };
+        io.fsync(0, dir.as_raw_fd(), on_synced).unwrap();
+    };
+    io.openat(0, dispatch_loop::AT_FDCWD, root, flags, 0, on_dir)
+        .unwrap();
 }
 
 fn read_next(log: &mut Log, io: &mut Io<Log>) {
@@ -374,7 +410,7 @@ fn read_next(log: &mut Log, io: &mut Io<Log>) {
 }
 
 fn open(io: &mut Io<Log>, flags: i32) {
-    let path = std::ffi::CString::new("/data/log").unwrap();
+    let path = std::ffi::CString::new("/log").unwrap();
     io.openat(0, dispatch_loop::AT_FDCWD, path, flags, 0o600, on_open)
         .unwrap();
 }
@@ -389,7 +425,7 @@ fn on_open(log: &mut Log, io: &mut Io<Log>, _: Tag, file: std::io::Result<OwnedF
     if log.reading {
         read_next(log, io);
     } else {
-        write_next(log, io);
+        sync_dir_then_write(io);
     }
 }
 
@@ -402,10 +438,12 @@ fn crash_seed(seed: u64) -> (bool, u64, (u64, u64)) {
     let (sim, mut io) = check::<Log>(seed, faults, 8);
     let mut log = Log {
         file: None,
+        dir: None,
         written: 0,
         goal: RECORD * 400,
         syncing: false,
         durable: 0,
+        rewind: false,
         reading: false,
         read_back: Vec::new(),
     };
@@ -414,11 +452,11 @@ fn crash_seed(seed: u64) -> (bool, u64, (u64, u64)) {
     io.run_for_ns(&mut log, crash_after_ns).unwrap();
     sim.crash();
     let (written, durable) = (log.written, log.durable);
-    let dead = log.file.take();
+    let dead = [log.file.take(), log.dir.take()];
     drop(io);
     // The restart: a new loop on the same world reads what survived.
     let mut io: Io<Log> = Io::new_sim(&Options::new(8), &sim).unwrap();
-    if let Some(dead) = dead {
+    for dead in dead.into_iter().flatten() {
         io.close(0, dead, |_, _, _, r| r.expect("a dead descriptor closes"))
             .unwrap();
     }

@@ -144,15 +144,19 @@ impl Sim {
         }
     }
 
-    /// A simulated power loss: every file keeps what was fsynced, and each write since is
-    /// kept, lost or torn at random (`Faults::torn_write`); every descriptor dies
-    /// (operations on it fail with `EIO`, closing it succeeds) and connections are reset.
-    /// Drop the loop and start a new one on the same world to play the restart.
+    /// A simulated power loss: every file keeps what was flushed (`fsync`, `fdatasync`,
+    /// `RWF_DSYNC`), and each change since is kept, lost or torn at random
+    /// (`Faults::torn_write`); every directory keeps the names its `fsync` made durable,
+    /// and each change of names since is kept or undone at random (see "The disk, and what
+    /// a crash keeps" in [`crate::sim`]). Every descriptor dies (operations on it fail with
+    /// `EIO`, closing it succeeds) and connections are reset. Drop the loop and start a new
+    /// one on the same world to play the restart.
     pub fn crash(&self) {
         self.world.borrow_mut().crash();
     }
 
-    /// What the file at `path` holds now, if it exists (for checks after a crash).
+    /// What the file at the absolute `path` holds now, if it exists and is a file (for
+    /// checks after a crash).
     pub fn file_contents(&self, path: &str) -> Option<Vec<u8>> {
         let world = self.world.borrow();
         world.disk.contents(path.as_bytes()).map(<[u8]>::to_vec)

@@ -14,7 +14,9 @@
 //! fault) and adds each to the trace.
 #![allow(unsafe_code)]
 
+mod dirs;
 mod disk;
+mod file;
 mod handle;
 mod net;
 mod options;
@@ -25,6 +27,7 @@ use std::io;
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 
+use self::file::file_op;
 pub use self::handle::{Peer, Sim, SimListener};
 use self::net::Recv;
 pub use self::options::{FaultCounts, Faults, SimOptions, SimStats};
@@ -72,7 +75,7 @@ const NO_KEY: u64 = u64::MAX;
 const TIMER_KEY: u64 = 6 << 32;
 
 /// A result of one try: `None` to wait.
-type Tried = Option<(i32, u32)>;
+pub(super) type Tried = Option<(i32, u32)>;
 
 /// The simulation backend of one loop.
 pub(crate) struct SimBackend {
@@ -625,7 +628,7 @@ fn key_of(world: &World, fd: RawFd) -> u64 {
 }
 
 /// `-errno` for an operation on `fd` that is not what the operation needs.
-fn bad(world: &World, fd: RawFd) -> i32 {
+pub(super) fn bad(world: &World, fd: RawFd) -> i32 {
     match world.obj(fd) {
         None => -libc::EBADF,
         Some(Obj::Dead) => -libc::EIO,
@@ -766,45 +769,4 @@ fn close(world: &mut World, fd: RawFd) -> i32 {
     // forgets the `OwnedFd` without closing it again, as on every backend.
     unsafe { libc::close(fd) };
     0
-}
-
-/// File operations: openat, read, write, fsync.
-fn file_op(world: &mut World, args: &mut Args) -> Tried {
-    let result = match args {
-        Args::Openat { path, flags, .. } => match world.open_file(path.as_bytes(), *flags) {
-            Ok(file) => match world.new_fd(Obj::File(file)) {
-                Ok(fd) => fd.into_raw_fd(),
-                Err(errno) => {
-                    world.disk.close(file);
-                    -errno
-                }
-            },
-            Err(errno) => errno,
-        },
-        Args::Read { fd, buf, offset } => match world.obj(*fd) {
-            Some(Obj::File(file)) => {
-                let spare = buf.spare();
-                let mut at = 0;
-                world.read_file(file, *offset, spare.len(), &mut |bytes| {
-                    for (slot, &byte) in spare[at..].iter_mut().zip(bytes) {
-                        slot.write(byte);
-                    }
-                    at += bytes.len();
-                })
-            }
-            _ => bad(world, *fd),
-        },
-        Args::Write { fd, buf, offset } => match world.obj(*fd) {
-            Some(Obj::File(file)) => world.write_file(file, *offset, buf.filled()),
-            _ => bad(world, *fd),
-        },
-        Args::Fsync { fd, .. } => match world.obj(*fd) {
-            Some(Obj::File(file)) => world.fsync_file(file),
-            _ => bad(world, *fd),
-        },
-        // Not yet on the simulated disk (issue 18's sim part lands them).
-        other if crate::backend::file::is_file(other) => -libc::ENOSYS,
-        other => unreachable!("{} is not an operation the simulator tries", other.label()),
-    };
-    Some((result, 0))
 }

@@ -33,10 +33,14 @@ pub struct Faults {
     pub delay_max_ns: u64,
     /// An accept that has a connection fails with `EMFILE` instead (the connection stays).
     pub emfile: u32,
-    /// A file read, write or fsync fails with `EIO` (a failed fsync makes nothing durable).
+    /// A file read, write or fsync fails with `EIO`. A failed fsync settles the file's
+    /// unsynced writes as a crash would (each kept, lost or torn) and forgets them, as
+    /// Linux does after a writeback error: a later fsync succeeds without writing them.
     pub disk_eio: u32,
-    /// At a crash, each write not yet fsynced is torn (a prefix survives); otherwise it
-    /// survives whole or is lost, even odds.
+    /// At a crash (or a failed fsync), each write not yet fsynced is torn (part of it
+    /// survives: a prefix cut at a 512-byte sector boundary, a prefix cut anywhere, or some
+    /// of its sectors, each shape at even odds); otherwise it survives whole or is lost,
+    /// even odds.
     pub torn_write: u32,
     /// A cancel misses the operation it targets, which goes on waiting: the cancel answers
     /// `ENOENT` and the target waits on; or `EALREADY` and the target waits on; or
@@ -110,10 +114,15 @@ pub struct SimOptions {
     pub latency_max_ns: u64,
     /// Descriptors open at once in the world; past it, accept and openat fail with `EMFILE`.
     pub descriptors_max: u32,
+    /// The simulated disk's size: files take whole 4 KiB blocks up to their size or what
+    /// `fallocate` reserved, and a write needing blocks beyond the capacity is short or
+    /// fails with `ENOSPC` (as does a `fallocate`); space reserved never fails.
+    pub disk_capacity_bytes: u64,
 }
 
 impl SimOptions {
-    /// `seed`, faults off, 64 KiB socket buffers, 10–100 µs latency, 1024 descriptors.
+    /// `seed`, faults off, 64 KiB socket buffers, 10–100 µs latency, 1024 descriptors, a
+    /// disk of 1 GiB.
     pub const fn new(seed: u64) -> SimOptions {
         SimOptions {
             seed,
@@ -122,6 +131,7 @@ impl SimOptions {
             latency_min_ns: 10_000,
             latency_max_ns: 100_000,
             descriptors_max: 1024,
+            disk_capacity_bytes: 1 << 30,
         }
     }
 
@@ -185,6 +195,8 @@ pub struct SimStats {
     pub dropped_descriptors: u64,
     /// Operations the simulation completed.
     pub completions: u64,
+    /// Writes and `fallocate`s refused with `ENOSPC` (the disk's capacity reached).
+    pub disk_full: u64,
     /// Tries of a send (from a loop or a peer) that found the receiver's buffer full:
     /// backpressure at work (a send waiting for room is tried again at every event, and
     /// counts each time).

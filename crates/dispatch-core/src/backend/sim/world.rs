@@ -97,6 +97,13 @@ pub(crate) struct World {
     unbound: u32,
 }
 
+/// The directory `std::env::temp_dir` names, which a simulated disk starts with (and the
+/// root), so that programs that make their files there run unchanged.
+fn temp_dir() -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    std::env::temp_dir().as_os_str().as_bytes().to_vec()
+}
+
 impl World {
     pub(crate) fn new(options: &SimOptions) -> io::Result<World> {
         let placeholder = rustix::fs::open(
@@ -116,7 +123,7 @@ impl World {
             events: BinaryHeap::new(),
             event_seq: 0,
             net: Net::default(),
-            disk: Disk::default(),
+            disk: Disk::new(options.disk_capacity_bytes, &[temp_dir().as_slice()]),
             attached: false,
             unbound: 0,
         })
