@@ -13,14 +13,14 @@ use std::process::ExitCode;
 
 use dispatch_loop::Options;
 
-use dispatch_loop::{AlignedBuf, Io, Tag};
-
 /// `O_DIRECT` (Linux, FreeBSD). macOS has no such flag (its `F_NOCACHE` is a `fcntl` on an
 /// open file), so there the file is opened cached: the same program, without the bypass.
 #[cfg(not(target_vendor = "apple"))]
 const O_DIRECT: i32 = libc::O_DIRECT;
 #[cfg(target_vendor = "apple")]
 const O_DIRECT: i32 = 0;
+
+use dispatch_loop::{AlignedBuf, Io, Tag};
 
 /// Appends one 4 KiB block to a log opened with `O_DIRECT`, then makes it durable.
 fn append(io: &mut Io<Log>, log: &Log, record: &[u8]) {

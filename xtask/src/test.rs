@@ -75,6 +75,16 @@ const DISPATCH_NET: &[&str] = &[
     "blackbox",
 ];
 
+/// The packages linted for FreeBSD and macOS: the kqueue code, and the examples (the
+/// README's programs must build where the crates do).
+const CROSS_CHECKED: [&str; 5] = [
+    "sys-kqueue",
+    "dispatch-loop",
+    "dispatch-net",
+    "dispatch-echo",
+    "examples",
+];
+
 /// `cross_targets`: also type-check and lint the kqueue code for FreeBSD and macOS.
 pub fn run(cross_targets: bool) -> Result<(), String> {
     prepare(cross_targets)?;
@@ -89,16 +99,7 @@ pub fn run(cross_targets: bool) -> Result<(), String> {
     let check_targets: &[&str] = if cross_targets { &CHECK_TARGETS } else { &[] };
     for &target in check_targets {
         Cmd::cargo(&["clippy", "--target", target, "--all-targets"])
-            .args(&[
-                "-p",
-                "sys-kqueue",
-                "-p",
-                "dispatch-loop",
-                "-p",
-                "dispatch-net",
-            ])
-            // The examples too: the README's programs must build where the crates do.
-            .args(&["-p", "dispatch-echo", "-p", "examples"])
+            .args(&CROSS_CHECKED.map(|name| ["-p", name]).concat())
             .args(&deny_warnings)
             .run()?;
     }
