@@ -202,8 +202,8 @@ struct FuzzArgs {
     /// acknowledged before its fdatasync), to see it found
     #[arg(long)]
     planted_bug: bool,
-    /// Which fuzzer: echo, wal, or all (the table is in xtask/src/fuzz.rs)
-    #[arg(long, default_value = "echo")]
+    /// Which fuzzer: echo, wal, or all, the default (the table is in xtask/src/fuzz.rs)
+    #[arg(long, default_value = "all")]
     fuzzer: String,
 }
 
