@@ -1,14 +1,14 @@
 //! `Io<C>`: the loop. Operations are scheduled from anywhere (usually from inside a callback),
 //! each turn hands everything scheduled to the backend in one syscall, and callbacks run
 //! afterwards, never while completions are being reaped.
-// One unsafe block: handing slot arguments to the backend, whose contract the slot table keeps.
-#![allow(unsafe_code)]
 
 mod callback;
 mod deadline;
+mod dispatch;
 mod drop;
 mod file;
 mod ops;
+mod queue;
 mod reap;
 
 use std::fmt;
@@ -18,26 +18,19 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
-use self::callback::sealed::Sealed;
 pub(crate) use self::callback::Callback;
 pub use self::callback::{
     AcceptCallback, BufCallback, CountCallback, FdCallback, FileCallback, FileVectoredCallback,
     IoBuf, PoolSendCallback, PooledCallback, StatCallback, UnitCallback, VectoredCallback,
 };
 use self::deadline::Deadlines;
-use self::reap::Reaper;
 use crate::aligned::{AlignedBuf, RegisteredSet};
 use crate::backend::{Backend, PushError, Wait};
 use crate::clock::Clock;
-use crate::completion::{
-    buf_value, count_value, fd_value, file_list_value, file_value, flags_bid, new_fd,
-    pool_send_value, pooled_value, stat_value, unit_value, vectored_value, F_MORE, TIMEOUT_EXPIRED,
-};
 use crate::error::InitError;
-use crate::operation::{Args, Shot, Tag};
 use crate::options::Options;
 use crate::pool::Pool;
-use crate::slots::{Completed, Done, Fifo, Order, Slots, State};
+use crate::slots::{Completed, Fifo, Slots, State};
 use crate::stats::Stats;
 use crate::waker::Waker;
 
@@ -563,283 +556,5 @@ impl<C> Io<C> {
         }
         self.dispatch(ctx);
         Ok(())
-    }
-
-    /// Takes back the buffers of dropped handles; if any came back, or buffers are free in
-    /// the loop's hands (a receive that took one found nothing and put it back), the
-    /// receives waiting for buffers go to the backend again (those that still find none wait
-    /// again).
-    fn recycle_buffers(&mut self) {
-        let Some(pool) = self.pool.as_mut() else {
-            return;
-        };
-        if !self.buffer_wait.is_empty() {
-            self.backend.pool_starved(pool);
-        }
-        let recycled = self.backend.recycle(pool);
-        assert!(recycled <= self.pool_lent, "more buffers back than lent");
-        self.pool_lent -= recycled;
-        // Not only buffers that came back now: a receive can find the pool empty in a turn
-        // after the one that refilled it, and must not wait for the next return.
-        if recycled == 0 && !self.backend.buffers_available(pool) {
-            return;
-        }
-        while let Some(idx) = self.buffer_wait.pop(self.slots.as_mut_slice()) {
-            assert_eq!(self.slots[idx].state, State::BufferWait);
-            self.slots[idx].state = State::Overflow;
-            self.overflow.push(self.slots.as_mut_slice(), idx);
-        }
-    }
-
-    /// Moves parked operations into the SQ while it has room, oldest first.
-    fn refill(&mut self) {
-        while let Some(idx) = self.overflow.peek() {
-            assert_eq!(self.slots[idx].state, State::Overflow);
-            match self.push(idx) {
-                Ok(()) => {
-                    let popped = self.overflow.pop(self.slots.as_mut_slice());
-                    assert_eq!(popped, Some(idx));
-                }
-                Err(PushError::SqFull) => return,
-                Err(PushError::NoBuffer) => {
-                    let popped = self.overflow.pop(self.slots.as_mut_slice());
-                    assert_eq!(popped, Some(idx));
-                    self.wait_for_buffer(idx);
-                }
-            }
-        }
-    }
-
-    /// Hands slot `idx` to the backend.
-    fn push(&mut self, idx: u32) -> Result<(), PushError> {
-        let user_data = self.slots.id(idx).user_data();
-        let args = &mut self.slots.args_table()[idx as usize];
-        // SAFETY: the argument table is allocated once and never moved or resized, and a
-        // slot's arguments are only taken out after the backend reports its completion
-        // (`reap` then `dispatch`), or in `Drop` after every operation the kernel held has
-        // completed.
-        unsafe { self.backend.push(idx, user_data, args, self.pool.as_mut()) }?;
-        self.slots[idx].state = State::Kernel;
-        self.in_kernel += 1;
-        self.stats.ops_submitted += 1;
-        Ok(())
-    }
-
-    /// Sends a new operation to the SQ, or parks it behind any already parked.
-    fn enqueue(&mut self, idx: u32) {
-        if self.overflow.is_empty() {
-            match self.push(idx) {
-                Ok(()) => return,
-                Err(PushError::NoBuffer) => return self.wait_for_buffer(idx),
-                Err(PushError::SqFull) => {}
-            }
-        }
-        self.park(idx);
-    }
-
-    fn park(&mut self, idx: u32) {
-        self.slots[idx].state = State::Overflow;
-        self.overflow.push(self.slots.as_mut_slice(), idx);
-        self.stats.overflow_parked += 1;
-        self.stats.overflow_len_max = self.stats.overflow_len_max.max(self.overflow.len());
-    }
-
-    /// Parks a pooled receive, which has data to read, until buffers come back.
-    fn wait_for_buffer(&mut self, idx: u32) {
-        self.slots[idx].state = State::BufferWait;
-        self.buffer_wait.push(self.slots.as_mut_slice(), idx);
-        let slot = &mut self.slots[idx];
-        self.stats.pool_waits += u64::from(!std::mem::replace(&mut slot.pool_waiting, true));
-    }
-
-    /// Completes slot `idx` with `result` without the kernel (it never reached it).
-    fn complete_now(&mut self, idx: u32, result: i32) {
-        let slot = &mut self.slots[idx];
-        assert!(matches!(
-            slot.state,
-            State::Free | State::Overflow | State::BufferWait | State::Again
-        ));
-        slot.state = State::Completed;
-        self.completed.push(Done {
-            idx,
-            result,
-            flags: 0,
-        });
-    }
-
-    /// Removes a slot waiting in the loop (overflow or buffer wait) from its list.
-    fn unlink_waiting(&mut self, idx: u32) {
-        let list = match self.slots[idx].state {
-            State::Overflow => &mut self.overflow,
-            State::BufferWait => &mut self.buffer_wait,
-            State::Again => &mut self.again,
-            state => unreachable!("slot {idx} is not waiting in the loop but {state:?}"),
-        };
-        let removed = list.remove(self.slots.as_mut_slice(), idx);
-        assert!(removed, "slot {idx} is not on its list");
-    }
-
-    /// Moves the results the backend has (as many as fit) to the completed queue; runs no
-    /// callback. Decides here what each result means for its slot: final (the slot waits
-    /// for its callback), intermediate (a multishot goes on, re-armed by the loop where the
-    /// kernel ended it), or no result at all (EINTR: submit again; a pooled receive without
-    /// buffers: wait for some). Returns how many final results look like an expired
-    /// timeout's (`ETIME`), for `turn` to put expiries in order.
-    fn reap(&mut self) -> u32 {
-        let room = self.reap_room();
-        let mut reaper = Reaper {
-            slots: &mut self.slots,
-            completed: &mut self.completed,
-            again: &mut self.again,
-            buffer_wait: &mut self.buffer_wait,
-            resend: &mut self.resend,
-            in_kernel: &mut self.in_kernel,
-            stats: &mut self.stats,
-            expired: 0,
-        };
-        self.backend
-            .reap(room, self.pool.as_mut(), |user_data, result, flags| {
-                reaper.result(user_data, result, flags)
-            });
-        let expired = reaper.expired;
-        if !self.resend.is_empty() {
-            self.time_resends();
-        }
-        expired
-    }
-
-    /// Puts the expired timeouts among the results reaped since `start` (this turn's) in
-    /// deadline order, where the backend may report them in another: io_uring may (Linux
-    /// 6.1 posted two expiries reaped together latest first). A cancel's answer is a fence
-    /// no expiry moves past, so that a timeout never runs after the answer of a cancel that
-    /// came too late for it.
-    #[cold]
-    fn order_expired(&mut self, start: usize) {
-        let (slots, backend) = (&self.slots, &self.backend);
-        self.completed.order_from(start, |done| {
-            if done.flags & F_MORE != 0 {
-                return Order::Stay;
-            }
-            match slots.args(done.idx) {
-                Args::Timeout { .. } if done.result == TIMEOUT_EXPIRED => {
-                    backend.expiry_ns(done.idx).map_or(Order::Stay, Order::At)
-                }
-                Args::Cancel { .. } => Order::Fence,
-                _ => Order::Stay,
-            }
-        });
-    }
-
-    /// How many results a reap may add: the completed queue's room less one final result per
-    /// slot, kept for results the loop adds without the backend (cancels answered at once,
-    /// deadlines of parked operations), which therefore always fit.
-    fn reap_room(&self) -> u32 {
-        self.completed.room().saturating_sub(self.slots.capacity())
-    }
-
-    /// Runs the callbacks of everything completed so far. A final result's slot leaves the
-    /// completed queue and is released before its callback runs, so a panicking callback
-    /// leaves the loop consistent: the rest of the batch stays queued for the next turn.
-    /// Completions that callbacks cause (cancels of parked operations) wait for the next turn,
-    /// so a turn always ends.
-    fn dispatch(&mut self, ctx: &mut C) {
-        self.completed.start_batch();
-        while let Some(done) = self.completed.next_in_batch() {
-            let idx = done.idx;
-            if flags_bid(done.flags).is_some() {
-                self.pool_lent += 1;
-            }
-            let slot = &self.slots[idx];
-            let (tag, callback) = (slot.tag, slot.callback);
-            if done.flags & F_MORE != 0 {
-                // A multishot goes on: its slot stays.
-                assert_ne!(
-                    slot.state,
-                    State::Free,
-                    "a multishot result for a free slot"
-                );
-                self.dispatch_shot(ctx, done, tag, callback);
-                continue;
-            }
-            assert_eq!(slot.state, State::Completed);
-            self.slots[idx].callback = Callback::None;
-            let args = self.slots.take_args(idx);
-            if let Args::Cancel { target } = args {
-                self.end_cancelling(target, idx);
-            }
-            self.deadlines.forget(idx);
-            self.slots.release(idx);
-            let result = done.result;
-            if let Callback::Internal = callback {
-                drop(unit_value(args, result));
-                continue;
-            }
-            self.stats.ops_completed += 1;
-            self.dispatch_final(ctx, done, tag, callback, args);
-        }
-    }
-
-    /// Runs the callback of an operation's final result (its slot already released).
-    fn dispatch_final(
-        &mut self,
-        ctx: &mut C,
-        done: Done,
-        tag: Tag,
-        callback: Callback<C>,
-        args: Args,
-    ) {
-        let result = done.result;
-        match callback {
-            Callback::Fd(callback) => callback(ctx, self, tag, fd_value(args, result)),
-            Callback::Buf(callback) => callback(ctx, self, tag, buf_value(args, result)),
-            Callback::Unit(callback) => callback(ctx, self, tag, unit_value(args, result)),
-            Callback::Count(callback) => callback(ctx, self, tag, count_value(args, result)),
-            Callback::Pooled(callback) => {
-                let pool = self.pool.as_ref().expect("a pooled receive has a pool");
-                let result = pooled_value(pool.shared(), result, done.flags);
-                callback(ctx, self, tag, Shot::last(result));
-            }
-            Callback::Accepted(callback) => {
-                callback(ctx, self, tag, Shot::last(fd_value(args, result)));
-            }
-            Callback::PoolSend(callback) => {
-                callback(ctx, self, tag, pool_send_value(args, result));
-            }
-            Callback::Vectored(callback) => {
-                callback(ctx, self, tag, vectored_value(args, result));
-            }
-            Callback::Aligned(callback) => {
-                let (count, buf) = file_value(args, result);
-                callback(ctx, self, tag, (count, Sealed::from_bytes(buf)));
-            }
-            Callback::BufList(callback) => {
-                let (count, bufs) = file_list_value(args, result);
-                callback(ctx, self, tag, (count, Sealed::from_list(bufs)));
-            }
-            Callback::AlignedList(callback) => {
-                let (count, bufs) = file_list_value(args, result);
-                callback(ctx, self, tag, (count, Sealed::from_list(bufs)));
-            }
-            Callback::Stat(callback) => callback(ctx, self, tag, stat_value(args, result)),
-            Callback::None | Callback::Internal => {
-                unreachable!("slot {} completed without a callback", done.idx)
-            }
-        }
-    }
-
-    /// Runs the callback of an intermediate result of a multishot operation.
-    fn dispatch_shot(&mut self, ctx: &mut C, done: Done, tag: Tag, callback: Callback<C>) {
-        match callback {
-            Callback::Pooled(callback) => {
-                let pool = self.pool.as_ref().expect("a pooled receive has a pool");
-                let result = pooled_value(pool.shared(), done.result, done.flags);
-                callback(ctx, self, tag, Shot { result, more: true });
-            }
-            Callback::Accepted(callback) => {
-                let result = new_fd(done.result);
-                callback(ctx, self, tag, Shot { result, more: true });
-            }
-            _ => unreachable!("slot {}: only multishots have more results", done.idx),
-        }
     }
 }
