@@ -42,10 +42,21 @@ pub fn run(members: &[Member]) -> Result<(), String> {
     // without it cargo would update the crates.io index, so `cargo xtask test` would need the
     // network for this step alone.
     forget_extracted(&published);
+    // The packages are built in a target directory of their own, cleaned of earlier builds
+    // of these crates first: cargo takes a registry crate of a given name and version to be
+    // immutable, so a build of an earlier package of the same version (`sys-uring` 0.1.0
+    // before a method was added, say) was reused, and the crates calling the new method
+    // failed to build from their packages. Their dependencies stay built there.
+    let target_dir = crate::project_root().join("target/package-check");
+    let target_dir = target_dir.to_str().ok_or("a UTF-8 target directory")?;
+    let mut clean = Cmd::cargo(&["clean", "--offline", "--target-dir", target_dir]);
     let mut package = Cmd::cargo(&["package", "--allow-dirty", "--offline"]);
+    package = package.args(&["--target-dir", target_dir]);
     for name in published {
+        clean = clean.args(&["-p", name]);
         package = package.args(&["-p", name]);
     }
+    clean.run()?;
     package.run()
 }
 
