@@ -15,10 +15,13 @@
 //! wrk runs) and `bench_http_report.rs` (medians, ratios to hyper, table, JSON); the storage
 //! benchmark's `bench_storage.rs` (scenarios, engines, the bench file, fio),
 //! `bench_storage_run.rs` (one run of fio or of the program) and `bench_storage_report.rs`
-//! (medians, verdicts against the targets, table, JSON).
+//! (medians, verdicts against the targets, table, JSON); `bench_cost.rs`, the loop's own
+//! cost per nop under callgrind.
 
 #[path = "bench_chart.rs"]
 mod chart;
+#[path = "bench_cost.rs"]
+mod cost;
 #[path = "bench_http.rs"]
 mod http;
 #[path = "bench_http_check.rs"]
@@ -177,6 +180,11 @@ fn macro_bench(args: &BenchArgs) -> Result<usize, String> {
         ));
     }
     let mut failed = 0;
+    // The loop's own cost under callgrind, beside the full macro run and `--quick` (not
+    // when a filter, `--http-only` or `--storage-only` narrows the run).
+    if args.filter.is_empty() && !args.http_only && !args.storage_only {
+        cost::bench(args.quick)?;
+    }
     if !plan.is_empty() {
         let binaries = plan::build(&plan)?;
         let runs = run::run_all(&plan, &binaries)?;
