@@ -13,6 +13,7 @@
 #![allow(unsafe_code)]
 
 /// Nops in flight at once.
+#[cfg(target_os = "linux")]
 const CHAINS: u64 = 32;
 
 #[cfg(target_os = "linux")]
