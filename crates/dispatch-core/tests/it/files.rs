@@ -344,10 +344,14 @@ fn direct_io_round_trips_with_aligned_buffers_on_every_real_backend() {
         ("fdatasync", 0, 0),
         ("read", 0, 5 * 4096),
         ("read_vectored", 0, 3 * 4096),
-        ("read at offset 100", libc::EINVAL, 0),
-        ("read into a misaligned address", libc::EINVAL, 0),
     ];
-    assert_eq!(seen[0].1, expected, "{:?}", seen[0].0);
+    assert_eq!(seen[0].1[..5], expected, "{:?}", seen[0].0);
+    // Misaligned requests go to the kernel as they are, and the file system answers: ext4
+    // here refuses them (EINVAL), tmpfs (Linux 6.6 and later, the kernel matrix's VMs)
+    // serves them. Either way every backend answers alike.
+    for &(step, errno, _) in &seen[0].1[5..] {
+        assert!(matches!(errno, 0 | libc::EINVAL), "{step}: errno {errno}");
+    }
     all_alike(&seen);
 }
 
