@@ -115,15 +115,12 @@ impl<C> Io<C> {
         offset: u64,
         callback: FileCallback<C, B>,
     ) -> Result<OpId, ScheduleError<B>> {
-        let Some(idx) = self.slots.alloc(Budget::Op) else {
-            return Err(self.exhausted(buf));
-        };
-        let args = Args::Write {
+        let args = |buf: B| Args::Write {
             fd,
             buf: buf.into_bytes(),
             offset,
         };
-        Ok(self.start(idx, tag, args, B::callback(callback)))
+        self.schedule_owned(tag, buf, args, B::callback(callback))
     }
 
     /// Reads at `offset` into the spare capacities of `bufs`, in order (one `preadv2`:
@@ -154,17 +151,13 @@ impl<C> Io<C> {
         flags: i32,
         callback: FileVectoredCallback<C, B>,
     ) -> Result<OpId, ScheduleError<Vec<B>>> {
-        let Some(idx) = self.slots.alloc(Budget::Op) else {
-            return Err(self.exhausted(bufs));
-        };
-        let bufs = B::into_list(bufs);
-        let args = Args::ReadV {
+        let args = |bufs| Args::ReadV {
             fd,
-            bufs,
+            bufs: B::into_list(bufs),
             offset,
             flags,
         };
-        Ok(self.start(idx, tag, args, B::list_callback(callback)))
+        self.schedule_owned(tag, bufs, args, B::list_callback(callback))
     }
 
     /// Writes the bytes of `bufs`, in order, at `offset` as one `pwritev2` with `RWF_*`
@@ -186,17 +179,13 @@ impl<C> Io<C> {
         flags: i32,
         callback: FileVectoredCallback<C, B>,
     ) -> Result<OpId, ScheduleError<Vec<B>>> {
-        let Some(idx) = self.slots.alloc(Budget::Op) else {
-            return Err(self.exhausted(bufs));
-        };
-        let bufs = B::into_list(bufs);
-        let args = Args::WriteV {
+        let args = |bufs| Args::WriteV {
             fd,
-            bufs,
+            bufs: B::into_list(bufs),
             offset,
             flags,
         };
-        Ok(self.start(idx, tag, args, B::list_callback(callback)))
+        self.schedule_owned(tag, bufs, args, B::list_callback(callback))
     }
 
     /// Flushes `fd`'s data and metadata to stable storage (`fsync`): once the callback has
@@ -312,17 +301,13 @@ impl<C> Io<C> {
         flags: i32,
         callback: StatCallback<C>,
     ) -> Result<OpId, ScheduleError<CString>> {
-        let Some(idx) = self.slots.alloc(Budget::Op) else {
-            return Err(self.exhausted(path));
-        };
-        let out = raw_stat();
-        let args = Args::Statx {
+        let args = |path| Args::Statx {
             dir,
             path,
             flags,
-            out,
+            out: raw_stat(),
         };
-        Ok(self.start(idx, tag, args, Callback::Stat(callback)))
+        self.schedule_owned(tag, path, args, Callback::Stat(callback))
     }
 
     /// Opens `path` relative to the directory `dir` ([`crate::AT_FDCWD`] for the working
@@ -369,16 +354,13 @@ impl<C> Io<C> {
         mode: u32,
         callback: FdCallback<C>,
     ) -> Result<OpId, ScheduleError<CString>> {
-        let Some(idx) = self.slots.alloc(Budget::Op) else {
-            return Err(self.exhausted(path));
-        };
-        let args = Args::Openat {
+        let args = |path| Args::Openat {
             dir,
             path,
             flags,
             mode,
         };
-        Ok(self.start(idx, tag, args, Callback::Fd(callback)))
+        self.schedule_owned(tag, path, args, Callback::Fd(callback))
     }
 
     /// Renames `old_path` (relative to `old_dir`) to `new_path` (relative to `new_dir`),
@@ -402,17 +384,15 @@ impl<C> Io<C> {
         flags: u32,
         callback: UnitCallback<C>,
     ) -> Result<OpId, ScheduleError<(CString, CString)>> {
-        let Some(idx) = self.slots.alloc(Budget::Op) else {
-            return Err(self.exhausted((old_path, new_path)));
-        };
-        let args = Args::Renameat {
+        let args = |(old_path, new_path)| Args::Renameat {
             old_dir,
             old_path,
             new_dir,
             new_path,
             flags,
         };
-        Ok(self.start(idx, tag, args, Callback::Unit(callback)))
+        let paths = (old_path, new_path);
+        self.schedule_owned(tag, paths, args, Callback::Unit(callback))
     }
 
     /// Removes the name `path` relative to `dir` (`unlinkat(2)`): a file, or with `flags`
@@ -429,11 +409,8 @@ impl<C> Io<C> {
         flags: i32,
         callback: UnitCallback<C>,
     ) -> Result<OpId, ScheduleError<CString>> {
-        let Some(idx) = self.slots.alloc(Budget::Op) else {
-            return Err(self.exhausted(path));
-        };
-        let args = Args::Unlinkat { dir, path, flags };
-        Ok(self.start(idx, tag, args, Callback::Unit(callback)))
+        let args = |path| Args::Unlinkat { dir, path, flags };
+        self.schedule_owned(tag, path, args, Callback::Unit(callback))
     }
 
     /// Makes the directory `path` relative to `dir` with permissions `mode` (`mkdirat(2)`,
@@ -449,10 +426,7 @@ impl<C> Io<C> {
         mode: u32,
         callback: UnitCallback<C>,
     ) -> Result<OpId, ScheduleError<CString>> {
-        let Some(idx) = self.slots.alloc(Budget::Op) else {
-            return Err(self.exhausted(path));
-        };
-        let args = Args::Mkdirat { dir, path, mode };
-        Ok(self.start(idx, tag, args, Callback::Unit(callback)))
+        let args = |path| Args::Mkdirat { dir, path, mode };
+        self.schedule_owned(tag, path, args, Callback::Unit(callback))
     }
 }

@@ -547,6 +547,22 @@ impl<C> Io<C> {
         self.schedule(tag, args, Callback::Pooled(callback), ())
     }
 
+    /// `schedule` for an operation that owns `value` (a buffer, a path): it becomes the
+    /// operation's arguments (`args`) only once a slot is found, and comes back in the error
+    /// otherwise.
+    pub(super) fn schedule_owned<T>(
+        &mut self,
+        tag: Tag,
+        value: T,
+        args: impl FnOnce(T) -> Args,
+        callback: Callback<C>,
+    ) -> Result<OpId, ScheduleError<T>> {
+        let Some(idx) = self.slots.alloc(Budget::Op) else {
+            return Err(self.exhausted(value));
+        };
+        Ok(self.start(idx, tag, args(value), callback))
+    }
+
     pub(super) fn exhausted<T>(&self, value: T) -> ScheduleError<T> {
         ScheduleError {
             kind: ScheduleErrorKind::SlotsExhausted {
