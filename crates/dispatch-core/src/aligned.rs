@@ -291,7 +291,11 @@ impl RegisteredSet {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         // Each index has one handle at a time: the list never outgrows the set (and so
         // never reallocates: it was made holding every index).
-        assert!(free.len() < free.capacity() || free.len() < self.layout.size() / self.buffer_size);
+        let count = self.layout.size() / self.buffer_size;
+        assert!(
+            free.len() < count,
+            "registered buffer {index} returned twice"
+        );
         free.push(index);
     }
 }
