@@ -8,6 +8,7 @@ mod cancel;
 mod chaos;
 mod deadline;
 mod drop_in_flight;
+mod edge;
 mod fallback;
 mod files;
 mod misuse;
