@@ -65,7 +65,7 @@ fn build() -> Result<PathBuf, String> {
         "nop_cost",
     ];
     Cmd::cargo(&args).run()?;
-    Ok(crate::project_root().join("target/release/examples/nop_cost"))
+    Ok(super::plan::target_dir().join("release/examples/nop_cost"))
 }
 
 /// The instructions callgrind counted for `nop_cost MODE N`.
