@@ -43,6 +43,11 @@ impl Changelist {
         &self.changes
     }
 
+    /// Keeps only the changes for which `keep` is true, in order.
+    pub fn retain(&mut self, keep: impl FnMut(&Change) -> bool) {
+        self.changes.retain(keep);
+    }
+
     /// Forgets every change (after they were submitted).
     pub fn clear(&mut self) {
         self.changes.clear();

@@ -7,9 +7,14 @@
 //! Readiness becomes events carrying each registration's `udata`; `POLLHUP`/`POLLRDHUP` become
 //! `EOF`; a descriptor that was closed (`POLLNVAL`) loses its registration silently, as kqueue
 //! drops registrations on close; `ONESHOT` registrations are removed once reported.
+//! `CLEAR` read and write registrations (Linux) are edge-triggered as kqueue's are: reported
+//! once per change of state, not while the state lasts (`clear.rs` says how).
 //! `Event::data` is always 0 for read and write events (kqueue reports byte counts; the loop
 //! does not use them).
 #![allow(unsafe_code)]
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod clear;
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -32,8 +37,25 @@ struct Registration {
     oneshot: bool,
     clear: bool,
     udata: u64,
-    /// User events: triggered and not yet cleared.
+    /// User events: triggered and not yet cleared. `CLEAR` read and write registrations:
+    /// an edge arrived and was not reported yet.
     triggered: bool,
+    /// `CLEAR` read and write registrations: the edge's `EV_EOF`.
+    eof: bool,
+    /// `CLEAR` read and write registrations: the key of their inner epoll item, and the
+    /// file the number named when registered (Linux only: elsewhere the double refuses
+    /// them).
+    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+    serial: u64,
+    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+    identity: (u64, u64),
+}
+
+impl Registration {
+    /// Read or write, edge-triggered: watched by the inner epoll instances, not by `poll`.
+    fn edged(&self) -> bool {
+        self.clear && self.filter != Filter::User
+    }
 }
 
 /// State shared with [`Notifier`]s on other threads.
@@ -73,6 +95,13 @@ pub struct Fake {
     /// Scratch for each call: the pollfds and which registration each belongs to.
     pollfds: Vec<PollFd<'static>>,
     owners: Vec<usize>,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    edges: clear::Edges,
+    /// The last serial handed to a watched registration.
+    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+    serials: u64,
+    calls: u64,
+    changes: u64,
 }
 
 impl std::fmt::Debug for Fake {
@@ -99,9 +128,80 @@ impl Fake {
         Ok(Fake {
             registrations: Vec::with_capacity(registrations_max),
             shared,
-            pollfds: Vec::with_capacity(registrations_max + 1),
-            owners: Vec::with_capacity(registrations_max + 1),
+            pollfds: Vec::with_capacity(registrations_max + 3),
+            owners: Vec::with_capacity(registrations_max + 3),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            edges: clear::Edges::new(registrations_max)?,
+            serials: 0,
+            calls: 0,
+            changes: 0,
         })
+    }
+
+    /// How many `kevent` calls the double has answered: what the real syscall would cost.
+    pub fn calls(&self) -> u64 {
+        self.calls
+    }
+
+    /// How many changes the calls carried (applied or failed).
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// Starts watching a `CLEAR` read or write registration's edges.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn watch(&mut self, change: &Change) -> Result<(u64, (u64, u64)), rustix::io::Errno> {
+        let identity = clear::identity(change.ident)?;
+        self.serials += 1;
+        self.edges
+            .watch(change.filter, change.ident, self.serials)?;
+        Ok((self.serials, identity))
+    }
+
+    /// Elsewhere the real kqueue is there to test against: the double refuses.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn watch(&mut self, _change: &Change) -> Result<(u64, (u64, u64)), rustix::io::Errno> {
+        Err(rustix::io::Errno::INVAL)
+    }
+
+    /// Stops watching `registration`'s edges, if it was watched.
+    fn unwatch(&self, registration: &Registration) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if registration.edged() {
+            self.edges.unwatch(registration.filter, registration.ident);
+        }
+        let _ = registration;
+    }
+
+    /// Drops the edge-triggered registrations whose number was closed, or names another
+    /// file now: kqueue removes a descriptor's registrations when the number is closed.
+    fn drop_closed(&mut self) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        self.registrations.retain(|registration| {
+            !registration.edged()
+                || clear::identity(registration.ident) == Ok(registration.identity)
+        });
+    }
+
+    /// Marks the registrations whose edges the inner instances hold.
+    fn take_edges(&mut self) -> io::Result<()> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let registrations = &mut self.registrations;
+            self.edges.take(|edge| {
+                let found = registrations.iter_mut().find(|registration| {
+                    registration.edged()
+                        && registration.serial == edge.serial
+                        && registration.filter == edge.filter
+                });
+                // No registration carries the serial: a stale item (see `clear.rs`).
+                if let Some(registration) = found {
+                    registration.triggered = true;
+                    registration.eof |= edge.eof;
+                }
+            })?;
+        }
+        Ok(())
     }
 
     fn find(&self, ident: usize, filter: Filter) -> Option<usize> {
@@ -115,20 +215,41 @@ impl Fake {
         let found = self.find(change.ident, change.filter);
         if change.flags.contains(Flags::DELETE) {
             let idx = found.ok_or(rustix::io::Errno::NOENT)?;
-            self.registrations.swap_remove(idx);
+            let registration = self.registrations.swap_remove(idx);
+            self.unwatch(&registration);
             return Ok(());
         }
         if change.flags.contains(Flags::ADD) {
             if change.filter != Filter::User {
                 check_open(change.ident)?;
             }
+            if found.is_none() && self.registrations.len() == self.registrations.capacity() {
+                return Err(rustix::io::Errno::NOMEM);
+            }
+            if let Some(idx) = found {
+                let old = self.registrations[idx];
+                self.unwatch(&old);
+            }
+            let clear = change.flags.contains(Flags::CLEAR);
+            let (serial, identity) = if clear && change.filter != Filter::User {
+                self.watch(change)?
+            } else {
+                (0, (0, 0))
+            };
             let registration = Registration {
                 ident: change.ident,
                 filter: change.filter,
                 oneshot: change.flags.contains(Flags::ONESHOT),
-                clear: change.flags.contains(Flags::CLEAR),
+                clear,
                 udata: change.udata,
-                triggered: found.is_some_and(|idx| self.registrations[idx].triggered),
+                // A user event keeps its trigger; a watched filter's state is reported
+                // afresh by the new watch.
+                triggered: found.is_some_and(|idx| {
+                    change.filter == Filter::User && self.registrations[idx].triggered
+                }),
+                eof: false,
+                serial,
+                identity,
             };
             match found {
                 Some(idx) => self.registrations[idx] = registration,
@@ -175,6 +296,7 @@ impl Fake {
         self.owners.clear();
         for (idx, registration) in self.registrations.iter().enumerate() {
             let flags = match registration.filter {
+                _ if registration.edged() => continue,
                 Filter::Read => PollFlags::IN | rdhup(),
                 Filter::Write => PollFlags::OUT,
                 Filter::User => continue,
@@ -185,6 +307,14 @@ impl Fake {
             let fd = unsafe { BorrowedFd::borrow_raw(registration.ident as i32) };
             self.pollfds.push(PollFd::from_borrowed_fd(fd, flags));
             self.owners.push(idx);
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        for instance in self.edges.fds() {
+            // SAFETY: the instances live as long as `self`; the borrow is dropped at the next
+            // call's `clear`, before `self` can be dropped.
+            let fd = unsafe { BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&instance)) };
+            self.pollfds
+                .push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
         }
         // SAFETY: `wake_read` lives as long as `self.shared`, which `self` holds, and the
         // borrow is dropped at the next call's `clear`, before `self` can be dropped.
@@ -207,6 +337,13 @@ impl Fake {
             let registration = self.registrations[idx];
             let ready = match registration.filter {
                 Filter::User => registration.triggered.then_some(Flags::NONE),
+                _ if registration.edged() => {
+                    registration.triggered.then_some(if registration.eof {
+                        Flags::EOF
+                    } else {
+                        Flags::NONE
+                    })
+                }
                 Filter::Read | Filter::Write => {
                     assert_eq!(self.owners[poll_idx], idx);
                     let revents = self.pollfds[poll_idx].revents();
@@ -233,10 +370,13 @@ impl Fake {
                     udata: registration.udata,
                 };
                 count += 1;
-                if registration.filter == Filter::User && registration.clear {
+                if registration.clear {
+                    // EV_CLEAR: reported once, then reset until the next change of state.
                     self.registrations[idx].triggered = false;
+                    self.registrations[idx].eof = false;
                 }
                 if registration.oneshot {
+                    self.unwatch(&registration);
                     self.registrations[idx].ident = usize::MAX;
                     removals += 1;
                 }
@@ -303,6 +443,9 @@ impl Kevent for Fake {
         events: &mut [Event],
         timeout: Option<Duration>,
     ) -> io::Result<usize> {
+        self.calls += 1;
+        self.changes += changes.len() as u64;
+        self.drop_closed();
         let mut errors = 0;
         for change in changes {
             if let Err(errno) = self.apply(change) {
@@ -323,6 +466,7 @@ impl Kevent for Fake {
             return Ok(errors);
         }
         self.take_remote_triggers();
+        self.take_edges()?;
         let triggered = self.registrations.iter().any(|r| r.triggered);
         let timeout = if triggered {
             Some(Duration::ZERO)
@@ -348,6 +492,7 @@ impl Kevent for Fake {
             self.drain_wake_pipe();
             self.take_remote_triggers();
         }
+        self.take_edges()?;
         Ok(self.harvest(events))
     }
 

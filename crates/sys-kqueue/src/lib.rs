@@ -6,9 +6,10 @@
 //!   wait, in the same `kevent` call;
 //! - `System` (FreeBSD and macOS only) is the real syscall over rustix;
 //! - [`Fake`] (feature `fake`, any Unix) is an in-memory double with kqueue's semantics
-//!   (one-shot, `udata`, `EV_EOF`, `EV_ERROR` entries for failed changes, user events
-//!   triggered from other threads) over `poll(2)`, so that the kqueue backend's own logic runs
-//!   on Linux against real sockets.
+//!   (one-shot, `EV_CLEAR` edges on Linux, `udata`, `EV_EOF`, `EV_ERROR` entries for failed
+//!   changes, user events triggered from other threads) over `poll(2)` and, for `EV_CLEAR`,
+//!   edge-triggered epoll, so that the kqueue backend's own logic runs on Linux against real
+//!   sockets; it counts its calls ([`Fake::calls`]) as the real syscall would cost them.
 //!
 //! ```
 //! # #[cfg(feature = "fake")] {

@@ -96,6 +96,21 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 /// until it is cancelled (or its deadline passes), and a later operation on the same number
 /// fails (`EBADF`, or whatever the kernel answers for a number reused meanwhile).
 ///
+/// On epoll and kqueue a descriptor is registered with the kernel once, edge-triggered for
+/// both directions, the first time one of its operations would block, and stays registered
+/// while the loop holds operations on it; [`Io::close`] ends the registration before it
+/// closes the descriptor. Between operations the loop remembers nothing about a descriptor
+/// (it trusts no registration it did not see live), so a program may close a descriptor
+/// the loop used and reuse its number for another (its own `close`, `dup2` onto it, a new
+/// socket) once no operation is in flight on it, even from the callback that received the
+/// last result: the next operation on the number tries first and registers it anew. A
+/// `dup` of a descriptor is a descriptor of its own, registered on its own; closing one of
+/// the two through the loop leaves the other working. The one cost of closing a descriptor
+/// outside the loop: where a `dup` keeps its file open, epoll keeps reporting that file's
+/// edges under the old number until the last copy closes, which makes the loop try an
+/// operation on that number in vain (never a wrong result: an operation only completes on
+/// what its own syscall returns).
+///
 /// # Callbacks
 /// A callback may schedule operations, cancel them and call [`Io::stop`]. It must not drive
 /// the loop it runs in (`tick`, `run_*`: that panics) nor replace it (`std::mem::swap` of
@@ -112,9 +127,13 @@ const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 ///   the same callback ([`crate::UringFeatures::file_opcodes`]).
 /// - **epoll** (Linux, when io_uring is blocked or missing) and **kqueue** (FreeBSD, macOS):
 ///   the loop tries each operation with a non-blocking syscall and waits for readiness only
-///   when it would block; recv and send use `MSG_DONTWAIT`, and accept and connect switch the
-///   socket to non-blocking mode. File operations run as syscalls, inline in the loop's
-///   thread or on worker threads: see Files below.
+///   when it would block, on a registration made once per descriptor (`EPOLLET`,
+///   `EV_CLEAR`; see Descriptors); recv and send use `MSG_DONTWAIT`, and accept and connect
+///   switch the socket to non-blocking mode. After a receive or send on a stream socket
+///   that moved less than asked, the next one in that direction waits for readiness without
+///   a try (the socket was drained or full), as tokio does; on datagram sockets a short
+///   receive says nothing, and every receive is tried. File operations run as syscalls,
+///   inline in the loop's thread or on worker threads: see Files below.
 /// - Sockets the loop accepts are non-blocking and close-on-exec on every backend.
 /// - Cancel answers alike everywhere (see [`Io::cancel`]); file offsets and blocking opens
 ///   differ as [`Io::read`], [`Io::write`] and [`Io::openat`] say; `RWF_*` flags exist on

@@ -8,6 +8,7 @@ mod cancel;
 mod chaos;
 mod deadline;
 mod drop_in_flight;
+mod edge;
 mod fallback;
 // Linux's storage flags and io_uring's file opcodes; FreeBSD and macOS build without it.
 #[cfg(target_os = "linux")]

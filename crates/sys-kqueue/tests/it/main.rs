@@ -125,7 +125,52 @@ fn a_notifier_outliving_its_kqueue_is_harmless<K: Kevent>(mut kq: K) {
     }
 }
 
+/// `EV_CLEAR`: reported once per change of state, not while the state lasts; the state found
+/// when added is reported once; a peer's close is a change too, with `EV_EOF`.
+fn clear_read_reports_each_change_once<K: Kevent>(kq: &mut K) {
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let fd = a.as_raw_fd() as usize;
+    b.write_all(b"x").unwrap();
+    let add = Change::new(fd, Filter::Read, Flags::ADD | Flags::CLEAR, 9);
+    let events = wait(kq, &[add], 1000);
+    assert_eq!(events.len(), 1, "readable when added: reported once");
+    assert_eq!((events[0].ident, events[0].udata), (fd, 9));
+    assert!(wait(kq, &[], 0).is_empty(), "still readable, but cleared");
+    b.write_all(b"y").unwrap();
+    assert_eq!(wait(kq, &[], 1000).len(), 1, "new bytes: a new edge");
+    assert!(wait(kq, &[], 0).is_empty());
+    drop(b);
+    let events = wait(kq, &[], 1000);
+    assert_eq!(events.len(), 1, "the peer's close: a new edge");
+    assert!(events[0].flags.contains(Flags::EOF));
+    let delete = Change::new(fd, Filter::Read, Flags::DELETE, 0);
+    assert!(wait(kq, &[delete], 0).is_empty());
+}
+
+/// Closing a number drops its `EV_CLEAR` registration, even while a `dup` keeps the file
+/// open: edges of the file no longer reach the old registration.
+fn closing_a_number_drops_its_clear_registration<K: Kevent>(kq: &mut K) {
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let keep = a.try_clone().unwrap();
+    let fd = a.as_raw_fd() as usize;
+    let add = Change::new(fd, Filter::Read, Flags::ADD | Flags::CLEAR, 5);
+    assert!(wait(kq, &[add], 0).is_empty());
+    drop(a);
+    b.write_all(b"z").unwrap();
+    assert!(wait(kq, &[], 50).is_empty(), "the number was closed");
+    let delete = Change::new(fd, Filter::Read, Flags::DELETE, 0);
+    let events = wait(kq, &[delete], 0);
+    assert_eq!(events.len(), 1);
+    assert!(
+        events[0].flags.contains(Flags::ERROR),
+        "no registration left to delete"
+    );
+    drop(keep);
+}
+
 fn check<K: Kevent>(mut kq: K) {
+    clear_read_reports_each_change_once(&mut kq);
+    closing_a_number_drops_its_clear_registration(&mut kq);
     one_shot_read_fires_once_with_its_udata(&mut kq);
     peer_close_is_eof(&mut kq);
     write_is_ready_on_a_fresh_socket(&mut kq);

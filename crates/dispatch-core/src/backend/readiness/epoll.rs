@@ -1,6 +1,8 @@
-//! The epoll poller (Linux): `EPOLLONESHOT` interest per descriptor, changed at once with
-//! `epoll_ctl`, harvested with `epoll_pwait2` (nanosecond timeouts) where the kernel has it
-//! (5.11) and `epoll_wait` (milliseconds, rounded up: never early) where it does not.
+//! The epoll poller (Linux): each descriptor registered once with `epoll_ctl(ADD)`,
+//! edge-triggered for both directions (`EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET`), removed
+//! with `epoll_ctl(DEL)` before the loop closes it; harvested with `epoll_pwait2`
+//! (nanosecond timeouts) where the kernel has it (5.11) and `epoll_wait` (milliseconds,
+//! rounded up: never early) where it does not.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
 use rustix::io::Errno;
 
-use super::table::{Dir, Dirs};
+use super::table::{Dir, Dirs, ALL};
 use super::{Poller, Readiness, EVENTS_MAX, WORKERS_FD};
 use crate::stats::Stats;
 use crate::waker::Waker;
@@ -114,17 +116,6 @@ impl EpollPoller {
         };
         self.took_events(i64::from(result), capacity)
     }
-
-    fn flags(dirs: Dirs) -> EventFlags {
-        let mut flags = EventFlags::ONESHOT | EventFlags::RDHUP;
-        if dirs.contains(Dir::Read) {
-            flags |= EventFlags::IN;
-        }
-        if dirs.contains(Dir::Write) {
-            flags |= EventFlags::OUT;
-        }
-        flags
-    }
 }
 
 /// `epoll_wait`'s timeout for `timeout`: -1 (forever) for `None`, else milliseconds rounded
@@ -145,42 +136,54 @@ const _: () = assert!(size_of::<Event>() == size_of::<libc::epoll_event>());
 const _: () = assert!(align_of::<Event>() == align_of::<libc::epoll_event>());
 
 impl Poller for EpollPoller {
-    const EVENT_DISARMS_ALL: bool = true;
-
-    fn set_interest(
+    fn register(
         &mut self,
         fd: RawFd,
-        old: Dirs,
-        new: Dirs,
+        _dir: Dir,
+        likely_registered: bool,
         stats: &mut Stats,
-    ) -> io::Result<()> {
-        assert_ne!(old, new);
+    ) -> io::Result<Dirs> {
         assert!(fd >= 0);
         // SAFETY: the borrow carries the number into epoll_ctl only; a closed descriptor is
         // EBADF.
         let source = unsafe { BorrowedFd::borrow_raw(fd) };
         let data = EventData::new_u64(fd as u64);
+        let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
         stats.syscalls += 1;
-        if new.is_empty() {
-            // Disarming (a cancel): delete the registration. An armed-for-nothing one would
-            // still report EPOLLHUP and EPOLLERR, level-triggered, and wake an idle loop
-            // forever once the peer resets.
-            return match epoll::delete(&self.epoll, source) {
-                Ok(()) | Err(Errno::NOENT) => Ok(()),
-                Err(errno) => Err(errno.into()),
-            };
+        if likely_registered {
+            // Modifying reports the current state once, as adding does.
+            match epoll::modify(&self.epoll, source, data, flags) {
+                Err(Errno::NOENT) => stats.syscalls += 1,
+                result => return result.map(|()| ALL).map_err(io::Error::from),
+            }
         }
-        // A one-shot that fired leaves its registration disabled, not deleted: re-arm with
-        // MOD, which is one syscall for a descriptor used again, as connections are.
-        let flags = Self::flags(new);
-        match epoll::modify(&self.epoll, source, data, flags) {
-            Ok(()) => Ok(()),
-            // Never registered (or deleted, or closed and re-opened since): add it.
-            Err(Errno::NOENT) => {
+        match epoll::add(&self.epoll, source, data, flags) {
+            Ok(()) => Ok(ALL),
+            // Registered by an earlier entry of this descriptor (the engine forgets idle
+            // descriptors, not their registrations). Its edges went to that entry: modify it
+            // (the same flags), which reports the current state once, as an add does, so
+            // that a state already reported (the peer's close) is not waited for again.
+            Err(Errno::EXIST) => {
                 stats.syscalls += 1;
-                epoll::add(&self.epoll, source, data, flags).map_err(io::Error::from)
+                epoll::modify(&self.epoll, source, data, flags)
+                    .map(|()| ALL)
+                    .map_err(io::Error::from)
             }
             Err(errno) => Err(errno.into()),
+        }
+    }
+
+    fn deregister(&mut self, fd: RawFd, stats: &mut Stats) {
+        assert!(fd >= 0);
+        // SAFETY: as in `register`.
+        let source = unsafe { BorrowedFd::borrow_raw(fd) };
+        stats.syscalls += 1;
+        // Named, ignored errors: ENOENT (not registered under this file: the program closed
+        // the number and opened another behind the loop's back) and EBADF (already closed);
+        // either way nothing of ours is left under this number to end.
+        match epoll::delete(&self.epoll, source) {
+            Ok(()) | Err(Errno::NOENT | Errno::BADF) => {}
+            Err(errno) => panic!("epoll_ctl(DEL, {fd}): {errno}"),
         }
     }
 
@@ -209,6 +212,8 @@ impl Poller for EpollPoller {
         for event in &self.events {
             // Copies: the kernel's layout is packed on x86_64, so fields cannot be borrowed.
             let Event { flags, data, .. } = *event;
+            // A hang-up, the peer's close or an error: edges like any other under EPOLLET,
+            // reported in both directions so that every waiter sees the end.
             let hangup = flags.intersects(EventFlags::HUP | EventFlags::ERR | EventFlags::RDHUP);
             let mut dirs = Dirs::NONE;
             if flags.contains(EventFlags::IN) || hangup {
@@ -222,6 +227,7 @@ impl Poller for EpollPoller {
             ready.push(Readiness {
                 fd,
                 dirs,
+                closed: hangup,
                 error: None,
             });
         }

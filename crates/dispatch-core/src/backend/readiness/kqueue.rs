@@ -1,8 +1,12 @@
-//! The kqueue poller, over `sys-kqueue`'s `Kevent` seam: interest changes accumulate in a
-//! changelist (`EV_ADD | EV_ONESHOT` per descriptor and filter, `udata` = the descriptor) and
-//! go to the kernel with the next wait, in the same `kevent` call. Wake-ups are an
-//! `EVFILT_USER` event with `EV_CLEAR`. On FreeBSD and macOS `K` is the real syscall; on
-//! Linux the backend runs over the `sys_kqueue::Fake` double.
+//! The kqueue poller, over `sys-kqueue`'s `Kevent` seam: a descriptor is registered once per
+//! direction, the first time an operation waits in it, with `EV_ADD | EV_CLEAR` on
+//! `EVFILT_READ` or `EVFILT_WRITE` (`udata` = the descriptor; a listener never gets the write
+//! filter, which some kernels refuse on listening sockets), appended to a changelist that
+//! goes to the kernel with the next wait, in the same `kevent` call. Closing a descriptor
+//! removes its registrations (kqueue's rule), so deregistering before a close only drops
+//! changes for it not yet delivered. Wake-ups are an `EVFILT_USER` event with `EV_CLEAR`.
+//! On FreeBSD and macOS `K` is the real syscall; on Linux the backend runs over the
+//! `sys_kqueue::Fake` double.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -21,8 +25,7 @@ const WAKE_IDENT: usize = 1;
 /// The identifier of the file workers' user event.
 const WORKERS_IDENT: usize = 2;
 
-/// The changelist's capacity: each operation started or cancelled in a turn changes at most
-/// one filter, and each harvested event re-arms at most two.
+/// The changelist's capacity: each operation started in a turn registers at most one filter.
 pub(crate) fn changes_max(ops_max: u32) -> usize {
     ops_max as usize * 2 + EVENTS_MAX * 2 + 8
 }
@@ -68,9 +71,14 @@ impl<K: Kevent> KqueuePoller<K> {
         })
     }
 
+    /// The kevent layer, for tests that count its calls (over the double, on Linux).
+    #[cfg(all(test, target_os = "linux"))]
+    pub(crate) fn kq(&self) -> &K {
+        &self.kq
+    }
+
     /// Appends a change for the next wait. The changelist is sized so that it cannot fill
-    /// within one turn: each operation started or cancelled changes at most one filter, and
-    /// each harvested event re-arms at most two.
+    /// within one turn: each operation started registers at most one descriptor.
     fn push_change(&mut self, change: Change) {
         self.changes
             .push(change)
@@ -86,29 +94,31 @@ fn filter(dir: Dir) -> Filter {
 }
 
 impl<K: Kevent> Poller for KqueuePoller<K> {
-    const EVENT_DISARMS_ALL: bool = false;
-
-    fn set_interest(
+    fn register(
         &mut self,
         fd: RawFd,
-        old: Dirs,
-        new: Dirs,
+        dir: Dir,
+        _likely_registered: bool,
         _stats: &mut Stats,
-    ) -> io::Result<()> {
+    ) -> io::Result<Dirs> {
         if fd == WAKE_FD {
-            // The user event stays registered (EV_CLEAR); nothing to arm.
-            return Ok(());
+            // The user event stays registered (EV_CLEAR); nothing to add.
+            return Ok(Dirs::NONE.with(dir));
         }
         assert!(fd >= 0);
-        for dir in Dir::BOTH {
-            let flags = match (old.contains(dir), new.contains(dir)) {
-                (false, true) => Flags::ADD | Flags::ONESHOT,
-                (true, false) => Flags::DELETE,
-                _ => continue,
-            };
-            self.push_change(Change::new(fd as usize, filter(dir), flags, fd as u64));
+        let flags = Flags::ADD | Flags::CLEAR;
+        self.push_change(Change::new(fd as usize, filter(dir), flags, fd as u64));
+        Ok(Dirs::NONE.with(dir))
+    }
+
+    fn deregister(&mut self, fd: RawFd, _stats: &mut Stats) {
+        if fd == WAKE_FD {
+            return;
         }
-        Ok(())
+        assert!(fd >= 0);
+        // The close that follows removes the registrations; an `EV_ADD` still in the
+        // changelist would reach the kernel after it, for a closed (or reused) number.
+        self.changes.retain(|change| change.ident != fd as usize);
     }
 
     fn has_pending_changes(&self) -> bool {
@@ -137,6 +147,7 @@ impl<K: Kevent> Poller for KqueuePoller<K> {
                 ready.push(Readiness {
                     fd,
                     dirs: Dirs::NONE.with(Dir::Read),
+                    closed: false,
                     error: None,
                 });
                 continue;
@@ -148,20 +159,25 @@ impl<K: Kevent> Poller for KqueuePoller<K> {
             };
             let error = if event.flags.contains(Flags::ERROR) {
                 let errno = event.data as i32;
-                // Named, ignored errors of changes:
-                // - ENOENT from EV_DELETE: the one-shot already fired or the descriptor was
-                //   closed, which removes its registrations (mio does the same).
-                if errno == libc::ENOENT {
-                    continue;
-                }
+                // Named, ignored errors of changes: none the engine sends can fail harmlessly
+                // (it sends no EV_DELETE), so every error fails the descriptor's waiters.
                 Some(errno)
             } else {
                 None
             };
             assert!(ready.len() < ready.capacity(), "ready list never grows");
+            // EV_EOF: the peer closed (or, with a nonzero `fflags`, an error is pending);
+            // final, and reported in both directions as epoll's hang-up is.
+            let closed = event.flags.contains(Flags::EOF);
+            let dirs = if closed {
+                Dirs::NONE.with(Dir::Read).with(Dir::Write)
+            } else {
+                Dirs::NONE.with(dir)
+            };
             ready.push(Readiness {
                 fd: event.udata as RawFd,
-                dirs: Dirs::NONE.with(dir),
+                dirs,
+                closed,
                 error,
             });
         }

@@ -1,20 +1,22 @@
 //! The readiness engine, shared by epoll and kqueue: try each operation's syscall first; on
-//! `EAGAIN` queue it on its descriptor and direction and arm one-shot interest; when the
-//! kernel reports readiness, perform the queued operations in order. Timers live in a heap
-//! and bound each wait with a nanosecond timeout. The backend-specific part is a [`Poller`]:
-//! how interest is registered and how events are harvested.
+//! `EAGAIN` queue it on its descriptor and direction, registering the descriptor once,
+//! edge-triggered, for both directions; when the kernel reports an edge, perform the queued
+//! operations of that direction in order. Timers live in a heap and bound each wait with a
+//! nanosecond timeout. The backend-specific part is a [`Poller`]: how a descriptor is
+//! registered and how events are harvested. `edge.rs` holds the registration rules.
 //!
 //! How one operation goes: `push` appends the slot to `submitted`; the next `flush` takes it
 //! (in scheduling order), performs it or queues it (behind any operation already waiting on
-//! the same descriptor and direction, so that order is kept), waits once in the kernel, then
-//! performs what became ready and expires timers; results go to `done`, which `reap` hands
-//! to the loop.
+//! the same descriptor and direction, so that order is kept; or at once, without a syscall,
+//! where the direction is known drained), waits once in the kernel, then performs what
+//! became ready and expires timers; results go to `done`, which `reap` hands to the loop.
 //!
 //! File operations run inline (`file::perform` from `ops::perform`), or, with
 //! `Options::file_workers`, on worker threads (`workers.rs`): `start` hands the operation to
 //! them (place `Worker`), and every flush collects what they finished, after consuming the
 //! workers signal that woke the wait.
 
+mod edge;
 pub(crate) mod ops;
 mod pooled;
 pub(crate) mod table;
@@ -44,6 +46,9 @@ use crate::waker::Waker;
 pub(crate) struct Readiness {
     pub(crate) fd: RawFd,
     pub(crate) dirs: Dirs,
+    /// A hang-up, the peer's close or a pending error (`EPOLLRDHUP`, `EPOLLHUP`,
+    /// `EPOLLERR`, `EV_EOF`): a final state, reported in both directions.
+    pub(crate) closed: bool,
     /// The errno of a failed registration, if the kernel refused the interest.
     pub(crate) error: Option<i32>,
 }
@@ -57,19 +62,24 @@ pub(crate) const WORKERS_FD: RawFd = -3;
 
 /// The backend-specific half of a readiness backend.
 pub(crate) trait Poller {
-    /// Whether one event disarms every direction of the descriptor (epoll's `EPOLLONESHOT`
-    /// is per descriptor) or only the one reported (kqueue's `EV_ONESHOT` is per filter).
-    const EVENT_DISARMS_ALL: bool;
-
-    /// Changes the interest armed for `fd` from `old` to `new` (one-shot). May be deferred to
-    /// the next `wait` (kqueue's changelist) or immediate (epoll_ctl).
-    fn set_interest(
+    /// Registers `fd` for at least `dir`, edge-triggered and persistent (epoll `EPOLLET`,
+    /// both directions in one item; kqueue `EV_CLEAR`, the one filter: a listening socket
+    /// never gets `EVFILT_WRITE`, which some kernels refuse there); the kernel reports the
+    /// current readiness once, then each change. Returns the directions now registered. A
+    /// descriptor already registered is not an error; `likely_registered` (an earlier entry
+    /// of the number registered it) only says which syscall to try first. May be deferred to
+    /// the next `wait` (kqueue's changelist) or immediate (`epoll_ctl`).
+    fn register(
         &mut self,
         fd: RawFd,
-        old: Dirs,
-        new: Dirs,
+        dir: Dir,
+        likely_registered: bool,
         stats: &mut Stats,
-    ) -> io::Result<()>;
+    ) -> io::Result<Dirs>;
+
+    /// Ends `fd`'s registration, before the loop closes it. Errors are ignored: a descriptor
+    /// not registered (or no longer open) has nothing to end.
+    fn deregister(&mut self, fd: RawFd, stats: &mut Stats);
 
     /// Whether `set_interest` left changes that only a `wait` delivers.
     fn has_pending_changes(&self) -> bool;
@@ -125,8 +135,21 @@ pub(crate) struct Engine<P> {
     place: Box<[Place]>,
     next: Box<[u32]>,
     connecting: Box<[bool]>,
+    /// Per slot: the descriptor whose entry counts the operation as live (`edge::UNCOUNTED`
+    /// if none), and whether its success means a multishot goes on.
+    counted: Box<[RawFd]>,
+    multishot: Box<[bool]>,
     submitted: Queue,
     fds: FdTable,
+    /// Descriptors whose last operation was a multishot's intermediate result: forgotten at
+    /// the next flush unless the loop re-armed it (`edge::forget_idle`).
+    went_idle: Vec<RawFd>,
+    /// Operations queued on descriptors.
+    parked: u32,
+    /// Descriptor numbers a forgotten entry registered (`edge::Hints`).
+    hints: edge::Hints,
+    /// Whether the last flush asked the kernel for events.
+    waited_last: bool,
     timers: TimerHeap,
     /// Results not yet reaped: `(user_data, result, flags)`.
     done: Vec<(u64, i32, u32)>,
@@ -159,8 +182,16 @@ impl<P: Poller> Engine<P> {
             place: vec![Place::Idle; slots].into_boxed_slice(),
             next: vec![NONE; slots].into_boxed_slice(),
             connecting: vec![false; slots].into_boxed_slice(),
+            counted: vec![edge::UNCOUNTED; slots].into_boxed_slice(),
+            multishot: vec![false; slots].into_boxed_slice(),
             submitted: Queue::EMPTY,
-            fds: FdTable::new(ops_max + 1),
+            // Live entries (at most one per slot, plus the waker) and entries gone idle in
+            // the last reap.
+            fds: FdTable::new(2 * ops_max + 2),
+            went_idle: Vec::with_capacity(slots),
+            parked: 0,
+            hints: edge::Hints::new(),
+            waited_last: false,
             timers: TimerHeap::new(ops_max),
             done: Vec::with_capacity(slots),
             ready: Vec::with_capacity(events_max),
@@ -225,13 +256,21 @@ impl<P: Poller> Engine<P> {
             self.start(idx, args, pool.as_deref_mut(), stats);
         }
         stats.batch_max = stats.batch_max.max(started);
+        self.forget_idle();
         // Jobs finished meanwhile (or taken back by a cancel) make the wait a poll.
         self.collect(args, stats);
         let timeout = self.timeout(wait);
         let idle = timeout == Some(Duration::ZERO)
             && !self.poller.has_pending_changes()
             && self.nothing_armed();
-        if !idle {
+        // With results to hand over, the wait could only be a poll: one turn in two skips
+        // it. The edges stay in the kernel for the next turn's wait, which comes as soon as
+        // the callbacks have run (their operations start first, often completing at once,
+        // and then the wait harvests for them too); every second turn looks, so no
+        // descriptor starves while others keep completing without a wait.
+        let skip = !self.done.is_empty() && self.waited_last && !self.poller.has_pending_changes();
+        self.waited_last = !idle && !skip;
+        if self.waited_last {
             self.ready.clear();
             self.poller.wait(timeout, &mut self.ready, stats)?;
             for event in 0..self.ready.len() {
@@ -297,9 +336,10 @@ impl<P: Poller> Engine<P> {
         workers.submit(self.user_data[i], job_args);
     }
 
-    /// The table holds exactly the descriptors with waiters, and those are armed.
+    /// No operation waits for readiness (an edge that comes meanwhile stays in the kernel
+    /// until a later wait harvests it).
     fn nothing_armed(&self) -> bool {
-        self.fds.len() == 0
+        self.parked == 0
     }
 
     /// How long the wait may block.
@@ -337,24 +377,10 @@ impl<P: Poller> Engine<P> {
                 self.timers.insert(idx, deadline_ns);
             }
             Args::Cancel { target } => {
-                let result = self.cancel(target.user_data(), stats);
+                let result = self.cancel(target.user_data());
                 self.complete(idx, result);
             }
-            _ => {
-                // Behind an operation already waiting on the same descriptor and direction:
-                // queue without trying, so that order is kept.
-                if let Some((fd, dir)) = self.direction(&args[i]) {
-                    if let Some(at) = self.fds.find(fd) {
-                        if !self.fds.get(at).queues[dir as usize].is_empty() {
-                            return self.enqueue(idx, fd, dir, stats);
-                        }
-                    }
-                }
-                match self.try_op(idx, args, pool, stats) {
-                    (Step::Done(result), flags) => self.complete_with(idx, result, flags),
-                    (Step::Wait(fd, dir), _) => self.enqueue(idx, fd, dir, stats),
-                }
-            }
+            _ => self.start_io(idx, args, pool, stats),
         }
     }
 
@@ -385,10 +411,13 @@ impl<P: Poller> Engine<P> {
         idx: u32,
         args: &mut [Args],
         pool: Option<&mut Pool>,
+        nonblocking: bool,
         stats: &mut Stats,
     ) -> (Step, u32) {
         let i = idx as usize;
         let step = match &args[i] {
+            // The listener was put in non-blocking mode by an earlier accept of this entry.
+            Args::Accept { fd, .. } if *fd >= 0 && nonblocking => ops::accept_ready(*fd, stats),
             Args::Wakeup => match self.poller.take_wakeups(stats) {
                 Ok(Some(wakeups)) => Step::Done(i32::try_from(wakeups).unwrap_or(i32::MAX)),
                 Ok(None) => Step::Wait(self.poller.wakeup_fd(), Dir::Read),
@@ -404,122 +433,8 @@ impl<P: Poller> Engine<P> {
         (step, 0)
     }
 
-    fn enqueue(&mut self, idx: u32, fd: RawFd, dir: Dir, stats: &mut Stats) {
-        self.place[idx as usize] = Place::Waiting(fd, dir);
-        let at = self.fds.find_or_insert(fd);
-        self.fds.get(at).queues[dir as usize].push(&mut self.next, idx);
-        self.rearm(at, stats);
-    }
-
-    /// Arms exactly the directions with waiters; drops the entry when none are left.
-    ///
-    /// When the kernel refuses to arm (the descriptor was closed under its operations: the
-    /// caller's bug, answered with an error, never a hang), every operation waiting on the
-    /// descriptor completes with the errno. When it refuses to disarm, nothing is lost:
-    /// named, ignored errors of a disarm:
-    /// - `EBADF`, `ENOENT`: the descriptor was closed, which removed its registration (epoll
-    ///   and kqueue both drop it with the last reference to the file).
-    fn rearm(&mut self, at: usize, stats: &mut Stats) {
-        let entry = *self.fds.get(at);
-        let mut wanted = Dirs::NONE;
-        for dir in Dir::BOTH {
-            if !entry.queues[dir as usize].is_empty() {
-                wanted = wanted.with(dir);
-            }
-        }
-        if wanted != entry.armed {
-            match self
-                .poller
-                .set_interest(entry.fd, entry.armed, wanted, stats)
-            {
-                Ok(()) => self.fds.get(at).armed = wanted,
-                Err(_) if wanted.is_empty() => self.fds.get(at).armed = Dirs::NONE,
-                Err(error) => {
-                    let errno = error.raw_os_error().unwrap_or(libc::EIO);
-                    self.fds.get(at).armed = Dirs::NONE;
-                    self.fail_waiters(at, errno);
-                    wanted = Dirs::NONE;
-                }
-            }
-        }
-        if wanted.is_empty() {
-            self.fds.remove(at);
-        }
-    }
-
-    /// Completes every operation waiting on the descriptor at `at` with `-errno`.
-    fn fail_waiters(&mut self, at: usize, errno: i32) {
-        assert!(errno > 0);
-        for dir in Dir::BOTH {
-            while let Some(idx) = self.fds.get(at).queues[dir as usize].pop(&mut self.next) {
-                self.complete(idx, -errno);
-            }
-        }
-    }
-
-    fn on_ready(
-        &mut self,
-        readiness: Readiness,
-        args: &mut [Args],
-        mut pool: Option<&mut Pool>,
-        stats: &mut Stats,
-    ) {
-        // A descriptor without waiters: a spurious or stale event.
-        let Some(at) = self.fds.find(readiness.fd) else {
-            return;
-        };
-        {
-            let entry = self.fds.get(at);
-            entry.armed = if P::EVENT_DISARMS_ALL {
-                Dirs::NONE
-            } else {
-                Dir::BOTH.iter().fold(entry.armed, |armed, &dir| {
-                    if readiness.dirs.contains(dir) {
-                        armed.without(dir)
-                    } else {
-                        armed
-                    }
-                })
-            };
-        }
-        for dir in Dir::BOTH {
-            if readiness.dirs.contains(dir) {
-                self.run_queue(at, dir, readiness.error, args, pool.as_deref_mut(), stats);
-            }
-        }
-        self.rearm(at, stats);
-    }
-
-    /// Performs the operations waiting on `at` in `dir`, in order, until one would block.
-    fn run_queue(
-        &mut self,
-        at: usize,
-        dir: Dir,
-        error: Option<i32>,
-        args: &mut [Args],
-        mut pool: Option<&mut Pool>,
-        stats: &mut Stats,
-    ) {
-        loop {
-            let head = self.fds.get(at).queues[dir as usize].head;
-            if head == NONE {
-                return;
-            }
-            let (step, flags) = self.try_op(head, args, pool.as_deref_mut(), stats);
-            let result = match (step, error) {
-                (Step::Done(result), _) => result,
-                // The kernel refused the interest: waiting again would never end.
-                (Step::Wait(..), Some(errno)) => -errno,
-                (Step::Wait(..), None) => return,
-            };
-            let popped = self.fds.get(at).queues[dir as usize].pop(&mut self.next);
-            assert_eq!(popped, Some(head));
-            self.complete_with(head, result, flags);
-        }
-    }
-
     /// Cancels the operation `user_data` if the engine still holds it: `0`, or `-ENOENT`.
-    fn cancel(&mut self, user_data: u64, stats: &mut Stats) -> i32 {
+    fn cancel(&mut self, user_data: u64) -> i32 {
         let idx = OpId::idx_of_user_data(user_data);
         let i = idx as usize;
         if i >= self.place.len() || self.user_data[i] != user_data {
@@ -535,8 +450,10 @@ impl<P: Poller> Engine<P> {
                 let at = self.fds.find(fd).expect("a waiting operation's descriptor");
                 let removed = self.fds.get(at).queues[dir as usize].remove(&mut self.next, idx);
                 assert!(removed);
-                // Disarm a direction nobody waits on any more.
-                self.rearm(at, stats);
+                assert!(self.parked > 0);
+                self.parked -= 1;
+                // The registration stays: it is persistent, and the entry goes when the
+                // cancelled operation is reaped.
             }
             Place::Timer => self.timers.remove(idx),
             Place::Worker => {
@@ -559,6 +476,15 @@ impl<P: Poller> Engine<P> {
             let idx = OpId::idx_of_user_data(user_data) as usize;
             assert_eq!(self.place[idx], Place::Done);
             self.place[idx] = Place::Idle;
+            let fd = std::mem::replace(&mut self.counted[idx], edge::UNCOUNTED);
+            if fd != edge::UNCOUNTED {
+                // A multishot's success is re-armed by the loop before the next flush.
+                let goes_on = self.multishot[idx] && result > 0;
+                let idle = edge::release(&mut self.fds, &mut self.went_idle, fd, goes_on);
+                if let Some(registered) = idle {
+                    self.hints.set(fd, registered);
+                }
+            }
             f(user_data, result, flags);
         }
     }
@@ -574,8 +500,8 @@ impl<P: Poller> Engine<P> {
     }
 
     /// Cancels `user_data`'s operation for `Io`'s drop; its result arrives with `reap`.
-    pub(crate) fn cancel_for_drop(&mut self, user_data: u64, stats: &mut Stats) -> io::Result<()> {
-        let result = self.cancel(user_data, stats);
+    pub(crate) fn cancel_for_drop(&mut self, user_data: u64, _stats: &mut Stats) -> io::Result<()> {
+        let result = self.cancel(user_data);
         assert!(result == 0 || result == -libc::ENOENT);
         Ok(())
     }
@@ -588,42 +514,4 @@ impl<P: Poller> Engine<P> {
 }
 
 #[cfg(all(test, target_os = "linux"))]
-mod tests {
-    use std::os::fd::AsRawFd;
-
-    use super::kqueue::KqueuePoller;
-    use super::*;
-    use crate::stats::BackendKind;
-
-    /// When the kernel refuses the interest an operation would wait on (here: the kevent
-    /// double's registration table is full, ENOMEM), the operation fails with that errno
-    /// instead of waiting forever.
-    #[test]
-    fn a_refused_registration_fails_its_waiters() {
-        // Room for the wake-up user event only.
-        let kq = sys_kqueue::Fake::new(1).unwrap();
-        let poller = KqueuePoller::new(kq, 4).unwrap();
-        let mut engine = Engine::new(poller, 4, 0).unwrap();
-        let mut stats = Stats::new(BackendKind::KqueueFake, None);
-        let (_client, server) = std::os::unix::net::UnixStream::pair().unwrap();
-        let mut args: Vec<Args> = (0..4).map(|_| Args::Empty).collect();
-        args[0] = Args::Recv {
-            fd: server.as_raw_fd(),
-            buf: Vec::with_capacity(8),
-        };
-        let user_data = OpId {
-            idx: 0,
-            generation: 7,
-        }
-        .user_data();
-        engine.push(0, user_data);
-        engine
-            .flush(Wait::Poll, &mut args, None, &mut stats)
-            .unwrap();
-        let mut results = Vec::new();
-        engine.reap(u32::MAX, |user_data, result, _| {
-            results.push((user_data, result))
-        });
-        assert_eq!(results, vec![(user_data, -libc::ENOMEM)]);
-    }
-}
+mod tests;

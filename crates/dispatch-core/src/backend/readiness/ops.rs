@@ -38,6 +38,16 @@ fn borrow(fd: RawFd) -> BorrowedFd<'static> {
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
+/// `getsockopt(SO_TYPE)`: whether `fd` is a stream socket (anything else, or an error such
+/// as `ENOTSOCK`, is not).
+pub(crate) fn is_stream_socket(fd: RawFd, stats: &mut Stats) -> bool {
+    stats.syscalls += 1;
+    matches!(
+        rustix::net::sockopt::socket_type(borrow(fd)),
+        Ok(rustix::net::SocketType::STREAM)
+    )
+}
+
 fn done(result: Result<usize, Errno>) -> Step {
     match result {
         Ok(n) => Step::Done(i32::try_from(n).expect("lengths are clamped to i32::MAX")),
@@ -193,6 +203,12 @@ fn accept(fd: BorrowedFd<'_>, stats: &mut Stats) -> Step {
     if let Err(errno) = ensure_nonblocking(fd, stats) {
         return Step::Done(-errno.raw_os_error());
     }
+    accept_ready(fd.as_raw_fd(), stats)
+}
+
+/// An accept on a listener already known to be in non-blocking mode (no `fcntl`).
+pub(crate) fn accept_ready(fd: RawFd, stats: &mut Stats) -> Step {
+    let fd = borrow(fd);
     match retry(stats, || accept_nonblocking(fd)) {
         Err(Errno::AGAIN) => Step::Wait(fd.as_raw_fd(), Dir::Read),
         Err(errno) => Step::Done(-errno.raw_os_error()),

@@ -1,6 +1,7 @@
-//! Fixed-capacity structures of the readiness engine: the table of descriptors with operations
-//! waiting on them (open addressing, backward-shift deletion), and the FIFOs of operations
-//! queued on each. Allocated once.
+//! Fixed-capacity structures of the readiness engine: the table of descriptors the engine holds
+//! operations on (open addressing, backward-shift deletion), with what it remembers of each
+//! (registration, readiness per direction), and the FIFOs of operations queued on each.
+//! Allocated once.
 
 use std::os::fd::RawFd;
 
@@ -30,10 +31,6 @@ impl Dirs {
         self.0 & dir.bit().0 != 0
     }
 
-    pub(crate) fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
     pub(crate) fn with(self, dir: Dir) -> Dirs {
         Dirs(self.0 | dir.bit().0)
     }
@@ -41,6 +38,24 @@ impl Dirs {
     pub(crate) fn without(self, dir: Dir) -> Dirs {
         Dirs(self.0 & !dir.bit().0)
     }
+
+    pub(crate) fn union(self, other: Dirs) -> Dirs {
+        Dirs(self.0 | other.0)
+    }
+}
+
+/// Both directions.
+pub(crate) const ALL: Dirs = Dirs(0b11);
+
+/// What the engine knows of a descriptor's socket type, for the short-read rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stream {
+    /// Not asked yet.
+    Unknown,
+    /// `SOCK_STREAM`: a short receive or send means the socket was drained or filled.
+    Yes,
+    /// Anything else (datagrams, records, not a socket): a short transfer says nothing.
+    No,
 }
 
 pub(crate) const NONE: u32 = u32::MAX;
@@ -109,14 +124,43 @@ impl Queue {
     }
 }
 
-/// One descriptor with operations waiting on it: a queue per direction (served in order, so
-/// two sends on one socket never reorder or lose a write), and the interest armed in the
-/// kernel.
+/// One descriptor the engine holds operations on: a queue per direction (served in order, so
+/// two sends on one socket never reorder or lose a write), whether it is registered with the
+/// poller (edge-triggered, both directions), and its remembered readiness.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FdEntry {
     pub(crate) fd: RawFd,
     pub(crate) queues: [Queue; 2],
-    pub(crate) armed: Dirs,
+    /// The directions registered with the poller by this entry (epoll registers both at
+    /// once, kqueue a filter per direction; an earlier entry of the same number may have
+    /// registered it too: registering again is harmless).
+    pub(crate) registered: Dirs,
+    /// Directions that may be ready: set by an edge, cleared by `EAGAIN` or a short transfer
+    /// on a stream socket. A fresh entry is `ALL`: unknown means "try".
+    pub(crate) ready: Dirs,
+    /// A hang-up or error was reported: final, so a short receive does not clear `ready`.
+    pub(crate) closed: bool,
+    pub(crate) stream: Stream,
+    /// The descriptor is known to be in non-blocking mode (an accept's listener).
+    pub(crate) nonblocking: bool,
+    /// Operations started on this descriptor and not yet reaped.
+    pub(crate) live: u32,
+}
+
+impl FdEntry {
+    /// What the engine knows of a descriptor it has just met.
+    pub(crate) const fn fresh(fd: RawFd) -> FdEntry {
+        FdEntry {
+            fd,
+            queues: [Queue::EMPTY; 2],
+            registered: Dirs::NONE,
+            ready: ALL,
+            closed: false,
+            stream: Stream::Unknown,
+            nonblocking: false,
+            live: 0,
+        }
+    }
 }
 
 const EMPTY_FD: RawFd = RawFd::MIN;
@@ -129,13 +173,11 @@ pub(crate) struct FdTable {
 
 impl FdTable {
     /// A table for up to `fds_max` descriptors at once (sized to twice that, a power of two).
+    /// The engine keeps an entry only while an operation on the descriptor is started and
+    /// not reaped, so `ops_max + 1` (the waker) bounds it.
     pub(crate) fn new(fds_max: u32) -> FdTable {
         let capacity = (fds_max as usize * 2).next_power_of_two().max(8);
-        let empty = FdEntry {
-            fd: EMPTY_FD,
-            queues: [Queue::EMPTY; 2],
-            armed: Dirs::NONE,
-        };
+        let empty = FdEntry::fresh(EMPTY_FD);
         FdTable {
             entries: vec![empty; capacity].into_boxed_slice(),
             len: 0,
@@ -146,11 +188,6 @@ impl FdTable {
         // Fibonacci hashing spreads consecutive descriptors.
         let hash = (fd as u32).wrapping_mul(0x9E37_79B9);
         hash as usize & (self.entries.len() - 1)
-    }
-
-    /// Descriptors in the table.
-    pub(crate) fn len(&self) -> u32 {
-        self.len
     }
 
     /// The slot index of `fd`'s entry, if any.
@@ -181,11 +218,7 @@ impl FdTable {
         while self.entries[at].fd != EMPTY_FD {
             at = (at + 1) & mask;
         }
-        self.entries[at] = FdEntry {
-            fd,
-            queues: [Queue::EMPTY; 2],
-            armed: Dirs::NONE,
-        };
+        self.entries[at] = FdEntry::fresh(fd);
         self.len += 1;
         at
     }
