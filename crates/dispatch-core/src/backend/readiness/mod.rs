@@ -130,15 +130,17 @@ enum Place {
 pub(crate) struct Engine<P> {
     poller: P,
     origin: Instant,
-    /// Per slot: the operation's `user_data`, its place, its list link, connect state.
-    user_data: Box<[u64]>,
-    place: Box<[Place]>,
-    next: Box<[u32]>,
-    connecting: Box<[bool]>,
+    /// Per slot: the operation's `user_data`, its place, its list link, connect state. Each
+    /// of these per-slot tables reserves room for every slot at start-up and is written only
+    /// as far as the highest slot pushed (`reach`), so untouched slots cost no memory.
+    user_data: Vec<u64>,
+    place: Vec<Place>,
+    next: Vec<u32>,
+    connecting: Vec<bool>,
     /// Per slot: the descriptor whose entry counts the operation as live (`edge::UNCOUNTED`
     /// if none), and whether its success means a multishot goes on.
-    counted: Box<[RawFd]>,
-    multishot: Box<[bool]>,
+    counted: Vec<RawFd>,
+    multishot: Vec<bool>,
     submitted: Queue,
     fds: FdTable,
     /// Descriptors whose last operation was a multishot's intermediate result: forgotten at
@@ -178,12 +180,12 @@ impl<P: Poller> Engine<P> {
         Ok(Engine {
             poller,
             origin: Instant::now(),
-            user_data: vec![0; slots].into_boxed_slice(),
-            place: vec![Place::Idle; slots].into_boxed_slice(),
-            next: vec![NONE; slots].into_boxed_slice(),
-            connecting: vec![false; slots].into_boxed_slice(),
-            counted: vec![edge::UNCOUNTED; slots].into_boxed_slice(),
-            multishot: vec![false; slots].into_boxed_slice(),
+            user_data: Vec::with_capacity(slots),
+            place: Vec::with_capacity(slots),
+            next: Vec::with_capacity(slots),
+            connecting: Vec::with_capacity(slots),
+            counted: Vec::with_capacity(slots),
+            multishot: Vec::with_capacity(slots),
             submitted: Queue::EMPTY,
             // Live entries (at most one per slot, plus the waker) and entries gone idle in
             // the last reap.
@@ -213,11 +215,31 @@ impl<P: Poller> Engine<P> {
     /// slot.
     pub(crate) fn push(&mut self, idx: u32, user_data: u64) {
         let i = idx as usize;
+        if i >= self.place.len() {
+            self.reach(i);
+        }
         assert_eq!(self.place[i], Place::Idle, "slot {idx} pushed twice");
         self.user_data[i] = user_data;
         self.place[i] = Place::Submitted;
         self.connecting[i] = false;
         self.submitted.push(&mut self.next, idx);
+    }
+
+    /// Extends the per-slot tables to slot `i`, within the room reserved at start-up (slots
+    /// are handed out lowest first, so this writes only what the load has reached).
+    #[cold]
+    fn reach(&mut self, i: usize) {
+        assert!(
+            i < self.place.capacity(),
+            "slot {i} past the engine's slots"
+        );
+        let len = i + 1;
+        self.user_data.resize(len, 0);
+        self.place.resize(len, Place::Idle);
+        self.next.resize(len, NONE);
+        self.connecting.resize(len, false);
+        self.counted.resize(len, edge::UNCOUNTED);
+        self.multishot.resize(len, false);
     }
 
     fn complete(&mut self, idx: u32, result: i32) {

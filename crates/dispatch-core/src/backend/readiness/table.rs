@@ -1,7 +1,8 @@
 //! Fixed-capacity structures of the readiness engine: the table of descriptors the engine holds
 //! operations on (open addressing, backward-shift deletion), with what it remembers of each
 //! (registration, readiness per direction), and the FIFOs of operations queued on each.
-//! Allocated once.
+//! The FIFOs' links are allocated once; the descriptor table grows, at a new peak only, up to
+//! its bound.
 
 use std::os::fd::RawFd;
 
@@ -165,23 +166,59 @@ impl FdEntry {
 
 const EMPTY_FD: RawFd = RawFd::MIN;
 
-/// Open-addressing table from descriptor to `FdEntry`, with linear probing.
+/// Open-addressing table from descriptor to `FdEntry`, with linear probing. It starts small
+/// and doubles when half full, up to the size its bound needs, so its memory follows the
+/// most descriptors ever waited on at once, not the loop's slot count (a server sized for
+/// ten thousand connections and serving a hundred touches a few KiB, not megabytes). It
+/// allocates only when it grows, at a new peak.
 pub(crate) struct FdTable {
     entries: Box<[FdEntry]>,
     len: u32,
+    /// The most entries the table may hold: its bound.
+    fds_max: u32,
 }
 
+/// The entries a table starts with.
+const FD_TABLE_START: usize = 64;
+
 impl FdTable {
-    /// A table for up to `fds_max` descriptors at once (sized to twice that, a power of two).
-    /// The engine keeps an entry only while an operation on the descriptor is started and
-    /// not reaped, so `ops_max + 1` (the waker) bounds it.
+    /// A table for up to `fds_max` descriptors at once (growing to twice that, a power of
+    /// two). The engine keeps an entry only while an operation on the descriptor is started
+    /// and not reaped, or for one turn after a multishot's result, so twice the slots plus
+    /// the waker bounds it.
     pub(crate) fn new(fds_max: u32) -> FdTable {
-        let capacity = (fds_max as usize * 2).next_power_of_two().max(8);
-        let empty = FdEntry::fresh(EMPTY_FD);
+        let most = (fds_max as usize * 2).next_power_of_two().max(8);
         FdTable {
-            entries: vec![empty; capacity].into_boxed_slice(),
+            entries: Self::empty(most.min(FD_TABLE_START)),
             len: 0,
+            fds_max,
         }
+    }
+
+    fn empty(capacity: usize) -> Box<[FdEntry]> {
+        assert!(capacity.is_power_of_two());
+        vec![FdEntry::fresh(EMPTY_FD); capacity].into_boxed_slice()
+    }
+
+    /// Doubles the table and places every entry again (their positions change).
+    #[cold]
+    fn grow(&mut self) {
+        let doubled = Self::empty(self.entries.len() * 2);
+        let old = std::mem::replace(&mut self.entries, doubled);
+        for entry in old.iter().filter(|entry| entry.fd != EMPTY_FD) {
+            let at = self.vacant(entry.fd);
+            self.entries[at] = *entry;
+        }
+    }
+
+    /// The first empty position on `fd`'s probe run.
+    fn vacant(&self, fd: RawFd) -> usize {
+        let mask = self.entries.len() - 1;
+        let mut at = self.home(fd);
+        while self.entries[at].fd != EMPTY_FD {
+            at = (at + 1) & mask;
+        }
+        at
     }
 
     fn home(&self, fd: RawFd) -> usize {
@@ -210,14 +247,14 @@ impl FdTable {
             return at;
         }
         assert!(
-            (self.len as usize) < self.entries.len() / 2,
+            self.len < self.fds_max,
             "more descriptors waiting than operations in flight"
         );
-        let mask = self.entries.len() - 1;
-        let mut at = self.home(fd);
-        while self.entries[at].fd != EMPTY_FD {
-            at = (at + 1) & mask;
+        // Never more than half full: probe runs stay short and always end.
+        if self.len as usize + 1 > self.entries.len() / 2 {
+            self.grow();
         }
+        let at = self.vacant(fd);
         self.entries[at] = FdEntry::fresh(fd);
         self.len += 1;
         at
@@ -271,5 +308,33 @@ mod tests {
         for (i, &fd) in fds.iter().enumerate() {
             assert_eq!(table.find(fd).is_some(), i != 2 && i != 5, "fd {fd}");
         }
+    }
+
+    #[test]
+    fn fd_table_grows_from_small_to_its_bound_and_keeps_every_entry() {
+        let mut table = FdTable::new(1000);
+        assert_eq!(table.entries.len(), FD_TABLE_START);
+        for fd in 0..1000 {
+            let at = table.find_or_insert(fd * 7);
+            table.get(at).live = fd as u32;
+            assert!(
+                table.len as usize * 2 <= table.entries.len(),
+                "at most half full"
+            );
+        }
+        assert_eq!(
+            table.entries.len(),
+            2048,
+            "grown to its bound's size, no further"
+        );
+        for fd in 0..1000 {
+            let at = table.find(fd * 7).expect("kept across every growth");
+            assert_eq!(table.get(at).live, fd as u32, "with what it knew");
+        }
+        assert!(table.find(3).is_none());
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            table.find_or_insert(1_000_001)
+        }));
+        assert!(outcome.is_err(), "past its bound is a bug, said loudly");
     }
 }
