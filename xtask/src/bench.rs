@@ -30,6 +30,8 @@ mod http_check;
 mod http_report;
 #[path = "bench_http_run.rs"]
 mod http_run;
+#[path = "bench_paired.rs"]
+mod paired;
 #[path = "bench_plan.rs"]
 mod plan;
 #[path = "bench_report.rs"]
