@@ -44,6 +44,8 @@ mod storage;
 mod storage_report;
 #[path = "bench_storage_run.rs"]
 mod storage_run;
+#[path = "bench_verdicts.rs"]
+mod verdicts;
 
 use std::time::Instant;
 
@@ -88,8 +90,9 @@ pub struct BenchArgs {
     /// run then
     #[arg(long, value_delimiter = ',', conflicts_with = "micro_only")]
     pub filter: Vec<String>,
-    /// Rounds: each scenario runs every server once per round, interleaved (default 3;
-    /// 1 with --quick)
+    /// Rounds: each scenario runs every server once per round, interleaved (echo: default
+    /// 8, so that the paired ratios can decide a verdict; HTTP and storage: 3; 1 with
+    /// --quick)
     #[arg(long)]
     pub rounds: Option<u32>,
     /// Seconds measured per run (default 3; 0.3 with --quick); wrk takes whole seconds, so
