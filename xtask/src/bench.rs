@@ -195,7 +195,7 @@ fn macro_bench(args: &BenchArgs) -> Result<usize, String> {
         let runs = run::run_all(&plan, &binaries)?;
         let medians = report::medians(&plan, &runs);
         report::write(&plan, &runs, &medians)?;
-        chart::draw(&plan, &medians)?;
+        chart::draw(&plan, &runs, &medians)?;
         failed += runs.iter().filter(|run| run.failure.is_some()).count();
     }
     if !http_plan.is_empty() {
