@@ -201,10 +201,11 @@ pub enum Bound {
 }
 
 impl Bound {
-    /// Whether `value` meets the bound, judged as printed (two decimals), so that a
+    /// Whether `value` meets the bound, judged as printed (to `decimals`), so that a
     /// `1.00x` never reads "not met" against a 1.00x target.
-    pub fn met(self, value: f64) -> bool {
-        let shown = (value * 100.0).round() / 100.0;
+    pub fn met(self, value: f64, decimals: i32) -> bool {
+        let scale = 10f64.powi(decimals);
+        let shown = (value * scale).round() / scale;
         match self {
             Bound::AtMost(target) => shown <= target,
             Bound::AtLeast(target) => target <= shown,
@@ -235,16 +236,19 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The verdict of a spread against a bound.
-    pub fn of(spread: Option<Spread>, bound: Bound) -> Verdict {
+    /// The verdict of a spread against a bound, its values judged as printed to `decimals`.
+    pub fn of(spread: Option<Spread>, bound: Bound, decimals: i32) -> Verdict {
         let Some(spread) = spread else {
             return Verdict::NoData;
         };
-        let median_met = bound.met(spread.median);
+        let median_met = bound.met(spread.median, decimals);
         if spread.confidence < CONFIDENCE_MIN {
             return Verdict::Undecided { median_met };
         }
-        match (bound.met(spread.low), bound.met(spread.high)) {
+        match (
+            bound.met(spread.low, decimals),
+            bound.met(spread.high, decimals),
+        ) {
             (true, true) => Verdict::Met,
             (false, false) => Verdict::NotMet,
             _ => Verdict::Undecided { median_met },

@@ -175,26 +175,33 @@ fn verdicts_need_the_interval_on_one_side() {
     let met = spread_of(&[0.70, 0.95, 0.80, 0.81, 0.79, 0.82, 0.83, 0.84]);
     assert_eq!(met.unwrap().low, 0.79);
     assert_eq!(met.unwrap().high, 0.84);
-    assert_eq!(Verdict::of(met, target), Verdict::Met);
+    assert_eq!(Verdict::of(met, target, 2), Verdict::Met);
     let missed = spread_of(&[0.86, 0.90, 0.91, 0.93, 0.95, 0.97, 0.99, 0.70]);
-    assert_eq!(Verdict::of(missed, target), Verdict::NotMet);
+    assert_eq!(Verdict::of(missed, target, 2), Verdict::NotMet);
     let straddles = spread_of(&[0.80, 0.82, 0.84, 0.84, 0.85, 0.88, 0.90, 0.91]);
     assert_eq!(
-        Verdict::of(straddles, target),
+        Verdict::of(straddles, target, 2),
         Verdict::Undecided { median_met: true }
     );
     // Three rounds decide nothing, however clear they look.
     let few = spread_of(&[0.5, 0.5, 0.5]);
     assert_eq!(
-        Verdict::of(few, target),
+        Verdict::of(few, target, 2),
         Verdict::Undecided { median_met: true }
     );
-    assert_eq!(Verdict::of(None, target), Verdict::NoData);
+    assert_eq!(Verdict::of(None, target, 2), Verdict::NoData);
     // Judged as printed: 0.854 shows as 0.85x, which meets ≤ 0.85.
     let edge = spread_of(&[0.854; 8]);
-    assert_eq!(Verdict::of(edge, target), Verdict::Met);
+    assert_eq!(Verdict::of(edge, target, 2), Verdict::Met);
+    // An absolute figure printed to three decimals is judged to three: 0.051 > 0.05.
+    let syscalls = spread_of(&[0.051; 8]);
+    assert_eq!(
+        Verdict::of(syscalls, Bound::AtMost(0.05), 3),
+        Verdict::NotMet
+    );
+    assert_eq!(Verdict::of(syscalls, Bound::AtMost(0.05), 2), Verdict::Met);
     let rate = spread_of(&[0.99, 1.01, 1.02, 1.03, 1.04, 1.05, 1.06, 1.2]);
-    assert_eq!(Verdict::of(rate, Bound::AtLeast(1.0)), Verdict::Met);
+    assert_eq!(Verdict::of(rate, Bound::AtLeast(1.0), 2), Verdict::Met);
 }
 
 #[test]

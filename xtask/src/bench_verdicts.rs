@@ -234,7 +234,7 @@ fn judge(target: &Target, runs: &[RunResult], medians: &[Median]) -> (Vec<Judged
                 baseline,
                 values,
                 spread,
-                verdict: Verdict::of(spread, target.bound),
+                verdict: Verdict::of(spread, target.bound, decimals(baseline)),
             }
         })
         .collect();
@@ -263,6 +263,16 @@ fn target_text(target: &Target) -> String {
     }
 }
 
+/// The decimals a value is printed (and judged) to: 2 for a ratio, 3 for a figure alone
+/// (syscalls per message).
+fn decimals(baseline: Option<&str>) -> i32 {
+    if baseline.is_some() {
+        2
+    } else {
+        3
+    }
+}
+
 /// `monoio 0.96x [0.90–1.01]`, `0.049 [0.045–0.052]`, `compio: FAILED`.
 fn judged_text(judged: &Judged, medians: &[Median], target: &Target) -> String {
     let name = judged.baseline.map_or(String::new(), |b| format!("{b} "));
@@ -277,7 +287,7 @@ fn judged_text(judged: &Judged, medians: &[Median], target: &Target) -> String {
         };
     };
     let unit = if judged.baseline.is_some() { "x" } else { "" };
-    let digits = if judged.baseline.is_some() { 2 } else { 3 };
+    let digits = decimals(judged.baseline) as usize;
     let mut text = format!(
         "{name}{:.digits$}{unit} [{:.digits$}–{:.digits$}]",
         s.median, s.low, s.high
@@ -292,13 +302,12 @@ fn verdict_table(plan: &Plan, runs: &[RunResult], medians: &[Median]) -> String 
     let (k, confidence) = interval_rank(plan.rounds);
     let mut out = format!(
         "Verdicts: the median of the per-round ratios [its confidence interval: with {} \
-         rounds the {} lowest to the {} highest, {:.0}%]; met or not met only where the whole \
+         rounds {}, {:.0}%]; met or not met only where the whole \
          interval is on one side of the target, else undecided (always where the interval's \
          confidence is under {:.0}%: fewer than 5 rounds).\n\n\
          | target | scenario | paired median [interval] | verdict |\n|---|---|---|---|\n",
         plan.rounds,
-        ordinal(k),
-        ordinal(k),
+        interval_text(k),
         confidence * 100.0,
         CONFIDENCE_MIN * 100.0,
     );
@@ -313,7 +322,11 @@ fn verdict_table(plan: &Plan, runs: &[RunResult], medians: &[Median]) -> String 
             .map(|j| judged_text(j, medians, target))
             .collect();
         let figures = if figures.is_empty() {
-            format!("n/a: no {} ran", target.against_text)
+            let names = match target.against {
+                Against::Servers(names) => names.join(", "),
+                _ => "other servers".into(),
+            };
+            format!("n/a: none of {names} ran")
         } else {
             figures.join("; ")
         };
@@ -332,14 +345,15 @@ fn verdict_table(plan: &Plan, runs: &[RunResult], medians: &[Median]) -> String 
     out
 }
 
-/// `1st`, `2nd`, `3rd`, `4th`.
-fn ordinal(k: u32) -> String {
-    match k {
-        1 => "1st (min)".into(),
-        2 => "2nd".into(),
-        3 => "3rd".into(),
+/// `the lowest to the highest` for k = 1, else `the 2nd lowest to the 2nd highest`.
+fn interval_text(k: u32) -> String {
+    let nth = match k {
+        1 => return "the lowest to the highest".into(),
+        2 => "2nd".to_owned(),
+        3 => "3rd".to_owned(),
         k => format!("{k}th"),
-    }
+    };
+    format!("the {nth} lowest to the {nth} highest")
 }
 
 /// One paired series as a JSON object: every round's ratio, the median, range and interval.

@@ -196,3 +196,20 @@ fn the_json_holds_every_rounds_ratio() {
     }
     assert!(stack.is_empty() && !in_string);
 }
+
+#[test]
+fn absent_peers_and_the_interval_are_said_in_words() {
+    let plan = plan(5);
+    let mut runs = runs(5, &FAST);
+    runs.retain(|r| r.server != "monoio" && r.server != "compio");
+    let text = tables(&plan, &runs, &medians(&plan, &runs));
+    let peer = row(&text, "| echo-uring CPU/msg ≤ 0.95x the best io_uring peer");
+    assert!(
+        peer.ends_with("| n/a: none of monoio, compio ran | n/a |"),
+        "{peer}"
+    );
+    assert!(
+        text.contains("with 5 rounds the lowest to the highest, 94%"),
+        "{text}"
+    );
+}
