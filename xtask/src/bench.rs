@@ -2,14 +2,18 @@
 //! benchmarks: the project's load generator against `echo-server` on each backend and against
 //! peer echo servers (tokio, monoio, compio), then wrk against the project's HTTP example on
 //! each backend and against a hyper server, then the storage program on io_uring and epoll
-//! against fio on a file on the disk; interleaved, medians over rounds. Benchmarks
+//! against fio on a file on the disk; interleaved, medians over rounds (and for the echo
+//! servers, ratios to tokio paired by round). Benchmarks
 //! report; they never pass or fail a build (a macro run whose echoes or responses came back
 //! wrong is reported as FAILED, and the command then exits non-zero: the harness, not a
 //! number, is broken).
 //!
 //! `docs/BENCHMARKS.md` says what each number means. The files:
-//! `bench_plan.rs` (scenarios, servers, CPUs, filter), `bench_run.rs` (one run: processes,
-//! `/proc`, `perf`), `bench_report.rs` (medians, table, JSON), `bench_chart.rs` (the SVG);
+//! `bench_plan.rs` (scenarios, servers, CPUs, filter), `bench_run.rs` (one run: windows,
+//! `perf`), `bench_proc.rs` (the processes and what `/proc` says of them, for every
+//! benchmark), `bench_report.rs` (medians, table, JSON), `bench_paired.rs` (per-round ratios
+//! to a baseline, their median, spread and verdicts), `bench_verdicts.rs` (the paired table
+//! and the verdicts against issues 19 and 20), `bench_chart.rs` (the SVG);
 //! the HTTP benchmark's `bench_http.rs` (scenarios, servers, build), `bench_http_run.rs` (one
 //! run under wrk), `bench_http_check.rs` (each server's answers checked byte by byte before
 //! wrk runs) and `bench_http_report.rs` (medians, ratios to hyper, table, JSON); the storage
@@ -30,8 +34,12 @@ mod http_check;
 mod http_report;
 #[path = "bench_http_run.rs"]
 mod http_run;
+#[path = "bench_paired.rs"]
+mod paired;
 #[path = "bench_plan.rs"]
 mod plan;
+#[path = "bench_proc.rs"]
+mod proc;
 #[path = "bench_report.rs"]
 mod report;
 #[path = "bench_run.rs"]
@@ -42,6 +50,8 @@ mod storage;
 mod storage_report;
 #[path = "bench_storage_run.rs"]
 mod storage_run;
+#[path = "bench_verdicts.rs"]
+mod verdicts;
 
 use std::time::Instant;
 
@@ -86,8 +96,9 @@ pub struct BenchArgs {
     /// run then
     #[arg(long, value_delimiter = ',', conflicts_with = "micro_only")]
     pub filter: Vec<String>,
-    /// Rounds: each scenario runs every server once per round, interleaved (default 3;
-    /// 1 with --quick)
+    /// Rounds: each scenario runs every server once per round, interleaved (echo: default
+    /// 8, so that the paired ratios can decide a verdict; HTTP and storage: 3; 1 with
+    /// --quick)
     #[arg(long)]
     pub rounds: Option<u32>,
     /// Seconds measured per run (default 3; 0.3 with --quick); wrk takes whole seconds, so
@@ -190,7 +201,7 @@ fn macro_bench(args: &BenchArgs) -> Result<usize, String> {
         let runs = run::run_all(&plan, &binaries)?;
         let medians = report::medians(&plan, &runs);
         report::write(&plan, &runs, &medians)?;
-        chart::draw(&plan, &medians)?;
+        chart::draw(&plan, &runs, &medians)?;
         failed += runs.iter().filter(|run| run.failure.is_some()).count();
     }
     if !http_plan.is_empty() {

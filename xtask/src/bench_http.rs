@@ -112,9 +112,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The plan `args` asks for, with the echo plan's CPUs and rounds; empty where the filter
-    /// names only the echo or storage benchmark's scenarios or servers, or `--no-http`, or
-    /// `--storage-only`.
+    /// The plan `args` asks for, with the echo plan's CPUs and `--rounds` (default 3); empty
+    /// where the filter names only the echo or storage benchmark's scenarios or servers, or
+    /// `--no-http`, or `--storage-only`.
     pub fn from_args(args: &BenchArgs, echo: &EchoPlan) -> Plan {
         let mut echo_scenarios: Vec<&str> = super::plan::SCENARIOS.iter().map(|s| s.name).collect();
         let mut dispatch_echos: Vec<&str> = super::plan::SERVERS.iter().map(|s| s.name).collect();
@@ -136,7 +136,7 @@ impl Plan {
         Plan {
             scenarios,
             servers,
-            rounds: echo.rounds,
+            rounds: super::plan::rounds(args, super::plan::OTHER_ROUNDS),
             warmup_s: if echo.quick { 0 } else { 1 },
             duration_s: whole_seconds(echo.duration_s),
             server_cpus: echo.server_cpus.clone(),

@@ -98,7 +98,9 @@ pub fn median(mut values: Vec<f64>) -> f64 {
 pub fn write(plan: &Plan, runs: &[RunResult], medians: &[Median]) -> Result<(), String> {
     let dir = project_root().join("target/bench");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let table = table(plan, medians);
+    let mut table = table(plan, medians);
+    table.push('\n');
+    table.push_str(&super::verdicts::tables(plan, runs, medians));
     println!("{table}");
     let files = [
         (dir.join("macro.md"), table),
@@ -301,7 +303,9 @@ fn json(plan: &Plan, runs: &[RunResult], medians: &[Median]) -> String {
         })
         .collect();
     out.push_str(&lines.join(",\n"));
-    out.push_str("\n  ]\n}\n");
+    out.push_str("\n  ],\n");
+    out.push_str(&super::verdicts::json(runs, medians));
+    out.push_str("\n}\n");
     out
 }
 

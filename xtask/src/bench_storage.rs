@@ -197,9 +197,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The plan `args` asks for, with the echo plan's rounds and duration; empty where the
-    /// filter names only the other benchmarks' scenarios or servers, or `--no-storage`, or
-    /// `--http-only`.
+    /// The plan `args` asks for, with `--rounds` (default 3) and the echo plan's duration;
+    /// empty where the filter names only the other benchmarks' scenarios or servers, or
+    /// `--no-storage`, or `--http-only`.
     pub fn from_args(args: &BenchArgs, echo: &EchoPlan) -> Plan {
         let others = other_names();
         let mut scenarios = filtered(&SCENARIOS, &args.filter, |s| s.name, &others.0);
@@ -218,7 +218,7 @@ impl Plan {
         Plan {
             scenarios,
             engines,
-            rounds: echo.rounds,
+            rounds: super::plan::rounds(args, super::plan::OTHER_ROUNDS),
             warmup_s: if echo.quick { 0.1 } else { 1.0 },
             duration_s: echo.duration_s,
             file_bytes: if echo.quick { 64 << 20 } else { 1 << 30 },
