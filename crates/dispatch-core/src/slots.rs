@@ -77,6 +77,8 @@ impl<C> Slot<C> {
 }
 
 const NONE: u32 = u32::MAX;
+/// No slot: an empty `held_cancel` or `cancel_by`.
+pub(crate) const NO_SLOT: u32 = NONE;
 
 /// A FIFO of slot indices linked through `Slot::next`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -461,12 +463,13 @@ impl<C: Stored> Slots<C> {
 
     /// The slot of a completion the backend reported (by `user_data`): it must still be that
     /// operation's and in the kernel, or an invariant broke.
+    #[inline]
     pub(crate) fn kernel_slot(&self, user_data: u64) -> u32 {
         let idx = OpId::idx_of_user_data(user_data);
         let slot = &self.slots[idx as usize];
         assert_eq!(
-            self.id(idx).user_data(),
-            user_data,
+            slot.generation as u32,
+            OpId::generation_of_user_data(user_data),
             "completion for a recycled slot {idx}"
         );
         assert_eq!(
