@@ -393,6 +393,7 @@ impl<C: Stored> Slots<C> {
     }
 
     /// Takes a free slot from `budget`, or `None` when that budget is spent.
+    #[inline]
     pub(crate) fn alloc(&mut self, budget: Budget) -> Option<u32> {
         let busy = match budget {
             Budget::Op => &mut self.ops_busy,
@@ -498,6 +499,7 @@ impl<C: Stored> Slots<C> {
         std::mem::replace(&mut self.args[idx as usize], Args::Empty)
     }
 
+    #[inline]
     pub(crate) fn set_args(&mut self, idx: u32, args: Args) {
         let old = std::mem::replace(&mut self.args[idx as usize], args);
         assert!(

@@ -54,6 +54,7 @@ impl<C> Io<C> {
     }
 
     /// Hands slot `idx` to the backend.
+    #[inline]
     pub(super) fn push(&mut self, idx: u32) -> Result<(), PushError> {
         let user_data = self.slots.id(idx).user_data();
         let args = &mut self.slots.args_table()[idx as usize];
@@ -69,6 +70,7 @@ impl<C> Io<C> {
     }
 
     /// Sends a new operation to the SQ, or parks it behind any already parked.
+    #[inline]
     pub(super) fn enqueue(&mut self, idx: u32) {
         if self.overflow.is_empty() {
             match self.push(idx) {
