@@ -499,7 +499,6 @@ impl<C: Stored> Slots<C> {
         std::mem::replace(&mut self.args[idx as usize], Args::Empty)
     }
 
-    #[inline]
     pub(crate) fn set_args(&mut self, idx: u32, args: Args) {
         let old = std::mem::replace(&mut self.args[idx as usize], args);
         assert!(
