@@ -575,7 +575,7 @@ impl<C> Io<C> {
 
     /// Fills slot `idx` and hands it to the backend. Inlined into each operation, so that its
     /// arguments are built in place in the argument table (one copy of the 64-byte `Args`,
-    /// not one per call level); the push is the one out-of-line step, `submit`.
+    /// not one per call level); the push is the one out-of-line step (`Io::push`).
     #[inline]
     pub(super) fn start(&mut self, idx: u32, tag: Tag, args: Args, callback: Callback<C>) -> OpId {
         // `alloc` asserted the slot free; `set_args` asserts it held no arguments.
@@ -583,12 +583,6 @@ impl<C> Io<C> {
         slot.tag = tag;
         slot.callback = callback;
         self.slots.set_args(idx, args);
-        self.submit(idx)
-    }
-
-    /// Hands the filled slot `idx` to the backend (or parks it); its id.
-    #[inline(never)]
-    fn submit(&mut self, idx: u32) -> OpId {
         self.enqueue(idx);
         self.slots.id(idx)
     }

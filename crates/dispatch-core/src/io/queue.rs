@@ -53,8 +53,9 @@ impl<C> Io<C> {
         }
     }
 
-    /// Hands slot `idx` to the backend.
-    #[inline]
+    /// Hands slot `idx` to the backend: out of line, the one call scheduling makes (the
+    /// backend's push, down to the SQE, is inlined here).
+    #[inline(never)]
     pub(super) fn push(&mut self, idx: u32) -> Result<(), PushError> {
         let user_data = self.slots.id(idx).user_data();
         let args = &mut self.slots.args_table()[idx as usize];
