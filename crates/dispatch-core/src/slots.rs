@@ -197,6 +197,7 @@ impl Completed {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn push(&mut self, done: Done) {
         assert!(
             self.filling.len() < self.filling.capacity(),
@@ -393,7 +394,7 @@ impl<C: Stored> Slots<C> {
     }
 
     /// Takes a free slot from `budget`, or `None` when that budget is spent.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn alloc(&mut self, budget: Budget) -> Option<u32> {
         let busy = match budget {
             Budget::Op => &mut self.ops_busy,
@@ -421,6 +422,7 @@ impl<C: Stored> Slots<C> {
     }
 
     /// Returns a slot to the free list; its generation moves on so stale `OpId`s miss it.
+    #[inline(always)]
     pub(crate) fn release(&mut self, idx: u32) {
         // The caller has just moved the arguments and the callback out: derivable, so these
         // two checks are debug-only.
@@ -499,14 +501,16 @@ impl<C: Stored> Slots<C> {
         std::mem::replace(&mut self.args[idx as usize], Args::Empty)
     }
 
+    #[inline(always)]
     pub(crate) fn set_args(&mut self, idx: u32, args: Args) {
-        let old = std::mem::replace(&mut self.args[idx as usize], args);
+        let place = &mut self.args[idx as usize];
         assert!(
-            matches!(old, Args::Empty),
+            matches!(place, Args::Empty),
             "slot {idx} already holds arguments"
         );
-        // Empty owns nothing: forgetting it skips a call to drop glue on the hot path.
-        std::mem::forget(old);
+        // Empty owns nothing: forgetting it skips a call to drop glue (and reading the old
+        // value out) on the hot path.
+        std::mem::forget(std::mem::replace(place, args));
     }
 
     /// Leaks the table so that memory the kernel may still write is never freed. Only for a

@@ -478,7 +478,7 @@ impl<C> Io<C> {
         self.schedule(tag, args, Callback::Count(callback), ())
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn schedule<T>(
         &mut self,
         tag: Tag,
@@ -576,7 +576,7 @@ impl<C> Io<C> {
     /// Fills slot `idx` and hands it to the backend. Inlined into each operation, so that its
     /// arguments are built in place in the argument table (one copy of the 64-byte `Args`,
     /// not one per call level); the push is the one out-of-line step (`Io::push`).
-    #[inline]
+    #[inline(always)]
     pub(super) fn start(&mut self, idx: u32, tag: Tag, args: Args, callback: Callback<C>) -> OpId {
         // `alloc` asserted the slot free; `set_args` asserts it held no arguments.
         let slot = &mut self.slots[idx];
