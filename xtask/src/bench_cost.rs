@@ -1,8 +1,8 @@
 //! The loop's own cost (issue 20): user-space instructions per nop, and per plain
 //! send-then-receive exchange (a 64-byte `send` and `recv` over a Unix socket pair), through
-//! the loop and through a raw io_uring ring, counted by callgrind (valgrind; hardware counters are not
-//! available in the VMs this runs on, and instructions, unlike time, do not move with the
-//! machine's load). Each figure is the difference between two runs of the
+//! the loop and through a raw io_uring ring, counted by callgrind (valgrind; hardware
+//! counters are not available in the VMs this runs on, and instructions, unlike time, do not
+//! move with the machine's load). Each figure is the difference between two runs of the
 //! `dispatch-loop` example `nop_cost` (`N` and `2N` nops) divided by `N`, so set-up and
 //! tear-down cancel out. Reported, never judged: the target (at most 300 per nop through the
 //! loop) is a verdict line, like the other benchmarks'.

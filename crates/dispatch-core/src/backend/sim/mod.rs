@@ -12,7 +12,6 @@
 //! clock is never read. Completions go to `done` (or, under the latency fault, to `late`
 //! until their time); `reap` may swap completions of different descriptors (the reorder
 //! fault) and adds each to the trace.
-#![allow(unsafe_code)]
 
 mod dirs;
 mod disk;

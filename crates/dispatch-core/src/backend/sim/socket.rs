@@ -1,6 +1,9 @@
 //! Socket operations on the simulated world: accept, connect, receives (plain and pooled),
 //! sends (plain, pooled, vectored), shutdown and close, each performed at once or left
 //! waiting (`None`), as a readiness backend would find it.
+// Two unsafe blocks: a pooled receive writes into the pool buffer it was lent, and a close
+// releases the real descriptor standing for the simulated object, which the operation owns.
+#![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 
