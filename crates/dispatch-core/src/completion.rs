@@ -35,11 +35,13 @@ pub(crate) const TIMEOUT_EXPIRED: i32 = -libc::ETIME;
 #[cfg(not(target_os = "linux"))]
 pub(crate) const TIMEOUT_EXPIRED: i32 = -libc::ETIMEDOUT;
 
+#[cold]
 fn error(result: i32) -> io::Error {
     assert!(result < 0, "not an error result: {result}");
     io::Error::from_raw_os_error(-result)
 }
 
+#[inline]
 fn unit(result: i32) -> io::Result<()> {
     if result < 0 {
         return Err(error(result));
@@ -242,43 +244,46 @@ pub(crate) fn discard_shot(pool: Option<&Rc<PoolShared>>, result: i32, flags: u3
     }
 }
 
-/// The value for a unit callback.
+/// The value for a unit callback: one match on the arguments, those that own nothing first.
+#[inline(always)]
 pub(crate) fn unit_value(args: Args, result: i32) -> io::Result<()> {
-    if let Args::Close { fd } = args {
-        if result == -libc::ECANCELED {
-            // Cancelled before it was performed (only `Io`'s drop does that): the descriptor
-            // is still open and still ours, and dropping the `OwnedFd` closes it.
-            drop(fd);
-        } else {
-            // The close was performed (whatever its result, Linux and the BSDs release the
-            // descriptor), so the `OwnedFd` must not close it again.
-            let _ = fd.into_raw_fd();
-        }
-        return unit(result);
-    }
-    if matches!(
-        args,
-        Args::Renameat { .. } | Args::Unlinkat { .. } | Args::Mkdirat { .. }
-    ) {
-        // These own paths, which drop here.
-        return unit(result);
-    }
-    let value = match &args {
-        // A timeout that expired reports ETIME: for the caller that is success.
-        Args::Timeout { .. } if result == TIMEOUT_EXPIRED => Ok(()),
-        Args::Timeout { .. }
+    match args {
+        Args::Nop
         | Args::Connect { .. }
         | Args::Shutdown { .. }
         | Args::Fsync { .. }
         | Args::Fallocate { .. }
         | Args::Ftruncate { .. }
-        | Args::Cancel { .. }
-        | Args::Nop => unit(result),
+        | Args::Cancel { .. } => {
+            // These own nothing: forgetting skips a call to drop glue on the hot path.
+            std::mem::forget(args);
+            unit(result)
+        }
+        Args::Timeout { .. } => {
+            std::mem::forget(args);
+            // A timeout that expired reports ETIME: for the caller that is success.
+            match result {
+                TIMEOUT_EXPIRED => Ok(()),
+                _ => unit(result),
+            }
+        }
+        Args::Close { fd } => {
+            if result == -libc::ECANCELED {
+                // Cancelled before it was performed (only `Io`'s drop does that): the
+                // descriptor is still open and still ours, and dropping the `OwnedFd` closes
+                // it.
+                drop(fd);
+            } else {
+                // The close was performed (whatever its result, Linux and the BSDs release
+                // the descriptor), so the `OwnedFd` must not close it again.
+                let _ = fd.into_raw_fd();
+            }
+            unit(result)
+        }
+        // These own paths, which drop here.
+        Args::Renameat { .. } | Args::Unlinkat { .. } | Args::Mkdirat { .. } => unit(result),
         other => unreachable!("{} is not a unit operation", other.label()),
-    };
-    // The variants above own nothing: forgetting skips a call to drop glue on the hot path.
-    std::mem::forget(args);
-    value
+    }
 }
 
 /// The value for a count callback (wake-up wait).

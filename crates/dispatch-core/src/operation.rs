@@ -39,6 +39,11 @@ impl OpId {
     pub(crate) fn idx_of_user_data(user_data: u64) -> u32 {
         user_data as u32
     }
+
+    /// The low 32 bits of the generation a `user_data` carries.
+    pub(crate) fn generation_of_user_data(user_data: u64) -> u32 {
+        (user_data >> 32) as u32
+    }
 }
 
 /// A byte count and the buffer, handed back whatever happened: the loop owned the buffer

@@ -325,6 +325,7 @@ impl Backend {
     /// # Safety
     /// `args` must not move, and its buffers must not be touched, until `reap` reports
     /// `user_data` (io_uring hands the kernel pointers into it).
+    #[inline]
     pub(crate) unsafe fn push(
         &mut self,
         idx: u32,

@@ -58,6 +58,7 @@ impl Deadlines {
     }
 
     /// Forgets slot `idx`'s deadline, if it has one (its operation completed).
+    #[inline]
     pub(super) fn forget(&mut self, idx: u32) {
         if self.heap.contains(idx) {
             self.heap.remove(idx);

@@ -478,6 +478,7 @@ impl<C> Io<C> {
         self.schedule(tag, args, Callback::Count(callback), ())
     }
 
+    #[inline(always)]
     pub(super) fn schedule<T>(
         &mut self,
         tag: Tag,
@@ -572,14 +573,17 @@ impl<C> Io<C> {
         }
     }
 
+    /// Fills slot `idx` and hands it to the backend. Inlined into each operation, so that its
+    /// arguments are built in place in the argument table (one copy of the 64-byte `Args`,
+    /// not one per call level); the push is the one out-of-line step (`Io::push`).
+    #[inline(always)]
     pub(super) fn start(&mut self, idx: u32, tag: Tag, args: Args, callback: Callback<C>) -> OpId {
         // `alloc` asserted the slot free; `set_args` asserts it held no arguments.
         let slot = &mut self.slots[idx];
         slot.tag = tag;
         slot.callback = callback;
         self.slots.set_args(idx, args);
-        let id = self.slots.id(idx);
         self.enqueue(idx);
-        id
+        self.slots.id(idx)
     }
 }

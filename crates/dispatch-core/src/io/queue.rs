@@ -53,7 +53,9 @@ impl<C> Io<C> {
         }
     }
 
-    /// Hands slot `idx` to the backend.
+    /// Hands slot `idx` to the backend: out of line, the one call scheduling makes (the
+    /// backend's push, down to the SQE, is inlined here).
+    #[inline(never)]
     pub(super) fn push(&mut self, idx: u32) -> Result<(), PushError> {
         let user_data = self.slots.id(idx).user_data();
         let args = &mut self.slots.args_table()[idx as usize];
@@ -69,6 +71,7 @@ impl<C> Io<C> {
     }
 
     /// Sends a new operation to the SQ, or parks it behind any already parked.
+    #[inline]
     pub(super) fn enqueue(&mut self, idx: u32) {
         if self.overflow.is_empty() {
             match self.push(idx) {

@@ -5,7 +5,7 @@
 use super::Callback;
 use crate::completion::{F_MORE, TIMEOUT_EXPIRED};
 use crate::operation::Args;
-use crate::slots::{Completed, Done, Fifo, Slots, State};
+use crate::slots::{Completed, Done, Fifo, Slots, State, NO_SLOT};
 use crate::stats::Stats;
 
 /// The parts of `Io` that `reap` updates while the backend hands over results.
@@ -26,8 +26,32 @@ pub(super) struct Reaper<'io, C> {
 }
 
 impl<C> Reaper<'_, C> {
+    /// Takes one result from the backend. The common case, a final result (`>= 0`) of an
+    /// operation that is neither a multishot nor the target of a held cancel, is decided
+    /// here: `settle` would return it unchanged, and nothing goes on after it. Everything
+    /// else (errors, intermediate results, multishots, held cancels) takes the full path,
+    /// out of line, so that plain operations do not pay for what only those need.
+    #[inline]
     pub(super) fn result(&mut self, user_data: u64, result: i32, flags: u32) {
         let idx = self.slots.kernel_slot(user_data);
+        let plain = flags & F_MORE == 0 && !self.slots.args(idx).is_multishot();
+        let slot = &mut self.slots[idx];
+        if plain && result >= 0 && slot.held_cancel == NO_SLOT {
+            assert!(*self.in_kernel > 0);
+            *self.in_kernel -= 1;
+            // A pooled receive that waited for a buffer has had one: its wait is over.
+            slot.pool_waiting = false;
+            slot.state = State::Completed;
+            self.completed.push(Done { idx, result, flags });
+            return;
+        }
+        self.result_special(idx, result, flags);
+    }
+
+    /// [`Reaper::result`] for every result but the common case. Out of line, not cold: a
+    /// server's multishot receive comes this way for every arrival.
+    #[inline(never)]
+    fn result_special(&mut self, idx: u32, result: i32, flags: u32) {
         if result != -libc::ENOBUFS {
             // A pooled receive that waited for a buffer has had one (or ended): its wait is
             // over.
@@ -84,7 +108,7 @@ impl<C> Reaper<'_, C> {
         self.completed.push(Done { idx, result, flags });
         self.expired += u32::from(result == TIMEOUT_EXPIRED);
         // A cancel whose answer waited for this result gets it now: `Ok`, as above.
-        let held = std::mem::replace(&mut self.slots[idx].held_cancel, u32::MAX);
+        let held = std::mem::replace(&mut self.slots[idx].held_cancel, NO_SLOT);
         if held < self.slots.capacity() {
             assert_eq!(self.slots[held].state, State::Held);
             self.slots[held].state = State::Completed;

@@ -62,6 +62,15 @@ const RING_START: u32 = 64;
 /// No poll step done for a slot (no slot's `user_data` has this value: internal ones only).
 const NO_POLL: u64 = u64::MAX;
 
+/// A slot's mark (`IoUringBackend::marks`): a wake-up wait is in the kernel, and `reap` turns
+/// its 8-byte read into the count.
+const MARK_WAKEUP: u8 = 1;
+/// A poll step of a pooled receive is in the kernel (the fallback's, or one with the ring
+/// empty).
+const MARK_POLLING: u8 = 2;
+/// The fallback's receive is in the kernel with a pool buffer lent to it (`lent`).
+const MARK_LENT: u8 = 4;
+
 /// The io_uring backend's state beside the ring: per-slot timespecs (timeouts) and socket
 /// addresses (connect) in the kernel's layout, the timespec of the wait timeout used on
 /// kernels without `EXT_ARG`, and the waker's (blocking) eventfd, which wake-up waits read.
@@ -91,9 +100,11 @@ pub(crate) struct IoUringBackend {
     gathers: Vec<Option<Box<Gather>>>,
     /// Per slot: the word a wake-up wait reads the eventfd counter into.
     wakeup_words: Box<[u64]>,
-    /// Per slot: a wake-up wait is in the kernel (set only once its SQE is in the SQ, so a
-    /// push that failed leaves no trace), and `reap` turns its 8-byte read into the count.
-    wakeup_in_kernel: Box<[bool]>,
+    /// Per slot, while its operation is in the kernel: what its completion needs beyond the
+    /// plain decoding (`MARK_*` bits; 0 for every operation but a wake-up wait and a pooled
+    /// receive's steps). Set only once the SQE is in the SQ, so a push that failed leaves no
+    /// trace; taken by `reap`. The one per-slot word a plain operation's push and reap read.
+    marks: Box<[u8]>,
     /// Per slot: the result of a file operation the loop ran itself (its opcode missing or
     /// masked), which the `NOP` standing in for it reports; `NO_INLINE` otherwise.
     inline_results: Box<[i32]>,
@@ -125,9 +136,6 @@ pub(crate) struct IoUringBackend {
     /// push is the poll (fallback only; a stale value, from an operation cancelled between
     /// the steps, never matches a later operation's `user_data`).
     poll_next: Box<[u64]>,
-    /// Per slot: a poll step of a pooled receive is in the kernel (the fallback's, or one
-    /// with the ring empty).
-    polling: Box<[bool]>,
     /// Per slot: the `user_data` of the pooled receive whose poll found its socket readable,
     /// until it takes a buffer. A pooled receive that finds no buffer free (the fallback's
     /// pool, or the ring, empty) polls for readability first, holding none, and waits for a
@@ -204,7 +212,6 @@ impl IoUringBackend {
             // `readable` a `user_data`'s complement).
             lent: vec![0; slots_max as usize].into_boxed_slice(),
             poll_next: vec![0; slots_max as usize].into_boxed_slice(),
-            polling: vec![false; slots_max as usize].into_boxed_slice(),
             readable: vec![0; slots_max as usize].into_boxed_slice(),
             multishot,
             ring,
@@ -215,7 +222,7 @@ impl IoUringBackend {
             sockaddrs: Vec::with_capacity(slots_max as usize),
             gathers: Vec::with_capacity(slots_max as usize),
             wakeup_words: vec![0; slots_max as usize].into_boxed_slice(),
-            wakeup_in_kernel: vec![false; slots_max as usize].into_boxed_slice(),
+            marks: vec![0; slots_max as usize].into_boxed_slice(),
             inline_results: vec![0; slots_max as usize].into_boxed_slice(),
             inline_syscalls: 0,
             inline_pending: 0,
@@ -269,12 +276,55 @@ impl IoUringBackend {
             .expect("the io_uring waker is an eventfd")
     }
 
-    /// Queues `args` as one SQE.
+    /// Queues `args` as one SQE. Inlined into the loop's scheduling: a plain operation reads
+    /// one per-slot mark and builds its SQE; wake-up waits and pooled receives, which need
+    /// per-slot bookkeeping, go to `push_marked`.
     ///
     /// # Safety
     /// `args` must not move, and its buffers must not be touched, until `reap` reports
     /// `user_data`: the SQE points into it.
+    #[inline]
     pub(crate) unsafe fn push(
+        &mut self,
+        idx: u32,
+        user_data: u64,
+        args: &mut Args,
+        pool: Option<&mut Pool>,
+    ) -> Result<(), PushError> {
+        assert_eq!(
+            self.marks[idx as usize], 0,
+            "slot {idx} pushed while in the kernel"
+        );
+        if matches!(args, Args::RecvPooled { .. } | Args::Wakeup) {
+            // SAFETY: this function's own contract, passed on.
+            return unsafe { self.push_marked(idx, user_data, args, pool) };
+        }
+        // An operation run inline must find room for its `NOP` first: run, then refused, it
+        // would run again when pushed again.
+        if self.file_opcodes.any_inline()
+            && self.file_opcodes.inline(args)
+            && self.ring.sq_space() == 0
+        {
+            return Err(PushError::SqFull);
+        }
+        let mut entry = self.entry(idx, args);
+        // In place: the by-value builder copied the 64-byte SQE twice more per push.
+        entry.set_user_data(user_data);
+        // SAFETY: the entry points into `args` (and the heap buffers it owns), or into
+        // `self.timespecs[idx]`, `self.sockaddrs[idx]` or the boxed `self.gathers[idx]`
+        // (which points at `args`' buffers); the caller keeps `args` in place until the
+        // completion is reaped, and the tables live as long as the ring and are never resized
+        // (a gather's box, once made, stays until the backend drops).
+        unsafe { self.ring.push(&entry) }.map_err(|_| PushError::SqFull)
+    }
+
+    /// `push` for the operations whose completion needs per-slot bookkeeping (a mark): a
+    /// wake-up wait and each step of a pooled receive.
+    ///
+    /// # Safety
+    /// As `push`.
+    #[inline(never)]
+    unsafe fn push_marked(
         &mut self,
         idx: u32,
         user_data: u64,
@@ -283,52 +333,44 @@ impl IoUringBackend {
     ) -> Result<(), PushError> {
         let i = idx as usize;
         assert_eq!(self.lent[i], 0, "slot {idx} pushed with a buffer lent");
-        let mut polls = false;
-        let mut entry = match args {
+        let (mut entry, polls) = match args {
             Args::RecvPooled { fd, multishot } => {
                 let pool = pool.expect("a pooled receive has a pool");
-                let (entry, poll) = self.pooled_entry(i, user_data, *fd, *multishot, pool)?;
-                polls = poll;
-                entry
+                self.pooled_entry(i, user_data, *fd, *multishot, pool)?
             }
-            // An operation run inline must find room for its `NOP` first: run, then refused,
-            // it would run again when pushed again.
-            _ if self.file_opcodes.any_inline()
-                && self.file_opcodes.inline(args)
-                && self.ring.sq_space() == 0 =>
-            {
-                return Err(PushError::SqFull);
-            }
-            _ => self.entry(idx, args),
+            Args::Wakeup => (self.entry(idx, args), false),
+            _ => unreachable!("{} needs no mark", args.label()),
         };
-        // In place: the by-value builder copied the 64-byte SQE twice more per push.
         entry.set_user_data(user_data);
-        // SAFETY: the entry points into `args` (and the heap buffers it owns), into
-        // `self.timespecs[idx]`, `self.sockaddrs[idx]`, `self.wakeup_words[idx]` or the boxed
-        // `self.gathers[idx]` (which points at `args`' buffers), or into the pool buffer lent
-        // to this slot; the caller keeps `args` in place until the completion is reaped, the
-        // tables live as long as the ring and are never resized (a gather's box, once made,
-        // stays until the backend drops), and a lent pool buffer is nobody else's until the
-        // completion hands it on.
+        // SAFETY: the entry points into `self.wakeup_words[idx]`, or into the pool buffer lent
+        // to this slot (or nowhere: a poll, a receive from the provided-buffer ring); the
+        // table lives as long as the ring and is never resized, and a lent pool buffer is
+        // nobody else's until the completion hands it on.
         if unsafe { self.ring.push(&entry) }.is_err() {
             assert_eq!(self.lent[i], 0, "the fallback checked for room");
             return Err(PushError::SqFull);
         }
-        assert!(
-            !self.wakeup_in_kernel[i] && !self.polling[i],
-            "slot {idx} pushed while in the kernel"
-        );
-        self.polling[i] = polls;
-        if !polls {
-            // A receive is on its way: what the poll said is used up.
-            self.readable[i] = !NO_POLL;
-        }
-        self.wakeup_in_kernel[i] = matches!(args, Args::Wakeup);
+        let mark = match args {
+            Args::Wakeup => MARK_WAKEUP,
+            _ if polls => MARK_POLLING,
+            _ => {
+                // A receive is on its way: what the poll said is used up.
+                self.readable[i] = !NO_POLL;
+                if self.lent[i] == 0 {
+                    0
+                } else {
+                    MARK_LENT
+                }
+            }
+        };
+        self.marks[i] = mark;
         Ok(())
     }
 
     /// Builds the SQE for `args`. The pointers it takes are only dereferenced by the kernel,
-    /// under `push`'s contract.
+    /// under `push`'s contract. Inlined into `push`, so that the SQE is built where it is
+    /// copied from (file operations and vectored sends keep their own out-of-line builders).
+    #[inline]
     fn entry(&mut self, idx: u32, args: &mut Args) -> Entry {
         match args {
             Args::Empty => unreachable!("pushing a free slot"),
@@ -406,21 +448,24 @@ impl IoUringBackend {
     }
 
     /// Copies out up to `max` completions for slots (internal completions are consumed
-    /// here and not counted); the rest stay in the CQ for the next reap.
+    /// here and not counted); the rest stay in the CQ for the next reap. A completion whose
+    /// slot is marked (a wake-up wait, a pooled receive's step) is decoded out of line, by
+    /// `Marked::result`.
     pub(crate) fn reap(
         &mut self,
         max: u32,
         mut pool: Option<&mut Pool>,
         mut f: impl FnMut(u64, i32, u32),
     ) {
-        let words = &self.wakeup_words;
-        let wakeup_in_kernel = &mut self.wakeup_in_kernel;
+        let marks = &mut self.marks;
         let inline_results = &mut self.inline_results;
         let inline_pending = &mut self.inline_pending;
-        let lent = &mut self.lent;
-        let poll_next = &mut self.poll_next;
-        let polling = &mut self.polling;
-        let readable = &mut self.readable;
+        let mut marked = Marked {
+            words: &self.wakeup_words,
+            lent: &mut self.lent,
+            poll_next: &mut self.poll_next,
+            readable: &mut self.readable,
+        };
         let ring_free = &mut self.ring_free;
         self.ring.reap_max(max, |cqe| {
             if matches!(
@@ -430,14 +475,9 @@ impl IoUringBackend {
                 return;
             }
             let idx = OpId::idx_of_user_data(cqe.user_data) as usize;
-            let wakeup = std::mem::take(&mut wakeup_in_kernel[idx]);
-            let result = match cqe.result {
-                // A wake-up wait: its result is the counter the kernel read, not 8 bytes.
-                8 if wakeup => i32::try_from(words[idx]).unwrap_or(i32::MAX),
-                n if wakeup && n >= 0 => panic!("eventfd read of {n} bytes"),
-                n => kernel_result(n),
-            };
-            let mut result = inline_result(inline_results, inline_pending, idx, result);
+            let mark = std::mem::take(&mut marks[idx]);
+            let result = kernel_result(cqe.result);
+            let result = inline_result(inline_results, inline_pending, idx, result);
             // Only the buffer and more-to-come flags mean anything to the loop.
             let mut flags = cqe.flags & (F_BUFFER | crate::completion::F_MORE | 0xFFFF_0000);
             if flags & F_BUFFER == 0 {
@@ -446,28 +486,10 @@ impl IoUringBackend {
                 // A buffer out of the kernel's ring.
                 *ring_free = ring_free.saturating_sub(1);
             }
-            let bid = std::mem::replace(&mut lent[idx], 0).wrapping_sub(1);
-            if bid != NO_BID {
-                // The fallback's recv: the completion carries the buffer only if bytes
-                // landed; one that found nothing polls next (EINTR: the loop submits it
-                // again, and it holds no buffer while it waits).
-                if result > 0 {
-                    flags |= buffer_flags(bid);
-                } else {
-                    pool.as_deref_mut()
-                        .expect("a lent buffer has a pool")
-                        .put_free(bid);
-                }
-                if result == -libc::EAGAIN {
-                    poll_next[idx] = !cqe.user_data;
-                    result = -libc::EINTR;
-                }
-            } else if std::mem::take(&mut polling[idx]) && result > 0 {
-                // A pooled receive's poll: readable (or hung up, or in error, which the recv
-                // reports). The loop submits the operation again: its recv.
-                readable[idx] = !cqe.user_data;
-                result = -libc::EINTR;
-            }
+            let (result, flags) = match mark {
+                0 => (result, flags),
+                _ => marked.result(idx, mark, &cqe, result, flags, pool.as_deref_mut()),
+            };
             f(cqe.user_data, result, flags);
         });
     }
@@ -502,6 +524,61 @@ impl IoUringBackend {
             return Err(io::Error::from_raw_os_error(libc::EBUSY));
         }
         Ok(())
+    }
+}
+
+/// The per-slot tables `reap` needs for a marked completion (see `IoUringBackend::marks`).
+struct Marked<'a> {
+    words: &'a [u64],
+    lent: &'a mut [u16],
+    poll_next: &'a mut [u64],
+    readable: &'a mut [u64],
+}
+
+impl Marked<'_> {
+    /// The result and flags of a completion for slot `idx`, marked `mark`, decoded so far
+    /// as `result` and `flags`.
+    #[inline(never)]
+    fn result(
+        &mut self,
+        idx: usize,
+        mark: u8,
+        cqe: &sys_uring::Cqe,
+        mut result: i32,
+        mut flags: u32,
+        pool: Option<&mut Pool>,
+    ) -> (i32, u32) {
+        if mark & MARK_WAKEUP != 0 {
+            // A wake-up wait: its result is the counter the kernel read, not 8 bytes.
+            let result = match cqe.result {
+                8 => i32::try_from(self.words[idx]).unwrap_or(i32::MAX),
+                n if n >= 0 => panic!("eventfd read of {n} bytes"),
+                _ => result,
+            };
+            return (result, flags);
+        }
+        if mark & MARK_LENT != 0 {
+            let bid = std::mem::replace(&mut self.lent[idx], 0).wrapping_sub(1);
+            assert_ne!(bid, NO_BID, "slot {idx} marked with no buffer lent");
+            // The fallback's recv: the completion carries the buffer only if bytes landed;
+            // one that found nothing polls next (EINTR: the loop submits it again, and it
+            // holds no buffer while it waits).
+            if result > 0 {
+                flags |= buffer_flags(bid);
+            } else {
+                pool.expect("a lent buffer has a pool").put_free(bid);
+            }
+            if result == -libc::EAGAIN {
+                self.poll_next[idx] = !cqe.user_data;
+                result = -libc::EINTR;
+            }
+        } else if mark & MARK_POLLING != 0 && result > 0 {
+            // A pooled receive's poll: readable (or hung up, or in error, which the recv
+            // reports). The loop submits the operation again: its recv.
+            self.readable[idx] = !cqe.user_data;
+            result = -libc::EINTR;
+        }
+        (result, flags)
     }
 }
 

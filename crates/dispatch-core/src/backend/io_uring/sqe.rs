@@ -15,7 +15,17 @@ use crate::outbuf::{OutBuf, GATHER_MAX};
 /// `EOPENSTALE`, the NFS errors, `ENOTSUPP`, ...) to what a caller can act on. The restart
 /// family (512 to 516) is left to the loop, which knows the operation: for a close it means
 /// "performed", for anything else "cancelled".
+#[inline]
 pub(super) fn kernel_result(result: i32) -> i32 {
+    if result >= 0 {
+        return result;
+    }
+    kernel_errno(result)
+}
+
+/// [`kernel_result`] for an error result, out of the way of successes.
+#[inline(never)]
+fn kernel_errno(result: i32) -> i32 {
     const EPROBE_DEFER: i32 = 517;
     const ENOTSUPP: i32 = 524;
     const ERECALLCONFLICT: i32 = 530;

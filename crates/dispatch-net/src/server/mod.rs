@@ -18,6 +18,14 @@ use crate::listen::Listener;
 use crate::send::flush;
 use crate::table::{ConnId, Table};
 
+mod accept;
+mod close;
+
+use self::accept::{arm_accept, check_quiet, close_unserved};
+use self::close::finish;
+pub(crate) use self::close::shut_write;
+pub use self::close::{close, close_gracefully, stop, LINGER_BYTES_MAX};
+
 /// The tag of the accept operation and of its back-off timer; connections use their id.
 const ACCEPT_TAG: Tag = u64::MAX;
 /// The tag of the timer that decides whether an episode of accept failures is over.
@@ -297,37 +305,6 @@ pub fn serve<H: Handler>(
     result
 }
 
-fn arm_accept<H: Handler>(ctx: &mut H, io: &mut Io<H>) -> io::Result<()> {
-    let net = ctx.net();
-    let fd = net.listener.as_ref().expect("a listener").as_raw_fd();
-    let id = io
-        .accept_multishot(ACCEPT_TAG, fd, on_accept::<H>)
-        .map_err(|error| io::Error::other(error.to_string()))?;
-    net.accept = Some(id);
-    net.accept_paused = false;
-    Ok(())
-}
-
-/// Re-arms the accept from a callback; without a free slot, pauses accepting instead (and
-/// without one for the pause timer either, accepting stops: both logged).
-fn rearm_accept<H: Handler>(ctx: &mut H, io: &mut Io<H>) {
-    if arm_accept(ctx, io).is_ok() {
-        return;
-    }
-    let net = ctx.net();
-    shortage(net, "the accept");
-    pause_accept(net, io);
-}
-
-fn pause_accept<H: Handler>(net: &mut Net, io: &mut Io<H>) {
-    net.accept_paused = true;
-    let pause = net.options.accept_pause_ns;
-    if io.timeout(ACCEPT_TAG, pause, on_accept_pause::<H>).is_err() {
-        net.accept_paused = false;
-        shortage(net, "the accept's back-off timer (accepting stopped)");
-    }
-}
-
 /// The loop had no free slot for an operation of the server's: counted, and logged once.
 pub(crate) fn shortage(net: &mut Net, what: &str) {
     net.stats.slot_shortages += 1;
@@ -337,94 +314,6 @@ pub(crate) fn shortage(net: &mut Net, what: &str) {
             "dispatch-net: no free operation slot for {what}: the program's own operations \
              use more than NetOptions::ops_max() keeps for them; raise Options::ops_max"
         );
-    }
-}
-
-fn on_accept<H: Handler>(ctx: &mut H, io: &mut Io<H>, _: Tag, shot: Shot<OwnedFd>) {
-    let net = ctx.net();
-    net.handling = None;
-    if !shot.more {
-        net.accept = None;
-    }
-    match shot.result {
-        Ok(socket) => open(ctx, io, socket),
-        Err(error) => on_accept_error(ctx, io, &error),
-    }
-    let net = ctx.net();
-    if net.accept.is_none() && !net.accept_paused && !net.stopping {
-        // The kernel ended the multishot on a transient error (or with a connection): go on.
-        rearm_accept(ctx, io);
-    }
-    if ctx.net().stopping && ctx.net().accept.is_none() {
-        ctx.net().listener = None;
-    }
-}
-
-fn on_accept_error<H: Handler>(ctx: &mut H, io: &mut Io<H>, error: &io::Error) {
-    let net = ctx.net();
-    match error.raw_os_error() {
-        // A stop cancelled it.
-        Some(libc::ECANCELED) if net.stopping => {}
-        // That connection is gone (aborted by its peer, refused by a firewall rule); the
-        // next is not: accept on at once.
-        // (ECANCELED without a stop: the accept was interrupted in a kernel worker.)
-        Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM | libc::EINTR | libc::ECANCELED) => {}
-        // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), or anything else:
-        // pause accepting (the connected clients keep being served, and closing them frees
-        // descriptors), then try again; never spin. Logged once an episode: the episode
-        // ends once accepts have gone a whole pause without failing.
-        _ => {
-            net.accept_failures += 1;
-            if !net.episode {
-                net.episode = true;
-                net.stats.accept_pauses += 1;
-                eprintln!(
-                    "dispatch-net: accept: {error}; pausing accepts for {} ms at a time \
-                     until descriptors free up",
-                    net.options.accept_pause_ns / 1_000_000
-                );
-            }
-            pause_accept(net, io);
-        }
-    }
-}
-
-fn on_accept_pause<H: Handler>(ctx: &mut H, io: &mut Io<H>, _: Tag, _: io::Result<()>) {
-    if ctx.net().stopping {
-        ctx.net().listener = None;
-        return;
-    }
-    rearm_accept(ctx, io);
-}
-
-/// Starts the timer that ends an episode of accept failures if none follows for a pause.
-fn check_quiet<H: Handler>(net: &mut Net, io: &mut Io<H>) {
-    if !net.episode || net.quiet_mark.is_some() || net.stopping {
-        return;
-    }
-    // Without a slot the episode goes on until a later accept finds one.
-    if io
-        .timeout(QUIET_TAG, net.options.accept_pause_ns, on_quiet::<H>)
-        .is_ok()
-    {
-        net.quiet_mark = Some(net.accept_failures);
-    }
-}
-
-fn on_quiet<H: Handler>(ctx: &mut H, _: &mut Io<H>, _: Tag, _: io::Result<()>) {
-    let net = ctx.net();
-    let mark = net.quiet_mark.take().expect("a quiet timer has a mark");
-    if net.accept_failures == mark {
-        net.episode = false;
-    }
-}
-
-/// Closes a socket the server will not serve (accepted while stopping, or past a full
-/// table) through the loop, so that on the simulator the simulated connection closes too;
-/// at once (dropping the `OwnedFd`) only when no slot is free for the close.
-fn close_unserved<H>(io: &mut Io<H>, socket: OwnedFd) {
-    if let Err(error) = io.close(ACCEPT_TAG, socket, |_, _, _, _| {}) {
-        drop(error.value);
     }
 }
 
@@ -650,125 +539,4 @@ pub(crate) fn fail<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId, error: &
         net.stats.idle_timeouts += 1;
     }
     close(ctx, io, id);
-}
-
-/// The most bytes a lingering connection ([`close_gracefully`]) reads and drops before it is
-/// closed at once.
-pub const LINGER_BYTES_MAX: u64 = 1 << 20;
-
-/// Closes `conn` without losing its replies: what is queued goes out first, then the write
-/// side is shut down (the peer reads every reply, then the end of the stream), and what the
-/// peer still sends is read and dropped until it closes its side; then the connection
-/// closes. Arrivals are no longer handed to the program, and [`crate::send`] refuses.
-///
-/// A plain [`close`] with bytes from the peer still unread makes the kernel reset the
-/// connection, and a reset discards the replies not yet delivered: an HTTP server answering
-/// a bad request with `400` and closing loses its answer that way, whenever the client sent
-/// more behind the bad request. Reading on until the peer's end of stream ("lingering
-/// close") is the remedy. The linger is bounded: by the idle timeout (what arrives is not
-/// progress; with no timeout, only the peer's close ends it) and by [`LINGER_BYTES_MAX`]
-/// bytes dropped, past which the connection is closed at once. Nothing happens for a stale
-/// id or a connection already closing.
-pub fn close_gracefully<H: Handler>(ctx: &mut H, io: &mut Io<H>, conn: ConnId) {
-    let Some(entry) = ctx.net().conns.get_mut(conn) else {
-        return;
-    };
-    if entry.closing || entry.lingering {
-        return;
-    }
-    entry.lingering = true;
-    entry.pending.clear();
-    if !entry.busy() {
-        shut_write(ctx, io, conn);
-    }
-}
-
-/// Shuts down the write side of a lingering connection whose sends are out: the shutdown
-/// takes the send's place (a close cancels it, `finish` waits for it).
-pub(crate) fn shut_write<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId) {
-    let net = ctx.net();
-    let conn = net.conns.get_mut(id).expect("an open connection");
-    assert!(
-        conn.lingering && !conn.busy(),
-        "shut down only once the sends are out"
-    );
-    let fd = conn.socket.as_raw_fd();
-    match io.shutdown(id.to_tag(), fd, std::net::Shutdown::Write, on_shut::<H>) {
-        Ok(op) => conn.send = Some(op),
-        Err(_) => {
-            shortage(net, "a shutdown");
-            close(ctx, io, id);
-        }
-    }
-}
-
-fn on_shut<H: Handler>(ctx: &mut H, io: &mut Io<H>, tag: Tag, result: io::Result<()>) {
-    let id = ConnId::from_tag(tag);
-    ctx.net().handling = None;
-    let conn = ctx
-        .net()
-        .conns
-        .get_mut(id)
-        .expect("a connection shutting down is open");
-    conn.send = None;
-    match result {
-        Ok(()) => pump(ctx, io, id),
-        Err(error) => fail(ctx, io, id, &error),
-    }
-}
-
-/// Closes `conn`: its operations are cancelled, then its descriptor closed and
-/// [`Handler::on_close`] called. Nothing happens for a stale id.
-pub fn close<H: Handler>(ctx: &mut H, io: &mut Io<H>, conn: ConnId) {
-    let net = ctx.net();
-    let Some(entry) = net.conns.get_mut(conn) else {
-        return;
-    };
-    entry.closing = true;
-    for op in [entry.recv, entry.send].into_iter().flatten() {
-        // The cancel answers through the operation's own callback, which finishes the close.
-        let _ = io.cancel(conn.to_tag(), op, |_, _, _, _| {});
-    }
-    finish(ctx, io, conn);
-}
-
-/// Closes `conn` once nothing is in flight on it (and, unless closing, once the peer ended
-/// its stream and every send is done).
-fn finish<H: Handler>(ctx: &mut H, io: &mut Io<H>, id: ConnId) {
-    let net = ctx.net();
-    let conn = net.conns.get(id).expect("an open connection");
-    if conn.recv.is_some() || conn.send.is_some() {
-        return;
-    }
-    let done =
-        conn.closing || (conn.read_closed && conn.pending.is_empty() && conn.queue.is_empty());
-    if !done {
-        return;
-    }
-    let conn = net.conns.remove(id).expect("checked above");
-    net.stats.closed += 1;
-    if let Err(error) = io.close(id.to_tag(), conn.socket, |_, _, _, _| {}) {
-        // No slot (more closes in flight than sized for): close it here, synchronously.
-        drop(error.value);
-    }
-    ctx.on_close(io, id);
-}
-
-/// Stops the server: no more accepts, every connection closed (sends in flight are
-/// cancelled). Run the loop until idle afterwards to let the closes finish.
-pub fn stop<H: Handler>(ctx: &mut H, io: &mut Io<H>) {
-    let net = ctx.net();
-    if net.stopping {
-        return;
-    }
-    net.stopping = true;
-    if let Some(accept) = net.accept {
-        let _ = io.cancel(ACCEPT_TAG, accept, |_, _, _, _| {});
-    } else if !net.accept_paused {
-        net.listener = None;
-    }
-    let ids: Vec<ConnId> = ctx.net().conns.ids().collect();
-    for id in ids {
-        close(ctx, io, id);
-    }
 }
