@@ -29,6 +29,12 @@ impl TimerHeap {
         self.position[idx as usize] != NONE
     }
 
+    /// The deadline `idx`'s timer is ordered by (it has one).
+    pub(crate) fn deadline_of(&self, idx: u32) -> u64 {
+        assert!(self.contains(idx), "slot {idx} has no timer");
+        self.deadline_ns[idx as usize]
+    }
+
     /// The earliest deadline.
     pub(crate) fn peek_deadline_ns(&self) -> Option<u64> {
         self.heap.first().map(|&idx| self.deadline_ns[idx as usize])

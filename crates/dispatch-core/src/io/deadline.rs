@@ -41,15 +41,52 @@ const CANCEL_RESEND_NS: u64 = 1_000_000;
 const CANCEL_RESEND_MAX_NS: u64 = 1_000_000_000;
 
 /// The deadlines of operations in flight, by slot, in nanoseconds on the loop's clock.
+///
+/// A deadline moved later (an idle timeout pushed back on every message, the common case)
+/// does not move in the heap: the slot's entry stays where it was, earlier, and the new
+/// deadline waits in `later`. When the entry comes due, the loop finds the later deadline
+/// and files the entry again there. So a busy connection's idle timeout costs one store per
+/// message instead of a removal and an insertion in the heap, and at most one early wake-up
+/// of the loop per timeout period; a deadline still fires at or after the last one set,
+/// never before. Moving a deadline earlier goes through the heap, at once.
 pub(super) struct Deadlines {
     heap: TimerHeap,
+    /// Per slot: a deadline later than the slot's heap entry, which replaces it when the
+    /// entry comes due; 0 for none. Non-zero only while the slot has a heap entry. Zeroed
+    /// at allocation, so its pages are backed only as far as deadlines reach.
+    later: Box<[u64]>,
 }
 
 impl Deadlines {
     pub(super) fn new(slots_max: u32) -> Deadlines {
         Deadlines {
             heap: TimerHeap::new(slots_max),
+            later: vec![0; slots_max as usize].into_boxed_slice(),
         }
+    }
+
+    /// Files slot `idx`'s deadline at `deadline_ns`, replacing any it had: in place when it
+    /// moves later (see the type's docs), in the heap otherwise.
+    fn set(&mut self, idx: u32, deadline_ns: u64) {
+        if self.heap.contains(idx) && self.heap.deadline_of(idx) <= deadline_ns {
+            self.later[idx as usize] = deadline_ns;
+            return;
+        }
+        self.forget(idx);
+        self.heap.insert(idx, deadline_ns);
+    }
+
+    /// The next slot whose deadline has passed at `now_ns`; an entry that comes due with a
+    /// later deadline waiting is filed again there instead.
+    fn pop_expired(&mut self, now_ns: u64) -> Option<u32> {
+        while let Some(idx) = self.heap.pop_expired(now_ns) {
+            let later = std::mem::take(&mut self.later[idx as usize]);
+            if later <= now_ns {
+                return Some(idx);
+            }
+            self.heap.insert(idx, later);
+        }
+        None
     }
 
     /// The earliest deadline, in nanoseconds on the loop's clock.
@@ -62,6 +99,7 @@ impl Deadlines {
     pub(super) fn forget(&mut self, idx: u32) {
         if self.heap.contains(idx) {
             self.heap.remove(idx);
+            self.later[idx as usize] = 0;
         }
     }
 }
@@ -117,8 +155,7 @@ impl<C> Io<C> {
             return Ok(());
         }
         let deadline_ns = self.clock.now_ns().saturating_add(timeout_ns);
-        self.deadlines.forget(idx);
-        self.deadlines.heap.insert(idx, deadline_ns);
+        self.deadlines.set(idx, deadline_ns);
         Ok(())
     }
 
@@ -193,7 +230,7 @@ impl<C> Io<C> {
     /// with `ETIMEDOUT`; one the kernel holds gets an internal cancel, sent with this turn.
     pub(super) fn expire_deadlines(&mut self) {
         let now_ns = self.clock.now_ns();
-        while let Some(idx) = self.deadlines.heap.pop_expired(now_ns) {
+        while let Some(idx) = self.deadlines.pop_expired(now_ns) {
             let slot = &self.slots[idx];
             match slot.state {
                 // Its result is known: the deadline no longer matters.

@@ -121,6 +121,45 @@ fn a_moved_deadline_replaces_the_old_one() {
     );
 }
 
+/// Deadlines moved later wait beside their first place in the loop's heap; one moved back
+/// earlier again, and one moved earlier than the first, still fire when last set: neither
+/// early nor at a deadline replaced.
+#[test]
+fn a_deadline_moved_later_then_earlier_fires_at_the_last_one_set() {
+    let Some(mut io) = check::io::<Seen>(&Options::new(4)) else {
+        return;
+    };
+    let mut seen = Seen::default();
+    let (socket, _peer) = UnixStream::pair().unwrap();
+    let (other, _other_peer) = UnixStream::pair().unwrap();
+    let back = io
+        .recv(1, socket.as_raw_fd(), Vec::with_capacity(8), on_buf)
+        .unwrap();
+    let sooner = io
+        .recv(2, other.as_raw_fd(), Vec::with_capacity(8), on_buf)
+        .unwrap();
+    let set_at = Instant::now();
+    io.set_deadline(back, 10 * MS).unwrap();
+    io.set_deadline(back, 60_000 * MS).unwrap();
+    io.set_deadline(back, 40 * MS).unwrap();
+    io.set_deadline(sooner, 60_000 * MS).unwrap();
+    io.set_deadline(sooner, 20 * MS).unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+    let (errno, back_at) = result_of(&seen, 1);
+    assert_eq!(errno, libc::ETIMEDOUT);
+    let waited = back_at - set_at;
+    assert!(waited >= Duration::from_millis(40), "early: {waited:?}");
+    assert!(
+        waited < Duration::from_secs(30),
+        "at a replaced deadline: {waited:?}"
+    );
+    let (errno, sooner_at) = result_of(&seen, 2);
+    assert_eq!(errno, libc::ETIMEDOUT);
+    let waited = sooner_at - set_at;
+    assert!(waited >= Duration::from_millis(20), "early: {waited:?}");
+    assert!(sooner_at <= back_at, "the sooner deadline fires first");
+}
+
 #[test]
 fn a_cleared_deadline_never_fires() {
     let Some(mut io) = check::io::<Seen>(&Options::new(4)) else {
