@@ -487,6 +487,9 @@ impl<C> Io<C> {
         value: T,
     ) -> Result<OpId, ScheduleError<T>> {
         let Some(idx) = self.slots.alloc(Budget::Op) else {
+            // Every caller's arguments own nothing (their value is `()`): forgetting them
+            // skips drop glue, which kept them on the stack and copied them on the way in.
+            std::mem::forget(args);
             return Err(self.exhausted(value));
         };
         Ok(self.start(idx, tag, args, callback))
