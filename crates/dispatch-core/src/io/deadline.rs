@@ -117,6 +117,7 @@ impl<C> Io<C> {
             return Ok(());
         }
         let deadline_ns = self.clock.now_ns().saturating_add(timeout_ns);
+        self.slots[idx].special = true;
         self.deadlines.forget(idx);
         self.deadlines.heap.insert(idx, deadline_ns);
         Ok(())
@@ -223,7 +224,9 @@ impl<C> Io<C> {
                     slot.timed_out = true;
                     slot.cancelling = true;
                     slot.cancel_by = cancel;
-                    self.slots[cancel].callback = Callback::Internal;
+                    let cancel_slot = &mut self.slots[cancel];
+                    cancel_slot.callback = Callback::Internal;
+                    cancel_slot.special = true;
                     self.slots.set_args(cancel, Args::Cancel { target });
                     self.enqueue(cancel);
                 }

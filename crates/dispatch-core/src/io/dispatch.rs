@@ -96,16 +96,23 @@ impl<C> Io<C> {
                 continue;
             }
             assert_eq!(slot.state, State::Completed);
+            let special = slot.special;
             self.slots[idx].callback = Callback::None;
             let args = self.slots.take_args(idx);
-            if let Args::Cancel { target } = args {
-                self.end_cancelling(target, idx);
+            if special {
+                // Only a special operation (`Slot::special`) is a cancel, the loop's own
+                // operation, or has a deadline.
+                if let Args::Cancel { target } = args {
+                    self.end_cancelling(target, idx);
+                }
+                self.deadlines.forget(idx);
+            } else {
+                debug_assert!(!matches!(args, Args::Cancel { .. }));
+                debug_assert!(!matches!(callback, Callback::Internal));
             }
-            self.deadlines.forget(idx);
             self.slots.release(idx);
-            let result = done.result;
-            if let Callback::Internal = callback {
-                drop(unit_value(args, result));
+            if special && matches!(callback, Callback::Internal) {
+                drop(unit_value(args, done.result));
                 continue;
             }
             self.stats.ops_completed += 1;

@@ -62,7 +62,7 @@ impl<C> Io<C> {
             fd: listener,
             multishot: true,
         };
-        self.schedule(tag, args, Callback::Accepted(callback), ())
+        self.schedule_special(tag, args, Callback::Accepted(callback))
     }
 
     /// Receives once into a buffer of the loop's pool (`Options::pool`), picked only when
@@ -390,6 +390,7 @@ impl<C> Io<C> {
         let slot = &mut self.slots[idx];
         slot.tag = tag;
         slot.callback = Callback::Unit(callback);
+        slot.special = true;
         self.slots.set_args(idx, Args::Cancel { target });
         let id = self.slots.id(idx);
         let Some(target_idx) = self.slots.lookup(target) else {
@@ -422,13 +423,16 @@ impl<C> Io<C> {
                     self.end_cancelling(inner, target_idx);
                 }
                 self.slots[target_idx].cancelling = true;
+                self.slots[target_idx].special = true;
                 self.unlink_waiting(target_idx);
                 self.complete_now(target_idx, -libc::ECANCELED);
                 self.complete_now(idx, 0);
             }
             State::Kernel => {
-                self.slots[target_idx].cancelling = true;
-                self.slots[target_idx].cancel_by = idx;
+                let target_slot = &mut self.slots[target_idx];
+                target_slot.cancelling = true;
+                target_slot.cancel_by = idx;
+                target_slot.special = true;
                 self.enqueue(idx);
             }
             State::Free => unreachable!("lookup never returns a free slot"),
@@ -495,6 +499,23 @@ impl<C> Io<C> {
         Ok(self.start(idx, tag, args, callback))
     }
 
+    /// `schedule` for a special operation (`Slot::special`: a multishot, a pooled receive),
+    /// marked before it goes to the backend.
+    fn schedule_special(
+        &mut self,
+        tag: Tag,
+        args: Args,
+        callback: Callback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        let Some(idx) = self.slots.alloc(Budget::Op) else {
+            // Neither a multishot accept's nor a pooled receive's arguments own anything.
+            std::mem::forget(args);
+            return Err(self.exhausted(()));
+        };
+        self.slots[idx].special = true;
+        Ok(self.start(idx, tag, args, callback))
+    }
+
     fn schedule_buf(
         &mut self,
         tag: Tag,
@@ -548,7 +569,7 @@ impl<C> Io<C> {
             });
         }
         let args = Args::RecvPooled { fd, multishot };
-        self.schedule(tag, args, Callback::Pooled(callback), ())
+        self.schedule_special(tag, args, Callback::Pooled(callback))
     }
 
     /// `schedule` for an operation that owns `value` (a buffer, a path): it becomes the

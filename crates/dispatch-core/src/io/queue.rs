@@ -95,6 +95,7 @@ impl<C> Io<C> {
         self.slots[idx].state = State::BufferWait;
         self.buffer_wait.push(self.slots.as_mut_slice(), idx);
         let slot = &mut self.slots[idx];
+        slot.special = true;
         self.stats.pool_waits += u64::from(!std::mem::replace(&mut slot.pool_waiting, true));
     }
 

@@ -66,6 +66,13 @@ pub(crate) struct Slot<C> {
     /// A pooled receive found the pool empty with data to read, and that wait is counted in
     /// `Stats::pool_waits`: tries in vain until it gets a buffer count no more.
     pub(crate) pool_waiting: bool,
+    /// This operation needs more than the plain path: it is a cancel (the loop's own among
+    /// them), a multishot or a pooled receive, or it has (had) a deadline, a cancel of its
+    /// own, a held cancel's answer, a resend or a wait for buffers. Set by whatever makes
+    /// it so, never cleared before release; while it is clear, the fields above hold their
+    /// free-slot values, so that reaping, dispatching and releasing a plain operation skip
+    /// all that bookkeeping (one byte read instead).
+    pub(crate) special: bool,
     /// The budget the slot was taken from, given back on release.
     budget: Budget,
     /// Next slot on whichever list this slot is on; `NONE` at the tail.
@@ -175,6 +182,7 @@ impl<C: Stored> Slots<C> {
             held_cancel: NONE,
             resends: 0,
             pool_waiting: false,
+            special: false,
             budget: Budget::Op,
             next: NONE,
             tag: 0,
@@ -228,12 +236,21 @@ impl<C: Stored> Slots<C> {
         assert_eq!(slot.next, NONE, "slot {idx} released while on a list");
         assert_ne!(slot.state, State::Free, "slot {idx} released twice");
         slot.state = State::Free;
-        slot.cancelling = false;
-        slot.timed_out = false;
-        slot.cancel_by = NONE;
-        slot.held_cancel = NONE;
-        slot.resends = 0;
-        slot.pool_waiting = false;
+        if slot.special {
+            slot.special = false;
+            slot.cancelling = false;
+            slot.timed_out = false;
+            slot.cancel_by = NONE;
+            slot.held_cancel = NONE;
+            slot.resends = 0;
+            slot.pool_waiting = false;
+        } else {
+            // Only a special operation changes these (see `Slot::special`): O(1), but they
+            // are what a plain operation's release no longer writes.
+            debug_assert!(!slot.cancelling && !slot.timed_out && !slot.pool_waiting);
+            debug_assert!(slot.cancel_by == NONE && slot.held_cancel == NONE);
+            debug_assert_eq!(slot.resends, 0);
+        }
         slot.generation += 1;
         slot.next = self.free_head;
         match slot.budget {
