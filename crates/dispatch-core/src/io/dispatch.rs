@@ -6,8 +6,9 @@ use super::callback::sealed::Sealed;
 use super::reap::Reaper;
 use super::{Callback, Io};
 use crate::completion::{
-    buf_value, count_value, fd_value, file_list_value, file_value, flags_bid, new_fd,
-    pool_send_value, pooled_value, stat_value, unit_value, vectored_value, F_MORE, TIMEOUT_EXPIRED,
+    buf_value, buf_value_in, count_value, fd_value, file_list_value, file_value, flags_bid, new_fd,
+    pool_send_value, pooled_value, stat_value, unit_value, unit_value_in, vectored_value, F_MORE,
+    TIMEOUT_EXPIRED,
 };
 use crate::operation::{Args, Shot, Tag};
 use crate::slots::{Done, Order, State};
@@ -98,6 +99,9 @@ impl<C> Io<C> {
             assert_eq!(slot.state, State::Completed);
             let special = slot.special;
             self.slots[idx].callback = Callback::None;
+            if !special && self.dispatch_plain(ctx, done, tag, callback) {
+                continue;
+            }
             let args = self.slots.take_args(idx);
             if special {
                 // Only a special operation (`Slot::special`) is a cancel, the loop's own
@@ -118,6 +122,36 @@ impl<C> Io<C> {
             self.stats.ops_completed += 1;
             self.dispatch_final(ctx, done, tag, callback, args);
         }
+    }
+
+    /// Runs the callback of a plain operation's final result (not `Slot::special`) whose
+    /// callback takes no value or a buffer: the value is made from the arguments where they
+    /// lie, then the slot is released and the callback runs. `false` (nothing done) for
+    /// every other callback.
+    #[inline]
+    fn dispatch_plain(&mut self, ctx: &mut C, done: Done, tag: Tag, callback: Callback<C>) -> bool {
+        let (idx, result) = (done.idx, done.result);
+        debug_assert!(!matches!(
+            self.slots.args(idx),
+            Args::Cancel { .. } | Args::Empty
+        ));
+        let args = &mut self.slots.args_table()[idx as usize];
+        match callback {
+            Callback::Unit(callback) => {
+                let value = unit_value_in(args, result);
+                self.slots.release(idx);
+                self.stats.ops_completed += 1;
+                callback(ctx, self, tag, value);
+            }
+            Callback::Buf(callback) => {
+                let value = buf_value_in(args, result);
+                self.slots.release(idx);
+                self.stats.ops_completed += 1;
+                callback(ctx, self, tag, value);
+            }
+            _ => return false,
+        }
+        true
     }
 
     /// Runs the callback of an operation's final result (its slot already released).
