@@ -227,7 +227,7 @@ impl<C> Io<C> {
                     let cancel_slot = &mut self.slots[cancel];
                     cancel_slot.callback = Callback::Internal;
                     cancel_slot.special = true;
-                    self.slots.set_args(cancel, Args::Cancel { target });
+                    self.slots.build_args(cancel, || Args::Cancel { target });
                     self.enqueue(cancel);
                 }
                 State::Free => unreachable!("slot {idx} has a deadline but is free"),

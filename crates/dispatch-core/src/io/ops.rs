@@ -28,7 +28,7 @@ impl<C> Io<C> {
     ) -> Result<OpId, ScheduleError<()>> {
         self.schedule(
             tag,
-            Args::Accept {
+            move || Args::Accept {
                 fd: listener,
                 multishot: false,
             },
@@ -58,7 +58,7 @@ impl<C> Io<C> {
         listener: RawFd,
         callback: AcceptCallback<C>,
     ) -> Result<OpId, ScheduleError<()>> {
-        let args = Args::Accept {
+        let args = move || Args::Accept {
             fd: listener,
             multishot: true,
         };
@@ -178,7 +178,7 @@ impl<C> Io<C> {
         addr: SocketAddr,
         callback: UnitCallback<C>,
     ) -> Result<OpId, ScheduleError<()>> {
-        let args = Args::Connect { fd, addr };
+        let args = move || Args::Connect { fd, addr };
         self.schedule(tag, args, Callback::Unit(callback), ())
     }
 
@@ -194,7 +194,7 @@ impl<C> Io<C> {
         buf: Vec<u8>,
         callback: BufCallback<C>,
     ) -> Result<OpId, ScheduleError<Vec<u8>>> {
-        self.schedule_receive(tag, Args::Recv { fd, buf }, callback)
+        self.schedule_receive(tag, fd, buf, callback)
     }
 
     /// Sends `buf[..]`; the callback gets the byte count sent (possibly short) and `buf`
@@ -209,7 +209,8 @@ impl<C> Io<C> {
         buf: Vec<u8>,
         callback: BufCallback<C>,
     ) -> Result<OpId, ScheduleError<Vec<u8>>> {
-        self.schedule_buf(tag, Args::Send { fd, buf }, callback)
+        let args = |fd, buf| Args::Send { fd, buf };
+        self.schedule_buf(tag, fd, buf, args, callback)
     }
 
     /// Sends the bytes of `bufs`, in order, as one message (one `sendmsg`: a header, a body
@@ -280,7 +281,7 @@ impl<C> Io<C> {
         };
         self.schedule(
             tag,
-            Args::Shutdown { fd, how },
+            move || Args::Shutdown { fd, how },
             Callback::Unit(callback),
             (),
         )
@@ -329,7 +330,7 @@ impl<C> Io<C> {
     ) -> Result<OpId, ScheduleError<()>> {
         self.schedule(
             tag,
-            Args::Timeout { timeout_ns },
+            move || Args::Timeout { timeout_ns },
             Callback::Unit(callback),
             (),
         )
@@ -391,7 +392,7 @@ impl<C> Io<C> {
         slot.tag = tag;
         slot.callback = Callback::Unit(callback);
         slot.special = true;
-        self.slots.set_args(idx, Args::Cancel { target });
+        self.slots.build_args(idx, || Args::Cancel { target });
         let id = self.slots.id(idx);
         let Some(target_idx) = self.slots.lookup(target) else {
             self.complete_now(idx, -libc::ENOENT);
@@ -463,7 +464,7 @@ impl<C> Io<C> {
     /// # Errors
     /// When every slot is in flight.
     pub fn nop(&mut self, tag: Tag, callback: UnitCallback<C>) -> Result<OpId, ScheduleError<()>> {
-        self.schedule(tag, Args::Nop, Callback::Unit(callback), ())
+        self.schedule(tag, || Args::Nop, Callback::Unit(callback), ())
     }
 
     /// Completes after the next [`crate::Waker::wake`] (at once if a wake-up is already
@@ -478,25 +479,23 @@ impl<C> Io<C> {
         tag: Tag,
         callback: CountCallback<C>,
     ) -> Result<OpId, ScheduleError<()>> {
-        let args = Args::Wakeup;
-        self.schedule(tag, args, Callback::Count(callback), ())
+        self.schedule(tag, || Args::Wakeup, Callback::Count(callback), ())
     }
 
     #[inline(always)]
     pub(super) fn schedule<T>(
         &mut self,
         tag: Tag,
-        args: Args,
+        args: impl FnOnce() -> Args,
         callback: Callback<C>,
         value: T,
     ) -> Result<OpId, ScheduleError<T>> {
+        // The arguments are built only once a slot is found (`Slots::build_args`), so a
+        // failure has none to drop, and a success builds them right in the table.
         let Some(idx) = self.slots.alloc(Budget::Op) else {
-            // Every caller's arguments own nothing (their value is `()`): forgetting them
-            // skips drop glue, which kept them on the stack and copied them on the way in.
-            std::mem::forget(args);
             return Err(self.exhausted(value));
         };
-        Ok(self.start(idx, tag, args, callback))
+        Ok(self.start_with(idx, tag, args, callback))
     }
 
     /// `schedule` for a special operation (`Slot::special`: a multishot, a pooled receive),
@@ -504,32 +503,31 @@ impl<C> Io<C> {
     fn schedule_special(
         &mut self,
         tag: Tag,
-        args: Args,
+        args: impl FnOnce() -> Args,
         callback: Callback<C>,
     ) -> Result<OpId, ScheduleError<()>> {
         let Some(idx) = self.slots.alloc(Budget::Op) else {
-            // Neither a multishot accept's nor a pooled receive's arguments own anything.
-            std::mem::forget(args);
             return Err(self.exhausted(()));
         };
         self.slots[idx].special = true;
-        Ok(self.start(idx, tag, args, callback))
+        Ok(self.start_with(idx, tag, args, callback))
     }
 
+    /// `schedule` for an operation on `buf` (a send or a receive on `fd`: `args` builds its
+    /// arguments), which the error returns.
+    #[inline(always)]
     fn schedule_buf(
         &mut self,
         tag: Tag,
-        args: Args,
+        fd: RawFd,
+        buf: Vec<u8>,
+        args: fn(RawFd, Vec<u8>) -> Args,
         callback: BufCallback<C>,
     ) -> Result<OpId, ScheduleError<Vec<u8>>> {
         let Some(idx) = self.slots.alloc(Budget::Op) else {
-            let buf = match args {
-                Args::Recv { buf, .. } | Args::Send { buf, .. } => buf,
-                _ => unreachable!("schedule_buf takes buffer operations only"),
-            };
             return Err(self.exhausted(buf));
         };
-        Ok(self.start(idx, tag, args, Callback::Buf(callback)))
+        Ok(self.start_with(idx, tag, move || args(fd, buf), Callback::Buf(callback)))
     }
 
     /// `schedule_buf` for operations that fill the buffer's spare capacity, which must exist:
@@ -537,22 +535,18 @@ impl<C> Io<C> {
     fn schedule_receive(
         &mut self,
         tag: Tag,
-        args: Args,
+        fd: RawFd,
+        buf: Vec<u8>,
         callback: BufCallback<C>,
     ) -> Result<OpId, ScheduleError<Vec<u8>>> {
-        let Args::Recv { buf, .. } = &args else {
-            unreachable!("schedule_receive takes recv only")
-        };
         if buf.len() == buf.capacity() {
-            let Args::Recv { buf, .. } = args else {
-                unreachable!()
-            };
             return Err(ScheduleError {
                 kind: ScheduleErrorKind::NoSpareCapacity,
                 value: buf,
             });
         }
-        self.schedule_buf(tag, args, callback)
+        let args = |fd, buf| Args::Recv { fd, buf };
+        self.schedule_buf(tag, fd, buf, args, callback)
     }
 
     fn schedule_pooled(
@@ -568,7 +562,7 @@ impl<C> Io<C> {
                 value: (),
             });
         }
-        let args = Args::RecvPooled { fd, multishot };
+        let args = move || Args::RecvPooled { fd, multishot };
         self.schedule_special(tag, args, Callback::Pooled(callback))
     }
 
@@ -585,7 +579,7 @@ impl<C> Io<C> {
         let Some(idx) = self.slots.alloc(Budget::Op) else {
             return Err(self.exhausted(value));
         };
-        Ok(self.start(idx, tag, args(value), callback))
+        Ok(self.start_with(idx, tag, move || args(value), callback))
     }
 
     pub(super) fn exhausted<T>(&self, value: T) -> ScheduleError<T> {
@@ -602,11 +596,23 @@ impl<C> Io<C> {
     /// not one per call level); the push is the one out-of-line step (`Io::push`).
     #[inline(always)]
     pub(super) fn start(&mut self, idx: u32, tag: Tag, args: Args, callback: Callback<C>) -> OpId {
-        // `alloc` asserted the slot free; `set_args` asserts it held no arguments.
+        self.start_with(idx, tag, || args, callback)
+    }
+
+    /// `start` with arguments that `args` builds, in place (`Slots::build_args`).
+    #[inline(always)]
+    pub(super) fn start_with(
+        &mut self,
+        idx: u32,
+        tag: Tag,
+        args: impl FnOnce() -> Args,
+        callback: Callback<C>,
+    ) -> OpId {
+        // `alloc` asserted the slot free; `build_args` asserts it held no arguments.
         let slot = &mut self.slots[idx];
         slot.tag = tag;
         slot.callback = callback;
-        self.slots.set_args(idx, args);
+        self.slots.build_args(idx, args);
         self.enqueue(idx);
         self.slots.id(idx)
     }

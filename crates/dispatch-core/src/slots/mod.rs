@@ -314,13 +314,18 @@ impl<C: Stored> Slots<C> {
         std::mem::replace(&mut self.args[idx as usize], Args::Empty)
     }
 
+    /// Stores the arguments `args` builds in slot `idx`, which holds none. They are built
+    /// only once the checks that may panic are done, so that nothing has to be dropped while
+    /// unwinding from them: that lets the compiler build them right in the table, instead of
+    /// on the stack first and copying all 64 bytes (twice) into it.
     #[inline(always)]
-    pub(crate) fn set_args(&mut self, idx: u32, args: Args) {
+    pub(crate) fn build_args(&mut self, idx: u32, args: impl FnOnce() -> Args) {
         let place = &mut self.args[idx as usize];
         assert!(
             matches!(place, Args::Empty),
             "slot {idx} already holds arguments"
         );
+        let args = args();
         // Empty owns nothing: forgetting it skips a call to drop glue (and reading the old
         // value out) on the hot path.
         std::mem::forget(std::mem::replace(place, args));
