@@ -283,14 +283,14 @@ impl<C: Stored> Slots<C> {
     pub(crate) fn kernel_slot(&self, user_data: u64) -> u32 {
         let idx = OpId::idx_of_user_data(user_data);
         let slot = &self.slots[idx as usize];
-        assert_eq!(
-            slot.generation as u32,
-            OpId::generation_of_user_data(user_data),
+        // `assert!`, not `assert_eq!`: the message names the slot, and the reap does not keep
+        // both sides of each comparison on the stack for it.
+        assert!(
+            slot.generation as u32 == OpId::generation_of_user_data(user_data),
             "completion for a recycled slot {idx}"
         );
-        assert_eq!(
-            slot.state,
-            State::Kernel,
+        assert!(
+            slot.state == State::Kernel,
             "completion for slot {idx} not in the kernel"
         );
         idx

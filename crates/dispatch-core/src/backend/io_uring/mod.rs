@@ -488,7 +488,7 @@ impl IoUringBackend {
             }
             let (result, flags) = match mark {
                 0 => (result, flags),
-                _ => marked.result(idx, mark, &cqe, result, flags, pool.as_deref_mut()),
+                _ => marked.result(idx, mark, cqe, result, flags, pool.as_deref_mut()),
             };
             f(cqe.user_data, result, flags);
         });
@@ -543,7 +543,7 @@ impl Marked<'_> {
         &mut self,
         idx: usize,
         mark: u8,
-        cqe: &sys_uring::Cqe,
+        cqe: sys_uring::Cqe,
         mut result: i32,
         mut flags: u32,
         pool: Option<&mut Pool>,
