@@ -331,7 +331,7 @@ impl Backend {
         idx: u32,
         user_data: u64,
         args: &mut Args,
-        pool: Option<&mut Pool>,
+        pool: &mut Option<Pool>,
     ) -> Result<(), PushError> {
         // io_uring first, with one compare: the match below decodes the variant and jumps
         // through a table, 8 instructions more per push.

@@ -63,7 +63,7 @@ impl<C> Io<C> {
         // slot's arguments are only taken out after the backend reports its completion
         // (`reap` then `dispatch`), or in `Drop` after every operation the kernel held has
         // completed.
-        unsafe { self.backend.push(idx, user_data, args, self.pool.as_mut()) }?;
+        unsafe { self.backend.push(idx, user_data, args, &mut self.pool) }?;
         self.slots[idx].state = State::Kernel;
         self.in_kernel += 1;
         self.stats.ops_submitted += 1;

@@ -289,15 +289,18 @@ impl IoUringBackend {
         idx: u32,
         user_data: u64,
         args: &mut Args,
-        pool: Option<&mut Pool>,
+        pool: &mut Option<Pool>,
     ) -> Result<(), PushError> {
-        assert_eq!(
+        // Derivable, so debug-only: the loop pushes only a slot just taken from the free list
+        // or parked (`alloc` and `refill` assert its state), never one in the kernel, and the
+        // reap of a slot's completion takes its mark.
+        debug_assert_eq!(
             self.marks[idx as usize], 0,
             "slot {idx} pushed while in the kernel"
         );
         if matches!(args, Args::RecvPooled { .. } | Args::Wakeup) {
             // SAFETY: this function's own contract, passed on.
-            return unsafe { self.push_marked(idx, user_data, args, pool) };
+            return unsafe { self.push_marked(idx, user_data, args, pool.as_mut()) };
         }
         // An operation run inline must find room for its `NOP` first: run, then refused, it
         // would run again when pushed again.
