@@ -197,7 +197,8 @@ impl<C> Io<C> {
             }
             Callback::Stat(callback) => callback(ctx, self, tag, stat_value(args, result)),
             Callback::None | Callback::Internal => {
-                unreachable!("slot {} completed without a callback", done.idx)
+                let idx = done.idx;
+                unreachable!("slot {idx} completed without a callback")
             }
         }
     }
@@ -220,7 +221,10 @@ impl<C> Io<C> {
                 let result = new_fd(done.result);
                 callback(ctx, self, tag, Shot { result, more: true });
             }
-            _ => unreachable!("slot {}: only multishots have more results", done.idx),
+            _ => {
+                let idx = done.idx;
+                unreachable!("slot {idx}: only multishots have more results")
+            }
         }
     }
 }

@@ -89,6 +89,25 @@ impl<C> Slot<C> {
     }
 }
 
+/// Asserts `ok`, an invariant about slot `idx`: a broken one panics with "slot `idx`
+/// `what`". Unlike `assert!(ok, "slot {idx} ...")`, whose message borrows `idx` and so
+/// made the hot paths keep it on the stack for the message (8 instructions per nop over the
+/// checks of `build_args`, `kernel_slot` and `release`), the slot goes to the panic by value.
+#[inline(always)]
+#[track_caller]
+pub(crate) fn check(ok: bool, idx: u32, what: &'static str) {
+    if !ok {
+        broken(idx, what);
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn broken(idx: u32, what: &'static str) -> ! {
+    panic!("slot {idx} {what}")
+}
+
 const NONE: u32 = u32::MAX;
 /// No slot: an empty `held_cancel` or `cancel_by`.
 pub(crate) const NO_SLOT: u32 = NONE;
@@ -233,8 +252,8 @@ impl<C: Stored> Slots<C> {
         debug_assert!(matches!(self.args[idx as usize], Args::Empty));
         let slot = &mut self.slots[idx as usize];
         debug_assert!(slot.callback.is_none());
-        assert_eq!(slot.next, NONE, "slot {idx} released while on a list");
-        assert_ne!(slot.state, State::Free, "slot {idx} released twice");
+        check(slot.next == NONE, idx, "released while on a list");
+        check(slot.state != State::Free, idx, "released twice");
         slot.state = State::Free;
         if slot.special {
             slot.special = false;
@@ -283,15 +302,16 @@ impl<C: Stored> Slots<C> {
     pub(crate) fn kernel_slot(&self, user_data: u64) -> u32 {
         let idx = OpId::idx_of_user_data(user_data);
         let slot = &self.slots[idx as usize];
-        // `assert!`, not `assert_eq!`: the message names the slot, and the reap does not keep
-        // both sides of each comparison on the stack for it.
-        assert!(
-            slot.generation as u32 == OpId::generation_of_user_data(user_data),
-            "completion for a recycled slot {idx}"
+        let generation = OpId::generation_of_user_data(user_data);
+        check(
+            slot.generation as u32 == generation,
+            idx,
+            "completed, but recycled",
         );
-        assert!(
+        check(
             slot.state == State::Kernel,
-            "completion for slot {idx} not in the kernel"
+            idx,
+            "completed while not in the kernel",
         );
         idx
     }
@@ -321,10 +341,7 @@ impl<C: Stored> Slots<C> {
     #[inline(always)]
     pub(crate) fn build_args(&mut self, idx: u32, args: impl FnOnce() -> Args) {
         let place = &mut self.args[idx as usize];
-        assert!(
-            matches!(place, Args::Empty),
-            "slot {idx} already holds arguments"
-        );
+        check(matches!(place, Args::Empty), idx, "already holds arguments");
         let args = args();
         // Empty owns nothing: forgetting it skips a call to drop glue (and reading the old
         // value out) on the hot path.
