@@ -298,3 +298,24 @@ fn metadata_entry(args: &mut Args) -> Entry {
         other => unreachable!("{} is not a file operation", other.label()),
     }
 }
+
+/// The result a completion for slot `idx` reports: its own, or, for a file operation run
+/// inline, the result the operation had (its `NOP` brings it; see `file_entry`). Inlined
+/// into the reap, where it was written, so that it stays one compare per completion.
+#[inline]
+pub(super) fn inline_result(
+    results: &mut [i32],
+    pending: &mut u32,
+    idx: usize,
+    result: i32,
+) -> i32 {
+    if *pending == 0 {
+        return result;
+    }
+    let inline = std::mem::replace(&mut results[idx], 0) ^ NO_INLINE;
+    if inline == NO_INLINE {
+        return result;
+    }
+    *pending -= 1;
+    inline
+}

@@ -12,7 +12,7 @@ use sys_uring::squeue::Entry;
 use sys_uring::types::{Fd, Timespec};
 use sys_uring::{Ring, SetupError};
 
-use self::file::{FileOpcodes, NO_INLINE};
+use self::file::{inline_result, FileOpcodes};
 use self::setup::{lend_pool, ring_options, ring_stepping_down};
 use self::sqe::{
     kernel_result, monotonic_ns, send_entry, slot_entry, spare_capacity, timespec_from_ns, Gather,
@@ -28,14 +28,14 @@ use crate::pool::{Pool, PoolShared};
 use crate::stats::{Stats, UringFeatures};
 use crate::waker::Waker;
 
-/// `user_data` values a backend uses for itself; no slot's `user_data` can equal them,
-/// since slot indices are below 2^24 (`OPS_MAX_LIMIT`).
 mod file;
 mod pooled;
 mod setup;
 mod sqe;
 mod wait;
 
+/// `user_data` values a backend uses for itself; no slot's `user_data` can equal them,
+/// since slot indices are below 2^24 (`OPS_MAX_LIMIT`). This one: the wait timeout's.
 const USER_DATA_WAIT_TIMEOUT: u64 = u64::MAX;
 /// The `user_data` of cancellations issued by `Io`'s drop.
 const USER_DATA_DROP_CANCEL: u64 = u64::MAX - 1;
@@ -291,9 +291,8 @@ impl IoUringBackend {
         args: &mut Args,
         pool: &mut Option<Pool>,
     ) -> Result<(), PushError> {
-        // Derivable, so debug-only: the loop pushes only a slot just taken from the free list
-        // or parked (`alloc` and `refill` assert its state), never one in the kernel, and the
-        // reap of a slot's completion takes its mark.
+        // Derivable, so debug-only: the loop pushes only slots just allocated or parked (their
+        // states asserted), never one in the kernel, and reaping a completion takes its mark.
         debug_assert_eq!(
             self.marks[idx as usize], 0,
             "slot {idx} pushed while in the kernel"
@@ -585,76 +584,5 @@ impl Marked<'_> {
     }
 }
 
-/// The result a completion for slot `idx` reports: its own, or, for a file operation run
-/// inline, the result the operation had (its `NOP` brings it; see `file.rs`).
-fn inline_result(results: &mut [i32], pending: &mut u32, idx: usize, result: i32) -> i32 {
-    if *pending == 0 {
-        return result;
-    }
-    let inline = std::mem::replace(&mut results[idx], 0) ^ NO_INLINE;
-    if inline == NO_INLINE {
-        return result;
-    }
-    *pending -= 1;
-    inline
-}
-
 #[cfg(test)]
-mod tests {
-    use std::borrow::Borrow;
-
-    use super::*;
-
-    /// A backend on this kernel, or `None` (saying why) where io_uring is unusable.
-    fn backend_or_skip(options: &Options, pool: Option<&mut Pool>) -> Option<IoUringBackend> {
-        match IoUringBackend::new(options, pool) {
-            Ok(backend) => Some(backend),
-            Err(error) => {
-                eprintln!("skipped: {error}");
-                None
-            }
-        }
-    }
-
-    /// Where a timespec field's timespec lives, boxed or not.
-    fn address<T: Borrow<Timespec>>(field: &T) -> *const Timespec {
-        field.borrow()
-    }
-
-    /// The wait timeout's SQE may be read by the kernel at an enter after the `Io` moved (a
-    /// submission cut short by a failed SQE leaves it in the SQ): what it points at must not
-    /// move with the backend.
-    #[test]
-    fn the_wait_timeout_timespec_does_not_move_with_the_backend() {
-        let Some(backend) = backend_or_skip(&Options::new(8), None) else {
-            return;
-        };
-        let before = address(&backend.wait_timespec);
-        let moved = Box::new(backend);
-        assert_eq!(address(&moved.wait_timespec), before);
-        assert_eq!(address(&moved.wait_timespec), before, "and again");
-    }
-
-    /// While the provided-buffer ring names the pool's buffers, the backend itself keeps the
-    /// pool's memory alive, so the loop's field order cannot free it first.
-    #[test]
-    fn the_backend_keeps_the_pool_memory_its_ring_names() {
-        let mut pool = Pool::new(4, 64);
-        let Some(backend) = backend_or_skip(&Options::new(8), Some(&mut pool)) else {
-            return;
-        };
-        if !backend.pbuf_ring {
-            return eprintln!("skipped: no provided-buffer ring on this kernel");
-        }
-        let shared = Rc::clone(pool.shared());
-        assert_eq!(
-            Rc::strong_count(&shared),
-            3,
-            "the pool, the backend, this test"
-        );
-        drop(pool);
-        assert_eq!(Rc::strong_count(&shared), 2, "the backend holds it still");
-        drop(backend);
-        assert_eq!(Rc::strong_count(&shared), 1, "released with the ring");
-    }
-}
+mod tests;
