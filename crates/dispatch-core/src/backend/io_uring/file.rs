@@ -131,7 +131,8 @@ impl IoUringBackend {
             assert_eq!(*slot, 0, "slot {idx} ran inline twice");
             // Stored with its top bit flipped, so that "none" is 0 (a zeroed table).
             *slot = result ^ NO_INLINE;
-            self.inline_pending += 1;
+            // The push cannot fail (it checked for room), so the mark goes on now.
+            self.marks[idx as usize] = super::MARK_INLINE;
             return opcode::Nop::new().build();
         }
         match args {
@@ -297,25 +298,4 @@ fn metadata_entry(args: &mut Args) -> Entry {
             .build(),
         other => unreachable!("{} is not a file operation", other.label()),
     }
-}
-
-/// The result a completion for slot `idx` reports: its own, or, for a file operation run
-/// inline, the result the operation had (its `NOP` brings it; see `file_entry`). Inlined
-/// into the reap, where it was written, so that it stays one compare per completion.
-#[inline]
-pub(super) fn inline_result(
-    results: &mut [i32],
-    pending: &mut u32,
-    idx: usize,
-    result: i32,
-) -> i32 {
-    if *pending == 0 {
-        return result;
-    }
-    let inline = std::mem::replace(&mut results[idx], 0) ^ NO_INLINE;
-    if inline == NO_INLINE {
-        return result;
-    }
-    *pending -= 1;
-    inline
 }

@@ -12,7 +12,7 @@ use sys_uring::squeue::Entry;
 use sys_uring::types::{Fd, Timespec};
 use sys_uring::{Ring, SetupError};
 
-use self::file::{inline_result, FileOpcodes};
+use self::file::{FileOpcodes, NO_INLINE};
 use self::setup::{lend_pool, ring_options, ring_stepping_down};
 use self::sqe::{
     kernel_result, monotonic_ns, send_entry, slot_entry, spare_capacity, timespec_from_ns, Gather,
@@ -70,6 +70,9 @@ const MARK_WAKEUP: u8 = 1;
 const MARK_POLLING: u8 = 2;
 /// The fallback's receive is in the kernel with a pool buffer lent to it (`lent`).
 const MARK_LENT: u8 = 4;
+/// A `NOP` stands in for a file operation the loop ran itself: its result is the one in
+/// `inline_results` (set by `file_entry`, whose push cannot fail: it checked for room).
+const MARK_INLINE: u8 = 8;
 
 /// The io_uring backend's state beside the ring: per-slot timespecs (timeouts) and socket
 /// addresses (connect) in the kernel's layout, the timespec of the wait timeout used on
@@ -101,18 +104,16 @@ pub(crate) struct IoUringBackend {
     /// Per slot: the word a wake-up wait reads the eventfd counter into.
     wakeup_words: Box<[u64]>,
     /// Per slot, while its operation is in the kernel: what its completion needs beyond the
-    /// plain decoding (`MARK_*` bits; 0 for every operation but a wake-up wait and a pooled
-    /// receive's steps). Set only once the SQE is in the SQ, so a push that failed leaves no
-    /// trace; taken by `reap`. The one per-slot word a plain operation's push and reap read.
+    /// plain decoding (`MARK_*` bits; 0 for every operation but a wake-up wait, a pooled
+    /// receive's steps and a file operation run inline). Set only once the SQE is in the SQ
+    /// (or is sure to go in), so a push that failed leaves no trace; taken by `reap`. The
+    /// one per-slot word a plain operation's reap reads.
     marks: Box<[u8]>,
     /// Per slot: the result of a file operation the loop ran itself (its opcode missing or
     /// masked), which the `NOP` standing in for it reports; `NO_INLINE` otherwise.
     inline_results: Box<[i32]>,
     /// Syscalls made running file operations inline, not yet added to `Stats::syscalls`.
     inline_syscalls: u64,
-    /// How many `inline_results` wait for their `NOP`'s completion: while 0, the reap
-    /// never looks at the table (the network hot path pays one compare per completion).
-    inline_pending: u32,
     /// The optional file opcodes the kernel runs (`UringOptions::file_opcodes`).
     file_opcodes: FileOpcodes,
     /// The loop's registered buffers, once the kernel took them: reads and writes from
@@ -225,7 +226,6 @@ impl IoUringBackend {
             marks: vec![0; slots_max as usize].into_boxed_slice(),
             inline_results: vec![0; slots_max as usize].into_boxed_slice(),
             inline_syscalls: 0,
-            inline_pending: 0,
             file_opcodes,
             fixed: None,
             wait_timespec: Box::new(Timespec::new()),
@@ -460,10 +460,9 @@ impl IoUringBackend {
         mut f: impl FnMut(u64, i32, u32),
     ) {
         let marks = &mut self.marks;
-        let inline_results = &mut self.inline_results;
-        let inline_pending = &mut self.inline_pending;
         let mut marked = Marked {
             words: &self.wakeup_words,
+            inline_results: &mut self.inline_results,
             lent: &mut self.lent,
             poll_next: &mut self.poll_next,
             readable: &mut self.readable,
@@ -479,7 +478,6 @@ impl IoUringBackend {
             let idx = OpId::idx_of_user_data(cqe.user_data) as usize;
             let mark = std::mem::take(&mut marks[idx]);
             let result = kernel_result(cqe.result);
-            let result = inline_result(inline_results, inline_pending, idx, result);
             // Only the buffer and more-to-come flags mean anything to the loop.
             let mut flags = cqe.flags & (F_BUFFER | crate::completion::F_MORE | 0xFFFF_0000);
             if flags & F_BUFFER == 0 {
@@ -532,6 +530,7 @@ impl IoUringBackend {
 /// The per-slot tables `reap` needs for a marked completion (see `IoUringBackend::marks`).
 struct Marked<'a> {
     words: &'a [u64],
+    inline_results: &'a mut [i32],
     lent: &'a mut [u16],
     poll_next: &'a mut [u64],
     readable: &'a mut [u64],
@@ -550,6 +549,15 @@ impl Marked<'_> {
         mut flags: u32,
         pool: Option<&mut Pool>,
     ) -> (i32, u32) {
+        if mark & MARK_INLINE != 0 {
+            // Whatever the `NOP` reports (even a cancel): the operation ran.
+            let inline = std::mem::replace(&mut self.inline_results[idx], 0) ^ NO_INLINE;
+            assert_ne!(
+                inline, NO_INLINE,
+                "slot {idx} marked inline without a result"
+            );
+            return (inline, flags);
+        }
         if mark & MARK_WAKEUP != 0 {
             // A wake-up wait: its result is the counter the kernel read, not 8 bytes.
             let result = match cqe.result {
