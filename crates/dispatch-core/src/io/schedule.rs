@@ -121,9 +121,9 @@ impl<C> Io<C> {
         }
     }
 
-    /// Fills slot `idx` and hands it to the backend. Inlined into each operation, so that its
-    /// arguments are built in place in the argument table (one copy of the 64-byte `Args`,
-    /// not one per call level); the push is the one out-of-line step (`Io::push`).
+    /// Fills slot `idx` and hands it to the backend. Inlined into each operation, as is
+    /// `Io::push`: the one out-of-line step is the backend's push (io_uring's builds the
+    /// SQE). `start_with` builds the arguments in place instead of copying `args` in.
     #[inline(always)]
     pub(super) fn start(&mut self, idx: u32, tag: Tag, args: Args, callback: Callback<C>) -> OpId {
         self.start_with(idx, tag, || args, callback)
