@@ -142,8 +142,10 @@ impl<C> Io<C> {
         let slot = &mut self.slots[idx];
         slot.tag = tag;
         slot.callback = callback;
+        // Read while the slot is at hand: after the backend's push it would be reached again.
+        let id = self.slots.id(idx);
         self.slots.build_args(idx, args);
         self.enqueue(idx);
-        self.slots.id(idx)
+        id
     }
 }
