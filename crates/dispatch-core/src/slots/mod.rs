@@ -131,8 +131,9 @@ pub(crate) struct Slots<C> {
     args: Vec<Args>,
     /// Every slot, touched or not: `ops_max` for operations and as many for cancels.
     count: u32,
+    /// The free list's head. How many slots are free is not counted apart: it is the
+    /// capacity less the two budgets' busy counts, so no counter can disagree with them.
     free_head: u32,
-    free_len: u32,
     ops_max: u32,
     ops_busy: u32,
     cancels_busy: u32,
@@ -160,7 +161,6 @@ impl<C: Stored> Slots<C> {
             count,
             // Empty: slots come from the untouched end until one is released.
             free_head: NONE,
-            free_len: count,
             ops_max,
             ops_busy: 0,
             cancels_busy: 0,
@@ -169,7 +169,7 @@ impl<C: Stored> Slots<C> {
 
     /// Slots in use (not free), cancels included.
     pub(crate) fn busy(&self) -> u32 {
-        self.capacity() - self.free_len
+        self.ops_busy + self.cancels_busy
     }
 
     /// Every slot: `ops_max` for operations and as many for cancels.
@@ -227,8 +227,8 @@ impl<C: Stored> Slots<C> {
             return None;
         }
         *busy += 1;
-        assert!(self.ops_busy + self.cancels_busy + self.free_len == self.capacity() + 1);
-        assert!(self.free_len > 0, "a budget with room implies a free slot");
+        // A budget with room implies a free slot: the two budgets together are the whole
+        // table, so the free list has one, or the untouched end (which `touch` asserts).
         let idx = match self.free_head {
             NONE => self.touch(),
             idx => idx,
@@ -240,7 +240,6 @@ impl<C: Stored> Slots<C> {
         if idx == self.free_head {
             self.free_head = next;
         }
-        self.free_len -= 1;
         Some(idx)
     }
 
@@ -277,7 +276,6 @@ impl<C: Stored> Slots<C> {
             Budget::Cancel => self.cancels_busy -= 1,
         }
         self.free_head = idx;
-        self.free_len += 1;
     }
 
     pub(crate) fn id(&self, idx: u32) -> OpId {
@@ -355,7 +353,6 @@ impl<C: Stored> Slots<C> {
         std::mem::forget(std::mem::take(&mut self.args));
         self.count = 0;
         self.free_head = NONE;
-        self.free_len = 0;
         self.ops_busy = 0;
         self.cancels_busy = 0;
     }
