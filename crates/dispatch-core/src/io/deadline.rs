@@ -228,9 +228,7 @@ impl<C> Io<C> {
                     slot.timed_out = true;
                     slot.cancelling = true;
                     slot.cancel_by = cancel;
-                    let cancel_slot = &mut self.slots[cancel];
-                    cancel_slot.callback = Callback::Internal;
-                    cancel_slot.special = true;
+                    self.slots[cancel].callback = Callback::Internal;
                     self.slots.build_args(cancel, || Args::Cancel { target });
                     self.enqueue(cancel);
                 }

@@ -391,7 +391,6 @@ impl<C> Io<C> {
         let slot = &mut self.slots[idx];
         slot.tag = tag;
         slot.callback = Callback::Unit(callback);
-        slot.special = true;
         self.slots.build_args(idx, || Args::Cancel { target });
         let id = self.slots.id(idx);
         let Some(target_idx) = self.slots.lookup(target) else {

@@ -67,7 +67,7 @@ pub(crate) struct Slot<C> {
     /// `Stats::pool_waits`: tries in vain until it gets a buffer count no more.
     pub(crate) pool_waiting: bool,
     /// This operation needs more than the plain path: it is a cancel (the loop's own among
-    /// them), a multishot or a pooled receive, or it has (had) a deadline, a cancel of its
+    /// them; `alloc` marks every cancel's slot), a multishot or a pooled receive, or it has (had) a deadline, a cancel of its
     /// own, a held cancel's answer, a resend or a wait for buffers. Set by whatever makes
     /// it so, never cleared before release; while it is clear, the fields above hold their
     /// free-slot values, so that reaping, dispatching and releasing a plain operation skip
@@ -236,10 +236,14 @@ impl<C: Stored> Slots<C> {
         let slot = &mut self.slots[idx as usize];
         assert_eq!(slot.state, State::Free);
         slot.budget = budget;
-        let next = std::mem::replace(&mut slot.next, NONE);
-        if idx == self.free_head {
-            self.free_head = next;
+        // A cancel is special (see `Slot::special`), so a plain slot's budget is `Op`. (The
+        // callers pass a constant budget: an operation's alloc does not test it.)
+        if budget == Budget::Cancel {
+            slot.special = true;
         }
+        // The free list's head, or a touched slot (whose `next` is `NONE`, as the empty
+        // list's head is): either way the head moves on to the slot's `next`.
+        self.free_head = std::mem::replace(&mut slot.next, NONE);
         Some(idx)
     }
 
@@ -255,6 +259,10 @@ impl<C: Stored> Slots<C> {
         check(slot.state != State::Free, idx, "released twice");
         slot.state = State::Free;
         if slot.special {
+            match slot.budget {
+                Budget::Op => self.ops_busy -= 1,
+                Budget::Cancel => self.cancels_busy -= 1,
+            }
             slot.special = false;
             slot.cancelling = false;
             slot.timed_out = false;
@@ -268,13 +276,11 @@ impl<C: Stored> Slots<C> {
             debug_assert!(!slot.cancelling && !slot.timed_out && !slot.pool_waiting);
             debug_assert!(slot.cancel_by == NONE && slot.held_cancel == NONE);
             debug_assert_eq!(slot.resends, 0);
+            debug_assert_eq!(slot.budget, Budget::Op);
+            self.ops_busy -= 1;
         }
         slot.generation += 1;
         slot.next = self.free_head;
-        match slot.budget {
-            Budget::Op => self.ops_busy -= 1,
-            Budget::Cancel => self.cancels_busy -= 1,
-        }
         self.free_head = idx;
     }
 
