@@ -81,9 +81,6 @@ impl<C> Io<C> {
         self.completed.start_batch();
         while let Some(done) = self.completed.next_in_batch() {
             let idx = done.idx;
-            if flags_bid(done.flags).is_some() {
-                self.pool_lent += 1;
-            }
             let slot = &self.slots[idx];
             let (tag, callback) = (slot.tag, slot.callback);
             if done.flags & F_MORE != 0 {
@@ -93,15 +90,19 @@ impl<C> Io<C> {
                     State::Free,
                     "a multishot result for a free slot"
                 );
+                self.count_lent(done.flags);
                 self.dispatch_shot(ctx, done, tag, callback);
                 continue;
             }
             assert_eq!(slot.state, State::Completed);
             let special = slot.special;
             self.slots[idx].callback = Callback::None;
+            // A pool buffer comes only with a pooled receive's result: a special operation's.
+            debug_assert!(special || flags_bid(done.flags).is_none());
             if !special && self.dispatch_plain(ctx, done, tag, callback) {
                 continue;
             }
+            self.count_lent(done.flags);
             let args = self.slots.take_args(idx);
             if special {
                 // Only a special operation (`Slot::special`) is a cancel, the loop's own
@@ -121,6 +122,13 @@ impl<C> Io<C> {
             }
             self.stats.ops_completed += 1;
             self.dispatch_final(ctx, done, tag, callback, args);
+        }
+    }
+
+    /// Counts the pool buffer a result hands to its callback, if it carries one.
+    fn count_lent(&mut self, flags: u32) {
+        if flags_bid(flags).is_some() {
+            self.pool_lent += 1;
         }
     }
 

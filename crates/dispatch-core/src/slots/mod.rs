@@ -250,13 +250,14 @@ impl<C: Stored> Slots<C> {
     /// Returns a slot to the free list; its generation moves on so stale `OpId`s miss it.
     #[inline(always)]
     pub(crate) fn release(&mut self, idx: u32) {
-        // The caller has just moved the arguments and the callback out: derivable, so these
-        // two checks are debug-only.
+        // The caller has just moved the arguments and the callback out, and checked the slot
+        // `Completed` (the loop's one caller, `dispatch`): derivable, so these three checks
+        // are debug-only.
         debug_assert!(matches!(self.args[idx as usize], Args::Empty));
         let slot = &mut self.slots[idx as usize];
         debug_assert!(slot.callback.is_none());
+        debug_assert!(slot.state != State::Free, "slot {idx} released twice");
         check(slot.next == NONE, idx, "released while on a list");
-        check(slot.state != State::Free, idx, "released twice");
         slot.state = State::Free;
         if slot.special {
             match slot.budget {
