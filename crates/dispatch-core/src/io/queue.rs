@@ -5,6 +5,7 @@
 #![allow(unsafe_code)]
 
 use super::{Io, PushError};
+use crate::operation::OpId;
 use crate::slots::{Done, State};
 
 impl<C> Io<C> {
@@ -58,14 +59,15 @@ impl<C> Io<C> {
     /// the one call a plain schedule makes is io_uring's push, which builds the SQE.
     #[inline(always)]
     pub(super) fn push(&mut self, idx: u32) -> Result<(), PushError> {
-        let user_data = self.slots.id(idx).user_data();
-        let args = &mut self.slots.args_table()[idx as usize];
+        // The slot is held across the backend's push, not reached again after it.
+        let (slot, args) = self.slots.slot_and_args(idx);
+        let user_data = OpId::user_data_of(idx, slot.generation);
         // SAFETY: the argument table is allocated once and never moved or resized, and a
         // slot's arguments are only taken out after the backend reports its completion
         // (`reap` then `dispatch`), or in `Drop` after every operation the kernel held has
         // completed.
         unsafe { self.backend.push(idx, user_data, args, &mut self.pool) }?;
-        self.slots[idx].state = State::Kernel;
+        slot.state = State::Kernel;
         self.in_kernel += 1;
         self.stats.ops_submitted += 1;
         Ok(())

@@ -330,6 +330,12 @@ impl<C: Stored> Slots<C> {
         &mut self.args
     }
 
+    /// Slot `idx` and its arguments, borrowed together (they live in two tables).
+    #[inline(always)]
+    pub(crate) fn slot_and_args(&mut self, idx: u32) -> (&mut Slot<C>, &mut Args) {
+        (&mut self.slots[idx as usize], &mut self.args[idx as usize])
+    }
+
     pub(crate) fn args(&self, idx: u32) -> &Args {
         &self.args[idx as usize]
     }
