@@ -67,11 +67,12 @@ pub(crate) struct Slot<C> {
     /// `Stats::pool_waits`: tries in vain until it gets a buffer count no more.
     pub(crate) pool_waiting: bool,
     /// This operation needs more than the plain path: it is a cancel (the loop's own among
-    /// them; `alloc` marks every cancel's slot), a multishot or a pooled receive, or it has (had) a deadline, a cancel of its
-    /// own, a held cancel's answer, a resend or a wait for buffers. Set by whatever makes
-    /// it so, never cleared before release; while it is clear, the fields above hold their
-    /// free-slot values, so that reaping, dispatching and releasing a plain operation skip
-    /// all that bookkeeping (one byte read instead).
+    /// them; `alloc` marks every cancel's slot), a multishot or a pooled receive, or it has
+    /// (had) a deadline, a cancel of its own, a held cancel's answer, a resend or a wait for
+    /// buffers. Set by whatever makes it so, never cleared before release; while it is
+    /// clear, the fields above hold their free-slot values and the budget is `Op`, so that
+    /// reaping, dispatching and releasing a plain operation skip all that bookkeeping (one
+    /// byte read instead).
     pub(crate) special: bool,
     /// The budget the slot was taken from, given back on release.
     budget: Budget,
