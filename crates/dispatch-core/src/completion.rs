@@ -58,21 +58,22 @@ fn count(result: i32) -> io::Result<usize> {
 
 /// Extends `buf` over the `result` bytes the kernel wrote into its spare capacity.
 fn filled(mut buf: Vec<u8>, result: i32) -> BufResult {
-    match count(result) {
-        Ok(n) => {
-            let len = buf.len();
-            assert!(
-                n <= buf.capacity() - len,
-                "kernel wrote past the spare capacity"
-            );
-            // SAFETY: the kernel reported writing `n` bytes to `buf[len..len + n]`, which lies
-            // within the capacity (asserted above); the completion has been reaped, so no one
-            // else writes there any more.
-            unsafe { buf.set_len(len + n) };
-            (Ok(n), buf)
-        }
-        Err(error) => (Err(error), buf),
-    }
+    (fill(&mut buf, result), buf)
+}
+
+/// [`filled`] on the buffer where it lies: extends it, and returns the count.
+fn fill(buf: &mut Vec<u8>, result: i32) -> io::Result<usize> {
+    let n = count(result)?;
+    let len = buf.len();
+    assert!(
+        n <= buf.capacity() - len,
+        "kernel wrote past the spare capacity"
+    );
+    // SAFETY: the kernel reported writing `n` bytes to `buf[len..len + n]`, which lies within
+    // the capacity (asserted above); the completion has been reaped, so no one else writes
+    // there any more.
+    unsafe { buf.set_len(len + n) };
+    Ok(n)
 }
 
 /// The value for a descriptor callback (accept, openat): a new descriptor becomes an
@@ -269,18 +270,16 @@ pub(crate) fn unit_value_in(args: &mut Args, result: i32) -> io::Result<()> {
 /// [`unit_value_in`]).
 #[inline]
 pub(crate) fn buf_value_in(args: &mut Args, result: i32) -> BufResult {
-    let buf = match args {
-        Args::Recv { buf, .. } | Args::Send { buf, .. } => std::mem::take(buf),
+    let value = match args {
+        // The received bytes counted in the buffer where it lies, then the buffer taken.
+        Args::Recv { buf, .. } => (fill(buf, result), std::mem::take(buf)),
+        Args::Send { buf, .. } => (count(result), std::mem::take(buf)),
         _ => return buf_value(std::mem::replace(args, Args::Empty), result),
     };
-    let is_recv = matches!(args, Args::Recv { .. });
     // What is left owns nothing (the buffer taken is replaced by an empty `Vec`, which
     // holds no allocation): forgetting it skips drop glue.
     std::mem::forget(std::mem::replace(args, Args::Empty));
-    match is_recv {
-        true => filled(buf, result),
-        false => (count(result), buf),
-    }
+    value
 }
 
 /// The value for a unit callback: one match on the arguments, those that own nothing first.
