@@ -32,7 +32,12 @@ impl OpId {
     /// once (one per slot); the low bits catch a completion for a recycled slot in the
     /// loop's assertions, and the full generation lives in the slot.
     pub(crate) fn user_data(self) -> u64 {
-        (u64::from(self.generation as u32) << 32) | u64::from(self.idx)
+        OpId::user_data_of(self.idx, self.generation)
+    }
+
+    /// [`OpId::user_data`] of the operation in slot `idx` at `generation`.
+    pub(crate) fn user_data_of(idx: u32, generation: u64) -> u64 {
+        (u64::from(generation as u32) << 32) | u64::from(idx)
     }
 
     /// The slot index a `user_data` names.

@@ -331,8 +331,15 @@ impl Backend {
         idx: u32,
         user_data: u64,
         args: &mut Args,
-        pool: Option<&mut Pool>,
+        pool: &mut Option<Pool>,
     ) -> Result<(), PushError> {
+        // io_uring first, with one compare: the match below decodes the variant and jumps
+        // through a table, 8 instructions more per push.
+        #[cfg(target_os = "linux")]
+        if let Backend::IoUring(uring) = self {
+            // SAFETY: this function's own contract, passed on.
+            return unsafe { uring.push(idx, user_data, args, pool) };
+        }
         readiness!(self, engine => {
             let _ = (args, pool);
             engine.push(idx, user_data);

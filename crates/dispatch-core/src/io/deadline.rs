@@ -155,6 +155,7 @@ impl<C> Io<C> {
             return Ok(());
         }
         let deadline_ns = self.clock.now_ns().saturating_add(timeout_ns);
+        self.slots[idx].special = true;
         self.deadlines.set(idx, deadline_ns);
         Ok(())
     }
@@ -229,6 +230,10 @@ impl<C> Io<C> {
     /// Cancels every operation whose deadline has passed: a parked one completes at once
     /// with `ETIMEDOUT`; one the kernel holds gets an internal cancel, sent with this turn.
     pub(super) fn expire_deadlines(&mut self) {
+        // Only operations with deadlines (or resent cancels) pay for reading the clock.
+        if self.deadlines.earliest_ns().is_none() {
+            return;
+        }
         let now_ns = self.clock.now_ns();
         while let Some(idx) = self.deadlines.pop_expired(now_ns) {
             let slot = &self.slots[idx];
@@ -261,7 +266,7 @@ impl<C> Io<C> {
                     slot.cancelling = true;
                     slot.cancel_by = cancel;
                     self.slots[cancel].callback = Callback::Internal;
-                    self.slots.set_args(cancel, Args::Cancel { target });
+                    self.slots.build_args(cancel, || Args::Cancel { target });
                     self.enqueue(cancel);
                 }
                 State::Free => unreachable!("slot {idx} has a deadline but is free"),

@@ -6,8 +6,9 @@ use super::callback::sealed::Sealed;
 use super::reap::Reaper;
 use super::{Callback, Io};
 use crate::completion::{
-    buf_value, count_value, fd_value, file_list_value, file_value, flags_bid, new_fd,
-    pool_send_value, pooled_value, stat_value, unit_value, vectored_value, F_MORE, TIMEOUT_EXPIRED,
+    buf_value, buf_value_in, count_value, fd_value, file_list_value, file_value, flags_bid, new_fd,
+    pool_send_value, pooled_value, stat_value, unit_value, unit_value_in, vectored_value, F_MORE,
+    TIMEOUT_EXPIRED,
 };
 use crate::operation::{Args, Shot, Tag};
 use crate::slots::{Done, Order, State};
@@ -80,9 +81,6 @@ impl<C> Io<C> {
         self.completed.start_batch();
         while let Some(done) = self.completed.next_in_batch() {
             let idx = done.idx;
-            if flags_bid(done.flags).is_some() {
-                self.pool_lent += 1;
-            }
             let slot = &self.slots[idx];
             let (tag, callback) = (slot.tag, slot.callback);
             if done.flags & F_MORE != 0 {
@@ -92,25 +90,76 @@ impl<C> Io<C> {
                     State::Free,
                     "a multishot result for a free slot"
                 );
+                self.count_lent(done.flags);
                 self.dispatch_shot(ctx, done, tag, callback);
                 continue;
             }
             assert_eq!(slot.state, State::Completed);
+            let special = slot.special;
             self.slots[idx].callback = Callback::None;
-            let args = self.slots.take_args(idx);
-            if let Args::Cancel { target } = args {
-                self.end_cancelling(target, idx);
+            // A pool buffer comes only with a pooled receive's result: a special operation's.
+            debug_assert!(special || flags_bid(done.flags).is_none());
+            if !special && self.dispatch_plain(ctx, done, tag, callback) {
+                continue;
             }
-            self.deadlines.forget(idx);
+            self.count_lent(done.flags);
+            let args = self.slots.take_args(idx);
+            if special {
+                // Only a special operation (`Slot::special`) is a cancel, the loop's own
+                // operation, or has a deadline.
+                if let Args::Cancel { target } = args {
+                    self.end_cancelling(target, idx);
+                }
+                self.deadlines.forget(idx);
+            } else {
+                debug_assert!(!matches!(args, Args::Cancel { .. }));
+                debug_assert!(!matches!(callback, Callback::Internal));
+            }
             self.slots.release(idx);
-            let result = done.result;
-            if let Callback::Internal = callback {
-                drop(unit_value(args, result));
+            if special && matches!(callback, Callback::Internal) {
+                drop(unit_value(args, done.result));
                 continue;
             }
             self.stats.ops_completed += 1;
             self.dispatch_final(ctx, done, tag, callback, args);
         }
+    }
+
+    /// Counts the pool buffer a result hands to its callback, if it carries one.
+    fn count_lent(&mut self, flags: u32) {
+        if flags_bid(flags).is_some() {
+            self.pool_lent += 1;
+        }
+    }
+
+    /// Runs the callback of a plain operation's final result (not `Slot::special`) whose
+    /// callback takes no value or a buffer: the value is made from the arguments where they
+    /// lie, then the slot is released and the callback runs. `false` (nothing done) for
+    /// every other callback.
+    #[inline]
+    fn dispatch_plain(&mut self, ctx: &mut C, done: Done, tag: Tag, callback: Callback<C>) -> bool {
+        let (idx, result) = (done.idx, done.result);
+        debug_assert!(!matches!(
+            self.slots.args(idx),
+            Args::Cancel { .. } | Args::Empty
+        ));
+        let args = &mut self.slots.args_table()[idx as usize];
+        match callback {
+            Callback::Unit(callback) => {
+                let value = unit_value_in(args, result);
+                self.slots.release(idx);
+                self.stats.ops_completed += 1;
+                callback(ctx, self, tag, value);
+            }
+            Callback::Buf(callback) => {
+                let value = buf_value_in(args, result);
+                self.slots.release(idx);
+                self.stats.ops_completed += 1;
+                callback(ctx, self, tag, value);
+            }
+            _ => return false,
+        }
+        true
     }
 
     /// Runs the callback of an operation's final result (its slot already released).
@@ -156,7 +205,8 @@ impl<C> Io<C> {
             }
             Callback::Stat(callback) => callback(ctx, self, tag, stat_value(args, result)),
             Callback::None | Callback::Internal => {
-                unreachable!("slot {} completed without a callback", done.idx)
+                let idx = done.idx;
+                unreachable!("slot {idx} completed without a callback")
             }
         }
     }
@@ -179,7 +229,10 @@ impl<C> Io<C> {
                 let result = new_fd(done.result);
                 callback(ctx, self, tag, Shot { result, more: true });
             }
-            _ => unreachable!("slot {}: only multishots have more results", done.idx),
+            _ => {
+                let idx = done.idx;
+                unreachable!("slot {idx}: only multishots have more results")
+            }
         }
     }
 }

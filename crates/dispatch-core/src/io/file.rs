@@ -203,7 +203,7 @@ impl<C> Io<C> {
             fd,
             datasync: false,
         };
-        self.schedule(tag, args, Callback::Unit(callback), ())
+        self.schedule(tag, move || args, Callback::Unit(callback), ())
     }
 
     /// Flushes `fd`'s data to stable storage, and of its metadata only what reading the
@@ -221,7 +221,7 @@ impl<C> Io<C> {
         callback: UnitCallback<C>,
     ) -> Result<OpId, ScheduleError<()>> {
         let args = Args::Fsync { fd, datasync: true };
-        self.schedule(tag, args, Callback::Unit(callback), ())
+        self.schedule(tag, move || args, Callback::Unit(callback), ())
     }
 
     /// Allocates (`mode` 0) or otherwise manipulates the space of `fd` from `offset` for
@@ -249,7 +249,7 @@ impl<C> Io<C> {
             offset,
             len,
         };
-        self.schedule(tag, args, Callback::Unit(callback), ())
+        self.schedule(tag, move || args, Callback::Unit(callback), ())
     }
 
     /// Sets `fd`'s size to `len` bytes (`ftruncate(2)`): cut, or extended with zeros.
@@ -266,7 +266,7 @@ impl<C> Io<C> {
         callback: UnitCallback<C>,
     ) -> Result<OpId, ScheduleError<()>> {
         let args = Args::Ftruncate { fd, len };
-        self.schedule(tag, args, Callback::Unit(callback), ())
+        self.schedule(tag, move || args, Callback::Unit(callback), ())
     }
 
     /// Finds out about `path` relative to `dir` (`statx(2)`; `fstatat(2)` off Linux): its

@@ -10,6 +10,7 @@ mod file;
 mod ops;
 mod queue;
 mod reap;
+mod schedule;
 
 use std::fmt;
 use std::io;

@@ -8,7 +8,7 @@ use super::{
     AcceptCallback, BufCallback, Callback, CountCallback, FdCallback, Io, PoolSendCallback,
     PooledCallback, UnitCallback, VectoredCallback,
 };
-use crate::operation::{Args, OpId, ScheduleError, ScheduleErrorKind, Tag};
+use crate::operation::{Args, OpId, ScheduleError, Tag};
 use crate::outbuf::OutBuf;
 use crate::pool::PoolBuf;
 use crate::slots::{Budget, State};
@@ -28,7 +28,7 @@ impl<C> Io<C> {
     ) -> Result<OpId, ScheduleError<()>> {
         self.schedule(
             tag,
-            Args::Accept {
+            move || Args::Accept {
                 fd: listener,
                 multishot: false,
             },
@@ -58,11 +58,11 @@ impl<C> Io<C> {
         listener: RawFd,
         callback: AcceptCallback<C>,
     ) -> Result<OpId, ScheduleError<()>> {
-        let args = Args::Accept {
+        let args = move || Args::Accept {
             fd: listener,
             multishot: true,
         };
-        self.schedule(tag, args, Callback::Accepted(callback), ())
+        self.schedule_special(tag, args, Callback::Accepted(callback))
     }
 
     /// Receives once into a buffer of the loop's pool (`Options::pool`), picked only when
@@ -178,7 +178,7 @@ impl<C> Io<C> {
         addr: SocketAddr,
         callback: UnitCallback<C>,
     ) -> Result<OpId, ScheduleError<()>> {
-        let args = Args::Connect { fd, addr };
+        let args = move || Args::Connect { fd, addr };
         self.schedule(tag, args, Callback::Unit(callback), ())
     }
 
@@ -194,7 +194,7 @@ impl<C> Io<C> {
         buf: Vec<u8>,
         callback: BufCallback<C>,
     ) -> Result<OpId, ScheduleError<Vec<u8>>> {
-        self.schedule_receive(tag, Args::Recv { fd, buf }, callback)
+        self.schedule_receive(tag, fd, buf, callback)
     }
 
     /// Sends `buf[..]`; the callback gets the byte count sent (possibly short) and `buf`
@@ -209,7 +209,8 @@ impl<C> Io<C> {
         buf: Vec<u8>,
         callback: BufCallback<C>,
     ) -> Result<OpId, ScheduleError<Vec<u8>>> {
-        self.schedule_buf(tag, Args::Send { fd, buf }, callback)
+        let args = |fd, buf| Args::Send { fd, buf };
+        self.schedule_buf(tag, fd, buf, args, callback)
     }
 
     /// Sends the bytes of `bufs`, in order, as one message (one `sendmsg`: a header, a body
@@ -280,7 +281,7 @@ impl<C> Io<C> {
         };
         self.schedule(
             tag,
-            Args::Shutdown { fd, how },
+            move || Args::Shutdown { fd, how },
             Callback::Unit(callback),
             (),
         )
@@ -329,7 +330,7 @@ impl<C> Io<C> {
     ) -> Result<OpId, ScheduleError<()>> {
         self.schedule(
             tag,
-            Args::Timeout { timeout_ns },
+            move || Args::Timeout { timeout_ns },
             Callback::Unit(callback),
             (),
         )
@@ -390,7 +391,7 @@ impl<C> Io<C> {
         let slot = &mut self.slots[idx];
         slot.tag = tag;
         slot.callback = Callback::Unit(callback);
-        self.slots.set_args(idx, Args::Cancel { target });
+        self.slots.build_args(idx, || Args::Cancel { target });
         let id = self.slots.id(idx);
         let Some(target_idx) = self.slots.lookup(target) else {
             self.complete_now(idx, -libc::ENOENT);
@@ -422,13 +423,16 @@ impl<C> Io<C> {
                     self.end_cancelling(inner, target_idx);
                 }
                 self.slots[target_idx].cancelling = true;
+                self.slots[target_idx].special = true;
                 self.unlink_waiting(target_idx);
                 self.complete_now(target_idx, -libc::ECANCELED);
                 self.complete_now(idx, 0);
             }
             State::Kernel => {
-                self.slots[target_idx].cancelling = true;
-                self.slots[target_idx].cancel_by = idx;
+                let target_slot = &mut self.slots[target_idx];
+                target_slot.cancelling = true;
+                target_slot.cancel_by = idx;
+                target_slot.special = true;
                 self.enqueue(idx);
             }
             State::Free => unreachable!("lookup never returns a free slot"),
@@ -459,7 +463,7 @@ impl<C> Io<C> {
     /// # Errors
     /// When every slot is in flight.
     pub fn nop(&mut self, tag: Tag, callback: UnitCallback<C>) -> Result<OpId, ScheduleError<()>> {
-        self.schedule(tag, Args::Nop, Callback::Unit(callback), ())
+        self.schedule(tag, || Args::Nop, Callback::Unit(callback), ())
     }
 
     /// Completes after the next [`crate::Waker::wake`] (at once if a wake-up is already
@@ -474,116 +478,6 @@ impl<C> Io<C> {
         tag: Tag,
         callback: CountCallback<C>,
     ) -> Result<OpId, ScheduleError<()>> {
-        let args = Args::Wakeup;
-        self.schedule(tag, args, Callback::Count(callback), ())
-    }
-
-    #[inline(always)]
-    pub(super) fn schedule<T>(
-        &mut self,
-        tag: Tag,
-        args: Args,
-        callback: Callback<C>,
-        value: T,
-    ) -> Result<OpId, ScheduleError<T>> {
-        let Some(idx) = self.slots.alloc(Budget::Op) else {
-            return Err(self.exhausted(value));
-        };
-        Ok(self.start(idx, tag, args, callback))
-    }
-
-    fn schedule_buf(
-        &mut self,
-        tag: Tag,
-        args: Args,
-        callback: BufCallback<C>,
-    ) -> Result<OpId, ScheduleError<Vec<u8>>> {
-        let Some(idx) = self.slots.alloc(Budget::Op) else {
-            let buf = match args {
-                Args::Recv { buf, .. } | Args::Send { buf, .. } => buf,
-                _ => unreachable!("schedule_buf takes buffer operations only"),
-            };
-            return Err(self.exhausted(buf));
-        };
-        Ok(self.start(idx, tag, args, Callback::Buf(callback)))
-    }
-
-    /// `schedule_buf` for operations that fill the buffer's spare capacity, which must exist:
-    /// a 0-byte receive would look like end of file.
-    fn schedule_receive(
-        &mut self,
-        tag: Tag,
-        args: Args,
-        callback: BufCallback<C>,
-    ) -> Result<OpId, ScheduleError<Vec<u8>>> {
-        let Args::Recv { buf, .. } = &args else {
-            unreachable!("schedule_receive takes recv only")
-        };
-        if buf.len() == buf.capacity() {
-            let Args::Recv { buf, .. } = args else {
-                unreachable!()
-            };
-            return Err(ScheduleError {
-                kind: ScheduleErrorKind::NoSpareCapacity,
-                value: buf,
-            });
-        }
-        self.schedule_buf(tag, args, callback)
-    }
-
-    fn schedule_pooled(
-        &mut self,
-        tag: Tag,
-        fd: RawFd,
-        multishot: bool,
-        callback: PooledCallback<C>,
-    ) -> Result<OpId, ScheduleError<()>> {
-        if self.pool.is_none() {
-            return Err(ScheduleError {
-                kind: ScheduleErrorKind::NoPool,
-                value: (),
-            });
-        }
-        let args = Args::RecvPooled { fd, multishot };
-        self.schedule(tag, args, Callback::Pooled(callback), ())
-    }
-
-    /// `schedule` for an operation that owns `value` (a buffer, a path): it becomes the
-    /// operation's arguments (`args`) only once a slot is found, and comes back in the error
-    /// otherwise.
-    pub(super) fn schedule_owned<T>(
-        &mut self,
-        tag: Tag,
-        value: T,
-        args: impl FnOnce(T) -> Args,
-        callback: Callback<C>,
-    ) -> Result<OpId, ScheduleError<T>> {
-        let Some(idx) = self.slots.alloc(Budget::Op) else {
-            return Err(self.exhausted(value));
-        };
-        Ok(self.start(idx, tag, args(value), callback))
-    }
-
-    pub(super) fn exhausted<T>(&self, value: T) -> ScheduleError<T> {
-        ScheduleError {
-            kind: ScheduleErrorKind::SlotsExhausted {
-                ops_max: self.slots.ops_max(),
-            },
-            value,
-        }
-    }
-
-    /// Fills slot `idx` and hands it to the backend. Inlined into each operation, so that its
-    /// arguments are built in place in the argument table (one copy of the 64-byte `Args`,
-    /// not one per call level); the push is the one out-of-line step (`Io::push`).
-    #[inline(always)]
-    pub(super) fn start(&mut self, idx: u32, tag: Tag, args: Args, callback: Callback<C>) -> OpId {
-        // `alloc` asserted the slot free; `set_args` asserts it held no arguments.
-        let slot = &mut self.slots[idx];
-        slot.tag = tag;
-        slot.callback = callback;
-        self.slots.set_args(idx, args);
-        self.enqueue(idx);
-        self.slots.id(idx)
+        self.schedule(tag, || Args::Wakeup, Callback::Count(callback), ())
     }
 }

@@ -26,21 +26,22 @@ pub(super) struct Reaper<'io, C> {
 }
 
 impl<C> Reaper<'_, C> {
-    /// Takes one result from the backend. The common case, a final result (`>= 0`) of an
-    /// operation that is neither a multishot nor the target of a held cancel, is decided
-    /// here: `settle` would return it unchanged, and nothing goes on after it. Everything
-    /// else (errors, intermediate results, multishots, held cancels) takes the full path,
-    /// out of line, so that plain operations do not pay for what only those need.
+    /// Takes one result from the backend. The common case, a final result (`>= 0`) of a
+    /// plain operation (not `Slot::special`: no multishot, pooled receive, cancel or held
+    /// cancel's answer), is decided here: `settle` would return it unchanged, and nothing
+    /// goes on after it. Everything else (errors, intermediate results, special operations)
+    /// takes the full path, out of line, so that plain operations do not pay for what only
+    /// those need.
     #[inline]
     pub(super) fn result(&mut self, user_data: u64, result: i32, flags: u32) {
         let idx = self.slots.kernel_slot(user_data);
-        let plain = flags & F_MORE == 0 && !self.slots.args(idx).is_multishot();
         let slot = &mut self.slots[idx];
-        if plain && result >= 0 && slot.held_cancel == NO_SLOT {
+        if flags & F_MORE == 0 && result >= 0 && !slot.special {
+            // Derivable from `special` being clear (O(1), but debug-only on this path).
+            debug_assert_eq!(slot.held_cancel, NO_SLOT);
+            debug_assert!(!slot.pool_waiting);
             assert!(*self.in_kernel > 0);
             *self.in_kernel -= 1;
-            // A pooled receive that waited for a buffer has had one: its wait is over.
-            slot.pool_waiting = false;
             slot.state = State::Completed;
             self.completed.push(Done { idx, result, flags });
             return;
@@ -139,6 +140,7 @@ impl<C> Reaper<'_, C> {
             return false;
         }
         self.slots[target_idx].held_cancel = idx;
+        self.slots[target_idx].special = true;
         self.slots[idx].state = State::Held;
         self.arm_resend(target_idx);
         true
@@ -214,6 +216,7 @@ impl<C> Reaper<'_, C> {
             self.buffer_wait.push(self.slots.as_mut_slice(), idx);
             // Once per wait, however often the receive is tried again in vain.
             let slot = &mut self.slots[idx];
+            slot.special = true;
             self.stats.pool_waits += u64::from(!std::mem::replace(&mut slot.pool_waiting, true));
             return None;
         }

@@ -66,6 +66,14 @@ pub(crate) struct Slot<C> {
     /// A pooled receive found the pool empty with data to read, and that wait is counted in
     /// `Stats::pool_waits`: tries in vain until it gets a buffer count no more.
     pub(crate) pool_waiting: bool,
+    /// This operation needs more than the plain path: it is a cancel (the loop's own among
+    /// them; `alloc` marks every cancel's slot), a multishot or a pooled receive, or it has
+    /// (had) a deadline, a cancel of its own, a held cancel's answer, a resend or a wait for
+    /// buffers. Set by whatever makes it so, never cleared before release; while it is
+    /// clear, the fields above hold their free-slot values and the budget is `Op`, so that
+    /// reaping, dispatching and releasing a plain operation skip all that bookkeeping (one
+    /// byte read instead).
+    pub(crate) special: bool,
     /// The budget the slot was taken from, given back on release.
     budget: Budget,
     /// Next slot on whichever list this slot is on; `NONE` at the tail.
@@ -80,6 +88,25 @@ impl<C> Slot<C> {
     pub(crate) fn resending(&self) -> bool {
         self.resends > 0
     }
+}
+
+/// Asserts `ok`, an invariant about slot `idx`: a broken one panics with "slot `idx`
+/// `what`". Unlike `assert!(ok, "slot {idx} ...")`, whose message borrows `idx` and so
+/// made the hot paths keep it on the stack for the message (8 instructions per nop over the
+/// checks of `build_args`, `kernel_slot` and `release`), the slot goes to the panic by value.
+#[inline(always)]
+#[track_caller]
+pub(crate) fn check(ok: bool, idx: u32, what: &'static str) {
+    if !ok {
+        broken(idx, what);
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn broken(idx: u32, what: &'static str) -> ! {
+    panic!("slot {idx} {what}")
 }
 
 const NONE: u32 = u32::MAX;
@@ -105,8 +132,9 @@ pub(crate) struct Slots<C> {
     args: Vec<Args>,
     /// Every slot, touched or not: `ops_max` for operations and as many for cancels.
     count: u32,
+    /// The free list's head. How many slots are free is not counted apart: it is the
+    /// capacity less the two budgets' busy counts, so no counter can disagree with them.
     free_head: u32,
-    free_len: u32,
     ops_max: u32,
     ops_busy: u32,
     cancels_busy: u32,
@@ -134,7 +162,6 @@ impl<C: Stored> Slots<C> {
             count,
             // Empty: slots come from the untouched end until one is released.
             free_head: NONE,
-            free_len: count,
             ops_max,
             ops_busy: 0,
             cancels_busy: 0,
@@ -143,7 +170,7 @@ impl<C: Stored> Slots<C> {
 
     /// Slots in use (not free), cancels included.
     pub(crate) fn busy(&self) -> u32 {
-        self.capacity() - self.free_len
+        self.ops_busy + self.cancels_busy
     }
 
     /// Every slot: `ops_max` for operations and as many for cancels.
@@ -175,6 +202,7 @@ impl<C: Stored> Slots<C> {
             held_cancel: NONE,
             resends: 0,
             pool_waiting: false,
+            special: false,
             budget: Budget::Op,
             next: NONE,
             tag: 0,
@@ -200,8 +228,8 @@ impl<C: Stored> Slots<C> {
             return None;
         }
         *busy += 1;
-        assert!(self.ops_busy + self.cancels_busy + self.free_len == self.capacity() + 1);
-        assert!(self.free_len > 0, "a budget with room implies a free slot");
+        // A budget with room implies a free slot: the two budgets together are the whole
+        // table, so the free list has one, or the untouched end (which `touch` asserts).
         let idx = match self.free_head {
             NONE => self.touch(),
             idx => idx,
@@ -209,39 +237,53 @@ impl<C: Stored> Slots<C> {
         let slot = &mut self.slots[idx as usize];
         assert_eq!(slot.state, State::Free);
         slot.budget = budget;
-        let next = std::mem::replace(&mut slot.next, NONE);
-        if idx == self.free_head {
-            self.free_head = next;
+        // A cancel is special (see `Slot::special`), so a plain slot's budget is `Op`. (The
+        // callers pass a constant budget: an operation's alloc does not test it.)
+        if budget == Budget::Cancel {
+            slot.special = true;
         }
-        self.free_len -= 1;
+        // The free list's head, or a touched slot (whose `next` is `NONE`, as the empty
+        // list's head is): either way the head moves on to the slot's `next`.
+        self.free_head = std::mem::replace(&mut slot.next, NONE);
         Some(idx)
     }
 
     /// Returns a slot to the free list; its generation moves on so stale `OpId`s miss it.
     #[inline(always)]
     pub(crate) fn release(&mut self, idx: u32) {
-        // The caller has just moved the arguments and the callback out: derivable, so these
-        // two checks are debug-only.
+        // The caller has just moved the arguments and the callback out, and checked the slot
+        // `Completed` (the loop's one caller, `dispatch`): derivable, so these three checks
+        // are debug-only.
         debug_assert!(matches!(self.args[idx as usize], Args::Empty));
         let slot = &mut self.slots[idx as usize];
         debug_assert!(slot.callback.is_none());
-        assert_eq!(slot.next, NONE, "slot {idx} released while on a list");
-        assert_ne!(slot.state, State::Free, "slot {idx} released twice");
+        debug_assert!(slot.state != State::Free, "slot {idx} released twice");
+        check(slot.next == NONE, idx, "released while on a list");
         slot.state = State::Free;
-        slot.cancelling = false;
-        slot.timed_out = false;
-        slot.cancel_by = NONE;
-        slot.held_cancel = NONE;
-        slot.resends = 0;
-        slot.pool_waiting = false;
+        if slot.special {
+            match slot.budget {
+                Budget::Op => self.ops_busy -= 1,
+                Budget::Cancel => self.cancels_busy -= 1,
+            }
+            slot.special = false;
+            slot.cancelling = false;
+            slot.timed_out = false;
+            slot.cancel_by = NONE;
+            slot.held_cancel = NONE;
+            slot.resends = 0;
+            slot.pool_waiting = false;
+        } else {
+            // Only a special operation changes these (see `Slot::special`): O(1), but they
+            // are what a plain operation's release no longer writes.
+            debug_assert!(!slot.cancelling && !slot.timed_out && !slot.pool_waiting);
+            debug_assert!(slot.cancel_by == NONE && slot.held_cancel == NONE);
+            debug_assert_eq!(slot.resends, 0);
+            debug_assert_eq!(slot.budget, Budget::Op);
+            self.ops_busy -= 1;
+        }
         slot.generation += 1;
         slot.next = self.free_head;
-        match slot.budget {
-            Budget::Op => self.ops_busy -= 1,
-            Budget::Cancel => self.cancels_busy -= 1,
-        }
         self.free_head = idx;
-        self.free_len += 1;
     }
 
     pub(crate) fn id(&self, idx: u32) -> OpId {
@@ -266,15 +308,16 @@ impl<C: Stored> Slots<C> {
     pub(crate) fn kernel_slot(&self, user_data: u64) -> u32 {
         let idx = OpId::idx_of_user_data(user_data);
         let slot = &self.slots[idx as usize];
-        assert_eq!(
-            slot.generation as u32,
-            OpId::generation_of_user_data(user_data),
-            "completion for a recycled slot {idx}"
+        let generation = OpId::generation_of_user_data(user_data);
+        check(
+            slot.generation as u32 == generation,
+            idx,
+            "completed, but recycled",
         );
-        assert_eq!(
-            slot.state,
-            State::Kernel,
-            "completion for slot {idx} not in the kernel"
+        check(
+            slot.state == State::Kernel,
+            idx,
+            "completed while not in the kernel",
         );
         idx
     }
@@ -288,6 +331,12 @@ impl<C: Stored> Slots<C> {
         &mut self.args
     }
 
+    /// Slot `idx` and its arguments, borrowed together (they live in two tables).
+    #[inline(always)]
+    pub(crate) fn slot_and_args(&mut self, idx: u32) -> (&mut Slot<C>, &mut Args) {
+        (&mut self.slots[idx as usize], &mut self.args[idx as usize])
+    }
+
     pub(crate) fn args(&self, idx: u32) -> &Args {
         &self.args[idx as usize]
     }
@@ -297,13 +346,15 @@ impl<C: Stored> Slots<C> {
         std::mem::replace(&mut self.args[idx as usize], Args::Empty)
     }
 
+    /// Stores the arguments `args` builds in slot `idx`, which holds none. They are built
+    /// only once the checks that may panic are done, so that nothing has to be dropped while
+    /// unwinding from them: that lets the compiler build them right in the table, instead of
+    /// on the stack first and copying all 64 bytes (twice) into it.
     #[inline(always)]
-    pub(crate) fn set_args(&mut self, idx: u32, args: Args) {
+    pub(crate) fn build_args(&mut self, idx: u32, args: impl FnOnce() -> Args) {
         let place = &mut self.args[idx as usize];
-        assert!(
-            matches!(place, Args::Empty),
-            "slot {idx} already holds arguments"
-        );
+        check(matches!(place, Args::Empty), idx, "already holds arguments");
+        let args = args();
         // Empty owns nothing: forgetting it skips a call to drop glue (and reading the old
         // value out) on the hot path.
         std::mem::forget(std::mem::replace(place, args));
@@ -316,7 +367,6 @@ impl<C: Stored> Slots<C> {
         std::mem::forget(std::mem::take(&mut self.args));
         self.count = 0;
         self.free_head = NONE;
-        self.free_len = 0;
         self.ops_busy = 0;
         self.cancels_busy = 0;
     }

@@ -131,7 +131,8 @@ impl IoUringBackend {
             assert_eq!(*slot, 0, "slot {idx} ran inline twice");
             // Stored with its top bit flipped, so that "none" is 0 (a zeroed table).
             *slot = result ^ NO_INLINE;
-            self.inline_pending += 1;
+            // The push cannot fail (it checked for room), so the mark goes on now.
+            self.marks[idx as usize] = super::MARK_INLINE;
             return opcode::Nop::new().build();
         }
         match args {

@@ -28,14 +28,14 @@ use crate::pool::{Pool, PoolShared};
 use crate::stats::{Stats, UringFeatures};
 use crate::waker::Waker;
 
-/// `user_data` values a backend uses for itself; no slot's `user_data` can equal them,
-/// since slot indices are below 2^24 (`OPS_MAX_LIMIT`).
 mod file;
 mod pooled;
 mod setup;
 mod sqe;
 mod wait;
 
+/// `user_data` values a backend uses for itself; no slot's `user_data` can equal them,
+/// since slot indices are below 2^24 (`OPS_MAX_LIMIT`). This one: the wait timeout's.
 const USER_DATA_WAIT_TIMEOUT: u64 = u64::MAX;
 /// The `user_data` of cancellations issued by `Io`'s drop.
 const USER_DATA_DROP_CANCEL: u64 = u64::MAX - 1;
@@ -70,6 +70,9 @@ const MARK_WAKEUP: u8 = 1;
 const MARK_POLLING: u8 = 2;
 /// The fallback's receive is in the kernel with a pool buffer lent to it (`lent`).
 const MARK_LENT: u8 = 4;
+/// A `NOP` stands in for a file operation the loop ran itself: its result is the one in
+/// `inline_results` (set by `file_entry`, whose push cannot fail: it checked for room).
+const MARK_INLINE: u8 = 8;
 
 /// The io_uring backend's state beside the ring: per-slot timespecs (timeouts) and socket
 /// addresses (connect) in the kernel's layout, the timespec of the wait timeout used on
@@ -101,18 +104,16 @@ pub(crate) struct IoUringBackend {
     /// Per slot: the word a wake-up wait reads the eventfd counter into.
     wakeup_words: Box<[u64]>,
     /// Per slot, while its operation is in the kernel: what its completion needs beyond the
-    /// plain decoding (`MARK_*` bits; 0 for every operation but a wake-up wait and a pooled
-    /// receive's steps). Set only once the SQE is in the SQ, so a push that failed leaves no
-    /// trace; taken by `reap`. The one per-slot word a plain operation's push and reap read.
+    /// plain decoding (`MARK_*` bits; 0 for every operation but a wake-up wait, a pooled
+    /// receive's steps and a file operation run inline). Set only once the SQE is in the SQ
+    /// (or is sure to go in), so a push that failed leaves no trace; taken by `reap`. The
+    /// one per-slot word a plain operation's reap reads.
     marks: Box<[u8]>,
     /// Per slot: the result of a file operation the loop ran itself (its opcode missing or
     /// masked), which the `NOP` standing in for it reports; `NO_INLINE` otherwise.
     inline_results: Box<[i32]>,
     /// Syscalls made running file operations inline, not yet added to `Stats::syscalls`.
     inline_syscalls: u64,
-    /// How many `inline_results` wait for their `NOP`'s completion: while 0, the reap
-    /// never looks at the table (the network hot path pays one compare per completion).
-    inline_pending: u32,
     /// The optional file opcodes the kernel runs (`UringOptions::file_opcodes`).
     file_opcodes: FileOpcodes,
     /// The loop's registered buffers, once the kernel took them: reads and writes from
@@ -225,7 +226,6 @@ impl IoUringBackend {
             marks: vec![0; slots_max as usize].into_boxed_slice(),
             inline_results: vec![0; slots_max as usize].into_boxed_slice(),
             inline_syscalls: 0,
-            inline_pending: 0,
             file_opcodes,
             fixed: None,
             wait_timespec: Box::new(Timespec::new()),
@@ -289,15 +289,17 @@ impl IoUringBackend {
         idx: u32,
         user_data: u64,
         args: &mut Args,
-        pool: Option<&mut Pool>,
+        pool: &mut Option<Pool>,
     ) -> Result<(), PushError> {
-        assert_eq!(
+        // Derivable, so debug-only: the loop pushes only slots just allocated or parked (their
+        // states asserted), never one in the kernel, and reaping a completion takes its mark.
+        debug_assert_eq!(
             self.marks[idx as usize], 0,
             "slot {idx} pushed while in the kernel"
         );
         if matches!(args, Args::RecvPooled { .. } | Args::Wakeup) {
             // SAFETY: this function's own contract, passed on.
-            return unsafe { self.push_marked(idx, user_data, args, pool) };
+            return unsafe { self.push_marked(idx, user_data, args, pool.as_mut()) };
         }
         // An operation run inline must find room for its `NOP` first: run, then refused, it
         // would run again when pushed again.
@@ -458,10 +460,9 @@ impl IoUringBackend {
         mut f: impl FnMut(u64, i32, u32),
     ) {
         let marks = &mut self.marks;
-        let inline_results = &mut self.inline_results;
-        let inline_pending = &mut self.inline_pending;
         let mut marked = Marked {
             words: &self.wakeup_words,
+            inline_results: &mut self.inline_results,
             lent: &mut self.lent,
             poll_next: &mut self.poll_next,
             readable: &mut self.readable,
@@ -477,7 +478,6 @@ impl IoUringBackend {
             let idx = OpId::idx_of_user_data(cqe.user_data) as usize;
             let mark = std::mem::take(&mut marks[idx]);
             let result = kernel_result(cqe.result);
-            let result = inline_result(inline_results, inline_pending, idx, result);
             // Only the buffer and more-to-come flags mean anything to the loop.
             let mut flags = cqe.flags & (F_BUFFER | crate::completion::F_MORE | 0xFFFF_0000);
             if flags & F_BUFFER == 0 {
@@ -488,7 +488,7 @@ impl IoUringBackend {
             }
             let (result, flags) = match mark {
                 0 => (result, flags),
-                _ => marked.result(idx, mark, &cqe, result, flags, pool.as_deref_mut()),
+                _ => marked.result(idx, mark, cqe, result, flags, pool.as_deref_mut()),
             };
             f(cqe.user_data, result, flags);
         });
@@ -530,6 +530,7 @@ impl IoUringBackend {
 /// The per-slot tables `reap` needs for a marked completion (see `IoUringBackend::marks`).
 struct Marked<'a> {
     words: &'a [u64],
+    inline_results: &'a mut [i32],
     lent: &'a mut [u16],
     poll_next: &'a mut [u64],
     readable: &'a mut [u64],
@@ -543,11 +544,20 @@ impl Marked<'_> {
         &mut self,
         idx: usize,
         mark: u8,
-        cqe: &sys_uring::Cqe,
+        cqe: sys_uring::Cqe,
         mut result: i32,
         mut flags: u32,
         pool: Option<&mut Pool>,
     ) -> (i32, u32) {
+        if mark & MARK_INLINE != 0 {
+            // Whatever the `NOP` reports (even a cancel): the operation ran.
+            let inline = std::mem::replace(&mut self.inline_results[idx], 0) ^ NO_INLINE;
+            assert_ne!(
+                inline, NO_INLINE,
+                "slot {idx} marked inline without a result"
+            );
+            return (inline, flags);
+        }
         if mark & MARK_WAKEUP != 0 {
             // A wake-up wait: its result is the counter the kernel read, not 8 bytes.
             let result = match cqe.result {
@@ -582,76 +592,5 @@ impl Marked<'_> {
     }
 }
 
-/// The result a completion for slot `idx` reports: its own, or, for a file operation run
-/// inline, the result the operation had (its `NOP` brings it; see `file.rs`).
-fn inline_result(results: &mut [i32], pending: &mut u32, idx: usize, result: i32) -> i32 {
-    if *pending == 0 {
-        return result;
-    }
-    let inline = std::mem::replace(&mut results[idx], 0) ^ NO_INLINE;
-    if inline == NO_INLINE {
-        return result;
-    }
-    *pending -= 1;
-    inline
-}
-
 #[cfg(test)]
-mod tests {
-    use std::borrow::Borrow;
-
-    use super::*;
-
-    /// A backend on this kernel, or `None` (saying why) where io_uring is unusable.
-    fn backend_or_skip(options: &Options, pool: Option<&mut Pool>) -> Option<IoUringBackend> {
-        match IoUringBackend::new(options, pool) {
-            Ok(backend) => Some(backend),
-            Err(error) => {
-                eprintln!("skipped: {error}");
-                None
-            }
-        }
-    }
-
-    /// Where a timespec field's timespec lives, boxed or not.
-    fn address<T: Borrow<Timespec>>(field: &T) -> *const Timespec {
-        field.borrow()
-    }
-
-    /// The wait timeout's SQE may be read by the kernel at an enter after the `Io` moved (a
-    /// submission cut short by a failed SQE leaves it in the SQ): what it points at must not
-    /// move with the backend.
-    #[test]
-    fn the_wait_timeout_timespec_does_not_move_with_the_backend() {
-        let Some(backend) = backend_or_skip(&Options::new(8), None) else {
-            return;
-        };
-        let before = address(&backend.wait_timespec);
-        let moved = Box::new(backend);
-        assert_eq!(address(&moved.wait_timespec), before);
-        assert_eq!(address(&moved.wait_timespec), before, "and again");
-    }
-
-    /// While the provided-buffer ring names the pool's buffers, the backend itself keeps the
-    /// pool's memory alive, so the loop's field order cannot free it first.
-    #[test]
-    fn the_backend_keeps_the_pool_memory_its_ring_names() {
-        let mut pool = Pool::new(4, 64);
-        let Some(backend) = backend_or_skip(&Options::new(8), Some(&mut pool)) else {
-            return;
-        };
-        if !backend.pbuf_ring {
-            return eprintln!("skipped: no provided-buffer ring on this kernel");
-        }
-        let shared = Rc::clone(pool.shared());
-        assert_eq!(
-            Rc::strong_count(&shared),
-            3,
-            "the pool, the backend, this test"
-        );
-        drop(pool);
-        assert_eq!(Rc::strong_count(&shared), 2, "the backend holds it still");
-        drop(backend);
-        assert_eq!(Rc::strong_count(&shared), 1, "released with the ring");
-    }
-}
+mod tests;
