@@ -30,6 +30,7 @@ const CORE_MODULES: &[(&str, u32)] = &[
     ("waker", 0),
     ("aligned", 0),
     ("outbuf", 1),
+    ("msg", 1),
     ("filebuf", 1),
     ("options", 1),
     ("operation", 2),

@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
 use crate::filebuf::{Bytes, BytesList};
+use crate::msg::Msg;
 use crate::operation::{Args, BufResult, FileStat, RawStat};
 use crate::outbuf::OutBuf;
 use std::rc::Rc;
@@ -350,6 +351,8 @@ pub(crate) fn discard(args: Args, result: i32, flags: u32, pool: Option<&Rc<Pool
         }
         Args::SendPooled { .. } => drop(pool_send_value(args, result)),
         Args::SendVectored { .. } => drop(vectored_value(args, result)),
+        // A receive's descriptors are owned, then closed, by the message's drop.
+        Args::SendMsg { .. } | Args::RecvMsg { .. } => drop(msg_value(args, result)),
         Args::Accept { .. } | Args::Openat { .. } => drop(fd_value(args, result)),
         Args::Recv { .. } | Args::Send { .. } => drop(buf_value(args, result)),
         Args::Read { .. } | Args::Write { .. } => drop(file_value(args, result)),
@@ -358,4 +361,14 @@ pub(crate) fn discard(args: Args, result: i32, flags: u32, pool: Option<&Rc<Pool
         Args::Wakeup => drop(count_value(args, result)),
         _ => drop(unit_value(args, result)),
     }
+}
+
+/// The value for a message callback: the count and the message, finished (`Msg::finish`:
+/// a receive's lengths, sender, flags and descriptors taken in).
+pub(crate) fn msg_value(args: Args, result: i32) -> (io::Result<usize>, Msg) {
+    let (Args::SendMsg { mut msg, .. } | Args::RecvMsg { mut msg, .. }) = args else {
+        unreachable!("{} is not a message operation", args.label())
+    };
+    msg.finish(result);
+    (count(result), msg)
 }

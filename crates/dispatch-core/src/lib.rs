@@ -60,6 +60,7 @@ mod completion;
 mod error;
 mod filebuf;
 mod io;
+mod msg;
 mod operation;
 mod options;
 mod outbuf;
@@ -73,10 +74,12 @@ mod waker;
 
 pub use crate::aligned::AlignedBuf;
 pub use crate::error::{DeadlineError, InitError};
+pub use crate::io::MsgCallback;
 pub use crate::io::{
     AcceptCallback, BufCallback, CountCallback, FdCallback, FileCallback, FileVectoredCallback, Io,
     IoBuf, PoolSendCallback, PooledCallback, StatCallback, UnitCallback, VectoredCallback,
 };
+pub use crate::msg::{Msg, MSG_FDS_MAX, MSG_IOV_MAX};
 pub use crate::operation::{
     BufResult, FileStat, OpId, ScheduleError, ScheduleErrorKind, Shot, Tag,
 };

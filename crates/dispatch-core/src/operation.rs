@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
 
 use crate::filebuf::{Bytes, BytesList};
+use crate::msg::Msg;
 use crate::outbuf::OutBuf;
 use crate::pool::PoolBuf;
 
@@ -242,6 +243,16 @@ pub(crate) enum Args {
         fd: RawFd,
         bufs: Vec<OutBuf>,
     },
+    /// `sendmsg`: the message's buffers, peer and descriptors (`msg.rs`).
+    SendMsg {
+        fd: RawFd,
+        msg: Msg,
+    },
+    /// `recvmsg` into the message's buffers, address and control storage (`msg.rs`).
+    RecvMsg {
+        fd: RawFd,
+        msg: Msg,
+    },
     /// Reads into `buf[len..capacity]` at file `offset`.
     Read {
         fd: RawFd,
@@ -363,6 +374,8 @@ impl Args {
             Args::Recv { .. } => "recv",
             Args::Send { .. } => "send",
             Args::SendVectored { .. } => "send_vectored",
+            Args::SendMsg { .. } => "sendmsg",
+            Args::RecvMsg { .. } => "recvmsg",
             Args::Read { .. } => "read",
             Args::Write { .. } => "write",
             Args::Shutdown { .. } => "shutdown",

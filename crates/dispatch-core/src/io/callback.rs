@@ -8,6 +8,7 @@ use std::os::fd::OwnedFd;
 use super::Io;
 use crate::aligned::AlignedBuf;
 use crate::filebuf::{Bytes, BytesList};
+use crate::msg::Msg;
 use crate::operation::{BufResult, FileStat, Shot, Tag};
 use crate::outbuf::OutBuf;
 use crate::pool::PoolBuf;
@@ -44,6 +45,10 @@ pub type PoolSendCallback<C> = fn(&mut C, &mut Io<C>, Tag, (io::Result<usize>, P
 /// Callback of a vectored send ([`Io::send_vectored`]): the byte count sent (possibly short)
 /// and the buffers, unchanged ([`OutBuf::consume`] drops what was sent).
 pub type VectoredCallback<C> = fn(&mut C, &mut Io<C>, Tag, (io::Result<usize>, Vec<OutBuf>));
+/// Callback of a message operation ([`Io::sendmsg`], [`Io::recvmsg`], [`Io::send_to`],
+/// [`Io::recv_from`]): the byte count and the message, which after a receive holds the
+/// bytes, the sender, the flags and the descriptors that came.
+pub type MsgCallback<C> = fn(&mut C, &mut Io<C>, Tag, (io::Result<usize>, Msg));
 
 /// A callback, stored in the operation's slot: a plain function pointer, no allocation.
 /// (`pub` only for the sealed [`IoBuf`]'s methods; the module is private.)
@@ -62,6 +67,7 @@ pub enum Callback<C> {
     BufList(FileVectoredCallback<C, Vec<u8>>),
     AlignedList(FileVectoredCallback<C, AlignedBuf>),
     Stat(StatCallback<C>),
+    Msg(MsgCallback<C>),
     /// The loop's own operation (the cancel of an operation whose deadline passed): its
     /// result is dropped, no callback runs and it is not counted as completed.
     Internal,

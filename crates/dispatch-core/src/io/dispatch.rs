@@ -6,9 +6,9 @@ use super::callback::sealed::Sealed;
 use super::reap::Reaper;
 use super::{Callback, Io};
 use crate::completion::{
-    buf_value, buf_value_in, count_value, fd_value, file_list_value, file_value, flags_bid, new_fd,
-    pool_send_value, pooled_value, stat_value, unit_value, unit_value_in, vectored_value, F_MORE,
-    TIMEOUT_EXPIRED,
+    buf_value, buf_value_in, count_value, fd_value, file_list_value, file_value, flags_bid,
+    msg_value, new_fd, pool_send_value, pooled_value, stat_value, unit_value, unit_value_in,
+    vectored_value, F_MORE, TIMEOUT_EXPIRED,
 };
 use crate::operation::{Args, Shot, Tag};
 use crate::slots::{Done, Order, State};
@@ -204,6 +204,7 @@ impl<C> Io<C> {
                 callback(ctx, self, tag, (count, Sealed::from_list(bufs)));
             }
             Callback::Stat(callback) => callback(ctx, self, tag, stat_value(args, result)),
+            Callback::Msg(callback) => callback(ctx, self, tag, msg_value(args, result)),
             Callback::None | Callback::Internal => {
                 let idx = done.idx;
                 unreachable!("slot {idx} completed without a callback")

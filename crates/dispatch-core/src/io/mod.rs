@@ -7,6 +7,7 @@ mod deadline;
 mod dispatch;
 mod drop;
 mod file;
+mod msg;
 mod ops;
 mod queue;
 mod reap;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use self::callback::Callback;
+pub use self::callback::MsgCallback;
 pub use self::callback::{
     AcceptCallback, BufCallback, CountCallback, FdCallback, FileCallback, FileVectoredCallback,
     IoBuf, PoolSendCallback, PooledCallback, StatCallback, UnitCallback, VectoredCallback,

@@ -29,6 +29,7 @@ use crate::stats::{Stats, UringFeatures};
 use crate::waker::Waker;
 
 mod file;
+mod msg;
 mod pooled;
 mod setup;
 mod sqe;
@@ -401,6 +402,7 @@ impl IoUringBackend {
             }
             Args::Send { fd, buf } => send_entry(*fd, buf),
             Args::SendVectored { fd, bufs } => self.vectored_entry(idx, *fd, bufs),
+            Args::SendMsg { .. } | Args::RecvMsg { .. } => msg::entry(args),
             Args::Shutdown { fd, how } => opcode::Shutdown::new(Fd(*fd), *how).build(),
             Args::Close { fd } => opcode::Close::new(Fd(fd.as_raw_fd())).build(),
             Args::Read { .. }

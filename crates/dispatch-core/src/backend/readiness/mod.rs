@@ -17,6 +17,7 @@
 //! workers signal that woke the wait.
 
 mod edge;
+mod msg;
 pub(crate) mod ops;
 mod pooled;
 pub(crate) mod table;
@@ -414,6 +415,8 @@ impl<P: Poller> Engine<P> {
             {
                 Some((fd, Dir::Read))
             }
+            Args::RecvMsg { fd, .. } if fd >= 0 => Some((fd, Dir::Read)),
+            Args::SendMsg { fd, .. } if fd >= 0 => Some((fd, Dir::Write)),
             Args::Connect { fd, .. }
             | Args::Send { fd, .. }
             | Args::SendPooled { fd, .. }
@@ -450,6 +453,7 @@ impl<P: Poller> Engine<P> {
                 return pooled::recv(*fd, pool, stats);
             }
             Args::SendPooled { fd, buf } => pooled::send(*fd, buf, stats),
+            Args::SendMsg { .. } | Args::RecvMsg { .. } => msg::perform(&mut args[i], stats),
             _ => perform(&mut args[i], &mut self.connecting[i], stats),
         };
         (step, 0)

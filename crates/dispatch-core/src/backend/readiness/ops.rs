@@ -118,6 +118,8 @@ pub(crate) fn perform(args: &mut Args, connecting: &mut bool, stats: &mut Stats)
         | Args::Wakeup
         | Args::RecvPooled { .. }
         | Args::SendPooled { .. }
+        | Args::SendMsg { .. }
+        | Args::RecvMsg { .. }
         | Args::Read { .. }
         | Args::Write { .. }
         | Args::ReadV { .. }

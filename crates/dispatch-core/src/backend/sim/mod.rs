@@ -13,6 +13,7 @@
 //! until their time); `reap` may swap completions of different descriptors (the reorder
 //! fault) and adds each to the trace.
 
+mod dgram;
 mod dirs;
 mod disk;
 mod file;
@@ -439,6 +440,7 @@ impl SimBackend {
             | Args::SendVectored { .. }
             | Args::Shutdown { .. }
             | Args::Close { .. } => socket_op(world, args, pool),
+            Args::SendMsg { .. } | Args::RecvMsg { .. } => dgram::msg_op(world, args),
             _ => file_op(world, args),
         }
     }

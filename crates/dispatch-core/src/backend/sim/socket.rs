@@ -58,6 +58,8 @@ pub(super) fn direction(args: &Args) -> Option<(RawFd, bool)> {
         Args::Accept { fd, .. } | Args::Recv { fd, .. } | Args::RecvPooled { fd, .. } => {
             Some((fd, false))
         }
+        Args::RecvMsg { fd, .. } => Some((fd, false)),
+        Args::SendMsg { fd, .. } => Some((fd, true)),
         Args::Connect { fd, .. }
         | Args::Send { fd, .. }
         | Args::SendPooled { fd, .. }
