@@ -35,28 +35,32 @@ const CONTROL_WORDS: usize = (16 + 4 * MSG_FDS_MAX).div_ceil(8);
 /// A UDP echo round trip: one socket sends a datagram to another, which receives it with
 /// the sender's address.
 /// ```
+/// use std::io;
 /// use std::net::UdpSocket;
 /// use std::os::fd::AsRawFd;
 /// use dispatch_loop::{Io, Msg, Options, Tag};
 ///
-/// # fn main() -> std::io::Result<()> {
+/// type Got = Option<(usize, Msg)>;
+///
+/// fn sent(_: &mut Got, _: &mut Io<Got>, _: Tag, (count, _msg): (io::Result<usize>, Msg)) {
+///     assert_eq!(count.unwrap(), 4);
+/// }
+///
+/// fn received(got: &mut Got, _: &mut Io<Got>, _: Tag, (count, msg): (io::Result<usize>, Msg)) {
+///     *got = Some((count.unwrap(), msg));
+/// }
+///
+/// # fn main() -> io::Result<()> {
 /// let a = UdpSocket::bind("127.0.0.1:0")?;
 /// let b = UdpSocket::bind("127.0.0.1:0")?;
-/// let mut io: Io<Option<(usize, Msg)>> = Io::new(Options::new()).unwrap();
+/// let mut io: Io<Got> = Io::new(&Options::new(8)).unwrap();
 /// let ping = Msg::new(b"ping".to_vec());
-/// io.send_to(0, a.as_raw_fd(), ping, b.local_addr()?, |_, _, _, (sent, _)| {
-///     assert_eq!(sent.unwrap(), 4);
-/// })
-/// .unwrap();
-/// fn got(out: &mut Option<(usize, Msg)>, _: &mut Io<Option<(usize, Msg)>>, _: Tag,
-///        (n, msg): (std::io::Result<usize>, Msg)) {
-///     *out = Some((n.unwrap(), msg));
-/// }
-/// io.recv_from(0, b.as_raw_fd(), Msg::new(Vec::with_capacity(64)), got).unwrap();
-/// let mut out = None;
-/// io.run_until_idle(&mut out)?;
-/// let (n, msg) = out.unwrap();
-/// assert_eq!((n, &msg.bufs()[0][..]), (4, &b"ping"[..]));
+/// io.send_to(0, a.as_raw_fd(), ping, b.local_addr()?, sent).unwrap();
+/// io.recv_from(1, b.as_raw_fd(), Msg::new(Vec::with_capacity(64)), received).unwrap();
+/// let mut got = None;
+/// io.run_until_idle(&mut got)?;
+/// let (count, msg) = got.expect("a datagram");
+/// assert_eq!((count, &msg.bufs()[0][..]), (4, &b"ping"[..]));
 /// assert_eq!(msg.peer(), Some(a.local_addr()?));
 /// assert!(!msg.truncated());
 /// # Ok(())

@@ -15,6 +15,7 @@ mod fallback;
 mod files;
 mod misuse;
 mod model;
+mod msg;
 mod ops;
 mod overflow;
 mod pipe;

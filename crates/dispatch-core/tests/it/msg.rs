@@ -1,0 +1,374 @@
+//! Message operations (`Io::sendmsg`, `Io::recvmsg`, `Io::send_to`, `Io::recv_from`) on the
+//! backend under test: UDP round trips with the peer's address, vectored buffers,
+//! truncation reported, the error cases (a refused port, a bad address family, a closed
+//! peer), descriptors passed over Unix sockets (`SCM_RIGHTS`) and never leaked (a control
+//! buffer too small, a cancel, a drop with a receive in flight), and the simulator's streams.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+
+use dispatch_loop::sim::{Sim, SimOptions};
+use dispatch_loop::{Io, Msg, Options, Tag};
+
+use crate::check;
+use crate::drop_in_flight::open_fds;
+
+/// What the callbacks saw, by tag.
+#[derive(Default)]
+struct Seen {
+    results: Vec<(Tag, io::Result<usize>, Msg)>,
+}
+
+impl Seen {
+    /// The result of the operation tagged `tag`.
+    fn take(&mut self, tag: Tag) -> (io::Result<usize>, Msg) {
+        let at = self.results.iter().position(|(t, ..)| *t == tag);
+        let (_, result, msg) = self.results.remove(at.expect("the operation completed"));
+        (result, msg)
+    }
+}
+
+fn on_msg(seen: &mut Seen, _: &mut Io<Seen>, tag: Tag, (result, msg): (io::Result<usize>, Msg)) {
+    seen.results.push((tag, result, msg));
+}
+
+fn on_unit(_: &mut Seen, _: &mut Io<Seen>, _: Tag, result: io::Result<()>) {
+    result.unwrap();
+}
+
+fn loop_for_test() -> Option<Io<Seen>> {
+    check::io(&Options::new(16))
+}
+
+fn udp() -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_nonblocking(true).unwrap();
+    socket
+}
+
+fn errno(result: &io::Result<usize>) -> i32 {
+    match result {
+        Ok(n) => panic!("{n} bytes where an error was expected"),
+        Err(error) => error.raw_os_error().expect("an OS error"),
+    }
+}
+
+#[test]
+fn a_datagram_goes_both_ways_with_its_sender() {
+    let Some(mut io) = loop_for_test() else {
+        return;
+    };
+    let (a, b) = (udp(), udp());
+    let mut seen = Seen::default();
+    // A receive waiting first (parked on readiness backends), then the datagram.
+    let halves = vec![Vec::with_capacity(3), Vec::with_capacity(64)];
+    io.recv_from(1, b.as_raw_fd(), Msg::vectored(halves), on_msg)
+        .unwrap();
+    io.tick(&mut seen).unwrap();
+    let parts = vec![b"hel".to_vec(), b"lo".to_vec(), Vec::new()];
+    let to = b.local_addr().unwrap();
+    io.send_to(2, a.as_raw_fd(), Msg::vectored(parts), to, on_msg)
+        .unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+    let (sent, _) = seen.take(2);
+    assert_eq!(sent.unwrap(), 5);
+    let (got, msg) = seen.take(1);
+    assert_eq!(got.unwrap(), 5);
+    assert_eq!(msg.bufs()[0], b"hel", "the first buffer filled first");
+    assert_eq!(msg.bufs()[1], b"lo");
+    assert_eq!(msg.peer(), Some(a.local_addr().unwrap()));
+    assert!(!msg.truncated() && !msg.control_truncated());
+
+    // The echo: the message goes back to its sender as it came, buffers and address.
+    let back = msg.peer().unwrap();
+    io.send_to(3, b.as_raw_fd(), msg, back, on_msg).unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+    assert_eq!(seen.take(3).0.unwrap(), 5);
+    let mut echoed = [0; 16];
+    let (n, from) = a.recv_from(&mut echoed).unwrap();
+    assert_eq!(
+        (&echoed[..n], from),
+        (&b"hello"[..], b.local_addr().unwrap())
+    );
+}
+
+#[test]
+fn datagrams_queued_together_are_all_received() {
+    // A short datagram says nothing of what else is queued: three receives, three datagrams
+    // already waiting, each receive gets one (the readiness engine must not think the socket
+    // drained after the first short one).
+    let Some(mut io) = loop_for_test() else {
+        return;
+    };
+    let (a, b) = (udp(), udp());
+    let mut seen = Seen::default();
+    for tag in 0..3 {
+        io.recv_from(tag, b.as_raw_fd(), Msg::new(Vec::with_capacity(64)), on_msg)
+            .unwrap();
+    }
+    io.tick(&mut seen).unwrap();
+    for text in ["one", "two", "three"] {
+        a.send_to(text.as_bytes(), b.local_addr().unwrap()).unwrap();
+    }
+    io.run_until_idle(&mut seen).unwrap();
+    let mut got: Vec<Vec<u8>> = (0..3)
+        .map(|tag| seen.take(tag).1.into_bufs().remove(0))
+        .collect();
+    got.sort();
+    assert_eq!(got, [&b"one"[..], b"three", b"two"]);
+}
+
+#[test]
+fn a_truncated_datagram_is_reported() {
+    let Some(mut io) = loop_for_test() else {
+        return;
+    };
+    let (a, b) = (udp(), udp());
+    let mut seen = Seen::default();
+    a.send_to(b"0123456789", b.local_addr().unwrap()).unwrap();
+    io.recv_from(1, b.as_raw_fd(), Msg::new(Vec::with_capacity(4)), on_msg)
+        .unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+    let (got, msg) = seen.take(1);
+    assert_eq!(got.unwrap(), 4, "the count is what was kept");
+    assert_eq!(msg.bufs()[0], b"0123");
+    assert!(msg.truncated(), "MSG_TRUNC reported, never silent");
+
+    // The message is reused: the next receive clears the flag.
+    let mut msg = msg;
+    msg.bufs_mut()[0].clear();
+    a.send_to(b"ok", b.local_addr().unwrap()).unwrap();
+    io.recv_from(2, b.as_raw_fd(), msg, on_msg).unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+    let (got, msg) = seen.take(2);
+    assert_eq!((got.unwrap(), msg.truncated()), (2, false));
+}
+
+#[test]
+fn a_connected_datagram_socket_learns_its_peer_refused() {
+    let Some(mut io) = loop_for_test() else {
+        return;
+    };
+    // A port nobody listens on: bound, then closed.
+    let gone = udp().local_addr().unwrap();
+    let a = udp();
+    a.connect(gone).unwrap();
+    let mut seen = Seen::default();
+    io.sendmsg(1, a.as_raw_fd(), Msg::new(b"anyone?".to_vec()), on_msg)
+        .unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+    assert_eq!(seen.take(1).0.unwrap(), 7, "the send itself succeeds");
+    // The ICMP port-unreachable comes back as the socket's error, to its next operation.
+    io.recvmsg(2, a.as_raw_fd(), Msg::new(Vec::with_capacity(16)), on_msg)
+        .unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+    assert_eq!(errno(&seen.take(2).0), libc::ECONNREFUSED);
+}
+
+#[test]
+fn an_address_of_the_wrong_family_is_an_error() {
+    let Some(mut io) = loop_for_test() else {
+        return;
+    };
+    let a = udp();
+    let mut seen = Seen::default();
+    let v6: SocketAddr = "[::1]:9".parse().unwrap();
+    io.send_to(1, a.as_raw_fd(), Msg::new(b"x".to_vec()), v6, on_msg)
+        .unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+    let (result, msg) = seen.take(1);
+    assert!(
+        matches!(errno(&result), libc::EAFNOSUPPORT | libc::EINVAL),
+        "{result:?}"
+    );
+    assert_eq!(msg.bufs()[0], b"x", "the message comes back whole");
+}
+
+#[test]
+fn a_closed_peer_ends_the_stream_and_refuses_sends() {
+    let Some(mut io) = loop_for_test() else {
+        return;
+    };
+    let (a, b) = UnixStream::pair().unwrap();
+    drop(b);
+    let mut seen = Seen::default();
+    io.recvmsg(1, a.as_raw_fd(), Msg::new(Vec::with_capacity(8)), on_msg)
+        .unwrap();
+    io.sendmsg(2, a.as_raw_fd(), Msg::new(b"late".to_vec()), on_msg)
+        .unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+    assert_eq!(seen.take(1).0.unwrap(), 0, "end of stream");
+    assert_eq!(errno(&seen.take(2).0), libc::EPIPE, "EPIPE, never SIGPIPE");
+}
+
+/// A pipe whose write end is sent: the test reads through the read end what the receiver
+/// writes through the descriptor it got.
+fn pipe() -> (std::fs::File, OwnedFd) {
+    let (read, write) = rustix::pipe::pipe().unwrap();
+    (std::fs::File::from(read), write)
+}
+
+#[test]
+fn descriptors_pass_over_a_unix_socket() {
+    let Some(mut io) = loop_for_test() else {
+        return;
+    };
+    let (a, b) = UnixDatagram::pair().unwrap();
+    let mut seen = Seen::default();
+    let (mut reader, writer) = pipe();
+    let mut msg = Msg::new(b"fd".to_vec()).with_fds(2);
+    msg.fds_mut().push(writer);
+    io.sendmsg(1, a.as_raw_fd(), msg, on_msg).unwrap();
+    io.recvmsg(
+        2,
+        b.as_raw_fd(),
+        Msg::new(Vec::with_capacity(8)).with_fds(2),
+        on_msg,
+    )
+    .unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+    let (sent, msg) = seen.take(1);
+    assert_eq!(sent.unwrap(), 2);
+    assert_eq!(msg.fds().len(), 1, "the sender keeps its descriptor");
+    drop(msg);
+    let (got, mut msg) = seen.take(2);
+    assert_eq!(got.unwrap(), 2);
+    assert_eq!(msg.peer(), None, "a Unix peer has no IP address");
+    assert!(!msg.control_truncated());
+    let received = msg.fds_mut().pop().expect("one descriptor came");
+    let mut through = std::fs::File::from(received);
+    through.write_all(b"through").unwrap();
+    drop(through);
+    let mut text = String::new();
+    reader.read_to_string(&mut text).unwrap();
+    assert_eq!(
+        text, "through",
+        "the descriptor names the pipe, and no copy is left open"
+    );
+}
+
+/// Sends three descriptors to a receive with room for `room`, in a child process (it counts
+/// the process's descriptors): the receive reports the control data cut short, and
+/// nothing is left open afterwards.
+fn too_many_descriptors(room: usize) {
+    let before = open_fds();
+    {
+        let Some(mut io) = loop_for_test() else {
+            return;
+        };
+        let (a, b) = UnixDatagram::pair().unwrap();
+        let mut out = Msg::new(b"3".to_vec()).with_fds(3);
+        for _ in 0..3 {
+            out.fds_mut().push(pipe().1);
+        }
+        let mut seen = Seen::default();
+        io.sendmsg(1, a.as_raw_fd(), out, on_msg).unwrap();
+        let msg = Msg::new(Vec::with_capacity(8)).with_fds(room);
+        io.recvmsg(2, b.as_raw_fd(), msg, on_msg).unwrap();
+        io.run_until_idle(&mut seen).unwrap();
+        assert_eq!(seen.take(1).0.unwrap(), 1);
+        let (got, msg) = seen.take(2);
+        assert_eq!(got.unwrap(), 1);
+        assert!(msg.control_truncated(), "MSG_CTRUNC reported");
+        assert!(msg.fds().is_empty(), "what arrived is closed, not kept");
+    }
+    assert_eq!(open_fds(), before, "descriptors leaked");
+}
+
+#[test]
+fn a_control_buffer_too_small_leaks_no_descriptor() {
+    if let Some(role) = check::child_role() {
+        return too_many_descriptors(role.parse().unwrap());
+    }
+    let test = "msg::a_control_buffer_too_small_leaks_no_descriptor";
+    let backend = std::env::var(dispatch_loop::BACKEND_ENV).ok();
+    check::in_child(test, "1", backend.as_deref());
+    check::in_child(test, "0", backend.as_deref());
+}
+
+#[test]
+fn a_cancelled_receive_gives_its_message_back() {
+    let Some(mut io) = loop_for_test() else {
+        return;
+    };
+    let b = udp();
+    let mut seen = Seen::default();
+    let id = io
+        .recv_from(1, b.as_raw_fd(), Msg::new(Vec::with_capacity(8)), on_msg)
+        .unwrap();
+    io.tick(&mut seen).unwrap();
+    io.cancel(2, id, on_unit).unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+    let (result, msg) = seen.take(1);
+    assert_eq!(errno(&result), libc::ECANCELED);
+    assert_eq!(msg.bufs()[0].capacity(), 8, "the buffer comes back");
+}
+
+/// Drops a loop whose receive of two descriptors is in flight (the datagram already
+/// waiting, so io_uring may complete it while the drop reaps), in a child process: no
+/// descriptor is left open.
+fn drop_with_a_receive_in_flight() {
+    let before = open_fds();
+    {
+        let Some(mut io) = loop_for_test() else {
+            return;
+        };
+        let (a, b) = UnixDatagram::pair().unwrap();
+        let mut out = Msg::new(b"2".to_vec()).with_fds(2);
+        out.fds_mut().extend([pipe().1, pipe().1]);
+        let mut seen = Seen::default();
+        io.sendmsg(1, a.as_raw_fd(), out, on_msg).unwrap();
+        io.run_until_idle(&mut seen).unwrap();
+        let msg = Msg::new(Vec::with_capacity(8)).with_fds(2);
+        io.recvmsg(2, b.as_raw_fd(), msg, on_msg).unwrap();
+        // An idle receive beside it, which only the drop's cancel ends.
+        let (c, _d) = UnixDatagram::pair().unwrap();
+        let idle = Msg::new(Vec::with_capacity(8)).with_fds(2);
+        io.recvmsg(3, c.as_raw_fd(), idle, on_msg).unwrap();
+        io.tick(&mut seen).unwrap_or_default();
+        drop(io);
+        drop(seen);
+    }
+    assert_eq!(open_fds(), before, "descriptors leaked by the drop");
+}
+
+#[test]
+fn dropping_the_loop_with_a_receive_in_flight_leaks_no_descriptor() {
+    if check::child_role().is_some() {
+        return drop_with_a_receive_in_flight();
+    }
+    let test = "msg::dropping_the_loop_with_a_receive_in_flight_leaks_no_descriptor";
+    let backend = std::env::var(dispatch_loop::BACKEND_ENV).ok();
+    check::in_child(test, "drop", backend.as_deref());
+}
+
+#[test]
+fn messages_cross_a_simulated_stream() {
+    let sim = Sim::new(&SimOptions::new(7)).unwrap();
+    let mut io: Io<Seen> = Io::new_sim(&Options::new(8), &sim).unwrap();
+    let (a, b) = sim.socket_pair().unwrap();
+    let mut seen = Seen::default();
+    let halves = vec![Vec::with_capacity(2), Vec::with_capacity(8)];
+    io.recvmsg(1, b.as_raw_fd(), Msg::vectored(halves), on_msg)
+        .unwrap();
+    let parts = vec![b"ab".to_vec(), b"cde".to_vec()];
+    io.sendmsg(2, a.as_raw_fd(), Msg::vectored(parts), on_msg)
+        .unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+    assert_eq!(seen.take(2).0.unwrap(), 5);
+    let (got, msg) = seen.take(1);
+    assert_eq!(got.unwrap(), 5);
+    assert_eq!(
+        (&msg.bufs()[0][..], &msg.bufs()[1][..]),
+        (&b"ab"[..], &b"cde"[..])
+    );
+    assert_eq!(msg.peer(), None);
+    // No datagrams or descriptor passing on the simulator yet: said, not faked.
+    let to: SocketAddr = "10.0.0.1:53".parse().unwrap();
+    io.send_to(3, a.as_raw_fd(), Msg::new(b"q".to_vec()), to, on_msg)
+        .unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+    assert_eq!(errno(&seen.take(3).0), libc::EISCONN);
+}
