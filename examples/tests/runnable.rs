@@ -1,4 +1,4 @@
-//! The small examples (`taste`, `files`, `direct`, `storage_taste`, `timeouts`) run to
+//! The small examples (`taste`, `datagrams`, `files`, `direct`, `storage_taste`, `timeouts`) run to
 //! success on every backend: each checks its own results and exits non-zero if one is wrong,
 //! so running it is its test. `storage_bench` runs each of its modes briefly on every
 //! backend (its figures unjudged). `cargo test` builds examples before running tests; this
@@ -41,6 +41,16 @@ fn run(name: &str) -> Vec<String> {
         outputs.push(stdout);
     }
     outputs
+}
+
+#[test]
+fn datagrams_echoes_three_datagrams() {
+    for stdout in run("datagrams") {
+        assert!(
+            stdout.starts_with("datagrams: echoed 3 datagrams"),
+            "{stdout}"
+        );
+    }
 }
 
 #[test]

@@ -75,6 +75,24 @@ mod tests {
         );
     }
 
+    /// The README's taste of datagrams is part of `examples/datagrams.rs`, verbatim.
+    #[test]
+    fn the_readme_datagram_taste_is_the_compiled_example() {
+        let root = project_root();
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let taste = readme
+            .split_once("### A taste of datagrams")
+            .expect("README has ### A taste of datagrams")
+            .1;
+        let block = taste.split_once("```rust\n").expect("a rust block").1;
+        let block = block.split_once("```").expect("a closed block").0;
+        let example = std::fs::read_to_string(root.join("examples/datagrams.rs")).unwrap();
+        assert!(
+            example.contains(block),
+            "README.md's taste of datagrams is not in examples/datagrams.rs: change both"
+        );
+    }
+
     #[test]
     fn every_file_opens_with_a_doc_comment() {
         for (path, text) in sources() {
