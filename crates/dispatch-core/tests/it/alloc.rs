@@ -767,3 +767,115 @@ fn file_operations_through_workers_allocate_nothing() {
         std::fs::remove_file(&path).unwrap();
     }
 }
+
+/// A UDP ping-pong through `send_to`/`recv_from`, the message reused for each operation,
+/// and beside it a descriptor passed back and forth over a Unix datagram pair
+/// (`SCM_RIGHTS`), one message at a time, for as long as the ping-pong lasts.
+struct Datagrams {
+    client: std::net::UdpSocket,
+    server: std::net::UdpSocket,
+    unix: (
+        std::os::unix::net::UnixDatagram,
+        std::os::unix::net::UnixDatagram,
+    ),
+    rounds_left: u64,
+    ops: u64,
+    fds_passed: u64,
+    allocations_at_warm: Option<u64>,
+}
+
+const DGRAM_ROUNDS: u64 = 10_000;
+const DGRAM_FD_SEND: Tag = 4;
+const DGRAM_FD_RECV: Tag = 5;
+
+type MsgDone = (io::Result<usize>, dispatch_loop::Msg);
+
+fn on_datagram(d: &mut Datagrams, io: &mut Io<Datagrams>, tag: Tag, (n, mut msg): MsgDone) {
+    let n = n.unwrap();
+    d.ops += 1;
+    let (client, server) = (d.client.as_raw_fd(), d.server.as_raw_fd());
+    match tag {
+        CLIENT_SEND => {
+            assert_eq!(n, MESSAGE);
+            msg.bufs_mut()[0].clear();
+            io.recv_from(SERVER_RECV, server, msg, on_datagram).unwrap();
+        }
+        SERVER_RECV => {
+            assert_eq!(n, MESSAGE);
+            let to = msg.peer().expect("a UDP sender");
+            io.send_to(SERVER_SEND, server, msg, to, on_datagram)
+                .unwrap();
+        }
+        SERVER_SEND => {
+            msg.bufs_mut()[0].clear();
+            io.recv_from(CLIENT_RECV, client, msg, on_datagram).unwrap();
+        }
+        CLIENT_RECV => {
+            d.rounds_left -= 1;
+            if d.rounds_left == DGRAM_ROUNDS - 100 {
+                d.allocations_at_warm = Some(allocations());
+            }
+            if d.rounds_left > 0 {
+                let to = d.server.local_addr().unwrap();
+                io.send_to(CLIENT_SEND, client, msg, to, on_datagram)
+                    .unwrap();
+            }
+        }
+        // The descriptor leg, one message at a time beside the ping-pong: the message that
+        // passes the descriptor receives the next one, whose arrival closes the last.
+        DGRAM_FD_SEND => {
+            let fd = d.unix.1.as_raw_fd();
+            io.recvmsg(DGRAM_FD_RECV, fd, msg, on_datagram).unwrap();
+        }
+        DGRAM_FD_RECV => {
+            assert_eq!(msg.fds().len(), 1, "one descriptor a message");
+            d.fds_passed += 1;
+            if d.rounds_left > 1 {
+                let fd = d.unix.0.as_raw_fd();
+                io.sendmsg(DGRAM_FD_SEND, fd, msg, on_datagram).unwrap();
+            }
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn datagrams_and_descriptor_passing_allocate_nothing() {
+    assert_counting();
+    let Some(mut io) = check::io::<Datagrams>(&Options::new(8)) else {
+        return;
+    };
+    assert_backend(&io.stats());
+    let bind = || std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut d = Datagrams {
+        client: bind(),
+        server: bind(),
+        unix: std::os::unix::net::UnixDatagram::pair().unwrap(),
+        rounds_left: DGRAM_ROUNDS,
+        ops: 0,
+        fds_passed: 0,
+        allocations_at_warm: None,
+    };
+    let to = d.server.local_addr().unwrap();
+    let msg = dispatch_loop::Msg::new(vec![7; MESSAGE]);
+    io.send_to(CLIENT_SEND, d.client.as_raw_fd(), msg, to, on_datagram)
+        .unwrap();
+    // An empty datagram that carries one descriptor, back and forth through one message:
+    // sent, the message keeps its descriptor; receiving into it closes that one and takes
+    // the one that came (a new descriptor for the same socket each time).
+    let mut pass = dispatch_loop::Msg::new(Vec::with_capacity(1)).with_fds(1);
+    pass.fds_mut().push(d.client.try_clone().unwrap().into());
+    io.sendmsg(DGRAM_FD_SEND, d.unix.0.as_raw_fd(), pass, on_datagram)
+        .unwrap();
+    io.run_until_idle(&mut d).unwrap();
+    let after = allocations();
+    assert!(d.ops >= DGRAM_ROUNDS * 4, "{} operations", d.ops);
+    assert!(d.fds_passed > 1_000, "{} descriptors passed", d.fds_passed);
+    let warm = d.allocations_at_warm.expect("warm-up finished");
+    assert_eq!(
+        after - warm,
+        0,
+        "allocations in steady state over {} operations",
+        d.ops
+    );
+}
