@@ -286,13 +286,17 @@ impl Msg {
         inner.take_fds();
     }
 
-    /// The simulator's receive: no address, no control data, no flags.
+    /// The simulator's receive: the sender if any, `MSG_TRUNC` if the datagram was cut,
+    /// no control data.
     #[cfg(feature = "sim")]
-    pub(crate) fn sim_received(&mut self) {
-        let hdr = &mut self.inner.hdr;
-        hdr.msg_namelen = 0;
-        hdr.msg_controllen = 0;
-        hdr.msg_flags = 0;
+    pub(crate) fn sim_received(&mut self, from: Option<SocketAddr>, truncated: bool) {
+        let inner = &mut *self.inner;
+        inner.hdr.msg_namelen = match from {
+            Some(from) => write_sockaddr(&mut inner.name, from),
+            None => 0,
+        };
+        inner.hdr.msg_controllen = 0;
+        inner.hdr.msg_flags = if truncated { libc::MSG_TRUNC } else { 0 };
     }
 
     /// The spare capacities a receive fills, for a backend that copies itself (the simulator).

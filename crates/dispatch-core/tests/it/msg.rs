@@ -2,7 +2,8 @@
 //! backend under test: UDP round trips with the peer's address, vectored buffers,
 //! truncation reported, the error cases (a refused port, a bad address family, a closed
 //! peer), descriptors passed over Unix sockets (`SCM_RIGHTS`) and never leaked (a control
-//! buffer too small, a cancel, a drop with a receive in flight), and the simulator's streams.
+//! buffer too small, a cancel, a drop with a receive in flight); and on the simulator, its
+//! streams and its datagram sockets, whose loss, duplication and reordering follow the seed.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, UdpSocket};
@@ -375,4 +376,127 @@ fn messages_cross_a_simulated_stream() {
         .unwrap();
     io.run_until_idle(&mut seen).unwrap();
     assert_eq!(errno(&seen.take(3).0), libc::EISCONN);
+}
+
+#[test]
+fn datagrams_cross_the_simulated_network() {
+    let sim = Sim::new(&SimOptions::new(11)).unwrap();
+    let mut io: Io<Seen> = Io::new_sim(&Options::new(8), &sim).unwrap();
+    let (a, a_addr) = sim.udp_bind("10.0.0.1:0".parse().unwrap()).unwrap();
+    let (b, b_addr) = sim.udp_bind("10.0.0.2:53".parse().unwrap()).unwrap();
+    assert_eq!(b_addr.port(), 53);
+    assert_ne!(a_addr.port(), 0, "port 0 is given a free port");
+    let taken = sim.udp_bind(b_addr).unwrap_err();
+    assert_eq!(taken.raw_os_error(), Some(libc::EADDRINUSE));
+    let mut seen = Seen::default();
+    let halves = vec![Vec::with_capacity(2), Vec::with_capacity(2)];
+    io.recv_from(1, b.as_raw_fd(), Msg::vectored(halves), on_msg)
+        .unwrap();
+    io.send_to(
+        2,
+        a.as_raw_fd(),
+        Msg::new(b"query".to_vec()),
+        b_addr,
+        on_msg,
+    )
+    .unwrap();
+    // No address: the simulator's datagram sockets are never connected.
+    io.sendmsg(3, a.as_raw_fd(), Msg::new(b"?".to_vec()), on_msg)
+        .unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+    assert_eq!(seen.take(2).0.unwrap(), 5);
+    assert_eq!(errno(&seen.take(3).0), libc::EDESTADDRREQ);
+    let (got, msg) = seen.take(1);
+    assert_eq!(
+        got.unwrap(),
+        4,
+        "what fits of a 5-byte datagram in 2 + 2 bytes"
+    );
+    assert_eq!(
+        (&msg.bufs()[0][..], &msg.bufs()[1][..]),
+        (&b"qu"[..], &b"er"[..])
+    );
+    assert!(msg.truncated(), "MSG_TRUNC on the simulator too");
+    assert_eq!(msg.peer(), Some(a_addr));
+}
+
+/// A receiver that counts datagrams numbered by their first byte pair.
+#[derive(Default)]
+struct Counted {
+    fd: i32,
+    numbers: Vec<u16>,
+}
+
+fn on_counted(
+    c: &mut Counted,
+    io: &mut Io<Counted>,
+    _: Tag,
+    (n, mut msg): (io::Result<usize>, Msg),
+) {
+    assert_eq!(n.unwrap(), 2);
+    let buf = &mut msg.bufs_mut()[0];
+    c.numbers.push(u16::from_be_bytes([buf[0], buf[1]]));
+    buf.clear();
+    io.recv_from(0, c.fd, msg, on_counted).unwrap();
+}
+
+fn on_sent(_: &mut Counted, _: &mut Io<Counted>, _: Tag, (n, _): (io::Result<usize>, Msg)) {
+    assert_eq!(n.unwrap(), 2, "a datagram is always sent whole");
+}
+
+/// Sends 200 numbered datagrams on a world with `seed` and datagram faults on; the numbers
+/// received, in order, and the trace hash.
+fn lossy_run(seed: u64) -> (Vec<u16>, u64, dispatch_loop::sim::SimStats) {
+    let mut options = SimOptions::new(seed);
+    options.faults.datagram_loss = 100_000;
+    options.faults.datagram_duplicate = 100_000;
+    options.latency_max_ns = 1_000_000;
+    let sim = Sim::new(&options).unwrap();
+    let mut io: Io<Counted> = Io::new_sim(&Options::new(256), &sim).unwrap();
+    let (a, _) = sim.udp_bind("10.0.0.1:0".parse().unwrap()).unwrap();
+    let (b, b_addr) = sim.udp_bind("10.0.0.2:0".parse().unwrap()).unwrap();
+    let mut counted = Counted {
+        fd: b.as_raw_fd(),
+        numbers: Vec::new(),
+    };
+    let msg = Msg::new(Vec::with_capacity(2));
+    io.recv_from(0, b.as_raw_fd(), msg, on_counted).unwrap();
+    for number in 0..200_u16 {
+        let msg = Msg::new(number.to_be_bytes().to_vec());
+        io.send_to(1, a.as_raw_fd(), msg, b_addr, on_sent).unwrap();
+    }
+    // 100 ms of virtual time: every datagram not lost has arrived (latency up to 1 ms).
+    io.run_for_ns(&mut counted, 100_000_000).unwrap();
+    let stats = sim.stats();
+    (counted.numbers, sim.trace_hash(), stats)
+}
+
+#[test]
+fn simulated_datagrams_are_lost_duplicated_and_reordered_by_the_seed() {
+    for seed in 0..8 {
+        let (numbers, hash, stats) = lossy_run(seed);
+        let lost = stats.faults.datagram_loss;
+        let doubled = stats.faults.datagram_duplicate;
+        eprintln!(
+            "seed {seed}: {} received, {lost} lost, {doubled} doubled",
+            numbers.len()
+        );
+        assert_eq!(numbers.len() as u64, 200 - lost + doubled, "seed {seed}");
+        assert!(
+            numbers.iter().all(|&n| n < 200),
+            "seed {seed}: only what was sent"
+        );
+        assert!(lost > 0 && doubled > 0, "seed {seed}: both faults met");
+        assert!(
+            numbers.windows(2).any(|w| w[0] > w[1]),
+            "seed {seed}: out of order"
+        );
+        let (again, hash_again, _) = lossy_run(seed);
+        assert_eq!(
+            (numbers, hash),
+            (again, hash_again),
+            "seed {seed}: one seed, one run"
+        );
+    }
+    assert_ne!(lossy_run(1).1, lossy_run(2).1, "two seeds, two runs");
 }

@@ -22,6 +22,7 @@ mod net;
 mod options;
 mod rng;
 mod socket;
+mod udp;
 mod world;
 
 use std::io;

@@ -109,7 +109,7 @@ pub(crate) enum Recv {
 }
 
 impl World {
-    fn latency_ns(&mut self) -> u64 {
+    pub(super) fn latency_ns(&mut self) -> u64 {
         let (low, high) = (self.options.latency_min_ns, self.options.latency_max_ns);
         let mut latency = self.rng.between(low, high.max(low));
         if self.rng.chance(self.faults.latency) {

@@ -51,6 +51,10 @@ pub struct Faults {
     /// the same results as without the fault. Resends are faulted alike; the cancels of a
     /// loop's drop never are.
     pub lost_cancel: u32,
+    /// A datagram is lost on its way (`Sim::udp_bind`'s sockets).
+    pub datagram_loss: u32,
+    /// A datagram arrives twice, each copy with its own latency.
+    pub datagram_duplicate: u32,
     /// Test only: a rare short receive also drops one byte, a bug planted so that the
     /// fuzzers can show they find it. Never set it outside such a test.
     #[doc(hidden)]
@@ -73,6 +77,8 @@ impl Faults {
         disk_eio: 0,
         torn_write: 0,
         lost_cancel: 0,
+        datagram_loss: 0,
+        datagram_duplicate: 0,
         planted_bug: false,
     };
 
@@ -92,6 +98,8 @@ impl Faults {
             disk_eio: 5_000,
             torn_write: 300_000,
             lost_cancel: 100_000,
+            datagram_loss: 20_000,
+            datagram_duplicate: 10_000,
             planted_bug: false,
         }
     }
@@ -170,6 +178,10 @@ pub struct FaultCounts {
     pub torn_write: u64,
     /// Cancels that missed their target.
     pub lost_cancel: u64,
+    /// Datagrams lost.
+    pub datagram_loss: u64,
+    /// Datagrams delivered twice.
+    pub datagram_duplicate: u64,
     /// Bytes dropped by the planted bug (tests only).
     pub planted_bug: u64,
 }

@@ -29,6 +29,8 @@ pub(crate) enum Fault {
     TornWrite,
     Planted,
     LostCancel,
+    DatagramLoss,
+    DatagramDuplicate,
 }
 
 /// What a simulated descriptor names.
@@ -42,6 +44,8 @@ pub(crate) enum Obj {
     Listener(u32),
     /// An open file.
     File(u32),
+    /// A datagram socket (`udp.rs`).
+    Datagram(u32),
     /// Killed by a simulated crash: operations fail with `EIO`, close succeeds.
     Dead,
 }
@@ -58,6 +62,7 @@ impl Obj {
             Obj::Listener(id) => (3, id),
             Obj::File(id) => (4, id),
             Obj::Dead => (5, 0),
+            Obj::Datagram(id) => (6, id),
         };
         (kind << 32) | u64::from(id)
     }
@@ -91,6 +96,7 @@ pub(crate) struct World {
     event_seq: u64,
     pub(crate) net: Net,
     pub(crate) disk: Disk,
+    pub(crate) udp: super::udp::Udp,
     /// A loop runs on this world now (one at a time).
     pub(crate) attached: bool,
     /// Unbound sockets made so far (their numbers).
@@ -124,6 +130,7 @@ impl World {
             event_seq: 0,
             net: Net::default(),
             disk: Disk::new(options.disk_capacity_bytes, &[temp_dir().as_slice()]),
+            udp: super::udp::Udp::default(),
             attached: false,
             unbound: 0,
         })
@@ -207,6 +214,7 @@ impl World {
             Obj::Stream(endpoint) => self.close_endpoint(endpoint),
             Obj::Listener(listener) => self.close_listener(listener),
             Obj::File(file) => self.disk.close(file),
+            Obj::Datagram(id) => self.udp_close(id),
             Obj::Unbound(_) | Obj::Dead => {}
         }
     }
@@ -232,6 +240,8 @@ impl World {
             Fault::TornWrite => &mut counts.torn_write,
             Fault::Planted => &mut counts.planted_bug,
             Fault::LostCancel => &mut counts.lost_cancel,
+            Fault::DatagramLoss => &mut counts.datagram_loss,
+            Fault::DatagramDuplicate => &mut counts.datagram_duplicate,
         };
         *count += 1;
         let now_ns = self.now_ns();
