@@ -65,7 +65,7 @@
 //!   threads are the one thing a simulation cannot make deterministic: virtual time does
 //!   not wait for them (a timer due in an hour fires at once if nothing else is due).
 //! - **Descriptors** are the world's: [`Sim::listen`], [`Sim::socket`],
-//!   [`Sim::socket_pair`], accepted connections and files opened by
+//!   [`Sim::socket_pair`], [`Sim::udp_bind`], accepted connections and files opened by
 //!   [`Io::openat`](crate::Io::openat). Each is a real descriptor (a duplicate of
 //!   `/dev/null`), so that `OwnedFd` stays sound, but its number means nothing to the
 //!   simulation: an operation on a descriptor the world does not know fails with `EBADF`
@@ -81,6 +81,14 @@
 //!   connection, as TCP does; a reset is `ECONNRESET` once, then end of stream for receives
 //!   and `EPIPE` for sends. Operations on one socket and direction are served in order, as
 //!   on epoll and kqueue.
+//! - **Datagrams** ([`Sim::udp_bind`]): [`Io::send_to`](crate::Io::send_to) and
+//!   [`Io::sendmsg`](crate::Io::sendmsg) send one datagram to an address, never waiting;
+//!   each travels alone with its own latency, so datagrams arrive out of order, and
+//!   `Faults::datagram_loss` and `Faults::datagram_duplicate` lose or repeat some. A
+//!   datagram to an address nobody bound is dropped, silently as UDP does. Receives
+//!   ([`Io::recv_from`](crate::Io::recv_from), [`Io::recvmsg`](crate::Io::recvmsg)) report
+//!   the sender and truncation. Message operations on a stream socket move its bytes;
+//!   descriptors cannot be passed (`EOPNOTSUPP`).
 //! - **Files and directories** live on a simulated disk (below). Paths resolve from `/`
 //!   (for an absolute path or `AT_FDCWD`: the simulated working directory is the root) or
 //!   from a directory descriptor (opened with `O_DIRECTORY`, or `O_RDONLY`); every
