@@ -5,10 +5,14 @@
 //! asynchronously). Made once and reused, a message costs no allocation per operation.
 #![allow(unsafe_code)]
 
+use std::ffi::OsStr;
 use std::fmt;
+use std::io;
 use std::mem::size_of;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 /// The most buffers one message gathers or scatters; a message made with more uses the
 /// first `MSG_IOV_MAX` (a send sends theirs, a receive fills theirs).
@@ -29,7 +33,9 @@ const CONTROL_WORDS: usize = (16 + 4 * MSG_FDS_MAX).div_ceil(8);
 /// buffers ([`Msg::truncated`], `MSG_TRUNC`: the rest is lost, never silently) and, with
 /// room made by [`Msg::with_fds`], the descriptors that came with it ([`Msg::fds`]), owned
 /// (closed when dropped, so none leaks). A send sends every buffer's bytes to the peer set
-/// with [`Msg::set_peer`] (none: the connected peer), with the descriptors in [`Msg::fds`].
+/// with [`Msg::set_peer`] (an IP address) or [`Msg::set_peer_path`] (a Unix datagram
+/// socket's path; none: the connected peer), with the descriptors in [`Msg::fds`]. A
+/// message received and sent again goes back to its sender.
 ///
 /// # Examples
 /// A UDP echo round trip: one socket sends a datagram to another, which receives it with
@@ -82,6 +88,9 @@ struct Inner {
     /// Descriptors a receive may take (`with_fds`); 0: no control buffer is offered.
     fds_max: usize,
     peer: Option<SocketAddr>,
+    /// The length of the Unix-domain address `name` holds (a path to send to, or the
+    /// sender's path after a receive); 0: none.
+    unix_len: libc::socklen_t,
     /// `msg_flags` of the last receive.
     flags: i32,
     /// What the header was last prepared for: a receive (the kernel writes the header's
@@ -119,23 +128,27 @@ impl Msg {
                 fds: Vec::new(),
                 fds_max: 0,
                 peer: None,
+                unix_len: 0,
                 flags: 0,
                 receiving: false,
             }),
         }
     }
 
-    /// Makes room for up to `fds_max` descriptors (at most [`MSG_FDS_MAX`]) received with a
+    /// Makes room for `fds_max` descriptors (at most [`MSG_FDS_MAX`]) received with a
     /// message (`SCM_RIGHTS`), or passed with one: the list is reserved now, so a receive
-    /// allocates nothing. A receive that brings more than fit sees
-    /// [`Msg::control_truncated`]; the descriptors that did arrive are closed.
+    /// allocates nothing. A receive that brings more than fit (one more may, where the
+    /// control buffer's alignment leaves room) sees [`Msg::control_truncated`]; the
+    /// descriptors that did arrive are closed.
     ///
     /// # Panics
     /// If `fds_max` is above [`MSG_FDS_MAX`].
     pub fn with_fds(mut self, fds_max: usize) -> Msg {
         assert!(fds_max <= MSG_FDS_MAX, "at most {MSG_FDS_MAX} descriptors");
         self.inner.fds_max = fds_max;
-        self.inner.fds.reserve_exact(fds_max);
+        // The control buffer is rounded up to its alignment (`CMSG_SPACE`), which may leave
+        // room for one more descriptor: the list has room for it too.
+        self.inner.fds.reserve_exact(fds_max + 1);
         self
     }
 
@@ -165,6 +178,56 @@ impl Msg {
     /// Sets the destination of the next send (`None`: the connected peer).
     pub fn set_peer(&mut self, peer: Option<SocketAddr>) {
         self.inner.peer = peer;
+        self.inner.unix_len = 0;
+    }
+
+    /// The Unix-domain peer: after a receive on a Unix datagram socket, the sender's path
+    /// (`None` for an unnamed or abstract sender); before a send, the destination set with
+    /// [`Msg::set_peer_path`]. A message received from a path goes back to it when sent.
+    pub fn peer_path(&self) -> Option<&Path> {
+        let inner = &*self.inner;
+        let start = std::mem::offset_of!(libc::sockaddr_un, sun_path);
+        let len = (inner.unix_len as usize).checked_sub(start)?;
+        let ptr: *const libc::sockaddr_storage = &inner.name;
+        // SAFETY: `unix_len` is set only when `name` holds a `sockaddr_un` of that length
+        // (written by `set_peer_path` or by the kernel); `sun_path` lies inside it.
+        let path = unsafe { &(*ptr.cast::<libc::sockaddr_un>()).sun_path };
+        let bytes: &[u8] = path_bytes(&path[..len.min(path.len())]);
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        (end > 0).then(|| Path::new(OsStr::from_bytes(&bytes[..end])))
+    }
+
+    /// Sets the destination of the next send to the Unix datagram socket bound to `path`
+    /// (clearing an IP peer).
+    ///
+    /// # Errors
+    /// `ENAMETOOLONG` for a path longer than a `sockaddr_un` holds (about 100 bytes);
+    /// `EINVAL` for an empty path or one with a NUL byte.
+    pub fn set_peer_path(&mut self, path: &Path) -> io::Result<()> {
+        let bytes = path.as_os_str().as_bytes();
+        if bytes.is_empty() || bytes.contains(&0) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: all zeroes is a valid `sockaddr_un`.
+        let mut raw: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        if bytes.len() >= raw.sun_path.len() {
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        raw.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (slot, &byte) in raw.sun_path.iter_mut().zip(bytes) {
+            *slot = byte as libc::c_char;
+        }
+        let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            raw.sun_len = len as u8;
+        }
+        let ptr: *mut libc::sockaddr_storage = &mut self.inner.name;
+        // SAFETY: `sockaddr_storage` is larger than and aligned for a `sockaddr_un`.
+        unsafe { ptr.cast::<libc::sockaddr_un>().write(raw) };
+        self.inner.peer = None;
+        self.inner.unix_len = len as libc::socklen_t;
+        Ok(())
     }
 
     /// The descriptors: those a send passes (kept, still open, after it), or those the last
@@ -198,6 +261,7 @@ impl Msg {
         let inner = &mut *self.inner;
         inner.fds.clear();
         inner.name.ss_family = 0;
+        inner.unix_len = 0;
         inner.receiving = true;
         inner.flags = 0;
         let n = inner.bufs.len().min(MSG_IOV_MAX);
@@ -232,7 +296,7 @@ impl Msg {
         }
         let name_len = match inner.peer {
             Some(peer) => write_sockaddr(&mut inner.name, peer),
-            None => 0,
+            None => inner.unix_len,
         };
         inner.point(n, name_len);
         let fds = inner.fds.len();
@@ -283,6 +347,9 @@ impl Msg {
         assert_eq!(left, 0, "a receive reports no more than its buffers hold");
         inner.flags = inner.hdr.msg_flags;
         inner.peer = read_sockaddr(&inner.name, inner.hdr.msg_namelen);
+        if i32::from(inner.name.ss_family) == libc::AF_UNIX {
+            inner.unix_len = inner.hdr.msg_namelen;
+        }
         inner.take_fds();
     }
 
@@ -386,6 +453,7 @@ impl fmt::Debug for Msg {
         f.debug_struct("Msg")
             .field("buf_lens", &lens)
             .field("peer", &self.inner.peer)
+            .field("peer_path", &self.peer_path())
             .field("fds", &self.inner.fds)
             .field("flags", &self.inner.flags)
             .finish()
@@ -453,4 +521,11 @@ fn read_sockaddr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Opti
         }
         _ => None,
     }
+}
+
+/// `sun_path`'s `c_char`s (signed on some targets) as bytes.
+fn path_bytes(path: &[libc::c_char]) -> &[u8] {
+    // SAFETY: `c_char` and `u8` have the same size and alignment, and every bit pattern is
+    // valid for both; the slice keeps its length and lifetime.
+    unsafe { std::slice::from_raw_parts(path.as_ptr().cast::<u8>(), path.len()) }
 }

@@ -500,3 +500,57 @@ fn simulated_datagrams_are_lost_duplicated_and_reordered_by_the_seed() {
     }
     assert_ne!(lossy_run(1).1, lossy_run(2).1, "two seeds, two runs");
 }
+
+#[test]
+fn unix_datagrams_name_their_sender_by_path() {
+    let Some(mut io) = loop_for_test() else {
+        return;
+    };
+    let (a_path, b_path) = (
+        check::temp_path("msg-a.sock"),
+        check::temp_path("msg-b.sock"),
+    );
+    let _ = (std::fs::remove_file(&a_path), std::fs::remove_file(&b_path));
+    let a = UnixDatagram::bind(&a_path).unwrap();
+    let b = UnixDatagram::bind(&b_path).unwrap();
+    let mut seen = Seen::default();
+    let mut msg = Msg::new(b"to b".to_vec());
+    msg.set_peer_path(&b_path).unwrap();
+    assert_eq!(msg.peer_path(), Some(b_path.as_path()));
+    io.sendmsg(1, a.as_raw_fd(), msg, on_msg).unwrap();
+    io.recvmsg(2, b.as_raw_fd(), Msg::new(Vec::with_capacity(8)), on_msg)
+        .unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+    assert_eq!(seen.take(1).0.unwrap(), 4);
+    let (got, msg) = seen.take(2);
+    assert_eq!(got.unwrap(), 4);
+    assert_eq!(
+        (msg.peer(), msg.peer_path()),
+        (None, Some(a_path.as_path()))
+    );
+    // Sent as it came, it goes back to its sender.
+    io.sendmsg(3, b.as_raw_fd(), msg, on_msg).unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+    assert_eq!(seen.take(3).0.unwrap(), 4);
+    let mut back = [0; 8];
+    let (n, from) = a.recv_from(&mut back).unwrap();
+    assert_eq!(
+        (&back[..n], from.as_pathname()),
+        (&b"to b"[..], Some(b_path.as_path()))
+    );
+    // A datagram socket whose peer is gone: refused.
+    let (c, d) = UnixDatagram::pair().unwrap();
+    drop(d);
+    io.sendmsg(4, c.as_raw_fd(), Msg::new(b"x".to_vec()), on_msg)
+        .unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+    assert!(matches!(
+        errno(&seen.take(4).0),
+        libc::ECONNREFUSED | libc::ENOTCONN
+    ));
+    let too_long = std::path::PathBuf::from("/".repeat(200));
+    let mut msg = Msg::new(Vec::new());
+    let error = msg.set_peer_path(&too_long).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::ENAMETOOLONG));
+    let _ = (std::fs::remove_file(&a_path), std::fs::remove_file(&b_path));
+}
