@@ -31,7 +31,28 @@ impl<C> Io<C> {
     /// When every slot is in flight (the message comes back).
     ///
     /// # Examples
-    /// See [`Msg`] for a datagram round trip; [`Io::send_to`] sets the peer for you.
+    /// Two buffers as one datagram on a connected UDP socket:
+    /// ```
+    /// use std::net::UdpSocket;
+    /// use std::os::fd::AsRawFd;
+    /// use dispatch_loop::{Io, Msg, Options};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, b) = (UdpSocket::bind("127.0.0.1:0")?, UdpSocket::bind("127.0.0.1:0")?);
+    /// a.connect(b.local_addr()?)?;
+    /// let mut io: Io<()> = Io::new(&Options::new(4)).unwrap();
+    /// let msg = Msg::vectored(vec![b"head ".to_vec(), b"body".to_vec()]);
+    /// io.sendmsg(0, a.as_raw_fd(), msg, |_, _, _, (sent, _msg)| {
+    ///     assert_eq!(sent.unwrap(), 9);
+    /// })
+    /// .unwrap();
+    /// io.run_until_idle(&mut ())?;
+    /// let mut datagram = [0; 16];
+    /// let n = b.recv(&mut datagram)?;
+    /// assert_eq!(&datagram[..n], b"head body");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn sendmsg(
         &mut self,
         tag: Tag,
@@ -70,7 +91,39 @@ impl<C> Io<C> {
     /// When every slot is in flight (the message comes back).
     ///
     /// # Examples
-    /// See [`Msg`].
+    /// A descriptor passed over a Unix datagram socket (`SCM_RIGHTS`):
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::os::fd::AsRawFd;
+    /// use std::os::unix::net::{UnixDatagram, UnixStream};
+    /// use dispatch_loop::{Io, Msg, Options};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, b) = UnixDatagram::pair()?;
+    /// let (mut kept, passed) = UnixStream::pair()?;
+    /// let mut out = Msg::new(b"fd".to_vec()).with_fds(1);
+    /// out.fds_mut().push(passed.into());
+    /// let mut io: Io<Option<Msg>> = Io::new(&Options::new(4)).unwrap();
+    /// io.sendmsg(0, a.as_raw_fd(), out, |_, _, _, (sent, _)| assert_eq!(sent.unwrap(), 2))
+    ///     .unwrap();
+    /// let room = Msg::new(Vec::with_capacity(8)).with_fds(1);
+    /// io.recvmsg(1, b.as_raw_fd(), room, |got, _, _, (n, msg)| {
+    ///     assert_eq!(n.unwrap(), 2);
+    ///     *got = Some(msg);
+    /// })
+    /// .unwrap();
+    /// let mut got = None;
+    /// io.run_until_idle(&mut got)?;
+    /// let mut msg = got.unwrap();
+    /// assert!(!msg.control_truncated());
+    /// let mut stream = UnixStream::from(msg.fds_mut().pop().expect("the descriptor"));
+    /// stream.write_all(b"hi")?;
+    /// let mut hi = [0; 2];
+    /// kept.read_exact(&mut hi)?;
+    /// assert_eq!(&hi, b"hi");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn recvmsg(
         &mut self,
         tag: Tag,
@@ -91,7 +144,33 @@ impl<C> Io<C> {
     /// When every slot is in flight (the message comes back).
     ///
     /// # Examples
-    /// See [`Msg`].
+    /// A UDP echo round trip: the echo socket sends what it received back to its sender.
+    /// ```
+    /// use std::io;
+    /// use std::net::UdpSocket;
+    /// use std::os::fd::AsRawFd;
+    /// use dispatch_loop::{Io, Msg, Options, Tag};
+    ///
+    /// fn echo(fd: &mut i32, io: &mut Io<i32>, _: Tag, (n, msg): (io::Result<usize>, Msg)) {
+    ///     n.unwrap();
+    ///     let sender = msg.peer().unwrap();
+    ///     io.send_to(0, *fd, msg, sender, |_, _, _, (sent, _)| assert_eq!(sent.unwrap(), 4))
+    ///         .unwrap();
+    /// }
+    ///
+    /// # fn main() -> io::Result<()> {
+    /// let (client, server) = (UdpSocket::bind("127.0.0.1:0")?, UdpSocket::bind("127.0.0.1:0")?);
+    /// let mut io: Io<i32> = Io::new(&Options::new(4)).unwrap();
+    /// let mut fd = server.as_raw_fd();
+    /// io.recv_from(0, fd, Msg::new(Vec::with_capacity(64)), echo).unwrap();
+    /// client.send_to(b"ping", server.local_addr()?)?;
+    /// io.run_until_idle(&mut fd)?;
+    /// let mut reply = [0; 8];
+    /// let (n, from) = client.recv_from(&mut reply)?;
+    /// assert_eq!((&reply[..n], from), (&b"ping"[..], server.local_addr()?));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn send_to(
         &mut self,
         tag: Tag,
@@ -111,7 +190,30 @@ impl<C> Io<C> {
     /// When every slot is in flight (the message comes back).
     ///
     /// # Examples
-    /// See [`Msg`].
+    /// ```
+    /// use std::net::UdpSocket;
+    /// use std::os::fd::AsRawFd;
+    /// use dispatch_loop::{Io, Msg, Options};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let (a, b) = (UdpSocket::bind("127.0.0.1:0")?, UdpSocket::bind("127.0.0.1:0")?);
+    /// a.send_to(b"0123456789", b.local_addr()?)?;
+    /// let mut io: Io<Option<Msg>> = Io::new(&Options::new(4)).unwrap();
+    /// let small = Msg::new(Vec::with_capacity(4));
+    /// io.recv_from(0, b.as_raw_fd(), small, |got, _, _, (n, msg)| {
+    ///     assert_eq!(n.unwrap(), 4);
+    ///     *got = Some(msg);
+    /// })
+    /// .unwrap();
+    /// let mut got = None;
+    /// io.run_until_idle(&mut got)?;
+    /// let msg = got.unwrap();
+    /// assert_eq!(msg.bufs()[0], b"0123");
+    /// assert!(msg.truncated(), "the other 6 bytes are lost, and said to be");
+    /// assert_eq!(msg.peer(), Some(a.local_addr()?));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn recv_from(
         &mut self,
         tag: Tag,
