@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
 use super::{Callback, Io, MsgCallback};
-use crate::msg::Msg;
+use crate::msg::{Msg, MSG_FDS_MAX};
 use crate::operation::{Args, OpId, ScheduleError, Tag};
 use crate::slots::Budget;
 
@@ -29,6 +29,9 @@ impl<C> Io<C> {
     ///
     /// # Errors
     /// When every slot is in flight (the message comes back).
+    ///
+    /// # Panics
+    /// If the message holds more than [`crate::MSG_FDS_MAX`] descriptors.
     ///
     /// # Examples
     /// Two buffers as one datagram on a connected UDP socket:
@@ -60,6 +63,8 @@ impl<C> Io<C> {
         msg: Msg,
         callback: MsgCallback<C>,
     ) -> Result<OpId, ScheduleError<Msg>> {
+        let fds = msg.fds().len();
+        assert!(fds <= MSG_FDS_MAX, "{fds} descriptors in one message");
         let Some(idx) = self.slots.alloc(Budget::Op) else {
             return Err(self.exhausted(msg));
         };
@@ -142,6 +147,9 @@ impl<C> Io<C> {
     ///
     /// # Errors
     /// When every slot is in flight (the message comes back).
+    ///
+    /// # Panics
+    /// As [`Io::sendmsg`].
     ///
     /// # Examples
     /// A UDP echo round trip: the echo socket sends what it received back to its sender.
