@@ -261,6 +261,7 @@ impl Msg {
         let inner = &mut *self.inner;
         inner.fds.clear();
         inner.name.ss_family = 0;
+        inner.peer = None;
         inner.unix_len = 0;
         inner.receiving = true;
         inner.flags = 0;
@@ -347,7 +348,12 @@ impl Msg {
         assert_eq!(left, 0, "a receive reports no more than its buffers hold");
         inner.flags = inner.hdr.msg_flags;
         inner.peer = read_sockaddr(&inner.name, inner.hdr.msg_namelen);
-        if i32::from(inner.name.ss_family) == libc::AF_UNIX {
+        // A named (or abstract) Unix sender is kept, so that sending the message back
+        // reaches it; an unnamed one (a socket pair's) has nothing past the family, and a
+        // send goes to the connected peer.
+        let path_at = std::mem::offset_of!(libc::sockaddr_un, sun_path);
+        let named = inner.hdr.msg_namelen as usize > path_at;
+        if i32::from(inner.name.ss_family) == libc::AF_UNIX && named {
             inner.unix_len = inner.hdr.msg_namelen;
         }
         inner.take_fds();

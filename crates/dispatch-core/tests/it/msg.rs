@@ -152,20 +152,33 @@ fn a_connected_datagram_socket_learns_its_peer_refused() {
     let Some(mut io) = loop_for_test() else {
         return;
     };
-    // A port nobody listens on: bound, then closed.
-    let gone = udp().local_addr().unwrap();
-    let a = udp();
-    a.connect(gone).unwrap();
     let mut seen = Seen::default();
-    io.sendmsg(1, a.as_raw_fd(), Msg::new(b"anyone?".to_vec()), on_msg)
-        .unwrap();
-    io.run_until_idle(&mut seen).unwrap();
-    assert_eq!(seen.take(1).0.unwrap(), 7, "the send itself succeeds");
-    // The ICMP port-unreachable comes back as the socket's error, to its next operation.
-    io.recvmsg(2, a.as_raw_fd(), Msg::new(Vec::with_capacity(16)), on_msg)
-        .unwrap();
-    io.run_until_idle(&mut seen).unwrap();
-    assert_eq!(errno(&seen.take(2).0), libc::ECONNREFUSED);
+    // The kernel rate-limits ICMP errors machine-wide (loopback included), and a port just
+    // closed may be bound again by anyone: an attempt whose answer does not come within its
+    // deadline is made again, on a fresh port.
+    for attempt in 0..20 {
+        // A port nobody listens on: bound, then closed.
+        let gone = udp().local_addr().unwrap();
+        let a = udp();
+        a.connect(gone).unwrap();
+        io.sendmsg(1, a.as_raw_fd(), Msg::new(b"anyone?".to_vec()), on_msg)
+            .unwrap();
+        io.run_until_idle(&mut seen).unwrap();
+        assert_eq!(seen.take(1).0.unwrap(), 7, "the send itself succeeds");
+        // The ICMP port-unreachable comes back as the socket's error, to its next operation.
+        let id = io
+            .recvmsg(2, a.as_raw_fd(), Msg::new(Vec::with_capacity(16)), on_msg)
+            .unwrap();
+        io.set_deadline(id, 500_000_000).unwrap();
+        io.run_until_idle(&mut seen).unwrap();
+        match errno(&seen.take(2).0) {
+            libc::ECONNREFUSED => return,
+            libc::ETIMEDOUT => eprintln!("attempt {attempt}: no ICMP answer, again"),
+            other => panic!("errno {other} where ECONNREFUSED was expected"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no ECONNREFUSED in 20 attempts");
 }
 
 #[test]
@@ -193,7 +206,10 @@ fn a_closed_peer_ends_the_stream_and_refuses_sends() {
         return;
     };
     let (a, b) = UnixStream::pair().unwrap();
-    drop(b);
+    // Shut down rather than closed: a child process another test forks at this moment
+    // holds `b` open until it execs, and a close would then take effect too late (the send
+    // queued, then reset when the child lets go).
+    b.shutdown(std::net::Shutdown::Both).unwrap();
     let mut seen = Seen::default();
     io.recvmsg(1, a.as_raw_fd(), Msg::new(Vec::with_capacity(8)), on_msg)
         .unwrap();
@@ -206,9 +222,11 @@ fn a_closed_peer_ends_the_stream_and_refuses_sends() {
 
 /// A pipe whose write end is sent: the test reads through the read end what the receiver
 /// writes through the descriptor it got.
-fn pipe() -> (std::fs::File, OwnedFd) {
-    let (read, write) = rustix::pipe::pipe().unwrap();
-    (std::fs::File::from(read), write)
+fn pipe() -> (std::io::PipeReader, OwnedFd) {
+    // Close-on-exec: a child process another test starts must not hold the write end open
+    // (the reader waits for every write end to close).
+    let (read, write) = std::io::pipe().unwrap();
+    (read, OwnedFd::from(write))
 }
 
 #[test]
@@ -237,6 +255,7 @@ fn descriptors_pass_over_a_unix_socket() {
     let (got, mut msg) = seen.take(2);
     assert_eq!(got.unwrap(), 2);
     assert_eq!(msg.peer(), None, "a Unix peer has no IP address");
+    assert_eq!(msg.peer_path(), None, "a socket pair's peer has no name");
     assert!(!msg.control_truncated());
     let received = msg.fds_mut().pop().expect("one descriptor came");
     let mut through = std::fs::File::from(received);
@@ -538,16 +557,25 @@ fn unix_datagrams_name_their_sender_by_path() {
         (&back[..n], from.as_pathname()),
         (&b"to b"[..], Some(b_path.as_path()))
     );
-    // A datagram socket whose peer is gone: refused.
+    // From an unnamed socket (a pair's), sent back: to the connected peer.
     let (c, d) = UnixDatagram::pair().unwrap();
-    drop(d);
-    io.sendmsg(4, c.as_raw_fd(), Msg::new(b"x".to_vec()), on_msg)
+    c.send(b"pair").unwrap();
+    io.recvmsg(4, d.as_raw_fd(), Msg::new(Vec::with_capacity(8)), on_msg)
         .unwrap();
     io.run_until_idle(&mut seen).unwrap();
-    assert!(matches!(
-        errno(&seen.take(4).0),
-        libc::ECONNREFUSED | libc::ENOTCONN
-    ));
+    let (got, msg) = seen.take(4);
+    assert_eq!((got.unwrap(), msg.peer_path()), (4, None));
+    io.sendmsg(5, d.as_raw_fd(), msg, on_msg).unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+    assert_eq!(seen.take(5).0.unwrap(), 4);
+    assert_eq!(c.recv(&mut back).unwrap(), 4);
+    // A datagram socket whose peer shut down (not closed: see the closed-peer test):
+    // refused.
+    d.shutdown(std::net::Shutdown::Both).unwrap();
+    io.sendmsg(6, c.as_raw_fd(), Msg::new(b"x".to_vec()), on_msg)
+        .unwrap();
+    io.run_until_idle(&mut seen).unwrap();
+    assert_eq!(errno(&seen.take(6).0), libc::EPIPE);
     let too_long = std::path::PathBuf::from("/".repeat(200));
     let mut msg = Msg::new(Vec::new());
     let error = msg.set_peer_path(&too_long).unwrap_err();
