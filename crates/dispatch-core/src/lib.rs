@@ -63,6 +63,7 @@ mod io;
 mod operation;
 mod options;
 mod outbuf;
+mod poll;
 mod pool;
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -81,7 +82,9 @@ pub use crate::operation::{
     BufResult, FileStat, OpId, ScheduleError, ScheduleErrorKind, Shot, Tag,
 };
 pub use crate::options::{Options, PoolOptions, RegisteredOptions, UringOptions, BACKEND_ENV};
+pub use crate::io::{PollCallback, PollShotCallback};
 pub use crate::outbuf::{OutBuf, GATHER_MAX};
+pub use crate::poll::PollEvents;
 pub use crate::pool::PoolBuf;
 pub use crate::stats::{BackendKind, Fallback, Stats, UringFeatures};
 pub use crate::waker::Waker;

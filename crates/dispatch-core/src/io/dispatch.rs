@@ -11,6 +11,7 @@ use crate::completion::{
     TIMEOUT_EXPIRED,
 };
 use crate::operation::{Args, Shot, Tag};
+use crate::poll::poll_value;
 use crate::slots::{Done, Order, State};
 
 impl<C> Io<C> {
@@ -204,6 +205,10 @@ impl<C> Io<C> {
                 callback(ctx, self, tag, (count, Sealed::from_list(bufs)));
             }
             Callback::Stat(callback) => callback(ctx, self, tag, stat_value(args, result)),
+            Callback::Poll(callback) => callback(ctx, self, tag, poll_value(result)),
+            Callback::PollShot(callback) => {
+                callback(ctx, self, tag, Shot::last(poll_value(result)));
+            }
             Callback::None | Callback::Internal => {
                 let idx = done.idx;
                 unreachable!("slot {idx} completed without a callback")
@@ -227,6 +232,10 @@ impl<C> Io<C> {
             }
             Callback::Accepted(callback) => {
                 let result = new_fd(done.result);
+                callback(ctx, self, tag, Shot { result, more: true });
+            }
+            Callback::PollShot(callback) => {
+                let result = poll_value(done.result);
                 callback(ctx, self, tag, Shot { result, more: true });
             }
             _ => {

@@ -8,6 +8,7 @@ mod dispatch;
 mod drop;
 mod file;
 mod ops;
+mod poll;
 mod queue;
 mod reap;
 mod schedule;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use self::callback::Callback;
+pub use self::callback::{PollCallback, PollShotCallback};
 pub use self::callback::{
     AcceptCallback, BufCallback, CountCallback, FdCallback, FileCallback, FileVectoredCallback,
     IoBuf, PoolSendCallback, PooledCallback, StatCallback, UnitCallback, VectoredCallback,

@@ -88,6 +88,9 @@ impl<C> Reaper<'_, C> {
             Args::Accept {
                 multishot: true, ..
             } => result >= 0,
+            Args::Poll {
+                multishot: true, ..
+            } => result > 0,
             _ => false,
         };
         if goes_on && !slot.cancelling {

@@ -427,6 +427,15 @@ impl IoUringBackend {
             }
             Args::Cancel { target } => opcode::AsyncCancel::new(target.user_data()).build(),
             Args::Nop => opcode::Nop::new().build(),
+            // The kernel's multishot poll (5.13) where it has multishot receive (6.0) and it
+            // is not masked; otherwise a single poll, which the loop re-arms.
+            Args::Poll {
+                fd,
+                events,
+                multishot,
+            } => opcode::PollAdd::new(Fd(*fd), *events)
+                .multi(*multishot && self.multishot)
+                .build(),
             Args::Wakeup => {
                 // The eventfd's counter lands in the backend's own per-slot word; `reap` turns
                 // it into the result. Nothing is recorded here: the push may still fail.

@@ -19,6 +19,7 @@ mod file;
 mod handle;
 mod net;
 mod options;
+mod poll;
 mod rng;
 mod socket;
 mod world;
@@ -439,6 +440,7 @@ impl SimBackend {
             | Args::SendVectored { .. }
             | Args::Shutdown { .. }
             | Args::Close { .. } => socket_op(world, args, pool),
+            Args::Poll { fd, events, .. } => poll::poll(world, *fd, *events),
             _ => file_op(world, args),
         }
     }
