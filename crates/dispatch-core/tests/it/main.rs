@@ -18,6 +18,7 @@ mod model;
 mod ops;
 mod overflow;
 mod pipe;
+mod poll;
 mod pooled;
 mod pooled_model;
 mod readiness;
