@@ -31,6 +31,7 @@ const CORE_MODULES: &[(&str, u32)] = &[
     ("aligned", 0),
     ("outbuf", 1),
     ("filebuf", 1),
+    ("poll", 1),
     ("options", 1),
     ("operation", 2),
     ("error", 2),

@@ -237,12 +237,7 @@ pub(crate) fn vectored_value(args: Args, result: i32) -> (io::Result<usize>, Vec
 
 /// Drops the value of one completion of a multishot operation whose callback will not run
 /// (the loop is being dropped): a pool buffer goes back, an accepted socket is closed.
-pub(crate) fn discard_shot(
-    args: &Args,
-    pool: Option<&Rc<PoolShared>>,
-    result: i32,
-    flags: u32,
-) {
+pub(crate) fn discard_shot(args: &Args, pool: Option<&Rc<PoolShared>>, result: i32, flags: u32) {
     if matches!(args, Args::Poll { .. }) {
         // A poll's result is the events that fired, no descriptor: nothing to close.
         return;

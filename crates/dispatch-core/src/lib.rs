@@ -78,11 +78,11 @@ pub use crate::io::{
     AcceptCallback, BufCallback, CountCallback, FdCallback, FileCallback, FileVectoredCallback, Io,
     IoBuf, PoolSendCallback, PooledCallback, StatCallback, UnitCallback, VectoredCallback,
 };
+pub use crate::io::{PollCallback, PollShotCallback};
 pub use crate::operation::{
     BufResult, FileStat, OpId, ScheduleError, ScheduleErrorKind, Shot, Tag,
 };
 pub use crate::options::{Options, PoolOptions, RegisteredOptions, UringOptions, BACKEND_ENV};
-pub use crate::io::{PollCallback, PollShotCallback};
 pub use crate::outbuf::{OutBuf, GATHER_MAX};
 pub use crate::poll::PollEvents;
 pub use crate::pool::PoolBuf;

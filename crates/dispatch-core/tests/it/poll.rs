@@ -112,7 +112,11 @@ fn a_hang_up_is_reported_whatever_the_interest() {
     // hang-up is, which a peer's FIN alone is not.
     let events = log.seen[1].1.expect("poll");
     if cfg!(target_os = "linux") {
-        assert_eq!(events, PollEvents::HANGUP, "a NONE interest hears the hang-up");
+        assert_eq!(
+            events,
+            PollEvents::HANGUP,
+            "a NONE interest hears the hang-up"
+        );
     }
 }
 
@@ -185,7 +189,11 @@ fn on_drain_shot(log: &mut Log, io: &mut Io<Log>, tag: Tag, shot: Shot<PollEvent
     }
     let shots = log.seen.iter().filter(|seen| seen.2).count();
     if shots < log.shots_max {
-        log.peer.as_mut().expect("the peer").write_all(b"m").unwrap();
+        log.peer
+            .as_mut()
+            .expect("the peer")
+            .write_all(b"m")
+            .unwrap();
     } else if shots == log.shots_max {
         let id = log.id.expect("the poll's id");
         io.cancel(9, id, |_, _, _, answer| answer.expect("cancel answers Ok"))
@@ -286,6 +294,32 @@ fn a_poll_and_a_recv_on_one_socket_both_complete() {
     poll_beside_a_recv(false);
 }
 
+/// On epoll and kqueue a waiting poll is checked before an operation on its descriptor is
+/// tried: a receive that drains the socket leaves the poll its readiness. (io_uring's kernel
+/// orders the two itself; see `Io::poll`.)
+#[test]
+fn on_readiness_backends_a_waiting_poll_looks_before_a_receive_drains() {
+    let Some(mut io) = io() else { return };
+    if check::on_io_uring(&io) {
+        eprintln!("skipped: io_uring's kernel orders a poll and a receive itself");
+        return;
+    }
+    let (socket, mut peer) = UnixStream::pair().unwrap();
+    let fd = socket.as_raw_fd();
+    let mut log = Log::default();
+    io.poll(1, fd, PollEvents::READABLE, on_poll).unwrap();
+    io.run_for_ns(&mut log, 1_000_000).unwrap();
+    peer.write_all(b"1234").unwrap();
+    // Scheduled after the bytes came, before any wait reported them: the receive takes
+    // them all in its first try.
+    io.recv(2, fd, Vec::with_capacity(64), on_recv).unwrap();
+    run_until(&mut io, &mut log, |log| {
+        !log.seen.is_empty() && !log.received.is_empty()
+    });
+    assert_eq!(log.seen, [(1, Ok(PollEvents::READABLE), false)]);
+    assert_eq!(log.received, b"1234");
+}
+
 #[test]
 fn dropping_the_loop_with_polls_in_flight() {
     fn never(_: &mut Log, _: &mut Io<Log>, _: Tag, _: io::Result<PollEvents>) {
@@ -334,7 +368,10 @@ fn dropping_the_loop_with_a_poll_result_undelivered() {
     drop(io);
     let stdout = std::io::stdout();
     assert!(rustix::io::fcntl_getfd(&stdout).is_ok(), "stdout is open");
-    assert!(rustix::io::fcntl_getfd(&socket).is_ok(), "the socket is open");
+    assert!(
+        rustix::io::fcntl_getfd(&socket).is_ok(),
+        "the socket is open"
+    );
 }
 
 #[test]
@@ -391,8 +428,10 @@ fn on_the_simulator_its_own_sockets_and_listeners() {
     assert_eq!(log.seen, expected);
     log.seen.clear();
     // A hang-up: the peer closes its end of the pair.
-    io.poll(5, a.as_raw_fd(), PollEvents::NONE, on_poll).unwrap();
-    io.close(0, b, |_, _, _, closed| closed.expect("close")).unwrap();
+    io.poll(5, a.as_raw_fd(), PollEvents::NONE, on_poll)
+        .unwrap();
+    io.close(0, b, |_, _, _, closed| closed.expect("close"))
+        .unwrap();
     run_until(&mut io, &mut log, |log| log.seen.len() == 1);
     assert!(log.seen[0].1.expect("poll").is_hangup(), "{:?}", log.seen);
     drop(peer);

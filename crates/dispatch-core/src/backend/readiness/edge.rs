@@ -185,6 +185,10 @@ impl<P: Poller> Engine<P> {
             return self.complete_with(idx, result, flags);
         };
         let at = self.fds.find_or_insert(fd);
+        if !self.fds.get(at).polls.is_empty() {
+            // Waiting polls look first, before this operation may take what they wait for.
+            self.run_polls(at, args, stats);
+        }
         if self.fds.get(at).live == 0 && self.hints.take_stream(fd) {
             self.fds.get(at).stream = Stream::Yes;
         }

@@ -54,7 +54,9 @@ pub(super) fn check(fd: RawFd, events: u32, stats: &mut Stats) -> Option<i32> {
         if n >= 0 {
             break;
         }
-        let errno = io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+        let errno = io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
         if errno != libc::EINTR {
             return Some(-errno);
         }
