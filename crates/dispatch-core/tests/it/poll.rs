@@ -434,6 +434,6 @@ fn on_the_simulator_its_own_sockets_and_listeners() {
         .unwrap();
     run_until(&mut io, &mut log, |log| log.seen.len() == 1);
     assert!(log.seen[0].1.expect("poll").is_hangup(), "{:?}", log.seen);
-    drop(peer);
+    sim.peer_close(peer);
     drop(a);
 }
