@@ -29,6 +29,7 @@ use crate::stats::{Stats, UringFeatures};
 use crate::waker::Waker;
 
 mod file;
+mod poll;
 mod pooled;
 mod setup;
 mod sqe;
@@ -427,15 +428,7 @@ impl IoUringBackend {
             }
             Args::Cancel { target } => opcode::AsyncCancel::new(target.user_data()).build(),
             Args::Nop => opcode::Nop::new().build(),
-            // The kernel's multishot poll (5.13) where it has multishot receive (6.0) and it
-            // is not masked; otherwise a single poll, which the loop re-arms.
-            Args::Poll {
-                fd,
-                events,
-                multishot,
-            } => opcode::PollAdd::new(Fd(*fd), *events)
-                .multi(*multishot && self.multishot)
-                .build(),
+            Args::Poll { .. } => poll::entry(args, self.multishot),
             Args::Wakeup => {
                 // The eventfd's counter lands in the backend's own per-slot word; `reap` turns
                 // it into the result. Nothing is recorded here: the push may still fail.
