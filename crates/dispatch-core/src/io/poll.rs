@@ -83,8 +83,9 @@ impl<C> Io<C> {
     /// [`Io::poll`], until cancelled (or an error ends it): a callback with
     /// [`crate::Shot::more`] `true` each time `fd` is ready, then a final callback
     /// (`more == false`: `ECANCELED` after [`Io::cancel`], `ETIMEDOUT` after a deadline, or
-    /// an error such as `EBADF`). A hang-up does not end it: a descriptor that stays hung
-    /// up keeps reporting it, so cancel the poll once the hang-up is seen.
+    /// an error such as `EBADF`). A hang-up does not end it: cancel the poll once the
+    /// hang-up is seen (with the loop's re-arm, below, a descriptor that stays hung up is
+    /// reported again in every turn).
     ///
     /// How often the callback runs differs by backend when the callback leaves the
     /// descriptor ready:

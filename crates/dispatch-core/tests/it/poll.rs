@@ -211,11 +211,19 @@ fn multishot_until_cancelled(io: &mut Io<Log>, socket: UnixStream, mut peer: Uni
         shots_max: 3,
         ..Log::default()
     };
+    let submitted = io.stats().ops_submitted;
     let id = io
         .poll_multishot(1, fd, PollEvents::READABLE, on_drain_shot)
         .unwrap();
     log.id = Some(id);
     run_until(io, &mut log, |log| log.seen.iter().any(|seen| !seen.2));
+    // The kernel's multishot is one submission, and the cancel another; the loop's re-arm is
+    // one per shot but the last, whose re-arm the cancel takes back before it goes out (and
+    // answers at once, submitting nothing).
+    let kernel = io.stats().uring.is_some_and(|uring| uring.multishot);
+    let submissions = io.stats().ops_submitted - submitted;
+    let expected = if kernel { 2 } else { 3 };
+    assert_eq!(submissions, expected, "kernel multishot: {kernel}");
     let readable = Ok(PollEvents::READABLE);
     let canceled = Err(libc::ECANCELED);
     let expected = [
@@ -234,6 +242,51 @@ fn a_multishot_poll_fires_for_each_arrival_until_cancelled() {
     let Some(mut io) = io() else { return };
     let (socket, peer) = UnixStream::pair().unwrap();
     multishot_until_cancelled(&mut io, socket, peer);
+}
+
+/// Cancels the poll once it reports a hang-up, which does not end a multishot by itself.
+fn on_hangup_shot(log: &mut Log, io: &mut Io<Log>, tag: Tag, shot: Shot<PollEvents>) {
+    let hangup = shot.result.as_ref().is_ok_and(|events| events.is_hangup());
+    let more = shot.more;
+    on_shot(log, io, tag, shot);
+    if more && hangup && log.seen.iter().filter(|seen| seen.2).count() == 1 {
+        let id = log.id.expect("the poll's id");
+        io.cancel(9, id, |_, _, _, answer| answer.expect("cancel answers Ok"))
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_multishot_poll_reports_a_hang_up_until_cancelled() {
+    let Some(mut io) = io() else { return };
+    let (socket, peer) = UnixStream::pair().unwrap();
+    let mut log = Log::default();
+    let fd = socket.as_raw_fd();
+    log.id = Some(
+        io.poll_multishot(1, fd, PollEvents::NONE, on_hangup_shot)
+            .unwrap(),
+    );
+    io.run_for_ns(&mut log, 1_000_000).unwrap();
+    assert!(log.seen.is_empty(), "{:?}", log.seen);
+    drop(peer);
+    run_until(&mut io, &mut log, |log| log.seen.iter().any(|seen| !seen.2));
+    let (last, shots) = log.seen.split_last().unwrap();
+    assert_eq!(*last, (1, Err(libc::ECANCELED), false));
+    assert_eq!(shots.len(), 1, "cancelled from the first: {shots:?}");
+    assert!(shots[0].1.expect("poll").is_hangup(), "{shots:?}");
+}
+
+#[test]
+fn a_regular_file_is_always_ready() {
+    let Some(mut io) = io() else { return };
+    let path = check::temp_path("poll-regular-file");
+    let file = std::fs::File::create(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let mut log = Log::default();
+    let both = PollEvents::READABLE | PollEvents::WRITABLE;
+    io.poll(1, file.as_raw_fd(), both, on_poll).unwrap();
+    run_until(&mut io, &mut log, |log| !log.seen.is_empty());
+    assert_eq!(log.seen, [(1, Ok(both), false)]);
 }
 
 #[test]
