@@ -444,6 +444,83 @@ fn a_bad_descriptor_is_ebadf() {
     }
 }
 
+/// The zero-allocation ping-pong of polls: a one-shot poll scheduled again from its callback
+/// and a multishot, each woken by a byte the callback reads and writes again.
+struct Rounds {
+    socket: UnixStream,
+    peer: UnixStream,
+    rounds: u32,
+    rounds_max: u32,
+    multishot: Option<OpId>,
+}
+
+fn next_round(r: &mut Rounds, events: PollEvents) -> bool {
+    assert!(events.is_readable(), "{events:?}");
+    let mut byte = [0];
+    // Non-blocking: the kernel's multishot may report an arrival already read.
+    if r.socket.read(&mut byte).is_ok() {
+        r.rounds += 1;
+        if r.rounds < r.rounds_max {
+            r.peer.write_all(&byte).unwrap();
+        }
+    }
+    r.rounds < r.rounds_max
+}
+
+fn on_round(r: &mut Rounds, io: &mut Io<Rounds>, tag: Tag, events: io::Result<PollEvents>) {
+    if next_round(r, events.expect("poll")) {
+        let fd = r.socket.as_raw_fd();
+        io.poll(tag, fd, PollEvents::READABLE, on_round).unwrap();
+    }
+}
+
+fn on_round_shot(r: &mut Rounds, io: &mut Io<Rounds>, _: Tag, shot: Shot<PollEvents>) {
+    if let Some(id) = r.multishot.filter(|_| shot.more) {
+        if !next_round(r, shot.result.expect("poll")) {
+            io.cancel(0, id, |_, _, _, answer| answer.expect("cancel answers Ok"))
+                .unwrap();
+        }
+    }
+}
+
+#[test]
+fn ten_thousand_polls_allocate_nothing() {
+    let Some(mut io) = check::io::<Rounds>(&Options::new(16)) else {
+        return;
+    };
+    let (socket, peer) = UnixStream::pair().unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let mut r = Rounds {
+        socket,
+        peer,
+        rounds: 0,
+        rounds_max: 100,
+        multishot: None,
+    };
+    crate::alloc::assert_counting();
+    for multishot in [false, true] {
+        // A warm-up (first registrations, the tables' first use), then the counted rounds.
+        for rounds_max in [100, 10_000] {
+            (r.rounds, r.rounds_max) = (0, rounds_max);
+            let before = crate::alloc::allocations();
+            r.peer.write_all(b"p").unwrap();
+            let fd = r.socket.as_raw_fd();
+            if multishot {
+                let id = io.poll_multishot(1, fd, PollEvents::READABLE, on_round_shot);
+                r.multishot = Some(id.unwrap());
+            } else {
+                io.poll(1, fd, PollEvents::READABLE, on_round).unwrap();
+            }
+            io.run_until_idle(&mut r).unwrap();
+            assert_eq!(r.rounds, rounds_max);
+            let allocated = crate::alloc::allocations() - before;
+            if rounds_max > 100 {
+                assert_eq!(allocated, 0, "multishot: {multishot}");
+            }
+        }
+    }
+}
+
 #[test]
 fn on_the_simulator_its_own_sockets_and_listeners() {
     let sim = Sim::new(&SimOptions::new(21)).unwrap();
