@@ -28,12 +28,14 @@ impl<C> Io<C> {
     ///   order; the readiness engine tries operations in order; so does the simulator).
     /// - A poll that waits is checked again when the descriptor's state changes. On epoll
     ///   and kqueue it is checked (with a non-blocking `poll(2)`, which consumes nothing)
-    ///   before the operations queued on the same descriptor run, so a poll and a receive
-    ///   waiting together both complete when bytes arrive. On io_uring the kernel wakes both
-    ///   and performs them in an order of its own: a poll whose check comes after a receive
-    ///   that took every byte finds nothing and goes on waiting. So do not race a poll
-    ///   against a receive for the same bytes; a receive's completion already says bytes
-    ///   came.
+    ///   before the operations queued on the same descriptor run, and before a new one on it
+    ///   is tried, so a poll and a receive waiting together both complete when bytes arrive,
+    ///   as do a waiting poll and a receive scheduled after the bytes came. On the simulator
+    ///   a waiting poll is tried in order with the waiting operations. On io_uring the
+    ///   kernel wakes both and performs them in an order of its own: a poll whose check
+    ///   comes after a receive that took every byte finds nothing and goes on waiting. So do
+    ///   not race a poll against a receive for the same bytes; a receive's completion
+    ///   already says bytes came.
     /// - On epoll and kqueue a waiting poll counts as an operation on the descriptor: the
     ///   descriptor is registered once, edge-triggered, as for a receive or a send (kqueue:
     ///   `EVFILT_READ` for readability and hang-up, `EVFILT_WRITE` for writability), and the
