@@ -566,4 +566,25 @@ fn on_the_simulator_its_own_sockets_and_listeners() {
     assert!(log.seen[0].1.expect("poll").is_hangup(), "{:?}", log.seen);
     sim.peer_close(peer);
     drop(a);
+    // A poll with nothing coming: its deadline passes in virtual time.
+    log.seen.clear();
+    let (c, _d) = sim.socket_pair().unwrap();
+    let id = io
+        .poll(6, c.as_raw_fd(), PollEvents::READABLE, on_poll)
+        .unwrap();
+    io.set_deadline(id, 5_000_000).unwrap();
+    let multishot = io
+        .poll_multishot(7, c.as_raw_fd(), PollEvents::READABLE, on_shot)
+        .unwrap();
+    io.cancel(0, multishot, |_, _, _, answer| {
+        answer.expect("cancel answers Ok")
+    })
+    .unwrap();
+    run_until(&mut io, &mut log, |log| log.seen.len() == 2);
+    log.seen.sort_by_key(|seen| seen.0);
+    let expected = [
+        (6, Err(libc::ETIMEDOUT), false),
+        (7, Err(libc::ECANCELED), false),
+    ];
+    assert_eq!(log.seen, expected);
 }
