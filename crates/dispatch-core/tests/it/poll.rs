@@ -521,6 +521,44 @@ fn ten_thousand_polls_allocate_nothing() {
     }
 }
 
+/// One program of polls, a send, a receive and a close, on every backend (io_uring with and
+/// without its extras, epoll, kqueue over the double, the simulator): the same events, in
+/// the same order.
+#[test]
+fn one_program_sees_the_same_events_on_every_backend() {
+    let mut seen = Vec::new();
+    for on in crate::alike::backends() {
+        let Some(mut rig) = on.rig::<Log>(&Options::new(16)) else {
+            continue;
+        };
+        let (a, b) = rig.pair();
+        let (a_fd, b_fd) = (a.as_raw_fd(), b.as_raw_fd());
+        let (io, mut log) = (&mut rig.io, Log::default());
+        io.poll(1, a_fd, PollEvents::WRITABLE, on_poll).unwrap();
+        io.poll(2, b_fd, PollEvents::READABLE, on_poll).unwrap();
+        run_until(io, &mut log, |log| !log.seen.is_empty());
+        let sent = |_: &mut Log, _: &mut Io<Log>, _, (n, _): BufResult| assert_eq!(n.unwrap(), 5);
+        io.send(0, a_fd, b"hello".to_vec(), sent).unwrap();
+        run_until(io, &mut log, |log| log.seen.len() == 2);
+        io.recv(3, b_fd, Vec::with_capacity(64), on_recv).unwrap();
+        run_until(io, &mut log, |log| !log.received.is_empty());
+        // Nothing left to read: this one waits for the peer's close.
+        io.poll(4, b_fd, PollEvents::READABLE, on_poll).unwrap();
+        io.run_for_ns(&mut log, 1_000_000).unwrap();
+        io.close(0, a, |_, _, _, closed| closed.expect("close"))
+            .unwrap();
+        run_until(io, &mut log, |log| log.seen.len() == 3);
+        io.close(0, b, |_, _, _, closed| closed.expect("close"))
+            .unwrap();
+        io.run_until_idle(&mut log).unwrap();
+        seen.push((on, (log.seen, log.received)));
+    }
+    let (_, (first, _)) = &seen[0];
+    let hangup = PollEvents::READABLE | PollEvents::HANGUP;
+    assert_eq!(first[2], (4, Ok(hangup), false), "{first:?}");
+    crate::alike::all_alike(&seen);
+}
+
 #[test]
 fn on_the_simulator_its_own_sockets_and_listeners() {
     let sim = Sim::new(&SimOptions::new(21)).unwrap();
