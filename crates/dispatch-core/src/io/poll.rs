@@ -64,6 +64,17 @@ impl<C> Io<C> {
     /// assert!(got.unwrap().is_readable());
     /// ```
     ///
+    /// # Portability
+    /// - io_uring: one `POLL_ADD`, which the kernel answers; epoll and kqueue: a
+    ///   non-blocking `poll(2)`, then the loop's one edge-triggered registration of the
+    ///   descriptor; the simulator: the state of its own sockets, listeners and files (a
+    ///   descriptor of the real world is `EBADF` there).
+    /// - [`PollEvents::HANGUP`] includes `POLLRDHUP` on Linux only: elsewhere a TCP peer that
+    ///   only shut its writing side (a FIN) makes the socket readable (a read returns 0), and
+    ///   a hang-up is reported once both directions are closed.
+    /// - macOS's `poll(2)` does not handle some devices (terminals among them): there, on
+    ///   kqueue, a poll of one answers `EBADF`.
+    ///
     /// # Errors
     /// When every slot is in flight.
     pub fn poll(
@@ -99,7 +110,9 @@ impl<C> Io<C> {
     /// - Everywhere else (epoll, kqueue, the simulator, io_uring without the kernel's
     ///   multishot) the loop re-arms a single poll after each callback, for the next turn,
     ///   which is level-triggered: a callback in each turn in which the descriptor is still
-    ///   (or again) ready.
+    ///   (or again) ready. A multishot poll for writability of a socket with room thus runs
+    ///   its callback every turn there, and the loop never sleeps: wait for writability with
+    ///   a one-shot [`Io::poll`], when a write would block.
     ///
     /// A program that consumes the readiness in its callback (reads the eventfd, the
     /// timerfd, the pipe until `EAGAIN`) sees the same on every backend, one callback per
