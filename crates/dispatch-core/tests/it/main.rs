@@ -19,6 +19,7 @@ mod ops;
 mod overflow;
 mod pipe;
 mod poll;
+mod poll_alike;
 mod pooled;
 mod pooled_model;
 mod readiness;
