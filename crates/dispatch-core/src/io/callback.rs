@@ -62,14 +62,14 @@ pub enum Callback<C> {
     Count(CountCallback<C>),
     Pooled(PooledCallback<C>),
     Accepted(AcceptCallback<C>),
+    Poll(PollCallback<C>),
+    PollShot(PollShotCallback<C>),
     PoolSend(PoolSendCallback<C>),
     Vectored(VectoredCallback<C>),
     Aligned(FileCallback<C, AlignedBuf>),
     BufList(FileVectoredCallback<C, Vec<u8>>),
     AlignedList(FileVectoredCallback<C, AlignedBuf>),
     Stat(StatCallback<C>),
-    Poll(PollCallback<C>),
-    PollShot(PollShotCallback<C>),
     /// The loop's own operation (the cancel of an operation whose deadline passed): its
     /// result is dropped, no callback runs and it is not counted as completed.
     Internal,

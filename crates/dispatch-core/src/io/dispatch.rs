@@ -186,6 +186,10 @@ impl<C> Io<C> {
             Callback::Accepted(callback) => {
                 callback(ctx, self, tag, Shot::last(fd_value(args, result)));
             }
+            Callback::Poll(callback) => callback(ctx, self, tag, poll_value(result)),
+            Callback::PollShot(callback) => {
+                callback(ctx, self, tag, Shot::last(poll_value(result)));
+            }
             Callback::PoolSend(callback) => {
                 callback(ctx, self, tag, pool_send_value(args, result));
             }
@@ -205,10 +209,6 @@ impl<C> Io<C> {
                 callback(ctx, self, tag, (count, Sealed::from_list(bufs)));
             }
             Callback::Stat(callback) => callback(ctx, self, tag, stat_value(args, result)),
-            Callback::Poll(callback) => callback(ctx, self, tag, poll_value(result)),
-            Callback::PollShot(callback) => {
-                callback(ctx, self, tag, Shot::last(poll_value(result)));
-            }
             Callback::None | Callback::Internal => {
                 let idx = done.idx;
                 unreachable!("slot {idx} completed without a callback")

@@ -431,6 +431,7 @@ impl SimBackend {
                 let count = self.waker.take_count();
                 (count > 0).then(|| (i32::try_from(count).unwrap_or(i32::MAX), 0))
             }
+            Args::Poll { fd, events, .. } => poll::poll(world, *fd, *events),
             Args::Accept { .. }
             | Args::Connect { .. }
             | Args::Recv { .. }
@@ -440,7 +441,6 @@ impl SimBackend {
             | Args::SendVectored { .. }
             | Args::Shutdown { .. }
             | Args::Close { .. } => socket_op(world, args, pool),
-            Args::Poll { fd, events, .. } => poll::poll(world, *fd, *events),
             _ => file_op(world, args),
         }
     }
