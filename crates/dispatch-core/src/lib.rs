@@ -78,16 +78,18 @@ pub use crate::io::{
     AcceptCallback, BufCallback, CountCallback, FdCallback, FileCallback, FileVectoredCallback, Io,
     IoBuf, PoolSendCallback, PooledCallback, StatCallback, UnitCallback, VectoredCallback,
 };
-pub use crate::io::{PollCallback, PollShotCallback};
 pub use crate::operation::{
     BufResult, FileStat, OpId, ScheduleError, ScheduleErrorKind, Shot, Tag,
 };
 pub use crate::options::{Options, PoolOptions, RegisteredOptions, UringOptions, BACKEND_ENV};
 pub use crate::outbuf::{OutBuf, GATHER_MAX};
-pub use crate::poll::PollEvents;
 pub use crate::pool::PoolBuf;
 pub use crate::stats::{BackendKind, Fallback, Stats, UringFeatures};
 pub use crate::waker::Waker;
+
+// Readiness of any descriptor (issue 21).
+pub use crate::io::{PollCallback, PollShotCallback};
+pub use crate::poll::PollEvents;
 
 /// `AT_FDCWD`: pass as `dir` to [`Io::openat`] to open relative to the working directory.
 /// The `open(2)` flags (`O_RDONLY`, `O_WRONLY`, `O_RDWR`, `O_CREAT`, `O_TRUNC`, ...) and

@@ -29,7 +29,6 @@ use crate::stats::{Stats, UringFeatures};
 use crate::waker::Waker;
 
 mod file;
-mod poll;
 mod pooled;
 mod setup;
 mod sqe;
@@ -428,7 +427,7 @@ impl IoUringBackend {
             }
             Args::Cancel { target } => opcode::AsyncCancel::new(target.user_data()).build(),
             Args::Nop => opcode::Nop::new().build(),
-            Args::Poll { .. } => poll::entry(args, self.multishot),
+            Args::Poll { .. } => sqe::poll_entry(args, self.multishot),
             Args::Wakeup => {
                 // The eventfd's counter lands in the backend's own per-slot word; `reap` turns
                 // it into the result. Nothing is recorded here: the push may still fail.
