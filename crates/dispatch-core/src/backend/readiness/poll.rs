@@ -153,3 +153,70 @@ impl<P: Poller> Engine<P> {
         }
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    use super::super::epoll::EpollPoller;
+    use super::super::kqueue::KqueuePoller;
+    use super::super::{Engine, Poller};
+    use crate::backend::Wait;
+    use crate::operation::{Args, OpId};
+    use crate::poll::{native_interest, PollEvents};
+    use crate::stats::{BackendKind, Stats};
+
+    /// A receive and a poll for readability parked on one socket; the peer's bytes are one
+    /// report, at which the poll is checked first and the receive then takes the bytes:
+    /// both complete, in that order. Returns the engine, to look at its poller.
+    fn poll_beside_a_receive<P: Poller>(poller: P, kind: BackendKind) -> Engine<P> {
+        let mut engine = Engine::new(poller, 4, 0).unwrap();
+        let mut stats = Stats::new(kind, None);
+        let (local, mut peer) = UnixStream::pair().unwrap();
+        let fd = local.as_raw_fd();
+        let mut args: Vec<Args> = (0..4).map(|_| Args::Empty).collect();
+        args[0] = Args::Recv {
+            fd,
+            buf: Vec::with_capacity(16),
+        };
+        args[1] = Args::Poll {
+            fd,
+            events: native_interest(PollEvents::READABLE),
+            multishot: false,
+        };
+        for idx in 0..2 {
+            engine.push(idx, OpId { idx, generation: 1 }.user_data());
+        }
+        let mut results = Vec::new();
+        let mut turn = |engine: &mut Engine<P>, wait: Wait| {
+            engine.flush(wait, &mut args, None, &mut stats).unwrap();
+            engine.reap(u32::MAX, |user_data, result, _| {
+                results.push((OpId::idx_of_user_data(user_data), result));
+            });
+        };
+        turn(&mut engine, Wait::Poll);
+        peer.write_all(b"ping").unwrap();
+        turn(&mut engine, Wait::Within(5_000_000_000));
+        let readable = i32::from(libc::POLLIN);
+        assert_eq!(results, [(1, readable), (0, 4)]);
+        engine
+    }
+
+    #[test]
+    fn on_epoll_a_poll_and_a_receive_share_a_report() {
+        poll_beside_a_receive(EpollPoller::new(true).unwrap(), BackendKind::Epoll);
+    }
+
+    /// On the kevent double, the poll and the receive share the descriptor's one
+    /// registration: one change in all.
+    #[test]
+    fn on_kqueue_a_poll_and_a_receive_share_a_registration() {
+        let kq = sys_kqueue::Fake::new(64).unwrap();
+        let poller = KqueuePoller::new(kq, 4).unwrap();
+        let changes = poller.kq().changes();
+        let engine = poll_beside_a_receive(poller, BackendKind::KqueueFake);
+        assert_eq!(engine.poller.kq().changes() - changes, 1, "registered once");
+    }
+}
