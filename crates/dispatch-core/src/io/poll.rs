@@ -122,6 +122,40 @@ impl<C> Io<C> {
     /// callback still lets the results already reaped reach their callbacks, in order, the
     /// last one final.
     ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::os::fd::AsRawFd;
+    /// use std::os::unix::net::UnixStream;
+    /// use dispatch_loop::{Io, OpId, Options, PollEvents, Shot, Tag};
+    ///
+    /// struct Ctx { socket: UnixStream, peer: UnixStream, id: Option<OpId>, shots: u32 }
+    ///
+    /// fn on_ready(ctx: &mut Ctx, io: &mut Io<Ctx>, _: Tag, shot: Shot<PollEvents>) {
+    ///     if !shot.more {
+    ///         return; // the final callback: ECANCELED, after the cancel below
+    ///     }
+    ///     let mut buf = [0; 64];
+    ///     while ctx.socket.read(&mut buf).is_ok() {} // take what woke us, without blocking
+    ///     ctx.shots += 1;
+    ///     if ctx.shots < 3 {
+    ///         ctx.peer.write_all(b"again").unwrap();
+    ///     } else {
+    ///         io.cancel(0, ctx.id.unwrap(), |_, _, _, answer| answer.unwrap()).unwrap();
+    ///     }
+    /// }
+    ///
+    /// let (socket, mut peer) = UnixStream::pair().unwrap();
+    /// socket.set_nonblocking(true).unwrap();
+    /// peer.write_all(b"hello").unwrap();
+    /// let fd = socket.as_raw_fd();
+    /// let mut ctx = Ctx { socket, peer, id: None, shots: 0 };
+    /// let mut io: Io<Ctx> = Io::new(&Options::new(8)).expect("a backend");
+    /// let id = io.poll_multishot(0, fd, PollEvents::READABLE, on_ready).expect("a free slot");
+    /// ctx.id = Some(id);
+    /// io.run_until_idle(&mut ctx).unwrap(); // until the multishot's final callback
+    /// assert_eq!(ctx.shots, 3);
+    /// ```
+    ///
     /// # Errors
     /// When every slot is in flight.
     pub fn poll_multishot(
