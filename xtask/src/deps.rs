@@ -32,6 +32,7 @@ const CORE_MODULES: &[(&str, u32)] = &[
     ("outbuf", 1),
     ("filebuf", 1),
     ("options", 1),
+    ("poll", 1),
     ("operation", 2),
     ("error", 2),
     ("completion", 3),

@@ -8,6 +8,7 @@ mod dispatch;
 mod drop;
 mod file;
 mod ops;
+mod poll;
 mod queue;
 mod reap;
 mod schedule;
@@ -24,6 +25,7 @@ pub use self::callback::{
     AcceptCallback, BufCallback, CountCallback, FdCallback, FileCallback, FileVectoredCallback,
     IoBuf, PoolSendCallback, PooledCallback, StatCallback, UnitCallback, VectoredCallback,
 };
+pub use self::callback::{PollCallback, PollShotCallback};
 use self::deadline::Deadlines;
 use crate::aligned::{AlignedBuf, RegisteredSet};
 use crate::backend::{Backend, PushError, Wait};

@@ -378,7 +378,7 @@ impl<C> Io<C> {
     /// loop whose every operation slot is in use can still cancel each of its operations.
     ///
     /// # Errors
-    /// [`ScheduleErrorKind::SlotsExhausted`] when `ops_max` cancels are already in flight.
+    /// [`crate::ScheduleErrorKind::SlotsExhausted`] when `ops_max` cancels are already in flight.
     pub fn cancel(
         &mut self,
         tag: Tag,

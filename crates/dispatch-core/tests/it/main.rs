@@ -18,6 +18,8 @@ mod model;
 mod ops;
 mod overflow;
 mod pipe;
+mod poll;
+mod poll_alike;
 mod pooled;
 mod pooled_model;
 mod readiness;

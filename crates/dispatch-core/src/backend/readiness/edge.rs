@@ -185,6 +185,10 @@ impl<P: Poller> Engine<P> {
             return self.complete_with(idx, result, flags);
         };
         let at = self.fds.find_or_insert(fd);
+        if !self.fds.get(at).polls.is_empty() {
+            // Waiting polls look first, before this operation may take what they wait for.
+            self.run_polls(at, args, stats);
+        }
         if self.fds.get(at).live == 0 && self.hints.take_stream(fd) {
             self.fds.get(at).stream = Stream::Yes;
         }
@@ -312,7 +316,7 @@ impl<P: Poller> Engine<P> {
     }
 
     /// Completes every operation waiting on the descriptor at `at` with `-errno`.
-    fn fail_waiters(&mut self, at: usize, errno: i32) {
+    pub(super) fn fail_waiters(&mut self, at: usize, errno: i32) {
         assert!(errno > 0);
         for dir in Dir::BOTH {
             while let Some(idx) = self.fds.get(at).queues[dir as usize].pop(&mut self.per.next) {
@@ -321,6 +325,7 @@ impl<P: Poller> Engine<P> {
                 self.complete(idx, -errno);
             }
         }
+        self.fail_polls(at, errno);
     }
 
     /// Forgets the descriptors that went idle with a multishot's result and were not
@@ -362,6 +367,8 @@ impl<P: Poller> Engine<P> {
             entry.ready = entry.ready.union(readiness.dirs);
             entry.closed |= readiness.closed;
         }
+        // Polls first: they only look, so the operations queued behind find what they saw.
+        self.run_polls(at, args, stats);
         for dir in Dir::BOTH {
             if readiness.dirs.contains(dir) {
                 self.run_queue(at, dir, args, pool.as_deref_mut(), stats);

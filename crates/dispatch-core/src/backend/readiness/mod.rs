@@ -18,6 +18,7 @@
 
 mod edge;
 pub(crate) mod ops;
+mod poll;
 mod pooled;
 pub(crate) mod table;
 pub(crate) mod workers;
@@ -120,6 +121,8 @@ enum Place {
     Idle,
     Submitted,
     Waiting(RawFd, Dir),
+    /// A poll waiting on the descriptor (`poll.rs`).
+    Polling(RawFd),
     Timer,
     /// Handed to the file workers (queued or running).
     Worker,
@@ -260,7 +263,11 @@ impl<P: Poller> Engine<P> {
         let i = idx as usize;
         assert!(matches!(
             self.per.place[i],
-            Place::Submitted | Place::Waiting(..) | Place::Timer | Place::Worker
+            Place::Submitted
+                | Place::Waiting(..)
+                | Place::Polling(_)
+                | Place::Timer
+                | Place::Worker
         ));
         self.per.place[i] = Place::Done;
         assert!(
@@ -412,6 +419,7 @@ impl<P: Poller> Engine<P> {
                 let result = self.cancel(target.user_data());
                 self.complete(idx, result);
             }
+            Args::Poll { .. } => self.start_poll(idx, args, stats),
             _ => self.start_io(idx, args, pool, stats),
         }
     }
@@ -487,6 +495,7 @@ impl<P: Poller> Engine<P> {
                 // The registration stays: it is persistent, and the entry goes when the
                 // cancelled operation is reaped.
             }
+            Place::Polling(fd) => self.unpark_poll(idx, fd),
             Place::Timer => self.timers.remove(idx),
             Place::Worker => {
                 // Queued: it comes back with `ECANCELED` at the next collect. Running: it
