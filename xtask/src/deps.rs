@@ -33,6 +33,7 @@ const CORE_MODULES: &[(&str, u32)] = &[
     ("msg", 1),
     ("filebuf", 1),
     ("options", 1),
+    ("poll", 1),
     ("operation", 2),
     ("error", 2),
     ("completion", 3),

@@ -238,7 +238,11 @@ pub(crate) fn vectored_value(args: Args, result: i32) -> (io::Result<usize>, Vec
 
 /// Drops the value of one completion of a multishot operation whose callback will not run
 /// (the loop is being dropped): a pool buffer goes back, an accepted socket is closed.
-pub(crate) fn discard_shot(pool: Option<&Rc<PoolShared>>, result: i32, flags: u32) {
+pub(crate) fn discard_shot(args: &Args, pool: Option<&Rc<PoolShared>>, result: i32, flags: u32) {
+    if matches!(args, Args::Poll { .. }) {
+        // A poll's result is the events that fired, no descriptor: nothing to close.
+        return;
+    }
     match (flags_bid(flags), pool) {
         (Some(bid), Some(pool)) => drop(pool.lend(bid, 0)),
         (Some(bid), None) => unreachable!("buffer {bid} without a pool"),
@@ -359,6 +363,8 @@ pub(crate) fn discard(args: Args, result: i32, flags: u32, pool: Option<&Rc<Pool
         Args::ReadV { .. } | Args::WriteV { .. } => drop(file_list_value(args, result)),
         Args::Statx { .. } => drop(stat_value(args, result)),
         Args::Wakeup => drop(count_value(args, result)),
+        // Owns nothing; its result names no descriptor.
+        Args::Poll { .. } => {}
         _ => drop(unit_value(args, result)),
     }
 }

@@ -64,6 +64,7 @@ mod msg;
 mod operation;
 mod options;
 mod outbuf;
+mod poll;
 mod pool;
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -88,6 +89,10 @@ pub use crate::outbuf::{OutBuf, GATHER_MAX};
 pub use crate::pool::PoolBuf;
 pub use crate::stats::{BackendKind, Fallback, Stats, UringFeatures};
 pub use crate::waker::Waker;
+
+// Readiness of any descriptor (issue 21).
+pub use crate::io::{PollCallback, PollShotCallback};
+pub use crate::poll::PollEvents;
 
 /// `AT_FDCWD`: pass as `dir` to [`Io::openat`] to open relative to the working directory.
 /// The `open(2)` flags (`O_RDONLY`, `O_WRONLY`, `O_RDWR`, `O_CREAT`, `O_TRUNC`, ...) and

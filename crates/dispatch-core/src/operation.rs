@@ -343,6 +343,13 @@ pub(crate) enum Args {
     },
     /// Does nothing; completes on the next turn.
     Nop,
+    /// Waits until `fd` reports one of the `poll(2)` `events` (or a hang-up or error);
+    /// once, or (`multishot`) until cancelled or an error (`io/poll.rs`).
+    Poll {
+        fd: RawFd,
+        events: u32,
+        multishot: bool,
+    },
     /// Waits for the loop's waker. The result is the number of wake-ups it coalesced (at most
     /// `i32::MAX`): nothing the kernel writes lives in the argument table itself.
     Wakeup,
@@ -357,6 +364,9 @@ impl Args {
                 multishot: true,
                 ..
             } | Args::RecvPooled {
+                multishot: true,
+                ..
+            } | Args::Poll {
                 multishot: true,
                 ..
             }
@@ -397,6 +407,7 @@ impl Args {
             Args::Cancel { .. } => "cancel",
             Args::Nop => "nop",
             Args::Wakeup => "wakeup",
+            Args::Poll { .. } => "poll",
         }
     }
 }

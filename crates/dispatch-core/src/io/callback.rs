@@ -11,6 +11,7 @@ use crate::filebuf::{Bytes, BytesList};
 use crate::msg::Msg;
 use crate::operation::{BufResult, FileStat, Shot, Tag};
 use crate::outbuf::OutBuf;
+use crate::poll::PollEvents;
 use crate::pool::PoolBuf;
 use crate::slots::Stored;
 
@@ -50,6 +51,11 @@ pub type VectoredCallback<C> = fn(&mut C, &mut Io<C>, Tag, (io::Result<usize>, V
 /// bytes, the sender, the flags and the descriptors that came.
 pub type MsgCallback<C> = fn(&mut C, &mut Io<C>, Tag, (io::Result<usize>, Msg));
 
+/// Callback of [`Io::poll`]: the events that fired (see [`PollEvents`]).
+pub type PollCallback<C> = fn(&mut C, &mut Io<C>, Tag, io::Result<PollEvents>);
+/// Callback of [`Io::poll_multishot`]: the events that fired, and whether more follow.
+pub type PollShotCallback<C> = fn(&mut C, &mut Io<C>, Tag, Shot<PollEvents>);
+
 /// A callback, stored in the operation's slot: a plain function pointer, no allocation.
 /// (`pub` only for the sealed [`IoBuf`]'s methods; the module is private.)
 #[allow(missing_debug_implementations)]
@@ -61,6 +67,8 @@ pub enum Callback<C> {
     Count(CountCallback<C>),
     Pooled(PooledCallback<C>),
     Accepted(AcceptCallback<C>),
+    Poll(PollCallback<C>),
+    PollShot(PollShotCallback<C>),
     PoolSend(PoolSendCallback<C>),
     Vectored(VectoredCallback<C>),
     Aligned(FileCallback<C, AlignedBuf>),

@@ -11,6 +11,7 @@ use crate::completion::{
     vectored_value, F_MORE, TIMEOUT_EXPIRED,
 };
 use crate::operation::{Args, Shot, Tag};
+use crate::poll::poll_value;
 use crate::slots::{Done, Order, State};
 
 impl<C> Io<C> {
@@ -185,6 +186,10 @@ impl<C> Io<C> {
             Callback::Accepted(callback) => {
                 callback(ctx, self, tag, Shot::last(fd_value(args, result)));
             }
+            Callback::Poll(callback) => callback(ctx, self, tag, poll_value(result)),
+            Callback::PollShot(callback) => {
+                callback(ctx, self, tag, Shot::last(poll_value(result)));
+            }
             Callback::PoolSend(callback) => {
                 callback(ctx, self, tag, pool_send_value(args, result));
             }
@@ -228,6 +233,10 @@ impl<C> Io<C> {
             }
             Callback::Accepted(callback) => {
                 let result = new_fd(done.result);
+                callback(ctx, self, tag, Shot { result, more: true });
+            }
+            Callback::PollShot(callback) => {
+                let result = poll_value(done.result);
                 callback(ctx, self, tag, Shot { result, more: true });
             }
             _ => {

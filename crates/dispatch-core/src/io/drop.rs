@@ -125,7 +125,7 @@ impl<C> Io<C> {
         self.completed.drain(|done| {
             closed.note(slots.args(done.idx), done.result, done.flags);
             if done.flags & F_MORE != 0 {
-                return discard_shot(pool, done.result, done.flags);
+                return discard_shot(slots.args(done.idx), pool, done.result, done.flags);
             }
             let idx = done.idx;
             assert_eq!(slots[idx].state, State::Completed);
@@ -169,7 +169,7 @@ impl<C> Io<C> {
                     let idx = slots.kernel_slot(user_data);
                     closed.note(slots.args(idx), result, flags);
                     if flags & F_MORE != 0 {
-                        return discard_shot(pool, result, flags);
+                        return discard_shot(slots.args(idx), pool, result, flags);
                     }
                     slots[idx].state = State::Free;
                     *in_kernel -= 1;

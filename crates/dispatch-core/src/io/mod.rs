@@ -9,6 +9,7 @@ mod drop;
 mod file;
 mod msg;
 mod ops;
+mod poll;
 mod queue;
 mod reap;
 mod schedule;
@@ -26,6 +27,7 @@ pub use self::callback::{
     AcceptCallback, BufCallback, CountCallback, FdCallback, FileCallback, FileVectoredCallback,
     IoBuf, PoolSendCallback, PooledCallback, StatCallback, UnitCallback, VectoredCallback,
 };
+pub use self::callback::{PollCallback, PollShotCallback};
 use self::deadline::Deadlines;
 use crate::aligned::{AlignedBuf, RegisteredSet};
 use crate::backend::{Backend, PushError, Wait};

@@ -81,15 +81,7 @@ impl<C> Reaper<'_, C> {
         // their replies finds nothing, and costs the readiness engine a receive, an arm and a
         // wake-up that the next turn's try avoids; the price is that a burst the kernel's
         // multishot reaps in one turn takes the loop's emulation several.)
-        let goes_on = match args {
-            Args::RecvPooled {
-                multishot: true, ..
-            } => result > 0,
-            Args::Accept {
-                multishot: true, ..
-            } => result >= 0,
-            _ => false,
-        };
+        let goes_on = goes_on(args, result);
         if goes_on && !slot.cancelling {
             self.completed.push(Done {
                 idx,
@@ -234,5 +226,23 @@ impl<C> Reaper<'_, C> {
     fn again(&mut self, idx: u32) {
         self.slots[idx].state = State::Again;
         self.again.push(self.slots.as_mut_slice(), idx);
+    }
+}
+
+/// Whether a multishot's final result from the backend is one the loop re-arms after: a
+/// receive's bytes, an accepted socket, a poll's events (an error or the end of stream ends
+/// it).
+fn goes_on(args: &Args, result: i32) -> bool {
+    match args {
+        Args::RecvPooled {
+            multishot: true, ..
+        } => result > 0,
+        Args::Accept {
+            multishot: true, ..
+        } => result >= 0,
+        Args::Poll {
+            multishot: true, ..
+        } => result > 0,
+        _ => false,
     }
 }

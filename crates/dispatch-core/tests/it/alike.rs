@@ -90,7 +90,7 @@ impl On {
 
 impl<C> Rig<C> {
     /// A connected pair of stream sockets: Unix sockets, or simulated ones on `sim`.
-    fn pair(&self) -> (OwnedFd, OwnedFd) {
+    pub(crate) fn pair(&self) -> (OwnedFd, OwnedFd) {
         match &self.sim {
             Some(sim) => sim.socket_pair().expect("a simulated pair"),
             None => {

@@ -94,12 +94,12 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 /// Allocations made so far by the calling thread.
-fn allocations() -> u64 {
+pub(crate) fn allocations() -> u64 {
     ALLOCATIONS.with(Cell::get)
 }
 
 /// The counter sees this thread's allocations (a broken counter would pass every test).
-fn assert_counting() {
+pub(crate) fn assert_counting() {
     let before = allocations();
     drop(std::hint::black_box(Vec::<u8>::with_capacity(16)));
     assert_eq!(allocations(), before + 1, "the counting allocator counts");

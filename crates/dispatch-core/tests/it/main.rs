@@ -19,6 +19,8 @@ mod msg;
 mod ops;
 mod overflow;
 mod pipe;
+mod poll;
+mod poll_alike;
 mod pooled;
 mod pooled_model;
 mod readiness;

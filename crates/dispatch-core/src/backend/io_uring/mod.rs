@@ -429,6 +429,7 @@ impl IoUringBackend {
             }
             Args::Cancel { target } => opcode::AsyncCancel::new(target.user_data()).build(),
             Args::Nop => opcode::Nop::new().build(),
+            Args::Poll { .. } => sqe::poll_entry(args, self.multishot),
             Args::Wakeup => {
                 // The eventfd's counter lands in the backend's own per-slot word; `reap` turns
                 // it into the result. Nothing is recorded here: the push may still fail.

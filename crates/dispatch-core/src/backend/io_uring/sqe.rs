@@ -9,6 +9,7 @@ use sys_uring::opcode;
 use sys_uring::squeue::Entry;
 use sys_uring::types::{Fd, Timespec};
 
+use crate::operation::Args;
 use crate::outbuf::{OutBuf, GATHER_MAX};
 
 /// Maps the kernel-internal errnos that io_uring lets through (517 to 530: `EPROBE_DEFER`,
@@ -189,4 +190,23 @@ pub(super) fn monotonic_ns() -> u64 {
 
 pub(super) fn timespec_from_ns(ns: u64) -> Timespec {
     std::time::Duration::from_nanos(ns).into()
+}
+
+/// The SQE of a poll ([`crate::Io::poll`]): a `POLL_ADD` of `args`' descriptor and mask, with
+/// `IORING_POLL_ADD_MULTI` (5.13) for a multishot when `kernel_multishot` (the kernel has
+/// multishot receive, 6.0, and `UringOptions::multishot` does not mask it); otherwise a
+/// single poll, which the loop re-arms after each result. It points at nothing: the mask
+/// travels in the SQE.
+pub(super) fn poll_entry(args: &Args, kernel_multishot: bool) -> Entry {
+    let Args::Poll {
+        fd,
+        events,
+        multishot,
+    } = *args
+    else {
+        unreachable!("a poll's entry for a {}", args.label())
+    };
+    opcode::PollAdd::new(Fd(fd), events)
+        .multi(multishot && kernel_multishot)
+        .build()
 }

@@ -176,7 +176,7 @@ impl<P: Poller> Engine<P> {
         if let Args::Close { fd } = &args[i] {
             self.before_close(fd.as_raw_fd(), stats);
         }
-        self.multishot[i] = args[i].is_multishot();
+        self.per.multishot[i] = args[i].is_multishot();
         let Some((fd, dir)) = self.direction(&args[i]) else {
             let (step, flags) = self.try_op(idx, args, pool, false, stats);
             let Step::Done(result) = step else {
@@ -185,12 +185,16 @@ impl<P: Poller> Engine<P> {
             return self.complete_with(idx, result, flags);
         };
         let at = self.fds.find_or_insert(fd);
+        if !self.fds.get(at).polls.is_empty() {
+            // Waiting polls look first, before this operation may take what they wait for.
+            self.run_polls(at, args, stats);
+        }
         if self.fds.get(at).live == 0 && self.hints.take_stream(fd) {
             self.fds.get(at).stream = Stream::Yes;
         }
         let entry = self.fds.get(at);
         entry.live += 1;
-        self.counted[i] = fd;
+        self.per.counted[i] = fd;
         // Behind an operation already waiting in this direction: queue without trying, so
         // that order is kept. Known drained: queue without trying, the next edge says when.
         if !entry.queues[dir as usize].is_empty() || !entry.ready.contains(dir) {
@@ -295,8 +299,8 @@ impl<P: Poller> Engine<P> {
     /// if this entry has not. A refused registration fails every operation waiting on it.
     pub(super) fn enqueue(&mut self, idx: u32, at: usize, dir: Dir, stats: &mut Stats) {
         let fd = self.fds.get(at).fd;
-        self.place[idx as usize] = Place::Waiting(fd, dir);
-        self.fds.get(at).queues[dir as usize].push(&mut self.next, idx);
+        self.per.place[idx as usize] = Place::Waiting(fd, dir);
+        self.fds.get(at).queues[dir as usize].push(&mut self.per.next, idx);
         self.parked += 1;
         if self.fds.get(at).registered.contains(dir) {
             return;
@@ -312,15 +316,16 @@ impl<P: Poller> Engine<P> {
     }
 
     /// Completes every operation waiting on the descriptor at `at` with `-errno`.
-    fn fail_waiters(&mut self, at: usize, errno: i32) {
+    pub(super) fn fail_waiters(&mut self, at: usize, errno: i32) {
         assert!(errno > 0);
         for dir in Dir::BOTH {
-            while let Some(idx) = self.fds.get(at).queues[dir as usize].pop(&mut self.next) {
+            while let Some(idx) = self.fds.get(at).queues[dir as usize].pop(&mut self.per.next) {
                 assert!(self.parked > 0);
                 self.parked -= 1;
                 self.complete(idx, -errno);
             }
         }
+        self.fail_polls(at, errno);
     }
 
     /// Forgets the descriptors that went idle with a multishot's result and were not
@@ -362,6 +367,8 @@ impl<P: Poller> Engine<P> {
             entry.ready = entry.ready.union(readiness.dirs);
             entry.closed |= readiness.closed;
         }
+        // Polls first: they only look, so the operations queued behind find what they saw.
+        self.run_polls(at, args, stats);
         for dir in Dir::BOTH {
             if readiness.dirs.contains(dir) {
                 self.run_queue(at, dir, args, pool.as_deref_mut(), stats);
@@ -385,11 +392,11 @@ impl<P: Poller> Engine<P> {
             if head == super::table::NONE || !entry.ready.contains(dir) {
                 return;
             }
-            let popped = entry.queues[dir as usize].pop(&mut self.next);
+            let popped = entry.queues[dir as usize].pop(&mut self.per.next);
             assert_eq!(popped, Some(head));
             assert!(self.parked > 0);
             self.parked -= 1;
-            self.place[head as usize] = Place::Submitted;
+            self.per.place[head as usize] = Place::Submitted;
             if self.try_at(head, at, dir, args, pool.as_deref_mut(), stats) {
                 // Back at the head of its queue, order kept.
                 self.push_front(head, at, dir);
@@ -402,13 +409,13 @@ impl<P: Poller> Engine<P> {
     fn push_front(&mut self, idx: u32, at: usize, dir: Dir) {
         let fd = self.fds.get(at).fd;
         let queue = &mut self.fds.get(at).queues[dir as usize];
-        assert_eq!(self.next[idx as usize], super::table::NONE);
-        self.next[idx as usize] = queue.head;
+        assert_eq!(self.per.next[idx as usize], super::table::NONE);
+        self.per.next[idx as usize] = queue.head;
         if queue.tail == super::table::NONE {
             queue.tail = idx;
         }
         queue.head = idx;
-        self.place[idx as usize] = Place::Waiting(fd, dir);
+        self.per.place[idx as usize] = Place::Waiting(fd, dir);
         self.parked += 1;
     }
 }

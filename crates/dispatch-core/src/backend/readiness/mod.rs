@@ -19,6 +19,7 @@
 mod edge;
 mod msg;
 pub(crate) mod ops;
+mod poll;
 mod pooled;
 pub(crate) mod table;
 pub(crate) mod workers;
@@ -121,27 +122,37 @@ enum Place {
     Idle,
     Submitted,
     Waiting(RawFd, Dir),
+    /// A poll waiting on the descriptor (`poll.rs`).
+    Polling(RawFd),
     Timer,
     /// Handed to the file workers (queued or running).
     Worker,
     Done,
 }
 
+/// The engine's per-slot tables.
+struct PerSlot {
+    /// Per slot: the operation's `user_data`, its place, its list link, connect state. Each
+    /// of these per-slot tables reserves room for every slot at start-up and is written only
+    /// as far as the highest slot pushed (`reach`), so untouched slots cost no memory.
+    pub(super) user_data: Vec<u64>,
+    pub(super) place: Vec<Place>,
+    pub(super) next: Vec<u32>,
+    pub(super) connecting: Vec<bool>,
+    /// Per slot: the descriptor whose entry counts the operation as live (`edge::UNCOUNTED`
+    /// if none), and whether its success means a multishot goes on.
+    pub(super) counted: Vec<RawFd>,
+    pub(super) multishot: Vec<bool>,
+}
+
 /// The readiness engine over a poller `P`.
 pub(crate) struct Engine<P> {
     poller: P,
     origin: Instant,
-    /// Per slot: the operation's `user_data`, its place, its list link, connect state. Each
-    /// of these per-slot tables reserves room for every slot at start-up and is written only
-    /// as far as the highest slot pushed (`reach`), so untouched slots cost no memory.
-    user_data: Vec<u64>,
-    place: Vec<Place>,
-    next: Vec<u32>,
-    connecting: Vec<bool>,
-    /// Per slot: the descriptor whose entry counts the operation as live (`edge::UNCOUNTED`
-    /// if none), and whether its success means a multishot goes on.
-    counted: Vec<RawFd>,
-    multishot: Vec<bool>,
+    /// Per slot: what the engine knows of each operation (boxed: the engine is a variant of
+    /// the loop's backend enum, and six vectors inline in it made io_uring's push 21
+    /// instructions dearer per operation, callgrind's `nop_cost`).
+    per: Box<PerSlot>,
     submitted: Queue,
     fds: FdTable,
     /// Descriptors whose last operation was a multishot's intermediate result: forgotten at
@@ -181,12 +192,14 @@ impl<P: Poller> Engine<P> {
         Ok(Engine {
             poller,
             origin: Instant::now(),
-            user_data: Vec::with_capacity(slots),
-            place: Vec::with_capacity(slots),
-            next: Vec::with_capacity(slots),
-            connecting: Vec::with_capacity(slots),
-            counted: Vec::with_capacity(slots),
-            multishot: Vec::with_capacity(slots),
+            per: Box::new(PerSlot {
+                user_data: Vec::with_capacity(slots),
+                place: Vec::with_capacity(slots),
+                next: Vec::with_capacity(slots),
+                connecting: Vec::with_capacity(slots),
+                counted: Vec::with_capacity(slots),
+                multishot: Vec::with_capacity(slots),
+            }),
             submitted: Queue::EMPTY,
             // Live entries (at most one per slot, plus the waker) and entries gone idle in
             // the last reap.
@@ -216,14 +229,14 @@ impl<P: Poller> Engine<P> {
     /// slot.
     pub(crate) fn push(&mut self, idx: u32, user_data: u64) {
         let i = idx as usize;
-        if i >= self.place.len() {
+        if i >= self.per.place.len() {
             self.reach(i);
         }
-        assert_eq!(self.place[i], Place::Idle, "slot {idx} pushed twice");
-        self.user_data[i] = user_data;
-        self.place[i] = Place::Submitted;
-        self.connecting[i] = false;
-        self.submitted.push(&mut self.next, idx);
+        assert_eq!(self.per.place[i], Place::Idle, "slot {idx} pushed twice");
+        self.per.user_data[i] = user_data;
+        self.per.place[i] = Place::Submitted;
+        self.per.connecting[i] = false;
+        self.submitted.push(&mut self.per.next, idx);
     }
 
     /// Extends the per-slot tables to slot `i`, within the room reserved at start-up (slots
@@ -231,16 +244,16 @@ impl<P: Poller> Engine<P> {
     #[cold]
     fn reach(&mut self, i: usize) {
         assert!(
-            i < self.place.capacity(),
+            i < self.per.place.capacity(),
             "slot {i} past the engine's slots"
         );
         let len = i + 1;
-        self.user_data.resize(len, 0);
-        self.place.resize(len, Place::Idle);
-        self.next.resize(len, NONE);
-        self.connecting.resize(len, false);
-        self.counted.resize(len, edge::UNCOUNTED);
-        self.multishot.resize(len, false);
+        self.per.user_data.resize(len, 0);
+        self.per.place.resize(len, Place::Idle);
+        self.per.next.resize(len, NONE);
+        self.per.connecting.resize(len, false);
+        self.per.counted.resize(len, edge::UNCOUNTED);
+        self.per.multishot.resize(len, false);
     }
 
     fn complete(&mut self, idx: u32, result: i32) {
@@ -250,15 +263,19 @@ impl<P: Poller> Engine<P> {
     fn complete_with(&mut self, idx: u32, result: i32, flags: u32) {
         let i = idx as usize;
         assert!(matches!(
-            self.place[i],
-            Place::Submitted | Place::Waiting(..) | Place::Timer | Place::Worker
+            self.per.place[i],
+            Place::Submitted
+                | Place::Waiting(..)
+                | Place::Polling(_)
+                | Place::Timer
+                | Place::Worker
         ));
-        self.place[i] = Place::Done;
+        self.per.place[i] = Place::Done;
         assert!(
             self.done.len() < self.done.capacity(),
             "done list never grows"
         );
-        self.done.push((self.user_data[i], result, flags));
+        self.done.push((self.per.user_data[i], result, flags));
     }
 
     fn now_ns(&self) -> u64 {
@@ -274,7 +291,7 @@ impl<P: Poller> Engine<P> {
         stats: &mut Stats,
     ) -> io::Result<()> {
         let mut started = 0;
-        while let Some(idx) = self.submitted.pop(&mut self.next) {
+        while let Some(idx) = self.submitted.pop(&mut self.per.next) {
             started += 1;
             self.start(idx, args, pool.as_deref_mut(), stats);
         }
@@ -310,7 +327,7 @@ impl<P: Poller> Engine<P> {
         }
         let now_ns = self.now_ns();
         while let Some(idx) = self.timers.pop_expired(now_ns) {
-            self.place[idx as usize] = Place::Timer;
+            self.per.place[idx as usize] = Place::Timer;
             self.complete(idx, TIMEOUT_EXPIRED);
         }
         Ok(())
@@ -327,7 +344,7 @@ impl<P: Poller> Engine<P> {
         };
         let mut finished = 0;
         let done = &mut self.done;
-        let (place, user_data) = (&mut self.place, &self.user_data);
+        let (place, user_data) = (&mut self.per.place, &self.per.user_data);
         workers.collect(|job| {
             let i = OpId::idx_of_user_data(job.user_data) as usize;
             assert_eq!(place[i], Place::Worker);
@@ -354,9 +371,9 @@ impl<P: Poller> Engine<P> {
             unreachable!("hand_to_workers without workers");
         };
         let job_args = std::mem::replace(&mut args[i], Args::Empty);
-        self.place[i] = Place::Worker;
+        self.per.place[i] = Place::Worker;
         self.in_workers += 1;
-        workers.submit(self.user_data[i], job_args);
+        workers.submit(self.per.user_data[i], job_args);
     }
 
     /// No operation waits for readiness (an edge that comes meanwhile stays in the kernel
@@ -396,13 +413,14 @@ impl<P: Poller> Engine<P> {
             Args::Nop => self.complete(idx, 0),
             Args::Timeout { timeout_ns } => {
                 let deadline_ns = self.now_ns().saturating_add(*timeout_ns);
-                self.place[i] = Place::Timer;
+                self.per.place[i] = Place::Timer;
                 self.timers.insert(idx, deadline_ns);
             }
             Args::Cancel { target } => {
                 let result = self.cancel(target.user_data());
                 self.complete(idx, result);
             }
+            Args::Poll { .. } => self.start_poll(idx, args, stats),
             _ => self.start_io(idx, args, pool, stats),
         }
     }
@@ -454,7 +472,7 @@ impl<P: Poller> Engine<P> {
             }
             Args::SendPooled { fd, buf } => pooled::send(*fd, buf, stats),
             Args::SendMsg { .. } | Args::RecvMsg { .. } => msg::perform(&mut args[i], stats),
-            _ => perform(&mut args[i], &mut self.connecting[i], stats),
+            _ => perform(&mut args[i], &mut self.per.connecting[i], stats),
         };
         (step, 0)
     }
@@ -463,24 +481,25 @@ impl<P: Poller> Engine<P> {
     fn cancel(&mut self, user_data: u64) -> i32 {
         let idx = OpId::idx_of_user_data(user_data);
         let i = idx as usize;
-        if i >= self.place.len() || self.user_data[i] != user_data {
+        if i >= self.per.place.len() || self.per.user_data[i] != user_data {
             return -libc::ENOENT;
         }
-        match self.place[i] {
+        match self.per.place[i] {
             Place::Idle | Place::Done => return -libc::ENOENT,
             Place::Submitted => {
-                let removed = self.submitted.remove(&mut self.next, idx);
+                let removed = self.submitted.remove(&mut self.per.next, idx);
                 assert!(removed);
             }
             Place::Waiting(fd, dir) => {
                 let at = self.fds.find(fd).expect("a waiting operation's descriptor");
-                let removed = self.fds.get(at).queues[dir as usize].remove(&mut self.next, idx);
+                let removed = self.fds.get(at).queues[dir as usize].remove(&mut self.per.next, idx);
                 assert!(removed);
                 assert!(self.parked > 0);
                 self.parked -= 1;
                 // The registration stays: it is persistent, and the entry goes when the
                 // cancelled operation is reaped.
             }
+            Place::Polling(fd) => self.unpark_poll(idx, fd),
             Place::Timer => self.timers.remove(idx),
             Place::Worker => {
                 // Queued: it comes back with `ECANCELED` at the next collect. Running: it
@@ -500,12 +519,12 @@ impl<P: Poller> Engine<P> {
         let count = self.done.len().min(max as usize);
         for (user_data, result, flags) in self.done.drain(..count) {
             let idx = OpId::idx_of_user_data(user_data) as usize;
-            assert_eq!(self.place[idx], Place::Done);
-            self.place[idx] = Place::Idle;
-            let fd = std::mem::replace(&mut self.counted[idx], edge::UNCOUNTED);
+            assert_eq!(self.per.place[idx], Place::Done);
+            self.per.place[idx] = Place::Idle;
+            let fd = std::mem::replace(&mut self.per.counted[idx], edge::UNCOUNTED);
             if fd != edge::UNCOUNTED {
                 // A multishot's success is re-armed by the loop before the next flush.
-                let goes_on = self.multishot[idx] && result > 0;
+                let goes_on = self.per.multishot[idx] && result > 0;
                 let idle = edge::release(&mut self.fds, &mut self.went_idle, fd, goes_on);
                 if let Some(registered) = idle {
                     self.hints.set(fd, registered);

@@ -116,6 +116,7 @@ pub(crate) fn perform(args: &mut Args, connecting: &mut bool, stats: &mut Stats)
         | Args::Cancel { .. }
         | Args::Nop
         | Args::Wakeup
+        | Args::Poll { .. }
         | Args::RecvPooled { .. }
         | Args::SendPooled { .. }
         | Args::SendMsg { .. }

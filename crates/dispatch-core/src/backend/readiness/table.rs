@@ -132,6 +132,8 @@ impl Queue {
 pub(crate) struct FdEntry {
     pub(crate) fd: RawFd,
     pub(crate) queues: [Queue; 2],
+    /// The polls waiting on the descriptor (`poll.rs`), checked before the queues run.
+    pub(crate) polls: Queue,
     /// The directions registered with the poller by this entry (epoll registers both at
     /// once, kqueue a filter per direction; an earlier entry of the same number may have
     /// registered it too: registering again is harmless).
@@ -154,6 +156,7 @@ impl FdEntry {
         FdEntry {
             fd,
             queues: [Queue::EMPTY; 2],
+            polls: Queue::EMPTY,
             registered: Dirs::NONE,
             ready: ALL,
             closed: false,

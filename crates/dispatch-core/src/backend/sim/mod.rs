@@ -20,6 +20,7 @@ mod file;
 mod handle;
 mod net;
 mod options;
+mod poll;
 mod rng;
 mod socket;
 mod udp;
@@ -432,6 +433,7 @@ impl SimBackend {
                 let count = self.waker.take_count();
                 (count > 0).then(|| (i32::try_from(count).unwrap_or(i32::MAX), 0))
             }
+            Args::Poll { fd, events, .. } => poll::poll(world, *fd, *events),
             Args::Accept { .. }
             | Args::Connect { .. }
             | Args::Recv { .. }

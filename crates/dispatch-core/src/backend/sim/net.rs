@@ -429,6 +429,35 @@ impl World {
         this.reset == Reset::No && this.state == State::Established && !this.rx.is_empty()
     }
 
+    /// `poll(2)`'s bits for `endpoint` now (`poll.rs`): readable (bytes, the end of stream,
+    /// a reset to report), writable (room toward the peer, or a send that fails at once),
+    /// hung up (the peer's end of stream, a reset), in error (a reset not reported yet).
+    pub(crate) fn poll_endpoint(&self, endpoint: u32) -> i16 {
+        let this = &self.net.endpoints[endpoint as usize];
+        let (rw, hup) = (libc::POLLIN | libc::POLLOUT, libc::POLLHUP);
+        match (this.state, this.reset) {
+            (_, Reset::Pending) => return rw | hup | libc::POLLERR,
+            (_, Reset::Reported) => return rw | hup,
+            (State::Connecting, _) => return 0,
+            (State::Refused, _) => return libc::POLLOUT | hup | libc::POLLERR,
+            (State::Established, _) => {}
+        }
+        let mut bits = 0;
+        if !this.rx.is_empty() || this.rx_eof || this.read_shut {
+            bits |= libc::POLLIN;
+        }
+        if this.rx_eof {
+            bits |= hup;
+        }
+        let to = &self.net.endpoints[this.peer as usize];
+        let used = to.rx.len() + to.inflight_bytes;
+        let room = (self.options.socket_buffer_bytes as usize) > used;
+        if room || this.write_shut || !to.open {
+            bits |= libc::POLLOUT;
+        }
+        bits
+    }
+
     /// Endpoint `endpoint`.
     pub(crate) fn endpoint(&self, endpoint: u32) -> &Endpoint {
         &self.net.endpoints[endpoint as usize]
