@@ -198,6 +198,10 @@ fn macro_bench(args: &BenchArgs) -> Result<usize, String> {
     }
     if !plan.is_empty() {
         let binaries = plan::build(&plan)?;
+        let plan = plan::Plan {
+            absent: plan::absent(&plan, &binaries),
+            ..plan
+        };
         let runs = run::run_all(&plan, &binaries)?;
         let medians = report::medians(&plan, &runs);
         report::write(&plan, &runs, &medians)?;
