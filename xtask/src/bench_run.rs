@@ -489,3 +489,41 @@ fn perf_window(
     }
     Ok(second.messages.saturating_sub(first.messages))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::super::plan::{SCENARIOS, SERVERS};
+    use super::*;
+
+    fn named<T: Copy>(all: &[T], name: fn(&T) -> &str, wanted: &str) -> T {
+        *all.iter().find(|item| name(item) == wanted).expect(wanted)
+    }
+
+    #[test]
+    fn a_udp_scenario_starts_each_server_in_its_udp_form() {
+        let binaries = Binaries {
+            dispatch_echo: PathBuf::from("/t/echo-server"),
+            loadgen: PathBuf::from("/t/loadgen"),
+            peers: vec![
+                ("tokio-echo", PathBuf::from("/t/tokio-echo")),
+                ("tokio-udp-echo", PathBuf::from("/t/tokio-udp-echo")),
+            ],
+            echo_udp: true,
+        };
+        let scenario = |name| named(&SCENARIOS, |s| s.name, name);
+        let server = |name| named(&SERVERS, |s| s.name, name);
+        let (udp, tcp) = (scenario("udp-64B"), scenario("c100-64B-d1"));
+        let uring = program(&udp, &server("echo-uring"), &binaries, 1).unwrap();
+        assert_eq!(uring[0], "/t/echo-server");
+        assert!(uring.contains(&"--udp".to_owned()), "{uring:?}");
+        let uring_tcp = program(&tcp, &server("echo-uring"), &binaries, 1).unwrap();
+        assert!(!uring_tcp.contains(&"--udp".to_owned()), "{uring_tcp:?}");
+        let tokio = program(&udp, &server("tokio"), &binaries, 1).unwrap();
+        assert_eq!(tokio, ["/t/tokio-udp-echo", "127.0.0.1:0"]);
+        let tokio_tcp = program(&tcp, &server("tokio"), &binaries, 1).unwrap();
+        assert_eq!(tokio_tcp, ["/t/tokio-echo", "127.0.0.1:0"]);
+        assert!(program(&udp, &server("monoio"), &binaries, 1).is_none());
+    }
+}
