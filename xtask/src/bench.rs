@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: the criterion micro benchmarks of dispatch-loop, then the macro
 //! benchmarks: the project's load generator against `echo-server` on each backend and against
-//! peer echo servers (tokio, monoio, compio), then wrk against the project's HTTP example on
+//! peer echo servers (tokio, monoio, compio; over UDP, `udp-64B`, tokio's UDP peer and
+//! `echo-server --udp` where it has that option), then wrk against the project's HTTP example on
 //! each backend and against a hyper server, then the storage program on io_uring and epoll
 //! against fio on a file on the disk; interleaved, medians over rounds (and for the echo
 //! servers, ratios to tokio paired by round). Benchmarks
@@ -92,8 +93,8 @@ pub struct BenchArgs {
     /// (`--filter d16,tokio,uring`: scenarios matching a word, each with the servers
     /// matching a word; where no word names a scenario, every scenario, likewise servers;
     /// the echo and HTTP benchmarks share the filter: `--filter plaintext` runs the HTTP
-    /// scenarios alone, `--filter hyper` the hyper server alone); only the macro benchmarks
-    /// run then
+    /// scenarios alone, `--filter hyper` the hyper server alone, `--filter udp` the UDP echo
+    /// scenario alone); only the macro benchmarks run then
     #[arg(long, value_delimiter = ',', conflicts_with = "micro_only")]
     pub filter: Vec<String>,
     /// Rounds: each scenario runs every server once per round, interleaved (echo: default
@@ -198,6 +199,10 @@ fn macro_bench(args: &BenchArgs) -> Result<usize, String> {
     }
     if !plan.is_empty() {
         let binaries = plan::build(&plan)?;
+        let plan = plan::Plan {
+            absent: plan::absent(&plan, &binaries),
+            ..plan
+        };
         let runs = run::run_all(&plan, &binaries)?;
         let medians = report::medians(&plan, &runs);
         report::write(&plan, &runs, &medians)?;

@@ -146,7 +146,7 @@ fn bars(
     for (server_idx, server) in plan.servers.iter().enumerate() {
         let Some(median) = medians
             .iter()
-            .find(|m| m.scenario == scenario && m.server == server.name)
+            .find(|m| m.scenario == scenario && m.server == server.name && m.absent.is_none())
         else {
             continue;
         };

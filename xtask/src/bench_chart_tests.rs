@@ -19,6 +19,7 @@ fn plan(rounds: u32) -> Plan {
         client_threads: 1,
         server_threads: 1,
         quick: false,
+        absent: Vec::new(),
     }
 }
 

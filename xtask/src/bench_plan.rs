@@ -21,10 +21,13 @@ pub struct Scenario {
     pub depth: u32,
     /// Connect, one message, close, again: the rate counts connections.
     pub churn: bool,
+    /// Datagrams: each connection is a connected UDP socket (`loadgen --udp`), each message
+    /// a datagram; run only by the servers that serve UDP (`Server::serves`).
+    pub udp: bool,
 }
 
-/// The scenarios of issue 10, in the order they run.
-pub const SCENARIOS: [Scenario; 5] = [
+/// The scenarios of issue 10, then issue 21's UDP echo, in the order they run.
+pub const SCENARIOS: [Scenario; 6] = [
     scenario("c100-64B-d1", 100, 64, 1),
     scenario("c100-64B-d16", 100, 64, 16),
     scenario("c1000-64B-d1", 1000, 64, 1),
@@ -35,6 +38,15 @@ pub const SCENARIOS: [Scenario; 5] = [
         size: 64,
         depth: 1,
         churn: true,
+        udp: false,
+    },
+    Scenario {
+        name: "udp-64B",
+        connections: 100,
+        size: 64,
+        depth: 1,
+        churn: false,
+        udp: true,
     },
 ];
 
@@ -45,19 +57,27 @@ const fn scenario(name: &'static str, connections: u32, size: u32, depth: u32) -
         size,
         depth,
         churn: false,
+        udp: false,
     }
 }
 
 /// How a server is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerKind {
-    /// `echo-server --backend BACKEND --threads 1`, then `args`.
+    /// `echo-server --backend BACKEND --threads 1`, then `args`; with `udp`, it also runs
+    /// the UDP scenarios, as `echo-server --udp` (where its `--help` lists `--udp`).
     Own {
         backend: &'static str,
         args: &'static [&'static str],
+        udp: bool,
     },
-    /// A peer in `bench/peers/DIR`, whose binary is named DIR and takes the address.
-    Peer { dir: &'static str, quick: bool },
+    /// A peer in `bench/peers/DIR`, whose binary is named DIR and takes the address; for the
+    /// UDP scenarios, the peer in `bench/peers/UDP_DIR` (none: it runs no UDP scenario).
+    Peer {
+        dir: &'static str,
+        udp_dir: Option<&'static str>,
+        quick: bool,
+    },
 }
 
 /// A server measured.
@@ -69,31 +89,83 @@ pub struct Server {
     pub kind: ServerKind,
 }
 
+impl Server {
+    /// Whether it runs `scenario`: every server runs the TCP scenarios; the UDP ones, those
+    /// with a UDP form (echo-server on io_uring and epoll, tokio through its UDP peer).
+    pub fn serves(&self, scenario: &Scenario) -> bool {
+        match self.kind {
+            _ if !scenario.udp => true,
+            ServerKind::Own { udp, .. } => udp,
+            ServerKind::Peer { udp_dir, .. } => udp_dir.is_some(),
+        }
+    }
+
+    /// The peer directory it runs `scenario` with; none for echo-server.
+    pub fn peer_dir(&self, scenario: &Scenario) -> Option<&'static str> {
+        match self.kind {
+            ServerKind::Own { .. } => None,
+            ServerKind::Peer { udp_dir, .. } if scenario.udp => udp_dir,
+            ServerKind::Peer { dir, .. } => Some(dir),
+        }
+    }
+}
+
 /// Every server, in the order each round runs them. Peers are single-threaded, so the echo
 /// server runs one thread too unless `--server-threads` says otherwise.
 pub const SERVERS: [Server; 6] = [
-    own("echo-uring", "io-uring", &[]),
-    // Without its batch wait (on by default: 50 µs), to show what that does.
-    own("echo-uring-nobatch", "io-uring", &["--batch-wait-us=0"]),
-    own("echo-epoll", "epoll", &[]),
-    peer("tokio", "tokio-echo", true),
-    peer("monoio", "monoio-echo", false),
-    peer("compio", "compio-echo", false),
+    own("echo-uring", "io-uring", &[], true),
+    // Without its batch wait (on by default: 50 µs), to show what that does (TCP only).
+    own(
+        "echo-uring-nobatch",
+        "io-uring",
+        &["--batch-wait-us=0"],
+        false,
+    ),
+    own("echo-epoll", "epoll", &[], true),
+    peer("tokio", "tokio-echo", Some("tokio-udp-echo"), true),
+    peer("monoio", "monoio-echo", None, false),
+    peer("compio", "compio-echo", None, false),
 ];
 
-const fn own(name: &'static str, backend: &'static str, args: &'static [&'static str]) -> Server {
+const fn own(
+    name: &'static str,
+    backend: &'static str,
+    args: &'static [&'static str],
+    udp: bool,
+) -> Server {
     Server {
         name,
-        kind: ServerKind::Own { backend, args },
+        kind: ServerKind::Own { backend, args, udp },
     }
 }
 
-const fn peer(name: &'static str, dir: &'static str, quick: bool) -> Server {
+const fn peer(
+    name: &'static str,
+    dir: &'static str,
+    udp_dir: Option<&'static str>,
+    quick: bool,
+) -> Server {
     Server {
         name,
-        kind: ServerKind::Peer { dir, quick },
+        kind: ServerKind::Peer {
+            dir,
+            udp_dir,
+            quick,
+        },
     }
 }
+
+/// A (scenario, server) of the plan that cannot run here for a known reason: its rows say
+/// `n/a: WHY` instead of a number, and no run of it is attempted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Absent {
+    pub scenario: &'static str,
+    pub server: &'static str,
+    pub why: &'static str,
+}
+
+/// Why echo-server's UDP rows are n/a while its `--help` lists no `--udp`.
+pub const NO_UDP: &str = "echo-server has no --udp yet";
 
 /// The echo benchmark's rounds by default: with 8, the median of the paired ratios has a
 /// confidence interval of 93% from the 2nd to the 7th (see `bench_paired.rs`); with 3, no
@@ -134,6 +206,9 @@ pub struct Plan {
     pub server_threads: u32,
     /// Whether this is `--quick`.
     pub quick: bool,
+    /// The (scenario, server) pairs that cannot run here, known once the binaries are built
+    /// (`absent`); none before.
+    pub absent: Vec<Absent>,
 }
 
 impl Plan {
@@ -153,7 +228,9 @@ impl Plan {
         }
         if args.quick && !scenarios.is_empty() {
             servers.retain(|server| match server.kind {
-                ServerKind::Peer { quick: false, dir } => {
+                ServerKind::Peer {
+                    quick: false, dir, ..
+                } => {
                     eprintln!(
                         "bench --quick: {} left out (a build from scratch takes a minute on \
                          2 cores; the full run measures it)",
@@ -183,6 +260,7 @@ impl Plan {
             client_threads,
             server_threads: args.server_threads.clamp(1, 1024),
             quick,
+            absent: Vec::new(),
         })
     }
 
@@ -193,18 +271,69 @@ impl Plan {
     }
 
     /// The runs, in order: scenario by scenario, and within one, round by round through every
-    /// server (A B C A B C), so that a slow drift of the machine touches every server alike.
+    /// server that serves it and is not absent (A B C A B C), so that a slow drift of the
+    /// machine touches every server alike.
     pub fn runs(&self) -> Vec<(Scenario, Server, u32)> {
         let mut runs = Vec::new();
         for &scenario in &self.scenarios {
             for round in 1..=self.rounds {
                 for &server in &self.servers {
-                    runs.push((scenario, server, round));
+                    if self.serves(&scenario, &server) {
+                        runs.push((scenario, server, round));
+                    }
                 }
             }
         }
         runs
     }
+
+    /// Whether `server` runs `scenario` in this plan: it serves it and is not absent.
+    pub fn serves(&self, scenario: &Scenario, server: &Server) -> bool {
+        server.serves(scenario) && self.absent_why(scenario.name, server.name).is_none()
+    }
+
+    /// Why `server` cannot run `scenario` here, if it cannot.
+    pub fn absent_why(&self, scenario: &str, server: &str) -> Option<&'static str> {
+        let absent = self.absent.iter();
+        absent
+            .filter(|a| a.scenario == scenario && a.server == server)
+            .map(|a| a.why)
+            .next()
+    }
+
+    /// The peer directories the runs need, each once, in order.
+    pub fn peer_dirs(&self) -> Vec<&'static str> {
+        let mut dirs = Vec::new();
+        for &scenario in &self.scenarios {
+            for server in self.servers.iter().filter(|s| s.serves(&scenario)) {
+                if let Some(dir) = server.peer_dir(&scenario) {
+                    if !dirs.contains(&dir) {
+                        dirs.push(dir);
+                    }
+                }
+            }
+        }
+        dirs
+    }
+}
+
+/// The pairs of `plan` that cannot run with `binaries`: echo-server's UDP scenarios while
+/// its `--help` lists no `--udp` (issue 21: the option comes with dispatch-net's UDP helper).
+pub fn absent(plan: &Plan, binaries: &Binaries) -> Vec<Absent> {
+    let mut out = Vec::new();
+    for scenario in plan.scenarios.iter().filter(|s| s.udp) {
+        for server in &plan.servers {
+            let own = matches!(server.kind, ServerKind::Own { .. });
+            if own && server.serves(scenario) && !binaries.echo_udp {
+                out.push(Absent {
+                    scenario: scenario.name,
+                    server: server.name,
+                    why: NO_UDP,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The items whose name contains a word of `filter`; all of them where no word names any item
@@ -273,6 +402,8 @@ pub struct Binaries {
     pub loadgen: PathBuf,
     /// `TARGET/peers/release/DIR`, for each peer that built.
     pub peers: Vec<(&'static str, PathBuf)>,
+    /// Whether `echo-server --help` lists `--udp`.
+    pub echo_udp: bool,
 }
 
 /// Cargo's target directory: `CARGO_TARGET_DIR` where set (relative to the workspace root,
@@ -295,27 +426,44 @@ pub fn build_peer(dir: &str) -> Result<PathBuf, String> {
     Ok(peers_dir.join("release").join(dir))
 }
 
-/// Builds echo-server and loadgen (release), and each peer of the plan in its own workspace
-/// with `CARGO_TARGET_DIR=TARGET/peers`. tokio must build; another peer that does not is
-/// left out of the run with a line saying so.
+/// Builds echo-server and loadgen (release), and each peer the plan's runs need in its own
+/// workspace with `CARGO_TARGET_DIR=TARGET/peers`. tokio (TCP and UDP) must build; another
+/// peer that does not is left out of the run with a line saying so. Asks echo-server's
+/// `--help` whether it has `--udp`.
 pub fn build(plan: &Plan) -> Result<Binaries, String> {
     Cmd::cargo(&["build", "--release", "-p", "dispatch-echo", "-p", "loadgen"]).run()?;
     let target = target_dir();
     let mut peers = Vec::new();
-    for server in &plan.servers {
-        let ServerKind::Peer { dir, .. } = server.kind else {
-            continue;
-        };
+    for dir in plan.peer_dirs() {
         match build_peer(dir) {
             Ok(binary) => peers.push((dir, binary)),
-            Err(error) if dir == "tokio-echo" => return Err(error),
+            Err(error) if BASELINE_DIRS.contains(&dir) => return Err(error),
             Err(error) => eprintln!("bench: {} left out: it does not build here: {error}", dir),
         }
     }
+    let dispatch_echo = target.join("release/echo-server");
+    let help = Cmd::new(&dispatch_echo.to_string_lossy(), &["--help"]).query();
+    let echo_udp = help.as_deref().is_some_and(lists_udp);
+    if !echo_udp && plan.scenarios.iter().any(|s| s.udp) {
+        eprintln!("bench: echo-server's UDP rows are n/a: {NO_UDP}");
+    }
     Ok(Binaries {
-        dispatch_echo: target.join("release/echo-server"),
+        dispatch_echo,
         loadgen: target.join("release/loadgen"),
         peers,
+        echo_udp,
+    })
+}
+
+/// The baseline's peers: the bench cannot go on without them.
+const BASELINE_DIRS: [&str; 2] = ["tokio-echo", "tokio-udp-echo"];
+
+/// Whether a `--help` text lists a `--udp` option (as an option, not a word in prose).
+pub fn lists_udp(help: &str) -> bool {
+    help.lines().any(|line| {
+        let line = line.trim_start();
+        line.starts_with("--udp") && !line.starts_with("--udp-")
+            || line.starts_with('-') && line.contains(", --udp") && !line.contains(", --udp-")
     })
 }
 
@@ -355,5 +503,119 @@ mod tests {
         assert_eq!(servers.len(), SERVERS.len());
         let f = words(&["hyper"]);
         assert!(filtered(&SERVERS, &f, |s| s.name, &["hyper"]).is_empty());
+    }
+
+    fn words(w: &[&str]) -> Vec<String> {
+        w.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A plan of the scenarios and servers `filter` picks, as `from_args` picks them.
+    fn plan_for(filter: &[&str]) -> Plan {
+        Plan {
+            scenarios: filtered(&SCENARIOS, &words(filter), |s| s.name, &[]),
+            servers: filtered(&SERVERS, &words(filter), |s| s.name, &[]),
+            rounds: 2,
+            warmup_s: 1.0,
+            duration_s: 3.0,
+            syscall_window_s: 1.0,
+            server_cpus: None,
+            client_cpus: None,
+            client_threads: 1,
+            server_threads: 1,
+            quick: false,
+            absent: Vec::new(),
+        }
+    }
+
+    /// The (scenario, server) pairs of round 1.
+    fn pairs(plan: &Plan) -> Vec<(&'static str, &'static str)> {
+        let runs = plan.runs().into_iter().filter(|run| run.2 == 1);
+        runs.map(|(scenario, server, _)| (scenario.name, server.name))
+            .collect()
+    }
+
+    fn binaries(echo_udp: bool) -> Binaries {
+        Binaries {
+            dispatch_echo: PathBuf::from("echo-server"),
+            loadgen: PathBuf::from("loadgen"),
+            peers: Vec::new(),
+            echo_udp,
+        }
+    }
+
+    #[test]
+    fn the_udp_scenario_runs_the_servers_with_a_udp_form() {
+        let plan = plan_for(&["udp"]);
+        assert_eq!(plan.scenarios.len(), 1);
+        assert!(plan.scenarios[0].udp);
+        let udp = [
+            ("udp-64B", "echo-uring"),
+            ("udp-64B", "echo-epoll"),
+            ("udp-64B", "tokio"),
+        ];
+        assert_eq!(pairs(&plan), udp);
+        assert_eq!(plan.peer_dirs(), ["tokio-udp-echo"]);
+        assert_eq!(plan.runs().len(), 2 * udp.len());
+        // Every server runs every TCP scenario, each peer in its TCP form.
+        let all = plan_for(&[]);
+        let tcp = SCENARIOS.iter().filter(|s| !s.udp).count();
+        assert_eq!(pairs(&all).len(), tcp * SERVERS.len() + udp.len());
+        let dirs = ["tokio-echo", "monoio-echo", "compio-echo", "tokio-udp-echo"];
+        assert_eq!(all.peer_dirs(), dirs);
+    }
+
+    #[test]
+    fn a_tcp_scenario_filter_leaves_udp_out() {
+        for filter in [&["c100"][..], &["64B-d1"], &["churn"], &["d16", "tokio"]] {
+            let plan = plan_for(filter);
+            assert!(!plan.scenarios.is_empty(), "{filter:?}");
+            assert!(plan.scenarios.iter().all(|s| !s.udp), "{filter:?}");
+            assert!(!plan.peer_dirs().contains(&"tokio-udp-echo"), "{filter:?}");
+        }
+        // A server filter alone keeps every scenario, UDP included, for that server.
+        let tokio = plan_for(&["tokio"]);
+        assert!(pairs(&tokio).contains(&("udp-64B", "tokio")));
+        let monoio = plan_for(&["monoio"]);
+        assert!(!pairs(&monoio)
+            .iter()
+            .any(|(scenario, _)| *scenario == "udp-64B"));
+    }
+
+    #[test]
+    fn echo_server_without_udp_is_absent_from_the_udp_runs() {
+        let mut plan = plan_for(&[]);
+        assert!(absent(&plan, &binaries(true)).is_empty());
+        plan.absent = absent(&plan, &binaries(false));
+        let absent_pairs: Vec<_> = plan.absent.iter().map(|a| (a.scenario, a.server)).collect();
+        assert_eq!(
+            absent_pairs,
+            [("udp-64B", "echo-uring"), ("udp-64B", "echo-epoll")]
+        );
+        assert!(plan.absent.iter().all(|a| a.why == NO_UDP));
+        assert_eq!(plan.absent_why("udp-64B", "echo-uring"), Some(NO_UDP));
+        assert_eq!(plan.absent_why("c100-64B-d1", "echo-uring"), None);
+        let udp_runs: Vec<_> = pairs(&plan)
+            .into_iter()
+            .filter(|(scenario, _)| *scenario == "udp-64B")
+            .collect();
+        assert_eq!(udp_runs, [("udp-64B", "tokio")]);
+        // A plan without the UDP scenario has nothing absent.
+        assert!(absent(&plan_for(&["c100"]), &binaries(false)).is_empty());
+    }
+
+    #[test]
+    fn a_help_text_lists_udp_only_as_an_option() {
+        let help = |option: &str| {
+            format!(
+                "Usage: echo-server [OPTIONS]\n\nOptions:\n{option}\n  -h, --help  Print help\n"
+            )
+        };
+        assert!(lists_udp(&help("      --udp  Serve UDP on the same port")));
+        assert!(lists_udp(&help("  -u, --udp  Serve UDP on the same port")));
+        assert!(!lists_udp(&help("      --udp-buffers <N>  UDP buffers")));
+        assert!(!lists_udp(&help(
+            "      --tcp  TCP only (UDP comes with --udp later)"
+        )));
+        assert!(!lists_udp(&help("      --backend <B>  io-uring or epoll")));
     }
 }

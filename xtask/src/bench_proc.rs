@@ -17,6 +17,8 @@ pub struct Mark {
     pub messages: u64,
     /// Errors since the previous mark.
     pub errors: u64,
+    /// Datagrams lost since the previous mark (0 over TCP, or from a loadgen without it).
+    pub lost: u64,
     /// Nanoseconds since the previous mark.
     pub ns: u64,
 }
@@ -94,6 +96,7 @@ impl Proc {
         Ok(Mark {
             messages: field("messages"),
             errors: field("errors"),
+            lost: field("lost"),
             ns: field("ns"),
         })
     }

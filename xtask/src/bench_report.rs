@@ -1,7 +1,8 @@
 //! The macro benchmark's results: the median of each (scenario, server) over its rounds, as a
 //! markdown table on stdout (also `target/bench/macro.md`) and, with every run beside them,
 //! as JSON (`target/bench/macro.json`). A (scenario, server) with a failed round shows
-//! FAILED, never a number.
+//! FAILED, never a number; one that cannot run here (echo-server without `--udp`) shows
+//! `n/a: WHY`. The UDP scenario adds the share of datagrams lost.
 
 use std::fmt::Write as _;
 
@@ -20,6 +21,8 @@ pub struct Median {
     pub rounds: u32,
     /// The first failure among them: then no number below is shown.
     pub failure: Option<String>,
+    /// Why it could not run here (no round then, and no number).
+    pub absent: Option<&'static str>,
     /// Messages (connections, under churn) per second.
     pub msgs_per_s: f64,
     /// Latency percentiles, µs.
@@ -40,6 +43,8 @@ pub struct Median {
     pub syscalls_own: Option<f64>,
     /// Peak RSS, KiB.
     pub rss_kib: Option<u64>,
+    /// The share of datagrams lost, UDP only.
+    pub lost: Option<f64>,
 }
 
 /// The medians, in the plan's order (scenario, then server).
@@ -47,6 +52,15 @@ pub fn medians(plan: &Plan, runs: &[RunResult]) -> Vec<Median> {
     let mut medians = Vec::new();
     for scenario in &plan.scenarios {
         for server in &plan.servers {
+            if let Some(why) = plan.absent_why(scenario.name, server.name) {
+                medians.push(Median {
+                    scenario: scenario.name,
+                    server: server.name,
+                    absent: Some(why),
+                    ..Median::default()
+                });
+                continue;
+            }
             let mine: Vec<&RunResult> = runs
                 .iter()
                 .filter(|r| r.scenario == scenario.name && r.server == server.name)
@@ -74,6 +88,8 @@ pub fn medians(plan: &Plan, runs: &[RunResult]) -> Vec<Median> {
                 syscalls_perf: of_opt(|r| r.syscalls_perf),
                 syscalls_own: of_opt(|r| r.syscalls_own),
                 rss_kib: of_opt(|r| r.rss_kib.map(|kib| kib as f64)).map(|kib| kib as u64),
+                lost: of_opt(|r| r.lost),
+                absent: None,
             });
         }
     }
@@ -158,14 +174,22 @@ fn table(plan: &Plan, medians: &[Median]) -> String {
     );
     out.push_str(
         "| scenario | server | msgs/s | p50 µs | p99 µs | p99.9 µs | CPU µs/msg (user+sys) \
-         | syscalls/msg perf | syscalls/msg own | peak RSS MiB |\n",
+         | syscalls/msg perf | syscalls/msg own | peak RSS MiB | lost |\n",
     );
-    out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for m in medians {
+        if let Some(why) = m.absent {
+            let _ = writeln!(
+                out,
+                "| {} | {} | n/a: {why} ||||||||| ",
+                m.scenario, m.server
+            );
+            continue;
+        }
         if let Some(failure) = &m.failure {
             let _ = writeln!(
                 out,
-                "| {} | {} | FAILED: {failure} |||||||| ",
+                "| {} | {} | FAILED: {failure} ||||||||| ",
                 m.scenario, m.server
             );
             continue;
@@ -173,7 +197,7 @@ fn table(plan: &Plan, medians: &[Median]) -> String {
         let opt = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.3}"));
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} |",
             m.scenario,
             m.server,
             m.msgs_per_s,
@@ -185,9 +209,15 @@ fn table(plan: &Plan, medians: &[Median]) -> String {
             opt(m.syscalls_own),
             m.rss_kib
                 .map_or("n/a".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0)),
+            lost_cell(m.lost),
         );
     }
     out
+}
+
+/// `0.012%` of datagrams lost; `–` for a TCP scenario (nothing is lost there).
+pub fn lost_cell(lost: Option<f64>) -> String {
+    lost.map_or("–".to_owned(), |share| format!("{:.3}%", share * 100.0))
 }
 
 /// `total (user+sys)`, or n/a where a window saw no message.
@@ -234,12 +264,13 @@ fn fields(
     cpu: [f64; 2],
     syscalls: [Option<f64>; 2],
     rss_kib: Option<u64>,
+    lost: Option<f64>,
 ) -> String {
     format!(
         "\"scenario\": {}, \"server\": {}, \"failed\": {}, \"failure\": {}, \
          \"msgs_per_s\": {}, \"p50_us\": {}, \"p99_us\": {}, \"p999_us\": {}, \
          \"user_us_per_msg\": {}, \"sys_us_per_msg\": {}, \"syscalls_per_msg_perf\": {}, \
-         \"syscalls_per_msg_own\": {}, \"peak_rss_kib\": {}",
+         \"syscalls_per_msg_own\": {}, \"peak_rss_kib\": {}, \"lost_share\": {}",
         quoted(scenario),
         quoted(server),
         failure.is_some(),
@@ -253,6 +284,7 @@ fn fields(
         number(syscalls[0]),
         number(syscalls[1]),
         number(rss_kib.map(|k| k as f64)),
+        number(lost),
     )
 }
 
@@ -275,6 +307,7 @@ fn json(plan: &Plan, runs: &[RunResult], medians: &[Median]) -> String {
                 [r.user_us, r.sys_us],
                 syscalls,
                 r.rss_kib,
+                r.lost,
             );
             format!("    {{\"round\": {}, {common}}}", r.round)
         })
@@ -284,6 +317,14 @@ fn json(plan: &Plan, runs: &[RunResult], medians: &[Median]) -> String {
     let lines: Vec<String> = medians
         .iter()
         .map(|m| {
+            if let Some(why) = m.absent {
+                return format!(
+                    "    {{\"rounds\": 0, \"scenario\": {}, \"server\": {}, \"absent\": {}}}",
+                    quoted(m.scenario),
+                    quoted(m.server),
+                    quoted(why)
+                );
+            }
             let rates = [m.msgs_per_s, m.p50_us, m.p99_us, m.p999_us];
             let syscalls = [m.syscalls_perf, m.syscalls_own];
             let common = fields(
@@ -294,6 +335,7 @@ fn json(plan: &Plan, runs: &[RunResult], medians: &[Median]) -> String {
                 [m.user_us, m.sys_us],
                 syscalls,
                 m.rss_kib,
+                m.lost,
             );
             format!(
                 "    {{\"rounds\": {}, \"cpu_us_per_msg\": {}, {common}}}",

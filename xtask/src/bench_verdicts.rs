@@ -1,8 +1,11 @@
 //! The echo benchmark's paired comparisons (see `bench_paired.rs` for the method): a table of
 //! every server's per-round ratios to tokio (median and min–max over rounds), then the
-//! verdicts against the targets of issues 19 and 20, each decided on the median paired
-//! ratio and its confidence interval; and both as JSON, every round's ratio included.
-//! Verdicts are printed, never asserted: a benchmark does not fail a build.
+//! verdicts against the targets of issues 19, 20 and 21 (UDP echo), each decided on the
+//! median paired ratio and its confidence interval; and both as JSON, every round's ratio
+//! included. In the UDP scenario "tokio" is its UDP peer (`bench/peers/tokio-udp-echo`), so
+//! the pairing is the same. A server that cannot run a scenario here (echo-server without
+//! `--udp`) has `n/a: WHY` in both tables. Verdicts are printed, never asserted: a benchmark
+//! does not fail a build.
 
 use std::fmt::Write as _;
 
@@ -61,13 +64,15 @@ const fn target(
     }
 }
 
-/// The targets of issue 20 (io_uring) and issue 19 (epoll), in the order they print.
-const TARGETS: [Target; 10] = {
+/// The targets of issue 20 (io_uring), issue 19 (epoll) and issue 21 (UDP echo on both), in
+/// the order they print.
+const TARGETS: [Target; 13] = {
     use Figure::{Cpu, Rate, Syscalls, P99};
     let tokio = (Against::Servers(&["tokio"]), "tokio");
     let c100 = "c100-64B-d1";
     let c1000 = "c1000-64B-d1";
     let kib16 = "c100-16KiB-d1";
+    let udp = "udp-64B";
     let uring = "echo-uring";
     let epoll = "echo-epoll";
     [
@@ -123,6 +128,16 @@ const TARGETS: [Target; 10] = {
         target(19, c100, epoll, Cpu, tokio, Bound::AtMost(0.95)),
         target(19, c1000, epoll, Cpu, tokio, Bound::AtMost(0.95)),
         target(19, kib16, epoll, Cpu, tokio, Bound::AtMost(0.95)),
+        target(21, udp, uring, Cpu, tokio, Bound::AtMost(0.9)),
+        target(
+            21,
+            udp,
+            uring,
+            Syscalls,
+            (Against::Absolute, ""),
+            Bound::AtMost(0.1),
+        ),
+        target(21, udp, epoll, Cpu, tokio, Bound::AtMost(1.0)),
     ]
 };
 
@@ -138,8 +153,16 @@ pub fn tables(plan: &Plan, runs: &[RunResult], medians: &[Median]) -> String {
 fn ran(medians: &[Median], scenario: &str, server: &str) -> Option<bool> {
     medians
         .iter()
-        .find(|m| m.scenario == scenario && m.server == server)
+        .find(|m| m.scenario == scenario && m.server == server && m.absent.is_none())
         .map(|m| m.failure.is_some())
+}
+
+/// Why a (scenario, server) could not run here, if so.
+fn absent(medians: &[Median], scenario: &str, server: &str) -> Option<&'static str> {
+    medians
+        .iter()
+        .find(|m| m.scenario == scenario && m.server == server)
+        .and_then(|m| m.absent)
 }
 
 fn ratio_table(runs: &[RunResult], medians: &[Median]) -> String {
@@ -157,6 +180,10 @@ fn ratio_table(runs: &[RunResult], medians: &[Median]) -> String {
     out.push_str("\n|---|---|--:|--:|--:|--:|\n");
     for m in medians.iter().filter(|m| m.server != BASELINE) {
         let _ = write!(out, "| {} | {} |", m.scenario, m.server);
+        if let Some(why) = m.absent {
+            let _ = writeln!(out, " n/a: {why} |||| ");
+            continue;
+        }
         for figure in Figure::ALL {
             let cell = match ran(medians, m.scenario, BASELINE) {
                 _ if m.failure.is_some() => "FAILED".to_owned(),
@@ -313,6 +340,16 @@ fn verdict_table(plan: &Plan, runs: &[RunResult], medians: &[Median]) -> String 
     );
     let mut shown = 0;
     for target in &TARGETS {
+        if let Some(why) = absent(medians, target.scenario, target.server) {
+            let _ = writeln!(
+                out,
+                "| {} | {} | n/a: {why} | n/a |",
+                target_text(target),
+                target.scenario
+            );
+            shown += 1;
+            continue;
+        }
         if ran(medians, target.scenario, target.server).is_none() {
             continue;
         }
@@ -399,7 +436,10 @@ fn series_json(
 pub fn json(runs: &[RunResult], medians: &[Median]) -> String {
     let mut paired = Vec::new();
     if medians.iter().any(|m| m.server == BASELINE) {
-        for m in medians.iter().filter(|m| m.server != BASELINE) {
+        for m in medians
+            .iter()
+            .filter(|m| m.server != BASELINE && m.absent.is_none())
+        {
             for figure in Figure::ALL {
                 let values = series(runs, m.scenario, m.server, Some(BASELINE), figure);
                 let one = series_json(m.scenario, m.server, Some(BASELINE), figure, &values);
@@ -408,6 +448,17 @@ pub fn json(runs: &[RunResult], medians: &[Median]) -> String {
         }
     }
     let mut verdicts = Vec::new();
+    for target in &TARGETS {
+        if let Some(why) = absent(medians, target.scenario, target.server) {
+            verdicts.push(format!(
+                "    {{\"target\": {}, \"scenario\": {}, \"verdict\": \"n/a\", \"absent\": {}, \
+                 \"against\": []}}",
+                quoted(&target_text(target)),
+                quoted(target.scenario),
+                quoted(why)
+            ));
+        }
+    }
     for target in TARGETS
         .iter()
         .filter(|t| ran(medians, t.scenario, t.server).is_some())

@@ -1,8 +1,9 @@
 //! Tests of the paired tables: what the ratio table and the verdicts say for made-up rounds
-//! (met, not met, undecided, too few rounds, a failed or absent baseline), and the JSON.
+//! (met, not met, undecided, too few rounds, a failed or absent baseline), and the JSON;
+//! the UDP scenario's rows, paired with tokio's UDP peer, or n/a without echo-server --udp.
 
-use super::super::plan::{Plan, SCENARIOS, SERVERS};
-use super::super::report::medians;
+use super::super::plan::{Absent, Plan, NO_UDP, SCENARIOS, SERVERS};
+use super::super::report::{lost_cell, medians};
 use super::*;
 
 fn plan(rounds: u32) -> Plan {
@@ -18,6 +19,7 @@ fn plan(rounds: u32) -> Plan {
         client_threads: 1,
         server_threads: 1,
         quick: false,
+        absent: Vec::new(),
     }
 }
 
@@ -212,4 +214,114 @@ fn absent_peers_and_the_interval_are_said_in_words() {
         text.contains("with 5 rounds the lowest to the highest, 94%"),
         "{text}"
     );
+}
+
+/// A plan of the UDP scenario alone; with `absent`, echo-server has no `--udp`.
+fn udp_plan(rounds: u32, absent: bool) -> Plan {
+    let udp = SCENARIOS.iter().find(|s| s.udp).expect("a UDP scenario");
+    let mut plan = Plan {
+        scenarios: vec![*udp],
+        ..plan(rounds)
+    };
+    if absent {
+        plan.absent = ["echo-uring", "echo-epoll"]
+            .map(|server| Absent {
+                scenario: udp.name,
+                server,
+                why: NO_UDP,
+            })
+            .to_vec();
+    }
+    plan
+}
+
+/// `rounds` rounds of udp-64B, each server at its CPU per datagram and syscalls per datagram.
+fn udp_runs(rounds: u32, figures: &[(&'static str, f64, f64)]) -> Vec<RunResult> {
+    let mut out = Vec::new();
+    for round in 1..=rounds {
+        for &(server, cpu, syscalls) in figures {
+            out.push(RunResult {
+                scenario: "udp-64B",
+                server,
+                round,
+                msgs_per_s: 100_000.0 / cpu,
+                p99_us: 900.0,
+                user_us: cpu,
+                syscalls_perf: Some(syscalls),
+                lost: Some(0.0),
+                ..RunResult::default()
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn echo_server_without_udp_reads_n_a_in_every_udp_table() {
+    let plan = udp_plan(8, true);
+    let runs = udp_runs(8, &[("tokio", 3.0, 2.0)]);
+    let medians = medians(&plan, &runs);
+    let text = tables(&plan, &runs, &medians);
+    let n_a = format!("n/a: {NO_UDP}");
+    assert!(
+        row(&text, "| udp-64B | echo-uring |").contains(&n_a),
+        "{text}"
+    );
+    assert!(
+        row(&text, "| udp-64B | echo-epoll |").contains(&n_a),
+        "{text}"
+    );
+    for target in [
+        "| echo-uring CPU/msg ≤ 0.90x tokio (issue 21)",
+        "| echo-uring syscalls/msg ≤ 0.10 (issue 21)",
+        "| echo-epoll CPU/msg ≤ 1.00x tokio (issue 21)",
+    ] {
+        let verdict = row(&text, target);
+        assert!(verdict.contains(&n_a), "{verdict}");
+        assert!(verdict.ends_with("| n/a |"), "{verdict}");
+    }
+    let json = json(&runs, &medians);
+    assert!(
+        json.contains("\"absent\": \"echo-server has no --udp yet\""),
+        "{json}"
+    );
+    assert!(
+        !json.contains("\"server\": \"echo-uring\", \"baseline\""),
+        "{json}"
+    );
+}
+
+#[test]
+fn udp_verdicts_pair_echo_server_with_tokios_udp_peer() {
+    let plan = udp_plan(8, false);
+    let figures = [
+        ("echo-uring", 2.4, 0.05),
+        ("echo-epoll", 3.3, 1.0),
+        ("tokio", 3.0, 2.0),
+    ];
+    let runs = udp_runs(8, &figures);
+    let medians = medians(&plan, &runs);
+    assert!(medians.iter().all(|m| m.lost == Some(0.0)));
+    let text = tables(&plan, &runs, &medians);
+    let uring = row(&text, "| udp-64B | echo-uring |");
+    assert!(uring.contains("| 0.80x (0.80–0.80) |"), "{uring}");
+    let cpu = row(&text, "| echo-uring CPU/msg ≤ 0.90x tokio (issue 21)");
+    assert!(cpu.ends_with("| met |"), "{cpu}");
+    let syscalls = row(&text, "| echo-uring syscalls/msg ≤ 0.10 (issue 21)");
+    assert!(syscalls.contains("0.050 [0.050–0.050]"), "{syscalls}");
+    assert!(syscalls.ends_with("| met |"), "{syscalls}");
+    let epoll = row(&text, "| echo-epoll CPU/msg ≤ 1.00x tokio (issue 21)");
+    assert!(epoll.contains("tokio 1.10x"), "{epoll}");
+    assert!(epoll.ends_with("| not met |"), "{epoll}");
+    // The TCP targets have no run here and print no row.
+    assert!(!text.contains("(issue 20)"), "{text}");
+}
+
+#[test]
+fn loss_reads_as_a_percentage_and_not_at_all_over_tcp() {
+    assert_eq!(lost_cell(Some(0.0)), "0.000%");
+    assert_eq!(lost_cell(Some(0.00125)), "0.125%");
+    assert_eq!(lost_cell(None), "–");
+    assert_eq!(super::super::run::lost_share(999, 1), 0.001);
+    assert_eq!(super::super::run::lost_share(0, 0), 0.0);
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::datagram::{self, Flow};
 use crate::report::{Mark, Outcome};
 
 /// What every thread is asked to do.
@@ -23,32 +24,46 @@ pub struct Load {
     pub depth: usize,
     /// Connect, one message, close, again (instead of long-lived connections).
     pub churn: bool,
+    /// UDP: each connection is a connected UDP socket, each message a datagram.
+    pub udp: bool,
+    /// UDP: a datagram whose echo has not come back after this long is counted lost.
+    pub loss_timeout: Duration,
     /// The threads stop by themselves here, whatever the main thread does.
     pub deadline: Instant,
 }
 
-/// A thread's count of verified messages, alone on its cache line so that the threads never
-/// share one.
+/// A thread's counts of verified messages and of datagrams lost, alone on their cache line
+/// so that the threads never share one.
 #[repr(align(64))]
 #[derive(Default)]
-struct Counter(AtomicU64);
+pub(crate) struct Counter {
+    pub(crate) messages: AtomicU64,
+    pub(crate) lost: AtomicU64,
+}
 
 /// What the threads share with the main thread.
-struct Flags {
+pub(crate) struct Flags {
     /// Latencies are recorded while set.
-    measuring: AtomicBool,
+    pub(crate) measuring: AtomicBool,
     /// The threads return when set.
-    stop: AtomicBool,
+    pub(crate) stop: AtomicBool,
     /// Threads that stopped on an error (a wrong byte, a failed read or write, a timeout).
     errors: AtomicU64,
-    counters: Vec<Counter>,
+    pub(crate) counters: Vec<Counter>,
 }
 
 /// What one thread hands back.
 #[derive(Default)]
-struct Tally {
-    latencies_ns: Vec<u64>,
+pub(crate) struct Tally {
+    pub(crate) latencies_ns: Vec<u64>,
     error: Option<String>,
+}
+
+/// What one thread drives.
+enum Work {
+    Streams(Vec<(usize, TcpStream)>),
+    Datagrams(Vec<Flow>),
+    Churn,
 }
 
 /// The running threads.
@@ -60,7 +75,7 @@ pub struct Shared {
 
 /// How long a read or write may block before the run counts it as an error: a server that
 /// stops answering fails the run instead of hanging it.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Shared {
     /// Opens `connections` connections (none for churn), split round-robin over `threads`,
@@ -74,17 +89,27 @@ impl Shared {
         });
         let mut handles = Vec::with_capacity(threads);
         for thread in 0..threads {
-            let mut streams = Vec::new();
-            for conn in (thread..connections).step_by(threads) {
-                streams.push((conn, connect(load.addr)?));
-            }
+            let ids = (thread..connections).step_by(threads);
+            let work = if load.udp {
+                Work::Datagrams(
+                    ids.map(|id| Flow::open(load, id))
+                        .collect::<Result<_, _>>()?,
+                )
+            } else if load.churn {
+                Work::Churn
+            } else {
+                let connected = ids.map(|id| Ok((id, connect(load.addr)?)));
+                Work::Streams(connected.collect::<Result<_, String>>()?)
+            };
             let (load, flags) = (*load, Arc::clone(&flags));
             handles.push(std::thread::spawn(move || {
                 let mut tally = Tally::default();
-                let result = if load.churn {
-                    churn(thread, &load, &flags, &mut tally)
-                } else {
-                    echo(streams, &load, thread, &flags, &mut tally)
+                let result = match work {
+                    Work::Churn => churn(thread, &load, &flags, &mut tally),
+                    Work::Streams(streams) => echo(streams, &load, thread, &flags, &mut tally),
+                    Work::Datagrams(flows) => {
+                        datagram::echo(flows, &load, thread, &flags, &mut tally)
+                    }
                 };
                 if let Err(error) = result {
                     flags.errors.fetch_add(1, Ordering::SeqCst);
@@ -110,7 +135,14 @@ impl Shared {
     pub fn mark_keep(&self) -> Mark {
         let counters = &self.flags.counters;
         Mark {
-            messages: counters.iter().map(|c| c.0.load(Ordering::Relaxed)).sum(),
+            messages: counters
+                .iter()
+                .map(|c| c.messages.load(Ordering::Relaxed))
+                .sum(),
+            lost: counters
+                .iter()
+                .map(|c| c.lost.load(Ordering::Relaxed))
+                .sum(),
             errors: self.flags.errors.load(Ordering::SeqCst),
             ns: self.started.elapsed().as_nanos() as u64,
         }
@@ -179,7 +211,7 @@ fn echo(
     for conn in &mut conns {
         send(conn, load.depth, load.size, &mut outbox)?;
     }
-    let counter = &flags.counters[thread].0;
+    let counter = &flags.counters[thread].messages;
     while !flags.stop.load(Ordering::Relaxed) {
         for conn in &mut conns {
             let n = receive(conn, load.size)?;
@@ -251,7 +283,7 @@ fn send(conn: &mut Conn, n: usize, size: usize, outbox: &mut [u8]) -> Result<(),
 fn churn(thread: usize, load: &Load, flags: &Flags, tally: &mut Tally) -> Result<(), String> {
     let mut message = vec![0_u8; load.size];
     let mut echoed = vec![0_u8; load.size];
-    let counter = &flags.counters[thread].0;
+    let counter = &flags.counters[thread].messages;
     let mut n: u64 = 0;
     while !flags.stop.load(Ordering::Relaxed) && Instant::now() < load.deadline {
         let began = Instant::now();
@@ -278,7 +310,7 @@ fn churn(thread: usize, load: &Load, flags: &Flags, tally: &mut Tally) -> Result
 
 /// The byte at offset `k` of message `n` of connection `conn`: bytes differ between
 /// connections, messages and offsets, so a byte echoed twice, lost or misplaced is caught.
-fn pattern(conn: u64, n: u64, k: usize) -> u8 {
+pub(crate) fn pattern(conn: u64, n: u64, k: usize) -> u8 {
     (conn.wrapping_mul(31) ^ n.wrapping_mul(7)).wrapping_add(k as u64 + (n >> 8)) as u8
 }
 
@@ -290,10 +322,16 @@ fn fill(message: &mut [u8], conn: u64, n: u64) {
 }
 
 /// Whether `echoed` is message `n` of connection `conn`.
-fn matches(echoed: &[u8], conn: u64, n: u64) -> bool {
+pub(crate) fn matches(echoed: &[u8], conn: u64, n: u64) -> bool {
+    matches_from(echoed, 0, conn, n)
+}
+
+/// Whether `echoed` from offset `first` on is message `n` of connection `conn` there.
+pub(crate) fn matches_from(echoed: &[u8], first: usize, conn: u64, n: u64) -> bool {
     echoed
         .iter()
         .enumerate()
+        .skip(first)
         .all(|(k, &byte)| byte == pattern(conn, n, k))
 }
 

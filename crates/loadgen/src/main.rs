@@ -20,8 +20,15 @@
 //! - `stop` (or end of input): the threads stop and the final line is printed.
 //!
 //! `--duration` still bounds the run then: past it the threads stop on their own.
+//!
+//! `--udp` drives a UDP echo server instead: `--connections` client sockets, each connected
+//! to the server with `--depth` datagrams of `--size` bytes in flight, every echo checked
+//! (its flow, its number, every byte; see `datagram.rs`). A datagram not echoed within
+//! `--loss-timeout-ms` is counted in `lost=` (marks and the final line) and replaced; loss
+//! does not fail the run, a wrong echo does.
 #![forbid(unsafe_code)]
 
+mod datagram;
 mod drive;
 mod report;
 
@@ -62,8 +69,15 @@ struct Cli {
     threads: usize,
     /// Connect/close churn: each thread connects, has one message echoed, closes, again;
     /// reports connections per second (`msgs_per_s` then counts connections).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "udp")]
     churn: bool,
+    /// UDP: each connection is a connected UDP socket, each message a datagram (--size from
+    /// 16 to 65507: a flow id and a sequence number open each); loss is counted, not fatal.
+    #[arg(long)]
+    udp: bool,
+    /// With --udp: milliseconds after which a datagram not echoed is counted lost.
+    #[arg(long, default_value_t = 200)]
+    loss_timeout_ms: u64,
     /// Phases timed by commands on standard input (see the crate's docs).
     #[arg(long)]
     control: bool,
@@ -89,6 +103,17 @@ fn run(cli: &Cli) -> Result<bool, String> {
     if !cli.addr.ip().is_loopback() {
         return Err(format!("{}: only loopback addresses are driven", cli.addr));
     }
+    let udp_sizes = datagram::HEADER_LEN..=datagram::SIZE_MAX;
+    if cli.udp && !udp_sizes.contains(&cli.size) {
+        return Err(format!(
+            "--udp takes --size from {} to {}",
+            udp_sizes.start(),
+            udp_sizes.end()
+        ));
+    }
+    if cli.udp && cli.loss_timeout_ms == 0 {
+        return Err("--loss-timeout-ms must be at least 1".into());
+    }
     if !(cli.duration > 0.0 && cli.duration < 3600.0 && cli.warmup >= 0.0) {
         return Err("--duration must be in (0, 3600) seconds, --warmup not negative".into());
     }
@@ -97,6 +122,8 @@ fn run(cli: &Cli) -> Result<bool, String> {
         size: cli.size,
         depth: cli.depth,
         churn: cli.churn,
+        udp: cli.udp,
+        loss_timeout: Duration::from_millis(cli.loss_timeout_ms),
         deadline: Instant::now() + Duration::from_secs_f64(cli.duration + cli.warmup + 30.0),
     };
     let connections = if cli.churn { 0 } else { cli.connections };

@@ -1,12 +1,14 @@
 //! What loadgen prints: a line per mark under `--control`, and the final line of `key=value`
-//! pairs (messages, messages per second, latency percentiles, errors) that the benchmark
-//! harness parses.
+//! pairs (messages, messages per second, latency percentiles, errors, datagrams lost) that
+//! the benchmark harness parses.
 
 /// The counts at one instant.
 #[derive(Debug, Clone, Copy)]
 pub struct Mark {
     /// Messages verified since the start (connections, under churn).
     pub messages: u64,
+    /// Datagrams counted lost since the start (always 0 over TCP).
+    pub lost: u64,
     /// Threads stopped by an error so far.
     pub errors: u64,
     /// Nanoseconds since the threads started.
@@ -31,11 +33,11 @@ pub struct Outcome {
     pub errors: Vec<String>,
 }
 
-/// `mark messages=N errors=E ns=T`, flushed at once: the harness is waiting for it.
+/// `mark messages=N errors=E lost=L ns=T`, flushed at once: the harness is waiting for it.
 pub fn print_mark(mark: &Mark) {
     println!(
-        "mark messages={} errors={} ns={}",
-        mark.messages, mark.errors, mark.ns
+        "mark messages={} errors={} lost={} ns={}",
+        mark.messages, mark.errors, mark.lost, mark.ns
     );
 }
 
@@ -46,6 +48,7 @@ pub fn print(window: &Window, mut outcome: Outcome) -> bool {
         eprintln!("loadgen: error: {error}");
     }
     let messages = window.end.messages - window.start.messages;
+    let lost = window.end.lost - window.start.lost;
     let seconds = (window.end.ns - window.start.ns) as f64 / 1e9;
     let rate = if seconds > 0.0 {
         messages as f64 / seconds
@@ -58,7 +61,7 @@ pub fn print(window: &Window, mut outcome: Outcome) -> bool {
     let status = if errors == 0 { "ok" } else { "FAILED" };
     println!(
         "status={status} messages={messages} seconds={seconds:.3} msgs_per_s={rate:.0} \
-         p50_us={:.1} p99_us={:.1} p999_us={:.1} errors={errors}",
+         p50_us={:.1} p99_us={:.1} p999_us={:.1} errors={errors} lost={lost}",
         percentile_us(lat, 0.50),
         percentile_us(lat, 0.99),
         percentile_us(lat, 0.999),
