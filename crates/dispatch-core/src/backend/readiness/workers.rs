@@ -82,12 +82,16 @@ struct Queues {
     running: u32,
     /// The loop is being dropped: workers take no more jobs and exit.
     stopping: bool,
+    /// Workers that have started and are ready for jobs.
+    started: u32,
 }
 
 struct Shared {
     queues: Mutex<Queues>,
     /// Idle workers sleep here until a job arrives or the loop stops.
     work: Condvar,
+    /// `Workers::start` sleeps here until every worker has started.
+    ready: Condvar,
     /// Wakes the loop when `done` stops being empty.
     signal: Waker,
 }
@@ -118,8 +122,10 @@ impl Workers {
                 done: VecDeque::with_capacity(slots_max as usize),
                 running: 0,
                 stopping: false,
+                started: 0,
             }),
             work: Condvar::new(),
+            ready: Condvar::new(),
             signal,
         });
         let mut workers = Workers {
@@ -134,6 +140,19 @@ impl Workers {
             // On an error the workers started so far are stopped and joined by `Drop`.
             workers.threads.push(thread);
         }
+        // Every worker's own start-up (the thread's set-up, its statistics) is over before
+        // the loop runs, so none of it lands in the loop's steady state: a worker the
+        // scheduler started late, or that got its first job late, once showed a start-up
+        // allocation in the zero-allocation test, long after the warm-up.
+        let mut queues = workers.shared.lock();
+        while queues.started < count {
+            queues = workers
+                .shared
+                .ready
+                .wait(queues)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        drop(queues);
         Ok(workers)
     }
 
@@ -230,6 +249,11 @@ fn worker(shared: &Shared) {
     let _abort = AbortOnUnwind;
     // Counts the worker's syscalls for each job; its other fields stay unused.
     let mut stats = Stats::new(BackendKind::Epoll, None);
+    {
+        let mut queues = shared.lock();
+        queues.started += 1;
+        shared.ready.notify_all();
+    }
     loop {
         let mut job = {
             let mut queues = shared.lock();
