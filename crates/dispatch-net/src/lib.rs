@@ -71,14 +71,16 @@ mod listen;
 mod send;
 mod server;
 mod table;
+mod udp;
 
-pub use crate::listen::{connect, listen, ListenOptions, Listener};
+pub use crate::listen::{bind_udp, connect, listen, ListenOptions, Listener};
 pub use crate::send::{send, SendError, SendErrorKind, SEND_QUEUE_MAX};
 pub use crate::server::{
     close, close_gracefully, serve, stop, Handler, Net, NetOptions, NetStats, LINGER_BYTES_MAX,
     PENDING_MAX,
 };
 pub use crate::table::{ConnId, Table};
+pub use crate::udp::{serve_udp, stop_udp, Reply, Udp, UdpHandler, UdpOptions, UdpStats};
 
 // `SendErrorKind` is `Error + Send + Sync + 'static` (C-GOOD-ERR): it boxes into
 // `Box<dyn Error + Send + Sync>`. `SendError` is not `Send`: it hands back the bytes, which
