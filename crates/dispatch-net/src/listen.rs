@@ -140,12 +140,7 @@ fn new_socket(addr: SocketAddr, kind: SocketType) -> io::Result<OwnedFd> {
         SocketAddr::V6(_) => AddressFamily::INET6,
     };
     #[cfg(not(target_vendor = "apple"))]
-    let socket = rustix::net::socket_with(
-        family,
-        kind,
-        rustix::net::SocketFlags::CLOEXEC,
-        None,
-    )?;
+    let socket = rustix::net::socket_with(family, kind, rustix::net::SocketFlags::CLOEXEC, None)?;
     #[cfg(target_vendor = "apple")]
     let socket = {
         let socket = rustix::net::socket(family, kind, None)?;

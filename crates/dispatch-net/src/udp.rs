@@ -255,7 +255,10 @@ fn arm_recv<H: UdpHandler>(ctx: &mut H, io: &mut Io<H>, idx: usize, mut msg: Msg
             udp.stats.slot_shortages += 1;
             udp.spare.push(error.value);
             let error = io::Error::other(error.kind.to_string());
-            udp.log_once("no free operation slot for a receive; raise Options::ops_max", &error);
+            udp.log_once(
+                "no free operation slot for a receive; raise Options::ops_max",
+                &error,
+            );
         }
     }
 }
@@ -297,7 +300,10 @@ fn on_recv<H: UdpHandler>(
             udp.stats.recv_errors += 1;
             udp.log_once("receive", &error);
             let fatal = [libc::EBADF, libc::ENOTSOCK, libc::EINVAL, libc::EOPNOTSUPP];
-            if error.raw_os_error().is_some_and(|errno| fatal.contains(&errno)) {
+            if error
+                .raw_os_error()
+                .is_some_and(|errno| fatal.contains(&errno))
+            {
                 // The socket cannot be read: this message stops, rather than spin.
                 udp.spare.push(msg);
                 return;
@@ -370,7 +376,9 @@ fn close_if_done<H: UdpHandler>(ctx: &mut H, io: &mut Io<H>) {
         udp.closed = udp.ops.is_empty() || udp.closed;
         return;
     };
-    let closed = io.close(CLOSE_TAG, socket, |ctx: &mut H, _, _, _| ctx.udp().closed = true);
+    let closed = io.close(CLOSE_TAG, socket, |ctx: &mut H, _, _, _| {
+        ctx.udp().closed = true
+    });
     if let Err(error) = closed {
         drop(error.value);
         udp.closed = true;

@@ -9,6 +9,7 @@ use dispatch_loop::{Io, Options, PoolBuf, PoolOptions};
 use dispatch_net::{listen, send, serve, stop, ConnId, Handler, ListenOptions, Net, NetOptions};
 
 mod replies;
+mod udp;
 
 struct Echo {
     net: Net,

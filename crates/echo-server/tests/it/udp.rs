@@ -72,7 +72,10 @@ fn udp_echo_sizes_and_tcp_beside(backend: Backend) {
     socket.set_read_timeout(Some(SILENCE)).unwrap();
     let mut reply = [0; 4096];
     let silent = socket.recv_from(&mut reply);
-    assert!(silent.is_err(), "a truncated datagram was echoed: {silent:?}");
+    assert!(
+        silent.is_err(),
+        "a truncated datagram was echoed: {silent:?}"
+    );
     socket.set_read_timeout(Some(ECHO_WAIT)).unwrap();
     udp_echo(&socket, addr, b"after the truncated one");
     echoed += 1;
