@@ -1,4 +1,4 @@
-//! `dispatch-net`: TCP helpers on `dispatch-loop` that every server on the loop would
+//! `dispatch-net`: TCP (and UDP) helpers on `dispatch-loop` that every server on the loop would
 //! otherwise rewrite: listening sockets ([`listen`], `SO_REUSEPORT`, a backlog chosen on
 //! purpose), connect with a deadline ([`connect`]), a fixed connection table with
 //! generation-checked handles ([`Table`], [`ConnId`]), and a server ([`serve`]) whose accept
@@ -47,6 +47,46 @@
 //! }
 //! std::io::Read::read_exact(&mut client, &mut reply).unwrap();
 //! assert_eq!(&reply, b"HELLO");
+//! ```
+//!
+//! UDP has a server of its own ([`serve_udp`]): a bound socket ([`bind_udp`]) read by a
+//! small fixed set of messages ([`UdpOptions`]; nothing allocated per datagram), each
+//! datagram handed to [`UdpHandler::on_datagram`] with its sender, and the [`Reply`] sent
+//! from the same message. Truncated datagrams, failed sends (an ICMP port unreachable, a
+//! reply too large) and failed receives are counted in [`UdpStats`], and serving goes on. A
+//! program serving TCP and UDP implements both traits on its one context. An uppercasing
+//! UDP echo:
+//!
+//! ```
+//! use std::net::{SocketAddr, UdpSocket};
+//! use dispatch_loop::{Io, Msg, Options};
+//! use dispatch_net::{bind_udp, serve_udp, ListenOptions, Reply, Udp, UdpHandler, UdpOptions};
+//!
+//! struct Upper { udp: Udp }
+//!
+//! impl UdpHandler for Upper {
+//!     fn udp(&mut self) -> &mut Udp { &mut self.udp }
+//!     fn on_datagram(&mut self, _: &mut Io<Self>, msg: &mut Msg, from: SocketAddr) -> Reply {
+//!         msg.bufs_mut()[0].make_ascii_uppercase();
+//!         Reply::SendTo(from) // the same message goes back, then receives again
+//!     }
+//! }
+//!
+//! let udp_options = UdpOptions::new(8, 1500); // 8 messages of 1,500 bytes
+//! let mut io: Io<Upper> = Io::new(&Options::new(udp_options.ops_max())).expect("a backend");
+//! let socket = bind_udp("127.0.0.1:0".parse().unwrap(), &ListenOptions::new()).unwrap();
+//! let addr = socket.local_addr().unwrap();
+//! let mut server = Upper { udp: Udp::new(&udp_options) };
+//! serve_udp(&mut server, &mut io, socket).unwrap();
+//!
+//! let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+//! client.send_to(b"hello", addr).unwrap();
+//! while server.udp.stats().sent < 1 {
+//!     io.run_for_ns(&mut server, 1_000_000).unwrap();
+//! }
+//! let mut reply = [0; 16];
+//! let (n, from) = client.recv_from(&mut reply).unwrap();
+//! assert_eq!((&reply[..n], from), (&b"HELLO"[..], addr));
 //! ```
 //!
 //! A whole HTTP/1.1 server on this layer (keep-alive, pipelining, chunked bodies, limits, a
