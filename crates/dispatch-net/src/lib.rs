@@ -54,8 +54,9 @@
 //! datagram handed to [`UdpHandler::on_datagram`] with its sender, and the [`Reply`] sent
 //! from the same message. Truncated datagrams, failed sends (an ICMP port unreachable, a
 //! reply too large) and failed receives are counted in [`UdpStats`], and serving goes on. A
-//! program serving TCP and UDP implements both traits on its one context. An uppercasing
-//! UDP echo:
+//! program serving TCP and UDP implements both traits on its one context. A UDP client
+//! ([`UdpClient`], [`request`]) sends a request and waits for the response with a deadline,
+//! sending again up to [`RequestOptions::tries_max`] times. An uppercasing UDP echo:
 //!
 //! ```
 //! use std::net::{SocketAddr, UdpSocket};
@@ -112,6 +113,7 @@ mod send;
 mod server;
 mod table;
 mod udp;
+mod udp_client;
 
 pub use crate::listen::{bind_udp, connect, listen, ListenOptions, Listener};
 pub use crate::send::{send, SendError, SendErrorKind, SEND_QUEUE_MAX};
@@ -121,6 +123,10 @@ pub use crate::server::{
 };
 pub use crate::table::{ConnId, Table};
 pub use crate::udp::{serve_udp, stop_udp, Reply, Udp, UdpHandler, UdpOptions, UdpStats};
+pub use crate::udp_client::{
+    request, RequestError, RequestOptions, UdpClient, UdpClientHandler, UdpClientStats,
+    STRAYS_PER_TRY_MAX,
+};
 
 // `SendErrorKind` is `Error + Send + Sync + 'static` (C-GOOD-ERR): it boxes into
 // `Box<dyn Error + Send + Sync>`. `SendError` is not `Send`: it hands back the bytes, which

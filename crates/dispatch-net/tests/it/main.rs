@@ -10,6 +10,7 @@ use dispatch_net::{listen, send, serve, stop, ConnId, Handler, ListenOptions, Ne
 
 mod replies;
 mod udp;
+mod udp_client;
 
 struct Echo {
     net: Net,
