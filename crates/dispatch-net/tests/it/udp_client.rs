@@ -117,3 +117,41 @@ fn a_server_that_never_answers_times_out_after_every_try() {
         assert_eq!(&datagram[..n], b"anyone?", "every try was sent");
     }
 }
+
+/// On the simulator with 30% of datagrams lost and 10% doubled: 50 requests in turn, each
+/// answered within 10 tries of 5 ms (virtual time), some only after retries. A response may
+/// be a late one to an earlier request (documented: requests are idempotent), never anything
+/// that was not a response.
+#[test]
+fn requests_get_through_datagram_loss_on_the_simulator() {
+    use dispatch_loop::sim::{Sim, SimOptions};
+    let mut sim_options = SimOptions::new(21);
+    sim_options.faults.datagram_loss = 300_000;
+    sim_options.faults.datagram_duplicate = 100_000;
+    let sim = Sim::new(&sim_options).unwrap();
+    let udp_options = UdpOptions::new(4, 256);
+    let options = RequestOptions::new(5_000_000, 10);
+    let ops = udp_options.ops_max() + options.ops_max();
+    let mut io = Io::new_sim(&Options::new(ops), &sim).unwrap();
+    let (socket, server) = sim.udp_bind("10.3.3.3:53".parse().unwrap()).unwrap();
+    let (client_socket, _) = sim.udp_bind("10.3.3.4:0".parse().unwrap()).unwrap();
+    let mut both = Both {
+        udp: Udp::new(&udp_options),
+        client: UdpClient::new(client_socket, server, &options),
+        drop_first: 0,
+        got: Vec::new(),
+    };
+    serve_udp(&mut both, &mut io, socket).unwrap();
+    let mut answers: Vec<Vec<u8>> = Vec::new();
+    for i in 0..50 {
+        let query = format!("query {i:02}");
+        request(&mut both, &mut io, query.as_bytes()).unwrap();
+        answers.push(query.to_uppercase().into_bytes());
+        run_until_answered(&mut io, &mut both, i + 1);
+        let got = both.got[i].as_ref().expect("answered within 10 tries");
+        assert!(answers.contains(got), "{got:?} answers no request");
+    }
+    let stats = both.client.stats();
+    assert_eq!((stats.responses, stats.timeouts), (50, 0));
+    assert!(stats.retries > 0, "30% loss cost some retries: {stats:?}");
+}
