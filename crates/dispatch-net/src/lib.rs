@@ -1,4 +1,4 @@
-//! `dispatch-net`: TCP helpers on `dispatch-loop` that every server on the loop would
+//! `dispatch-net`: TCP (and UDP) helpers on `dispatch-loop` that every server on the loop would
 //! otherwise rewrite: listening sockets ([`listen`], `SO_REUSEPORT`, a backlog chosen on
 //! purpose), connect with a deadline ([`connect`]), a fixed connection table with
 //! generation-checked handles ([`Table`], [`ConnId`]), and a server ([`serve`]) whose accept
@@ -49,6 +49,47 @@
 //! assert_eq!(&reply, b"HELLO");
 //! ```
 //!
+//! UDP has a server of its own ([`serve_udp`]): a bound socket ([`bind_udp`]) read by a
+//! small fixed set of messages ([`UdpOptions`]; nothing allocated per datagram), each
+//! datagram handed to [`UdpHandler::on_datagram`] with its sender, and the [`Reply`] sent
+//! from the same message. Truncated datagrams, failed sends (an ICMP port unreachable, a
+//! reply too large) and failed receives are counted in [`UdpStats`], and serving goes on. A
+//! program serving TCP and UDP implements both traits on its one context. A UDP client
+//! ([`UdpClient`], [`request`]) sends a request and waits for the response with a deadline,
+//! sending again up to [`RequestOptions::tries_max`] times. An uppercasing UDP echo:
+//!
+//! ```
+//! use std::net::{SocketAddr, UdpSocket};
+//! use dispatch_loop::{Io, Msg, Options};
+//! use dispatch_net::{bind_udp, serve_udp, ListenOptions, Reply, Udp, UdpHandler, UdpOptions};
+//!
+//! struct Upper { udp: Udp }
+//!
+//! impl UdpHandler for Upper {
+//!     fn udp(&mut self) -> &mut Udp { &mut self.udp }
+//!     fn on_datagram(&mut self, _: &mut Io<Self>, msg: &mut Msg, from: SocketAddr) -> Reply {
+//!         msg.bufs_mut()[0].make_ascii_uppercase();
+//!         Reply::SendTo(from) // the same message goes back, then receives again
+//!     }
+//! }
+//!
+//! let udp_options = UdpOptions::new(8, 1500); // 8 messages of 1,500 bytes
+//! let mut io: Io<Upper> = Io::new(&Options::new(udp_options.ops_max())).expect("a backend");
+//! let socket = bind_udp("127.0.0.1:0".parse().unwrap(), &ListenOptions::new()).unwrap();
+//! let addr = socket.local_addr().unwrap();
+//! let mut server = Upper { udp: Udp::new(&udp_options) };
+//! serve_udp(&mut server, &mut io, socket).unwrap();
+//!
+//! let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+//! client.send_to(b"hello", addr).unwrap();
+//! while server.udp.stats().sent < 1 {
+//!     io.run_for_ns(&mut server, 1_000_000).unwrap();
+//! }
+//! let mut reply = [0; 16];
+//! let (n, from) = client.recv_from(&mut reply).unwrap();
+//! assert_eq!((&reply[..n], from), (&b"HELLO"[..], addr));
+//! ```
+//!
 //! A whole HTTP/1.1 server on this layer (keep-alive, pipelining, chunked bodies, limits, a
 //! request deadline swept by one timer) is `examples/http.rs` in the repository.
 //!
@@ -71,14 +112,21 @@ mod listen;
 mod send;
 mod server;
 mod table;
+mod udp;
+mod udp_client;
 
-pub use crate::listen::{connect, listen, ListenOptions, Listener};
+pub use crate::listen::{bind_udp, connect, listen, ListenOptions, Listener};
 pub use crate::send::{send, SendError, SendErrorKind, SEND_QUEUE_MAX};
 pub use crate::server::{
     close, close_gracefully, serve, stop, Handler, Net, NetOptions, NetStats, LINGER_BYTES_MAX,
     PENDING_MAX,
 };
 pub use crate::table::{ConnId, Table};
+pub use crate::udp::{serve_udp, stop_udp, Reply, Udp, UdpHandler, UdpOptions, UdpStats};
+pub use crate::udp_client::{
+    request, RequestError, RequestOptions, UdpClient, UdpClientHandler, UdpClientStats,
+    STRAYS_PER_TRY_MAX,
+};
 
 // `SendErrorKind` is `Error + Send + Sync + 'static` (C-GOOD-ERR): it boxes into
 // `Box<dyn Error + Send + Sync>`. `SendError` is not `Send`: it hands back the bytes, which

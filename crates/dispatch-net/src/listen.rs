@@ -2,7 +2,7 @@
 //! real network or on a simulated one (`dispatch_loop::sim`).
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 #[cfg(feature = "sim")]
@@ -101,7 +101,7 @@ pub fn listen(addr: SocketAddr, options: &ListenOptions) -> io::Result<TcpListen
     let context = |error: io::Error| {
         io::Error::new(error.kind(), format!("cannot listen on {addr}: {error}"))
     };
-    let socket = stream_socket(addr).map_err(context)?;
+    let socket = new_socket(addr, SocketType::STREAM).map_err(context)?;
     sockopt::set_socket_reuseaddr(&socket, true).map_err(|e| context(e.into()))?;
     if options.reuse_port {
         sockopt::set_socket_reuseport(&socket, true).map_err(|e| context(e.into()))?;
@@ -112,22 +112,38 @@ pub fn listen(addr: SocketAddr, options: &ListenOptions) -> io::Result<TcpListen
     Ok(TcpListener::from(socket))
 }
 
-/// A new close-on-exec TCP socket of `addr`'s family.
-fn stream_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
+/// A UDP socket bound to `addr` (`SO_REUSEADDR`, `SO_REUSEPORT` as `options.reuse_port`
+/// asks, close-on-exec), for [`crate::serve_udp`]; `options.backlog` does not apply. With
+/// `SO_REUSEPORT`, several sockets (one per thread) bind one address and the kernel spreads
+/// the datagrams over them by their source address and port.
+///
+/// # Errors
+/// The OS error, with the address in its message (`cannot bind UDP on 127.0.0.1:7878:
+/// Address already in use`), kind preserved.
+pub fn bind_udp(addr: SocketAddr, options: &ListenOptions) -> io::Result<UdpSocket> {
+    let context = |error: io::Error| {
+        io::Error::new(error.kind(), format!("cannot bind UDP on {addr}: {error}"))
+    };
+    let socket = new_socket(addr, SocketType::DGRAM).map_err(context)?;
+    sockopt::set_socket_reuseaddr(&socket, true).map_err(|e| context(e.into()))?;
+    if options.reuse_port {
+        sockopt::set_socket_reuseport(&socket, true).map_err(|e| context(e.into()))?;
+    }
+    rustix::net::bind(&socket, &addr).map_err(|e| context(e.into()))?;
+    Ok(UdpSocket::from(socket))
+}
+
+/// A new close-on-exec socket of `addr`'s family and type `kind` (stream or datagram).
+fn new_socket(addr: SocketAddr, kind: SocketType) -> io::Result<OwnedFd> {
     let family = match addr {
         SocketAddr::V4(_) => AddressFamily::INET,
         SocketAddr::V6(_) => AddressFamily::INET6,
     };
     #[cfg(not(target_vendor = "apple"))]
-    let socket = rustix::net::socket_with(
-        family,
-        SocketType::STREAM,
-        rustix::net::SocketFlags::CLOEXEC,
-        None,
-    )?;
+    let socket = rustix::net::socket_with(family, kind, rustix::net::SocketFlags::CLOEXEC, None)?;
     #[cfg(target_vendor = "apple")]
     let socket = {
-        let socket = rustix::net::socket(family, SocketType::STREAM, None)?;
+        let socket = rustix::net::socket(family, kind, None)?;
         rustix::io::fcntl_setfd(&socket, rustix::io::FdFlags::CLOEXEC)?;
         socket
     };
@@ -152,10 +168,10 @@ pub fn connect<C>(
     #[cfg(feature = "sim")]
     let socket = match io.sim() {
         Some(sim) => sim.socket()?,
-        None => stream_socket(addr)?,
+        None => new_socket(addr, SocketType::STREAM)?,
     };
     #[cfg(not(feature = "sim"))]
-    let socket = stream_socket(addr)?;
+    let socket = new_socket(addr, SocketType::STREAM)?;
     let id = io
         .connect(tag, socket.as_raw_fd(), addr, callback)
         .map_err(|error: ScheduleError<()>| io::Error::other(error.to_string()))?;

@@ -3,18 +3,26 @@
 #![forbid(unsafe_code)]
 
 use std::io;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use dispatch_loop::{BackendKind, Io, Options, PoolBuf, PoolOptions, Stats, Tag, Waker};
-use dispatch_net::{ConnId, Handler, Net, NetOptions, NetStats};
+use dispatch_loop::{BackendKind, Io, Msg, Options, PoolBuf, PoolOptions, Stats, Tag, Waker};
+use dispatch_net::{
+    ConnId, Handler, Net, NetOptions, NetStats, Reply, Udp, UdpHandler, UdpOptions, UdpStats,
+};
+
+/// Messages each thread's UDP socket keeps receiving (`--udp`): datagrams taken in per turn
+/// at most, and echoes in flight at once.
+pub const UDP_RECVS_MAX: u32 = 32;
 
 /// The echo: every byte received goes back on the same connection, in order, from the pool
 /// buffer it arrived in (no copy). One reply in flight per connection: a client that does
 /// not read stops being read.
 pub struct Echo {
     net: Net,
+    /// The UDP echo (`--udp`); never served otherwise.
+    udp: Udp,
     /// Connections open across all threads, against `open_max`: the kernel spreads
     /// connections over the threads' listeners unevenly, so each thread's table has room to
     /// spare and this count keeps the total exact.
@@ -42,6 +50,7 @@ impl Echo {
     pub fn new(options: &NetOptions, open: Arc<AtomicU32>, open_max: u32) -> Echo {
         Echo {
             net: Net::new(options),
+            udp: Udp::new(&UdpOptions::new(1, 1)),
             open,
             open_max,
             counted: vec![false; options.connections_max as usize],
@@ -76,6 +85,18 @@ impl Handler for Echo {
     }
 }
 
+/// The UDP echo: every datagram goes back to its sender, in the message it arrived in (no
+/// copy). One longer than `--buffer-size` is counted as truncated and not echoed.
+impl UdpHandler for Echo {
+    fn udp(&mut self) -> &mut Udp {
+        &mut self.udp
+    }
+
+    fn on_datagram(&mut self, _: &mut Io<Self>, _: &mut Msg, from: SocketAddr) -> Reply {
+        Reply::SendTo(from)
+    }
+}
+
 /// What one server thread needs.
 #[derive(Debug, Clone, Copy)]
 pub struct ThreadOptions {
@@ -102,6 +123,8 @@ pub struct ThreadOptions {
     pub batch_events: u32,
     /// `UringOptions::batch_wait_us`: how long at most (io_uring on Linux 6.12+; 0: none).
     pub batch_wait_us: u32,
+    /// Whether the thread serves UDP too (`--udp`), with [`udp_options`].
+    pub udp: bool,
 }
 
 /// A thread's totals, for the summary.
@@ -112,15 +135,26 @@ pub struct ThreadSummary {
     /// Connections refused because all threads together were at the limit (beyond those
     /// the thread's own table refused, in `net.refused`).
     pub refused: u64,
+    /// The UDP echo's counters (all 0 without `--udp`).
+    pub udp: UdpStats,
     /// The loop's counters.
     pub io: Stats,
+}
+
+/// The UDP echo's limits for a thread: [`UDP_RECVS_MAX`] messages of `buffer_size` bytes.
+pub fn udp_options(thread: &ThreadOptions) -> UdpOptions {
+    UdpOptions::new(UDP_RECVS_MAX, thread.buffer_size)
 }
 
 /// The loop's options for a thread: slots for every connection, a pool of receive buffers
 /// (up to 1024 per thread: receives wait for a buffer beyond that, they do not fail; pool
 /// memory a loop never touches costs no RSS).
 pub fn loop_options(thread: &ThreadOptions, net: &NetOptions) -> Options {
-    let mut options = Options::new(net.ops_max());
+    let udp_ops = match thread.udp {
+        true => udp_options(thread).ops_max(),
+        false => 0,
+    };
+    let mut options = Options::new(net.ops_max() + udp_ops);
     options.backend = thread.backend;
     options.pool = PoolOptions::new(thread.connections_max.clamp(16, 1024), thread.buffer_size);
     options.uring.pbuf_ring = !thread.mask_pbuf_ring;
@@ -168,11 +202,17 @@ pub fn new_loop(
         (us, _) => line += &format!(" (batch wait {us} µs, {} events)", thread.batch_events),
     }
     eprintln!("{line}");
-    Ok((io, Echo::new(&net, open, thread.open_max)))
+    let mut echo = Echo::new(&net, open, thread.open_max);
+    if thread.udp {
+        echo.udp = Udp::new(&udp_options(thread));
+    }
+    Ok((io, echo))
 }
 
-/// Serves `listener` on `io` until `waker` is woken (the stop), then stops accepting, closes
-/// every connection (waiting at most `drain_ns` for the closes), and returns the totals.
+/// Serves `listener` (and `udp`, a UDP socket for `--udp`, on a loop made with
+/// `ThreadOptions::udp`) on `io` until `waker` is woken (the stop), then stops accepting
+/// and receiving, closes every connection and the UDP socket (waiting at most `drain_ns`
+/// for the closes), and returns the totals.
 ///
 /// # Errors
 /// An error from the loop's syscalls.
@@ -180,15 +220,20 @@ pub fn serve(
     io: &mut Io<Echo>,
     echo: &mut Echo,
     listener: TcpListener,
+    udp: Option<UdpSocket>,
     drain_ns: u64,
 ) -> io::Result<ThreadSummary> {
     io.wait_wakeup(STOP_TAG, on_stop)
         .map_err(|error| io::Error::other(error.to_string()))?;
     dispatch_net::serve(echo, io, listener)?;
+    if let Some(socket) = udp {
+        dispatch_net::serve_udp(echo, io, socket)?;
+    }
     // Returns when on_stop calls Io::stop.
     io.run_for_ns(echo, u64::MAX)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_nanos(drain_ns);
-    while echo.net.connections() > 0 && std::time::Instant::now() < deadline {
+    let busy = |echo: &Echo| echo.net.connections() > 0 || !echo.udp.is_closed();
+    while busy(echo) && std::time::Instant::now() < deadline {
         io.run_for_ns(echo, 10_000_000)?;
     }
     // The closes scheduled last, and the cancelled accept, finish here.
@@ -196,12 +241,14 @@ pub fn serve(
     Ok(ThreadSummary {
         refused: echo.refused,
         net: echo.net.stats(),
+        udp: echo.udp.stats(),
         io: io.stats(),
     })
 }
 
 fn on_stop(echo: &mut Echo, io: &mut Io<Echo>, _: Tag, _: io::Result<u64>) {
     dispatch_net::stop(echo, io);
+    dispatch_net::stop_udp(echo, io);
     io.stop();
 }
 

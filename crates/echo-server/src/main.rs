@@ -1,15 +1,17 @@
 //! `echo-server`: a thread-per-core TCP echo server on `dispatch-net`. One loop and one
 //! `SO_REUSEPORT` listener per thread; every byte echoed in order; a client that does not
 //! read stops being read; idle connections time out; SIGINT or SIGTERM stops it with a
-//! summary.
+//! summary. With `--udp`, each thread also echoes datagrams on a UDP socket of its own
+//! (`SO_REUSEPORT`) bound to the same port number.
 //!
 //! ```text
-//! cargo run --release -p dispatch-echo -- --listen 127.0.0.1:7878
+//! cargo run --release -p dispatch-echo -- --listen 127.0.0.1:7878 --udp
 //! nc 127.0.0.1 7878
+//! nc -u 127.0.0.1 7878
 //! ```
 #![forbid(unsafe_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -58,6 +60,10 @@ struct Cli {
     /// io_uring batch wait: how many completions a waiting turn gathers at most (at least 1).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     batch_events: u32,
+    /// Also echo UDP on the same port number: each datagram goes back to its sender. One
+    /// longer than --buffer-size is counted as truncated and not echoed.
+    #[arg(long)]
+    udp: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -101,7 +107,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Backend::Epoll => Some(BackendKind::Epoll),
         Backend::Kqueue => Some(BackendKind::Kqueue),
     };
-    let listeners = bind(cli.listen, threads)?;
+    let (listeners, udp_sockets) = bind(cli.listen, threads, cli.udp)?;
     let local = listeners[0]
         .local_addr()
         .context("reading the bound address")?;
@@ -128,15 +134,45 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             mask_ext_arg: cli.uring_mask.contains(&UringFeature::ExtArg),
             batch_events: cli.batch_events,
             batch_wait_us: cli.batch_wait_us,
+            udp: cli.udp,
         })
         .collect();
-    let summaries = serve_threads(options, listeners, local)?;
-    print_summary(&summaries);
+    let summaries = serve_threads(options, listeners, udp_sockets, local)?;
+    print_summary(&summaries, cli.udp);
     Ok(())
 }
 
-/// One listener per thread on `addr` (the first picks the port when `addr`'s is 0).
-fn bind(addr: SocketAddr, threads: usize) -> anyhow::Result<Vec<TcpListener>> {
+/// Binds a port taken for TCP again this many times when UDP finds it taken, where the
+/// port was left to the kernel (port 0): the kernel picks TCP and UDP ports apart.
+const BIND_TRIES: u32 = 16;
+
+/// One listener per thread on `addr` (the first picks the port when `addr`'s is 0), and
+/// with `udp` one UDP socket per thread on the same port number.
+fn bind(
+    addr: SocketAddr,
+    threads: usize,
+    udp: bool,
+) -> anyhow::Result<(Vec<TcpListener>, Vec<UdpSocket>)> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let listeners = bind_tcp(addr, threads)?;
+        if !udp {
+            return Ok((listeners, Vec::new()));
+        }
+        let local = listeners[0].local_addr()?;
+        match bind_udp(local, threads) {
+            Ok(sockets) => return Ok((listeners, sockets)),
+            Err(error)
+                if addr.port() == 0
+                    && tries < BIND_TRIES
+                    && error.kind() == std::io::ErrorKind::AddrInUse => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+fn bind_tcp(addr: SocketAddr, threads: usize) -> anyhow::Result<Vec<TcpListener>> {
     let first = dispatch_net::listen(addr, &ListenOptions::new())?;
     let local = first.local_addr()?;
     let mut listeners = vec![first];
@@ -146,11 +182,18 @@ fn bind(addr: SocketAddr, threads: usize) -> anyhow::Result<Vec<TcpListener>> {
     Ok(listeners)
 }
 
+fn bind_udp(addr: SocketAddr, threads: usize) -> std::io::Result<Vec<UdpSocket>> {
+    (0..threads)
+        .map(|_| dispatch_net::bind_udp(addr, &ListenOptions::new()))
+        .collect()
+}
+
 /// Starts a thread per listener, prints `listening on ADDR` once every loop runs, waits for
 /// SIGINT or SIGTERM, stops the loops and collects their summaries.
 fn serve_threads(
     options: Vec<ThreadOptions>,
     listeners: Vec<TcpListener>,
+    udp_sockets: Vec<UdpSocket>,
     local: SocketAddr,
 ) -> anyhow::Result<Vec<ThreadSummary>> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
@@ -158,7 +201,9 @@ fn serve_threads(
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut handles = Vec::new();
     let open = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut udp_sockets = udp_sockets.into_iter();
     for (thread, listener) in options.into_iter().zip(listeners) {
+        let udp = udp_sockets.next();
         let ready = ready_tx.clone();
         let open = std::sync::Arc::clone(&open);
         handles.push(std::thread::spawn(move || {
@@ -170,7 +215,7 @@ fn serve_threads(
                 }
             };
             let _ = ready.send(Ok(dispatch_echo::stopper(&io)));
-            match dispatch_echo::serve(&mut io, &mut echo, listener, 800_000_000) {
+            match dispatch_echo::serve(&mut io, &mut echo, listener, udp, 800_000_000) {
                 Ok(summary) => Some(summary),
                 Err(error) => {
                     eprintln!("echo-server: thread {}: {error}", thread.index);
@@ -213,7 +258,7 @@ fn serve_threads(
     Ok(summaries)
 }
 
-fn print_summary(summaries: &[ThreadSummary]) {
+fn print_summary(summaries: &[ThreadSummary], udp: bool) {
     let sum = |f: fn(&ThreadSummary) -> u64| summaries.iter().map(f).sum::<u64>();
     let messages = sum(|s| s.net.messages);
     let syscalls = sum(|s| s.io.syscalls);
@@ -231,4 +276,12 @@ fn print_summary(summaries: &[ThreadSummary]) {
     println!("syscalls per message: {per_message:.3}");
     println!("pool waits: {}", sum(|s| s.io.pool_waits));
     println!("idle timeouts: {}", sum(|s| s.net.idle_timeouts));
+    if udp {
+        // Datagrams apart from the TCP counts above.
+        println!("udp datagrams: {}", sum(|s| s.udp.received));
+        println!("udp echoed: {}", sum(|s| s.udp.sent));
+        println!("udp truncated: {}", sum(|s| s.udp.truncated));
+        let errors = sum(|s| s.udp.send_errors + s.udp.recv_errors + s.udp.slot_shortages);
+        println!("udp errors: {errors}");
+    }
 }

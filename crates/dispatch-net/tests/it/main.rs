@@ -8,7 +8,10 @@ use std::time::Duration;
 use dispatch_loop::{Io, Options, PoolBuf, PoolOptions};
 use dispatch_net::{listen, send, serve, stop, ConnId, Handler, ListenOptions, Net, NetOptions};
 
+mod alloc;
 mod replies;
+mod udp;
+mod udp_client;
 
 struct Echo {
     net: Net,

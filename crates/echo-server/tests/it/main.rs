@@ -49,3 +49,4 @@ mod hostile;
 mod lifecycle;
 mod limits;
 mod sim_fuzz;
+mod udp;

@@ -336,6 +336,7 @@ fn server(sim: &Sim) -> Result<(Io<Echo>, Echo, std::net::SocketAddr), String> {
         // io_uring only: the simulator has no batch wait.
         batch_events: 1,
         batch_wait_us: 0,
+        udp: false,
     };
     let mut net = NetOptions::new(connections_max);
     net.idle_timeout_ns = thread.idle_timeout_ns;
