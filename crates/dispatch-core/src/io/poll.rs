@@ -67,7 +67,8 @@ impl<C> Io<C> {
     /// # Portability
     /// - io_uring: one `POLL_ADD`, which the kernel answers; epoll and kqueue: a
     ///   non-blocking `poll(2)`, then the loop's one edge-triggered registration of the
-    ///   descriptor; the simulator: the state of its own sockets, listeners and files (a
+    ///   descriptor; the simulator: the state of its own sockets, listeners, datagram
+    ///   sockets (readable with a datagram arrived, always writable) and files (a
     ///   descriptor of the real world is `EBADF` there).
     /// - [`PollEvents::HANGUP`] includes `POLLRDHUP` on Linux only: elsewhere a TCP peer that
     ///   only shut its writing side (a FIN) makes the socket readable (a read returns 0), and

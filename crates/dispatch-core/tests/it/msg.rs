@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 
 use dispatch_loop::sim::{Sim, SimOptions};
-use dispatch_loop::{Io, Msg, Options, Tag};
+use dispatch_loop::{Io, Msg, Options, PollEvents, Tag};
 
 use crate::check;
 use crate::drop_in_flight::open_fds;
@@ -581,4 +581,46 @@ fn unix_datagrams_name_their_sender_by_path() {
     let error = msg.set_peer_path(&too_long).unwrap_err();
     assert_eq!(error.raw_os_error(), Some(libc::ENAMETOOLONG));
     let _ = (std::fs::remove_file(&a_path), std::fs::remove_file(&b_path));
+}
+
+/// What the polls of `a_simulated_datagram_socket_polls_writable_then_readable` saw.
+type Polled = Vec<(Tag, PollEvents)>;
+
+fn on_polled(polled: &mut Polled, _: &mut Io<Polled>, tag: Tag, result: io::Result<PollEvents>) {
+    polled.push((tag, result.expect("a poll of a live socket")));
+}
+
+fn on_datagram_sent(_: &mut Polled, _: &mut Io<Polled>, _: Tag, (n, _): (io::Result<usize>, Msg)) {
+    assert_eq!(n.unwrap(), 1);
+}
+
+/// A simulated datagram socket polls as a UDP socket does: writable at once, readable only
+/// once a datagram has arrived (a poll waits for it).
+#[test]
+fn a_simulated_datagram_socket_polls_writable_then_readable() {
+    let sim = Sim::new(&SimOptions::new(12)).unwrap();
+    let mut io: Io<Polled> = Io::new_sim(&Options::new(8), &sim).unwrap();
+    let (a, _) = sim.udp_bind("10.0.0.1:0".parse().unwrap()).unwrap();
+    let (b, b_addr) = sim.udp_bind("10.0.0.2:0".parse().unwrap()).unwrap();
+    let mut polled = Polled::new();
+    let both = PollEvents::READABLE | PollEvents::WRITABLE;
+    io.poll(1, b.as_raw_fd(), both, on_polled).unwrap();
+    io.run_until_idle(&mut polled).unwrap();
+    assert_eq!(
+        polled,
+        vec![(1, PollEvents::WRITABLE)],
+        "nothing to read yet"
+    );
+    io.poll(2, b.as_raw_fd(), PollEvents::READABLE, on_polled)
+        .unwrap();
+    io.send_to(
+        3,
+        a.as_raw_fd(),
+        Msg::new(b"x".to_vec()),
+        b_addr,
+        on_datagram_sent,
+    )
+    .unwrap();
+    io.run_until_idle(&mut polled).unwrap();
+    assert_eq!(polled[1], (2, PollEvents::READABLE), "the datagram arrived");
 }

@@ -1,7 +1,8 @@
 //! Polls ([`crate::Io::poll`]) on the simulator, for its own objects: a connection's end is
 //! readable with bytes delivered, at the end of stream or with a reset to report, writable
 //! with room toward its peer, hung up once the peer's end of stream arrived; a listener is
-//! readable with a connection in its backlog; a file is always ready. A poll waits among
+//! readable with a connection in its backlog; a datagram socket readable with a datagram
+//! due and always writable; a file is always ready. A poll waits among
 //! the waiting operations (blocking none: it consumes nothing) and is tried again whenever
 //! they are, in order with them, so it sees what the operations scheduled before it left.
 
@@ -22,15 +23,12 @@ pub(super) fn poll(world: &World, fd: RawFd, events: u32) -> Tried {
         // Linux reports a stream socket that is neither connected nor listening as writable
         // and hung up.
         Some(Obj::Unbound(_)) => libc::POLLOUT | libc::POLLHUP,
-        Some(obj) if always_ready(obj) => libc::POLLIN | libc::POLLOUT,
-        // An object the simulator cannot poll yet (none today; a kind added later answers
-        // this until it says what ready means for it).
-        Some(_) => return Some((-libc::EOPNOTSUPP, 0)),
+        // A regular file is always ready, as for `poll(2)`.
+        Some(Obj::File(_)) => libc::POLLIN | libc::POLLOUT,
+        // A datagram socket: readable with a datagram due, and always writable (a send
+        // never waits in the simulator: a datagram is queued or lost).
+        Some(Obj::Datagram(id)) if world.udp_readable(id) => libc::POLLIN | libc::POLLOUT,
+        Some(Obj::Datagram(_)) => libc::POLLOUT,
     };
     native_result(events, revents).map(|result| (result, 0))
-}
-
-/// Whether `obj` is always ready, as a regular file is for `poll(2)`.
-fn always_ready(obj: Obj) -> bool {
-    matches!(obj, Obj::File(_))
 }

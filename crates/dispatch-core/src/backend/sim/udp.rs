@@ -126,6 +126,13 @@ impl World {
         }
     }
 
+    /// Whether a datagram is due on socket `id`: what a receive would take now.
+    pub(crate) fn udp_readable(&self, id: u32) -> bool {
+        let now_ns = self.now_ns();
+        let queue = &self.udp.sockets[id as usize].queue;
+        queue.first().is_some_and(|d| d.at_ns <= now_ns)
+    }
+
     /// Receives the earliest datagram due on socket `id`, copying at most `max` bytes of
     /// it through `sink`.
     pub(crate) fn udp_recv(&mut self, id: u32, max: usize, sink: &mut dyn FnMut(&[u8])) -> Got {
