@@ -87,6 +87,12 @@ fn a_datagram_goes_both_ways_with_its_sender() {
     io.send_to(3, b.as_raw_fd(), msg, back, on_msg).unwrap();
     io.run_until_idle(&mut seen).unwrap();
     assert_eq!(seen.take(3).0.unwrap(), 5);
+    // The send completing does not mean the datagram is in `a`'s queue yet: on Linux 5.10
+    // under QEMU loopback delivery came after it (the kernel matrix saw `EAGAIN` here once),
+    // so this read waits for it, bounded.
+    a.set_nonblocking(false).unwrap();
+    a.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
     let mut echoed = [0; 16];
     let (n, from) = a.recv_from(&mut echoed).unwrap();
     assert_eq!(
