@@ -8,7 +8,6 @@ use std::os::fd::RawFd;
 use super::{Callback, Io, MsgCallback};
 use crate::msg::{Msg, MSG_FDS_MAX};
 use crate::operation::{Args, OpId, ScheduleError, Tag};
-use crate::slots::Budget;
 
 impl<C> Io<C> {
     /// Sends `msg` on the socket `fd` (`sendmsg(2)`): the bytes of its buffers, in order, as
@@ -65,11 +64,8 @@ impl<C> Io<C> {
     ) -> Result<OpId, ScheduleError<Msg>> {
         let fds = msg.fds().len();
         assert!(fds <= MSG_FDS_MAX, "{fds} descriptors in one message");
-        let Some(idx) = self.slots.alloc(Budget::Op) else {
-            return Err(self.exhausted(msg));
-        };
-        let args = Args::SendMsg { fd, msg };
-        Ok(self.start(idx, tag, args, Callback::Msg(callback)))
+        let args = |msg| Args::SendMsg { fd, msg };
+        self.schedule_owned(tag, msg, args, Callback::Msg(callback))
     }
 
     /// Receives one message on the socket `fd` (`recvmsg(2)`) into the spare capacity of
@@ -136,11 +132,8 @@ impl<C> Io<C> {
         msg: Msg,
         callback: MsgCallback<C>,
     ) -> Result<OpId, ScheduleError<Msg>> {
-        let Some(idx) = self.slots.alloc(Budget::Op) else {
-            return Err(self.exhausted(msg));
-        };
-        let args = Args::RecvMsg { fd, msg };
-        Ok(self.start(idx, tag, args, Callback::Msg(callback)))
+        let args = |msg| Args::RecvMsg { fd, msg };
+        self.schedule_owned(tag, msg, args, Callback::Msg(callback))
     }
 
     /// Sends `msg` as one datagram to `peer` ([`Io::sendmsg`] with [`Msg::set_peer`]).
