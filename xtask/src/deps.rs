@@ -36,6 +36,7 @@ const CORE_MODULES: &[(&str, u32)] = &[
     ("poll", 1),
     ("operation", 2),
     ("error", 2),
+    ("datagram", 2),
     ("completion", 3),
     ("slots", 3),
     ("backend", 4),

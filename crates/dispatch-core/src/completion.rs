@@ -5,6 +5,7 @@
 use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
+use crate::datagram::{sender, Datagram, Header, HEADER_LEN, PAYLOAD_AT};
 use crate::filebuf::{Bytes, BytesList};
 use crate::msg::Msg;
 use crate::operation::{Args, BufResult, FileStat, RawStat};
@@ -377,4 +378,39 @@ pub(crate) fn msg_value(args: Args, result: i32) -> (io::Result<usize>, Msg) {
     };
     msg.finish(result);
     (count(result), msg)
+}
+
+/// The value for a datagram callback: the payload in its pool buffer, the sender and the
+/// truncation, from the layout the backend wrote; an error as it came. A buffer that came
+/// with an error (a cancelled kernel multishot's last completion) goes back to the pool.
+pub(crate) fn datagram_value(
+    pool: &Rc<PoolShared>,
+    result: i32,
+    flags: u32,
+) -> io::Result<Datagram> {
+    let bid = flags_bid(flags);
+    let Some(bid) = bid.filter(|_| result >= 0) else {
+        if let Some(bid) = bid {
+            drop(pool.lend(bid, 0));
+        }
+        assert!(result < 0, "a datagram of {result} bytes without a buffer");
+        return Err(io::Error::from_raw_os_error(-result));
+    };
+    let used = usize::try_from(result).expect("checked non-negative");
+    assert!(
+        used >= PAYLOAD_AT,
+        "a datagram result of {used} bytes has no header"
+    );
+    let mut buf = pool.lend(bid, u32::try_from(used).expect("within the buffer"));
+    let header = Header::read(&buf[..HEADER_LEN]);
+    let peer = sender(&buf[HEADER_LEN..PAYLOAD_AT], header.namelen);
+    buf.advance(PAYLOAD_AT);
+    let truncated = header.flags & libc::MSG_TRUNC as u32 != 0;
+    let len = (header.payloadlen as usize).max(buf.len());
+    Ok(Datagram {
+        buf,
+        peer,
+        truncated,
+        len,
+    })
 }

@@ -57,6 +57,7 @@ mod aligned;
 mod backend;
 mod clock;
 mod completion;
+mod datagram;
 mod error;
 mod filebuf;
 mod io;
@@ -74,12 +75,13 @@ mod timer;
 mod waker;
 
 pub use crate::aligned::AlignedBuf;
+pub use crate::datagram::Datagram;
 pub use crate::error::{DeadlineError, InitError};
-pub use crate::io::MsgCallback;
 pub use crate::io::{
     AcceptCallback, BufCallback, CountCallback, FdCallback, FileCallback, FileVectoredCallback, Io,
     IoBuf, PoolSendCallback, PooledCallback, StatCallback, UnitCallback, VectoredCallback,
 };
+pub use crate::io::{DatagramCallback, MsgCallback};
 pub use crate::msg::{Msg, MSG_FDS_MAX, MSG_IOV_MAX};
 pub use crate::operation::{
     BufResult, FileStat, OpId, ScheduleError, ScheduleErrorKind, Shot, Tag,

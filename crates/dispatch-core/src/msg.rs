@@ -467,7 +467,10 @@ impl fmt::Debug for Msg {
 }
 
 /// Writes `addr` into `storage` in the kernel's layout; the length used.
-fn write_sockaddr(storage: &mut libc::sockaddr_storage, addr: SocketAddr) -> libc::socklen_t {
+pub(crate) fn write_sockaddr(
+    storage: &mut libc::sockaddr_storage,
+    addr: SocketAddr,
+) -> libc::socklen_t {
     let ptr: *mut libc::sockaddr_storage = storage;
     match addr {
         SocketAddr::V4(addr) => {
@@ -508,7 +511,10 @@ fn write_sockaddr(storage: &mut libc::sockaddr_storage, addr: SocketAddr) -> lib
 }
 
 /// The IP address the kernel wrote (`len` bytes), if it is one.
-fn read_sockaddr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+pub(crate) fn read_sockaddr(
+    storage: &libc::sockaddr_storage,
+    len: libc::socklen_t,
+) -> Option<SocketAddr> {
     let ptr: *const libc::sockaddr_storage = storage;
     let len = len as usize;
     match i32::from(storage.ss_family) {

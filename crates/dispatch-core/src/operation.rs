@@ -100,6 +100,12 @@ pub enum ScheduleErrorKind {
     NoSpareCapacity,
     /// A pooled receive on a loop without a pool (`Options::pool.buffers == 0`).
     NoPool,
+    /// A datagram receive into pool buffers too small to hold the header and sender the
+    /// kernel writes before the payload (`Options::pool.buffer_size` below `size_min`).
+    PoolBuffersTooSmall {
+        /// The smallest buffer size that works.
+        size_min: u32,
+    },
 }
 
 impl<T> ScheduleError<T> {
@@ -140,6 +146,10 @@ impl fmt::Display for ScheduleErrorKind {
             ScheduleErrorKind::NoPool => {
                 f.write_str("pooled receives need a pool (set Options::pool.buffers)")
             }
+            ScheduleErrorKind::PoolBuffersTooSmall { size_min } => write!(
+                f,
+                "datagram receives need pool buffers of at least {size_min} bytes"
+            ),
         }
     }
 }
@@ -214,10 +224,13 @@ pub(crate) enum Args {
         multishot: bool,
     },
     /// Receives into a pool buffer picked when data arrives; once, or (`multishot`) until end
-    /// of stream, an error, or a cancel.
+    /// of stream, an error, or a cancel. A `datagram` receive is a `recvmsg` that writes the
+    /// sender and flags into the buffer before the payload (`datagram.rs`'s layout); it
+    /// ends on an error or a cancel only (an empty datagram is no end of stream).
     RecvPooled {
         fd: RawFd,
         multishot: bool,
+        datagram: bool,
     },
     /// Sends a pool buffer's view.
     SendPooled {
@@ -378,6 +391,7 @@ impl Args {
         match self {
             Args::Empty => "empty",
             Args::Accept { .. } => "accept",
+            Args::RecvPooled { datagram: true, .. } => "recv_from_multishot",
             Args::RecvPooled { .. } => "recv_pooled",
             Args::SendPooled { .. } => "send_pooled",
             Args::Connect { .. } => "connect",

@@ -7,6 +7,7 @@ use std::os::fd::OwnedFd;
 
 use super::Io;
 use crate::aligned::AlignedBuf;
+use crate::datagram::Datagram;
 use crate::filebuf::{Bytes, BytesList};
 use crate::msg::Msg;
 use crate::operation::{BufResult, FileStat, Shot, Tag};
@@ -37,6 +38,10 @@ pub type CountCallback<C> = fn(&mut C, &mut Io<C>, Tag, io::Result<u64>);
 /// Callback of a pooled receive ([`Io::recv_pooled`], [`Io::recv_multishot`]): the bytes in a
 /// pool buffer (empty at end of stream), and whether more completions follow.
 pub type PooledCallback<C> = fn(&mut C, &mut Io<C>, Tag, Shot<PoolBuf>);
+/// Callback of a multishot datagram receive ([`Io::recv_from_multishot`]): one datagram per
+/// call (its payload in a pool buffer, its sender, whether it was truncated), and whether
+/// more follow.
+pub type DatagramCallback<C> = fn(&mut C, &mut Io<C>, Tag, Shot<Datagram>);
 /// Callback of a multishot accept ([`Io::accept_multishot`]): one accepted socket per call,
 /// and whether more follow.
 pub type AcceptCallback<C> = fn(&mut C, &mut Io<C>, Tag, Shot<OwnedFd>);
@@ -66,6 +71,7 @@ pub enum Callback<C> {
     Unit(UnitCallback<C>),
     Count(CountCallback<C>),
     Pooled(PooledCallback<C>),
+    Datagram(DatagramCallback<C>),
     Accepted(AcceptCallback<C>),
     Poll(PollCallback<C>),
     PollShot(PollShotCallback<C>),

@@ -6,9 +6,9 @@ use super::callback::sealed::Sealed;
 use super::reap::Reaper;
 use super::{Callback, Io};
 use crate::completion::{
-    buf_value, buf_value_in, count_value, fd_value, file_list_value, file_value, flags_bid,
-    msg_value, new_fd, pool_send_value, pooled_value, stat_value, unit_value, unit_value_in,
-    vectored_value, F_MORE, TIMEOUT_EXPIRED,
+    buf_value, buf_value_in, count_value, datagram_value, fd_value, file_list_value, file_value,
+    flags_bid, msg_value, new_fd, pool_send_value, pooled_value, stat_value, unit_value,
+    unit_value_in, vectored_value, F_MORE, TIMEOUT_EXPIRED,
 };
 use crate::operation::{Args, Shot, Tag};
 use crate::poll::poll_value;
@@ -183,6 +183,11 @@ impl<C> Io<C> {
                 let result = pooled_value(pool.shared(), result, done.flags);
                 callback(ctx, self, tag, Shot::last(result));
             }
+            Callback::Datagram(callback) => {
+                let pool = self.pool.as_ref().expect("a datagram receive has a pool");
+                let result = datagram_value(pool.shared(), result, done.flags);
+                callback(ctx, self, tag, Shot::last(result));
+            }
             Callback::Accepted(callback) => {
                 callback(ctx, self, tag, Shot::last(fd_value(args, result)));
             }
@@ -229,6 +234,11 @@ impl<C> Io<C> {
             Callback::Pooled(callback) => {
                 let pool = self.pool.as_ref().expect("a pooled receive has a pool");
                 let result = pooled_value(pool.shared(), done.result, done.flags);
+                callback(ctx, self, tag, Shot { result, more: true });
+            }
+            Callback::Datagram(callback) => {
+                let pool = self.pool.as_ref().expect("a datagram receive has a pool");
+                let result = datagram_value(pool.shared(), done.result, done.flags);
                 callback(ctx, self, tag, Shot { result, more: true });
             }
             Callback::Accepted(callback) => {

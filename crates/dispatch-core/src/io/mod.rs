@@ -22,11 +22,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use self::callback::Callback;
-pub use self::callback::MsgCallback;
 pub use self::callback::{
     AcceptCallback, BufCallback, CountCallback, FdCallback, FileCallback, FileVectoredCallback,
     IoBuf, PoolSendCallback, PooledCallback, StatCallback, UnitCallback, VectoredCallback,
 };
+pub use self::callback::{DatagramCallback, MsgCallback};
 pub use self::callback::{PollCallback, PollShotCallback};
 use self::deadline::Deadlines;
 use crate::aligned::{AlignedBuf, RegisteredSet};

@@ -1,11 +1,12 @@
 //! The message operations of `Io`: `sendmsg` and `recvmsg` with a [`Msg`] (vectored
 //! buffers, a peer address, descriptors passed with `SCM_RIGHTS`), and the datagram
-//! conveniences `send_to` and `recv_from` over them.
+//! conveniences `send_to` and `recv_from` over them; `recv_from_multishot`, datagrams
+//! received into pool buffers until cancelled.
 
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
-use super::{Callback, Io, MsgCallback};
+use super::{Callback, DatagramCallback, Io, MsgCallback};
 use crate::msg::{Msg, MSG_FDS_MAX};
 use crate::operation::{Args, OpId, ScheduleError, Tag};
 
@@ -223,5 +224,79 @@ impl<C> Io<C> {
         callback: MsgCallback<C>,
     ) -> Result<OpId, ScheduleError<Msg>> {
         self.recvmsg(tag, fd, msg, callback)
+    }
+
+    /// Receives datagrams on the socket `fd` into buffers of the loop's pool
+    /// (`Options::pool`) until an error or a cancel: one submission, one callback per
+    /// datagram with [`crate::Shot::more`] `true`, then exactly one final callback
+    /// (`more == false`) carrying the error, `ECANCELED` (`ETIMEDOUT` for a deadline,
+    /// [`Io::set_deadline`]), or, when a cancel or deadline met a datagram on its way, that
+    /// datagram. Each [`crate::Datagram`] holds the payload as a [`crate::PoolBuf`] (back in the
+    /// pool when dropped), the sender ([`crate::Datagram::peer`]: an IP address, `None` on a Unix
+    /// socket) and [`crate::Datagram::truncated`]: a datagram longer than a buffer's room (the pool's
+    /// buffer size less 44 bytes, where the kernel puts the header and the sender) is cut,
+    /// and said to be, with its true length where the OS reports it ([`crate::Datagram::len`]). An
+    /// empty datagram is a callback with an empty buffer, not an end: datagram sockets have
+    /// none. As for [`Io::recv_multishot`], a buffer is picked when a datagram arrives and an
+    /// empty pool makes the receive wait (`Stats::pool_waits`), not fail; the datagrams wait
+    /// in the socket meanwhile.
+    ///
+    /// # Portability
+    /// io_uring: `IORING_OP_RECVMSG` with `IORING_RECV_MULTISHOT` on the provided-buffer ring
+    /// (6.0; not masked by `UringOptions::multishot` or `pbuf_ring`), one SQE for as many
+    /// datagrams as the pool holds; the kernel ends it when the pool runs dry (the loop
+    /// waits for buffers and re-arms it) or after an empty datagram (re-armed). Elsewhere
+    /// the loop re-arms a single-shot receive after each datagram, for the next turn: on
+    /// io_uring a `RECVMSG` (from the ring, its payload then moved behind the header; or,
+    /// without a ring, into a buffer picked at once, polling first when nothing waits), on
+    /// epoll and kqueue a `recvmsg` tried at once and after each readiness (a datagram never
+    /// says the socket is drained), on the simulator its datagram sockets
+    /// ([`crate::sim::Sim::udp_bind`]), with their loss and duplication faults.
+    ///
+    /// # Errors
+    /// When every slot is in flight, the loop has no pool (`ScheduleErrorKind::NoPool`), or
+    /// its buffers hold 44 bytes or fewer (`ScheduleErrorKind::PoolBuffersTooSmall`).
+    ///
+    /// # Examples
+    /// Datagrams from two senders, each with its sender:
+    /// ```
+    /// use std::net::{SocketAddr, UdpSocket};
+    /// use std::os::fd::AsRawFd;
+    /// use dispatch_loop::{Datagram, Io, Options, PoolOptions, Shot, Tag};
+    ///
+    /// type Got = Vec<(Vec<u8>, Option<SocketAddr>)>;
+    ///
+    /// fn on_datagram(got: &mut Got, _: &mut Io<Got>, _: Tag, shot: Shot<Datagram>) {
+    ///     let datagram = shot.result.expect("a datagram");
+    ///     assert!(shot.more && !datagram.truncated);
+    ///     got.push((datagram.buf.to_vec(), datagram.peer)); // the buffer goes back on drop
+    /// }
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let server = UdpSocket::bind("127.0.0.1:0")?;
+    /// let (a, b) = (UdpSocket::bind("127.0.0.1:0")?, UdpSocket::bind("127.0.0.1:0")?);
+    /// let mut options = Options::new(8);
+    /// options.pool = PoolOptions::new(8, 2048);
+    /// let mut io: Io<Got> = Io::new(&options).unwrap();
+    /// io.recv_from_multishot(0, server.as_raw_fd(), on_datagram).expect("a free slot");
+    /// a.send_to(b"from a", server.local_addr()?)?;
+    /// b.send_to(b"from b", server.local_addr()?)?;
+    /// let mut got = Got::new();
+    /// while got.len() < 2 {
+    ///     io.run_for_ns(&mut got, 10_000_000)?;
+    /// }
+    /// got.sort();
+    /// assert_eq!(got[0], (b"from a".to_vec(), Some(a.local_addr()?)));
+    /// assert_eq!(got[1], (b"from b".to_vec(), Some(b.local_addr()?)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn recv_from_multishot(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        callback: DatagramCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        self.schedule_datagrams(tag, fd, callback)
     }
 }

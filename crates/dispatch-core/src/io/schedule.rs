@@ -5,7 +5,8 @@
 
 use std::os::fd::RawFd;
 
-use super::{BufCallback, Callback, Io, PooledCallback};
+use super::{BufCallback, Callback, DatagramCallback, Io, PooledCallback};
+use crate::datagram::PAYLOAD_AT;
 use crate::operation::{Args, OpId, ScheduleError, ScheduleErrorKind, Tag};
 use crate::slots::Budget;
 
@@ -86,14 +87,42 @@ impl<C> Io<C> {
         multishot: bool,
         callback: PooledCallback<C>,
     ) -> Result<OpId, ScheduleError<()>> {
-        if self.pool.is_none() {
-            return Err(ScheduleError {
-                kind: ScheduleErrorKind::NoPool,
-                value: (),
-            });
-        }
-        let args = move || Args::RecvPooled { fd, multishot };
+        self.check_pool(0)?;
+        let args = move || Args::RecvPooled {
+            fd,
+            multishot,
+            datagram: false,
+        };
         self.schedule_special(tag, args, Callback::Pooled(callback))
+    }
+
+    /// `schedule_pooled` for a multishot datagram receive (`datagram.rs`'s layout), whose
+    /// buffers need room for the header and the sender before the payload.
+    pub(super) fn schedule_datagrams(
+        &mut self,
+        tag: Tag,
+        fd: RawFd,
+        callback: DatagramCallback<C>,
+    ) -> Result<OpId, ScheduleError<()>> {
+        self.check_pool(PAYLOAD_AT as u32 + 1)?;
+        let args = move || Args::RecvPooled {
+            fd,
+            multishot: true,
+            datagram: true,
+        };
+        self.schedule_special(tag, args, Callback::Datagram(callback))
+    }
+
+    /// The loop has a pool whose buffers hold at least `size_min` bytes.
+    fn check_pool(&self, size_min: u32) -> Result<(), ScheduleError<()>> {
+        let kind = match &self.pool {
+            None => ScheduleErrorKind::NoPool,
+            Some(pool) if pool.buffer_size() < size_min => {
+                ScheduleErrorKind::PoolBuffersTooSmall { size_min }
+            }
+            Some(_) => return Ok(()),
+        };
+        Err(ScheduleError { kind, value: () })
     }
 
     /// `schedule` for an operation that owns `value` (a buffer, a path): it becomes the

@@ -12,7 +12,10 @@ use sys_uring::squeue::Entry;
 use sys_uring::types::{Fd, Timespec};
 use sys_uring::{Ring, SetupError};
 
-use self::file::{FileOpcodes, NO_INLINE};
+use self::dgram::DgramHdr;
+use self::file::FileOpcodes;
+use self::marked::Marked;
+use self::pooled::PooledStep;
 use self::setup::{lend_pool, ring_options, ring_stepping_down};
 use self::sqe::{
     kernel_result, monotonic_ns, send_entry, slot_entry, spare_capacity, timespec_from_ns, Gather,
@@ -20,7 +23,7 @@ use self::sqe::{
 };
 use super::PushError;
 use crate::aligned::RegisteredSet;
-use crate::completion::{buffer_flags, F_BUFFER};
+use crate::completion::F_BUFFER;
 use crate::operation::{Args, OpId};
 use crate::options::Options;
 use crate::outbuf::OutBuf;
@@ -28,7 +31,9 @@ use crate::pool::{Pool, PoolShared};
 use crate::stats::{Stats, UringFeatures};
 use crate::waker::Waker;
 
+mod dgram;
 mod file;
+mod marked;
 mod msg;
 mod pooled;
 mod setup;
@@ -74,6 +79,8 @@ const MARK_LENT: u8 = 4;
 /// A `NOP` stands in for a file operation the loop ran itself: its result is the one in
 /// `inline_results` (set by `file_entry`, whose push cannot fail: it checked for room).
 const MARK_INLINE: u8 = 8;
+/// A single-shot datagram step (`dgram.rs`) whose result the reap puts into the layout.
+const MARK_DGRAM: u8 = 16;
 
 /// The io_uring backend's state beside the ring: per-slot timespecs (timeouts) and socket
 /// addresses (connect) in the kernel's layout, the timespec of the wait timeout used on
@@ -102,6 +109,11 @@ pub(crate) struct IoUringBackend {
     /// Per slot: the message header and iovecs of a vectored send, made the first time the
     /// slot sends vectored and kept for its next ones (no allocation per send after that).
     gathers: Vec<Option<Box<Gather>>>,
+    /// Per slot: a single-shot datagram step's `recvmsg` header (`dgram.rs`), made the first
+    /// time the slot receives a datagram that way and kept (no allocation per step after).
+    dgrams: Vec<Option<Box<DgramHdr>>>,
+    /// The kernel's multishot datagram receive's header template, one for all (`dgram.rs`).
+    dgram_template: Box<libc::msghdr>,
     /// Per slot: the word a wake-up wait reads the eventfd counter into.
     wakeup_words: Box<[u64]>,
     /// Per slot, while its operation is in the kernel: what its completion needs beyond the
@@ -223,6 +235,8 @@ impl IoUringBackend {
             timespecs: Vec::with_capacity(slots_max as usize),
             sockaddrs: Vec::with_capacity(slots_max as usize),
             gathers: Vec::with_capacity(slots_max as usize),
+            dgrams: Vec::with_capacity(slots_max as usize),
+            dgram_template: dgram::template(),
             wakeup_words: vec![0; slots_max as usize].into_boxed_slice(),
             marks: vec![0; slots_max as usize].into_boxed_slice(),
             inline_results: vec![0; slots_max as usize].into_boxed_slice(),
@@ -337,9 +351,18 @@ impl IoUringBackend {
         let i = idx as usize;
         assert_eq!(self.lent[i], 0, "slot {idx} pushed with a buffer lent");
         let (mut entry, polls) = match args {
-            Args::RecvPooled { fd, multishot } => {
+            Args::RecvPooled {
+                fd,
+                multishot,
+                datagram,
+            } => {
                 let pool = pool.expect("a pooled receive has a pool");
-                self.pooled_entry(i, user_data, *fd, *multishot, pool)?
+                let step = PooledStep {
+                    fd: *fd,
+                    multishot: *multishot,
+                    datagram: *datagram,
+                };
+                self.pooled_entry(i, user_data, step, pool)?
             }
             Args::Wakeup => (self.entry(idx, args), false),
             _ => unreachable!("{} needs no mark", args.label()),
@@ -359,11 +382,11 @@ impl IoUringBackend {
             _ => {
                 // A receive is on its way: what the poll said is used up.
                 self.readable[i] = !NO_POLL;
-                if self.lent[i] == 0 {
-                    0
-                } else {
-                    MARK_LENT
-                }
+                let lent = if self.lent[i] == 0 { 0 } else { MARK_LENT };
+                // A datagram the kernel's multishot does not receive: the reap fixes it up.
+                let fix_up = matches!(args, Args::RecvPooled { datagram: true, .. })
+                    && !(self.pbuf_ring && self.multishot && args.is_multishot());
+                lent | if fix_up { MARK_DGRAM } else { 0 }
             }
         };
         self.marks[i] = mark;
@@ -464,6 +487,7 @@ impl IoUringBackend {
     ) {
         let marks = &mut self.marks;
         let mut marked = Marked {
+            dgrams: &self.dgrams,
             words: &self.wakeup_words,
             inline_results: &mut self.inline_results,
             lent: &mut self.lent,
@@ -527,71 +551,6 @@ impl IoUringBackend {
             return Err(io::Error::from_raw_os_error(libc::EBUSY));
         }
         Ok(())
-    }
-}
-
-/// The per-slot tables `reap` needs for a marked completion (see `IoUringBackend::marks`).
-struct Marked<'a> {
-    words: &'a [u64],
-    inline_results: &'a mut [i32],
-    lent: &'a mut [u16],
-    poll_next: &'a mut [u64],
-    readable: &'a mut [u64],
-}
-
-impl Marked<'_> {
-    /// The result and flags of a completion for slot `idx`, marked `mark`, decoded so far
-    /// as `result` and `flags`.
-    #[inline(never)]
-    fn result(
-        &mut self,
-        idx: usize,
-        mark: u8,
-        cqe: sys_uring::Cqe,
-        mut result: i32,
-        mut flags: u32,
-        pool: Option<&mut Pool>,
-    ) -> (i32, u32) {
-        if mark & MARK_INLINE != 0 {
-            // Whatever the `NOP` reports (even a cancel): the operation ran.
-            let inline = std::mem::replace(&mut self.inline_results[idx], 0) ^ NO_INLINE;
-            assert_ne!(
-                inline, NO_INLINE,
-                "slot {idx} marked inline without a result"
-            );
-            return (inline, flags);
-        }
-        if mark & MARK_WAKEUP != 0 {
-            // A wake-up wait: its result is the counter the kernel read, not 8 bytes.
-            let result = match cqe.result {
-                8 => i32::try_from(self.words[idx]).unwrap_or(i32::MAX),
-                n if n >= 0 => panic!("eventfd read of {n} bytes"),
-                _ => result,
-            };
-            return (result, flags);
-        }
-        if mark & MARK_LENT != 0 {
-            let bid = std::mem::replace(&mut self.lent[idx], 0).wrapping_sub(1);
-            assert_ne!(bid, NO_BID, "slot {idx} marked with no buffer lent");
-            // The fallback's recv: the completion carries the buffer only if bytes landed;
-            // one that found nothing polls next (EINTR: the loop submits it again, and it
-            // holds no buffer while it waits).
-            if result > 0 {
-                flags |= buffer_flags(bid);
-            } else {
-                pool.expect("a lent buffer has a pool").put_free(bid);
-            }
-            if result == -libc::EAGAIN {
-                self.poll_next[idx] = !cqe.user_data;
-                result = -libc::EINTR;
-            }
-        } else if mark & MARK_POLLING != 0 && result > 0 {
-            // A pooled receive's poll: readable (or hung up, or in error, which the recv
-            // reports). The loop submits the operation again: its recv.
-            self.readable[idx] = !cqe.user_data;
-            result = -libc::EINTR;
-        }
-        (result, flags)
     }
 }
 

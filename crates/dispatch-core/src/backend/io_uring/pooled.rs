@@ -13,6 +13,14 @@ use super::{IoUringBackend, NO_POLL, POOL_GROUP};
 use crate::backend::PushError;
 use crate::pool::Pool;
 
+/// What a pooled receive's step is for (`Args::RecvPooled`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PooledStep {
+    pub(super) fd: RawFd,
+    pub(super) multishot: bool,
+    pub(super) datagram: bool,
+}
+
 impl IoUringBackend {
     /// Builds the SQE of the next step of the pooled receive in slot `i`, and whether it is a
     /// poll for readability (which holds no buffer). With a provided-buffer ring: the
@@ -25,17 +33,25 @@ impl IoUringBackend {
         &mut self,
         i: usize,
         user_data: u64,
-        fd: RawFd,
-        multishot: bool,
+        step: PooledStep,
         pool: &mut Pool,
     ) -> Result<(Entry, bool), PushError> {
+        let PooledStep {
+            fd,
+            multishot,
+            datagram,
+        } = step;
         let readable = self.readable[i] == !user_data;
         let poll = || opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32).build();
         if self.pbuf_ring {
             if self.ring_free == 0 && !readable {
                 return Ok((poll(), true));
             }
-            let entry = if multishot && self.multishot {
+            let entry = if datagram && multishot && self.multishot {
+                self.dgram_multi_entry(fd)
+            } else if datagram {
+                self.dgram_select_entry(i, fd, pool.buffer_size())
+            } else if multishot && self.multishot {
                 opcode::RecvMulti::new(Fd(fd), POOL_GROUP).build()
             } else {
                 opcode::Recv::new(Fd(fd), std::ptr::null_mut(), pool.buffer_size())
@@ -62,6 +78,9 @@ impl IoUringBackend {
             };
         };
         self.lent[i] = bid + 1;
+        if datagram {
+            return Ok((self.dgram_lent_entry(i, fd, pool, bid), false));
+        }
         let entry = opcode::Recv::new(Fd(fd), pool.buffer_ptr(bid), pool.buffer_size())
             .flags(libc::MSG_DONTWAIT)
             .build();

@@ -143,6 +143,8 @@ fn transfer(args: &Args, pool: Option<&Pool>) -> Option<(Dir, usize)> {
     let cap = |len: usize| len.min(i32::MAX as usize);
     match args {
         Args::Recv { buf, .. } => Some((Dir::Read, cap(buf.capacity() - buf.len()))),
+        // A datagram never says "drained": the next one may be queued behind it.
+        Args::RecvPooled { datagram: true, .. } => None,
         Args::RecvPooled { .. } => pool.map(|pool| (Dir::Read, cap(pool.buffer_size() as usize))),
         Args::Send { buf, .. } => Some((Dir::Write, cap(buf.len()))),
         Args::SendPooled { buf, .. } => Some((Dir::Write, cap(buf.len()))),

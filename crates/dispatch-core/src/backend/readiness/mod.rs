@@ -466,8 +466,11 @@ impl<P: Poller> Engine<P> {
                 Ok(None) => Step::Wait(self.poller.wakeup_fd(), Dir::Read),
                 Err(error) => Step::Done(-error.raw_os_error().unwrap_or(libc::EIO)),
             },
-            Args::RecvPooled { fd, .. } => {
+            Args::RecvPooled { fd, datagram, .. } => {
                 let pool = pool.expect("a pooled receive has a pool");
+                if *datagram {
+                    return pooled::recv_datagram(*fd, pool, stats);
+                }
                 return pooled::recv(*fd, pool, stats);
             }
             Args::SendPooled { fd, buf } => pooled::send(*fd, buf, stats),

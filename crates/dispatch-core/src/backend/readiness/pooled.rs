@@ -14,6 +14,7 @@ use rustix::net::RecvFlags;
 use super::ops::{self, retry, Step};
 use super::table::Dir;
 use crate::completion::buffer_flags;
+use crate::datagram::{self, Header};
 use crate::pool::{Pool, PoolBuf};
 use crate::stats::Stats;
 
@@ -57,6 +58,69 @@ pub(crate) fn recv(fd: RawFd, pool: &mut Pool, stats: &mut Stats) -> (Step, u32)
         }
     }
 }
+
+/// `recv` for a datagram (`Io::recv_from_multishot`): one `recvmsg(MSG_DONTWAIT)` into a
+/// free pool buffer in `datagram.rs`'s layout (the header written after it, the sender and
+/// payload by the kernel where the layout wants them). An empty datagram is a datagram.
+pub(crate) fn recv_datagram(fd: RawFd, pool: &mut Pool, stats: &mut Stats) -> (Step, u32) {
+    if fd < 0 {
+        return (Step::Done(-libc::EBADF), 0);
+    }
+    let Some(bid) = pool.take_free() else {
+        return (readable_or_wait(borrow(fd), stats), 0);
+    };
+    let size = pool.buffer_size() as usize;
+    let base = pool.buffer_ptr(bid);
+    let mut hdr = datagram::zeroed_msghdr();
+    let mut iov = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    datagram::point(&mut hdr, &mut iov, base, size);
+    let received = loop {
+        stats.syscalls += 1;
+        // SAFETY: buffer `bid` was free: nobody else reads or writes it until it is lent out
+        // with this completion or put back below; `hdr` points into it (name and payload
+        // areas, within its `size` bytes) and at `iov`, both alive for this call.
+        let n = unsafe { libc::recvmsg(fd, &mut hdr, DATAGRAM_FLAGS) };
+        if n >= 0 {
+            break Ok(n.unsigned_abs());
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            errno => break Err(errno.unwrap_or(libc::EIO)),
+        }
+    };
+    match received {
+        Ok(len) => {
+            let kept = len.min(size - datagram::PAYLOAD_AT);
+            // SAFETY: as above; the syscall is over, so this is the only reference.
+            let buf = unsafe { std::slice::from_raw_parts_mut(base, size) };
+            let header = Header {
+                namelen: hdr.msg_namelen,
+                payloadlen: u32::try_from(len).unwrap_or(u32::MAX),
+                flags: hdr.msg_flags as u32,
+            };
+            header.write(buf);
+            let result = datagram::buffer_result(kept, size);
+            (Step::Done(result), buffer_flags(bid))
+        }
+        Err(errno) => {
+            pool.put_free(bid);
+            match errno {
+                libc::EAGAIN => (Step::Wait(fd, Dir::Read), 0),
+                errno => (Step::Done(-errno), 0),
+            }
+        }
+    }
+}
+
+/// `MSG_TRUNC` asks Linux for a cut datagram's true length; FreeBSD and macOS do not take
+/// it on input (the flag is still set on output there).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const DATAGRAM_FLAGS: i32 = libc::MSG_DONTWAIT | libc::MSG_TRUNC;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const DATAGRAM_FLAGS: i32 = libc::MSG_DONTWAIT;
 
 /// With the pool empty: `ENOBUFS` (wait for a buffer) if the socket has bytes or the end of
 /// stream to read, a wait for readability if it has nothing; one `recv(MSG_PEEK)` of a byte

@@ -8,9 +8,11 @@
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 
 use super::net::{self, Recv};
+use super::udp::Got;
 use super::world::{Obj, World};
 use super::Tried;
 use crate::completion::buffer_flags;
+use crate::datagram;
 use crate::operation::Args;
 use crate::outbuf::{OutBuf, GATHER_MAX};
 use crate::pool::Pool;
@@ -36,8 +38,11 @@ pub(super) fn socket_op(world: &mut World, args: &mut Args, pool: Option<&mut Po
             });
             recv_result(got)
         }
-        Args::RecvPooled { fd, .. } => {
+        Args::RecvPooled { fd, datagram, .. } => {
             let pool = pool.expect("a pooled receive has a pool");
+            if *datagram {
+                return recv_datagram(world, *fd, pool);
+            }
             recv_pooled(world, *fd, pool)
         }
         Args::Send { fd, buf } => send(world, *fd, buf),
@@ -164,6 +169,43 @@ fn recv_pooled(world: &mut World, fd: RawFd, pool: &mut Pool) -> Tried {
             recv_result(other)
         }
     }
+}
+
+/// A datagram into a pool buffer, in `datagram.rs`'s layout (as io_uring's multishot
+/// `RECVMSG` writes it), from one of the world's datagram sockets.
+fn recv_datagram(world: &mut World, fd: RawFd, pool: &mut Pool) -> Tried {
+    let Some(Obj::Datagram(id)) = world.obj(fd) else {
+        return Some((bad(world, fd), 0));
+    };
+    if !world.udp_readable(id) {
+        return None;
+    }
+    let Some(bid) = pool.take_free() else {
+        return Some((-libc::ENOBUFS, 0));
+    };
+    let size = pool.buffer_size() as usize;
+    // SAFETY: buffer `bid` was free: nobody else reads or writes it until it is lent out
+    // with this completion; it holds `size` bytes.
+    let buf = unsafe { std::slice::from_raw_parts_mut(pool.buffer_ptr(bid), size) };
+    let (head, payload) = buf.split_at_mut(datagram::PAYLOAD_AT);
+    let got = world.udp_recv(id, payload.len(), &mut |bytes| {
+        payload[..bytes.len()].copy_from_slice(bytes);
+    });
+    let Got::Datagram(kept, whole, from) = got else {
+        unreachable!("a datagram was due");
+    };
+    let namelen = datagram::write_name(&mut head[datagram::HEADER_LEN..], from);
+    let header = datagram::Header {
+        namelen,
+        payloadlen: u32::try_from(whole).expect("below 64 KiB"),
+        flags: if kept < whole {
+            libc::MSG_TRUNC as u32
+        } else {
+            0
+        },
+    };
+    header.write(head);
+    Some((datagram::buffer_result(kept, size), buffer_flags(bid)))
 }
 
 fn send(world: &mut World, fd: RawFd, bytes: &[u8]) -> Tried {
