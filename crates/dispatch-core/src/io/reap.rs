@@ -234,6 +234,13 @@ impl<C> Reaper<'_, C> {
 /// it).
 fn goes_on(args: &Args, result: i32) -> bool {
     match args {
+        // A datagram, even an empty one (which io_uring's fallback from the ring may report
+        // as 0 without a buffer), is no end: datagram sockets have none.
+        Args::RecvPooled {
+            multishot: true,
+            datagram: true,
+            ..
+        } => result >= 0,
         Args::RecvPooled {
             multishot: true, ..
         } => result > 0,

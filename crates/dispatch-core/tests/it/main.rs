@@ -6,6 +6,7 @@ mod alike;
 mod alloc;
 mod cancel;
 mod chaos;
+mod datagram;
 mod deadline;
 mod drop_in_flight;
 mod edge;

@@ -114,12 +114,18 @@ pub(super) fn fix_up(
     flags: u32,
     pool: Option<&mut Pool>,
 ) -> (i32, u32) {
-    let bid = lent.or(flags_bid(flags));
-    let (Some(bid), true) = (bid, result >= 0) else {
+    if result < 0 {
         return (result, flags);
-    };
+    }
     let dgram = dgram.expect("a datagram step has its header");
     let pool = pool.expect("a datagram receive has a pool");
+    // An empty datagram from the ring comes without a buffer (the kernel recycles the one
+    // it picked for a 0-byte receive): one from the pool's free stack holds its sender, if
+    // there is one; otherwise the callback gets it without (`datagram_value`).
+    let bid = lent.or(flags_bid(flags)).or_else(|| pool.take_free());
+    let Some(bid) = bid else {
+        return (result, flags);
+    };
     let size = pool.buffer_size() as usize;
     let len = usize::try_from(result).expect("non-negative");
     let kept = len.min(size - PAYLOAD_AT);
