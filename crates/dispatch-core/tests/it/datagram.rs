@@ -3,15 +3,17 @@
 //! ring, the ring with multishot masked (single-shot `RECVMSG` from the ring, re-armed by
 //! the loop), and both masked (a buffer picked at submission); and on the simulator's
 //! datagram sockets, with loss and duplication. Senders and bytes, truncation, cancel,
-//! deadline, a dry pool, a drop in flight, and the errors of a socket that is none.
+//! deadline, a dry pool, a drop in flight, the errors of a socket that is none, and a
+//! steady-state echo that allocates nothing.
 
+use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 
 use dispatch_loop::sim::{Sim, SimOptions};
 use dispatch_loop::{
-    Datagram, Io, OpId, Options, PoolBuf, PoolOptions, ScheduleErrorKind, Shot, Tag,
+    Datagram, Io, Msg, OpId, Options, PoolBuf, PoolOptions, ScheduleErrorKind, Shot, Tag,
 };
 
 use crate::check;
@@ -408,7 +410,7 @@ fn simulated_run(seed: u64) -> (Vec<(Vec<u8>, Option<SocketAddr>, bool, usize)>,
         } else {
             vec![n; 1 + usize::from(n % 5)]
         };
-        let msg = dispatch_loop::Msg::new(payload);
+        let msg = Msg::new(payload);
         io.send_to(2, senders[s].as_raw_fd(), msg, to, |_, _, _, (sent, _)| {
             sent.unwrap();
         })
@@ -447,4 +449,91 @@ fn simulated_datagrams_arrive_with_their_senders_as_the_seed_decides() {
         lost += first.2;
     }
     assert!(lost > 0, "some seed loses a datagram");
+}
+
+/// A UDP ping-pong whose server receives with `recv_from_multishot` and answers each
+/// datagram with `send_to` from a reused message; the client sends and receives with one
+/// reused message.
+struct Echo {
+    client: UdpSocket,
+    server: UdpSocket,
+    reply: Option<Msg>,
+    receive: Option<OpId>,
+    rounds_left: u32,
+    allocations_at_warm: Option<u64>,
+}
+
+const ECHO_ROUNDS: u32 = 10_000;
+const ECHO_MESSAGE: usize = 64;
+
+fn on_echo_datagram(e: &mut Echo, io: &mut Io<Echo>, _: Tag, shot: Shot<Datagram>) {
+    let Ok(datagram) = shot.result else {
+        assert!(!shot.more && e.rounds_left == 0, "{:?}", shot.result);
+        return;
+    };
+    let mut reply = e.reply.take().expect("one reply in flight");
+    reply.bufs_mut()[0].clear();
+    reply.bufs_mut()[0].extend_from_slice(&datagram.buf);
+    let to = datagram.peer.expect("a UDP sender");
+    let server = e.server.as_raw_fd();
+    io.send_to(2, server, reply, to, on_echo_msg).unwrap();
+}
+
+fn on_echo_msg(e: &mut Echo, io: &mut Io<Echo>, tag: Tag, (n, mut msg): (io::Result<usize>, Msg)) {
+    assert_eq!(n.unwrap(), ECHO_MESSAGE);
+    let (client, server) = (e.client.as_raw_fd(), e.server.local_addr().unwrap());
+    match tag {
+        // The client's send: receive the echo into the same message.
+        1 => {
+            msg.bufs_mut()[0].clear();
+            io.recv_from(3, client, msg, on_echo_msg).unwrap();
+        }
+        // The server's reply went out.
+        2 => e.reply = Some(msg),
+        // The echo came back: next round, or the end.
+        3 => {
+            e.rounds_left -= 1;
+            if e.rounds_left == ECHO_ROUNDS - 100 {
+                e.allocations_at_warm = Some(crate::alloc::allocations());
+            }
+            if e.rounds_left > 0 {
+                io.send_to(1, client, msg, server, on_echo_msg).unwrap();
+            } else {
+                let receive = e.receive.take().expect("the server's receive");
+                io.cancel(4, receive, |_, _, _, result| result.unwrap())
+                    .unwrap();
+            }
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn a_datagram_echo_through_the_multishot_receive_allocates_nothing() {
+    crate::alloc::assert_counting();
+    let mut options = Options::new(8);
+    options.pool = PoolOptions::new(16, 2048);
+    let Some(mut io) = check::io::<Echo>(&options) else {
+        return;
+    };
+    let mut e = Echo {
+        client: udp(),
+        server: udp(),
+        reply: Some(Msg::new(Vec::with_capacity(ECHO_MESSAGE))),
+        receive: None,
+        rounds_left: ECHO_ROUNDS,
+        allocations_at_warm: None,
+    };
+    let server = e.server.as_raw_fd();
+    let id = io.recv_from_multishot(0, server, on_echo_datagram).unwrap();
+    e.receive = Some(id);
+    let msg = Msg::new(vec![7; ECHO_MESSAGE]);
+    let to = e.server.local_addr().unwrap();
+    io.send_to(1, e.client.as_raw_fd(), msg, to, on_echo_msg)
+        .unwrap();
+    io.run_until_idle(&mut e).unwrap();
+    assert_eq!(e.rounds_left, 0);
+    let warm = e.allocations_at_warm.expect("warm-up finished");
+    let after = crate::alloc::allocations();
+    assert_eq!(after - warm, 0, "allocations over {ECHO_ROUNDS} echoes");
 }
