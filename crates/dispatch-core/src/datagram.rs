@@ -18,7 +18,9 @@
 use std::mem::size_of;
 use std::net::SocketAddr;
 
-use crate::msg::{read_sockaddr, write_sockaddr};
+use crate::msg::read_sockaddr;
+#[cfg(feature = "sim")]
+use crate::msg::write_sockaddr;
 use crate::pool::PoolBuf;
 
 /// `struct io_uring_recvmsg_out`'s size: four `u32`s.
@@ -136,7 +138,8 @@ pub(crate) fn sender(name: &[u8], namelen: u32) -> Option<SocketAddr> {
 }
 
 /// Writes `addr` into a layout's name area (`NAME_LEN` bytes or more), as the kernel
-/// would; the length it takes.
+/// would; the length it takes. (The simulator's.)
+#[cfg(feature = "sim")]
 pub(crate) fn write_name(name: &mut [u8], addr: SocketAddr) -> u32 {
     // SAFETY: all zeroes is a valid `sockaddr_storage`.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };

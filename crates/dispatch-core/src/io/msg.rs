@@ -231,14 +231,16 @@ impl<C> Io<C> {
     /// datagram with [`crate::Shot::more`] `true`, then exactly one final callback
     /// (`more == false`) carrying the error, `ECANCELED` (`ETIMEDOUT` for a deadline,
     /// [`Io::set_deadline`]), or, when a cancel or deadline met a datagram on its way, that
-    /// datagram. Each [`crate::Datagram`] holds the payload as a [`crate::PoolBuf`] (back in the
-    /// pool when dropped), the sender ([`crate::Datagram::peer`]: an IP address, `None` on a Unix
-    /// socket) and [`crate::Datagram::truncated`]: a datagram longer than a buffer's room (the pool's
-    /// buffer size less 44 bytes, where the kernel puts the header and the sender) is cut,
-    /// and said to be, with its true length where the OS reports it ([`crate::Datagram::len`]). An
-    /// empty datagram is a callback with an empty buffer, not an end: datagram sockets have
-    /// none. As for [`Io::recv_multishot`], a buffer is picked when a datagram arrives and an
-    /// empty pool makes the receive wait (`Stats::pool_waits`), not fail; the datagrams wait
+    /// datagram.
+    ///
+    /// Each [`crate::Datagram`] holds the payload as a [`crate::PoolBuf`] (back in the pool
+    /// when dropped), the sender (`peer`: an IP address; `None` on a Unix socket) and
+    /// whether the datagram was `truncated`: one longer than a buffer's room (the pool's
+    /// buffer size less 44 bytes, where the kernel puts a header and the sender) is cut,
+    /// and said to be, with its true length (`len`) where the OS reports it. An empty
+    /// datagram is a callback with an empty buffer, not an end: datagram sockets have none.
+    /// As for [`Io::recv_multishot`], a buffer is picked when a datagram arrives, and an
+    /// empty pool makes the receive wait (`Stats::pool_waits`), not fail: the datagrams wait
     /// in the socket meanwhile.
     ///
     /// # Portability

@@ -18,11 +18,13 @@ use dispatch_loop::{
 
 use crate::check;
 
+/// A datagram as a callback saw it: payload, sender, truncated, true length.
+type Seen = (Vec<u8>, Option<SocketAddr>, bool, usize);
+
 /// What the callbacks saw.
 #[derive(Default)]
 struct Got {
-    /// `(payload, sender, truncated, true length)` per datagram.
-    datagrams: Vec<(Vec<u8>, Option<SocketAddr>, bool, usize)>,
+    datagrams: Vec<Seen>,
     /// `(tag, more, errno)` per callback; errno 0 for a datagram.
     shots: Vec<(Tag, bool, i32)>,
     /// Buffers kept instead of dropped (to run the pool dry).
@@ -382,7 +384,7 @@ fn datagram_receives_need_a_pool_with_room_for_the_header() {
 
 /// On the simulator: three senders' datagrams, lost and doubled as the seed says, each
 /// with its sender; the same seed, the same trace.
-fn simulated_run(seed: u64) -> (Vec<(Vec<u8>, Option<SocketAddr>, bool, usize)>, u64, u64) {
+fn simulated_run(seed: u64) -> (Vec<Seen>, u64, u64) {
     let mut sim_options = SimOptions::new(seed);
     sim_options.faults.datagram_loss = 100_000;
     sim_options.faults.datagram_duplicate = 100_000;
