@@ -31,6 +31,11 @@ pub(crate) const NAME_LEN: usize = size_of::<libc::sockaddr_in6>();
 /// Where the payload starts in the buffer.
 pub(crate) const PAYLOAD_AT: usize = HEADER_LEN + NAME_LEN;
 
+/// The bytes of each pool buffer that a datagram receive ([`crate::Io::recv_from_multishot`])
+/// keeps for the header and the sender's address before the payload: a pool of
+/// `size + DATAGRAM_HEADROOM`-byte buffers receives datagrams of up to `size` bytes whole.
+pub const DATAGRAM_HEADROOM: u32 = PAYLOAD_AT as u32;
+
 const _: () = assert!(NAME_LEN == 28);
 const _: () = assert!(NAME_LEN <= size_of::<libc::sockaddr_storage>());
 

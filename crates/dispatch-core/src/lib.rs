@@ -75,7 +75,7 @@ mod timer;
 mod waker;
 
 pub use crate::aligned::AlignedBuf;
-pub use crate::datagram::Datagram;
+pub use crate::datagram::{Datagram, DATAGRAM_HEADROOM};
 pub use crate::error::{DeadlineError, InitError};
 pub use crate::io::{
     AcceptCallback, BufCallback, CountCallback, FdCallback, FileCallback, FileVectoredCallback, Io,

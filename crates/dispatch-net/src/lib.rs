@@ -49,10 +49,11 @@
 //! assert_eq!(&reply, b"HELLO");
 //! ```
 //!
-//! UDP has a server of its own ([`serve_udp`]): a bound socket ([`bind_udp`]) read by a
-//! small fixed set of messages ([`UdpOptions`]; nothing allocated per datagram), each
-//! datagram handed to [`UdpHandler::on_datagram`] with its sender, and the [`Reply`] sent
-//! from the same message. Truncated datagrams, failed sends (an ICMP port unreachable, a
+//! UDP has a server of its own ([`serve_udp`]): a bound socket ([`bind_udp`]) read by one
+//! multishot receive into the loop's pool (on io_uring one submission for many datagrams),
+//! each datagram copied into one of a small fixed set of messages ([`UdpOptions`]; nothing
+//! allocated per datagram), handed to [`UdpHandler::on_datagram`] with its sender, and the
+//! [`Reply`] sent from that message. Truncated datagrams, failed sends (an ICMP port unreachable, a
 //! reply too large) and failed receives are counted in [`UdpStats`], and serving goes on. A
 //! program serving TCP and UDP implements both traits on its one context. A UDP client
 //! ([`UdpClient`], [`request`]) sends a request and waits for the response with a deadline,
@@ -60,7 +61,7 @@
 //!
 //! ```
 //! use std::net::{SocketAddr, UdpSocket};
-//! use dispatch_loop::{Io, Msg, Options};
+//! use dispatch_loop::{Io, Msg, Options, PoolOptions};
 //! use dispatch_net::{bind_udp, serve_udp, ListenOptions, Reply, Udp, UdpHandler, UdpOptions};
 //!
 //! struct Upper { udp: Udp }
@@ -74,7 +75,10 @@
 //! }
 //!
 //! let udp_options = UdpOptions::new(8, 1500); // 8 messages of 1,500 bytes
-//! let mut io: Io<Upper> = Io::new(&Options::new(udp_options.ops_max())).expect("a backend");
+//! let mut options = Options::new(udp_options.ops_max());
+//! // The receive's pool: buffers that hold a datagram and the sender the kernel writes.
+//! options.pool = PoolOptions::new(16, udp_options.pool_buffer_size());
+//! let mut io: Io<Upper> = Io::new(&options).expect("a backend");
 //! let socket = bind_udp("127.0.0.1:0".parse().unwrap(), &ListenOptions::new()).unwrap();
 //! let addr = socket.local_addr().unwrap();
 //! let mut server = Upper { udp: Udp::new(&udp_options) };

@@ -1,35 +1,47 @@
-//! UDP serving: a bound datagram socket read by a small fixed set of messages
-//! ([`UdpOptions::recvs_max`], each a `dispatch_loop::Msg` made once at [`serve_udp`]), each
-//! datagram handed to the program's [`UdpHandler`] with its sender, the reply sent back with
-//! `Io::send_to` from the same message, which then receives again. Nothing is allocated
-//! per datagram, and nothing the network does panics: truncated datagrams, failed sends
-//! (an ICMP port unreachable reported as `ECONNREFUSED`, `EMSGSIZE`, `ENOBUFS`) and failed
-//! receives are counted in [`UdpStats`] and serving goes on.
+//! UDP serving: a bound datagram socket read by one multishot receive into the loop's pool
+//! (`Io::recv_from_multishot`: on io_uring one submission for many datagrams), each
+//! datagram copied into one of a small fixed set of messages ([`UdpOptions::recvs_max`],
+//! each a `dispatch_loop::Msg` made once at [`serve_udp`]) and handed to the program's
+//! [`UdpHandler`] with its sender, the reply sent back with `Io::send_to` from that message.
+//! Nothing is allocated per datagram, and nothing the network does panics: truncated
+//! datagrams, failed sends (an ICMP port unreachable reported as `ECONNREFUSED`,
+//! `EMSGSIZE`, `ENOBUFS`) and failed receives are counted in [`UdpStats`] and serving goes
+//! on.
 //!
 //! Why a reply is a return value ([`Reply`]) rather than a call like TCP's [`crate::send`]:
-//! the message the datagram arrived in is the one the reply goes out in and the next
-//! receive lands in, so the set of messages stays fixed and none can be lost by a handler
-//! that keeps one; a program that must answer later copies what it needs.
+//! the message the handler rewrites is the one the reply goes out in, so the set of
+//! messages stays fixed and none can be lost by a handler that keeps one; a program that
+//! must answer later copies what it needs. Why a copy into a message rather than the pool
+//! buffer itself: the handler may grow the reply, and `send_to` sends a `Msg`; a datagram
+//! is small, and the copy costs less than the submission per datagram it replaces. While
+//! every message is out (replies in flight), datagrams wait in their pool buffers, in
+//! order, and the receive waits for buffers once the pool is dry: backpressure, not loss.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use dispatch_loop::{Io, Msg, OpId, Tag};
+use dispatch_loop::{Datagram, Io, Msg, OpId, PoolBuf, Shot, Tag, DATAGRAM_HEADROOM};
 
-/// The tag of the socket's close after a stop; messages use their index.
+/// The tag of the socket's close after a stop.
 const CLOSE_TAG: Tag = u64::MAX;
+/// The tag of the receive, and of its cancel.
+const RECV_TAG: Tag = 0;
+/// The tag of a reply.
+const SEND_TAG: Tag = 1;
 
 /// Limits of a [`Udp`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UdpOptions {
-    /// Messages, each receiving or sending at any time: datagrams taken in per turn at
-    /// most, and replies in flight at once.
+    /// Messages: replies in flight at once. (The name is older than the multishot receive,
+    /// when each message received too.)
     pub recvs_max: u32,
     /// The largest datagram handed to the handler, in bytes (each message's buffer): a
-    /// longer one is truncated by the kernel (`MSG_TRUNC`), counted in
-    /// [`UdpStats::truncated`] and dropped, never handed on cut short.
+    /// longer one is counted in [`UdpStats::truncated`] and dropped, never handed on cut
+    /// short. The loop's pool buffers must hold it and the receive's headroom
+    /// ([`UdpOptions::pool_buffer_size`]).
     pub datagram_size_max: u32,
 }
 
@@ -43,10 +55,16 @@ impl UdpOptions {
     }
 
     /// The `Options::ops_max` serving these messages needs (add it to the rest of the
-    /// program's, a TCP [`crate::NetOptions::ops_max`] say): one per message, and the
-    /// socket's close after a stop.
+    /// program's, a TCP [`crate::NetOptions::ops_max`] say): one per message, the receive,
+    /// and the socket's close after a stop.
     pub const fn ops_max(&self) -> u32 {
-        self.recvs_max + 1
+        self.recvs_max + 2
+    }
+
+    /// The smallest `Options::pool.buffer_size` that receives datagrams of
+    /// `datagram_size_max` bytes whole: that plus `dispatch_loop::DATAGRAM_HEADROOM`.
+    pub const fn pool_buffer_size(&self) -> u32 {
+        self.datagram_size_max + DATAGRAM_HEADROOM
     }
 }
 
@@ -67,12 +85,17 @@ pub struct UdpStats {
     /// Replies that failed (`ECONNREFUSED` after an ICMP port unreachable, `EMSGSIZE`,
     /// `ENOBUFS`, ...): dropped.
     pub send_errors: u64,
-    /// Receives that failed; the message receives again, unless the error says the socket
-    /// cannot be read at all (`EBADF`, `ENOTSOCK`, `EINVAL`, `EOPNOTSUPP`).
+    /// Receives that failed, and datagrams from a sender that is not an IP address; the
+    /// receive starts again, unless the error says the socket cannot be read at all
+    /// (`EBADF`, `ENOTSOCK`, `EINVAL`, `EOPNOTSUPP`).
     pub recv_errors: u64,
-    /// Receives the loop had no free slot for (the program used more operations than
-    /// [`UdpOptions::ops_max`] leaves it): that message stops receiving. Logged once.
+    /// Operations the loop had no free slot for (the program used more operations than
+    /// [`UdpOptions::ops_max`] leaves it): a receive that could not start (serving stops
+    /// receiving), or a reply (dropped). Logged once.
     pub slot_shortages: u64,
+    /// Datagrams that waited in their pool buffers for a message to come back (every
+    /// message was out with a reply).
+    pub waited: u64,
 }
 
 /// What the handler does with a datagram.
@@ -93,20 +116,22 @@ pub trait UdpHandler: Sized + 'static {
 
     /// A datagram of `msg.bufs()[0].len()` bytes arrived from `from` (never truncated).
     /// Rewrite the message's buffers in place for a reply (a buffer grown past
-    /// [`UdpOptions::datagram_size_max`] is replaced before the next receive) and say
+    /// [`UdpOptions::datagram_size_max`] is replaced before the next datagram) and say
     /// where it goes.
     fn on_datagram(&mut self, io: &mut Io<Self>, msg: &mut Msg, from: SocketAddr) -> Reply;
 }
 
-/// The UDP server's own state: the socket, its messages, stats.
+/// The UDP server's own state: the socket, its receive, its messages, stats.
 pub struct Udp {
     socket: Option<OwnedFd>,
-    /// Per message: the receive or send it is in.
-    ops: Vec<Option<OpId>>,
-    /// Per message: whether that operation is a receive (a stop cancels those).
-    receiving: Vec<bool>,
-    /// Messages not in flight (before serving, after a stop or a shortage).
+    /// The multishot receive, while it runs.
+    receive: Option<OpId>,
+    /// Messages not in flight: the next datagram's.
     spare: Vec<Msg>,
+    /// Datagrams waiting for a message, oldest first, with their senders: at most one per
+    /// pool buffer, the room reserved at [`serve_udp`].
+    waiting: VecDeque<(PoolBuf, SocketAddr)>,
+    /// The receive (while it runs) and the replies in flight.
     in_flight: u32,
     stopping: bool,
     closed: bool,
@@ -136,9 +161,9 @@ impl Udp {
         assert!(options.datagram_size_max > 0, "a UDP server takes bytes");
         Udp {
             socket: None,
-            ops: Vec::new(),
-            receiving: Vec::new(),
+            receive: None,
             spare: Vec::new(),
+            waiting: VecDeque::new(),
             in_flight: 0,
             stopping: false,
             closed: false,
@@ -180,8 +205,9 @@ impl Udp {
 ///
 /// # Errors
 /// `AlreadyExists` when this `Udp` was served before; `InvalidInput`, naming the option,
-/// when the loop has fewer slots than [`UdpOptions::ops_max`]. No free slot for the
-/// receives is not an error: it is counted in [`UdpStats::slot_shortages`].
+/// when the loop has fewer slots than [`UdpOptions::ops_max`], or no pool, or pool buffers
+/// smaller than [`UdpOptions::pool_buffer_size`]. No free slot for the receive is not an
+/// error: it is counted in [`UdpStats::slot_shortages`].
 pub fn serve_udp<H: UdpHandler>(
     ctx: &mut H,
     io: &mut Io<H>,
@@ -192,148 +218,180 @@ pub fn serve_udp<H: UdpHandler>(
         let message = "serve_udp was called before on this Udp: a Udp serves one socket";
         return Err(io::Error::new(io::ErrorKind::AlreadyExists, message));
     }
-    let needed = udp.options.ops_max();
-    if io.ops_max() < needed {
-        let message = format!(
-            "serving UDP with {} messages needs Options::ops_max of at least {needed} \
-             (UdpOptions::ops_max()), and the loop has {}",
-            udp.options.recvs_max,
-            io.ops_max()
-        );
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
-    }
+    check_loop(&udp.options, io)?;
     udp.socket = Some(socket.into());
     let n = udp.options.recvs_max as usize;
-    udp.ops = vec![None; n];
-    udp.receiving = vec![false; n];
     let size = udp.options.datagram_size_max as usize;
-    for idx in 0..n {
-        let msg = Msg::new(Vec::with_capacity(size));
-        arm_recv(ctx, io, idx, msg);
-    }
+    udp.spare = (0..n).map(|_| Msg::new(Vec::with_capacity(size))).collect();
+    udp.waiting = VecDeque::with_capacity(io.pool_buffers() as usize);
+    arm_receive(ctx, io);
     Ok(())
 }
 
-/// Stops serving: the receives are cancelled, replies in flight finish, then the socket is
-/// closed ([`Udp::is_closed`]). Nothing happens if it was stopped already.
+/// The loop has the slots and the pool serving `options` needs.
+fn check_loop<H>(options: &UdpOptions, io: &Io<H>) -> io::Result<()> {
+    let needed = options.ops_max();
+    let message = if io.ops_max() < needed {
+        format!(
+            "serving UDP with {} messages needs Options::ops_max of at least {needed} \
+             (UdpOptions::ops_max()), and the loop has {}",
+            options.recvs_max,
+            io.ops_max()
+        )
+    } else if io.pool_buffer_size() < options.pool_buffer_size() {
+        format!(
+            "serving UDP datagrams of {} bytes needs a pool (Options::pool) of buffers of at \
+             least {} bytes (UdpOptions::pool_buffer_size()), and the loop has {} buffers of {}",
+            options.datagram_size_max,
+            options.pool_buffer_size(),
+            io.pool_buffers(),
+            io.pool_buffer_size()
+        )
+    } else {
+        return Ok(());
+    };
+    Err(io::Error::new(io::ErrorKind::InvalidInput, message))
+}
+
+/// Stops serving: the receive is cancelled, datagrams waiting for a message are dropped,
+/// replies in flight finish, then the socket is closed ([`Udp::is_closed`]). Nothing
+/// happens if it was stopped already.
 pub fn stop_udp<H: UdpHandler>(ctx: &mut H, io: &mut Io<H>) {
     let udp = ctx.udp();
     if udp.stopping {
         return;
     }
     udp.stopping = true;
-    for idx in 0..udp.ops.len() {
-        if let (Some(op), true) = (udp.ops[idx], udp.receiving[idx]) {
-            // No cancel slot: the receive ends with its datagram, or with the loop.
-            let _ = io.cancel(idx as Tag, op, |_, _, _, _| {});
-        }
+    udp.waiting.clear();
+    if let Some(op) = udp.receive {
+        // No cancel slot: the receive ends with the loop.
+        let _ = io.cancel(RECV_TAG, op, |_, _, _, _| {});
     }
     close_if_done(ctx, io);
 }
 
-/// Readies `msg`'s one buffer for a datagram and receives into it; without a free slot,
-/// counts a shortage and keeps the message aside.
-fn arm_recv<H: UdpHandler>(ctx: &mut H, io: &mut Io<H>, idx: usize, mut msg: Msg) {
+/// Starts the multishot receive; without a free slot, counts a shortage (serving then
+/// receives nothing more).
+fn arm_receive<H: UdpHandler>(ctx: &mut H, io: &mut Io<H>) {
     let udp = ctx.udp();
-    assert!(udp.ops[idx].is_none(), "one operation per message");
-    let size = udp.options.datagram_size_max as usize;
-    let bufs = msg.bufs_mut();
-    bufs.truncate(1);
-    if bufs.is_empty() || bufs[0].capacity() != size {
-        // The handler replaced or grew the buffer: a receive takes `size` bytes, no more.
-        bufs.clear();
-        bufs.push(Vec::with_capacity(size));
-    }
-    bufs[0].clear();
-    match io.recv_from(idx as Tag, udp.fd(), msg, on_recv::<H>) {
+    assert!(udp.receive.is_none(), "one receive at a time");
+    assert!(!udp.stopping, "no receive after a stop");
+    match io.recv_from_multishot(RECV_TAG, udp.fd(), on_receive::<H>) {
         Ok(op) => {
-            udp.ops[idx] = Some(op);
-            udp.receiving[idx] = true;
+            udp.receive = Some(op);
             udp.in_flight += 1;
         }
         Err(error) => {
             udp.stats.slot_shortages += 1;
-            udp.spare.push(error.value);
             let error = io::Error::other(error.kind.to_string());
             udp.log_once(
-                "no free operation slot for a receive; raise Options::ops_max",
+                "no free operation slot for the receive; raise Options::ops_max",
                 &error,
             );
         }
     }
 }
 
-/// One message's operation ended: not in flight any more.
-fn landed(udp: &mut Udp, idx: usize) {
-    assert!(udp.ops[idx].is_some(), "a message's operation ends once");
-    assert!(udp.in_flight > 0);
-    udp.ops[idx] = None;
+/// One operation ended: not in flight any more.
+fn landed(udp: &mut Udp) {
+    assert!(udp.in_flight > 0, "an operation ends once");
     udp.in_flight -= 1;
 }
 
-fn on_recv<H: UdpHandler>(
-    ctx: &mut H,
-    io: &mut Io<H>,
-    tag: Tag,
-    (result, mut msg): (io::Result<usize>, Msg),
-) {
-    let idx = tag as usize;
+fn on_receive<H: UdpHandler>(ctx: &mut H, io: &mut Io<H>, _: Tag, shot: Shot<Datagram>) {
     let udp = ctx.udp();
-    landed(udp, idx);
-    if udp.stopping {
-        udp.spare.push(msg);
-        return close_if_done(ctx, io);
+    if !shot.more {
+        assert!(udp.receive.take().is_some(), "the receive ends once");
+        landed(udp);
     }
-    match result {
-        Ok(_) if msg.truncated() => udp.stats.truncated += 1,
-        Ok(n) => match msg.peer() {
-            Some(from) => {
-                udp.stats.received += 1;
-                udp.stats.bytes_received += n as u64;
-                let reply = ctx.on_datagram(io, &mut msg, from);
-                return after_handler(ctx, io, idx, msg, reply);
-            }
-            // Not an IP sender (a socket of another family): nothing to answer.
-            None => udp.stats.recv_errors += 1,
-        },
+    let mut goes_on = true;
+    match shot.result {
+        Ok(_) if udp.stopping => {}
+        Ok(datagram) => take_datagram(ctx, io, datagram),
+        Err(_) if udp.stopping => {}
         Err(error) => {
             udp.stats.recv_errors += 1;
             udp.log_once("receive", &error);
             let fatal = [libc::EBADF, libc::ENOTSOCK, libc::EINVAL, libc::EOPNOTSUPP];
-            if error
+            // The socket cannot be read: serving stops receiving, rather than spin.
+            goes_on = !error
                 .raw_os_error()
-                .is_some_and(|errno| fatal.contains(&errno))
-            {
-                // The socket cannot be read: this message stops, rather than spin.
-                udp.spare.push(msg);
-                return;
-            }
+                .is_some_and(|errno| fatal.contains(&errno));
         }
     }
-    arm_recv(ctx, io, idx, msg);
+    let udp = ctx.udp();
+    if udp.stopping {
+        return close_if_done(ctx, io);
+    }
+    if !shot.more && goes_on {
+        arm_receive(ctx, io);
+    }
 }
 
-/// Sends the handler's reply, or receives again; a stop from the handler keeps the message.
-fn after_handler<H: UdpHandler>(ctx: &mut H, io: &mut Io<H>, idx: usize, msg: Msg, reply: Reply) {
+/// A datagram arrived: handed on with a spare message, or waiting for one.
+fn take_datagram<H: UdpHandler>(ctx: &mut H, io: &mut Io<H>, datagram: Datagram) {
     let udp = ctx.udp();
+    let too_long = datagram.buf.len() > udp.options.datagram_size_max as usize;
+    let Some(from) = datagram.peer else {
+        // Not an IP sender (a socket of another family): nothing to answer.
+        udp.stats.recv_errors += 1;
+        return;
+    };
+    if datagram.truncated || too_long {
+        udp.stats.truncated += 1;
+        return;
+    }
+    // Datagrams wait only while every message is out (`drain_waiting` keeps it so).
+    debug_assert!(udp.waiting.is_empty() || udp.spare.is_empty());
+    if udp.spare.is_empty() {
+        // Every message is out with a reply: the datagram waits in its buffer, in order.
+        assert!(
+            udp.waiting.len() < udp.waiting.capacity(),
+            "one waiting datagram per pool buffer"
+        );
+        udp.stats.waited += 1;
+        udp.waiting.push_back((datagram.buf, from));
+        return;
+    }
+    handle(ctx, io, &datagram.buf, from);
+}
+
+/// Copies a datagram into a spare message and runs the handler; sends its reply.
+fn handle<H: UdpHandler>(ctx: &mut H, io: &mut Io<H>, bytes: &[u8], from: SocketAddr) {
+    let udp = ctx.udp();
+    let mut msg = udp.spare.pop().expect("a spare message");
+    let size = udp.options.datagram_size_max as usize;
+    let bufs = msg.bufs_mut();
+    bufs.truncate(1);
+    if bufs.is_empty() || bufs[0].capacity() != size {
+        // The handler replaced or grew the buffer: a datagram takes `size` bytes, no more.
+        bufs.clear();
+        bufs.push(Vec::with_capacity(size));
+    }
+    bufs[0].clear();
+    bufs[0].extend_from_slice(bytes);
+    udp.stats.received += 1;
+    udp.stats.bytes_received += bytes.len() as u64;
+    let reply = ctx.on_datagram(io, &mut msg, from);
+    after_handler(ctx, io, msg, reply);
+}
+
+/// Sends the handler's reply, or keeps the message for the next datagram.
+fn after_handler<H: UdpHandler>(ctx: &mut H, io: &mut Io<H>, msg: Msg, reply: Reply) {
+    let udp = ctx.udp();
+    let Reply::SendTo(to) = reply else {
+        return udp.spare.push(msg);
+    };
     if udp.stopping {
         udp.spare.push(msg);
         return close_if_done(ctx, io);
     }
-    let Reply::SendTo(to) = reply else {
-        return arm_recv(ctx, io, idx, msg);
-    };
-    match io.send_to(idx as Tag, udp.fd(), msg, to, on_sent::<H>) {
-        Ok(op) => {
-            udp.ops[idx] = Some(op);
-            udp.receiving[idx] = false;
-            udp.in_flight += 1;
-        }
-        // The receive this message came from freed a slot a moment ago; the handler's
-        // own operations took it: the reply is dropped, and the message receives again.
+    match io.send_to(SEND_TAG, udp.fd(), msg, to, on_sent::<H>) {
+        Ok(_) => udp.in_flight += 1,
+        // The handler's own operations took the slots: the reply is dropped.
         Err(error) => {
             udp.stats.slot_shortages += 1;
-            arm_recv(ctx, io, idx, error.value);
+            udp.spare.push(error.value);
         }
     }
 }
@@ -341,12 +399,11 @@ fn after_handler<H: UdpHandler>(ctx: &mut H, io: &mut Io<H>, idx: usize, msg: Ms
 fn on_sent<H: UdpHandler>(
     ctx: &mut H,
     io: &mut Io<H>,
-    tag: Tag,
+    _: Tag,
     (result, msg): (io::Result<usize>, Msg),
 ) {
-    let idx = tag as usize;
     let udp = ctx.udp();
-    landed(udp, idx);
+    landed(udp);
     match result {
         Ok(n) => {
             udp.stats.sent += 1;
@@ -357,14 +414,29 @@ fn on_sent<H: UdpHandler>(
             udp.log_once("send", &error);
         }
     }
+    udp.spare.push(msg);
     if udp.stopping {
-        udp.spare.push(msg);
         return close_if_done(ctx, io);
     }
-    arm_recv(ctx, io, idx, msg);
+    drain_waiting(ctx, io);
 }
 
-/// After a stop, once every message is back: closes the socket through the loop (so that
+/// A message is back: the datagrams that waited for one go on, oldest first, while
+/// messages last (a handler that answers nothing gives its message straight back).
+fn drain_waiting<H: UdpHandler>(ctx: &mut H, io: &mut Io<H>) {
+    loop {
+        let udp = ctx.udp();
+        if udp.stopping || udp.spare.is_empty() {
+            return;
+        }
+        let Some((buf, from)) = udp.waiting.pop_front() else {
+            return;
+        };
+        handle(ctx, io, &buf, from);
+    }
+}
+
+/// After a stop, once every operation is back: closes the socket through the loop (so that
 /// on the simulator its simulated socket closes too), or at once without a free slot.
 fn close_if_done<H: UdpHandler>(ctx: &mut H, io: &mut Io<H>) {
     let udp = ctx.udp();
@@ -373,7 +445,7 @@ fn close_if_done<H: UdpHandler>(ctx: &mut H, io: &mut Io<H>) {
     }
     let Some(socket) = udp.socket.take() else {
         // Never served, or closed already.
-        udp.closed = udp.ops.is_empty() || udp.closed;
+        udp.closed = udp.spare.is_empty() || udp.closed;
         return;
     };
     let closed = io.close(CLOSE_TAG, socket, |ctx: &mut H, _, _, _| {

@@ -403,6 +403,11 @@ impl<C> Io<C> {
         self.pool.as_ref().map_or(0, |pool| u32::from(pool.count()))
     }
 
+    /// The size of each pool buffer (`Options::pool.buffer_size`; 0 without a pool).
+    pub fn pool_buffer_size(&self) -> u32 {
+        self.pool.as_ref().map_or(0, |pool| pool.buffer_size())
+    }
+
     /// A handle that wakes this loop from any thread; see [`Io::wait_wakeup`].
     pub fn waker(&self) -> Waker {
         self.backend.waker()

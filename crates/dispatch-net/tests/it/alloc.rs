@@ -8,7 +8,7 @@ use std::cell::Cell;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use dispatch_loop::{Io, Msg, Options};
+use dispatch_loop::{Io, Msg, Options, PoolOptions};
 use dispatch_net::{bind_udp, serve_udp, ListenOptions, Reply, Udp, UdpHandler, UdpOptions};
 
 struct Counting;
@@ -82,7 +82,9 @@ fn serving_udp_allocates_nothing_per_datagram() {
     assert_eq!(allocations(), before + 1, "the counting allocator counts");
 
     let options = UdpOptions::new(8, 1500);
-    let mut io = Io::new(&Options::new(options.ops_max())).expect("a backend");
+    let mut loop_options = Options::new(options.ops_max());
+    loop_options.pool = PoolOptions::new(16, options.pool_buffer_size());
+    let mut io = Io::new(&loop_options).expect("a backend");
     let socket = bind_udp("127.0.0.1:0".parse().unwrap(), &ListenOptions::new()).unwrap();
     let addr = socket.local_addr().unwrap();
     let mut echo = Echo {

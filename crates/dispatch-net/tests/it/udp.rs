@@ -8,9 +8,17 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
-use dispatch_loop::{Io, Msg, Options, Tag};
+use dispatch_loop::{Io, Msg, Options, PoolOptions, Tag};
 use dispatch_net::{bind_udp, serve_udp, stop_udp, ListenOptions, Reply, Udp, UdpHandler};
 use dispatch_net::{UdpOptions, UdpStats};
+
+/// A loop's options for serving `udp` with `ops_max` slots: a pool whose buffers hold its
+/// datagrams whole.
+fn pooled(udp: &UdpOptions, ops_max: u32) -> Options {
+    let mut options = Options::new(ops_max);
+    options.pool = PoolOptions::new(16, udp.pool_buffer_size());
+    options
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -65,7 +73,7 @@ fn context(options: &UdpOptions, mode: Mode) -> Server {
 /// A server on 127.0.0.1:0 with 4 messages of 64 bytes, and its address.
 fn server(mode: Mode) -> (Io<Server>, Server, SocketAddr) {
     let options = UdpOptions::new(4, 64);
-    let mut io = Io::new(&Options::new(options.ops_max())).expect("a backend");
+    let mut io = Io::new(&pooled(&options, options.ops_max())).expect("a backend");
     let socket = bind_udp("127.0.0.1:0".parse().unwrap(), &ListenOptions::new()).unwrap();
     let addr = socket.local_addr().unwrap();
     let mut ctx = context(&options, mode);
@@ -198,6 +206,19 @@ fn no_reply_and_a_stop_from_the_handler_and_serve_errors() {
     let error = serve_udp(&mut ctx, &mut small, socket).unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
     assert!(error.to_string().contains("UdpOptions::ops_max"), "{error}");
+
+    // Slots enough, but no pool, then buffers without room for the receive's headroom.
+    for pool in [PoolOptions::new(0, 0), PoolOptions::new(4, 64)] {
+        let mut options = Options::new(UdpOptions::new(8, 64).ops_max());
+        options.pool = pool;
+        let mut io: Io<Server> = Io::new(&options).unwrap();
+        let mut ctx = context(&UdpOptions::new(8, 64), Mode::Upper);
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let error = serve_udp(&mut ctx, &mut io, socket).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        let text = error.to_string();
+        assert!(text.contains("UdpOptions::pool_buffer_size"), "{text}");
+    }
 }
 
 fn on_client_sent(_: &mut Server, _: &mut Io<Server>, _: Tag, (n, _): (io::Result<usize>, Msg)) {
@@ -229,7 +250,7 @@ fn serve_udp_over_the_simulator() {
     use dispatch_loop::sim::{Sim, SimOptions};
     let sim = Sim::new(&SimOptions::new(11)).unwrap();
     let options = UdpOptions::new(4, 64);
-    let mut io = Io::new_sim(&Options::new(options.ops_max() + 12), &sim).unwrap();
+    let mut io = Io::new_sim(&pooled(&options, options.ops_max() + 12), &sim).unwrap();
     let (socket, addr) = sim.udp_bind("10.2.2.2:53".parse().unwrap()).unwrap();
     let mut ctx = context(&options, Mode::Upper);
     serve_udp(&mut ctx, &mut io, socket).unwrap();

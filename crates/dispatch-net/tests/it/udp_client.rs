@@ -6,7 +6,7 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use dispatch_loop::{Io, Msg, Options};
+use dispatch_loop::{Io, Msg, Options, PoolOptions};
 use dispatch_net::{bind_udp, request, serve_udp, ListenOptions, Reply, RequestError};
 use dispatch_net::{RequestOptions, Udp, UdpClient, UdpClientHandler, UdpHandler, UdpOptions};
 
@@ -43,11 +43,19 @@ impl UdpClientHandler for Both {
     }
 }
 
+/// A loop's options for serving `udp` with `ops_max` slots: a pool whose buffers hold its
+/// datagrams whole.
+fn pooled(udp: &UdpOptions, ops_max: u32) -> Options {
+    let mut options = Options::new(ops_max);
+    options.pool = PoolOptions::new(16, udp.pool_buffer_size());
+    options
+}
+
 /// A served UDP server (unless `to` names another address) and a client of it, on one loop.
 fn setup(drop_first: u32, to: Option<SocketAddr>, options: &RequestOptions) -> (Io<Both>, Both) {
     let udp_options = UdpOptions::new(4, 256);
     let ops = udp_options.ops_max() + options.ops_max();
-    let mut io = Io::new(&Options::new(ops)).expect("a backend");
+    let mut io = Io::new(&pooled(&udp_options, ops)).expect("a backend");
     let socket = bind_udp("127.0.0.1:0".parse().unwrap(), &ListenOptions::new()).unwrap();
     let server = to.unwrap_or(socket.local_addr().unwrap());
     let client_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -132,7 +140,7 @@ fn requests_get_through_datagram_loss_on_the_simulator() {
     let udp_options = UdpOptions::new(4, 256);
     let options = RequestOptions::new(5_000_000, 10);
     let ops = udp_options.ops_max() + options.ops_max();
-    let mut io = Io::new_sim(&Options::new(ops), &sim).unwrap();
+    let mut io = Io::new_sim(&pooled(&udp_options, ops), &sim).unwrap();
     let (socket, server) = sim.udp_bind("10.3.3.3:53".parse().unwrap()).unwrap();
     let (client_socket, _) = sim.udp_bind("10.3.3.4:0".parse().unwrap()).unwrap();
     let mut both = Both {
