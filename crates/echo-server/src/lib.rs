@@ -156,7 +156,14 @@ pub fn loop_options(thread: &ThreadOptions, net: &NetOptions) -> Options {
     };
     let mut options = Options::new(net.ops_max() + udp_ops);
     options.backend = thread.backend;
-    options.pool = PoolOptions::new(thread.connections_max.clamp(16, 1024), thread.buffer_size);
+    // With `--udp` the buffers also hold a datagram of `buffer_size` bytes after the header
+    // and sender its receive writes first (`UdpOptions::pool_buffer_size`), so a TCP
+    // receive may then take up to that many more bytes.
+    let buffer_size = match thread.udp {
+        true => udp_options(thread).pool_buffer_size(),
+        false => thread.buffer_size,
+    };
+    options.pool = PoolOptions::new(thread.connections_max.clamp(16, 1024), buffer_size);
     options.uring.pbuf_ring = !thread.mask_pbuf_ring;
     options.uring.multishot = !thread.mask_multishot;
     options.uring.ext_arg = !thread.mask_ext_arg;

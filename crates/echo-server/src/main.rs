@@ -281,6 +281,7 @@ fn print_summary(summaries: &[ThreadSummary], udp: bool) {
         println!("udp datagrams: {}", sum(|s| s.udp.received));
         println!("udp echoed: {}", sum(|s| s.udp.sent));
         println!("udp truncated: {}", sum(|s| s.udp.truncated));
+        println!("udp waited for a message: {}", sum(|s| s.udp.waited));
         let errors = sum(|s| s.udp.send_errors + s.udp.recv_errors + s.udp.slot_shortages);
         println!("udp errors: {errors}");
     }
