@@ -247,13 +247,17 @@ impl<C> Io<C> {
     /// io_uring: `IORING_OP_RECVMSG` with `IORING_RECV_MULTISHOT` on the provided-buffer ring
     /// (6.0; not masked by `UringOptions::multishot` or `pbuf_ring`), one SQE for as many
     /// datagrams as the pool holds; the kernel ends it when the pool runs dry (the loop
-    /// waits for buffers and re-arms it) or after an empty datagram (re-armed). Elsewhere
-    /// the loop re-arms a single-shot receive after each datagram, for the next turn: on
-    /// io_uring a `RECVMSG` (from the ring, its payload then moved behind the header; or,
-    /// without a ring, into a buffer picked at once, polling first when nothing waits), on
-    /// epoll and kqueue a `recvmsg` tried at once and after each readiness (a datagram never
-    /// says the socket is drained), on the simulator its datagram sockets
-    /// ([`crate::sim::Sim::udp_bind`]), with their loss and duplication faults.
+    /// waits for buffers and re-arms it) or after an empty datagram (re-armed). epoll and
+    /// kqueue: `recvmsg` tried at once and after each readiness, taking a burst like the
+    /// kernel's multishot (up to 32 datagrams a try, while buffers last), then parking on
+    /// `EAGAIN` (a datagram never says the socket is drained). Elsewhere the loop re-arms a
+    /// single-shot receive after each datagram, for the next turn: on io_uring without the
+    /// kernel's multishot a `RECVMSG` (from the ring, its payload then moved behind the
+    /// header; or, without a ring, into a buffer picked at once, polling first when nothing
+    /// waits), on the simulator its datagram sockets ([`crate::sim::Sim::udp_bind`]), with
+    /// their loss and duplication faults. An empty datagram taken from the ring without the
+    /// kernel's multishot comes without its sender when no pool buffer is outside the ring
+    /// (the kernel hands back no buffer for 0 bytes).
     ///
     /// # Errors
     /// When every slot is in flight, the loop has no pool (`ScheduleErrorKind::NoPool`), or

@@ -170,6 +170,41 @@ fn datagrams_from_several_senders_arrive_with_their_senders_and_bytes() {
 }
 
 #[test]
+fn datagrams_queued_together_arrive_in_one_burst() {
+    for mut io in loops(16, 128) {
+        let (server, sender) = (udp(), udp());
+        let mut got = Got::default();
+        let id = io
+            .recv_from_multishot(1, server.as_raw_fd(), on_datagram)
+            .unwrap();
+        io.run_for_ns(&mut got, 0).unwrap();
+        for n in 0..8_u8 {
+            sender.send_to(&[n], server.local_addr().unwrap()).unwrap();
+        }
+        // The readiness backends take them in one burst, in one turn (a tick: one turn,
+        // no wait), as io_uring's kernel multishot takes them in one completion batch;
+        // io_uring's single-shot fallbacks take one a turn.
+        let readiness = !check::on_io_uring(&io);
+        let mut turns = 0;
+        while got.datagrams.len() < 8 && turns < 1000 {
+            if readiness {
+                io.tick(&mut got).unwrap();
+            } else {
+                io.run_for_ns(&mut got, 10_000_000).unwrap();
+            }
+            turns += 1;
+        }
+        assert_eq!(got.datagrams.len(), 8);
+        if readiness {
+            assert_eq!(turns, 1, "one turn for 8 datagrams");
+        }
+        let numbers: Vec<u8> = got.datagrams.iter().map(|d| d.0[0]).collect();
+        assert_eq!(numbers, (0..8).collect::<Vec<u8>>(), "in order");
+        cancel_and_finish(&mut io, &mut got, id, 1);
+    }
+}
+
+#[test]
 fn a_datagram_longer_than_its_buffer_is_reported_truncated() {
     // 64-byte buffers: 44 for the header and sender, 20 for the payload.
     for mut io in loops(4, 64) {

@@ -167,6 +167,10 @@ pub(crate) struct Engine<P> {
     timers: TimerHeap,
     /// Results not yet reaped: `(user_data, result, flags)`.
     done: Vec<(u64, i32, u32)>,
+    /// Intermediate results (`F_MORE`) of datagram multishots, which take a burst per try
+    /// (`pooled::recv_datagrams`), not yet reaped: handed over before `done`, so that each
+    /// comes before its operation's final result. Never longer than `pooled::SHOTS_MAX`.
+    shots: Vec<(u64, i32, u32)>,
     ready: Vec<Readiness>,
     /// The file workers, if the loop has any.
     workers: Option<Workers>,
@@ -210,6 +214,7 @@ impl<P: Poller> Engine<P> {
             waited_last: false,
             timers: TimerHeap::new(ops_max),
             done: Vec::with_capacity(slots),
+            shots: Vec::with_capacity(pooled::SHOTS_MAX),
             ready: Vec::with_capacity(events_max),
             workers,
             in_workers: 0,
@@ -308,7 +313,7 @@ impl<P: Poller> Engine<P> {
         // the callbacks have run (their operations start first, often completing at once,
         // and then the wait harvests for them too); every second turn looks, so no
         // descriptor starves while others keep completing without a wait.
-        let skip = !self.done.is_empty() && self.waited_last && !self.poller.has_pending_changes();
+        let skip = self.has_results() && self.waited_last && !self.poller.has_pending_changes();
         self.waited_last = !idle && !skip;
         if self.waited_last {
             self.ready.clear();
@@ -384,7 +389,7 @@ impl<P: Poller> Engine<P> {
 
     /// How long the wait may block.
     fn timeout(&self, wait: Wait) -> Option<Duration> {
-        if !self.done.is_empty() {
+        if self.has_results() {
             return Some(Duration::ZERO);
         }
         let timer = self
@@ -466,11 +471,17 @@ impl<P: Poller> Engine<P> {
                 Ok(None) => Step::Wait(self.poller.wakeup_fd(), Dir::Read),
                 Err(error) => Step::Done(-error.raw_os_error().unwrap_or(libc::EIO)),
             },
-            Args::RecvPooled { fd, datagram, .. } => {
+            Args::RecvPooled {
+                fd,
+                datagram: true,
+                multishot,
+            } => {
                 let pool = pool.expect("a pooled receive has a pool");
-                if *datagram {
-                    return pooled::recv_datagram(*fd, pool, stats);
-                }
+                let burst = multishot.then_some((self.per.user_data[i], &mut self.shots));
+                return pooled::recv_datagrams(*fd, pool, stats, burst);
+            }
+            Args::RecvPooled { fd, .. } => {
+                let pool = pool.expect("a pooled receive has a pool");
                 return pooled::recv(*fd, pool, stats);
             }
             Args::SendPooled { fd, buf } => pooled::send(*fd, buf, stats),
@@ -518,7 +529,15 @@ impl<P: Poller> Engine<P> {
 
     /// Hands up to `max` results to `f`, oldest first, and forgets them; their slots become
     /// idle. The rest wait for the next reap.
-    pub(crate) fn reap(&mut self, max: u32, mut f: impl FnMut(u64, i32, u32)) {
+    pub(crate) fn reap(&mut self, mut max: u32, mut f: impl FnMut(u64, i32, u32)) {
+        if !self.shots.is_empty() {
+            // Intermediate results: their operations go on, in place.
+            let count = self.shots.len().min(max as usize);
+            for (user_data, result, flags) in self.shots.drain(..count) {
+                f(user_data, result, flags);
+            }
+            max -= count as u32;
+        }
         let count = self.done.len().min(max as usize);
         for (user_data, result, flags) in self.done.drain(..count) {
             let idx = OpId::idx_of_user_data(user_data) as usize;
@@ -539,7 +558,7 @@ impl<P: Poller> Engine<P> {
 
     /// Whether results wait to be reaped.
     pub(crate) fn has_results(&self) -> bool {
-        !self.done.is_empty()
+        !self.done.is_empty() || !self.shots.is_empty()
     }
 
     /// Puts pool buffers handed back by dropped handles among the free ones; how many.

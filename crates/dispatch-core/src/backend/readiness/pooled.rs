@@ -13,7 +13,7 @@ use rustix::net::RecvFlags;
 
 use super::ops::{self, retry, Step};
 use super::table::Dir;
-use crate::completion::buffer_flags;
+use crate::completion::{buffer_flags, F_MORE};
 use crate::datagram::{self, Header};
 use crate::pool::{Pool, PoolBuf};
 use crate::stats::Stats;
@@ -111,6 +111,43 @@ pub(crate) fn recv_datagram(fd: RawFd, pool: &mut Pool, stats: &mut Stats) -> (S
                 libc::EAGAIN => (Step::Wait(fd, Dir::Read), 0),
                 errno => (Step::Done(-errno), 0),
             }
+        }
+    }
+}
+
+/// Intermediate results datagram multishots may leave unreaped (the engine's `shots`).
+pub(crate) const SHOTS_MAX: usize = 256;
+/// Datagrams one try of a datagram multishot takes at most.
+const BURST_MAX: u32 = 32;
+
+/// `recv_datagram` for a datagram receive; a multishot's (`burst`: its `user_data` and the
+/// engine's intermediate results) takes a burst, as io_uring's kernel multishot does: each
+/// datagram but the last it takes goes to `shots` as an intermediate result (`F_MORE`),
+/// and it goes on while datagrams come, buffers are free, there is room in `shots` and
+/// the burst is under `BURST_MAX`. The step returned is the last try's: a wait (the
+/// receive parks, as after any `EAGAIN`), an error, or a datagram, after which the loop
+/// re-arms it. One datagram a turn (the loop's re-arm alone) cost epoll a wait for every
+/// other datagram.
+pub(crate) fn recv_datagrams(
+    fd: RawFd,
+    pool: &mut Pool,
+    stats: &mut Stats,
+    mut burst: Option<(u64, &mut Vec<(u64, i32, u32)>)>,
+) -> (Step, u32) {
+    let mut taken = 0;
+    loop {
+        let (step, flags) = recv_datagram(fd, pool, stats);
+        let Some((user_data, shots)) = burst.as_mut() else {
+            return (step, flags);
+        };
+        let goes_on = taken + 1 < BURST_MAX && pool.has_free() && shots.len() < SHOTS_MAX;
+        match step {
+            Step::Done(result) if result >= 0 && goes_on => {
+                assert!(shots.len() < shots.capacity(), "the shots list never grows");
+                shots.push((*user_data, result, flags | F_MORE));
+                taken += 1;
+            }
+            step => return (step, flags),
         }
     }
 }
