@@ -170,7 +170,7 @@ pub(crate) struct Engine<P> {
     /// Intermediate results (`F_MORE`) of datagram multishots, which take a burst per try
     /// (`pooled::recv_datagrams`), not yet reaped: handed over before `done`, so that each
     /// comes before its operation's final result. Never longer than `pooled::SHOTS_MAX`.
-    shots: Vec<(u64, i32, u32)>,
+    shots: Vec<pooled::Shot>,
     ready: Vec<Readiness>,
     /// The file workers, if the loop has any.
     workers: Option<Workers>,

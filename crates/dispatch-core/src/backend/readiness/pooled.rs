@@ -117,6 +117,8 @@ pub(crate) fn recv_datagram(fd: RawFd, pool: &mut Pool, stats: &mut Stats) -> (S
 
 /// Intermediate results datagram multishots may leave unreaped (the engine's `shots`).
 pub(crate) const SHOTS_MAX: usize = 256;
+/// An intermediate result as the engine keeps it: `(user_data, result, flags)`.
+pub(crate) type Shot = (u64, i32, u32);
 /// Datagrams one try of a datagram multishot takes at most.
 const BURST_MAX: u32 = 32;
 
@@ -132,7 +134,7 @@ pub(crate) fn recv_datagrams(
     fd: RawFd,
     pool: &mut Pool,
     stats: &mut Stats,
-    mut burst: Option<(u64, &mut Vec<(u64, i32, u32)>)>,
+    mut burst: Option<(u64, &mut Vec<Shot>)>,
 ) -> (Step, u32) {
     let mut taken = 0;
     loop {
