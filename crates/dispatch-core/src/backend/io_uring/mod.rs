@@ -425,7 +425,7 @@ impl IoUringBackend {
             }
             Args::Send { fd, buf } => send_entry(*fd, buf),
             Args::SendVectored { fd, bufs } => self.vectored_entry(idx, *fd, bufs),
-            Args::SendMsg { .. } | Args::RecvMsg { .. } => msg::entry(args),
+            Args::SendMsg { .. } | Args::RecvMsg { .. } => msg::entry(args, self.multishot),
             Args::Shutdown { fd, how } => opcode::Shutdown::new(Fd(*fd), *how).build(),
             Args::Close { fd } => opcode::Close::new(Fd(fd.as_raw_fd())).build(),
             Args::Read { .. }

@@ -7,16 +7,31 @@ use sys_uring::opcode;
 use sys_uring::squeue::Entry;
 use sys_uring::types::Fd;
 
+use super::sqe::clamp_len;
 use crate::operation::Args;
 
 /// The SQE of a `sendmsg` or `recvmsg`. The header is prepared here, at push: the pointers
 /// it holds (buffers, address, control storage) are the message's own and do not move while
 /// the arguments stay in the table (`push`'s contract).
-pub(super) fn entry(args: &mut Args) -> Entry {
+///
+/// `send_addr`: the kernel's `SEND` takes a destination address (6.0: the loop asks the
+/// 6.0 probe of multishot receive, `UringOptions::multishot`, as polls do for theirs), so a
+/// message of one buffer to an address with no descriptors goes as a `SEND` with it, which
+/// the kernel prepares for less than a `SENDMSG` (no header and iovec to copy in: a UDP
+/// echo's every reply).
+pub(super) fn entry(args: &mut Args, send_addr: bool) -> Entry {
     match args {
         Args::SendMsg { fd, msg } => {
+            let hdr = msg.prepare_send();
             // MSG_NOSIGNAL: a closed peer is EPIPE, never a SIGPIPE.
-            opcode::SendMsg::new(Fd(*fd), msg.prepare_send())
+            if let Some((buf, len, name, name_len)) = msg.plain_send().filter(|_| send_addr) {
+                return opcode::Send::new(Fd(*fd), buf, clamp_len(len))
+                    .dest_addr(name)
+                    .dest_addr_len(name_len)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build();
+            }
+            opcode::SendMsg::new(Fd(*fd), hdr)
                 .flags(libc::MSG_NOSIGNAL as u32)
                 .build()
         }

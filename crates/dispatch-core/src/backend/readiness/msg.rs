@@ -37,9 +37,19 @@ pub(super) fn perform(args: &mut Args, stats: &mut Stats) -> Step {
         let result = match args {
             Args::SendMsg { msg, .. } => {
                 let hdr = msg.prepare_send();
-                // SAFETY: `hdr` points into the message's heap block and its buffers, all
-                // alive and unmoved for this call; the kernel only reads through it.
-                unsafe { libc::sendmsg(fd, hdr, SEND_FLAGS) }
+                match msg.plain_send() {
+                    // One buffer to an address: `sendto`, which the kernel prepares for
+                    // less (no header and iovec to copy in).
+                    // SAFETY: the buffer and the address are the message's, alive and
+                    // unmoved for this call, `len` and `name_len` bytes long; the kernel
+                    // only reads them.
+                    Some((buf, len, name, name_len)) => unsafe {
+                        libc::sendto(fd, buf.cast(), len, SEND_FLAGS, name, name_len)
+                    },
+                    // SAFETY: `hdr` points into the message's heap block and its buffers,
+                    // all alive and unmoved for this call; the kernel only reads through it.
+                    None => unsafe { libc::sendmsg(fd, hdr, SEND_FLAGS) },
+                }
             }
             Args::RecvMsg { msg, .. } => {
                 let hdr = msg.prepare_recv();

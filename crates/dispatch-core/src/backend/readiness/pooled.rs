@@ -59,7 +59,7 @@ pub(crate) fn recv(fd: RawFd, pool: &mut Pool, stats: &mut Stats) -> (Step, u32)
     }
 }
 
-/// `recv` for a datagram (`Io::recv_from_multishot`): one `recvmsg(MSG_DONTWAIT)` into a
+/// `recv` for a datagram (`Io::recv_from_multishot`): one receive (`MSG_DONTWAIT`) into a
 /// free pool buffer in `datagram.rs`'s layout (the header written after it, the sender and
 /// payload by the kernel where the layout wants them). An empty datagram is a datagram.
 pub(crate) fn recv_datagram(fd: RawFd, pool: &mut Pool, stats: &mut Stats) -> (Step, u32) {
@@ -71,36 +71,22 @@ pub(crate) fn recv_datagram(fd: RawFd, pool: &mut Pool, stats: &mut Stats) -> (S
     };
     let size = pool.buffer_size() as usize;
     let base = pool.buffer_ptr(bid);
-    let mut hdr = datagram::zeroed_msghdr();
-    let mut iov = libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    };
-    datagram::point(&mut hdr, &mut iov, base, size);
     let received = loop {
         stats.syscalls += 1;
         // SAFETY: buffer `bid` was free: nobody else reads or writes it until it is lent out
-        // with this completion or put back below; `hdr` points into it (name and payload
-        // areas, within its `size` bytes) and at `iov`, both alive for this call.
-        let n = unsafe { libc::recvmsg(fd, &mut hdr, DATAGRAM_FLAGS) };
-        if n >= 0 {
-            break Ok(n.unsigned_abs());
-        }
-        match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::EINTR) => continue,
-            errno => break Err(errno.unwrap_or(libc::EIO)),
+        // with this completion or put back below; the receive writes only into it, within
+        // its `size` bytes (`datagram::point`'s areas).
+        match unsafe { receive(fd, base, size) } {
+            Ok(received) => break Ok(received),
+            Err(libc::EINTR) => continue,
+            Err(errno) => break Err(errno),
         }
     };
     match received {
-        Ok(len) => {
-            let kept = len.min(size - datagram::PAYLOAD_AT);
+        Ok(header) => {
+            let kept = (header.payloadlen as usize).min(size - datagram::PAYLOAD_AT);
             // SAFETY: as above; the syscall is over, so this is the only reference.
             let buf = unsafe { std::slice::from_raw_parts_mut(base, size) };
-            let header = Header {
-                namelen: hdr.msg_namelen,
-                payloadlen: u32::try_from(len).unwrap_or(u32::MAX),
-                flags: hdr.msg_flags as u32,
-            };
             header.write(buf);
             let result = datagram::buffer_result(kept, size);
             (Step::Done(result), buffer_flags(bid))
@@ -113,6 +99,80 @@ pub(crate) fn recv_datagram(fd: RawFd, pool: &mut Pool, stats: &mut Stats) -> (S
             }
         }
     }
+}
+
+/// `recvfrom(MSG_DONTWAIT | MSG_TRUNC)` into the layout's sender and payload areas of the
+/// `size`-byte buffer at `base`: Linux then returns a cut datagram's true length, which
+/// says it was cut, so no `msghdr` is needed (the kernel copies none in: less work than a
+/// `recvmsg`). The header to write, or the errno.
+///
+/// # Safety
+/// `base` points at `size` bytes (more than `datagram::PAYLOAD_AT`) that nothing else
+/// reads or writes during the call.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+unsafe fn receive(fd: RawFd, base: *mut u8, size: usize) -> Result<Header, i32> {
+    let room = size - datagram::PAYLOAD_AT;
+    let mut namelen = datagram::NAME_LEN as libc::socklen_t;
+    let flags = libc::MSG_DONTWAIT | libc::MSG_TRUNC;
+    // SAFETY: the caller's contract: the payload area (`room` bytes at `PAYLOAD_AT`) and the
+    // name area (`NAME_LEN` bytes at `HEADER_LEN`) lie within the buffer; `namelen` lives
+    // for the call.
+    let n = unsafe {
+        let name = base.add(datagram::HEADER_LEN).cast::<libc::sockaddr>();
+        libc::recvfrom(
+            fd,
+            base.add(datagram::PAYLOAD_AT).cast(),
+            room,
+            flags,
+            name,
+            &mut namelen,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
+    }
+    let len = n.unsigned_abs();
+    Ok(Header {
+        namelen,
+        payloadlen: u32::try_from(len).unwrap_or(u32::MAX),
+        flags: if len > room {
+            libc::MSG_TRUNC as u32
+        } else {
+            0
+        },
+    })
+}
+
+/// `recvmsg(MSG_DONTWAIT)` into the layout's sender and payload areas of the `size`-byte
+/// buffer at `base`: FreeBSD and macOS take no `MSG_TRUNC` on input, so a cut datagram is
+/// known by `msg_flags` only (and its true length is not reported). The header to write,
+/// or the errno.
+///
+/// # Safety
+/// As the Linux `receive`.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+unsafe fn receive(fd: RawFd, base: *mut u8, size: usize) -> Result<Header, i32> {
+    let mut hdr = datagram::zeroed_msghdr();
+    let mut iov = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    datagram::point(&mut hdr, &mut iov, base, size);
+    // SAFETY: `hdr` points into the buffer (the caller's contract) and at `iov`, both alive
+    // for the call.
+    let n = unsafe { libc::recvmsg(fd, &mut hdr, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
+    }
+    Ok(Header {
+        namelen: hdr.msg_namelen,
+        payloadlen: u32::try_from(n.unsigned_abs()).unwrap_or(u32::MAX),
+        flags: hdr.msg_flags as u32,
+    })
 }
 
 /// Intermediate results datagram multishots may leave unreaped (the engine's `shots`).
@@ -153,13 +213,6 @@ pub(crate) fn recv_datagrams(
         }
     }
 }
-
-/// `MSG_TRUNC` asks Linux for a cut datagram's true length; FreeBSD and macOS do not take
-/// it on input (the flag is still set on output there).
-#[cfg(any(target_os = "linux", target_os = "android"))]
-const DATAGRAM_FLAGS: i32 = libc::MSG_DONTWAIT | libc::MSG_TRUNC;
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-const DATAGRAM_FLAGS: i32 = libc::MSG_DONTWAIT;
 
 /// With the pool empty: `ENOBUFS` (wait for a buffer) if the socket has bytes or the end of
 /// stream to read, a wait for readability if it has nothing; one `recv(MSG_PEEK)` of a byte
