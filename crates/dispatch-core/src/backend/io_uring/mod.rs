@@ -81,6 +81,9 @@ const MARK_LENT: u8 = 4;
 const MARK_INLINE: u8 = 8;
 /// A single-shot datagram step (`dgram.rs`) whose result the reap puts into the layout.
 const MARK_DGRAM: u8 = 16;
+/// The kernel's multishot receive (plain or datagram) is in the kernel: counted in
+/// `multishots` until its final completion, so that the batch wait expects a burst.
+const MARK_MULTI: u8 = 32;
 
 /// The io_uring backend's state beside the ring: per-slot timespecs (timeouts) and socket
 /// addresses (connect) in the kernel's layout, the timespec of the wait timeout used on
@@ -167,6 +170,9 @@ pub(crate) struct IoUringBackend {
     ring_target: u32,
     /// The kernel has multishot receive and accept, and they are not masked.
     multishot: bool,
+    /// The kernel's multishot receives in flight (`MARK_MULTI`): each may complete many
+    /// times, so the batch wait counts on a burst while one is in.
+    multishots: u32,
     /// `UringOptions::batch_events`.
     batch_events: u32,
     /// `UringOptions::batch_wait_us` where the kernel has `IORING_FEAT_MIN_TIMEOUT`, `ext_arg`
@@ -228,6 +234,7 @@ impl IoUringBackend {
             poll_next: vec![0; slots_max as usize].into_boxed_slice(),
             readable: vec![0; slots_max as usize].into_boxed_slice(),
             multishot,
+            multishots: 0,
             ring,
             pool_memory,
             // These three are filled when an operation first needs its slot's entry
@@ -383,10 +390,17 @@ impl IoUringBackend {
                 // A receive is on its way: what the poll said is used up.
                 self.readable[i] = !NO_POLL;
                 let lent = if self.lent[i] == 0 { 0 } else { MARK_LENT };
+                let kernel_multishot = self.pbuf_ring && self.multishot && args.is_multishot();
                 // A datagram the kernel's multishot does not receive: the reap fixes it up.
-                let fix_up = matches!(args, Args::RecvPooled { datagram: true, .. })
-                    && !(self.pbuf_ring && self.multishot && args.is_multishot());
-                lent | if fix_up { MARK_DGRAM } else { 0 }
+                let datagram = matches!(args, Args::RecvPooled { datagram: true, .. });
+                if kernel_multishot {
+                    self.multishots += 1;
+                    MARK_MULTI
+                } else if datagram {
+                    lent | MARK_DGRAM
+                } else {
+                    lent
+                }
             }
         };
         self.marks[i] = mark;
@@ -495,6 +509,7 @@ impl IoUringBackend {
             readable: &mut self.readable,
         };
         let ring_free = &mut self.ring_free;
+        let multishots = &mut self.multishots;
         self.ring.reap_max(max, |cqe| {
             if matches!(
                 cqe.user_data,
@@ -515,6 +530,16 @@ impl IoUringBackend {
             }
             let (result, flags) = match mark {
                 0 => (result, flags),
+                MARK_MULTI if flags & crate::completion::F_MORE != 0 => {
+                    // The kernel's multishot goes on: so does its mark.
+                    marks[idx] = MARK_MULTI;
+                    (result, flags)
+                }
+                MARK_MULTI => {
+                    assert!(*multishots > 0, "a multishot ends once");
+                    *multishots -= 1;
+                    (result, flags)
+                }
                 _ => marked.result(idx, mark, cqe, result, flags, pool.as_deref_mut()),
             };
             f(cqe.user_data, result, flags);

@@ -53,7 +53,14 @@ impl IoUringBackend {
         if min_wait_us == 0 {
             return self.enter(wait_nr, timeout_ns, 0, stats);
         }
-        let wait_nr = self.batch_events.min(in_kernel).max(1);
+        // As many completions as operations in the kernel, at most `batch_events`; a
+        // multishot receive in the kernel may bring them all (a UDP server's one receive).
+        let expected = if self.multishots > 0 {
+            self.batch_events
+        } else {
+            in_kernel
+        };
+        let wait_nr = self.batch_events.min(expected).max(1);
         // Submitted operations that finish at once (a send, mostly) post their completions
         // during the enter: only what came in beyond those is what the wait gathered.
         let submitted = self.ring.sq_len();
