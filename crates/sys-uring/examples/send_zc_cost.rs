@@ -1,0 +1,210 @@
+//! What `IORING_OP_SEND_ZC` (Linux 6.0) saves against `IORING_OP_SEND` on a TCP stream, for
+//! issue 21's "large sends without copies": each round streams `MIB` MiB over one loopback
+//! connection in sends of 16, 64 and 256 KiB, once with plain sends and once zero-copy, the
+//! two interleaved, while a reader thread drains the other end with blocking reads. A plain
+//! send's buffer is free again at its completion; a zero-copy one's only at its notification
+//! (`IORING_CQE_F_NOTIF`, after a result flagged `IORING_CQE_F_MORE`). `DEPTH` buffers per
+//! size keep that many sends in flight. The figures are the process's CPU time (getrusage
+//! `RUSAGE_SELF`: the sender, the reader and any io_uring worker) per MiB, and throughput; the
+//! summary is the median of the per-round ratios zc/plain with min and max. On loopback the
+//! kernel copies a zero-copy send's pages anyway when it delivers them to the local socket
+//! (`skb_orphan_frags_rx`), so what this measures there is the price of pinning and
+//! notifying. A benchmark, not a test: it judges nothing.
+//!
+//! ```text
+//! cargo run --release -p sys-uring --example send_zc_cost -- [MIB=256] [ROUNDS=8] [DEPTH=4]
+//! ```
+// The pushes: every buffer a send names stays alive, untouched, until its last CQE.
+#![allow(unsafe_code)]
+
+#[cfg(target_os = "linux")]
+fn main() -> std::process::ExitCode {
+    let mut args = std::env::args().skip(1);
+    let mib: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(256);
+    let rounds: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(8);
+    let depth: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(4);
+    for size in [16 << 10, 64 << 10, 256 << 10] {
+        let mut cpu_ratios = Vec::new();
+        let mut rate_ratios = Vec::new();
+        for round in 0..rounds {
+            let total = mib << 20;
+            // Alternate which goes first, so that neither always runs on a warmer machine.
+            let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+            let mut results = [Run::default(); 2];
+            for zc in order {
+                match stream(total, size, depth, zc) {
+                    Ok(run) => results[usize::from(zc)] = run,
+                    Err(error) => {
+                        eprintln!("send_zc_cost: {error}");
+                        return std::process::ExitCode::FAILURE;
+                    }
+                }
+            }
+            let [plain, zc] = results;
+            println!(
+                "{} KiB round {round}: plain {:.1} µs CPU/MiB {:.0} MiB/s, \
+                 zc {:.1} µs CPU/MiB {:.0} MiB/s, cpu ratio {:.3}",
+                size >> 10,
+                plain.cpu_us_per_mib(),
+                plain.mib_per_s(),
+                zc.cpu_us_per_mib(),
+                zc.mib_per_s(),
+                zc.cpu_us_per_mib() / plain.cpu_us_per_mib()
+            );
+            cpu_ratios.push(zc.cpu_us_per_mib() / plain.cpu_us_per_mib());
+            rate_ratios.push(zc.mib_per_s() / plain.mib_per_s());
+        }
+        println!(
+            "{} KiB: zc/plain CPU per MiB {}; throughput {}",
+            size >> 10,
+            summary(&mut cpu_ratios),
+            summary(&mut rate_ratios)
+        );
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("send_zc_cost: io_uring only (Linux)");
+}
+
+/// "median M (min A, max B) over N rounds".
+#[cfg(target_os = "linux")]
+fn summary(ratios: &mut [f64]) -> String {
+    ratios.sort_by(f64::total_cmp);
+    match (ratios.first(), ratios.last()) {
+        (Some(first), Some(last)) => format!(
+            "median {:.3} (min {first:.3}, max {last:.3}) over {} rounds",
+            ratios[ratios.len() / 2],
+            ratios.len()
+        ),
+        _ => "no rounds".to_owned(),
+    }
+}
+
+/// One stream's bytes, CPU and wall time.
+#[cfg(target_os = "linux")]
+#[derive(Clone, Copy, Default)]
+struct Run {
+    bytes: u64,
+    cpu_ns: u64,
+    wall_ns: u64,
+}
+
+#[cfg(target_os = "linux")]
+impl Run {
+    fn cpu_us_per_mib(&self) -> f64 {
+        self.cpu_ns as f64 / 1e3 / (self.bytes as f64 / f64::from(1 << 20))
+    }
+
+    fn mib_per_s(&self) -> f64 {
+        self.bytes as f64 / f64::from(1 << 20) / (self.wall_ns as f64 / 1e9)
+    }
+}
+
+/// The process's user plus system CPU time in nanoseconds.
+#[cfg(target_os = "linux")]
+fn cpu_ns() -> u64 {
+    // SAFETY: `getrusage` writes one `rusage` into the zeroed value it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1_000;
+    ns(usage.ru_utime) + ns(usage.ru_stime)
+}
+
+/// One buffer's sends in flight: bytes still to send and notifications still to come.
+#[cfg(target_os = "linux")]
+#[derive(Clone, Copy, Default)]
+struct InFlight {
+    offset: usize,
+    remaining: usize,
+    notifs: u32,
+}
+
+/// Streams `total` bytes in sends of `size` over a fresh loopback connection.
+#[cfg(target_os = "linux")]
+fn stream(total: u64, size: usize, depth: usize, zc: bool) -> Result<Run, String> {
+    use io_uring::{cqueue, opcode, types, IoUring};
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let client = std::net::TcpStream::connect(listener.local_addr().map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    // Without it a zero-copy send shorter than the loopback MSS (64 KiB) waits for the ACK
+    // of the previous one (Nagle) and delayed ACKs hold it for up to 40 ms: a plain send's
+    // bytes join the previous segment, a zero-copy send's pages cannot.
+    client.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (mut server, _) = listener.accept().map_err(|e| e.to_string())?;
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 256 << 10];
+        let mut bytes = 0u64;
+        while let Ok(n @ 1..) = server.read(&mut buf) {
+            bytes += n as u64;
+        }
+        bytes
+    });
+    let mut buffers: Vec<Vec<u8>> = (0..depth).map(|i| vec![i as u8 + 1; size]).collect();
+    let mut flight = vec![InFlight::default(); depth];
+    let mut ring = IoUring::new(64).map_err(|e| e.to_string())?;
+    let fd = types::Fd(client.as_raw_fd());
+    let (cpu_start, wall_start) = (cpu_ns(), std::time::Instant::now());
+    let (mut queued, mut busy) = (0u64, 0usize);
+    let mut push = |ring: &mut IoUring, idx: usize, f: &InFlight| -> Result<(), String> {
+        let ptr = buffers[idx][f.offset..].as_mut_ptr();
+        let len = u32::try_from(f.remaining).map_err(|e| e.to_string())?;
+        let entry = if zc {
+            opcode::SendZc::new(fd, ptr, len).build()
+        } else {
+            opcode::Send::new(fd, ptr, len).build()
+        };
+        // SAFETY: buffer `idx` lives in `buffers` until the function returns, which happens
+        // only after every send has posted its last CQE (`busy` is zero), and nothing writes
+        // it while its send is in flight (`flight[idx]` says so).
+        unsafe { ring.submission().push(&entry.user_data(idx as u64)) }
+            .map_err(|_| "SQ full".to_owned())
+    };
+    while queued < total || busy > 0 {
+        for (idx, f) in flight.iter_mut().enumerate() {
+            if f.remaining == 0 && f.notifs == 0 && queued < total {
+                let len = (total - queued).min(size as u64) as usize;
+                *f = InFlight { offset: 0, remaining: len, notifs: 0 };
+                queued += len as u64;
+                busy += 1;
+                push(&mut ring, idx, f)?;
+            }
+        }
+        ring.submit_and_wait(1).map_err(|e| e.to_string())?;
+        let cqes: Vec<cqueue::Entry> = ring.completion().collect();
+        for cqe in cqes {
+            let idx = cqe.user_data() as usize;
+            let f = &mut flight[idx];
+            if cqueue::notif(cqe.flags()) {
+                f.notifs -= 1;
+            } else {
+                let sent = usize::try_from(cqe.result())
+                    .map_err(|_| format!("send: errno {}", -cqe.result()))?;
+                f.notifs += u32::from(cqueue::more(cqe.flags()));
+                f.offset += sent;
+                f.remaining -= sent;
+                if f.remaining > 0 {
+                    let resend = *f;
+                    push(&mut ring, idx, &resend)?;
+                }
+            }
+            if f.remaining == 0 && f.notifs == 0 {
+                busy -= 1;
+            }
+        }
+    }
+    drop(client);
+    let bytes = reader.join().map_err(|_| "the reader panicked")?;
+    let wall_ns = wall_start.elapsed().as_nanos() as u64;
+    let cpu_ns = cpu_ns() - cpu_start;
+    assert_eq!(bytes, total, "the reader got every byte");
+    Ok(Run { bytes, cpu_ns, wall_ns })
+}
