@@ -62,11 +62,14 @@ fn main() -> std::process::ExitCode {
         let [off, on] = results;
         let ratio = on.cpu_ns_per_msg() / off.cpu_ns_per_msg();
         println!(
-            "pair {pair}: A {:.0} ns/msg {:.0} msg/s, B {:.0} ns/msg {:.0} msg/s, B/A {ratio:.3}",
+            "pair {pair}: A {:.0} ns/msg {:.0} msg/s {:.2} bufs/recv, \
+             B {:.0} ns/msg {:.0} msg/s {:.2} bufs/recv, B/A {ratio:.3}",
             off.cpu_ns_per_msg(),
             off.msgs_per_s(),
+            off.bufs_per_recv(),
             on.cpu_ns_per_msg(),
-            on.msgs_per_s()
+            on.msgs_per_s(),
+            on.bufs_per_recv()
         );
         ratios.push(ratio);
     }

@@ -30,6 +30,9 @@ pub struct Run {
     msgs: u64,
     cpu_ns: u64,
     wall_ns: u64,
+    /// Receive completions and the buffers they carried, over the whole run.
+    recv_cqes: u64,
+    recv_bufs: u64,
 }
 
 impl Run {
@@ -39,6 +42,10 @@ impl Run {
 
     pub fn msgs_per_s(&self) -> f64 {
         self.msgs as f64 / (self.wall_ns as f64 / 1e9)
+    }
+
+    pub fn bufs_per_recv(&self) -> f64 {
+        self.recv_bufs as f64 / self.recv_cqes as f64
     }
 }
 
@@ -218,6 +225,8 @@ struct Server {
     closed: usize,
     conns_max: usize,
     received: u64,
+    recv_cqes: u64,
+    recv_bufs: u64,
 }
 
 impl Server {
@@ -261,6 +270,8 @@ impl Server {
             closed: 0,
             conns_max: conns as usize,
             received: 0,
+            recv_cqes: 0,
+            recv_bufs: 0,
         })
     }
 
@@ -344,6 +355,8 @@ impl Server {
             }
             self.buffers.publish();
         }
+        run.recv_cqes = self.recv_cqes;
+        run.recv_bufs = self.recv_bufs;
         Ok(run)
     }
 
@@ -386,6 +399,8 @@ impl Server {
                     self.send(conn, self.buffers.nth(first, n), len)?;
                     (left, n) = (left - len, n + 1);
                 }
+                self.recv_cqes += 1;
+                self.recv_bufs += u64::from(n);
                 if !cqueue::more(flags) {
                     self.recv(conn)?;
                 }
