@@ -1,12 +1,14 @@
 //! What `IORING_OP_SEND_ZC` (Linux 6.0) saves against `IORING_OP_SEND` on a TCP stream, for
 //! issue 21's "large sends without copies": each round streams `MIB` MiB over one loopback
-//! connection in sends of 16, 64 and 256 KiB, once with plain sends and once zero-copy, the
-//! two interleaved, while a reader thread drains the other end with blocking reads. A plain
+//! connection in sends of 16, 64 and 256 KiB, with plain sends and zero-copy ones,
+//! interleaved, while a reader thread drains the other end with blocking reads. A plain
 //! send's buffer is free again at its completion; a zero-copy one's only at its notification
 //! (`IORING_CQE_F_NOTIF`, after a result flagged `IORING_CQE_F_MORE`). `DEPTH` buffers per
 //! size keep that many sends in flight. The figures are the process's CPU time (getrusage
 //! `RUSAGE_SELF`: the sender, the reader and any io_uring worker) per MiB, and throughput; the
-//! summary is the median of the per-round ratios zc/plain with min and max. On loopback the
+//! summary is the median of the per-round ratios zc/plain with min and max. Zero-copy runs
+//! twice: of plain memory (the kernel pins the pages on every send) and of registered buffers
+//! (`IORING_RECVSEND_FIXED_BUF`: pinned once, at registration), the three rotated. On loopback the
 //! kernel copies a zero-copy send's pages anyway when it delivers them to the local socket
 //! (`skb_orphan_frags_rx`), so what this measures there is the price of pinning and
 //! notifying. A benchmark, not a test: it judges nothing.
@@ -17,48 +19,69 @@
 // The pushes: every buffer a send names stays alive, untouched, until its last CQE.
 #![allow(unsafe_code)]
 
+/// How a run sends.
+#[cfg(target_os = "linux")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `IORING_OP_SEND`.
+    Plain,
+    /// `IORING_OP_SEND_ZC` of plain memory: the kernel pins its pages per send.
+    Zc,
+    /// `IORING_OP_SEND_ZC` of registered buffers (`IORING_RECVSEND_FIXED_BUF`), pinned once.
+    ZcFixed,
+}
+
 #[cfg(target_os = "linux")]
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1);
     let mib: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(256);
     let rounds: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(8);
     let depth: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(4);
+    let modes = [Mode::Plain, Mode::Zc, Mode::ZcFixed];
     for size in [16 << 10, 64 << 10, 256 << 10] {
-        let mut cpu_ratios = Vec::new();
-        let mut rate_ratios = Vec::new();
+        let mut ratios: [Vec<f64>; 4] = Default::default();
         for round in 0..rounds {
-            let total = mib << 20;
-            // Alternate which goes first, so that neither always runs on a warmer machine.
-            let order = if round % 2 == 0 { [false, true] } else { [true, false] };
-            let mut results = [Run::default(); 2];
-            for zc in order {
-                match stream(total, size, depth, zc) {
-                    Ok(run) => results[usize::from(zc)] = run,
+            // Rotate which goes first, so that none always runs on a warmer machine.
+            let mut results = [Run::default(); 3];
+            for i in 0..modes.len() {
+                let idx = (i + round as usize) % modes.len();
+                match stream(mib << 20, size, depth, modes[idx]) {
+                    Ok(run) => results[idx] = run,
                     Err(error) => {
                         eprintln!("send_zc_cost: {error}");
                         return std::process::ExitCode::FAILURE;
                     }
                 }
             }
-            let [plain, zc] = results;
+            let [plain, zc, fixed] = results;
             println!(
-                "{} KiB round {round}: plain {:.1} µs CPU/MiB {:.0} MiB/s, \
-                 zc {:.1} µs CPU/MiB {:.0} MiB/s, cpu ratio {:.3}",
+                "{} KiB round {round}: µs CPU/MiB and MiB/s: plain {:.1} {:.0}, zc {:.1} {:.0}, \
+                 zc fixed {:.1} {:.0}",
                 size >> 10,
                 plain.cpu_us_per_mib(),
                 plain.mib_per_s(),
                 zc.cpu_us_per_mib(),
                 zc.mib_per_s(),
-                zc.cpu_us_per_mib() / plain.cpu_us_per_mib()
+                fixed.cpu_us_per_mib(),
+                fixed.mib_per_s(),
             );
-            cpu_ratios.push(zc.cpu_us_per_mib() / plain.cpu_us_per_mib());
-            rate_ratios.push(zc.mib_per_s() / plain.mib_per_s());
+            ratios[0].push(zc.cpu_us_per_mib() / plain.cpu_us_per_mib());
+            ratios[1].push(zc.mib_per_s() / plain.mib_per_s());
+            ratios[2].push(fixed.cpu_us_per_mib() / plain.cpu_us_per_mib());
+            ratios[3].push(fixed.mib_per_s() / plain.mib_per_s());
         }
+        let [cpu, rate, fixed_cpu, fixed_rate] = &mut ratios;
         println!(
-            "{} KiB: zc/plain CPU per MiB {}; throughput {}",
+            "{} KiB: zc/plain CPU per MiB {}, throughput {}",
             size >> 10,
-            summary(&mut cpu_ratios),
-            summary(&mut rate_ratios)
+            summary(cpu),
+            summary(rate)
+        );
+        println!(
+            "{} KiB: zc fixed/plain CPU per MiB {}, throughput {}",
+            size >> 10,
+            summary(fixed_cpu),
+            summary(fixed_rate)
         );
     }
     std::process::ExitCode::SUCCESS
@@ -127,7 +150,7 @@ struct InFlight {
 
 /// Streams `total` bytes in sends of `size` over a fresh loopback connection.
 #[cfg(target_os = "linux")]
-fn stream(total: u64, size: usize, depth: usize, zc: bool) -> Result<Run, String> {
+fn stream(total: u64, size: usize, depth: usize, mode: Mode) -> Result<Run, String> {
     use io_uring::{cqueue, opcode, types, IoUring};
     use std::io::Read;
     use std::os::fd::AsRawFd;
@@ -151,16 +174,25 @@ fn stream(total: u64, size: usize, depth: usize, zc: bool) -> Result<Run, String
     let mut buffers: Vec<Vec<u8>> = (0..depth).map(|i| vec![i as u8 + 1; size]).collect();
     let mut flight = vec![InFlight::default(); depth];
     let mut ring = IoUring::new(64).map_err(|e| e.to_string())?;
+    if mode == Mode::ZcFixed {
+        let iovecs: Vec<libc::iovec> = buffers
+            .iter_mut()
+            .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
+            .collect();
+        // SAFETY: `buffers` is declared before `ring`, so it is dropped after it: the
+        // registered memory outlives the registration.
+        unsafe { ring.submitter().register_buffers(&iovecs) }.map_err(|e| e.to_string())?;
+    }
     let fd = types::Fd(client.as_raw_fd());
     let (cpu_start, wall_start) = (cpu_ns(), std::time::Instant::now());
     let (mut queued, mut busy) = (0u64, 0usize);
     let mut push = |ring: &mut IoUring, idx: usize, f: &InFlight| -> Result<(), String> {
         let ptr = buffers[idx][f.offset..].as_mut_ptr();
         let len = u32::try_from(f.remaining).map_err(|e| e.to_string())?;
-        let entry = if zc {
-            opcode::SendZc::new(fd, ptr, len).build()
-        } else {
-            opcode::Send::new(fd, ptr, len).build()
+        let entry = match mode {
+            Mode::Plain => opcode::Send::new(fd, ptr, len).build(),
+            Mode::Zc => opcode::SendZc::new(fd, ptr, len).build(),
+            Mode::ZcFixed => opcode::SendZc::new(fd, ptr, len).buf_index(Some(idx as u16)).build(),
         };
         // SAFETY: buffer `idx` lives in `buffers` until the function returns, which happens
         // only after every send has posted its last CQE (`busy` is zero), and nothing writes
