@@ -4,13 +4,15 @@
 //! interleaved, while a reader thread drains the other end with blocking reads. A plain
 //! send's buffer is free again at its completion; a zero-copy one's only at its notification
 //! (`IORING_CQE_F_NOTIF`, after a result flagged `IORING_CQE_F_MORE`). `DEPTH` buffers per
-//! size keep that many sends in flight. The figures are the process's CPU time (getrusage
-//! `RUSAGE_SELF`: the sender, the reader and any io_uring worker) per MiB, and throughput; the
-//! summary is the median of the per-round ratios zc/plain with min and max. Zero-copy runs
-//! twice: of plain memory (the kernel pins the pages on every send) and of registered buffers
-//! (`IORING_RECVSEND_FIXED_BUF`: pinned once, at registration), the three rotated. On loopback the
-//! kernel copies a zero-copy send's pages anyway when it delivers them to the local socket
-//! (`skb_orphan_frags_rx`), so what this measures there is the price of pinning and
+//! size keep that many sends in flight; the sender runs on CPU 0, the reader on CPU 1.
+//! Zero-copy runs twice: of plain memory (the kernel pins the pages on every send) and of
+//! registered buffers (`IORING_RECVSEND_FIXED_BUF`: pinned once, at registration); the three
+//! modes are rotated. The figures are the process's CPU time (getrusage `RUSAGE_SELF`: the
+//! sender, the reader and any io_uring worker) per MiB, and throughput; the summary is the
+//! median of the per-round ratios to the plain send, with min and max. On loopback the
+//! kernel copies a zero-copy send's pages anyway, later, when it delivers them to the local
+//! socket (the kernel's `Documentation/networking/msg_zerocopy.rst`, "Loopback": a "deferred
+//! copy"), so what this measures there is that copy moved plus the price of pinning and
 //! notifying. A benchmark, not a test: it judges nothing.
 //!
 //! ```text
@@ -139,6 +141,20 @@ fn cpu_ns() -> u64 {
     ns(usage.ru_utime) + ns(usage.ru_stime)
 }
 
+/// Pins the calling thread to `cpu` where the machine has it (the sender to 0, the reader
+/// to 1): left to the scheduler, the two sometimes share a core and sometimes not, and the
+/// figures of one mode split in two clusters.
+#[cfg(target_os = "linux")]
+fn pin(cpu: usize) {
+    // SAFETY: `set` is a zeroed `cpu_set_t` that `CPU_SET` writes within and
+    // `sched_setaffinity` reads; failure (a CPU the machine lacks) leaves the thread as is.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 /// One buffer's sends in flight: bytes still to send and notifications still to come.
 #[cfg(target_os = "linux")]
 #[derive(Clone, Copy, Default)]
@@ -151,7 +167,6 @@ struct InFlight {
 /// Streams `total` bytes in sends of `size` over a fresh loopback connection.
 #[cfg(target_os = "linux")]
 fn stream(total: u64, size: usize, depth: usize, mode: Mode) -> Result<Run, String> {
-    use io_uring::{cqueue, opcode, types, IoUring};
     use std::io::Read;
     use std::os::fd::AsRawFd;
 
@@ -163,7 +178,9 @@ fn stream(total: u64, size: usize, depth: usize, mode: Mode) -> Result<Run, Stri
     // bytes join the previous segment, a zero-copy send's pages cannot.
     client.set_nodelay(true).map_err(|e| e.to_string())?;
     let (mut server, _) = listener.accept().map_err(|e| e.to_string())?;
+    pin(0);
     let reader = std::thread::spawn(move || {
+        pin(1);
         let mut buf = vec![0u8; 256 << 10];
         let mut bytes = 0u64;
         while let Ok(n @ 1..) = server.read(&mut buf) {
@@ -171,72 +188,129 @@ fn stream(total: u64, size: usize, depth: usize, mode: Mode) -> Result<Run, Stri
         }
         bytes
     });
-    let mut buffers: Vec<Vec<u8>> = (0..depth).map(|i| vec![i as u8 + 1; size]).collect();
-    let mut flight = vec![InFlight::default(); depth];
-    let mut ring = IoUring::new(64).map_err(|e| e.to_string())?;
-    if mode == Mode::ZcFixed {
-        let iovecs: Vec<libc::iovec> = buffers
-            .iter_mut()
-            .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
-            .collect();
-        // SAFETY: `buffers` is declared before `ring`, so it is dropped after it: the
-        // registered memory outlives the registration.
-        unsafe { ring.submitter().register_buffers(&iovecs) }.map_err(|e| e.to_string())?;
-    }
-    let fd = types::Fd(client.as_raw_fd());
+    let mut sender = Sender::new(client.as_raw_fd(), size, depth, mode)?;
     let (cpu_start, wall_start) = (cpu_ns(), std::time::Instant::now());
-    let (mut queued, mut busy) = (0u64, 0usize);
-    let mut push = |ring: &mut IoUring, idx: usize, f: &InFlight| -> Result<(), String> {
-        let ptr = buffers[idx][f.offset..].as_mut_ptr();
-        let len = u32::try_from(f.remaining).map_err(|e| e.to_string())?;
-        let entry = match mode {
-            Mode::Plain => opcode::Send::new(fd, ptr, len).build(),
-            Mode::Zc => opcode::SendZc::new(fd, ptr, len).build(),
-            Mode::ZcFixed => opcode::SendZc::new(fd, ptr, len).buf_index(Some(idx as u16)).build(),
-        };
-        // SAFETY: buffer `idx` lives in `buffers` until the function returns, which happens
-        // only after every send has posted its last CQE (`busy` is zero), and nothing writes
-        // it while its send is in flight (`flight[idx]` says so).
-        unsafe { ring.submission().push(&entry.user_data(idx as u64)) }
-            .map_err(|_| "SQ full".to_owned())
-    };
-    while queued < total || busy > 0 {
-        for (idx, f) in flight.iter_mut().enumerate() {
-            if f.remaining == 0 && f.notifs == 0 && queued < total {
-                let len = (total - queued).min(size as u64) as usize;
-                *f = InFlight { offset: 0, remaining: len, notifs: 0 };
-                queued += len as u64;
-                busy += 1;
-                push(&mut ring, idx, f)?;
-            }
-        }
-        ring.submit_and_wait(1).map_err(|e| e.to_string())?;
-        let cqes: Vec<cqueue::Entry> = ring.completion().collect();
-        for cqe in cqes {
-            let idx = cqe.user_data() as usize;
-            let f = &mut flight[idx];
-            if cqueue::notif(cqe.flags()) {
-                f.notifs -= 1;
-            } else {
-                let sent = usize::try_from(cqe.result())
-                    .map_err(|_| format!("send: errno {}", -cqe.result()))?;
-                f.notifs += u32::from(cqueue::more(cqe.flags()));
-                f.offset += sent;
-                f.remaining -= sent;
-                if f.remaining > 0 {
-                    let resend = *f;
-                    push(&mut ring, idx, &resend)?;
-                }
-            }
-            if f.remaining == 0 && f.notifs == 0 {
-                busy -= 1;
-            }
-        }
+    if let Err(error) = sender.send_all(total) {
+        // Sends may still be in flight: their buffers must never be freed.
+        std::mem::forget(sender);
+        return Err(error);
     }
     drop(client);
     let bytes = reader.join().map_err(|_| "the reader panicked")?;
     let wall_ns = wall_start.elapsed().as_nanos() as u64;
     let cpu_ns = cpu_ns() - cpu_start;
     assert_eq!(bytes, total, "the reader got every byte");
-    Ok(Run { bytes, cpu_ns, wall_ns })
+    Ok(Run {
+        bytes,
+        cpu_ns,
+        wall_ns,
+    })
+}
+
+/// The sending side: a ring and `depth` buffers. `ring` is declared first, so it is dropped
+/// before the buffers it was given.
+#[cfg(target_os = "linux")]
+struct Sender {
+    ring: io_uring::IoUring,
+    buffers: Vec<Vec<u8>>,
+    flight: Vec<InFlight>,
+    fd: io_uring::types::Fd,
+    size: usize,
+    mode: Mode,
+}
+
+#[cfg(target_os = "linux")]
+impl Sender {
+    fn new(fd: i32, size: usize, depth: usize, mode: Mode) -> Result<Sender, String> {
+        let ring = io_uring::IoUring::new(64).map_err(|e| e.to_string())?;
+        let mut buffers: Vec<Vec<u8>> = (0..depth).map(|i| vec![i as u8 + 1; size]).collect();
+        if mode == Mode::ZcFixed {
+            let iovecs: Vec<libc::iovec> = buffers
+                .iter_mut()
+                .map(|b| libc::iovec {
+                    iov_base: b.as_mut_ptr().cast(),
+                    iov_len: b.len(),
+                })
+                .collect();
+            // SAFETY: the buffers move into the `Sender` with the ring and are dropped after
+            // it (field order): the registered memory outlives the registration.
+            unsafe { ring.submitter().register_buffers(&iovecs) }.map_err(|e| e.to_string())?;
+        }
+        let flight = vec![InFlight::default(); depth];
+        let fd = io_uring::types::Fd(fd);
+        Ok(Sender {
+            ring,
+            buffers,
+            flight,
+            fd,
+            size,
+            mode,
+        })
+    }
+
+    /// Sends what `flight[idx]` has left of buffer `idx`.
+    fn push(&mut self, idx: usize) -> Result<(), String> {
+        use io_uring::opcode;
+        let (f, fd) = (self.flight[idx], self.fd);
+        let ptr = self.buffers[idx][f.offset..].as_mut_ptr();
+        let len = u32::try_from(f.remaining).map_err(|e| e.to_string())?;
+        let entry = match self.mode {
+            Mode::Plain => opcode::Send::new(fd, ptr, len).build(),
+            Mode::Zc => opcode::SendZc::new(fd, ptr, len).build(),
+            Mode::ZcFixed => opcode::SendZc::new(fd, ptr, len)
+                .buf_index(Some(idx as u16))
+                .build(),
+        };
+        // SAFETY: buffer `idx` is neither written nor freed until its last CQE: `flight[idx]`
+        // keeps it busy until then, and a `Sender` whose sends may be in flight is leaked.
+        unsafe { self.ring.submission().push(&entry.user_data(idx as u64)) }
+            .map_err(|_| "SQ full".to_owned())
+    }
+
+    /// Sends `total` bytes, keeping every buffer busy, until each has posted its last CQE.
+    fn send_all(&mut self, total: u64) -> Result<(), String> {
+        use io_uring::cqueue;
+        let (mut queued, mut busy) = (0u64, 0usize);
+        let mut cqes = Vec::with_capacity(64);
+        while queued < total || busy > 0 {
+            for idx in 0..self.flight.len() {
+                let f = &mut self.flight[idx];
+                if f.remaining == 0 && f.notifs == 0 && queued < total {
+                    let len = (total - queued).min(self.size as u64) as usize;
+                    *f = InFlight {
+                        offset: 0,
+                        remaining: len,
+                        notifs: 0,
+                    };
+                    (queued, busy) = (queued + len as u64, busy + 1);
+                    self.push(idx)?;
+                }
+            }
+            self.ring.submit_and_wait(1).map_err(|e| e.to_string())?;
+            cqes.clear();
+            cqes.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            for &(data, result, flags) in &cqes {
+                let idx = data as usize;
+                let f = &mut self.flight[idx];
+                if cqueue::notif(flags) {
+                    f.notifs -= 1;
+                } else {
+                    let sent =
+                        usize::try_from(result).map_err(|_| format!("send: errno {}", -result))?;
+                    f.notifs += u32::from(cqueue::more(flags));
+                    (f.offset, f.remaining) = (f.offset + sent, f.remaining - sent);
+                    if f.remaining > 0 {
+                        self.push(idx)?;
+                    }
+                }
+                let f = self.flight[idx];
+                busy -= usize::from(f.remaining == 0 && f.notifs == 0);
+            }
+        }
+        Ok(())
+    }
 }

@@ -20,8 +20,6 @@
 //! cargo run --release -p sys-uring --example lever_cost -- direct|bundle|skip \
 //!     [CONNS=100] [ROUNDS=2000] [PAIRS=8] [SIZE=64] [BUF=1024]
 //! ```
-// The pushes and the buffer ring: every buffer and the ring memory outlive the io_uring.
-#![allow(unsafe_code)]
 
 #[cfg(target_os = "linux")]
 mod server;
@@ -48,7 +46,11 @@ fn main() -> std::process::ExitCode {
     let pairs = arg(3, 8);
     let mut ratios = Vec::new();
     for pair in 0..pairs {
-        let order = if pair % 2 == 0 { [None, Some(lever)] } else { [Some(lever), None] };
+        let order = if pair % 2 == 0 {
+            [None, Some(lever)]
+        } else {
+            [Some(lever), None]
+        };
         let mut results = [server::Run::default(); 2];
         for on in order {
             match server::echo(&setup, on) {

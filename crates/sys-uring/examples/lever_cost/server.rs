@@ -1,5 +1,7 @@
 //! `lever_cost`'s echo: the server thread and its ring, the provided-buffer ring it receives
 //! into, and the client that drives it. One function, [`echo`], runs one side of a pair.
+// The pushes and the buffer ring: every buffer and the ring memory outlive the io_uring.
+#![allow(unsafe_code)]
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -99,10 +101,15 @@ pub fn echo(setup: &Setup, lever: Option<Lever>) -> Result<Run, String> {
         let end = u64::from(conns) * u64::from(size) * (1 + u64::from(rounds));
         let mut server = Server::new(&listener, lever, conns, buf_size)?;
         let run = server.run(u64::from(conns) * u64::from(size), end)?;
-        Ok::<_, String>(Run { msgs: u64::from(conns) * u64::from(rounds), ..run })
+        Ok::<_, String>(Run {
+            msgs: u64::from(conns) * u64::from(rounds),
+            ..run
+        })
     });
     let client = client(addr, setup);
-    let run = server.join().map_err(|_| "the server panicked".to_owned())??;
+    let run = server
+        .join()
+        .map_err(|_| "the server panicked".to_owned())??;
     client?;
     Ok(run)
 }
@@ -170,7 +177,9 @@ impl Buffers {
     }
 
     fn addr(&self, bid: u16) -> *mut u8 {
-        self.memory[usize::from(bid) * self.buf_size as usize..].as_ptr().cast_mut()
+        self.memory[usize::from(bid) * self.buf_size as usize..]
+            .as_ptr()
+            .cast_mut()
     }
 
     /// Lends buffer `bid` back to the kernel (seen after `publish`).
@@ -251,7 +260,9 @@ impl Server {
             return Err("no IORING_FEAT_CQE_SKIP (5.17)".to_owned());
         }
         if lever == Some(Lever::Direct) {
-            ring.submitter().register_files_sparse(conns + 16).map_err(err)?;
+            ring.submitter()
+                .register_files_sparse(conns + 16)
+                .map_err(err)?;
         }
         let entries = (2 * conns).next_power_of_two().clamp(256, 32768) as u16;
         let buffers = Buffers::new(entries, buf_size);
@@ -340,7 +351,11 @@ impl Server {
         while self.closed < self.conns_max {
             self.ring.submit_and_wait(1).map_err(err)?;
             cqes.clear();
-            cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+            cqes.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
             for &(data, result, flags) in &cqes {
                 let before = self.received;
                 self.complete(data, result, flags)?;
@@ -365,7 +380,10 @@ impl Server {
         match kind {
             ACCEPT => {
                 if result >= 0 {
-                    self.conns.push(Conn { fd: result as u32, sent: Vec::new() });
+                    self.conns.push(Conn {
+                        fd: result as u32,
+                        sent: Vec::new(),
+                    });
                     self.recv(self.conns.len() - 1)?;
                 }
                 if !cqueue::more(flags) {
