@@ -7,10 +7,11 @@
 //! (`SINGLE_ISSUER`, `DEFER_TASKRUN`), a multishot accept, a multishot receive per connection
 //! on a provided-buffer ring and a send of each received buffer straight back; a client
 //! thread with `CONNS` blocking loopback connections that writes one `SIZE`-byte message on
-//! each, then reads each reply, `ROUNDS` times after one warm-up round. The figure is the
-//! server thread's CPU time (`getrusage(RUSAGE_THREAD)`, user plus system) per message over
-//! the measured rounds, and the summary the median of the per-round ratios B/A with min and
-//! max. A benchmark, not a test: it judges nothing.
+//! each, then reads each reply, `ROUNDS` times after one warm-up round (the server thread
+//! pinned to CPU 0, the client to CPU 1). The figure is the server thread's CPU time
+//! (`getrusage(RUSAGE_THREAD)`, user plus system) per message over the measured rounds, and
+//! the summary the median of the per-round ratios B/A with min and max; each line also says
+//! how many buffers a receive completion carried. A benchmark, not a test: it judges nothing.
 //!
 //! With `skip`, a successful send posts nothing, so its buffer goes back to the ring when
 //! the connection's next message arrives: the client sends it only after the whole reply

@@ -77,6 +77,18 @@ fn thread_cpu_ns() -> u64 {
     ns(usage.ru_utime) + ns(usage.ru_stime)
 }
 
+/// Pins the calling thread to `cpu` where the machine has it (the server to 0, the client
+/// to 1), so that every run places them alike.
+fn pin(cpu: usize) {
+    // SAFETY: `set` is a zeroed `cpu_set_t` that `CPU_SET` writes within and
+    // `sched_setaffinity` reads; failure (a CPU the machine lacks) leaves the thread as is.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 /// Runs one echo: a server thread with `lever` (or none), this thread the client.
 pub fn echo(setup: &Setup, lever: Option<Lever>) -> Result<Run, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(err)?;
@@ -97,7 +109,9 @@ pub fn echo(setup: &Setup, lever: Option<Lever>) -> Result<Run, String> {
     }
     let (conns, rounds, size) = (setup.conns, setup.rounds, setup.size);
     let buf_size = setup.buf_size;
+    pin(1);
     let server = std::thread::spawn(move || {
+        pin(0);
         let end = u64::from(conns) * u64::from(size) * (1 + u64::from(rounds));
         let mut server = Server::new(&listener, lever, conns, buf_size)?;
         let run = server.run(u64::from(conns) * u64::from(size), end)?;
