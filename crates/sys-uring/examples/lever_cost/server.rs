@@ -114,7 +114,15 @@ pub fn echo(setup: &Setup, lever: Option<Lever>) -> Result<Run, String> {
         pin(0);
         let end = u64::from(conns) * u64::from(size) * (1 + u64::from(rounds));
         let mut server = Server::new(&listener, lever, conns, buf_size)?;
-        let run = server.run(u64::from(conns) * u64::from(size), end)?;
+        let run = match server.run(u64::from(conns) * u64::from(size), end) {
+            Ok(run) => run,
+            Err(error) => {
+                // Receives and sends may still be in flight: their buffers must never be
+                // freed, and closing the ring does not wait for them.
+                std::mem::forget(server);
+                return Err(error);
+            }
+        };
         Ok::<_, String>(Run {
             msgs: u64::from(conns) * u64::from(rounds),
             ..run
@@ -226,8 +234,10 @@ impl Buffers {
 
 impl Drop for Buffers {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout; the io_uring that read it was dropped
-        // first (`Server`'s fields drop in order: `ring` before `buffers`).
+        // SAFETY: allocated in `new` with this layout. A `Server` is dropped only after a run
+        // that ended with every connection closed, so no operation that could take a buffer
+        // or read the ring is left (the multishot accept takes none); after a failed run it
+        // is leaked. `Server`'s fields drop in order, `ring` before `buffers`.
         unsafe { std::alloc::dealloc(self.ring.cast(), self.layout) }
     }
 }
@@ -280,7 +290,8 @@ impl Server {
         }
         let entries = (2 * conns).next_power_of_two().clamp(256, 32768) as u16;
         let buffers = Buffers::new(entries, buf_size);
-        // SAFETY: the ring memory lives in `buffers`, dropped after `ring` (field order).
+        // SAFETY: the ring memory lives in `buffers`, dropped after `ring` (field order) and
+        // only once no operation can read it (see `Buffers`'s `Drop`).
         unsafe {
             ring.submitter()
                 .register_buf_ring_with_flags(buffers.ring as u64, entries, BGID, 0)
@@ -305,7 +316,7 @@ impl Server {
             // SAFETY: receives name the registered buffer ring; a send names a buffer that
             // stays out of the ring until its completion (or, with `Skip`, until the
             // connection's next message proves it over); every buffer lives in `buffers`,
-            // which outlives the ring.
+            // freed only when no operation is left, or never (see `Buffers`'s `Drop`).
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
                 return Ok(());
             }
