@@ -28,6 +28,7 @@ mod review;
 mod sim;
 mod sim_disk;
 mod sim_model;
+mod sim_unix;
 mod timeout;
 mod vectored;
 mod wakeup;

@@ -31,6 +31,7 @@ pub(crate) enum Fault {
     LostCancel,
     DatagramLoss,
     DatagramDuplicate,
+    DatagramReorder,
 }
 
 /// What a simulated descriptor names.
@@ -242,6 +243,7 @@ impl World {
             Fault::LostCancel => &mut counts.lost_cancel,
             Fault::DatagramLoss => &mut counts.datagram_loss,
             Fault::DatagramDuplicate => &mut counts.datagram_duplicate,
+            Fault::DatagramReorder => &mut counts.datagram_reorder,
         };
         *count += 1;
         let now_ns = self.now_ns();
