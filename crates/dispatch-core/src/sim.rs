@@ -156,4 +156,6 @@
 //! disk (reads, writes, fsyncs), and writes torn by a crash. `ENOSPC` is not drawn: it
 //! comes from the disk's capacity. Every fault drawn is in the trace.
 
-pub use crate::backend::sim::{FaultCounts, Faults, Peer, Sim, SimListener, SimOptions, SimStats};
+pub use crate::backend::sim::{
+    FaultCounts, Faults, Peer, Sim, SimListener, SimOptions, SimStats, UnixKind,
+};

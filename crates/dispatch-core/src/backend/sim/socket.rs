@@ -75,7 +75,9 @@ pub(super) fn bad(world: &World, fd: RawFd) -> i32 {
         Some(Obj::Dead) => -libc::EIO,
         Some(Obj::Unbound(_)) => -libc::ENOTCONN,
         Some(Obj::File(_)) => -libc::ENOTSOCK,
-        Some(Obj::Stream(_) | Obj::Listener(_) | Obj::Datagram(_)) => -libc::EINVAL,
+        Some(Obj::Stream(_) | Obj::Listener(_) | Obj::Datagram(_) | Obj::UnixDgram(_)) => {
+            -libc::EINVAL
+        }
     }
 }
 
