@@ -27,6 +27,7 @@ mod readiness;
 mod review;
 mod sim;
 mod sim_disk;
+mod sim_fds;
 mod sim_model;
 mod sim_unix;
 mod timeout;
