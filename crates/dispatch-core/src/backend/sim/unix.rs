@@ -455,7 +455,7 @@ impl Sim {
     /// .unwrap();
     /// let mut got = None;
     /// io.run_until_idle(&mut got).unwrap();
-    /// let mut msg = got.unwrap();
+    /// let mut msg = got.take().unwrap();
     /// assert!(!msg.control_truncated());
     /// let received: OwnedFd = msg.fds_mut().pop().unwrap();
     /// // The received descriptor names the same simulated socket: a send on it arrives.
