@@ -19,6 +19,7 @@
 //!   retries), the run ends within a virtual hour, and nothing panics;
 //! - at the end, after `stop_udp` and the clients' sockets closed through the loop: no slot
 //!   in flight, no pool buffer lent, no simulated descriptor open.
+//!
 //! A failing seed is printed with the command that replays it (`cargo xtask fuzz --fuzzer
 //! udp --seed N`), the trace hash of every seed too; one seed always gives one hash.
 //!

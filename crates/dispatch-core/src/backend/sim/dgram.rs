@@ -1,7 +1,8 @@
 //! Message operations on the simulated world: `sendmsg` and `recvmsg` on its datagram
 //! sockets (`udp.rs`: each message one datagram, to and from an address) and on its stream
-//! sockets (the buffers gathered and scattered as a vectored send or receive would). No
-//! descriptor passing: a message with descriptors is `EOPNOTSUPP`; a stream message with a
+//! sockets (the buffers gathered and scattered as a vectored send or receive would). Unix
+//! pairs are `unix.rs`'s, which passes descriptors; here a message with descriptors is
+//! `EOPNOTSUPP`; a stream message with a
 //! peer address is `EISCONN` (as on a connected TCP socket), a datagram one without
 //! `EDESTADDRREQ` (the simulator's datagram sockets are never connected).
 

@@ -176,8 +176,9 @@ impl Sim {
     /// A datagram socket bound to `addr` (port 0: a free port is chosen), and its address:
     /// [`crate::Io::send_to`], [`crate::Io::recv_from`], [`crate::Io::sendmsg`] and
     /// [`crate::Io::recvmsg`] work on it as on a UDP socket (no `connect`, no descriptor
-    /// passing). Each datagram has its own latency, so they arrive out of order;
-    /// [`crate::sim::Faults`]`::datagram_loss` and `datagram_duplicate` lose or repeat some.
+    /// passing). Each datagram has its own latency, never arriving before one sent earlier to
+    /// the same socket; [`crate::sim::Faults`]`::datagram_loss`, `datagram_duplicate` and
+    /// `datagram_reorder` lose, repeat or hold back some.
     ///
     /// # Errors
     /// `EADDRINUSE` if `addr` is bound; `EMFILE` past `SimOptions::descriptors_max`.
