@@ -364,3 +364,67 @@ fn passing_is_deterministic_per_seed() {
     assert_eq!(run(9), run(9));
     assert_ne!(run(9), run(10));
 }
+
+/// A Unix datagram pair's polls and backpressure: readable with a message due, writable
+/// while the receiver has room; a send to a full receiver waits until it reads.
+#[test]
+fn a_unix_datagram_pair_polls_and_pushes_back() {
+    fn on_poll(log: &mut Log, io: &mut Io<Log>, tag: Tag, events: io::Result<PollEvents>) {
+        let bits = events.map(|e| usize::from(e.is_readable()) | usize::from(e.is_writable()) << 1);
+        on_unit(log, io, tag, Ok(()));
+        log.take(tag);
+        log.push(
+            tag,
+            bits.map_err(|e| e.raw_os_error().expect("an OS error")),
+        );
+    }
+    let poll = |io: &mut Io<Log>, log: &mut Log, fd: &OwnedFd| {
+        let both = PollEvents::READABLE | PollEvents::WRITABLE;
+        let op = io.poll(8, fd.as_raw_fd(), both, on_poll).unwrap();
+        io.set_deadline(op, 1_000_000).unwrap();
+        io.run_until_idle(log).unwrap();
+        log.take(8).result
+    };
+    let mut options = SimOptions::new(6);
+    options.socket_buffer_bytes = 8;
+    let sim = Sim::new(&options).unwrap();
+    let mut io: Io<Log> = Io::new_sim(&Options::new(16), &sim).unwrap();
+    let mut log = Log::default();
+    let (a, b) = sim.unix_pair(UnixKind::Datagram).unwrap();
+    assert_eq!(
+        poll(&mut io, &mut log, &b),
+        Ok(2),
+        "writable, nothing to read"
+    );
+    let sent = send(
+        &mut io,
+        &mut log,
+        a.as_raw_fd(),
+        Msg::new(b"12345678".to_vec()),
+    );
+    assert_eq!(sent, Ok(8));
+    assert_eq!(poll(&mut io, &mut log, &b), Ok(3), "a message due");
+    let full = poll(&mut io, &mut log, &a);
+    assert_eq!(
+        full,
+        Err(libc::ETIMEDOUT),
+        "the receiver is full: a poll waits"
+    );
+    // A send to the full receiver waits until it reads.
+    let msg = Msg::new(b"9".to_vec());
+    io.sendmsg(1, a.as_raw_fd(), msg, on_msg).unwrap();
+    io.run_for_ns(&mut log, 10_000_000).unwrap();
+    assert!(!log.has(1), "the send waits for room");
+    let got = recv(&mut io, &mut log, b.as_raw_fd(), 16, 0);
+    assert_eq!(got.msg.unwrap().bufs()[0], b"12345678");
+    io.run_until_idle(&mut log).unwrap();
+    assert_eq!(log.take(1).result, Ok(1), "room made, the send goes");
+    let msg = Msg::new(vec![0; 9]);
+    assert_eq!(
+        send(&mut io, &mut log, a.as_raw_fd(), msg),
+        Err(libc::EMSGSIZE)
+    );
+    close(&mut io, &mut log, a);
+    close(&mut io, &mut log, b);
+    assert_eq!(sim.open_descriptors(), 0);
+}
