@@ -105,9 +105,10 @@
 //!   never fires: there is no network), a [`UnixKind::Datagram`] pair keeps each message
 //!   whole and in order (never lost, repeated or reordered; the world's latency, and a
 //!   send waits while the receiver holds `SimOptions::socket_buffer_bytes`), through
-//!   [`Io::sendmsg`](crate::Io::sendmsg) and [`Io::recvmsg`](crate::Io::recvmsg) only (a
-//!   plain `recv` or `send` on it is `EINVAL`). Errors are Linux's: a stream whose peer
-//!   closed ends (`ECONNRESET` first if it closed with bytes unread) and sends fail with
+//!   [`Io::sendmsg`](crate::Io::sendmsg) and [`Io::recvmsg`](crate::Io::recvmsg), or plain
+//!   `recv`, `send` and `send_vectored`, one message each (a plain receive keeps what fits
+//!   its buffer; pooled and multishot receives on it are `EINVAL`). Errors are Linux's: a
+//!   stream whose peer closed ends (`ECONNRESET` first if it closed with bytes unread) and sends fail with
 //!   `EPIPE`; a datagram socket whose peer closed refuses one send (`ECONNREFUSED`), then
 //!   `ENOTCONN`, and its receives wait; an IP address in a send is `EISCONN` on a stream
 //!   and `EINVAL` on a datagram socket; a path (`Msg::set_peer_path`) is `ENOENT`, as the

@@ -428,3 +428,31 @@ fn a_unix_datagram_pair_polls_and_pushes_back() {
     close(&mut io, &mut log, b);
     assert_eq!(sim.open_descriptors(), 0);
 }
+
+/// Plain receives and sends on a Unix datagram pair, as on a connected datagram socket: one
+/// message each, a receive keeping what fits and closing the descriptors that came.
+#[test]
+fn plain_receives_and_sends_on_a_unix_datagram_pair() {
+    check_closed(UnixKind::Datagram, |_, io, log, a, b| {
+        io.recv(2, b.as_raw_fd(), Vec::with_capacity(1), on_buf)
+            .unwrap();
+        io.run_until_idle(log).unwrap();
+        assert_eq!(log.take(2).buf, b"x", "the rest of the message is lost");
+        io.send(3, a.as_raw_fd(), b"one".to_vec(), on_buf).unwrap();
+        let parts = vec![b"tw".to_vec().into(), b"o".to_vec().into()];
+        io.send_vectored(4, a.as_raw_fd(), parts, |log, io, tag, (n, _)| {
+            on_unit(log, io, tag, n.map(|n| assert_eq!(n, 3)));
+        })
+        .unwrap();
+        settle(io, log);
+        for (tag, want) in [(5, &b"one"[..]), (6, b"two")] {
+            io.recv(tag, b.as_raw_fd(), Vec::with_capacity(8), on_buf)
+                .unwrap();
+            io.run_until_idle(log).unwrap();
+            assert_eq!(log.take(tag).buf, want, "one message a receive");
+        }
+        assert_eq!(log.take(3).result, Ok(3));
+        assert_eq!(log.take(4).result, Ok(0));
+        vec![a, b]
+    });
+}

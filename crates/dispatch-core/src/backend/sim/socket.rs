@@ -18,6 +18,9 @@ use crate::pool::Pool;
 /// Performs one socket operation (accept, connect, receives, sends, shutdown, close) on the
 /// world, if it can complete now.
 pub(super) fn socket_op(world: &mut World, args: &mut Args, pool: Option<&mut Pool>) -> Tried {
+    if let Some(tried) = super::unix::socket_op(world, args) {
+        return tried;
+    }
     let done = |result: i32| Some((result, 0));
     match args {
         Args::Accept { fd, .. } => accept(world, *fd),

@@ -344,6 +344,16 @@ fn send_dgram(world: &mut World, id: u32, msg: &Msg) -> Tried {
     if let Some(errno) = addressed(msg, false) {
         return Some((errno, 0));
     }
+    send_parts(world, id, msg.send_bufs(), msg.fds())
+}
+
+/// One message of `parts`' bytes, with `fds`, after the ones before it.
+fn send_parts<B: std::ops::Deref<Target = [u8]>>(
+    world: &mut World,
+    id: u32,
+    parts: &[B],
+    fds: &[OwnedFd],
+) -> Tried {
     let end = &mut world.unix.dgrams[id as usize];
     let peer = end.peer;
     if end.refused {
@@ -353,7 +363,7 @@ fn send_dgram(world: &mut World, id: u32, msg: &Msg) -> Tried {
         world.unix.dgrams[id as usize].refused = true;
         return Some((-libc::ECONNREFUSED, 0));
     }
-    let len: usize = msg.send_bufs().iter().map(Vec::len).sum();
+    let len: usize = parts.iter().map(|part| part.len()).sum();
     let room = world.options.socket_buffer_bytes as usize;
     if len > room {
         return Some((-libc::EMSGSIZE, 0));
@@ -363,7 +373,7 @@ fn send_dgram(world: &mut World, id: u32, msg: &Msg) -> Tried {
         world.stats.sends_blocked += 1;
         return None;
     }
-    let fds = match world.pass(msg.fds()) {
+    let fds = match world.pass(fds) {
         Ok(passed) => passed,
         Err(errno) => return Some((errno, 0)),
     };
@@ -372,11 +382,11 @@ fn send_dgram(world: &mut World, id: u32, msg: &Msg) -> Tried {
     let at_ns = at_ns.max(to.last_at_ns);
     to.last_at_ns = at_ns;
     to.queued_bytes += len;
-    to.queue.push_back(Message {
-        at_ns,
-        bytes: msg.send_bufs().concat(),
-        fds,
-    });
+    let mut bytes = Vec::with_capacity(len);
+    for part in parts {
+        bytes.extend_from_slice(part);
+    }
+    to.queue.push_back(Message { at_ns, bytes, fds });
     world.at(at_ns, Event::Wake);
     world.stats.bytes_sent += len as u64;
     world.trace.add(&[0xd8, u64::from(id), len as u64]);
@@ -387,13 +397,7 @@ fn send_dgram(world: &mut World, id: u32, msg: &Msg) -> Tried {
 /// (`MSG_TRUNC`), with its descriptors. Waits while none is due, also once the peer closed.
 fn recv_dgram(world: &mut World, id: u32, msg: &mut Msg) -> Tried {
     msg.prepare_recv();
-    let now_ns = world.now_ns();
-    let end = &mut world.unix.dgrams[id as usize];
-    if end.queue.front().is_none_or(|m| m.at_ns > now_ns) {
-        return None;
-    }
-    let message = end.queue.pop_front().expect("checked");
-    end.queued_bytes -= message.bytes.len();
+    let message = next_due(world, id)?;
     let (lens, n_bufs) = spare_lens(msg);
     let total: usize = lens.iter().sum();
     let n = message.bytes.len().min(total);
@@ -412,13 +416,63 @@ fn recv_dgram(world: &mut World, id: u32, msg: &mut Msg) -> Tried {
     Some((i32::try_from(n).expect("bounded by the buffers"), 0))
 }
 
+/// The next message due at Unix datagram end `id`, out of its queue.
+fn next_due(world: &mut World, id: u32) -> Option<Message> {
+    let now_ns = world.now_ns();
+    let end = &mut world.unix.dgrams[id as usize];
+    if end.queue.front().is_none_or(|m| m.at_ns > now_ns) {
+        return None;
+    }
+    let message = end.queue.pop_front().expect("checked");
+    end.queued_bytes -= message.bytes.len();
+    Some(message)
+}
+
+/// A plain `recv`, `send` or vectored send on a Unix datagram pair, as on a connected
+/// datagram socket: one message each (a receive keeps what fits its buffer and closes the
+/// descriptors that came with the message, as Linux does without a control buffer).
+/// `None`: not such an operation on such a socket.
+pub(super) fn socket_op(world: &mut World, args: &mut Args) -> Option<Tried> {
+    let (Args::Recv { fd, .. } | Args::Send { fd, .. } | Args::SendVectored { fd, .. }) = *args
+    else {
+        return None;
+    };
+    let Some(Obj::UnixDgram(id)) = world.obj(fd) else {
+        return None;
+    };
+    Some(match args {
+        Args::Send { buf, .. } => send_parts(world, id, &[&buf[..]], &[]),
+        Args::SendVectored { bufs, .. } => {
+            let n = bufs.len().min(crate::outbuf::GATHER_MAX);
+            send_parts(world, id, &bufs[..n], &[])
+        }
+        Args::Recv { buf, .. } => {
+            // Nothing due: the receive waits (`Some(None)`), it is still this module's.
+            let Some(message) = next_due(world, id) else {
+                return Some(None);
+            };
+            let spare = buf.spare_capacity_mut();
+            let n = message.bytes.len().min(spare.len());
+            for (slot, &byte) in spare.iter_mut().zip(&message.bytes[..n]) {
+                slot.write(byte);
+            }
+            world.stats.bytes_received += n as u64;
+            world.trace.add(&[0xd9, u64::from(id), n as u64]);
+            world.discard(message.fds);
+            Some((i32::try_from(n).expect("bounded by the buffer"), 0))
+        }
+        _ => unreachable!("matched above"),
+    })
+}
+
 impl Sim {
     /// A connected pair of Unix sockets, like `socketpair(AF_UNIX, ...)`: a byte stream
     /// ([`UnixKind::Stream`], the world's streams: every stream operation works) or
     /// datagrams kept whole and in order ([`UnixKind::Datagram`]: [`crate::Io::sendmsg`] and
     /// [`crate::Io::recvmsg`], a datagram cut to the buffers reported as
-    /// [`Msg::truncated`]). Either passes descriptors with [`Msg::fds`]: see
-    /// [`crate::sim`]'s "Unix sockets and descriptor passing".
+    /// [`Msg::truncated`]; plain receives and sends too, one message each). Either passes
+    /// descriptors with [`Msg::fds`]: see [`crate::sim`]'s "Unix sockets and descriptor
+    /// passing".
     ///
     /// # Errors
     /// `EMFILE` past `SimOptions::descriptors_max`.
