@@ -109,8 +109,8 @@
 //!   `recv`, `send` and `send_vectored`, one message each (a plain receive keeps what fits
 //!   its buffer; pooled and multishot receives on it are `EINVAL`). Errors are Linux's: a
 //!   stream whose peer closed ends (`ECONNRESET` first if it closed with bytes unread)
-//!   and sends fail with `EPIPE`; a datagram socket whose peer closed refuses one send (`ECONNREFUSED`), then
-//!   `ENOTCONN`, and its receives wait; an IP address in a send is `EISCONN` on a stream
+//!   and sends fail with `EPIPE`; a datagram socket whose peer closed refuses one send
+//!   (`ECONNREFUSED`), then `ENOTCONN`, and its receives wait; an IP address in a send is `EISCONN` on a stream
 //!   and `EINVAL` on a datagram socket; a path (`Msg::set_peer_path`) is `ENOENT`, as the
 //!   world names no Unix sockets. The descriptors in [`Msg::fds`](crate::Msg::fds) are
 //!   passed as the kernel passes them: the sender keeps its own, and the receiver gets a
