@@ -100,31 +100,29 @@
 //!   `O_EXCL`, `O_TRUNC`, `O_DIRECTORY`, `O_APPEND` (every write at the end, as Linux
 //!   does), `O_DIRECT`, `O_DSYNC`/`O_SYNC`, the access mode and the permission bits of
 //!   `mode` (no umask); offset `u64::MAX` reads and writes at the file position.
-//! - **Unix sockets and descriptor passing** ([`Sim::unix_pair`]): a [`UnixKind::Stream`]
-//!   pair is a connection like the others (every stream operation works; the reset fault
-//!   never fires: there is no network), a [`UnixKind::Datagram`] pair keeps each message
-//!   whole and in order (never lost, repeated or reordered; the world's latency, and a
-//!   send waits while the receiver holds `SimOptions::socket_buffer_bytes`), through
-//!   [`Io::sendmsg`](crate::Io::sendmsg) and [`Io::recvmsg`](crate::Io::recvmsg), or plain
-//!   `recv`, `send` and `send_vectored`, one message each (a plain receive keeps what fits
-//!   its buffer; pooled and multishot receives on it are `EINVAL`). Errors are Linux's: a
-//!   stream whose peer closed ends (`ECONNRESET` first if it closed with bytes unread)
-//!   and sends fail with `EPIPE`; a datagram socket whose peer closed refuses one send
-//!   (`ECONNREFUSED`), then `ENOTCONN`, and its receives wait; an IP address in a send is `EISCONN` on a stream
-//!   and `EINVAL` on a datagram socket; a path (`Msg::set_peer_path`) is `ENOENT`, as the
-//!   world names no Unix sockets. The descriptors in [`Msg::fds`](crate::Msg::fds) are
-//!   passed as the kernel passes them: the sender keeps its own, and the receiver gets a
-//!   real duplicate made at the send (so a real pipe works at the other end). A simulated
-//!   descriptor passed names the same simulated object at both ends, which stays open
-//!   until its last copy is closed through the loop (a copy in flight counts). The
-//!   received descriptors are the [`Msg`](crate::Msg)'s; a message whose descriptors do not
-//!   fit its control buffer (`Msg::with_fds`, rounded up as `CMSG_SPACE` rounds) reports
-//!   [`Msg::control_truncated`](crate::Msg::control_truncated) and brings none: all are
-//!   closed, as they are when a plain receive takes the bytes they came with, when the
-//!   receiving socket closes with them unread, at a crash, and when the loop is dropped
-//!   with a receive's result undelivered. On a stream they ride on the first byte of their
-//!   send, and a receive stops at the end of that send's bytes (bytes before them come in
-//!   the same receive), as on Linux.
+//! - **Unix sockets and descriptor passing** ([`Sim::unix_pair`]): a [`UnixKind::Stream`] pair is a
+//!   connection like the others (every stream operation works; the reset fault never fires: there
+//!   is no network), a [`UnixKind::Datagram`] pair keeps each message whole and in order (never
+//!   lost, repeated or reordered; the world's latency, and a send waits while the receiver holds
+//!   `SimOptions::socket_buffer_bytes`), through [`Io::sendmsg`](crate::Io::sendmsg) and
+//!   [`Io::recvmsg`](crate::Io::recvmsg), or plain `recv`, `send` and `send_vectored`, one message
+//!   each (a plain receive keeps what fits its buffer; pooled and multishot receives on it are
+//!   `EINVAL`). Errors are Linux's: a stream whose peer closed ends (`ECONNRESET` first if it
+//!   closed with bytes unread) and sends fail with `EPIPE`; a datagram socket whose peer closed
+//!   refuses one send (`ECONNREFUSED`), then `ENOTCONN`, and its receives wait; an IP address in a
+//!   send is `EISCONN` on a stream and `EINVAL` on a datagram socket; a path (`Msg::set_peer_path`)
+//!   is `ENOENT`, as the world names no Unix sockets. The descriptors in
+//!   [`Msg::fds`](crate::Msg::fds) are passed as the kernel passes them: the sender keeps its own,
+//!   and the receiver gets a real duplicate made at the send (so a real pipe works at the other
+//!   end). A simulated descriptor passed names the same simulated object at both ends, which stays
+//!   open until its last copy is closed through the loop (a copy in flight counts). The received
+//!   descriptors are the [`Msg`](crate::Msg)'s; a message whose descriptors do not fit its control
+//!   buffer (`Msg::with_fds`, rounded up as `CMSG_SPACE` rounds) reports
+//!   [`Msg::control_truncated`](crate::Msg::control_truncated) and brings none: all are closed, as
+//!   they are when a plain receive takes the bytes they came with, when the receiving socket closes
+//!   with them unread, at a crash, and when the loop is dropped with a receive's result
+//!   undelivered. On a stream they ride on the first byte of their send, and a receive stops at the
+//!   end of that send's bytes (bytes before them come in the same receive), as on Linux.
 //! - Multishot receives and accepts are re-armed by the loop, as on epoll and kqueue; a
 //!   pooled receive takes a pool buffer only when bytes are there.
 //! - `Stats::syscalls` stays 0: nothing reaches the kernel.
