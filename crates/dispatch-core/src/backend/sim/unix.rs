@@ -19,7 +19,10 @@
 //! every descriptor of its message, as does a plain receive that takes the bytes they came
 //! with, closing the receiving socket with messages unread, a crash, or dropping the world.
 //! A cancelled receive took nothing; a loop dropped with a receive's result undelivered
-//! closes what it brought (`io/drop.rs` tells the world).
+//! closes what it brought (`io/drop.rs` tells the world). Not modelled: Linux's garbage
+//! collection of descriptor cycles (a socket passed into its own receive queue, then every
+//! descriptor of it closed): such a cycle stays until its world is dropped, as it would in a
+//! kernel without that collector.
 //!
 //! On a stream, descriptors ride on the first byte of the send that passed them: a receive
 //! that takes that byte gets them, and stops at the end of that send's bytes (Linux glues
