@@ -26,8 +26,12 @@ struct Fuzzer {
 /// write-ahead log's group commit crashed at random moments under disk faults
 /// (`crates/wal/tests/it/crash_fuzz.rs`); its `--ops` is appends per seed, and after the
 /// seeds pass the same seeds run with the planted bug (acknowledging before the
-/// `fdatasync`), which must be caught. `--fuzzer all` runs each in turn.
-const FUZZERS: [Fuzzer; 2] = [
+/// `fdatasync`), which must be caught. `udp`: dispatch-net's UDP echo (`serve_udp`) and many
+/// `UdpClient`s with deadlines and retries under datagram loss, duplication and reordering
+/// (`crates/dispatch-net/tests/it/udp_fuzz.rs`); its `--ops` is requests per seed, and its
+/// self-test plants clients that take any datagram from the server as the response.
+/// `--fuzzer all` runs each in turn.
+const FUZZERS: [Fuzzer; 3] = [
     Fuzzer {
         name: "echo",
         package: "dispatch-echo",
@@ -43,6 +47,14 @@ const FUZZERS: [Fuzzer; 2] = [
         prefix: "WAL_FUZZ",
         self_test: true,
         default_ops: 1_000,
+    },
+    Fuzzer {
+        name: "udp",
+        package: "dispatch-net",
+        test: "udp_fuzz::fuzz_from_env",
+        prefix: "UDP_FUZZ",
+        self_test: true,
+        default_ops: 2_000,
     },
 ];
 

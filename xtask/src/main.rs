@@ -195,14 +195,16 @@ struct FuzzArgs {
     /// The first seed (default: picked from the time, and printed)
     #[arg(long)]
     start: Option<u64>,
-    /// Simulated operations per seed (echo: 10,000 by default; wal: appends, 1,000)
+    /// Simulated operations per seed (echo: 10,000 by default; wal: appends, 1,000; udp:
+    /// requests, 2,000)
     #[arg(long)]
     ops: Option<u64>,
     /// Turn on the planted bug (echo: a byte dropped on a rare short read; wal: a group
-    /// acknowledged before its fdatasync), to see it found
+    /// acknowledged before its fdatasync; udp: clients that take any datagram from the server
+    /// as the response), to see it found
     #[arg(long)]
     planted_bug: bool,
-    /// Which fuzzer: echo, wal, or all, the default (the table is in xtask/src/fuzz.rs)
+    /// Which fuzzer: echo, wal, udp, or all, the default (the table is in xtask/src/fuzz.rs)
     #[arg(long, default_value = "all")]
     fuzzer: String,
 }

@@ -398,6 +398,46 @@ impl Msg {
         inner.hdr.msg_flags = if truncated { libc::MSG_TRUNC } else { 0 };
     }
 
+    /// The simulator's receive on a Unix socket: no sender address (a socket pair's peer is
+    /// unnamed), `MSG_TRUNC` if the datagram was cut, `MSG_CTRUNC` if descriptors came that
+    /// did not fit (the simulator closed them all, as `finish` does for the kernel's). The
+    /// descriptors that did come are in the list already.
+    #[cfg(feature = "sim")]
+    pub(crate) fn sim_received_unix(&mut self, truncated: bool, control_truncated: bool) {
+        let inner = &mut *self.inner;
+        inner.hdr.msg_namelen = 0;
+        inner.hdr.msg_controllen = 0;
+        let trunc = if truncated { libc::MSG_TRUNC } else { 0 };
+        let ctrunc = if control_truncated {
+            libc::MSG_CTRUNC
+        } else {
+            0
+        };
+        inner.hdr.msg_flags = trunc | ctrunc;
+        assert!(
+            inner.fds.len() <= inner.fds_max + 1,
+            "no more than the control buffer holds"
+        );
+    }
+
+    /// How many descriptors a receive's control buffer holds (`CMSG_SPACE` of `with_fds`'s
+    /// room, which alignment may round up by one), for the simulator.
+    #[cfg(feature = "sim")]
+    pub(crate) fn sim_fds_room(&self) -> usize {
+        match self.inner.fds_max {
+            0 => 0,
+            n => {
+                let fd_size = size_of::<RawFd>();
+                // SAFETY: CMSG_SPACE and CMSG_LEN only compute lengths.
+                let (space, header) = unsafe {
+                    let space = libc::CMSG_SPACE((n * fd_size) as u32) as usize;
+                    (space, libc::CMSG_LEN(0) as usize)
+                };
+                (space - header) / fd_size
+            }
+        }
+    }
+
     /// The spare capacities a receive fills, for a backend that copies itself (the simulator).
     #[cfg(feature = "sim")]
     pub(crate) fn spare_lens(&self) -> impl Iterator<Item = usize> + '_ {

@@ -65,7 +65,8 @@
 //!   threads are the one thing a simulation cannot make deterministic: virtual time does
 //!   not wait for them (a timer due in an hour fires at once if nothing else is due).
 //! - **Descriptors** are the world's: [`Sim::listen`], [`Sim::socket`],
-//!   [`Sim::socket_pair`], [`Sim::udp_bind`], accepted connections and files opened by
+//!   [`Sim::socket_pair`], [`Sim::udp_bind`], [`Sim::unix_pair`], descriptors received over
+//!   a Unix pair, accepted connections and files opened by
 //!   [`Io::openat`](crate::Io::openat). Each is a real descriptor (a duplicate of
 //!   `/dev/null`), so that `OwnedFd` stays sound, but its number means nothing to the
 //!   simulation: an operation on a descriptor the world does not know fails with `EBADF`
@@ -83,12 +84,13 @@
 //!   on epoll and kqueue.
 //! - **Datagrams** ([`Sim::udp_bind`]): [`Io::send_to`](crate::Io::send_to) and
 //!   [`Io::sendmsg`](crate::Io::sendmsg) send one datagram to an address, never waiting;
-//!   each travels alone with its own latency, so datagrams arrive out of order, and
-//!   `Faults::datagram_loss` and `Faults::datagram_duplicate` lose or repeat some. A
-//!   datagram to an address nobody bound is dropped, silently as UDP does. Receives
+//!   each travels alone with its own latency, and `Faults::datagram_loss`,
+//!   `Faults::datagram_duplicate` and `Faults::datagram_reorder` lose, repeat or hold back
+//!   some (without the last, the datagrams toward one socket arrive in the order they were
+//!   sent). A datagram to an address nobody bound is dropped, silently as UDP does. Receives
 //!   ([`Io::recv_from`](crate::Io::recv_from), [`Io::recvmsg`](crate::Io::recvmsg)) report
 //!   the sender and truncation. Message operations on a stream socket move its bytes;
-//!   descriptors cannot be passed (`EOPNOTSUPP`).
+//!   descriptors can be passed only over a Unix pair (below; elsewhere `EOPNOTSUPP`).
 //! - **Files and directories** live on a simulated disk (below). Paths resolve from `/`
 //!   (for an absolute path or `AT_FDCWD`: the simulated working directory is the root) or
 //!   from a directory descriptor (opened with `O_DIRECTORY`, or `O_RDONLY`); every
@@ -98,6 +100,29 @@
 //!   `O_EXCL`, `O_TRUNC`, `O_DIRECTORY`, `O_APPEND` (every write at the end, as Linux
 //!   does), `O_DIRECT`, `O_DSYNC`/`O_SYNC`, the access mode and the permission bits of
 //!   `mode` (no umask); offset `u64::MAX` reads and writes at the file position.
+//! - **Unix sockets and descriptor passing** ([`Sim::unix_pair`]): a [`UnixKind::Stream`] pair is a
+//!   connection like the others (every stream operation works; the reset fault never fires: there
+//!   is no network), a [`UnixKind::Datagram`] pair keeps each message whole and in order (never
+//!   lost, repeated or reordered; the world's latency, and a send waits while the receiver holds
+//!   `SimOptions::socket_buffer_bytes`), through [`Io::sendmsg`](crate::Io::sendmsg) and
+//!   [`Io::recvmsg`](crate::Io::recvmsg), or plain `recv`, `send` and `send_vectored`, one message
+//!   each (a plain receive keeps what fits its buffer; pooled and multishot receives on it are
+//!   `EINVAL`). Errors are Linux's: a stream whose peer closed ends (`ECONNRESET` first if it
+//!   closed with bytes unread) and sends fail with `EPIPE`; a datagram socket whose peer closed
+//!   refuses one send (`ECONNREFUSED`), then `ENOTCONN`, and its receives wait; an IP address in a
+//!   send is `EISCONN` on a stream and `EINVAL` on a datagram socket; a path (`Msg::set_peer_path`)
+//!   is `ENOENT`, as the world names no Unix sockets. The descriptors in
+//!   [`Msg::fds`](crate::Msg::fds) are passed as the kernel passes them: the sender keeps its own,
+//!   and the receiver gets a real duplicate made at the send (so a real pipe works at the other
+//!   end). A simulated descriptor passed names the same simulated object at both ends, which stays
+//!   open until its last copy is closed through the loop (a copy in flight counts). The received
+//!   descriptors are the [`Msg`](crate::Msg)'s; a message whose descriptors do not fit its control
+//!   buffer (`Msg::with_fds`, rounded up as `CMSG_SPACE` rounds) reports
+//!   [`Msg::control_truncated`](crate::Msg::control_truncated) and brings none: all are closed, as
+//!   they are when a plain receive takes the bytes they came with, when the receiving socket closes
+//!   with them unread, at a crash, and when the loop is dropped with a receive's result
+//!   undelivered. On a stream they ride on the first byte of their send, and a receive stops at the
+//!   end of that send's bytes (bytes before them come in the same receive), as on Linux.
 //! - Multishot receives and accepts are re-armed by the loop, as on epoll and kqueue; a
 //!   pooled receive takes a pool buffer only when bytes are there.
 //! - `Stats::syscalls` stays 0: nothing reaches the kernel.
@@ -153,7 +178,10 @@
 //! and completions, completions of different descriptors reordered (never two of one
 //! descriptor), short sends, receives, reads and writes, resets, refused connects, operations
 //! delayed before their first try (an `EAGAIN` storm), `EMFILE` on accept, `EIO` from the
-//! disk (reads, writes, fsyncs), and writes torn by a crash. `ENOSPC` is not drawn: it
+//! disk (reads, writes, fsyncs), writes torn by a crash, lost cancels, and datagrams lost,
+//! doubled or reordered. `ENOSPC` is not drawn: it
 //! comes from the disk's capacity. Every fault drawn is in the trace.
 
-pub use crate::backend::sim::{FaultCounts, Faults, Peer, Sim, SimListener, SimOptions, SimStats};
+pub use crate::backend::sim::{
+    FaultCounts, Faults, Peer, Sim, SimListener, SimOptions, SimStats, UnixKind,
+};

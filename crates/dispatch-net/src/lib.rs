@@ -128,8 +128,8 @@ pub use crate::server::{
 pub use crate::table::{ConnId, Table};
 pub use crate::udp::{serve_udp, stop_udp, Reply, Udp, UdpHandler, UdpOptions, UdpStats};
 pub use crate::udp_client::{
-    request, RequestError, RequestOptions, UdpClient, UdpClientHandler, UdpClientStats,
-    STRAYS_PER_TRY_MAX,
+    request, request_by_id, RequestError, RequestOptions, UdpClient, UdpClientHandler,
+    UdpClientStats, STRAYS_PER_TRY_MAX,
 };
 
 // `SendErrorKind` is `Error + Send + Sync + 'static` (C-GOOD-ERR): it boxes into

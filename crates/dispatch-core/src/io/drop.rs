@@ -100,6 +100,10 @@ impl Closed {
         };
         match args {
             Args::Accept { .. } | Args::Openat { .. } if result >= 0 => fds.push(result),
+            // Descriptors a simulated receive brought (`backend/sim/unix.rs`).
+            Args::RecvMsg { msg, .. } if result >= 0 => {
+                fds.extend(msg.fds().iter().map(AsRawFd::as_raw_fd));
+            }
             Args::Close { fd } if result == -libc::ECANCELED && flags & F_MORE == 0 => {
                 fds.push(fd.as_raw_fd());
             }

@@ -475,6 +475,7 @@ fn lossy_run(seed: u64) -> (Vec<u16>, u64, dispatch_loop::sim::SimStats) {
     let mut options = SimOptions::new(seed);
     options.faults.datagram_loss = 100_000;
     options.faults.datagram_duplicate = 100_000;
+    options.faults.datagram_reorder = 100_000;
     options.latency_max_ns = 1_000_000;
     let sim = Sim::new(&options).unwrap();
     let mut io: Io<Counted> = Io::new_sim(&Options::new(256), &sim).unwrap();

@@ -12,6 +12,7 @@ mod alloc;
 mod replies;
 mod udp;
 mod udp_client;
+mod udp_fuzz;
 
 struct Echo {
     net: Net,

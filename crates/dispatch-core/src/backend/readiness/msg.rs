@@ -37,18 +37,36 @@ pub(super) fn perform(args: &mut Args, stats: &mut Stats) -> Step {
         let result = match args {
             Args::SendMsg { msg, .. } => {
                 let hdr = msg.prepare_send();
-                match msg.plain_send() {
-                    // One buffer to an address: `sendto`, which the kernel prepares for
-                    // less (no header and iovec to copy in).
-                    // SAFETY: the buffer and the address are the message's, alive and
-                    // unmoved for this call, `len` and `name_len` bytes long; the kernel
-                    // only reads them.
-                    Some((buf, len, name, name_len)) => unsafe {
-                        libc::sendto(fd, buf.cast(), len, SEND_FLAGS, name, name_len)
-                    },
-                    // SAFETY: `hdr` points into the message's heap block and its buffers,
-                    // all alive and unmoved for this call; the kernel only reads through it.
-                    None => unsafe { libc::sendmsg(fd, hdr, SEND_FLAGS) },
+                // SAFETY: `hdr` points into the message's heap block and its buffers, all
+                // alive and unmoved for this call; the kernel only reads through it.
+                let hdr = unsafe { &*hdr };
+                if hdr.msg_iovlen <= 1 && hdr.msg_controllen == 0 {
+                    // One buffer and no descriptors: the same send as `sendto`, which spares
+                    // the kernel copying in and checking the header and its iovec array (a
+                    // UDP echo's every reply).
+                    let (ptr, len) = match hdr.msg_iovlen {
+                        0 => (std::ptr::null(), 0),
+                        // SAFETY: `msg_iov` points at the header's one iovec (as above).
+                        _ => unsafe {
+                            ((*hdr.msg_iov).iov_base.cast_const(), (*hdr.msg_iov).iov_len)
+                        },
+                    };
+                    // SAFETY: `ptr` and `len` are the message's buffer, the name and its
+                    // length the header's own (null and 0 for none), all alive for the call;
+                    // the kernel only reads them.
+                    unsafe {
+                        libc::sendto(
+                            fd,
+                            ptr,
+                            len,
+                            SEND_FLAGS,
+                            hdr.msg_name.cast_const().cast(),
+                            hdr.msg_namelen,
+                        )
+                    }
+                } else {
+                    // SAFETY: as above.
+                    unsafe { libc::sendmsg(fd, hdr, SEND_FLAGS) }
                 }
             }
             Args::RecvMsg { msg, .. } => {

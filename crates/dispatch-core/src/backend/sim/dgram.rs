@@ -1,7 +1,8 @@
 //! Message operations on the simulated world: `sendmsg` and `recvmsg` on its datagram
 //! sockets (`udp.rs`: each message one datagram, to and from an address) and on its stream
-//! sockets (the buffers gathered and scattered as a vectored send or receive would). No
-//! descriptor passing: a message with descriptors is `EOPNOTSUPP`; a stream message with a
+//! sockets (the buffers gathered and scattered as a vectored send or receive would). Unix
+//! pairs are `unix.rs`'s, which passes descriptors; here a message with descriptors is
+//! `EOPNOTSUPP`; a stream message with a
 //! peer address is `EISCONN` (as on a connected TCP socket), a datagram one without
 //! `EDESTADDRREQ` (the simulator's datagram sockets are never connected).
 
@@ -19,6 +20,9 @@ pub(super) fn msg_op(world: &mut World, args: &mut Args) -> Tried {
     let (Args::SendMsg { fd, .. } | Args::RecvMsg { fd, .. }) = *args else {
         unreachable!("{} is not a message operation", args.label())
     };
+    if let Some(tried) = super::unix::msg_op(world, args) {
+        return tried;
+    }
     let obj = match world.obj(fd) {
         Some(obj @ (Obj::Stream(_) | Obj::Datagram(_))) => obj,
         None => return Some((-libc::EBADF, 0)),
@@ -36,7 +40,7 @@ pub(super) fn msg_op(world: &mut World, args: &mut Args) -> Tried {
     }
 }
 
-fn send(world: &mut World, endpoint: u32, msg: &Msg) -> Tried {
+pub(super) fn send(world: &mut World, endpoint: u32, msg: &Msg) -> Tried {
     if msg.peer().is_some() {
         return Some((-libc::EISCONN, 0));
     }
@@ -76,7 +80,7 @@ fn send_datagram(world: &mut World, id: u32, msg: &Msg) -> Tried {
 }
 
 /// The spare capacities of `msg`'s buffers (as many as a receive fills) and their count.
-fn spare_lens(msg: &Msg) -> ([usize; MSG_IOV_MAX], usize) {
+pub(super) fn spare_lens(msg: &Msg) -> ([usize; MSG_IOV_MAX], usize) {
     let mut lens = [0; MSG_IOV_MAX];
     let mut n_bufs = 0;
     for (len, spare) in lens.iter_mut().zip(msg.spare_lens()) {
@@ -88,7 +92,13 @@ fn spare_lens(msg: &Msg) -> ([usize; MSG_IOV_MAX], usize) {
 
 /// Copies `bytes` into the spare capacities of `msg`'s buffers, from buffer `*buf_idx` at
 /// `*at` on.
-fn scatter(msg: &mut Msg, lens: &[usize], buf_idx: &mut usize, at: &mut usize, mut bytes: &[u8]) {
+pub(super) fn scatter(
+    msg: &mut Msg,
+    lens: &[usize],
+    buf_idx: &mut usize,
+    at: &mut usize,
+    mut bytes: &[u8],
+) {
     while !bytes.is_empty() && *buf_idx < lens.len() {
         let spare = &mut msg.spare_mut(*buf_idx)[*at..];
         let n = spare.len().min(bytes.len());

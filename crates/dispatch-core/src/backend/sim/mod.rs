@@ -24,6 +24,7 @@ mod poll;
 mod rng;
 mod socket;
 mod udp;
+mod unix;
 mod world;
 
 use std::io;
@@ -34,6 +35,7 @@ use self::file::file_op;
 pub use self::handle::{Peer, Sim, SimListener};
 pub use self::options::{FaultCounts, Faults, SimOptions, SimStats};
 use self::socket::{bad, direction, socket_op};
+pub use self::unix::UnixKind;
 use self::world::{Event, Fault, Obj, World};
 use super::Wait;
 use crate::clock::Clock;

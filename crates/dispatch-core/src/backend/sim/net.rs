@@ -57,6 +57,12 @@ pub(crate) struct Endpoint {
     pub(crate) open: bool,
     /// The refused fault fired for this connection (server side).
     refuse: bool,
+    /// One end of a Unix stream pair (`unix.rs`): no reset fault, descriptors may be passed.
+    pub(crate) unix: bool,
+    /// Bytes this end has sent, and received: the stream offsets that descriptors passed
+    /// over a Unix stream are attached to (`unix.rs`).
+    pub(crate) sent_bytes: u64,
+    pub(crate) received_bytes: u64,
 }
 
 impl Endpoint {
@@ -75,6 +81,9 @@ impl Endpoint {
             read_shut: false,
             open: true,
             refuse: false,
+            unix: false,
+            sent_bytes: 0,
+            received_bytes: 0,
         }
     }
 }
@@ -363,6 +372,7 @@ impl World {
             sink(&b[..n - from_a]);
         }
         this.rx.drain(..n);
+        this.received_bytes += n as u64;
         self.stats.bytes_received += n as u64;
         if n == 0 {
             return Recv::Wait;
@@ -391,7 +401,9 @@ impl World {
         if bytes.is_empty() {
             return Ok(Some(0));
         }
-        if self.rng.chance(self.faults.reset) {
+        // A Unix stream is never reset by the network: there is none.
+        let unix = self.net.endpoints[endpoint as usize].unix;
+        if !unix && self.rng.chance(self.faults.reset) {
             self.fault(Fault::Reset);
             self.reset_connection(endpoint);
             self.net.endpoints[endpoint as usize].reset = Reset::Reported;
@@ -410,6 +422,7 @@ impl World {
             n = self.rng.between(1, n as u64 - 1) as usize;
         }
         self.push_segment(peer, bytes[..n].to_vec(), false, false);
+        self.net.endpoints[endpoint as usize].sent_bytes += n as u64;
         self.stats.bytes_sent += n as u64;
         Ok(Some(n))
     }

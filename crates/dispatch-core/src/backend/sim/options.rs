@@ -55,6 +55,11 @@ pub struct Faults {
     pub datagram_loss: u32,
     /// A datagram arrives twice, each copy with its own latency.
     pub datagram_duplicate: u32,
+    /// A datagram is held back on its way, up to `SimOptions::latency_max_ns` more, and
+    /// datagrams sent after it to the same socket may overtake it. Without this fault the
+    /// datagrams toward one socket arrive in the order they were sent (each still with a
+    /// latency of its own, never earlier than the one before), as on a quiet path.
+    pub datagram_reorder: u32,
     /// Test only: a rare short receive also drops one byte, a bug planted so that the
     /// fuzzers can show they find it. Never set it outside such a test.
     #[doc(hidden)]
@@ -79,6 +84,7 @@ impl Faults {
         lost_cancel: 0,
         datagram_loss: 0,
         datagram_duplicate: 0,
+        datagram_reorder: 0,
         planted_bug: false,
     };
 
@@ -100,6 +106,7 @@ impl Faults {
             lost_cancel: 100_000,
             datagram_loss: 20_000,
             datagram_duplicate: 10_000,
+            datagram_reorder: 50_000,
             planted_bug: false,
         }
     }
@@ -182,6 +189,8 @@ pub struct FaultCounts {
     pub datagram_loss: u64,
     /// Datagrams delivered twice.
     pub datagram_duplicate: u64,
+    /// Datagrams held back, for later ones to overtake.
+    pub datagram_reorder: u64,
     /// Bytes dropped by the planted bug (tests only).
     pub planted_bug: u64,
 }

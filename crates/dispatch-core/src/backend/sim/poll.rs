@@ -29,6 +29,7 @@ pub(super) fn poll(world: &World, fd: RawFd, events: u32) -> Tried {
         // never waits in the simulator: a datagram is queued or lost).
         Some(Obj::Datagram(id)) if world.udp_readable(id) => libc::POLLIN | libc::POLLOUT,
         Some(Obj::Datagram(_)) => libc::POLLOUT,
+        Some(Obj::UnixDgram(id)) => world.unix_dgram_poll(id),
     };
     native_result(events, revents).map(|result| (result, 0))
 }

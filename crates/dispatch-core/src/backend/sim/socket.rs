@@ -20,6 +20,9 @@ use crate::pool::Pool;
 /// Performs one socket operation (accept, connect, receives, sends, shutdown, close) on the
 /// world, if it can complete now.
 pub(super) fn socket_op(world: &mut World, args: &mut Args, pool: Option<&mut Pool>) -> Tried {
+    if let Some(tried) = super::unix::socket_op(world, args) {
+        return tried;
+    }
     let done = |result: i32| Some((result, 0));
     match args {
         Args::Accept { fd, .. } => accept(world, *fd),
@@ -80,7 +83,9 @@ pub(super) fn bad(world: &World, fd: RawFd) -> i32 {
         Some(Obj::Dead) => -libc::EIO,
         Some(Obj::Unbound(_)) => -libc::ENOTCONN,
         Some(Obj::File(_)) => -libc::ENOTSOCK,
-        Some(Obj::Stream(_) | Obj::Listener(_) | Obj::Datagram(_)) => -libc::EINVAL,
+        Some(Obj::Stream(_) | Obj::Listener(_) | Obj::Datagram(_) | Obj::UnixDgram(_)) => {
+            -libc::EINVAL
+        }
     }
 }
 

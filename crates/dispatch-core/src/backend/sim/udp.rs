@@ -1,7 +1,9 @@
 //! Datagram sockets on the simulated world: bound to an address ([`Sim::udp_bind`]), each
-//! datagram sent to an address travels alone, with its own latency (so datagrams overtake
-//! one another, as on a network: no FIFO), and is lost (`Faults::datagram_loss`) or
-//! delivered twice (`Faults::datagram_duplicate`) at the seed's choice. A datagram to an
+//! datagram sent to an address travels alone, with its own latency, and is lost
+//! (`Faults::datagram_loss`), delivered twice (`Faults::datagram_duplicate`) or held back
+//! for later ones to overtake (`Faults::datagram_reorder`) at the seed's choice. Without
+//! the reorder fault the datagrams toward one socket arrive in the order they were sent:
+//! reordering is a fault of its own, so that a test can turn it on and off. A datagram to an
 //! address nobody bound is dropped, as UDP does without an ICMP answer. Receives take the
 //! earliest datagram due; a datagram longer than the buffers is cut and reported
 //! (`MSG_TRUNC`). Every choice goes into the trace, so one seed gives one run.
@@ -31,6 +33,9 @@ struct Socket {
     addr: SocketAddr,
     /// Datagrams on their way or arrived, in order of arrival (then of sending).
     queue: Vec<Datagram>,
+    /// When the last datagram not held back by the reorder fault arrives: the next one
+    /// arrives no earlier (FIFO toward this socket).
+    last_at_ns: u64,
 }
 
 struct Datagram {
@@ -69,6 +74,7 @@ impl World {
         self.udp.sockets.push(Socket {
             addr,
             queue: Vec::new(),
+            last_at_ns: 0,
         });
         self.udp.bound.insert(addr, id);
         Ok(id)
@@ -109,7 +115,7 @@ impl World {
             1
         };
         for _ in 0..copies {
-            let at_ns = self.now_ns() + self.latency_ns();
+            let at_ns = self.datagram_at_ns(dest);
             let queue = &mut self.udp.sockets[dest as usize].queue;
             let at = queue.partition_point(|d| (d.at_ns, d.seq) <= (at_ns, seq));
             let bytes = bytes.to_vec();
@@ -124,6 +130,22 @@ impl World {
             );
             self.at(at_ns, Event::Wake);
         }
+    }
+
+    /// When a datagram sent now reaches socket `dest`: after a latency, and no earlier than
+    /// the one before (FIFO), unless the reorder fault holds it back, up to
+    /// `SimOptions::latency_max_ns` more, without holding back those after it.
+    fn datagram_at_ns(&mut self, dest: u32) -> u64 {
+        let at_ns = self.now_ns() + self.latency_ns();
+        if self.rng.chance(self.faults.datagram_reorder) {
+            self.fault(Fault::DatagramReorder);
+            let held_ns = self.rng.between(1, self.options.latency_max_ns.max(1));
+            return at_ns + held_ns;
+        }
+        let socket = &mut self.udp.sockets[dest as usize];
+        let at_ns = at_ns.max(socket.last_at_ns);
+        socket.last_at_ns = at_ns;
+        at_ns
     }
 
     /// Whether a datagram is due on socket `id`: what a receive would take now.
@@ -154,8 +176,9 @@ impl Sim {
     /// A datagram socket bound to `addr` (port 0: a free port is chosen), and its address:
     /// [`crate::Io::send_to`], [`crate::Io::recv_from`], [`crate::Io::sendmsg`] and
     /// [`crate::Io::recvmsg`] work on it as on a UDP socket (no `connect`, no descriptor
-    /// passing). Each datagram has its own latency, so they arrive out of order;
-    /// [`crate::sim::Faults`]`::datagram_loss` and `datagram_duplicate` lose or repeat some.
+    /// passing). Each datagram has its own latency, never arriving before one sent earlier to
+    /// the same socket; [`crate::sim::Faults`]`::datagram_loss`, `datagram_duplicate` and
+    /// `datagram_reorder` lose, repeat or hold back some.
     ///
     /// # Errors
     /// `EADDRINUSE` if `addr` is bound; `EMFILE` past `SimOptions::descriptors_max`.

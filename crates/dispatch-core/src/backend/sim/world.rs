@@ -31,6 +31,7 @@ pub(crate) enum Fault {
     LostCancel,
     DatagramLoss,
     DatagramDuplicate,
+    DatagramReorder,
 }
 
 /// What a simulated descriptor names.
@@ -46,6 +47,8 @@ pub(crate) enum Obj {
     File(u32),
     /// A datagram socket (`udp.rs`).
     Datagram(u32),
+    /// One end of a Unix datagram pair (`unix.rs`).
+    UnixDgram(u32),
     /// Killed by a simulated crash: operations fail with `EIO`, close succeeds.
     Dead,
 }
@@ -63,6 +66,7 @@ impl Obj {
             Obj::File(id) => (4, id),
             Obj::Dead => (5, 0),
             Obj::Datagram(id) => (6, id),
+            Obj::UnixDgram(id) => (7, id),
         };
         (kind << 32) | u64::from(id)
     }
@@ -97,6 +101,8 @@ pub(crate) struct World {
     pub(crate) net: Net,
     pub(crate) disk: Disk,
     pub(crate) udp: super::udp::Udp,
+    /// Unix pairs' datagrams and the descriptors passed over Unix sockets (`unix.rs`).
+    pub(crate) unix: super::unix::Unix,
     /// A loop runs on this world now (one at a time).
     pub(crate) attached: bool,
     /// Unbound sockets made so far (their numbers).
@@ -131,6 +137,7 @@ impl World {
             net: Net::default(),
             disk: Disk::new(options.disk_capacity_bytes, &[temp_dir().as_slice()]),
             udp: super::udp::Udp::default(),
+            unix: super::unix::Unix::default(),
             attached: false,
             unbound: 0,
         })
@@ -209,9 +216,18 @@ impl World {
         }
     }
 
-    fn release(&mut self, obj: Obj) {
+    /// The last reference to `obj` is gone (a descriptor passed over a Unix socket and not
+    /// yet closed, or still in flight, holds one more: see `unix.rs`).
+    pub(crate) fn release(&mut self, obj: Obj) {
+        if self.unix.drop_ref(obj) {
+            return;
+        }
         match obj {
-            Obj::Stream(endpoint) => self.close_endpoint(endpoint),
+            Obj::Stream(endpoint) => {
+                self.close_endpoint(endpoint);
+                self.unix_stream_closed(endpoint);
+            }
+            Obj::UnixDgram(id) => self.unix_dgram_close(id),
             Obj::Listener(listener) => self.close_listener(listener),
             Obj::File(file) => self.disk.close(file),
             Obj::Datagram(id) => self.udp_close(id),
@@ -242,6 +258,7 @@ impl World {
             Fault::LostCancel => &mut counts.lost_cancel,
             Fault::DatagramLoss => &mut counts.datagram_loss,
             Fault::DatagramDuplicate => &mut counts.datagram_duplicate,
+            Fault::DatagramReorder => &mut counts.datagram_reorder,
         };
         *count += 1;
         let now_ns = self.now_ns();
@@ -259,7 +276,11 @@ impl World {
         for obj in self.fds.values_mut() {
             objs.push(std::mem::replace(obj, Obj::Dead));
         }
+        // Descriptors passed over Unix sockets: those in flight die too, and an object several
+        // descriptors name is released once.
+        objs.extend(self.unix_crash());
         objs.sort_by_key(|obj| obj.key());
+        objs.dedup();
         for obj in objs {
             if let Obj::Stream(endpoint) = obj {
                 self.reset_connection(endpoint);
