@@ -330,7 +330,9 @@ impl Msg {
     /// After `prepare_send`: the buffer, its length, the address and the address's length
     /// of a message that is one buffer to an address with no descriptors, which a
     /// `sendto` (io_uring's `SEND` with an address) sends as `sendmsg` would, for less
-    /// kernel work (no header to copy in); `None` for any other message.
+    /// kernel work (no header to copy in); `None` for any other message. (io_uring's;
+    /// the readiness backends look at the header themselves.)
+    #[cfg(target_os = "linux")]
     pub(crate) fn plain_send(
         &self,
     ) -> Option<(*const u8, usize, *const libc::sockaddr, libc::socklen_t)> {

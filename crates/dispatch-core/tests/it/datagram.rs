@@ -574,3 +574,22 @@ fn a_datagram_echo_through_the_multishot_receive_allocates_nothing() {
     let after = crate::alloc::allocations();
     assert_eq!(after - warm, 0, "allocations over {ECHO_ROUNDS} echoes");
 }
+
+#[test]
+fn on_the_simulator_what_is_no_datagram_socket_ends_with_an_error() {
+    use dispatch_loop::sim::UnixKind;
+    let sim = Sim::new(&SimOptions::new(5)).unwrap();
+    let mut options = Options::new(8);
+    options.pool = PoolOptions::new(4, 128);
+    let mut io: Io<Got> = Io::new_sim(&options, &sim).unwrap();
+    let (unix, _peer) = sim.unix_pair(UnixKind::Datagram).unwrap();
+    let mut got = Got::default();
+    io.recv_from_multishot(1, -1, on_datagram).unwrap();
+    // The simulator's Unix datagram pairs take no pooled receive (ARCHITECTURE's gaps).
+    io.recv_from_multishot(2, unix.as_raw_fd(), on_datagram)
+        .unwrap();
+    io.run_until_idle(&mut got).unwrap();
+    assert_eq!(got.finals(1), vec![libc::EBADF]);
+    assert_eq!(got.finals(2), vec![libc::EINVAL]);
+    assert_eq!(got.shots.len(), 2, "{:?}", got.shots);
+}

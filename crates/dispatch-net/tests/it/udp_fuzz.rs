@@ -252,6 +252,16 @@ struct Outcome {
     faults: FaultCounts,
 }
 
+/// The loop's options: `ops_max` slots, and a pool for the server's multishot receive of 1
+/// to 16 buffers as the seed says: a small one runs dry under load, and the receive waits
+/// for buffers (no datagram dropped by it).
+fn loop_options(rng: &mut Rng, udp_options: &UdpOptions, ops_max: u32) -> Options {
+    let mut options = Options::new(ops_max);
+    let buffers = 1 + rng.below(16) as u32;
+    options.pool = PoolOptions::new(buffers, udp_options.pool_buffer_size());
+    options
+}
+
 /// Runs one seed: its outcome, or what failed.
 fn run(seed: u64, ops: u64, planted_bug: bool) -> Result<Outcome, String> {
     let mut rng = Rng(seed ^ 0x0dd5_eed5);
@@ -267,11 +277,7 @@ fn run(seed: u64, ops: u64, planted_bug: bool) -> Result<Outcome, String> {
     let n_clients = 1 + rng.below(32) as u32;
     let udp_options = UdpOptions::new(1 + rng.below(8) as u32, SERVER_DATAGRAM_MAX);
     let ops_max = udp_options.ops_max() + n_clients * 2 + 1;
-    let mut loop_options = Options::new(ops_max);
-    // The server's multishot receive takes pool buffers: a small pool (1 to 16 buffers)
-    // runs dry under load, and the receive waits for buffers (no datagram dropped by it).
-    let buffers = 1 + rng.below(16) as u32;
-    loop_options.pool = PoolOptions::new(buffers, udp_options.pool_buffer_size());
+    let loop_options = loop_options(&mut rng, &udp_options, ops_max);
     let mut io: Io<Fuzz> = Io::new_sim(&loop_options, &sim).map_err(|e| e.to_string())?;
     let (server_socket, server) = sim.udp_bind("10.9.0.1:7".parse().unwrap()).unwrap();
     let mut fuzz = Fuzz {
