@@ -5,8 +5,8 @@
 
 use super::dgram::{fix_up, DgramHdr};
 use super::file::NO_INLINE;
-use super::{MARK_DGRAM, MARK_INLINE, MARK_LENT, MARK_POLLING, MARK_WAKEUP, NO_BID};
-use crate::completion::buffer_flags;
+use super::{MARK_DGRAM, MARK_INLINE, MARK_LENT, MARK_MULTI, MARK_POLLING, MARK_WAKEUP, NO_BID};
+use crate::completion::{buffer_flags, F_MORE};
 use crate::pool::Pool;
 
 /// The per-slot tables `reap` needs for a marked completion (see `IoUringBackend::marks`).
@@ -17,13 +17,38 @@ pub(super) struct Marked<'a> {
     pub(super) poll_next: &'a mut [u64],
     pub(super) readable: &'a mut [u64],
     pub(super) dgrams: &'a [Option<Box<DgramHdr>>],
+    /// `IoUringBackend::multishots`.
+    pub(super) multishots: &'a mut u32,
 }
 
 impl Marked<'_> {
     /// The result and flags of a completion for slot `idx`, marked `mark`, decoded so far
-    /// as `result` and `flags`.
+    /// as `result` and `flags`; and the mark the slot keeps (a kernel multishot's, while it
+    /// goes on; else 0).
     #[inline(never)]
     pub(super) fn result(
+        &mut self,
+        idx: usize,
+        mark: u8,
+        cqe: sys_uring::Cqe,
+        result: i32,
+        flags: u32,
+        pool: Option<&mut Pool>,
+    ) -> (i32, u32, u8) {
+        if mark == MARK_MULTI {
+            if flags & F_MORE != 0 {
+                return (result, flags, MARK_MULTI);
+            }
+            assert!(*self.multishots > 0, "a multishot ends once");
+            *self.multishots -= 1;
+            return (result, flags, 0);
+        }
+        let (result, flags) = self.step_result(idx, mark, cqe, result, flags, pool);
+        (result, flags, 0)
+    }
+
+    /// `result` for every mark but a kernel multishot's.
+    fn step_result(
         &mut self,
         idx: usize,
         mark: u8,

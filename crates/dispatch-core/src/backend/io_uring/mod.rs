@@ -501,6 +501,7 @@ impl IoUringBackend {
     ) {
         let marks = &mut self.marks;
         let mut marked = Marked {
+            multishots: &mut self.multishots,
             dgrams: &self.dgrams,
             words: &self.wakeup_words,
             inline_results: &mut self.inline_results,
@@ -509,7 +510,6 @@ impl IoUringBackend {
             readable: &mut self.readable,
         };
         let ring_free = &mut self.ring_free;
-        let multishots = &mut self.multishots;
         self.ring.reap_max(max, |cqe| {
             if matches!(
                 cqe.user_data,
@@ -530,17 +530,13 @@ impl IoUringBackend {
             }
             let (result, flags) = match mark {
                 0 => (result, flags),
-                MARK_MULTI if flags & crate::completion::F_MORE != 0 => {
-                    // The kernel's multishot goes on: so does its mark.
-                    marks[idx] = MARK_MULTI;
+                _ => {
+                    let (result, flags, kept) =
+                        marked.result(idx, mark, cqe, result, flags, pool.as_deref_mut());
+                    // A kernel multishot that goes on keeps its mark.
+                    marks[idx] = kept;
                     (result, flags)
                 }
-                MARK_MULTI => {
-                    assert!(*multishots > 0, "a multishot ends once");
-                    *multishots -= 1;
-                    (result, flags)
-                }
-                _ => marked.result(idx, mark, cqe, result, flags, pool.as_deref_mut()),
             };
             f(cqe.user_data, result, flags);
         });
