@@ -254,10 +254,10 @@ impl<C> Io<C> {
     /// single-shot receive after each datagram, for the next turn: on io_uring without the
     /// kernel's multishot a `RECVMSG` (from the ring, its payload then moved behind the
     /// header; or, without a ring, into a buffer picked at once, polling first when nothing
-    /// waits), on the simulator its datagram sockets ([`crate::sim::Sim::udp_bind`]), with
-    /// their loss and duplication faults. An empty datagram taken from the ring without the
-    /// kernel's multishot comes without its sender when no pool buffer is outside the ring
-    /// (the kernel hands back no buffer for 0 bytes).
+    /// waits), on the simulator its datagram sockets (`Sim::udp_bind`, with the `sim`
+    /// feature), with their loss and duplication faults. An empty datagram taken from the
+    /// ring without the kernel's multishot comes without its sender when no pool buffer is
+    /// outside the ring (the kernel hands back no buffer for 0 bytes).
     ///
     /// # Errors
     /// When every slot is in flight, the loop has no pool (`ScheduleErrorKind::NoPool`), or
