@@ -1,0 +1,437 @@
+//! Black-box tests of `Io::poll`/`poll_multishot` on foreign descriptors (pipes, eventfd,
+//! timerfd, sockets) and of the simulator's datagram sockets and Unix pairs, written from
+//! the public documentation alone; the harness, shared with `blackbox_datagram.rs`, is
+//! `datagram_harness/mod.rs`.
+
+#[path = "datagram_harness/mod.rs"]
+mod harness;
+
+use harness::*;
+
+#[test]
+fn a_poll_waits_for_a_pipe_and_reports_a_hang_up_whatever_the_interest() {
+    for backend in REAL {
+        let env = Env::new(backend);
+        let Some(mut io) = env.io::<Ctx>(8, None) else {
+            continue;
+        };
+        let mut ctx = Ctx::default();
+        let (reader, writer) = pipe();
+        let mut writer = File::from(writer);
+        poll(&mut io, reader.as_raw_fd(), PollEvents::READABLE);
+        settle(&mut io, &mut ctx);
+        assert!(ctx.polls.is_empty(), "{backend:?}: nothing to read yet");
+        writer.write_all(b"x").unwrap();
+        run_until(&mut io, &mut ctx, "readable", |ctx| !ctx.polls.is_empty());
+        assert_eq!(ctx.polls.remove(0), Ok(PollEvents::READABLE), "{backend:?}");
+        // A poll only looks: the byte is still there.
+        let mut reader = reader;
+        assert_eq!(reader.read(&mut [0; 4]).unwrap(), 1, "{backend:?}");
+        // An interest of NONE waits for a hang-up (or an error) alone.
+        poll(&mut io, reader.as_raw_fd(), PollEvents::NONE);
+        settle(&mut io, &mut ctx);
+        assert!(ctx.polls.is_empty(), "{backend:?}");
+        drop(writer);
+        run_until(&mut io, &mut ctx, "hang-up", |ctx| !ctx.polls.is_empty());
+        let events = ctx.polls.remove(0).unwrap();
+        assert!(
+            events.is_hangup() && !events.is_readable(),
+            "{backend:?}: {events:?}"
+        );
+        // A regular file is always ready.
+        let file = File::open("/proc/self/exe").unwrap();
+        poll(&mut io, file.as_raw_fd(), PollEvents::READABLE);
+        run_until(&mut io, &mut ctx, "a file", |ctx| !ctx.polls.is_empty());
+        assert!(ctx.polls.remove(0).unwrap().is_readable(), "{backend:?}");
+    }
+}
+
+#[test]
+fn a_multishot_poll_that_reads_its_eventfd_fires_once_per_arrival() {
+    use rustix::event::{eventfd, EventfdFlags};
+    for backend in REAL {
+        let env = Env::new(backend);
+        let Some(mut io) = env.io::<Ctx>(8, None) else {
+            continue;
+        };
+        let efd = eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC).unwrap();
+        let fd = efd.as_raw_fd();
+        let mut writer = File::from(efd.try_clone().unwrap());
+        let mut ctx = Ctx {
+            drain: Some(File::from(efd)),
+            ..Ctx::default()
+        };
+        let id = io
+            .poll_multishot(3, fd, PollEvents::READABLE, on_poll_shot)
+            .unwrap();
+        settle(&mut io, &mut ctx);
+        assert!(
+            ctx.shots.is_empty(),
+            "{backend:?}: a zero count is not readable"
+        );
+        for arrival in 1..=3 {
+            writer.write_all(&1u64.to_ne_bytes()).unwrap();
+            run_until(&mut io, &mut ctx, "a shot", |ctx| {
+                ctx.shots.len() == arrival
+            });
+            settle(&mut io, &mut ctx);
+            assert_eq!(ctx.shots.len(), arrival, "{backend:?}: one per arrival");
+            assert_eq!(
+                ctx.shots[arrival - 1],
+                (Ok(PollEvents::READABLE), true),
+                "{backend:?}"
+            );
+        }
+        cancel(&mut io, id);
+        run_until(&mut io, &mut ctx, "the final", |ctx| ctx.shots.len() == 4);
+        assert_eq!(ctx.shots[3], (Err(libc::ECANCELED), false), "{backend:?}");
+        settle(&mut io, &mut ctx);
+        assert_eq!(ctx.shots.len(), 4, "{backend:?}: nothing after the final");
+    }
+}
+
+#[test]
+fn a_poll_reports_a_timerfd_expiring() {
+    use rustix::time::{timerfd_create, timerfd_settime, Itimerspec, Timespec};
+    use rustix::time::{TimerfdClockId, TimerfdFlags, TimerfdTimerFlags};
+    for backend in REAL {
+        let env = Env::new(backend);
+        let Some(mut io) = env.io::<Ctx>(8, None) else {
+            continue;
+        };
+        let mut ctx = Ctx::default();
+        let timer = timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::NONBLOCK).unwrap();
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let value = Timespec {
+            tv_sec: 0,
+            tv_nsec: 1_000_000,
+        };
+        let spec = Itimerspec {
+            it_interval: zero,
+            it_value: value,
+        };
+        poll(&mut io, timer.as_raw_fd(), PollEvents::READABLE);
+        timerfd_settime(&timer, TimerfdTimerFlags::empty(), &spec).unwrap();
+        run_until(&mut io, &mut ctx, "the timer", |ctx| !ctx.polls.is_empty());
+        assert_eq!(ctx.polls[0], Ok(PollEvents::READABLE), "{backend:?}");
+        let mut count = [0; 8];
+        assert_eq!(
+            File::from(timer).read(&mut count).unwrap(),
+            8,
+            "{backend:?}: not consumed"
+        );
+    }
+}
+
+#[test]
+fn a_poll_and_a_receive_on_one_socket_compose_in_scheduling_order() {
+    for backend in ALL {
+        let env = Env::new(backend);
+        let Some(mut io) = env.io::<Ctx>(8, None) else {
+            continue;
+        };
+        let mut ctx = Ctx::default();
+        let (server, server_addr) = env.udp();
+        let (a, _) = env.udp();
+        let fd = server.as_raw_fd();
+        send_to(&mut io, &a, b"first", server_addr);
+        run_until(&mut io, &mut ctx, "the send", |ctx| !ctx.sent.is_empty());
+        poll(&mut io, fd, PollEvents::READABLE);
+        settle(&mut io, &mut ctx); // the datagram has surely arrived
+        assert_eq!(ctx.polls.len(), 1, "{backend:?}: the datagram is there");
+        // Scheduled before the receive: the poll sees the bytes the receive then takes.
+        poll(&mut io, fd, PollEvents::READABLE);
+        recv_from(&mut io, &server, Msg::new(Vec::with_capacity(16)));
+        // Scheduled after the receive that drains the socket: it waits for the next one.
+        poll(&mut io, fd, PollEvents::READABLE);
+        run_until(&mut io, &mut ctx, "the receive", |ctx| !ctx.msgs.is_empty());
+        settle(&mut io, &mut ctx);
+        assert_eq!(ctx.polls.len(), 2, "{backend:?}: {:?}", ctx.polls);
+        assert_eq!(ctx.msgs[0].0, Ok(5), "{backend:?}");
+        send_to(&mut io, &a, b"second", server_addr);
+        run_until(&mut io, &mut ctx, "the last poll", |ctx| {
+            ctx.polls.len() == 3
+        });
+        assert!(
+            ctx.polls.iter().all(|p| *p == Ok(PollEvents::READABLE)),
+            "{backend:?}"
+        );
+        close_all(&env, &mut io, &mut ctx, vec![server, a]);
+    }
+}
+
+#[test]
+fn on_epoll_kqueue_and_the_simulator_a_waiting_poll_and_receive_both_complete() {
+    for backend in [Backend::Epoll, Backend::KqueueFake, Backend::Sim] {
+        let env = Env::new(backend);
+        let Some(mut io) = env.io::<Ctx>(8, None) else {
+            continue;
+        };
+        let mut ctx = Ctx::default();
+        let (server, server_addr) = env.udp();
+        let (a, _) = env.udp();
+        // The simulator tries a waiting poll in order with the waiting operations: poll first.
+        if backend == Backend::Sim {
+            poll(&mut io, server.as_raw_fd(), PollEvents::READABLE);
+            recv_from(&mut io, &server, Msg::new(Vec::with_capacity(16)));
+        } else {
+            recv_from(&mut io, &server, Msg::new(Vec::with_capacity(16)));
+            poll(&mut io, server.as_raw_fd(), PollEvents::READABLE);
+        }
+        settle(&mut io, &mut ctx);
+        assert!(
+            ctx.polls.is_empty() && ctx.msgs.is_empty(),
+            "{backend:?}: both wait"
+        );
+        send_to(&mut io, &a, b"one", server_addr);
+        run_until(&mut io, &mut ctx, "both", |ctx| {
+            !ctx.polls.is_empty() && !ctx.msgs.is_empty()
+        });
+        assert_eq!(ctx.polls[0], Ok(PollEvents::READABLE), "{backend:?}");
+        assert_eq!(ctx.msgs[0].0, Ok(3), "{backend:?}");
+        close_all(&env, &mut io, &mut ctx, vec![server, a]);
+    }
+}
+
+#[test]
+fn polls_answer_ebadf_cancel_and_deadlines_on_every_backend() {
+    for backend in ALL {
+        let env = Env::new(backend);
+        let Some(mut io) = env.io::<Ctx>(8, None) else {
+            continue;
+        };
+        let mut ctx = Ctx::default();
+        poll(&mut io, -1, PollEvents::READABLE);
+        run_until(&mut io, &mut ctx, "EBADF", |ctx| !ctx.polls.is_empty());
+        assert_eq!(
+            ctx.polls.remove(0),
+            Err(libc::EBADF),
+            "{backend:?}: a negative number"
+        );
+        if backend == Backend::Sim {
+            let (reader, _writer) = pipe();
+            poll(&mut io, reader.as_raw_fd(), PollEvents::READABLE);
+            run_until(&mut io, &mut ctx, "EBADF", |ctx| !ctx.polls.is_empty());
+            assert_eq!(
+                ctx.polls.remove(0),
+                Err(libc::EBADF),
+                "a real descriptor on the sim"
+            );
+        }
+        let (server, _) = env.udp();
+        let id = poll(&mut io, server.as_raw_fd(), PollEvents::READABLE);
+        cancel(&mut io, id);
+        run_until(&mut io, &mut ctx, "cancelled", |ctx| !ctx.polls.is_empty());
+        assert_eq!(ctx.polls.remove(0), Err(libc::ECANCELED), "{backend:?}");
+        let id = poll(&mut io, server.as_raw_fd(), PollEvents::READABLE);
+        io.set_deadline(id, 1_000_000).unwrap();
+        run_until(&mut io, &mut ctx, "timed out", |ctx| !ctx.polls.is_empty());
+        assert_eq!(ctx.polls.remove(0), Err(libc::ETIMEDOUT), "{backend:?}");
+        let id = io.poll_multishot(3, server.as_raw_fd(), PollEvents::READABLE, on_poll_shot);
+        io.set_deadline(id.unwrap(), 1_000_000).unwrap();
+        run_until(&mut io, &mut ctx, "timed out", |ctx| !ctx.shots.is_empty());
+        assert_eq!(ctx.shots, [(Err(libc::ETIMEDOUT), false)], "{backend:?}");
+        close_all(&env, &mut io, &mut ctx, vec![server]);
+    }
+}
+
+/// Sends `n` numbered datagrams from one simulated socket to another and receives what
+/// arrives in 1 s of virtual time; the payloads in arrival order, and the world's stats.
+fn sim_datagrams(faults: Faults, seed: u64, n: u8) -> (Vec<u8>, dispatch_loop::sim::SimStats, u64) {
+    let mut options = SimOptions::new(seed);
+    options.faults = faults;
+    let env = Env::with(Backend::Sim, options);
+    let mut io = env.io::<Ctx>(64, Some((64, 256))).unwrap();
+    let mut ctx = Ctx::default();
+    let (server, server_addr) = env.udp();
+    let (a, _) = env.udp();
+    let id = io
+        .recv_from_multishot(0, server.as_raw_fd(), on_datagram)
+        .unwrap();
+    for i in 0..n {
+        send_to(&mut io, &a, &[i], server_addr);
+    }
+    for _ in 0..1000 {
+        io.run_for_ns(&mut ctx, 1_000_000).unwrap();
+    }
+    assert_eq!(
+        ctx.sent.len(),
+        n as usize,
+        "a send never waits, never fails"
+    );
+    assert!(ctx.sent.iter().all(|s| *s == Ok(1)), "loss is silent");
+    cancel(&mut io, id);
+    run_until(&mut io, &mut ctx, "the final", |ctx| !ctx.finals.is_empty());
+    let got = ctx
+        .dgrams
+        .iter()
+        .map(|g| g.clone().unwrap().bytes[0])
+        .collect();
+    close_all(&env, &mut io, &mut ctx, vec![server, a]);
+    (got, env.sim().stats(), env.sim().trace_hash())
+}
+
+#[test]
+fn sim_datagrams_are_lost_doubled_and_reordered_only_as_the_faults_say() {
+    let all: Vec<u8> = (0..40).collect();
+    for seed in 0..4 {
+        let (got, stats, _) = sim_datagrams(Faults::NONE, seed, 40);
+        assert_eq!(
+            got, all,
+            "seed {seed}: no faults, every datagram once, in order"
+        );
+        assert_eq!(
+            stats.faults.datagram_loss + stats.faults.datagram_reorder,
+            0
+        );
+    }
+    let mut lossy = Faults::NONE;
+    lossy.datagram_loss = 1_000_000;
+    let (got, stats, _) = sim_datagrams(lossy, 1, 40);
+    assert!(got.is_empty(), "every datagram lost: {got:?}");
+    assert_eq!(stats.faults.datagram_loss, 40);
+    let mut doubled = Faults::NONE;
+    doubled.datagram_duplicate = 1_000_000;
+    let (got, stats, _) = sim_datagrams(doubled, 1, 40);
+    let mut sorted = got.clone();
+    sorted.sort();
+    let twice: Vec<u8> = all.iter().flat_map(|&i| [i, i]).collect();
+    assert_eq!(sorted, twice, "every datagram twice");
+    assert_eq!(stats.faults.datagram_duplicate, 40);
+    let mut reorder = Faults::NONE;
+    reorder.datagram_reorder = 300_000;
+    let mut reordered = 0;
+    for seed in 0..8 {
+        let (got, stats, hash) = sim_datagrams(reorder, seed, 40);
+        let mut sorted = got.clone();
+        sorted.sort();
+        assert_eq!(sorted, all, "seed {seed}: held back, never lost");
+        reordered += u32::from(got != all);
+        assert!(
+            stats.faults.datagram_reorder > 0,
+            "seed {seed}: the fault fired"
+        );
+        let (again, _, hash_again) = sim_datagrams(reorder, seed, 40);
+        assert_eq!(
+            (got, hash),
+            (again, hash_again),
+            "seed {seed}: one seed, one trace"
+        );
+    }
+    assert!(reordered > 0, "some seed reorders");
+}
+
+#[test]
+fn sim_udp_bind_refuses_a_bound_address_and_drops_datagrams_to_nobody() {
+    let env = Env::new(Backend::Sim);
+    let (server, server_addr) = env.udp();
+    let again = env.sim().udp_bind(server_addr).map_err(|e| errno(&e));
+    assert_eq!(again.err(), Some(libc::EADDRINUSE));
+    let mut io = env.io::<Ctx>(8, None).unwrap();
+    let mut ctx = Ctx::default();
+    send_to(&mut io, &server, b"nobody", addr("127.0.0.1:9"));
+    run_until(&mut io, &mut ctx, "the send", |ctx| !ctx.sent.is_empty());
+    assert_eq!(ctx.sent, [Ok(6)], "dropped silently, as UDP does");
+    close_all(&env, &mut io, &mut ctx, vec![server]);
+}
+
+#[test]
+fn sim_unix_pairs_keep_messages_whole_and_fail_as_linux_does() {
+    let env = Env::new(Backend::Sim);
+    let mut io = env.io::<Ctx>(8, None).unwrap();
+    let mut ctx = Ctx::default();
+    let (x, y) = env.unix_pair(true);
+    for bytes in [&b"first"[..], b"second message"] {
+        io.sendmsg(0, x.as_raw_fd(), Msg::new(bytes.to_vec()), on_sent)
+            .unwrap();
+    }
+    let (n, msg) = receive(&mut io, &mut ctx, &y, Msg::new(Vec::with_capacity(16)));
+    assert_eq!(
+        (n, &msg.bufs()[0][..], msg.truncated()),
+        (Ok(5), &b"first"[..], false)
+    );
+    let (n, msg) = receive(&mut io, &mut ctx, &y, Msg::new(Vec::with_capacity(6)));
+    assert_eq!(
+        (n, &msg.bufs()[0][..], msg.truncated()),
+        (Ok(6), &b"second"[..], true)
+    );
+    assert_eq!(msg.peer(), None, "a socket pair's peer is unnamed");
+    ctx.sent.clear();
+    // An IP address: EINVAL on a datagram pair; a path: ENOENT.
+    io.send_to(
+        0,
+        x.as_raw_fd(),
+        Msg::new(b"ip".to_vec()),
+        addr("127.0.0.1:9"),
+        on_sent,
+    )
+    .unwrap();
+    let mut to_path = Msg::new(b"path".to_vec());
+    to_path.set_peer_path("/nowhere.sock".as_ref()).unwrap();
+    io.sendmsg(0, x.as_raw_fd(), to_path, on_sent).unwrap();
+    run_until(&mut io, &mut ctx, "2 sends", |ctx| ctx.sent.len() == 2);
+    assert_eq!(ctx.sent, [Err(libc::EINVAL), Err(libc::ENOENT)]);
+    // A stream pair: an IP address is EISCONN.
+    let (s, t) = env.unix_pair(false);
+    ctx.sent.clear();
+    io.send_to(
+        0,
+        s.as_raw_fd(),
+        Msg::new(b"ip".to_vec()),
+        addr("127.0.0.1:9"),
+        on_sent,
+    )
+    .unwrap();
+    run_until(&mut io, &mut ctx, "the send", |ctx| !ctx.sent.is_empty());
+    assert_eq!(ctx.sent, [Err(libc::EISCONN)]);
+    // The datagram peer closed: one send refused, then ENOTCONN.
+    close_all_but_check(&mut io, &mut ctx, y);
+    ctx.sent.clear();
+    for _ in 0..2 {
+        io.sendmsg(0, x.as_raw_fd(), Msg::new(b"gone".to_vec()), on_sent)
+            .unwrap();
+        let n = ctx.sent.len() + 1;
+        run_until(&mut io, &mut ctx, "the send", |ctx| ctx.sent.len() == n);
+    }
+    assert_eq!(ctx.sent, [Err(libc::ECONNREFUSED), Err(libc::ENOTCONN)]);
+    close_all(&env, &mut io, &mut ctx, vec![x, s, t]);
+}
+
+#[test]
+fn a_hang_up_does_not_end_a_multishot_poll() {
+    for backend in REAL {
+        let env = Env::new(backend);
+        let Some(mut io) = env.io::<Ctx>(8, None) else {
+            continue;
+        };
+        let mut ctx = Ctx::default();
+        let (socket, peer) = UnixStream::pair().unwrap();
+        let id = io.poll_multishot(3, socket.as_raw_fd(), PollEvents::NONE, on_poll_shot);
+        settle(&mut io, &mut ctx);
+        assert!(ctx.shots.is_empty(), "{backend:?}");
+        // On Linux a peer that shut its writing side is a hang-up.
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        run_until(&mut io, &mut ctx, "a hang-up", |ctx| !ctx.shots.is_empty());
+        let (events, more) = ctx.shots[0];
+        assert!(
+            events.unwrap().is_hangup() && more,
+            "{backend:?}: {events:?}"
+        );
+        cancel(&mut io, id.unwrap());
+        run_until(&mut io, &mut ctx, "the final", |ctx| {
+            ctx.shots.last().unwrap().1 == false
+        });
+        assert_eq!(
+            ctx.shots.last().unwrap().0,
+            Err(libc::ECANCELED),
+            "{backend:?}"
+        );
+        assert!(
+            ctx.shots.iter().rev().skip(1).all(|s| s.1),
+            "{backend:?}: one final"
+        );
+    }
+}
