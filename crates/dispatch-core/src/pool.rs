@@ -97,7 +97,11 @@ impl PoolBuf {
     }
 
     /// The pool's buffer size: the most bytes one receive puts in a buffer. A receive that
-    /// filled its buffer (`len() == capacity()`) may have left more data in the socket.
+    /// filled its buffer (`len() == capacity()`) may have left more data in the socket. A
+    /// datagram's buffer ([`crate::Datagram::buf`]) holds at most `capacity()` less
+    /// [`crate::DATAGRAM_HEADROOM`] bytes of payload (the header and sender come first), so
+    /// its `len()` never reaches `capacity()`: [`crate::Datagram::truncated`] says whether
+    /// it was cut.
     pub fn capacity(&self) -> usize {
         self.pool.buffer_size as usize
     }

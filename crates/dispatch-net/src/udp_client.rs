@@ -38,7 +38,9 @@ fn id_of(tag: Tag) -> u32 {
     u32::try_from(tag / 2).expect("a client's tag")
 }
 
-/// Datagrams not from the server a try takes before it counts as timed out.
+/// Datagrams not from the server a try takes and waits on after (each with a fresh
+/// deadline); the next one ends the try as timed out, and is counted in
+/// [`UdpClientStats::strays`] too, so a flooded try counts `STRAYS_PER_TRY_MAX + 1`.
 pub const STRAYS_PER_TRY_MAX: u32 = 16;
 
 /// How a [`request`] waits and retries.

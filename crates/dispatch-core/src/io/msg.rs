@@ -24,8 +24,10 @@ impl<C> Io<C> {
     /// # Portability
     /// io_uring: `IORING_OP_SENDMSG` (5.3, which the loop requires anyway). epoll and
     /// kqueue: `sendmsg` tried at once, and again when the socket is writable. The
-    /// simulator: on its stream sockets only, without address or descriptors
-    /// (`EOPNOTSUPP`).
+    /// simulator (with the `sim` feature): on its datagram sockets (`Sim::udp_bind`: one
+    /// datagram to the address, never waiting; no descriptors, `EOPNOTSUPP`), on its Unix
+    /// pairs (`Sim::unix_pair`: descriptors passed, no address) and on its other stream
+    /// sockets (the bytes only: descriptors are `EOPNOTSUPP`).
     ///
     /// # Errors
     /// When every slot is in flight (the message comes back).
@@ -87,7 +89,9 @@ impl<C> Io<C> {
     /// io_uring: `IORING_OP_RECVMSG` (5.3). epoll and kqueue: `recvmsg` tried at once, and
     /// again when the socket is readable; a short datagram never counts as "drained" (the
     /// engine's rule for stream sockets). Received descriptors are close-on-exec where the
-    /// OS has `MSG_CMSG_CLOEXEC` (not macOS). The simulator: on its stream sockets only.
+    /// OS has `MSG_CMSG_CLOEXEC` (not macOS). The simulator: on its datagram sockets
+    /// (`Sim::udp_bind`, with the sender), on its Unix pairs (with the descriptors passed;
+    /// no sender) and on its other stream sockets.
     ///
     /// # Errors
     /// When every slot is in flight (the message comes back).
@@ -255,7 +259,8 @@ impl<C> Io<C> {
     /// kernel's multishot a `RECVMSG` (from the ring, its payload then moved behind the
     /// header; or, without a ring, into a buffer picked at once, polling first when nothing
     /// waits), on the simulator its datagram sockets (`Sim::udp_bind`, with the `sim`
-    /// feature), with their loss and duplication faults. An empty datagram taken from the
+    /// feature), with their loss, duplication and reorder faults (its Unix pairs take no
+    /// pooled receive: the final callback is `EINVAL`). An empty datagram taken from the
     /// ring without the kernel's multishot comes without its sender when no pool buffer is
     /// outside the ring (the kernel hands back no buffer for 0 bytes).
     ///
