@@ -752,3 +752,44 @@ fn a_cancelled_receive_takes_no_descriptor() {
         );
     }
 }
+
+#[test]
+fn room_for_one_descriptor_takes_two_alike_on_every_backend() {
+    // `with_fds`: "one more may [fit], where the control buffer's alignment leaves room";
+    // the simulator rounds as `CMSG_SPACE` rounds, so every backend must agree.
+    let mut seen = Vec::new();
+    for backend in ALL {
+        let env = Env::new(backend);
+        let Some(mut io) = env.io::<Ctx>(8, None) else {
+            continue;
+        };
+        let mut ctx = Ctx::default();
+        let (x, y) = env.unix_pair(true);
+        let (_reader, writer) = pipe();
+        let mut out = Msg::new(b"two".to_vec()).with_fds(2);
+        out.fds_mut().push(writer.try_clone().unwrap());
+        out.fds_mut().push(writer);
+        io.sendmsg(0, x.as_raw_fd(), out, on_sent).unwrap();
+        let room = Msg::new(Vec::with_capacity(8)).with_fds(1);
+        let (n, msg) = receive(&mut io, &mut ctx, &y, room);
+        assert_eq!(n, Ok(3), "{backend:?}");
+        assert_eq!(
+            msg.peer(),
+            None,
+            "{backend:?}: an unnamed Unix peer is no IP address"
+        );
+        seen.push((backend, msg.control_truncated(), msg.fds().len()));
+        drop(msg);
+        run_until(&mut io, &mut ctx, "the send", |ctx| !ctx.sent.is_empty());
+        close_all(&env, &mut io, &mut ctx, vec![x, y]);
+    }
+    let first = (seen[0].1, seen[0].2);
+    assert!(seen.iter().all(|s| (s.1, s.2) == first), "{seen:?}");
+    if cfg!(all(target_os = "linux", target_pointer_width = "64")) {
+        assert_eq!(
+            first,
+            (false, 2),
+            "CMSG_SPACE(4) == CMSG_SPACE(8) on 64-bit Linux"
+        );
+    }
+}

@@ -12,7 +12,7 @@ use dispatch_loop::sim::{Faults, Sim, SimOptions};
 use dispatch_loop::{BackendKind, InitError, Io, Msg, Options, PoolOptions, Tag};
 use dispatch_net::{
     bind_udp, request, serve_udp, stop_udp, ListenOptions, Reply, RequestOptions, Udp, UdpClient,
-    UdpClientHandler, UdpHandler, UdpOptions,
+    UdpClientHandler, UdpHandler, UdpOptions, STRAYS_PER_TRY_MAX,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -57,6 +57,8 @@ struct App {
     sent: Vec<io::Result<usize>>,
     received: Vec<(io::Result<usize>, Msg)>,
     closed: u32,
+    /// The client's socket's address.
+    client_addr: SocketAddr,
 }
 
 impl UdpHandler for App {
@@ -158,7 +160,7 @@ fn setup(
     let ops_max = udp_options.ops_max() + request_options.ops_max() + 12;
     let pool = (16, udp_options.pool_buffer_size());
     let mut io = env.io(ops_max, Some(pool))?;
-    let ((server, server_addr), (client, _)) = env.sockets();
+    let ((server, server_addr), (client, client_addr)) = env.sockets();
     let mut app = App {
         udp: Udp::new(udp_options),
         client: Some(UdpClient::new(client, server_addr, request_options)),
@@ -169,6 +171,7 @@ fn setup(
         sent: Vec::new(),
         received: Vec::new(),
         closed: 0,
+        client_addr,
     };
     serve_udp(&mut app, &mut io, server).expect("serve_udp");
     Some((io, app, server_addr))
@@ -337,6 +340,7 @@ fn serve_udp_refuses_a_loop_it_cannot_serve_and_a_second_call() {
                 sent: Vec::new(),
                 received: Vec::new(),
                 closed: 0,
+                client_addr: addr,
             };
             let error = serve_udp(&mut app, &mut io, server).unwrap_err();
             assert_eq!(
@@ -482,4 +486,45 @@ fn is_response_tells_a_late_duplicate_from_the_answer() {
     let (responses, strays) = duplicated(true);
     assert_eq!(responses, want, "each request gets its own answer");
     assert!(strays > 0, "the duplicates were strays");
+}
+
+#[test]
+fn a_flood_of_strays_cannot_hold_a_try_open() {
+    for backend in ALL {
+        let env = Env::new(backend, Faults::NONE);
+        // An hour per try: only the bound on strays can end it within the test.
+        let options = RequestOptions::new(3_600_000_000_000, 1);
+        let Some((mut io, mut app, _)) =
+            setup(&env, &UdpOptions::new(2, 64), &options, Mode::Silent)
+        else {
+            continue;
+        };
+        let ((flood, _), (unused, _)) = env.sockets();
+        request(&mut app, &mut io, b"q").unwrap();
+        let to = app.client_addr;
+        for _ in 0..STRAYS_PER_TRY_MAX + 4 {
+            let msg = Msg::new(b"stray".to_vec());
+            io.send_to(2000, flood.as_raw_fd(), msg, to, on_sent)
+                .unwrap();
+            let n = app.sent.len() + 1;
+            run_until(&mut io, &mut app, "a stray", |app| app.sent.len() == n);
+        }
+        run_until(&mut io, &mut app, "the end", |app| {
+            !app.responses.is_empty()
+        });
+        assert_eq!(app.responses, [Err(io::ErrorKind::TimedOut)], "{backend:?}");
+        let stats = app.client.as_ref().unwrap().stats();
+        // 16 taken and waited on after, and the 17th, which ends the try, counted too.
+        assert_eq!(
+            stats.strays,
+            u64::from(STRAYS_PER_TRY_MAX) + 1,
+            "{backend:?}"
+        );
+        for fd in [flood, unused] {
+            io.close(1000, fd, on_closed).unwrap();
+        }
+        run_until(&mut io, &mut app, "the closes", |app| app.closed == 2);
+        app.closed = 0;
+        finish(&env, &mut io, &mut app);
+    }
 }
