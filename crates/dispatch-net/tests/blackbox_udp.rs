@@ -528,3 +528,109 @@ fn a_flood_of_strays_cannot_hold_a_try_open() {
         finish(&env, &mut io, &mut app);
     }
 }
+
+fn app(udp_options: &UdpOptions, client: OwnedFd, server: SocketAddr) -> App {
+    App {
+        udp: Udp::new(udp_options),
+        client: Some(UdpClient::new(client, server, &RequestOptions::new(1, 1))),
+        mode: Mode::Upper,
+        responses: Vec::new(),
+        queued: Vec::new(),
+        check: false,
+        sent: Vec::new(),
+        received: Vec::new(),
+        closed: 0,
+        client_addr: server,
+    }
+}
+
+#[test]
+fn a_socket_that_cannot_be_read_stops_serving_without_spinning() {
+    for backend in ALL {
+        let env = Env::new(backend, Faults::NONE);
+        let udp_options = UdpOptions::new(2, 64);
+        let pool = Some((8, udp_options.pool_buffer_size()));
+        let Some(mut io) = env.io(udp_options.ops_max() + 4, pool) else {
+            continue;
+        };
+        let ((server, server_addr), (client, _)) = env.sockets();
+        let mut app = app(&udp_options, client, server_addr);
+        // A pipe is no socket: ENOTSOCK (EBADF on the simulator, which knows no pipe).
+        let (reader, _writer) = std::io::pipe().unwrap();
+        serve_udp(&mut app, &mut io, reader).unwrap();
+        run_until(&mut io, &mut app, "the error", |app| {
+            app.udp.stats().recv_errors > 0
+        });
+        for _ in 0..50 {
+            io.run_for_ns(&mut app, 1_000_000).unwrap();
+        }
+        assert_eq!(
+            app.udp.stats().recv_errors,
+            1,
+            "{backend:?}: stopped, not spinning"
+        );
+        io.close(1000, server, on_closed).unwrap();
+        run_until(&mut io, &mut app, "the close", |app| app.closed == 1);
+        app.closed = 0;
+        stop_udp(&mut app, &mut io);
+        run_until(&mut io, &mut app, "the stop", |app| app.udp.is_closed());
+    }
+}
+
+#[test]
+fn datagrams_from_a_unix_sender_are_receive_errors_and_serving_goes_on() {
+    for backend in [Backend::Uring, Backend::Epoll, Backend::KqueueFake] {
+        let env = Env::new(backend, Faults::NONE);
+        let udp_options = UdpOptions::new(2, 64);
+        let pool = Some((8, udp_options.pool_buffer_size()));
+        let Some(mut io) = env.io(udp_options.ops_max() + 4, pool) else {
+            continue;
+        };
+        let (_, (client, addr)) = env.sockets();
+        let mut app = app(&udp_options, client, addr);
+        let (ours, theirs) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        serve_udp(&mut app, &mut io, ours).unwrap();
+        for i in 1..=2 {
+            theirs.send(b"unix").unwrap();
+            run_until(&mut io, &mut app, "an error", |app| {
+                app.udp.stats().recv_errors == i
+            });
+        }
+        assert_eq!(
+            app.udp.stats().received,
+            0,
+            "{backend:?}: no IP sender, not handed on"
+        );
+        stop_udp(&mut app, &mut io);
+        run_until(&mut io, &mut app, "the stop", |app| app.udp.is_closed());
+    }
+}
+
+#[test]
+fn a_connected_client_hears_the_port_unreachable() {
+    for backend in [Backend::Uring, Backend::Epoll, Backend::KqueueFake] {
+        let env = Env::new(backend, Faults::NONE);
+        let udp_options = UdpOptions::new(2, 64);
+        let pool = Some((8, udp_options.pool_buffer_size()));
+        let Some(mut io) = env.io(udp_options.ops_max() + 4, pool) else {
+            continue;
+        };
+        let gone = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = gone.local_addr().unwrap();
+        drop(gone);
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.connect(to).unwrap();
+        let mut app = app(&udp_options, client.into(), to);
+        app.client = Some(UdpClient::new(
+            app.client.take().unwrap().into_socket(),
+            to,
+            &RequestOptions::new(1_000_000_000, 3),
+        ));
+        request(&mut app, &mut io, b"anyone?").unwrap();
+        run_until(&mut io, &mut app, "the end", |app| {
+            !app.responses.is_empty()
+        });
+        let refused = Err(io::ErrorKind::ConnectionRefused);
+        assert_eq!(app.responses, [refused], "{backend:?}");
+    }
+}
