@@ -793,3 +793,99 @@ fn room_for_one_descriptor_takes_two_alike_on_every_backend() {
         );
     }
 }
+
+#[test]
+fn a_cancel_while_the_pool_is_dry_loses_no_datagram() {
+    for backend in ALL {
+        let env = Env::new(backend);
+        let Some(mut io) = env.io::<Ctx>(16, Some((2, 256))) else {
+            continue;
+        };
+        let mut ctx = Ctx {
+            hold: true,
+            ..Ctx::default()
+        };
+        let (server, server_addr) = env.udp();
+        let (a, _) = env.udp();
+        let id = io
+            .recv_from_multishot(0, server.as_raw_fd(), on_datagram)
+            .unwrap();
+        for i in 0..5u8 {
+            send_to(&mut io, &a, &[i], server_addr);
+        }
+        run_until(&mut io, &mut ctx, "2 datagrams", |ctx| {
+            ctx.dgrams.len() == 2
+        });
+        settle(&mut io, &mut ctx);
+        cancel(&mut io, id);
+        run_until(&mut io, &mut ctx, "the final", |ctx| !ctx.finals.is_empty());
+        ctx.hold = false;
+        ctx.held.clear();
+        settle(&mut io, &mut ctx);
+        assert_eq!(ctx.finals.len(), 1, "{backend:?}");
+        let mut got: Vec<u8> = ctx
+            .dgrams
+            .iter()
+            .map(|g| g.clone().unwrap().bytes[0])
+            .collect();
+        if let Ok(last) = &ctx.finals[0] {
+            got.push(last.bytes[0]);
+        } else {
+            assert_eq!(ctx.finals[0], Err(libc::ECANCELED), "{backend:?}");
+        }
+        while got.len() < 5 {
+            let room = Msg::new(Vec::with_capacity(4));
+            let (n, msg) = receive(&mut io, &mut ctx, &server, room);
+            assert_eq!(n, Ok(1), "{backend:?}");
+            got.push(msg.bufs()[0][0]);
+        }
+        assert_eq!(got, [0, 1, 2, 3, 4], "{backend:?}: in order, none lost");
+        close_all(&env, &mut io, &mut ctx, vec![server, a]);
+    }
+}
+
+#[test]
+fn a_deadline_over_a_stream_of_datagrams_loses_none() {
+    for backend in ALL {
+        let env = Env::new(backend);
+        let Some(mut io) = env.io::<Ctx>(16, Some((16, 256))) else {
+            continue;
+        };
+        let mut ctx = Ctx::default();
+        let (server, server_addr) = env.udp();
+        let (a, _) = env.udp();
+        for i in 0..10u8 {
+            send_to(&mut io, &a, &[i], server_addr);
+        }
+        run_until(&mut io, &mut ctx, "10 sends", |ctx| ctx.sent.len() == 10);
+        settle(&mut io, &mut ctx);
+        let id = io
+            .recv_from_multishot(0, server.as_raw_fd(), on_datagram)
+            .unwrap();
+        io.set_deadline(id, 1).unwrap();
+        run_until(&mut io, &mut ctx, "the final", |ctx| !ctx.finals.is_empty());
+        settle(&mut io, &mut ctx);
+        assert_eq!(ctx.finals.len(), 1, "{backend:?}");
+        let mut got: Vec<u8> = ctx
+            .dgrams
+            .iter()
+            .map(|g| g.clone().unwrap().bytes[0])
+            .collect();
+        match &ctx.finals[0] {
+            Ok(last) => got.push(last.bytes[0]),
+            Err(e) => assert_eq!(*e, libc::ETIMEDOUT, "{backend:?}"),
+        }
+        while got.len() < 10 {
+            let room = Msg::new(Vec::with_capacity(4));
+            let (n, msg) = receive(&mut io, &mut ctx, &server, room);
+            assert_eq!(n, Ok(1), "{backend:?}");
+            got.push(msg.bufs()[0][0]);
+        }
+        assert_eq!(
+            got,
+            (0..10).collect::<Vec<u8>>(),
+            "{backend:?}: in order, none lost"
+        );
+        close_all(&env, &mut io, &mut ctx, vec![server, a]);
+    }
+}

@@ -540,3 +540,72 @@ fn a_loop_dropped_with_multishot_results_undelivered_closes_no_borrowed_descript
         );
     }
 }
+
+#[test]
+fn sim_polls_see_the_end_of_stream_of_a_peer_closed_through_the_loop() {
+    let env = Env::new(Backend::Sim);
+    let mut io = env.io::<Ctx>(8, None).unwrap();
+    let mut ctx = Ctx::default();
+    let (a, b) = env.sim().socket_pair().unwrap();
+    poll(&mut io, a.as_raw_fd(), PollEvents::NONE);
+    settle(&mut io, &mut ctx);
+    assert!(ctx.polls.is_empty(), "nothing yet");
+    close_one(&mut io, &mut ctx, b);
+    run_until(&mut io, &mut ctx, "a hang-up", |ctx| !ctx.polls.is_empty());
+    assert!(ctx.polls[0].unwrap().is_hangup(), "{:?}", ctx.polls);
+    poll(&mut io, a.as_raw_fd(), PollEvents::READABLE);
+    run_until(&mut io, &mut ctx, "readable", |ctx| ctx.polls.len() == 2);
+    assert!(
+        ctx.polls[1].unwrap().is_readable(),
+        "the end of stream reads 0"
+    );
+    close_all(&env, &mut io, &mut ctx, vec![a]);
+}
+
+#[test]
+fn sim_descriptors_cut_by_the_control_buffer_release_their_objects() {
+    let env = Env::new(Backend::Sim);
+    let mut io = env.io::<Ctx>(16, None).unwrap();
+    let mut ctx = Ctx::default();
+    let (x, y) = env.unix_pair(true);
+    let pairs: Vec<(OwnedFd, OwnedFd)> = (0..3).map(|_| env.unix_pair(false)).collect();
+    let (passed, kept): (Vec<OwnedFd>, Vec<OwnedFd>) = pairs.into_iter().unzip();
+    let mut out = Msg::new(b"three".to_vec()).with_fds(3);
+    out.fds_mut().extend(passed);
+    io.sendmsg(0, x.as_raw_fd(), out, on_msg).unwrap();
+    run_until(&mut io, &mut ctx, "the send", |ctx| !ctx.msgs.is_empty());
+    let (sent, mut sent_msg) = ctx.msgs.remove(0);
+    assert_eq!(sent, Ok(5));
+    let (n, msg) = receive(
+        &mut io,
+        &mut ctx,
+        &y,
+        Msg::new(Vec::with_capacity(8)).with_fds(1),
+    );
+    assert_eq!(
+        (n, msg.control_truncated(), msg.fds().len()),
+        (Ok(5), true, 0)
+    );
+    // The sender's copies were the last: closed through the loop, each object goes, and
+    // its peer sees the end of stream.
+    let copies: Vec<OwnedFd> = sent_msg.fds_mut().drain(..).collect();
+    close_all_but_check_many(&mut io, &mut ctx, copies);
+    for peer in &kept {
+        let (n, _) = receive(&mut io, &mut ctx, peer, Msg::new(Vec::with_capacity(8)));
+        assert_eq!(n, Ok(0), "the end of stream");
+    }
+    let mut rest = kept;
+    rest.extend([x, y]);
+    close_all(&env, &mut io, &mut ctx, rest);
+    assert_eq!(env.sim().stats().dropped_descriptors, 0);
+}
+
+fn close_one(io: &mut Io<Ctx>, ctx: &mut Ctx, fd: OwnedFd) {
+    close_all_but_check(io, ctx, fd);
+}
+
+fn close_all_but_check_many(io: &mut Io<Ctx>, ctx: &mut Ctx, fds: Vec<OwnedFd>) {
+    for fd in fds {
+        close_all_but_check(io, ctx, fd);
+    }
+}
