@@ -609,3 +609,20 @@ fn close_all_but_check_many(io: &mut Io<Ctx>, ctx: &mut Ctx, fds: Vec<OwnedFd>) 
         close_all_but_check(io, ctx, fd);
     }
 }
+
+#[test]
+fn sim_udp_bind_is_emfile_past_descriptors_max() {
+    let mut options = SimOptions::new(3);
+    options.descriptors_max = 2;
+    let env = Env::with(Backend::Sim, options);
+    let (a, _) = env.udp();
+    let (b, _) = env.udp();
+    let third = env
+        .sim()
+        .udp_bind(addr("127.0.0.1:0"))
+        .map_err(|e| errno(&e));
+    assert_eq!(third.err(), Some(libc::EMFILE));
+    let mut io = env.io::<Ctx>(8, None).unwrap();
+    let mut ctx = Ctx::default();
+    close_all(&env, &mut io, &mut ctx, vec![a, b]);
+}

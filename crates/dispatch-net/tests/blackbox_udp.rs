@@ -316,6 +316,10 @@ fn serve_udp_refuses_a_loop_it_cannot_serve_and_a_second_call() {
         udp_options.pool_buffer_size(),
         100 + dispatch_loop::DATAGRAM_HEADROOM
     );
+    // "one per message, the receive, and the socket's close after a stop"
+    assert_eq!(udp_options.ops_max(), 4 + 2);
+    // "a send or a receive at a time"
+    assert_eq!(RequestOptions::new(1, 1).ops_max(), 1);
     for backend in ALL {
         let env = Env::new(backend, Faults::NONE);
         let ops = udp_options.ops_max();
@@ -633,4 +637,29 @@ fn a_connected_client_hears_the_port_unreachable() {
         let refused = Err(io::ErrorKind::ConnectionRefused);
         assert_eq!(app.responses, [refused], "{backend:?}");
     }
+}
+
+#[test]
+fn under_datagram_loss_retries_get_every_request_answered() {
+    let mut faults = Faults::NONE;
+    faults.datagram_loss = 300_000;
+    let env = Env::new(Backend::Sim, faults);
+    let options = RequestOptions::new(10_000_000, 30);
+    let (mut io, mut app, _) = setup(&env, &UdpOptions::new(4, 64), &options, Mode::Upper).unwrap();
+    app.check = true;
+    app.queued = (1..10u8).map(|i| vec![b'a' + i; 2]).collect();
+    request(&mut app, &mut io, b"aa").unwrap();
+    run_until(&mut io, &mut app, "10 ends", |app| {
+        app.responses.len() == 10
+    });
+    let want: Vec<_> = (0..10u8).map(|i| Ok(vec![b'A' + i; 2])).collect();
+    assert_eq!(app.responses, want);
+    let client = app.client.as_ref().unwrap().stats();
+    assert!(client.retries > 0, "the loss made some try time out");
+    assert_eq!(
+        (client.requests, client.responses, client.timeouts),
+        (10, 10, 0)
+    );
+    assert!(env.sim.as_ref().unwrap().stats().faults.datagram_loss > 0);
+    finish(&env, &mut io, &mut app);
 }
