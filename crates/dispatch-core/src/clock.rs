@@ -26,6 +26,15 @@ impl Clock {
         }
     }
 
+    /// Whether time passes only when the simulation moves it (the simulator's clock).
+    pub(crate) fn is_virtual(&self) -> bool {
+        match self {
+            Clock::Real { .. } => false,
+            #[cfg(feature = "sim")]
+            Clock::Sim(_) => true,
+        }
+    }
+
     /// Nanoseconds since the clock's origin.
     #[inline]
     pub(crate) fn now_ns(&self) -> u64 {

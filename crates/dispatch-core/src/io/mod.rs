@@ -50,6 +50,10 @@ type SimWorld = std::convert::Infallible;
 /// leaks their memory rather than free memory the kernel could still write.
 const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Turns in a row at one virtual instant after which `run_for_ns` returns on the simulator
+/// (its docs say why).
+const SIM_TURNS_AT_ONE_INSTANT_MAX: u32 = 65_536;
+
 /// The I/O loop, generic over the application's context `C`, which callbacks receive.
 ///
 /// `Io` is deliberately not `Send` (checked at compile time; nor is it `Sync`): one loop per
@@ -473,7 +477,11 @@ impl<C> Io<C> {
     /// was called before the run); `ns == 0` is one non-blocking turn. `u64::MAX` runs until
     /// `stop`. On `sim` the nanoseconds are virtual: the simulated clock jumps
     /// from event to event and the call returns when it reaches the deadline, without
-    /// sleeping (see `dispatch_loop::sim`).
+    /// sleeping (see `dispatch_loop::sim`). Since simulated time passes only while the loop
+    /// waits, work that completes in every turn without waiting (a multishot poll of an
+    /// always-ready simulated socket or file) would hold the clock at one instant: there the
+    /// call also returns after 65,536 turns in a row at one virtual instant, so that it stays
+    /// bounded; call it again to go on.
     ///
     /// # Errors
     /// An unexpected error from the kernel's submit or wait call; the loop stays usable.
@@ -487,11 +495,24 @@ impl<C> Io<C> {
         }
         // Never `Until::Forever`, even for `u64::MAX`: that means "until nothing is in
         // flight" (`run_until_idle`), and a loop with nothing in flight must still sleep here.
-        let deadline_ns = io.clock.now_ns().saturating_add(ns);
+        let mut instant_ns = io.clock.now_ns();
+        let deadline_ns = instant_ns.saturating_add(ns);
+        // Turns in a row at one virtual instant (the simulator's time passes only while the
+        // loop waits, so work completing every turn would hold it there for ever).
+        let mut turns_at_instant = 0u32;
         loop {
             io.turn(ctx, Until::At(deadline_ns))?;
-            if io.take_stop() || io.clock.now_ns() >= deadline_ns {
+            let now_ns = io.clock.now_ns();
+            if io.take_stop() || now_ns >= deadline_ns {
                 return Ok(());
+            }
+            if now_ns == instant_ns && io.clock.is_virtual() {
+                turns_at_instant += 1;
+                if turns_at_instant == SIM_TURNS_AT_ONE_INSTANT_MAX {
+                    return Ok(());
+                }
+            } else {
+                (instant_ns, turns_at_instant) = (now_ns, 0);
             }
         }
     }
