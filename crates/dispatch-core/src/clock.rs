@@ -47,3 +47,41 @@ impl Clock {
         }
     }
 }
+
+/// Turns in a row at one virtual instant after which `Io::run_for_ns` returns on the
+/// simulator (its docs say why).
+const TURNS_AT_ONE_INSTANT_MAX: u32 = 65_536;
+
+/// Counts a run's turns in a row at one instant of a virtual clock: the simulator's time
+/// passes only while the loop waits, so work completing in every turn would hold a run
+/// there for ever.
+pub(crate) struct Stall {
+    instant_ns: u64,
+    turns: u32,
+}
+
+impl Stall {
+    /// A count starting at `clock`'s present.
+    pub(crate) fn new(clock: &Clock) -> Stall {
+        Stall {
+            instant_ns: clock.now_ns(),
+            turns: 0,
+        }
+    }
+
+    /// The instant the count is at.
+    pub(crate) fn instant_ns(&self) -> u64 {
+        self.instant_ns
+    }
+
+    /// Takes in one turn ending at `now_ns`; `true` when the virtual clock has stood still
+    /// for `TURNS_AT_ONE_INSTANT_MAX` turns (never on the real clock).
+    pub(crate) fn stalled(&mut self, clock: &Clock, now_ns: u64) -> bool {
+        if now_ns != self.instant_ns || !clock.is_virtual() {
+            (self.instant_ns, self.turns) = (now_ns, 0);
+            return false;
+        }
+        self.turns += 1;
+        self.turns >= TURNS_AT_ONE_INSTANT_MAX
+    }
+}

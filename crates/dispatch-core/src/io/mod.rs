@@ -31,7 +31,7 @@ pub use self::callback::{PollCallback, PollShotCallback};
 use self::deadline::Deadlines;
 use crate::aligned::{AlignedBuf, RegisteredSet};
 use crate::backend::{Backend, PushError, Wait};
-use crate::clock::Clock;
+use crate::clock::{Clock, Stall};
 use crate::error::InitError;
 use crate::options::Options;
 use crate::pool::Pool;
@@ -49,10 +49,6 @@ type SimWorld = std::convert::Infallible;
 /// How long `Io`'s drop waits for the kernel to give back operations it cancelled before it
 /// leaks their memory rather than free memory the kernel could still write.
 const DROP_REAP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Turns in a row at one virtual instant after which `run_for_ns` returns on the simulator
-/// (its docs say why).
-const SIM_TURNS_AT_ONE_INSTANT_MAX: u32 = 65_536;
 
 /// The I/O loop, generic over the application's context `C`, which callbacks receive.
 ///
@@ -495,24 +491,13 @@ impl<C> Io<C> {
         }
         // Never `Until::Forever`, even for `u64::MAX`: that means "until nothing is in
         // flight" (`run_until_idle`), and a loop with nothing in flight must still sleep here.
-        let mut instant_ns = io.clock.now_ns();
-        let deadline_ns = instant_ns.saturating_add(ns);
-        // Turns in a row at one virtual instant (the simulator's time passes only while the
-        // loop waits, so work completing every turn would hold it there for ever).
-        let mut turns_at_instant = 0u32;
+        let mut stall = Stall::new(&io.clock);
+        let deadline_ns = stall.instant_ns().saturating_add(ns);
         loop {
             io.turn(ctx, Until::At(deadline_ns))?;
             let now_ns = io.clock.now_ns();
-            if io.take_stop() || now_ns >= deadline_ns {
+            if io.take_stop() || now_ns >= deadline_ns || stall.stalled(&io.clock, now_ns) {
                 return Ok(());
-            }
-            if now_ns == instant_ns && io.clock.is_virtual() {
-                turns_at_instant += 1;
-                if turns_at_instant == SIM_TURNS_AT_ONE_INSTANT_MAX {
-                    return Ok(());
-                }
-            } else {
-                (instant_ns, turns_at_instant) = (now_ns, 0);
             }
         }
     }
