@@ -8,6 +8,10 @@
 //! the kevent double, and the simulator. A backend this machine cannot run (io_uring blocked)
 //! is skipped with a line saying so. Real sockets are on 127.0.0.1; every wait is a bounded
 //! loop of `run_for_ns`, never a timing threshold.
+//!
+//! Linux only: the tests name Linux's backends (io_uring three ways, epoll) beside the
+//! kevent double and the simulator; on FreeBSD and macOS the suite's own tests cover kqueue.
+#![cfg(target_os = "linux")]
 
 #[path = "datagram_harness/mod.rs"]
 mod harness;

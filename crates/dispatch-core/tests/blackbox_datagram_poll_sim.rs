@@ -2,6 +2,10 @@
 //! timerfd, sockets) and of the simulator's datagram sockets and Unix pairs, written from
 //! the public documentation alone; the harness, shared with `blackbox_datagram.rs`, is
 //! `datagram_harness/mod.rs`.
+//!
+//! Linux only: the tests name Linux's backends (io_uring three ways, epoll) beside the
+//! kevent double and the simulator; on FreeBSD and macOS the suite's own tests cover kqueue.
+#![cfg(target_os = "linux")]
 
 #[path = "datagram_harness/mod.rs"]
 mod harness;

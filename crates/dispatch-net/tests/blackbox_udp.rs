@@ -3,6 +3,10 @@
 //! (`request`, deadlines, retries, `is_response`), on io_uring, epoll, kqueue over the
 //! kevent double, and the simulator. Server and client share one loop, one context; every
 //! wait is a bounded loop of `run_for_ns`.
+//!
+//! Linux only: the tests name Linux's backends (io_uring three ways, epoll) beside the
+//! kevent double and the simulator; on FreeBSD and macOS the suite's own tests cover kqueue.
+#![cfg(target_os = "linux")]
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
