@@ -243,6 +243,10 @@ impl<C> Io<C> {
     /// buffer size less 44 bytes, where the kernel puts a header and the sender) is cut,
     /// and said to be, with its true length (`len`) where the OS reports it. An empty
     /// datagram is a callback with an empty buffer, not an end: datagram sockets have none.
+    /// So it is for datagram sockets only (UDP, Unix `SOCK_DGRAM`): on a stream socket the
+    /// real backends would hand its end of stream over as empty datagrams, turn after turn,
+    /// until cancelled ([`Io::recv_multishot`] is the stream's receive; the simulator
+    /// answers `EINVAL`).
     /// As for [`Io::recv_multishot`], a buffer is picked when a datagram arrives, and an
     /// empty pool makes the receive wait (`Stats::pool_waits`), not fail: the datagrams wait
     /// in the socket meanwhile.

@@ -81,7 +81,7 @@ const MARK_LENT: u8 = 4;
 const MARK_INLINE: u8 = 8;
 /// A single-shot datagram step (`dgram.rs`) whose result the reap puts into the layout.
 const MARK_DGRAM: u8 = 16;
-/// The kernel's multishot receive (plain or datagram) is in the kernel: counted in
+/// The kernel's multishot datagram receive is in the kernel: counted in
 /// `multishots` until its final completion, so that the batch wait expects a burst.
 const MARK_MULTI: u8 = 32;
 
@@ -170,8 +170,11 @@ pub(crate) struct IoUringBackend {
     ring_target: u32,
     /// The kernel has multishot receive and accept, and they are not masked.
     multishot: bool,
-    /// The kernel's multishot receives in flight (`MARK_MULTI`): each may complete many
-    /// times, so the batch wait counts on a burst while one is in.
+    /// The kernel's `SEND` takes a destination address (6.1), and multishots are not masked.
+    send_addr: bool,
+    /// The kernel's multishot datagram receives in flight (`MARK_MULTI`): one socket's may
+    /// complete many times, so the batch wait counts on a burst while one is in (a stream's
+    /// multishot receives are one per connection, counted in the operations in the kernel).
     multishots: u32,
     /// `UringOptions::batch_events`.
     batch_events: u32,
@@ -211,6 +214,13 @@ impl IoUringBackend {
         // accept (5.19) is older than multishot receive (6.0), so one probe answers both.
         let multishot = uring.multishot && ring.probe_recv_multishot().unwrap_or(false);
         let file_opcodes = FileOpcodes::probe(&ring, uring.file_opcodes);
+        // `SEND` with a destination address came with `SENDMSG_ZC` (6.1, one patch series):
+        // a 6.0 kernel answers an address on `SEND` with `EINVAL`. Masked with multishots,
+        // as polls are, so that `UringOptions::multishot` off tests the `SENDMSG` path.
+        let send_addr = multishot
+            && ring
+                .opcodes()
+                .is_ok_and(|probe| probe.is_supported(opcode::SendMsgZc::CODE));
         let pool_count = pool.as_ref().map(|pool| pool.count());
         let pool_shared = pool.as_ref().map(|pool| Rc::clone(pool.shared()));
         let ring_start = pool_count.map_or(0, |count| u32::from(count).min(RING_START));
@@ -234,6 +244,7 @@ impl IoUringBackend {
             poll_next: vec![0; slots_max as usize].into_boxed_slice(),
             readable: vec![0; slots_max as usize].into_boxed_slice(),
             multishot,
+            send_addr,
             multishots: 0,
             ring,
             pool_memory,
@@ -375,10 +386,13 @@ impl IoUringBackend {
             _ => unreachable!("{} needs no mark", args.label()),
         };
         entry.set_user_data(user_data);
-        // SAFETY: the entry points into `self.wakeup_words[idx]`, or into the pool buffer lent
-        // to this slot (or nowhere: a poll, a receive from the provided-buffer ring); the
-        // table lives as long as the ring and is never resized, and a lent pool buffer is
-        // nobody else's until the completion hands it on.
+        // SAFETY: the entry points into `self.wakeup_words[idx]`, into the pool buffer lent
+        // to this slot, into the slot's boxed datagram header `self.dgrams[idx]` (iovec and
+        // sender, which the kernel writes back) or the boxed `self.dgram_template` (only
+        // read), or nowhere (a poll, a stream receive from the provided-buffer ring). The
+        // table and the boxes live as long as the ring and never move (a box keeps its heap
+        // address when the vector holding it grows), and a lent pool buffer is nobody else's
+        // until the completion hands it on.
         if unsafe { self.ring.push(&entry) }.is_err() {
             assert_eq!(self.lent[i], 0, "the fallback checked for room");
             return Err(PushError::SqFull);
@@ -393,7 +407,7 @@ impl IoUringBackend {
                 let kernel_multishot = self.pbuf_ring && self.multishot && args.is_multishot();
                 // A datagram the kernel's multishot does not receive: the reap fixes it up.
                 let datagram = matches!(args, Args::RecvPooled { datagram: true, .. });
-                if kernel_multishot {
+                if kernel_multishot && datagram {
                     self.multishots += 1;
                     MARK_MULTI
                 } else if datagram {
@@ -439,7 +453,7 @@ impl IoUringBackend {
             }
             Args::Send { fd, buf } => send_entry(*fd, buf),
             Args::SendVectored { fd, bufs } => self.vectored_entry(idx, *fd, bufs),
-            Args::SendMsg { .. } | Args::RecvMsg { .. } => msg::entry(args, self.multishot),
+            Args::SendMsg { .. } | Args::RecvMsg { .. } => msg::entry(args, self.send_addr),
             Args::Shutdown { fd, how } => opcode::Shutdown::new(Fd(*fd), *how).build(),
             Args::Close { fd } => opcode::Close::new(Fd(fd.as_raw_fd())).build(),
             Args::Read { .. }

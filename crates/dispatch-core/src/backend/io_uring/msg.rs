@@ -14,9 +14,9 @@ use crate::operation::Args;
 /// it holds (buffers, address, control storage) are the message's own and do not move while
 /// the arguments stay in the table (`push`'s contract).
 ///
-/// `send_addr`: the kernel's `SEND` takes a destination address (6.0: the loop asks the
-/// 6.0 probe of multishot receive, `UringOptions::multishot`, as polls do for theirs), so a
-/// message of one buffer to an address with no descriptors goes as a `SEND` with it, which
+/// `send_addr`: the kernel's `SEND` takes a destination address (6.1, probed by its
+/// sibling opcode `SENDMSG_ZC`, masked with `UringOptions::multishot`), so a message of
+/// one buffer to an address with no descriptors goes as a `SEND` with it, which
 /// the kernel prepares for less than a `SENDMSG` (no header and iovec to copy in: a UDP
 /// echo's every reply).
 pub(super) fn entry(args: &mut Args, send_addr: bool) -> Entry {
