@@ -190,6 +190,15 @@ pub(crate) struct IoUringBackend {
     batch_backoff: u32,
 }
 
+/// Whether the kernel's `SEND` takes a destination address: it came with `SENDMSG_ZC` (6.1,
+/// one patch series), and a 6.0 kernel answers an address on `SEND` with `EINVAL`. The
+/// caller masks it with multishots, as polls are, so that `UringOptions::multishot` off
+/// tests the `SENDMSG` path.
+fn probe_send_addr(ring: &Ring) -> bool {
+    ring.opcodes()
+        .is_ok_and(|probe| probe.is_supported(opcode::SendMsgZc::CODE))
+}
+
 impl IoUringBackend {
     /// Sets up a ring for `options` and checks that the kernel has every opcode the loop
     /// schedules.
@@ -214,13 +223,6 @@ impl IoUringBackend {
         // accept (5.19) is older than multishot receive (6.0), so one probe answers both.
         let multishot = uring.multishot && ring.probe_recv_multishot().unwrap_or(false);
         let file_opcodes = FileOpcodes::probe(&ring, uring.file_opcodes);
-        // `SEND` with a destination address came with `SENDMSG_ZC` (6.1, one patch series):
-        // a 6.0 kernel answers an address on `SEND` with `EINVAL`. Masked with multishots,
-        // as polls are, so that `UringOptions::multishot` off tests the `SENDMSG` path.
-        let send_addr = multishot
-            && ring
-                .opcodes()
-                .is_ok_and(|probe| probe.is_supported(opcode::SendMsgZc::CODE));
         let pool_count = pool.as_ref().map(|pool| pool.count());
         let pool_shared = pool.as_ref().map(|pool| Rc::clone(pool.shared()));
         let ring_start = pool_count.map_or(0, |count| u32::from(count).min(RING_START));
@@ -244,7 +246,7 @@ impl IoUringBackend {
             poll_next: vec![0; slots_max as usize].into_boxed_slice(),
             readable: vec![0; slots_max as usize].into_boxed_slice(),
             multishot,
-            send_addr,
+            send_addr: multishot && probe_send_addr(&ring),
             multishots: 0,
             ring,
             pool_memory,
