@@ -179,10 +179,11 @@ impl Poller for EpollPoller {
         let source = unsafe { BorrowedFd::borrow_raw(fd) };
         stats.syscalls += 1;
         // Named, ignored errors: ENOENT (not registered under this file: the program closed
-        // the number and opened another behind the loop's back) and EBADF (already closed);
-        // either way nothing of ours is left under this number to end.
+        // the number and opened another behind the loop's back), EPERM (the same, and the
+        // number is now a file epoll cannot watch, a regular file or a directory) and EBADF
+        // (already closed); either way nothing of ours is left under this number to end.
         match epoll::delete(&self.epoll, source) {
-            Ok(()) | Err(Errno::NOENT | Errno::BADF) => {}
+            Ok(()) | Err(Errno::NOENT | Errno::PERM | Errno::BADF) => {}
             Err(errno) => panic!("epoll_ctl(DEL, {fd}): {errno}"),
         }
     }
