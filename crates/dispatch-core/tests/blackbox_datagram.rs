@@ -6,8 +6,9 @@
 //! Each promise is checked on every backend the docs say it holds on: io_uring (with the
 //! kernel's multishot, without it, and without the provided-buffer ring), epoll, kqueue over
 //! the kevent double, and the simulator. A backend this machine cannot run (io_uring blocked)
-//! is skipped with a line saying so. Real sockets are on 127.0.0.1; every wait is a bounded
-//! loop of `run_for_ns`, never a timing threshold.
+//! is skipped with a `skipped:` line, which `cargo xtask test` counts and lists. Real
+//! sockets are on 127.0.0.1; every wait is a bounded loop of `run_for_ns`, never a timing
+//! threshold.
 //!
 //! Linux only: the tests name Linux's backends (io_uring three ways, epoll) beside the
 //! kevent double and the simulator; on FreeBSD and macOS the suite's own tests cover kqueue.

@@ -132,7 +132,7 @@ impl Env {
         match Io::new(&options) {
             Ok(io) => Some(io),
             Err(InitError::Unavailable(why)) => {
-                eprintln!("skipped on io_uring: unavailable here: {why}");
+                eprintln!("skipped: io_uring unavailable here: {why}");
                 None
             }
             Err(error) => panic!("{:?}: {error}", self.backend),

@@ -93,7 +93,7 @@ impl Env {
             Ok(io) => Some(io),
             Err(InitError::Unavailable(why)) => {
                 eprintln!(
-                    "skipped on {:?}: io_uring unavailable here: {why}",
+                    "skipped: {:?}: io_uring unavailable here: {why}",
                     self.backend
                 );
                 None
