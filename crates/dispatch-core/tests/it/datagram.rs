@@ -69,22 +69,11 @@ fn on_datagram(got: &mut Got, io: &mut Io<Got>, tag: Tag, shot: Shot<Datagram>) 
 /// The loops each test runs on: the backend under test, and on io_uring also with
 /// multishot masked, then with the provided-buffer ring masked too.
 fn loops(buffers: u32, buffer_size: u32) -> Vec<Io<Got>> {
-    let mut loops = Vec::new();
-    for (pbuf_ring, multishot) in [(true, true), (true, false), (false, false)] {
-        let mut options = Options::new(16);
-        options.pool = PoolOptions::new(buffers, buffer_size);
-        options.uring.pbuf_ring = pbuf_ring;
-        options.uring.multishot = multishot;
-        let Some(io) = check::io::<Got>(&options) else {
-            return loops;
-        };
-        let on_uring = check::on_io_uring(&io);
-        loops.push(io);
-        if !on_uring {
-            break;
-        }
-    }
-    loops
+    check::pool_loops(
+        buffers,
+        buffer_size,
+        &[(true, true), (true, false), (false, false)],
+    )
 }
 
 /// Runs until `done` holds, at most 300 turns of up to 10 ms.

@@ -169,6 +169,28 @@ pub mod check {
         io.stats().backend == dispatch_loop::BackendKind::IoUring
     }
 
+    /// Loops with a pool of `buffers` × `buffer_size`, 16 slots: the backend under test, and
+    /// on io_uring one more per `(pbuf_ring, multishot)` of `uring` after the first (the
+    /// first is the backend as configured); a backend that cannot run here gives none.
+    pub fn pool_loops<C>(buffers: u32, buffer_size: u32, uring: &[(bool, bool)]) -> Vec<Io<C>> {
+        let mut loops = Vec::new();
+        for &(pbuf_ring, multishot) in uring {
+            let mut options = Options::new(16);
+            options.pool = dispatch_loop::PoolOptions::new(buffers, buffer_size);
+            options.uring.pbuf_ring = pbuf_ring;
+            options.uring.multishot = multishot;
+            let Some(io) = io::<C>(&options) else {
+                return loops;
+            };
+            let on_uring = on_io_uring(&io);
+            loops.push(io);
+            if !on_uring {
+                break;
+            }
+        }
+        loops
+    }
+
     /// The environment variable that tells a re-executed test binary it is the child.
     pub const CHILD_ENV: &str = "DISPATCH_CORE_TEST_CHILD";
 

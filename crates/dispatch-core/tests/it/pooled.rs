@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-use dispatch_loop::{Io, Options, PoolBuf, PoolOptions, ScheduleErrorKind, Shot, Tag};
+use dispatch_loop::{Io, Options, PoolBuf, ScheduleErrorKind, Shot, Tag};
 
 use crate::check;
 
@@ -66,22 +66,7 @@ const SINGLE: Tag = 100;
 /// The loops each test runs on: the backend under test, and on io_uring the same with the
 /// provided-buffer ring and multishot masked.
 fn loops(buffers: u32, buffer_size: u32) -> Vec<Io<Got>> {
-    let mut loops = Vec::new();
-    for masked in [false, true] {
-        let mut options = Options::new(16);
-        options.pool = PoolOptions::new(buffers, buffer_size);
-        options.uring.pbuf_ring = !masked;
-        options.uring.multishot = !masked;
-        let Some(io) = check::io::<Got>(&options) else {
-            return loops;
-        };
-        let on_uring = check::on_io_uring(&io);
-        loops.push(io);
-        if !on_uring {
-            break;
-        }
-    }
-    loops
+    check::pool_loops(buffers, buffer_size, &[(true, true), (false, false)])
 }
 
 /// Runs until `done` holds, at most 200 turns of up to 10 ms (bounded: a lost wake-up fails
